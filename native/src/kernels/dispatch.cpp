@@ -1,0 +1,75 @@
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "kernels/kernels.h"
+#include "sys/cpu_features.h"
+
+namespace edgellm {
+
+GemmFn KernelTable::gemm_for(DType t) const {
+  switch (t) {
+    case DType::Q4_0: return gemm_q4_0;
+    case DType::Q8_0: return gemm_q8_0;
+    case DType::F16: return gemm_f16;
+    case DType::BF16: return gemm_bf16;
+    case DType::F32: return gemm_f32;
+  }
+  return nullptr;
+}
+
+std::vector<const KernelTable*> runnable_kernel_tables() {
+  std::vector<const KernelTable*> out{&kReferenceKernels};
+  const CpuFeatures& f = cpu_features();
+  (void)f;
+#if defined(__x86_64__)
+  if (f.avx2 && f.fma && f.f16c) out.push_back(&kAvx2Kernels);
+#endif
+#if defined(__aarch64__)
+  out.push_back(&kNeonKernels);
+  if (f.dotprod) out.push_back(&kNeonDotprodKernels);
+#endif
+  return out;
+}
+
+static const KernelTable& choose() {
+  auto tables = runnable_kernel_tables();
+  const char* forced = std::getenv("EDGELLM_KERNELS");
+  if (forced && *forced) {
+    for (const KernelTable* t : tables)
+      if (std::strcmp(t->name, forced) == 0) return *t;
+    throw std::runtime_error(std::string("EDGELLM_KERNELS=") + forced +
+                             " is not runnable on this CPU; use one of: reference" +
+#if defined(__x86_64__)
+                             ", avx2 (needs AVX2+FMA+F16C)"
+#elif defined(__aarch64__)
+                             ", neon, neon-dotprod (needs ARMv8.2 dotprod)"
+#else
+                             ""
+#endif
+    );
+  }
+  return *tables.back();  // the most capable one
+}
+
+const KernelTable& kernels() {
+  static const KernelTable& t = choose();
+  return t;
+}
+
+const KernelTable& reference_kernels() { return kReferenceKernels; }
+
+void rope_cache(int64_t pos, int64_t n_rot, float base, float freq_scale, float* cs) {
+  const float theta_scale = std::pow(base, -2.0f / (float)n_rot);
+  float theta_base = (float)pos;
+  for (int64_t i = 0; i < n_rot / 2; ++i) {
+    const float theta = freq_scale * theta_base;
+    cs[2 * i] = std::cos(theta);
+    cs[2 * i + 1] = std::sin(theta);
+    theta_base *= theta_scale;
+  }
+}
+
+}  // namespace edgellm

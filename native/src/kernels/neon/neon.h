@@ -1,0 +1,14 @@
+// aarch64 fast paths. Everything in neon:: runs on any ARMv8-A (Cortex-A72, Pi 4).
+// neon_dotprod:: holds the integer GEMMs built for armv8.2-a+dotprod (files *_dotprod.cpp),
+// used only when the CPU reports HWCAP_ASIMDDP (Cortex-A76, Pi 5).
+#pragma once
+#include "kernels/kernels.h"
+
+namespace edgellm::neon {
+#include "kernels/kernel_decls.inc"
+}  // namespace edgellm::neon
+
+namespace edgellm::neon_dotprod {
+void gemm_q4_0(const GemmArgs& a, int64_t r0, int64_t r1);
+void gemm_q8_0(const GemmArgs& a, int64_t r0, int64_t r1);
+}  // namespace edgellm::neon_dotprod

@@ -1,0 +1,40 @@
+// The neon table, one entry per line in the order of KernelTable (kernels.h). Every entry must
+// name a neon:: function: test_dispatch.cpp fails while any still points at ref::.
+#include "kernels/neon/neon.h"
+#include "kernels/reference/reference.h"
+
+namespace edgellm {
+
+const KernelTable kNeonKernels = {
+    Isa::Neon, "neon",
+    ref::quantize_row_q8_0,
+    ref::gemm_q4_0,
+    ref::gemm_q8_0,
+    ref::gemm_f16,
+    ref::gemm_bf16,
+    ref::gemm_f32,
+    ref::f32_to_f16,
+    ref::f16_to_f32,
+    ref::rmsnorm,
+    ref::rope,
+    ref::swiglu,
+    ref::geglu,
+    ref::softmax,
+    ref::add,
+    ref::scale,
+    ref::route_topk,
+    ref::attention,
+};
+
+// NEON everywhere, with the sdot GEMMs for the quantized types.
+static KernelTable make_dotprod_table() {
+  KernelTable t = kNeonKernels;
+  t.isa = Isa::NeonDotprod;
+  t.name = "neon-dotprod";
+  t.gemm_q4_0 = ref::gemm_q4_0;  // -> neon_dotprod::gemm_q4_0
+  t.gemm_q8_0 = ref::gemm_q8_0;  // -> neon_dotprod::gemm_q8_0
+  return t;
+}
+const KernelTable kNeonDotprodKernels = make_dotprod_table();
+
+}  // namespace edgellm

@@ -1,0 +1,12 @@
+#include "kernels/reference/reference.h"
+
+namespace edgellm {
+
+const KernelTable kReferenceKernels = {
+    Isa::Reference,  "reference",   ref::quantize_row_q8_0, ref::gemm_q4_0, ref::gemm_q8_0,
+    ref::gemm_f16,   ref::gemm_bf16, ref::gemm_f32,          ref::f32_to_f16, ref::f16_to_f32,
+    ref::rmsnorm,    ref::rope,      ref::swiglu,            ref::geglu,      ref::softmax,
+    ref::add,        ref::scale,     ref::route_topk,        ref::attention,
+};
+
+}  // namespace edgellm

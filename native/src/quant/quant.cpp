@@ -1,0 +1,124 @@
+#include "quant/quant.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "quant/fp16.h"
+
+namespace edgellm {
+
+const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::F32: return "F32";
+    case DType::F16: return "F16";
+    case DType::BF16: return "BF16";
+    case DType::Q4_0: return "Q4_0";
+    case DType::Q8_0: return "Q8_0";
+  }
+  return "unknown";
+}
+
+bool dtype_is_known(uint32_t raw) {
+  return raw == 0 || raw == 1 || raw == 2 || raw == 8 || raw == 30;
+}
+
+// ggml's reference: the scale is the signed value of largest magnitude / -8, so that value
+// maps to nibble 0 exactly and the others round to nearest with x/d + 8.5 truncated.
+void quantize_row_q4_0_ref(const float* x, block_q4_0* y, int64_t n) {
+  const int64_t nb = n / kQK;
+  for (int64_t i = 0; i < nb; ++i) {
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < kQK; ++j) {
+      const float v = x[i * kQK + j];
+      if (amax < std::fabs(v)) {
+        amax = std::fabs(v);
+        max = v;
+      }
+    }
+    const float d = max / -8.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y[i].d = float_to_half(d);
+    for (int j = 0; j < kQK / 2; ++j) {
+      const float x0 = x[i * kQK + j] * id;
+      const float x1 = x[i * kQK + kQK / 2 + j] * id;
+      const int xi0 = std::min(15, (int)(int8_t)(x0 + 8.5f));
+      const int xi1 = std::min(15, (int)(int8_t)(x1 + 8.5f));
+      y[i].qs[j] = (uint8_t)(xi0 | (xi1 << 4));
+    }
+  }
+}
+
+// ggml's reference: d = max|x| / 127, q = round(x / d) (ties away from zero).
+void quantize_row_q8_0_ref(const float* x, block_q8_0* y, int64_t n) {
+  const int64_t nb = n / kQK;
+  for (int64_t i = 0; i < nb; ++i) {
+    float amax = 0.0f;
+    for (int j = 0; j < kQK; ++j) amax = std::fmax(amax, std::fabs(x[i * kQK + j]));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y[i].d = float_to_half(d);
+    for (int j = 0; j < kQK; ++j) y[i].qs[j] = (int8_t)std::round(x[i * kQK + j] * id);
+  }
+}
+
+void dequantize_row_q4_0(const block_q4_0* x, float* y, int64_t n) {
+  const int64_t nb = n / kQK;
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = half_to_float(x[i].d);
+    for (int j = 0; j < kQK / 2; ++j) {
+      y[i * kQK + j] = (float)((x[i].qs[j] & 0x0F) - 8) * d;
+      y[i * kQK + kQK / 2 + j] = (float)((x[i].qs[j] >> 4) - 8) * d;
+    }
+  }
+}
+
+void dequantize_row_q8_0(const block_q8_0* x, float* y, int64_t n) {
+  const int64_t nb = n / kQK;
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = half_to_float(x[i].d);
+    for (int j = 0; j < kQK; ++j) y[i * kQK + j] = (float)x[i].qs[j] * d;
+  }
+}
+
+void convert_row_f32_to_f16(const float* x, uint16_t* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = float_to_half(x[i]);
+}
+void convert_row_f16_to_f32(const uint16_t* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = half_to_float(x[i]);
+}
+void convert_row_f32_to_bf16(const float* x, uint16_t* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = float_to_bf16(x[i]);
+}
+void convert_row_bf16_to_f32(const uint16_t* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = bf16_to_float(x[i]);
+}
+
+void dequantize_row(DType t, const void* row, float* y, int64_t n) {
+  switch (t) {
+    case DType::F32: {
+      const float* s = static_cast<const float*>(row);
+      for (int64_t i = 0; i < n; ++i) y[i] = s[i];
+      return;
+    }
+    case DType::F16: return convert_row_f16_to_f32(static_cast<const uint16_t*>(row), y, n);
+    case DType::BF16: return convert_row_bf16_to_f32(static_cast<const uint16_t*>(row), y, n);
+    case DType::Q4_0: return dequantize_row_q4_0(static_cast<const block_q4_0*>(row), y, n);
+    case DType::Q8_0: return dequantize_row_q8_0(static_cast<const block_q8_0*>(row), y, n);
+  }
+}
+
+void quantize_row(DType t, const float* x, void* row, int64_t n) {
+  switch (t) {
+    case DType::F32: {
+      float* d = static_cast<float*>(row);
+      for (int64_t i = 0; i < n; ++i) d[i] = x[i];
+      return;
+    }
+    case DType::F16: return convert_row_f32_to_f16(x, static_cast<uint16_t*>(row), n);
+    case DType::BF16: return convert_row_f32_to_bf16(x, static_cast<uint16_t*>(row), n);
+    case DType::Q4_0: return quantize_row_q4_0_ref(x, static_cast<block_q4_0*>(row), n);
+    case DType::Q8_0: return quantize_row_q8_0_ref(x, static_cast<block_q8_0*>(row), n);
+  }
+}
+
+}  // namespace edgellm

@@ -1,0 +1,91 @@
+#include <cstdio>
+#include <cstring>
+#include <exception>
+
+#include "kernels/kernels.h"
+#include "sys/cpu_features.h"
+#include "test.h"
+
+namespace edgellm::test {
+
+std::vector<Case>& registry() {
+  static std::vector<Case> r;
+  return r;
+}
+int& failures() {
+  static int n = 0;
+  return n;
+}
+void fail(const char* file, int line, const std::string& msg) {
+  ++failures();
+  std::fprintf(stderr, "    %s:%d: %s\n", file, line, msg.c_str());
+}
+
+bool near_all(const float* a, const float* b, int64_t n, double atol, double rtol, std::string* why) {
+  double maxb = 0;
+  for (int64_t i = 0; i < n; ++i) maxb = std::fmax(maxb, std::fabs((double)b[i]));
+  const double tol = atol + rtol * maxb;
+  double worst = 0;
+  int64_t wi = -1;
+  for (int64_t i = 0; i < n; ++i) {
+    double d = std::fabs((double)a[i] - (double)b[i]);
+    if (std::isnan(a[i]) != std::isnan(b[i])) d = INFINITY;
+    if (d > worst || (wi < 0 && d > tol)) { worst = d; wi = i; }
+  }
+  if (worst <= tol) return true;
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "mismatch at [%lld]: got %.9g, want %.9g (|diff| %.3g > tol %.3g, n=%lld)",
+                (long long)wi, (double)a[wi], (double)b[wi], worst, tol, (long long)n);
+  *why = buf;
+  return false;
+}
+
+std::mt19937& rng() {
+  static std::mt19937 g(12345);
+  return g;
+}
+void fill_uniform(float* x, int64_t n, float lo, float hi) {
+  std::uniform_real_distribution<float> d(lo, hi);
+  for (int64_t i = 0; i < n; ++i) x[i] = d(rng());
+}
+void fill_normal(float* x, int64_t n, float stddev) {
+  std::normal_distribution<float> d(0.0f, stddev);
+  for (int64_t i = 0; i < n; ++i) x[i] = d(rng());
+}
+
+}  // namespace edgellm::test
+
+int main(int argc, char** argv) {
+  using namespace edgellm;
+  const char* only = argc > 1 ? argv[1] : nullptr;
+  const CpuFeatures& f = cpu_features();
+  std::printf("cpu: %s (%s) avx2=%d fma=%d f16c=%d neon=%d dotprod=%d\n", f.model.c_str(), f.arch.c_str(),
+              f.avx2, f.fma, f.f16c, f.neon, f.dotprod);
+  std::printf("kernel tables under test:");
+  for (const KernelTable* t : runnable_kernel_tables()) std::printf(" %s", t->name);
+  std::printf("\n");
+  int passed = 0, failed = 0;
+  for (auto& c : test::registry()) {
+    if (only && std::strcmp(only, c.suite) != 0) continue;
+    test::failures() = 0;
+    try {
+      c.fn();
+    } catch (const std::exception& e) {
+      test::fail(__FILE__, __LINE__, std::string("uncaught exception: ") + e.what());
+    }
+    if (test::failures() == 0) {
+      ++passed;
+      std::printf("ok   %s.%s\n", c.suite, c.name);
+    } else {
+      ++failed;
+      std::printf("FAIL %s.%s\n", c.suite, c.name);
+    }
+    std::fflush(stdout);
+  }
+  if (passed + failed == 0) {
+    std::printf("no test matched '%s'\n", only ? only : "");
+    return 1;
+  }
+  std::printf("%d passed, %d failed\n", passed, failed);
+  return failed ? 1 : 0;
+}
