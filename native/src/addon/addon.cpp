@@ -1,0 +1,16 @@
+// N-API bindings only: argument checks, conversions and off-loop workers. No logic lives here.
+#include <napi.h>
+
+#include "addon/bindings.h"
+
+namespace edgellm::addon {
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  register_system(env, exports);
+  register_bench(env, exports);
+  return exports;
+}
+
+}  // namespace edgellm::addon
+
+NODE_API_MODULE(edgellm, edgellm::addon::Init)

@@ -1,0 +1,14 @@
+#pragma once
+#include <napi.h>
+
+#include <string>
+
+namespace edgellm::addon {
+
+// Errors cross the boundary as JS Errors with a `code` (E_...) and a message that says what to do.
+Napi::Error coded_error(Napi::Env env, const std::string& code, const std::string& message);
+
+void register_system(Napi::Env env, Napi::Object exports);  // cpuInfo()
+void register_bench(Napi::Env env, Napi::Object exports);   // benchKernels(opts) -> Promise
+
+}  // namespace edgellm::addon

@@ -1,0 +1,47 @@
+#include "addon/bindings.h"
+#include "kernels/kernels.h"
+#include "runtime/thread_pool.h"
+#include "sys/cpu_features.h"
+
+namespace edgellm::addon {
+
+Napi::Error coded_error(Napi::Env env, const std::string& code, const std::string& message) {
+  Napi::Error e = Napi::Error::New(env, message);
+  e.Set("code", Napi::String::New(env, code));
+  return e;
+}
+
+// cpuInfo(): what this CPU can run and which kernel table edgellm uses.
+static Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const CpuFeatures& f = cpu_features();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("arch", f.arch);
+  o.Set("model", f.model);
+  o.Set("logicalCores", f.logical_cores);
+  o.Set("physicalCores", f.physical_cores);
+  o.Set("defaultThreads", default_thread_count());
+  Napi::Object feats = Napi::Object::New(env);
+  feats.Set("avx2", f.avx2);
+  feats.Set("fma", f.fma);
+  feats.Set("f16c", f.f16c);
+  feats.Set("neon", f.neon);
+  feats.Set("dotprod", f.dotprod);
+  o.Set("features", feats);
+  try {
+    o.Set("kernels", kernels().name);
+  } catch (const std::exception& e) {
+    throw coded_error(env, "E_CONFIG", e.what());
+  }
+  auto tables = runnable_kernel_tables();
+  Napi::Array runnable = Napi::Array::New(env, tables.size());
+  for (size_t i = 0; i < tables.size(); ++i) runnable.Set((uint32_t)i, tables[i]->name);
+  o.Set("runnableKernels", runnable);
+  return o;
+}
+
+void register_system(Napi::Env env, Napi::Object exports) {
+  exports.Set("cpuInfo", Napi::Function::New(env, CpuInfo, "cpuInfo"));
+}
+
+}  // namespace edgellm::addon

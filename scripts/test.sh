@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# `npm test`: the C++ unit tests (CTest), the TypeScript tests (tap), and the C++ kernel tests
+# cross-compiled for aarch64 and run under qemu as a Cortex-A76 and a Cortex-A72.
+# Runs every step even when one fails, then prints one summary line.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+log=$(mktemp -d)
+trap 'rm -rf "$log"' EXIT
+passed=0 failed=0 skipped=0 status=0
+
+step() {  # step NAME COMMAND...
+  local name=$1; shift
+  echo "=== $name: $*"
+  "$@" 2>&1 | tee "$log/$name.txt"
+  local rc=${PIPESTATUS[0]}
+  if [ "$rc" -ne 0 ]; then status=1; echo "=== $name FAILED (exit $rc)"; fi
+  return 0
+}
+
+if [ ! -f build/Release/edgellm.node ] || [ ! -x build/edgellm_tests ]; then
+  echo "npm test: the native build is missing; run \`npm install\` (or \`npm run build\`) first" >&2
+  exit 1
+fi
+
+step native ctest --test-dir build --output-on-failure
+step ts npx tap
+step arm64 bash scripts/test-arm64.sh
+
+# Counts: C++ cases from the harness' own "N passed, N failed" lines, tap's from its summary.
+for f in "$log/native.txt" "$log/arm64.txt"; do
+  while read -r p _ q _; do
+    passed=$((passed + p)); failed=$((failed + q))
+  done < <(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$f" || true)
+done
+if grep -q 'SKIPPED' "$log/arm64.txt"; then skipped=$((skipped + 1)); fi
+tap_pass=$(grep -oE '# \{ total: [0-9]+, pass: [0-9]+' "$log/ts.txt" | tail -1 | grep -oE '[0-9]+$' || echo 0)
+tap_total=$(grep -oE '# \{ total: [0-9]+' "$log/ts.txt" | tail -1 | grep -oE '[0-9]+$' || echo 0)
+tap_fail=$(grep -oE 'fail: [0-9]+' "$log/ts.txt" | tail -1 | grep -oE '[0-9]+$' || echo 0)
+tap_skip=$(grep -oE 'skip: [0-9]+' "$log/ts.txt" | tail -1 | grep -oE '[0-9]+$' || echo 0)
+passed=$((passed + tap_pass)); failed=$((failed + tap_fail)); skipped=$((skipped + tap_skip))
+if [ "$tap_total" -eq 0 ]; then echo "npm test: tap ran no test"; status=1; fi
+if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
+
+echo "edgellm: $passed passed, $failed failed, $skipped skipped"
+exit $status

@@ -1,0 +1,36 @@
+/** Parsers for CLI option values: each refuses bad input with an E_BAD_ARGUMENT naming the flag. */
+import { EdgeError } from '../errors.js';
+
+export function parsePositiveInt(flag: string, value: string): number {
+  if (!/^\d+$/.test(value.trim()) || Number(value) < 1) {
+    throw new EdgeError('E_BAD_ARGUMENT', `${flag} takes a positive whole number, got "${value}"`);
+  }
+  return Number(value);
+}
+
+export function parsePositiveNumber(flag: string, value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n <= 0) {
+    throw new EdgeError('E_BAD_ARGUMENT', `${flag} takes a positive number, got "${value}"`);
+  }
+  return n;
+}
+
+/** "1,2,4" -> [1, 2, 4] */
+export function parseIntList(flag: string, value: string): number[] {
+  return value.split(',').map((part) => parsePositiveInt(flag, part));
+}
+
+/** "2048x2048,14336x4096" -> [[2048, 2048], [14336, 4096]] (rows x cols) */
+export function parseShapes(flag: string, value: string): Array<[number, number]> {
+  return value.split(',').map((part) => {
+    const m = /^\s*(\d+)x(\d+)\s*$/.exec(part);
+    if (!m) throw new EdgeError('E_BAD_ARGUMENT', `${flag} takes ROWSxCOLS[,ROWSxCOLS...], got "${part}"`);
+    const rows = parsePositiveInt(flag, m[1] ?? '');
+    const cols = parsePositiveInt(flag, m[2] ?? '');
+    if (cols % 32 !== 0) {
+      throw new EdgeError('E_BAD_ARGUMENT', `${flag}: cols must be a multiple of 32 (Q4_0 blocks), got ${cols}`);
+    }
+    return [rows, cols];
+  });
+}

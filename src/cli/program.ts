@@ -1,0 +1,40 @@
+/** The `edgellm` command tree: one file per subcommand; errors are one clear line and a non-zero exit. */
+import { Command, CommanderError } from 'commander';
+import { createRequire } from 'node:module';
+import { EdgeError } from '../errors.js';
+import { registerBench } from './bench.js';
+
+const require = createRequire(import.meta.url);
+const { version } = require('../../package.json') as { version: string };
+
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name('edgellm')
+    .description('LLM inference runtime and MQTT daemon for Raspberry Pi-class devices')
+    .version(version)
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+  registerBench(program);
+  return program;
+}
+
+/** Runs the CLI on argv (without node and script) and returns the process exit code. */
+export async function runCli(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // --help and --version end here with code 0; usage errors were already printed.
+      return err.exitCode;
+    }
+    if (err instanceof EdgeError) {
+      process.stderr.write(`edgellm: ${err.code}: ${err.message}\n`);
+      return 2;
+    }
+    process.stderr.write(`edgellm: internal error: ${(err as Error).stack ?? String(err)}\n`);
+    return 70;
+  }
+}

@@ -1,0 +1,86 @@
+/**
+ * Loads the C++ addon (build/Release/edgellm.node, built by cmake-js at `npm install`).
+ * EDGELLM_ADDON overrides the path (the offline bundle sets it).
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { EdgeError } from '../errors.js';
+
+export interface CpuInfo {
+  arch: string;
+  model: string;
+  logicalCores: number;
+  physicalCores: number;
+  /** Threads a model uses unless told otherwise: physical cores, at most 4. */
+  defaultThreads: number;
+  features: { avx2: boolean; fma: boolean; f16c: boolean; neon: boolean; dotprod: boolean };
+  /** The kernel table in use: reference, avx2, neon or neon-dotprod. */
+  kernels: string;
+  runnableKernels: string[];
+}
+
+/** One line of `edgellm bench kernels`. */
+export interface KernelBenchRow {
+  /** "read_bandwidth" or "gemv_q4_0". */
+  name: string;
+  isa: string;
+  rows: number;
+  cols: number;
+  threads: number;
+  /** GB/s of bytes streamed (weights for a GEMV, the buffer for read_bandwidth). */
+  gbps: number;
+  /** Read bandwidth measured in the same run with the same thread count. */
+  peak_gbps: number;
+  /** gbps / peak_gbps. */
+  ratio: number;
+  seconds: number;
+}
+
+export interface KernelBenchOptions {
+  threads?: number[];
+  /** [rows, cols] pairs. */
+  shapes?: Array<[number, number]>;
+  minSeconds?: number;
+  workingSetBytes?: number;
+}
+
+export interface NativeAddon {
+  cpuInfo(): CpuInfo;
+  benchKernels(opts?: KernelBenchOptions): Promise<KernelBenchRow[]>;
+}
+
+const here = dirname(fileURLToPath(import.meta.url));
+/** The package root: dist/engine/ -> ../.. */
+export const packageRoot = resolve(here, '..', '..');
+
+let cached: NativeAddon | undefined;
+
+export function addonPath(): string {
+  return process.env.EDGELLM_ADDON ?? resolve(packageRoot, 'build', 'Release', 'edgellm.node');
+}
+
+export function loadAddon(): NativeAddon {
+  if (cached) return cached;
+  const path = addonPath();
+  if (!existsSync(path)) {
+    throw new EdgeError(
+      'E_ADDON_MISSING',
+      `the native engine is not built (${path} is missing): run \`npm run build:native\` ` +
+        '(needs cmake and a C++17 compiler), or reinstall edgellm',
+    );
+  }
+  const require = createRequire(import.meta.url);
+  try {
+    cached = require(path) as NativeAddon;
+  } catch (err) {
+    throw new EdgeError(
+      'E_ADDON_MISSING',
+      `the native engine at ${path} could not be loaded (${(err as Error).message}); ` +
+        'rebuild it for this machine with `npm run build:native`',
+      { cause: err },
+    );
+  }
+  return cached;
+}

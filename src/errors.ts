@@ -1,0 +1,32 @@
+/**
+ * Every failure a user can hit has a code and a message that says what to do.
+ * Codes are stable strings; messages may change.
+ */
+export type ErrorCode =
+  | 'E_ADDON_MISSING'
+  | 'E_BAD_ARGUMENT'
+  | 'E_BENCH'
+  | 'E_CONFIG';
+
+export class EdgeError extends Error {
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'EdgeError';
+    this.code = code;
+  }
+}
+
+/** Turns a `{code, message}` error thrown by the native addon into an EdgeError. */
+export function fromNative(err: unknown): EdgeError {
+  if (err instanceof EdgeError) return err;
+  if (err instanceof Error) {
+    const code = (err as Error & { code?: unknown }).code;
+    if (typeof code === 'string' && code.startsWith('E_')) {
+      return new EdgeError(code as ErrorCode, err.message, { cause: err });
+    }
+    return new EdgeError('E_BENCH', err.message, { cause: err });
+  }
+  return new EdgeError('E_BENCH', String(err));
+}

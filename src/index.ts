@@ -1,0 +1,31 @@
+/**
+ * edgellm's public API.
+ *
+ * @packageDocumentation
+ */
+import { fromNative } from './errors.js';
+import { loadAddon, type CpuInfo, type KernelBenchOptions, type KernelBenchRow } from './engine/native.js';
+
+export { EdgeError, type ErrorCode } from './errors.js';
+export type { CpuInfo, KernelBenchOptions, KernelBenchRow } from './engine/native.js';
+
+/** What this CPU can run and which kernel table edgellm picked for it. */
+export function cpuInfo(): CpuInfo {
+  try {
+    return loadAddon().cpuInfo();
+  } catch (err) {
+    throw fromNative(err);
+  }
+}
+
+/**
+ * Measures Q4_0 GEMV throughput against this machine's read bandwidth, off the event loop.
+ * Rows come back in the order they were measured: read_bandwidth first for each thread count.
+ */
+export async function benchKernels(opts: KernelBenchOptions = {}): Promise<KernelBenchRow[]> {
+  try {
+    return await loadAddon().benchKernels(opts);
+  } catch (err) {
+    throw fromNative(err);
+  }
+}
