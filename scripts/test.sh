@@ -18,7 +18,7 @@ step() {  # step NAME COMMAND...
   return 0
 }
 
-if [ ! -f build/Release/edgellm.node ] || [ ! -x build/edgellm_tests ]; then
+if [ ! -f build/Release/edgellm.node ] || [ ! -f build/native/CTestTestfile.cmake ]; then
   echo "npm test: the native build is missing; run \`npm install\` (or \`npm run build\`) first" >&2
   exit 1
 fi
