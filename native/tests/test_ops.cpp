@@ -268,3 +268,25 @@ TEST(ops, add_and_scale_match_reference_exactly) {
     }
   }
 }
+
+// softmax([0, x...]) with every x <= -40 sums to exactly 1.0f, so its outputs are the kernel's
+// exp(x) itself: this measures the vector exp in ulps over every reduced argument r.
+TEST(ops, softmax_exp_is_accurate_to_a_few_ulp) {
+  const int64_t n = 4097;
+  std::vector<float> x(n);
+  fill_uniform(x.data(), n, -87.0f, -40.0f);
+  x[0] = 0.0f;
+  for (const KernelTable* t : runnable_kernel_tables()) {
+    std::vector<float> y = x;
+    t->softmax(y.data(), n);
+    CHECK_EQ(y[0], 1.0f);
+    double worst_ulp = 0;
+    for (int64_t i = 1; i < n; ++i) {
+      const double want = std::exp((double)x[i]);
+      const double ulp = std::ldexp(1.0, std::ilogb((float)want) - 23);
+      worst_ulp = std::fmax(worst_ulp, std::fabs((double)y[i] - want) / ulp);
+    }
+    std::printf("     exp      %-12s max error %.2f ulp\n", t->name, worst_ulp);
+    CHECK(worst_ulp <= 3.0);
+  }
+}
