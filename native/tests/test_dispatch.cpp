@@ -1,0 +1,79 @@
+// Every fast table must carry its own implementation of every kernel: a fast path that quietly
+// falls back to the reference would pass every comparison test and be slow.
+#include <cstring>
+
+#include "kernels/kernels.h"
+#include "sys/cpu_features.h"
+#include "test.h"
+
+using namespace edgellm;
+
+namespace {
+
+// The table's entries as raw pointers, in declaration order (isa and name excluded).
+std::vector<const void*> entries(const KernelTable& t) {
+  return {(const void*)t.quantize_row_q8_0, (const void*)t.gemm_q4_0, (const void*)t.gemm_q8_0,
+          (const void*)t.gemm_f16,          (const void*)t.gemm_bf16, (const void*)t.gemm_f32,
+          (const void*)t.f32_to_f16,        (const void*)t.f16_to_f32, (const void*)t.rmsnorm,
+          (const void*)t.rope,              (const void*)t.swiglu,    (const void*)t.geglu,
+          (const void*)t.softmax,           (const void*)t.add,       (const void*)t.scale,
+          (const void*)t.route_topk,        (const void*)t.attention};
+}
+const char* kEntryNames[] = {"quantize_row_q8_0", "gemm_q4_0", "gemm_q8_0", "gemm_f16", "gemm_bf16",
+                             "gemm_f32",          "f32_to_f16", "f16_to_f32", "rmsnorm", "rope",
+                             "swiglu",            "geglu",     "softmax",   "add",      "scale",
+                             "route_topk",        "attention"};
+
+void check_no_reference_entries(const KernelTable& t) {
+  auto ref = entries(kReferenceKernels);
+  auto fast = entries(t);
+  for (size_t i = 0; i < fast.size(); ++i) {
+    CHECK_MSG(fast[i] != nullptr, std::string(t.name) + "." + kEntryNames[i] + " is null");
+    CHECK_MSG(fast[i] != ref[i], std::string(t.name) + "." + kEntryNames[i] + " is still the reference kernel");
+  }
+}
+
+}  // namespace
+
+TEST(dispatch, reference_table_is_complete) {
+  for (const void* p : entries(kReferenceKernels)) CHECK(p != nullptr);
+  CHECK(std::strcmp(reference_kernels().name, "reference") == 0);
+}
+
+TEST(dispatch, fast_tables_have_their_own_kernels) {
+#if defined(__x86_64__)
+  check_no_reference_entries(kAvx2Kernels);
+#endif
+#if defined(__aarch64__)
+  check_no_reference_entries(kNeonKernels);
+  // The dotprod table differs from the NEON one exactly in the integer GEMMs.
+  CHECK(kNeonDotprodKernels.gemm_q4_0 != kNeonKernels.gemm_q4_0);
+  CHECK(kNeonDotprodKernels.gemm_q8_0 != kNeonKernels.gemm_q8_0);
+  CHECK(kNeonDotprodKernels.gemm_q4_0 != kReferenceKernels.gemm_q4_0);
+  CHECK(kNeonDotprodKernels.gemm_q8_0 != kReferenceKernels.gemm_q8_0);
+#endif
+}
+
+TEST(dispatch, picks_the_most_capable_runnable_table) {
+  auto tables = runnable_kernel_tables();
+  CHECK(tables.front() == &kReferenceKernels);
+  const CpuFeatures& f = cpu_features();
+  (void)f;
+#if defined(__x86_64__)
+  if (f.avx2 && f.fma && f.f16c) CHECK(tables.back() == &kAvx2Kernels);
+#endif
+#if defined(__aarch64__)
+  CHECK(tables.back() == (f.dotprod ? &kNeonDotprodKernels : &kNeonKernels));
+#endif
+  if (!std::getenv("EDGELLM_KERNELS")) CHECK(&kernels() == tables.back());
+}
+
+TEST(dispatch, rope_cache_matches_the_formula) {
+  float cs[8];
+  rope_cache(3, 8, 10000.0f, 1.0f, cs);
+  for (int i = 0; i < 4; ++i) {
+    const double theta = 3.0 * std::pow(10000.0, -2.0 * i / 8.0);
+    CHECK(std::fabs(cs[2 * i] - std::cos(theta)) < 1e-5);
+    CHECK(std::fabs(cs[2 * i + 1] - std::sin(theta)) < 1e-5);
+  }
+}
