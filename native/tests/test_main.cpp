@@ -23,7 +23,10 @@ void fail(const char* file, int line, const std::string& msg) {
 
 bool near_all(const float* a, const float* b, int64_t n, double atol, double rtol, std::string* why) {
   double maxb = 0;
-  for (int64_t i = 0; i < n; ++i) maxb = std::fmax(maxb, std::fabs((double)b[i]));
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = std::fabs((double)b[i]);
+    if (v > maxb) maxb = v;  // not std::fmax: aarch64 GCC 12.2 ICEs vectorizing that reduction at -O3
+  }
   const double tol = atol + rtol * maxb;
   double worst = 0;
   int64_t wi = -1;
