@@ -1,5 +1,6 @@
 #include "bench/kernel_bench.h"
 
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -204,6 +205,11 @@ std::vector<KernelBenchRow> run_kernel_bench(const KernelBenchOptions& options, 
 
   Buffer buf(static_cast<uint8_t*>(std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096)));
   if (!buf) throw std::runtime_error("kernel bench: cannot allocate " + std::to_string(bytes >> 20) + " MiB");
+#if defined(MADV_HUGEPAGE)
+  // Transparent huge pages where allowed: 512x fewer page faults while filling (seconds on a
+  // Pi) and fewer TLB misses while streaming. Advice only; ignoring a failure is fine.
+  madvise(buf.get(), (bytes + 4095) / 4096 * 4096, MADV_HUGEPAGE);
+#endif
   fill_q4_0_blocks(*pools.rbegin()->second, buf.get(), bytes);
 
   std::vector<KernelBenchRow> rows;

@@ -59,18 +59,29 @@ inline uint32_t seq_of(uint64_t word) { return (uint32_t)(word >> 32); }
 inline int64_t index_of(uint64_t word) { return (int64_t)(word & 0xFFFFFFFFu); }
 
 // Spins with a pause instruction until pred() holds or spin_us elapse; true if pred() held.
-// The clock is read every 64 pauses (a pause is tens of cycles on x86, a few on ARM).
+// The clock is read every 64 pauses (a pause is tens of cycles on x86, a few on ARM), and
+// every 2 us the thread offers its core to the OS: when threads outnumber free cores
+// (a busy 2-core machine), the thread we are waiting for may be queued behind us on this core.
 template <class Pred>
 bool spin_until(int spin_us, Pred pred) {
   if (pred()) return true;
   if (spin_us <= 0) return false;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us);
+  using Clock = std::chrono::steady_clock;
+  constexpr auto kYieldEvery = std::chrono::microseconds(2);
+  Clock::time_point now = Clock::now();
+  const Clock::time_point deadline = now + std::chrono::microseconds(spin_us);
+  Clock::time_point next_yield = now + kYieldEvery;
   for (;;) {
     for (int i = 0; i < 64; ++i) {
       cpu_relax();
       if (pred()) return true;
     }
-    if (std::chrono::steady_clock::now() >= deadline) return pred();
+    now = Clock::now();
+    if (now >= deadline) return pred();
+    if (now >= next_yield) {
+      std::this_thread::yield();
+      next_yield = Clock::now() + kYieldEvery;
+    }
   }
 }
 
