@@ -22,6 +22,7 @@ namespace edgellm {
 namespace {
 
 constexpr size_t kGiB = size_t(1) << 30;
+constexpr size_t kHugePage = size_t(2) << 20;  // aligned so transparent huge pages can back it
 constexpr size_t kSumChunkBytes = size_t(1) << 20;  // one claim per MiB summed: overhead is noise
 
 using Clock = std::chrono::steady_clock;
@@ -203,12 +204,13 @@ std::vector<KernelBenchRow> run_kernel_bench(const KernelBenchOptions& options, 
   std::map<int, std::unique_ptr<ThreadPool>> pools;
   for (int t : threads) pools[t] = std::make_unique<ThreadPool>(t);
 
-  Buffer buf(static_cast<uint8_t*>(std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096)));
+  const size_t alloc_bytes = (bytes + kHugePage - 1) / kHugePage * kHugePage;
+  Buffer buf(static_cast<uint8_t*>(std::aligned_alloc(kHugePage, alloc_bytes)));
   if (!buf) throw std::runtime_error("kernel bench: cannot allocate " + std::to_string(bytes >> 20) + " MiB");
 #if defined(MADV_HUGEPAGE)
   // Transparent huge pages where allowed: 512x fewer page faults while filling (seconds on a
   // Pi) and fewer TLB misses while streaming. Advice only; ignoring a failure is fine.
-  madvise(buf.get(), (bytes + 4095) / 4096 * 4096, MADV_HUGEPAGE);
+  madvise(buf.get(), alloc_bytes, MADV_HUGEPAGE);
 #endif
   fill_q4_0_blocks(*pools.rbegin()->second, buf.get(), bytes);
 
