@@ -184,7 +184,7 @@ ThreadPool::ThreadPool(int n_threads) : state_(nullptr), n_threads_(n_threads) {
   try {
     state_->spin_us = spin_us_from_env();
     state_->workers.reserve(n_threads - 1);
-    for (int t = 1; t < n_threads; ++t) state_->workers.emplace_back([this, t] { state_->worker_main(t); });
+    for (int t = 1; t < n_threads; ++t) state_->workers.emplace_back([s = state_, t] { s->worker_main(t); });
   } catch (...) {
     state_->stop_and_join();
     delete state_;
