@@ -6,7 +6,13 @@ export type ErrorCode =
   | 'E_ADDON_MISSING'
   | 'E_BAD_ARGUMENT'
   | 'E_BENCH'
-  | 'E_CONFIG';
+  | 'E_CONFIG'
+  /** A model file that is truncated or breaks the GGUF format (the message names the key or tensor). */
+  | 'E_MODEL_CORRUPT'
+  /** A model file edgellm cannot run as it is (GGUF v1, pre-GGUF, a tensor type such as Q4_K): convert it. */
+  | 'E_MODEL_UNSUPPORTED'
+  /** A model path that does not exist or cannot be read. */
+  | 'E_MODEL_NOT_FOUND';
 
 export class EdgeError extends Error {
   readonly code: ErrorCode;
