@@ -8,6 +8,13 @@ import { loadAddon, type CpuInfo, type KernelBenchOptions, type KernelBenchRow }
 
 export { EdgeError, type ErrorCode } from './errors.js';
 export type { CpuInfo, KernelBenchOptions, KernelBenchRow } from './engine/native.js';
+export {
+  readGgufInfo,
+  type GgufInfo,
+  type GgufMetadataValue,
+  type GgufTensorInfo,
+  type GgufTensorType,
+} from './engine/gguf.js';
 
 /** What this CPU can run and which kernel table edgellm picked for it. */
 export function cpuInfo(): CpuInfo {

@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EdgeError } from '../errors.js';
+import type { GgufInfo } from './gguf.js';
 
 export interface CpuInfo {
   arch: string;
@@ -49,6 +50,7 @@ export interface KernelBenchOptions {
 export interface NativeAddon {
   cpuInfo(): CpuInfo;
   benchKernels(opts?: KernelBenchOptions): Promise<KernelBenchRow[]>;
+  ggufInfo(path: string): GgufInfo;
 }
 
 const here = dirname(fileURLToPath(import.meta.url));

@@ -8,9 +8,12 @@ namespace edgellm::addon {
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_system(env, exports);
   register_bench(env, exports);
+  register_gguf(env, exports);
   return exports;
 }
 
 }  // namespace edgellm::addon
 
-NODE_API_MODULE(edgellm, edgellm::addon::Init)
+// NODE_API_MODULE pastes its second argument into a function name, so it must be unqualified.
+using edgellm::addon::Init;
+NODE_API_MODULE(edgellm, Init)
