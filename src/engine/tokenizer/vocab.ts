@@ -237,6 +237,14 @@ export function vocabFromMetadata(meta: Meta, opts: VocabBuildOptions = {}): Voc
     }
   }
 
+  // Gemma-4 style vocabularies: </s> is an ordinary token there.
+  const sId = tokenToId.get('</s>');
+  const toolResponse = tokenToId.get('<|tool_response>');
+  if (sId !== undefined && eog.has(sId) && toolResponse !== undefined && eog.has(toolResponse)) {
+    eog.delete(sId);
+    attrs[sId] = Attr.NORMAL;
+  }
+
   const specialTokens: number[] = [];
   for (let i = 0; i < n; i++) {
     if (attrs[i]! & (Attr.CONTROL | Attr.USER_DEFINED | Attr.UNKNOWN)) specialTokens.push(i);
@@ -287,7 +295,8 @@ const EOT_TEXTS = [
 ];
 const EOG_TEXTS = [
   '<|eot_id|>', '<|im_end|>', '<|end|>', '<|return|>', '<|call|>', '<|flush|>', '<|calls|>', '<end_of_turn>',
-  '<|endoftext|>', '<|eom_id|>', '<EOT>', '_<EOT>', '[EOT]', '[EOS]', '<|end_of_text|>', '<end_of_utterance>',
+  '<|endoftext|>', '</s>', '<|eom_id|>', '<EOT>', '_<EOT>', '[EOT]', '[EOS]', '<|end_of_text|>',
+  '<end_of_utterance>', '<eos>', '<turn|>', '<|tool_response>', '<｜end▁of▁sentence｜>', '[e~[',
 ];
 const FIM_TEXTS = [
   ['<|fim_prefix|>', '<fim-prefix>', '<fim_prefix>', '<｜fim▁begin｜>', '<PRE>', '▁<PRE>', '<|code_prefix|>'],

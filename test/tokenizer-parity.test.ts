@@ -1,0 +1,70 @@
+// Parity with llama.cpp itself, through node-llama-cpp (pinned; it bundles llama.cpp's
+// tokenizer): ids for our own hard strings, with and without special-token parsing, and the
+// text llama_detokenize gives back, on every model file it can open.
+import t from 'tap';
+import { join } from 'node:path';
+import { getLlama, type Llama } from 'node-llama-cpp';
+import { ggufTokenizer, modelsDir, requireModels } from './fixtures/tokenizer-data.js';
+import { PARITY_STRINGS } from './fixtures/tokenizer-strings.js';
+
+const MODELS = [
+  'stories260K.gguf',
+  'TinyLLama-v0-Q4_0.gguf',
+  'llama-2-tiny-random.gguf',
+  'vocab/ggml-vocab-llama-spm.gguf',
+  'vocab/ggml-vocab-phi-3.gguf',
+  'vocab/ggml-vocab-gpt-2.gguf',
+];
+
+let llama: Llama | undefined;
+t.before(async () => {
+  llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' });
+});
+t.teardown(async () => {
+  await llama?.dispose();
+});
+
+for (const rel of MODELS) {
+  t.test(`${rel}: encode and decode match llama.cpp on ${PARITY_STRINGS.length} strings`, async (t) => {
+    if (!requireModels(t, `${rel} llama.cpp parity`)) return;
+    const model = await llama!.loadModel({ modelPath: join(modelsDir, rel), vocabOnly: true });
+    t.teardown(() => model.dispose());
+    const tk = ggufTokenizer(rel);
+    let encOk = 0;
+    let encTotal = 0;
+    let decOk = 0;
+    let decTotal = 0;
+    for (const text of PARITY_STRINGS) {
+      for (const parseSpecial of [false, true]) {
+        const expected = Array.from(model.tokenize(text, parseSpecial));
+        const got = tk.encode(text, { addBos: false, parseSpecial });
+        encTotal++;
+        if (JSON.stringify(got) === JSON.stringify(expected)) encOk++;
+        else t.same(got, expected, `encode ${JSON.stringify(text)} parseSpecial=${parseSpecial}`);
+        for (const unparseSpecial of [false, true]) {
+          decTotal++;
+          const want = model.detokenize(expected, unparseSpecial);
+          const have = tk.decode(expected, { unparseSpecial });
+          if (have === want) decOk++;
+          else t.equal(have, want, `decode ${JSON.stringify(text)} unparseSpecial=${unparseSpecial}`);
+        }
+      }
+    }
+    t.comment(`${rel}: encode ${encOk}/${encTotal}, decode ${decOk}/${decTotal} identical to llama.cpp`);
+    t.equal(encOk, encTotal, `encode: ${encOk}/${encTotal}`);
+    t.equal(decOk, decTotal, `decode: ${decOk}/${decTotal}`);
+  });
+
+  t.test(`${rel}: BOS, EOS, EOT and the end-of-generation set match llama.cpp`, async (t) => {
+    if (!requireModels(t, `${rel} special ids`)) return;
+    const model = await llama!.loadModel({ modelPath: join(modelsDir, rel), vocabOnly: true });
+    t.teardown(() => model.dispose());
+    const tk = ggufTokenizer(rel);
+    t.equal(tk.bos, model.tokens.bos ?? -1, 'bos');
+    t.equal(tk.eos, model.tokens.eos ?? -1, 'eos');
+    t.equal(tk.eot, model.tokens.eot ?? -1, 'eot');
+    const differ: number[] = [];
+    for (let id = 0; id < tk.size; id++) if (tk.isEog(id) !== model.isEogToken(id)) differ.push(id);
+    t.same(differ, [], 'isEog agrees for every id');
+  });
+}
