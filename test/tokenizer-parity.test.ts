@@ -4,7 +4,8 @@
 import t from 'tap';
 import { join } from 'node:path';
 import { getLlama, type Llama } from 'node-llama-cpp';
-import { ggufTokenizer, modelsDir, requireModels } from './fixtures/tokenizer-data.js';
+import { Tokenizer } from '../src/engine/tokenizer/index.js';
+import { ggufTokenizer, modelsDir, requireModels, tiktokenTokenizer } from './fixtures/tokenizer-data.js';
 import { PARITY_STRINGS } from './fixtures/tokenizer-strings.js';
 
 const MODELS = [
@@ -68,3 +69,44 @@ for (const rel of MODELS) {
     t.same(differ, [], 'isEog agrees for every id');
   });
 }
+
+t.test('streaming: token-by-token output equals decode() and round-trips where llama.cpp does', async (t) => {
+  if (!requireModels(t, 'stream decoder on real vocabularies')) return;
+  const tokenizers: Array<[string, Tokenizer]> = [
+    ...MODELS.map((rel): [string, Tokenizer] => [rel, ggufTokenizer(rel)]),
+    ['llama-3.tiktoken', tiktokenTokenizer('llama-3.tiktoken')],
+    ['qwen.tiktoken', tiktokenTokenizer('qwen.tiktoken')],
+  ];
+  for (const [name, tk] of tokenizers) {
+    let same = 0;
+    let roundTrips = 0;
+    for (const text of PARITY_STRINGS) {
+      const ids = tk.encode(text, { addBos: false });
+      const d = tk.decoder();
+      let streamed = '';
+      for (const id of ids) streamed += d.push(id);
+      streamed += d.end();
+      if (streamed === tk.decode(ids)) same++;
+      else t.equal(streamed, tk.decode(ids), `${name}: stream of ${JSON.stringify(text)}`);
+      if (tk.decode(ids) === text) roundTrips++;
+    }
+    t.equal(same, PARITY_STRINGS.length, `${name}: stream = decode on ${same}/${PARITY_STRINGS.length}`);
+    t.comment(`${name}: decode(encode(x)) === x for ${roundTrips}/${PARITY_STRINGS.length} strings`);
+  }
+});
+
+t.test('round trips: ours fail exactly where llama.cpp\'s fail', async (t) => {
+  if (!requireModels(t, 'round trips vs llama.cpp')) return;
+  for (const rel of MODELS) {
+    const model = await llama!.loadModel({ modelPath: join(modelsDir, rel), vocabOnly: true });
+    const tk = ggufTokenizer(rel);
+    const differ: string[] = [];
+    for (const text of PARITY_STRINGS) {
+      const theirs = model.detokenize(model.tokenize(text)) === text;
+      const ours = tk.decode(tk.encode(text, { addBos: false })) === text;
+      if (theirs !== ours) differ.push(text);
+    }
+    await model.dispose();
+    t.same(differ, [], `${rel}: same round-trip outcome for every string`);
+  }
+});
