@@ -3,7 +3,7 @@
 // text llama_detokenize gives back, on every model file it can open.
 import t from 'tap';
 import { join } from 'node:path';
-import { getLlama, type Llama } from 'node-llama-cpp';
+import { getLlama, LlamaLogLevel, type Llama, type Token } from 'node-llama-cpp';
 import { Tokenizer } from '../src/engine/tokenizer/index.js';
 import { ggufTokenizer, modelsDir, requireModels, tiktokenTokenizer } from './fixtures/tokenizer-data.js';
 import { PARITY_STRINGS } from './fixtures/tokenizer-strings.js';
@@ -19,7 +19,7 @@ const MODELS = [
 
 let llama: Llama | undefined;
 t.before(async () => {
-  llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' });
+  llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
 });
 t.teardown(async () => {
   await llama?.dispose();
@@ -65,7 +65,7 @@ for (const rel of MODELS) {
     t.equal(tk.eos, model.tokens.eos ?? -1, 'eos');
     t.equal(tk.eot, model.tokens.eot ?? -1, 'eot');
     const differ: number[] = [];
-    for (let id = 0; id < tk.size; id++) if (tk.isEog(id) !== model.isEogToken(id)) differ.push(id);
+    for (let id = 0; id < tk.size; id++) if (tk.isEog(id) !== model.isEogToken(id as Token)) differ.push(id);
     t.same(differ, [], 'isEog agrees for every id');
   });
 }
