@@ -15,6 +15,13 @@ export {
   type GgufTensorInfo,
   type GgufTensorType,
 } from './engine/gguf.js';
+export {
+  Tokenizer,
+  StreamDecoder,
+  type EncodeOptions,
+  type DecodeOptions,
+  type TiktokenSpecials,
+} from './engine/tokenizer/index.js';
 
 /** What this CPU can run and which kernel table edgellm picked for it. */
 export function cpuInfo(): CpuInfo {
