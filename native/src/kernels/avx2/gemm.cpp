@@ -84,12 +84,49 @@ const float* x_col_f32(const GemmArgs& a, int64_t c) {
 }
 
 // ---- Q4_0 x Q8_0 ---------------------------------------------------------------------------
-// A weight block's 16 bytes are broadcast to both 128-bit lanes; shifting the upper lane right by
-// 4 and masking gives the 32 nibbles n in x order. maddubs(n, x) - maddubs(8, x) = sum (n - 8) x
-// per byte pair; the second term depends on x only and is shared by the R rows.
-struct Q4Tile {
+// Both steps below compute maddubs(n, x) - maddubs(8, x) = sum (n - 8) x per byte pair from the
+// unsigned nibbles n; the second term depends on x only and is shared by the R rows.
+
+// One block: its 16 bytes are broadcast to both 128-bit lanes; shifting the upper lane right by
+// 4 and masking gives the 32 nibbles in x order.
+struct Q4Block {
+  // acc[i][j] += the products of block b of rows w[i] and columns x[j].
+  template <int R, int C>
+  static void step(const block_q4_0* const* w, const block_q8_0* const* x, int64_t b, __m256 (&acc)[R][C]) {
+    const __m256i lane_shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    const __m256i eight = _mm256_set1_epi8(8);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i n[R];
+    for (int i = 0; i < R; ++i) {
+      prefetch_ahead(&w[i][b]);
+      const __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[i][b].qs)));
+      n[i] = _mm256_and_si256(_mm256_srlv_epi32(q, lane_shift), low4);
+    }
+    const __m256 dw = scales<R>(w, b);
+    for (int j = 0; j < C; ++j) {
+      const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[j][b].qs));
+      const __m256i x8 = _mm256_maddubs_epi16(eight, xq);
+      const __m256 s = _mm256_mul_ps(dw, _mm256_set1_ps(_cvtsh_ss(x[j][b].d)));
+      for (int i = 0; i < R; ++i) {
+        const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(n[i], xq), x8);
+        const __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
+        acc[i][j] = _mm256_fmadd_ps(f, broadcast_lane(s, i), acc[i][j]);
+      }
+    }
+  }
+};
+
+// Q4_0 over block pairs. The 16 nibble bytes of blocks b and b+1 of a row fill the two 128-bit
+// lanes of one register (lane = block), so the low and the high nibbles each take one mask, and
+// one madd / convert / FMA (with scales [s_b x4 | s_b+1 x4]) covers two blocks: per row, column
+// and block pair that is 6 multiply-port uops instead of 10 for two single blocks. For decode
+// this keeps the loop far enough under the DRAM time for the two to overlap.
+// An odd last block goes through Q4Block.
+struct Q4PairTile {
   template <int R, int C>
   static void run(const GemmArgs& a, int64_t r, int64_t c) {
+    static_assert(R >= 1 && R <= 4, "1 to 4 rows: 2 scales per row fill one 8-lane vector");
     const int64_t nb = a.k / kQK;
     const block_q4_0* w[R];
     const block_q8_0* x[C];
@@ -98,94 +135,51 @@ struct Q4Tile {
     __m256 acc[R][C];
     for (int i = 0; i < R; ++i)
       for (int j = 0; j < C; ++j) acc[i][j] = _mm256_setzero_ps();
-    const __m256i lane_shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
     const __m256i low4 = _mm256_set1_epi8(0x0F);
     const __m256i eight = _mm256_set1_epi8(8);
     const __m256i ones = _mm256_set1_epi16(1);
-    for (int64_t b = 0; b < nb; ++b) {
-      __m256i n[R];
-      for (int i = 0; i < R; ++i) prefetch_ahead(&w[i][b]);
+    auto pair = [](const void* p0, const void* p1) {
+      return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(static_cast<const __m128i*>(p0))),
+                                     _mm_loadu_si128(static_cast<const __m128i*>(p1)), 1);
+    };
+    auto scale_pair = [](const auto* blocks, int64_t b) {  // the f16 scales of b and b+1 as 2 x 16 bits
+      return (int)(blocks[b].d | (uint32_t)blocks[b + 1].d << 16);
+    };
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) {
+      __m256i lo[R], hi[R];
       for (int i = 0; i < R; ++i) {
-        const __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[i][b].qs)));
-        n[i] = _mm256_and_si256(_mm256_srlv_epi32(q, lane_shift), low4);
+        prefetch_ahead(&w[i][b]);
+        const __m256i q = pair(w[i][b].qs, w[i][b + 1].qs);
+        lo[i] = _mm256_and_si256(q, low4);
+        hi[i] = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
       }
-      const __m256 dw = scales<R>(w, b);
+      // [w0 b, w0 b+1, w1 b, w1 b+1, ...]
+      __m128i hw = _mm_cvtsi32_si128(scale_pair(w[0], b));
+      if constexpr (R > 1) hw = _mm_insert_epi32(hw, scale_pair(w[1], b), 1);
+      if constexpr (R > 2) hw = _mm_insert_epi32(hw, scale_pair(w[2], b), 2);
+      if constexpr (R > 3) hw = _mm_insert_epi32(hw, scale_pair(w[3], b), 3);
+      const __m256 dw = _mm256_cvtph_ps(hw);
       for (int j = 0; j < C; ++j) {
-        const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[j][b].qs));
-        const __m256i x8 = _mm256_maddubs_epi16(eight, xq);
-        const __m256 s = _mm256_mul_ps(dw, _mm256_set1_ps(_cvtsh_ss(x[j][b].d)));
+        const __m256i xlo = pair(x[j][b].qs, x[j][b + 1].qs);
+        const __m256i xhi = pair(x[j][b].qs + 16, x[j][b + 1].qs + 16);
+        const __m256i x8 = _mm256_add_epi16(_mm256_maddubs_epi16(eight, xlo), _mm256_maddubs_epi16(eight, xhi));
+        // times [x b, x b+1, x b, x b+1, ...]
+        const __m256 s = _mm256_mul_ps(dw, _mm256_cvtph_ps(_mm_set1_epi32(scale_pair(x[j], b))));
         for (int i = 0; i < R; ++i) {
-          const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(n[i], xq), x8);
-          const __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
-          acc[i][j] = _mm256_fmadd_ps(f, broadcast_lane(s, i), acc[i][j]);
+          const __m256i p = _mm256_sub_epi16(
+              _mm256_add_epi16(_mm256_maddubs_epi16(lo[i], xlo), _mm256_maddubs_epi16(hi[i], xhi)), x8);
+          const __m256i lanes = _mm256_setr_epi32(2 * i, 2 * i, 2 * i, 2 * i, 2 * i + 1, 2 * i + 1, 2 * i + 1, 2 * i + 1);
+          acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)),
+                                      _mm256_permutevar8x32_ps(s, lanes), acc[i][j]);
         }
       }
     }
+    if (b < nb) Q4Block::step<R, C>(w, x, b, acc);
     for (int i = 0; i < R; ++i)
       for (int j = 0; j < C; ++j) a.y[(c + j) * a.y_col_stride + r + i] = hsum(acc[i][j]);
   }
 };
-
-// Decode: Q4_0 GEMV over block pairs. The 16 nibble bytes of blocks b and b+1 of a row fill the
-// two 128-bit lanes of one register (lane = block), so the low and the high nibbles each need
-// one mask, and one madd / convert / FMA (with scales [s_b x4 | s_b+1 x4]) covers two blocks.
-// Per row and block pair that is 6 multiply-port uops instead of 10 for two single blocks,
-// which keeps the loop far enough under the DRAM time for the two to overlap.
-template <int R>
-void q4_gemv_rows(const GemmArgs& a, int64_t r) {
-  static_assert(R >= 1 && R <= 4, "1 to 4 rows: 2 scales per row fill one 8-lane vector");
-  const int64_t nb = a.k / kQK;
-  const block_q4_0* w[R];
-  for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const block_q4_0*>(a.w + (r + i) * a.w_row_bytes);
-  const block_q8_0* x = x_col_q8(a, 0);
-  __m256 acc[R];
-  for (int i = 0; i < R; ++i) acc[i] = _mm256_setzero_ps();
-  const __m256i low4 = _mm256_set1_epi8(0x0F);
-  const __m256i eight = _mm256_set1_epi8(8);
-  const __m256i ones = _mm256_set1_epi16(1);
-  auto pair = [](const int8_t* p0, const int8_t* p1) {
-    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p0))),
-                                   _mm_loadu_si128(reinterpret_cast<const __m128i*>(p1)), 1);
-  };
-  int64_t b = 0;
-  for (; b + 2 <= nb; b += 2) {
-    for (int i = 0; i < R; ++i) prefetch_ahead(&w[i][b]);
-    const __m256i xlo = pair(x[b].qs, x[b + 1].qs);
-    const __m256i xhi = pair(x[b].qs + 16, x[b + 1].qs + 16);
-    const __m256i x8 = _mm256_add_epi16(_mm256_maddubs_epi16(eight, xlo), _mm256_maddubs_epi16(eight, xhi));
-    // [w0 b, w0 b+1, w1 b, w1 b+1, ...] * [x b, x b+1, x b, x b+1, ...]
-    __m128i hw = _mm_cvtsi32_si128(w[0][b].d | (uint32_t)w[0][b + 1].d << 16);
-    if constexpr (R > 1) hw = _mm_insert_epi32(hw, w[1][b].d | (uint32_t)w[1][b + 1].d << 16, 1);
-    if constexpr (R > 2) hw = _mm_insert_epi32(hw, w[2][b].d | (uint32_t)w[2][b + 1].d << 16, 2);
-    if constexpr (R > 3) hw = _mm_insert_epi32(hw, w[3][b].d | (uint32_t)w[3][b + 1].d << 16, 3);
-    const __m128i hx = _mm_set1_epi32(x[b].d | (uint32_t)x[b + 1].d << 16);
-    const __m256 s = _mm256_mul_ps(_mm256_cvtph_ps(hw), _mm256_cvtph_ps(hx));
-    for (int i = 0; i < R; ++i) {
-      const __m256i q = pair(reinterpret_cast<const int8_t*>(w[i][b].qs),
-                             reinterpret_cast<const int8_t*>(w[i][b + 1].qs));
-      const __m256i lo = _mm256_and_si256(q, low4);
-      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
-      const __m256i p = _mm256_sub_epi16(
-          _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_maddubs_epi16(hi, xhi)), x8);
-      const __m256i lanes = _mm256_setr_epi32(2 * i, 2 * i, 2 * i, 2 * i, 2 * i + 1, 2 * i + 1, 2 * i + 1, 2 * i + 1);
-      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)),
-                               _mm256_permutevar8x32_ps(s, lanes), acc[i]);
-    }
-  }
-  if (b < nb) {  // odd block count: the last block alone, as in Q4Tile
-    const __m256i lane_shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
-    const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qs));
-    const __m256i x8 = _mm256_maddubs_epi16(eight, xq);
-    const __m256 s = _mm256_mul_ps(scales<R>(w, b), _mm256_set1_ps(_cvtsh_ss(x[b].d)));
-    for (int i = 0; i < R; ++i) {
-      const __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[i][b].qs)));
-      const __m256i n = _mm256_and_si256(_mm256_srlv_epi32(q, lane_shift), low4);
-      const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(n, xq), x8);
-      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)), broadcast_lane(s, i), acc[i]);
-    }
-  }
-  for (int i = 0; i < R; ++i) a.y[r + i] = hsum(acc[i]);
-}
 
 // ---- Q8_0 x Q8_0 ---------------------------------------------------------------------------
 // maddubs needs one unsigned operand: |w| times x carrying w's sign. x comes from our quantizer
@@ -320,15 +314,7 @@ void quantize_row_q8_0(const float* x, block_q8_0* y, int64_t n) {
   }
 }
 
-void gemm_q4_0(const GemmArgs& a, int64_t r0, int64_t r1) {
-  if (a.ncols == 1) {
-    int64_t r = r0;
-    for (; r + 4 <= r1; r += 4) q4_gemv_rows<4>(a, r);
-    for (; r < r1; ++r) q4_gemv_rows<1>(a, r);
-    return;
-  }
-  drive<Q4Tile>(a, r0, r1);
-}
+void gemm_q4_0(const GemmArgs& a, int64_t r0, int64_t r1) { drive<Q4PairTile>(a, r0, r1); }
 void gemm_q8_0(const GemmArgs& a, int64_t r0, int64_t r1) { drive<Q8Tile>(a, r0, r1); }
 void gemm_f16(const GemmArgs& a, int64_t r0, int64_t r1) { drive<FloatTile<LoadF16>>(a, r0, r1); }
 void gemm_bf16(const GemmArgs& a, int64_t r0, int64_t r1) { drive<FloatTile<LoadBF16>>(a, r0, r1); }
