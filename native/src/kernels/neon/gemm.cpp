@@ -4,7 +4,8 @@
 // Every GEMM works on a register tile of R rows x C columns and walks the k dimension once per
 // tile: the R weight rows (a few KiB) come from DRAM on the first column tile and from L1/L2 for
 // the others, and the quantized x columns (<= 64 x k bytes) stay in L2. ncols == 1 (decode) uses
-// 4 rows per tile so one x block load and its per-block prep serve four weight rows.
+// 4 rows per tile so one x block load and its per-block prep serve four weight rows; the 4 rows
+// are a quarter of the range apart so that each is its own sequential stream (see drive).
 #include <arm_neon.h>
 
 #include "kernels/neon/neon.h"
@@ -43,8 +44,9 @@ inline float32x4_t scales(const Block* const* rows, int64_t b) {
   return vcvt_f32_f16(vreinterpret_f16_u16(h));
 }
 
-// Runs Tile::run<R, C>(a, r, c) over rows [r0, r1) and all columns: decode (ncols == 1) takes 4
-// rows at a time, a GEMM takes 4 rows x 2 columns (what fits the 32 vector registers with the
+// Runs Tile::run<R, C>(a, r, c, rstep) (rows r + i * rstep, i < R; columns c..c+C-1) over rows
+// [r0, r1) and all columns: decode (ncols == 1) takes 4 rows a quarter of the range apart, a
+// GEMM takes 4 adjacent rows x 2 columns (what fits the 32 vector registers with the
 // unpacked weights); the edges use smaller tiles.
 template <class Tile, int R>
 inline void run_columns(const GemmArgs& a, int64_t r) {
@@ -57,8 +59,12 @@ template <class Tile>
 void drive(const GemmArgs& a, int64_t r0, int64_t r1) {
   int64_t r = r0;
   if (a.ncols == 1) {
-    for (; r + 4 <= r1; r += 4) Tile::template run<4, 1>(a, r, 0);
-    for (; r < r1; ++r) Tile::template run<1, 1>(a, r, 0);
+    // Rows i, i + q, i + 2q, i + 3q of the range together: each of the 4 streams then runs
+    // through contiguous memory from row to row (4 adjacent rows would interleave 4 streams
+    // in the same few pages, which stream prefetchers track poorly).
+    const int64_t q = (r1 - r0) / 4;
+    for (int64_t i = 0; i < q; ++i) Tile::template run<4, 1>(a, r0 + i, 0, q);
+    for (r = r0 + 4 * q; r < r1; ++r) Tile::template run<1, 1>(a, r, 0);
     return;
   }
   for (; r + 4 <= r1; r += 4) run_columns<Tile, 4>(a, r);
@@ -78,11 +84,11 @@ const float* x_col_f32(const GemmArgs& a, int64_t c) {
 // The x-side start value is shared by the R rows.
 struct Q4Tile {
   template <int R, int C>
-  static void run(const GemmArgs& a, int64_t r, int64_t c) {
+  static void run(const GemmArgs& a, int64_t r, int64_t c, int64_t rstep = 1) {
     const int64_t nb = a.k / kQK;
     const block_q4_0* w[R];
     const block_q8_0* x[C];
-    for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const block_q4_0*>(a.w + (r + i) * a.w_row_bytes);
+    for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const block_q4_0*>(a.w + (r + i * rstep) * a.w_row_bytes);
     for (int j = 0; j < C; ++j) x[j] = x_col_q8(a, c + j);
     float32x4_t acc[R][C];
     for (int i = 0; i < R; ++i)
@@ -112,7 +118,7 @@ struct Q4Tile {
       }
     }
     for (int i = 0; i < R; ++i)
-      for (int j = 0; j < C; ++j) a.y[(c + j) * a.y_col_stride + r + i] = vaddvq_f32(acc[i][j]);
+      for (int j = 0; j < C; ++j) a.y[(c + j) * a.y_col_stride + r + i * rstep] = vaddvq_f32(acc[i][j]);
   }
 };
 
@@ -120,11 +126,11 @@ struct Q4Tile {
 // Two products per int16 lane (|.| <= 2 * 128 * 127 < 32768), then pairwise-widened to int32.
 struct Q8Tile {
   template <int R, int C>
-  static void run(const GemmArgs& a, int64_t r, int64_t c) {
+  static void run(const GemmArgs& a, int64_t r, int64_t c, int64_t rstep = 1) {
     const int64_t nb = a.k / kQK;
     const block_q8_0* w[R];
     const block_q8_0* x[C];
-    for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const block_q8_0*>(a.w + (r + i) * a.w_row_bytes);
+    for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const block_q8_0*>(a.w + (r + i * rstep) * a.w_row_bytes);
     for (int j = 0; j < C; ++j) x[j] = x_col_q8(a, c + j);
     float32x4_t acc[R][C];
     for (int i = 0; i < R; ++i)
@@ -150,7 +156,7 @@ struct Q8Tile {
       }
     }
     for (int i = 0; i < R; ++i)
-      for (int j = 0; j < C; ++j) a.y[(c + j) * a.y_col_stride + r + i] = vaddvq_f32(acc[i][j]);
+      for (int j = 0; j < C; ++j) a.y[(c + j) * a.y_col_stride + r + i * rstep] = vaddvq_f32(acc[i][j]);
   }
 };
 
@@ -174,11 +180,11 @@ struct LoadBF16 {
 template <class L>
 struct FloatTile {
   template <int R, int C>
-  static void run(const GemmArgs& a, int64_t r, int64_t c) {
+  static void run(const GemmArgs& a, int64_t r, int64_t c, int64_t rstep = 1) {
     using T = typename L::T;
     const T* w[R];
     const float* x[C];
-    for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const T*>(a.w + (r + i) * a.w_row_bytes);
+    for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const T*>(a.w + (r + i * rstep) * a.w_row_bytes);
     for (int j = 0; j < C; ++j) x[j] = x_col_f32(a, c + j);
     float32x4_t acc[R][C];
     for (int i = 0; i < R; ++i)
@@ -196,7 +202,7 @@ struct FloatTile {
       for (int j = 0; j < C; ++j) {
         float sum = vaddvq_f32(acc[i][j]);
         for (int64_t t = e; t < a.k; ++t) sum += L::load1(w[i] + t) * x[j][t];
-        a.y[(c + j) * a.y_col_stride + r + i] = sum;
+        a.y[(c + j) * a.y_col_stride + r + i * rstep] = sum;
       }
   }
 };

@@ -38,8 +38,9 @@ inline float32x4_t scales(const Block* const* rows, int64_t b) {
   return vcvt_f32_f16(vreinterpret_f16_u16(h));
 }
 
-// Runs Tile::run<R, C>(a, r, c) over rows [r0, r1) and all columns: decode (ncols == 1) takes 4
-// rows at a time, a GEMM takes 4 rows x 2 columns (what fits the 32 vector registers with the
+// Runs Tile::run<R, C>(a, r, c, rstep) (rows r + i * rstep, i < R; columns c..c+C-1) over rows
+// [r0, r1) and all columns: decode (ncols == 1) takes 4 rows a quarter of the range apart, a
+// GEMM takes 4 adjacent rows x 2 columns (what fits the 32 vector registers with the
 // unpacked weights); the edges use smaller tiles.
 template <class Tile, int R>
 inline void run_columns(const GemmArgs& a, int64_t r) {
@@ -52,8 +53,12 @@ template <class Tile>
 void drive(const GemmArgs& a, int64_t r0, int64_t r1) {
   int64_t r = r0;
   if (a.ncols == 1) {
-    for (; r + 4 <= r1; r += 4) Tile::template run<4, 1>(a, r, 0);
-    for (; r < r1; ++r) Tile::template run<1, 1>(a, r, 0);
+    // Rows i, i + q, i + 2q, i + 3q of the range together: each of the 4 streams then runs
+    // through contiguous memory from row to row (4 adjacent rows would interleave 4 streams
+    // in the same few pages, which stream prefetchers track poorly).
+    const int64_t q = (r1 - r0) / 4;
+    for (int64_t i = 0; i < q; ++i) Tile::template run<4, 1>(a, r0 + i, 0, q);
+    for (r = r0 + 4 * q; r < r1; ++r) Tile::template run<1, 1>(a, r, 0);
     return;
   }
   for (; r + 4 <= r1; r += 4) run_columns<Tile, 4>(a, r);
@@ -68,11 +73,11 @@ const block_q8_0* x_col_q8(const GemmArgs& a, int64_t c) {
 // block, shared by the R rows), gives sum (n - 8) x without unpacking to signed values.
 struct Q4Tile {
   template <int R, int C>
-  static void run(const GemmArgs& a, int64_t r, int64_t c) {
+  static void run(const GemmArgs& a, int64_t r, int64_t c, int64_t rstep = 1) {
     const int64_t nb = a.k / kQK;
     const block_q4_0* w[R];
     const block_q8_0* x[C];
-    for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const block_q4_0*>(a.w + (r + i) * a.w_row_bytes);
+    for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const block_q4_0*>(a.w + (r + i * rstep) * a.w_row_bytes);
     for (int j = 0; j < C; ++j) x[j] = x_col_q8(a, c + j);
     float32x4_t acc[R][C];
     for (int i = 0; i < R; ++i)
@@ -100,18 +105,18 @@ struct Q4Tile {
       }
     }
     for (int i = 0; i < R; ++i)
-      for (int j = 0; j < C; ++j) a.y[(c + j) * a.y_col_stride + r + i] = vaddvq_f32(acc[i][j]);
+      for (int j = 0; j < C; ++j) a.y[(c + j) * a.y_col_stride + r + i * rstep] = vaddvq_f32(acc[i][j]);
   }
 };
 
 // ---- Q8_0 x Q8_0 ---------------------------------------------------------------------------
 struct Q8Tile {
   template <int R, int C>
-  static void run(const GemmArgs& a, int64_t r, int64_t c) {
+  static void run(const GemmArgs& a, int64_t r, int64_t c, int64_t rstep = 1) {
     const int64_t nb = a.k / kQK;
     const block_q8_0* w[R];
     const block_q8_0* x[C];
-    for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const block_q8_0*>(a.w + (r + i) * a.w_row_bytes);
+    for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const block_q8_0*>(a.w + (r + i * rstep) * a.w_row_bytes);
     for (int j = 0; j < C; ++j) x[j] = x_col_q8(a, c + j);
     float32x4_t acc[R][C];
     for (int i = 0; i < R; ++i)
@@ -135,7 +140,7 @@ struct Q8Tile {
       }
     }
     for (int i = 0; i < R; ++i)
-      for (int j = 0; j < C; ++j) a.y[(c + j) * a.y_col_stride + r + i] = vaddvq_f32(acc[i][j]);
+      for (int j = 0; j < C; ++j) a.y[(c + j) * a.y_col_stride + r + i * rstep] = vaddvq_f32(acc[i][j]);
   }
 };
 
