@@ -15,21 +15,53 @@ namespace edgellm::neon {
 
 namespace {
 
-// acc + v * s[lane]; lane is a constant once the tile loops are unrolled.
-inline float32x4_t fma_lane(float32x4_t acc, float32x4_t v, float32x4_t s, int lane) {
-  switch (lane) {
-    case 0: return vfmaq_laneq_f32(acc, v, s, 0);
-    case 1: return vfmaq_laneq_f32(acc, v, s, 1);
-    case 2: return vfmaq_laneq_f32(acc, v, s, 2);
-    default: return vfmaq_laneq_f32(acc, v, s, 3);
-  }
-}
+// v * s[lane]; lane is a constant once the tile loops are unrolled.
 inline float32x4_t mul_lane(float32x4_t v, float32x4_t s, int lane) {
   switch (lane) {
     case 0: return vmulq_laneq_f32(v, s, 0);
     case 1: return vmulq_laneq_f32(v, s, 1);
     case 2: return vmulq_laneq_f32(v, s, 2);
     default: return vmulq_laneq_f32(v, s, 3);
+  }
+}
+
+// Lane i = the sum of the 4 lanes of v[i] for i < R, 0 above: a tile's R row sums of one block
+// in one vector, so a single convert and FMA (with the row scales in the same lanes) covers them.
+template <int R>
+inline int32x4_t row_sums(const int32x4_t (&v)[R]) {
+  const int32x4_t z = vdupq_n_s32(0);
+  if constexpr (R == 4) {
+    return vpaddq_s32(vpaddq_s32(v[0], v[1]), vpaddq_s32(v[2], v[3]));
+  } else if constexpr (R == 3) {
+    return vpaddq_s32(vpaddq_s32(v[0], v[1]), vpaddq_s32(v[2], z));
+  } else if constexpr (R == 2) {
+    return vpaddq_s32(vpaddq_s32(v[0], v[1]), z);
+  } else {
+    return vpaddq_s32(vpaddq_s32(v[0], z), z);
+  }
+}
+
+// Stores lanes 0..R-1 of v to y[0], y[step], ...
+template <int R>
+inline void store_rows(float32x4_t v, float* y, int64_t step) {
+  float lanes[4];
+  vst1q_f32(lanes, v);
+  for (int i = 0; i < R; ++i) y[i * step] = lanes[i];
+}
+
+// The same from int16 lanes: every partial sum of one row's block fits int16 (|sum (n - 8) x|
+// <= 32 * 8 * 127 = 32512), so the pairwise adds stay 16-bit until the last, widening one.
+template <int R>
+inline int32x4_t row_sums(const int16x8_t (&p)[R]) {
+  const int16x8_t z = vdupq_n_s16(0);
+  if constexpr (R == 4) {
+    return vpaddlq_s16(vpaddq_s16(vpaddq_s16(p[0], p[1]), vpaddq_s16(p[2], p[3])));
+  } else if constexpr (R == 3) {
+    return vpaddlq_s16(vpaddq_s16(vpaddq_s16(p[0], p[1]), vpaddq_s16(p[2], z)));
+  } else if constexpr (R == 2) {
+    return vpaddlq_s16(vpaddq_s16(vpaddq_s16(p[0], p[1]), z));
+  } else {
+    return vpaddlq_s16(vpaddq_s16(vpaddq_s16(p[0], z), z));
   }
 }
 
@@ -46,13 +78,17 @@ inline float32x4_t scales(const Block* const* rows, int64_t b) {
 
 // Runs Tile::run<R, C>(a, r, c, rstep) (rows r + i * rstep, i < R; columns c..c+C-1) over rows
 // [r0, r1) and all columns: decode (ncols == 1) takes 4 rows a quarter of the range apart, a
-// GEMM takes 4 adjacent rows x 2 columns (what fits the 32 vector registers with the
-// unpacked weights); the edges use smaller tiles.
+// GEMM takes 4 adjacent rows x 4 columns; the edges use smaller tiles.
 template <class Tile, int R>
 inline void run_columns(const GemmArgs& a, int64_t r) {
   int64_t c = 0;
-  for (; c + 2 <= a.ncols; c += 2) Tile::template run<R, 2>(a, r, c);
-  if (c < a.ncols) Tile::template run<R, 1>(a, r, c);
+  for (; c + 4 <= a.ncols; c += 4) Tile::template run<R, 4>(a, r, c);
+  switch (a.ncols - c) {
+    case 1: Tile::template run<R, 1>(a, r, c); break;
+    case 2: Tile::template run<R, 2>(a, r, c); break;
+    case 3: Tile::template run<R, 3>(a, r, c); break;
+    default: break;
+  }
 }
 
 template <class Tile>
@@ -90,9 +126,8 @@ struct Q4Tile {
     const block_q8_0* x[C];
     for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const block_q4_0*>(a.w + (r + i * rstep) * a.w_row_bytes);
     for (int j = 0; j < C; ++j) x[j] = x_col_q8(a, c + j);
-    float32x4_t acc[R][C];
-    for (int i = 0; i < R; ++i)
-      for (int j = 0; j < C; ++j) acc[i][j] = vdupq_n_f32(0.0f);
+    float32x4_t acc[C];  // lane i: row i
+    for (int j = 0; j < C; ++j) acc[j] = vdupq_n_f32(0.0f);
     const uint8x16_t low4 = vdupq_n_u8(0x0F);
     for (int64_t b = 0; b < nb; ++b) {
       int8x16_t lo[R], hi[R];
@@ -108,17 +143,17 @@ struct Q4Tile {
         const int8x16_t xh = vld1q_s8(x[j][b].qs + 16);
         const int16x8_t start = vmulq_n_s16(vpadalq_s8(vpaddlq_s8(xl), xh), -8);
         const float32x4_t s = mul_lane(dw, dx, j);
+        int16x8_t p[R];
         for (int i = 0; i < R; ++i) {
-          int16x8_t p = vmlal_s8(start, vget_low_s8(lo[i]), vget_low_s8(xl));
-          p = vmlal_high_s8(p, lo[i], xl);
-          p = vmlal_s8(p, vget_low_s8(hi[i]), vget_low_s8(xh));
-          p = vmlal_high_s8(p, hi[i], xh);
-          acc[i][j] = fma_lane(acc[i][j], vcvtq_f32_s32(vpaddlq_s16(p)), s, i);
+          p[i] = vmlal_s8(start, vget_low_s8(lo[i]), vget_low_s8(xl));
+          p[i] = vmlal_high_s8(p[i], lo[i], xl);
+          p[i] = vmlal_s8(p[i], vget_low_s8(hi[i]), vget_low_s8(xh));
+          p[i] = vmlal_high_s8(p[i], hi[i], xh);
         }
+        acc[j] = vfmaq_f32(acc[j], vcvtq_f32_s32(row_sums<R>(p)), s);
       }
     }
-    for (int i = 0; i < R; ++i)
-      for (int j = 0; j < C; ++j) a.y[(c + j) * a.y_col_stride + r + i * rstep] = vaddvq_f32(acc[i][j]);
+    for (int j = 0; j < C; ++j) store_rows<R>(acc[j], a.y + (c + j) * a.y_col_stride + r, rstep);
   }
 };
 
@@ -132,9 +167,8 @@ struct Q8Tile {
     const block_q8_0* x[C];
     for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const block_q8_0*>(a.w + (r + i * rstep) * a.w_row_bytes);
     for (int j = 0; j < C; ++j) x[j] = x_col_q8(a, c + j);
-    float32x4_t acc[R][C];
-    for (int i = 0; i < R; ++i)
-      for (int j = 0; j < C; ++j) acc[i][j] = vdupq_n_f32(0.0f);
+    float32x4_t acc[C];  // lane i: row i
+    for (int j = 0; j < C; ++j) acc[j] = vdupq_n_f32(0.0f);
     for (int64_t b = 0; b < nb; ++b) {
       int8x16_t wl[R], wh[R];
       for (int i = 0; i < R; ++i) {
@@ -147,16 +181,16 @@ struct Q8Tile {
         const int8x16_t xl = vld1q_s8(x[j][b].qs);
         const int8x16_t xh = vld1q_s8(x[j][b].qs + 16);
         const float32x4_t s = mul_lane(dw, dx, j);
+        int32x4_t isum[R];
         for (int i = 0; i < R; ++i) {
           const int16x8_t p0 = vmlal_high_s8(vmull_s8(vget_low_s8(wl[i]), vget_low_s8(xl)), wl[i], xl);
           const int16x8_t p1 = vmlal_high_s8(vmull_s8(vget_low_s8(wh[i]), vget_low_s8(xh)), wh[i], xh);
-          const int32x4_t isum = vpadalq_s16(vpaddlq_s16(p0), p1);
-          acc[i][j] = fma_lane(acc[i][j], vcvtq_f32_s32(isum), s, i);
+          isum[i] = vpadalq_s16(vpaddlq_s16(p0), p1);
         }
+        acc[j] = vfmaq_f32(acc[j], vcvtq_f32_s32(row_sums<R>(isum)), s);
       }
     }
-    for (int i = 0; i < R; ++i)
-      for (int j = 0; j < C; ++j) a.y[(c + j) * a.y_col_stride + r + i * rstep] = vaddvq_f32(acc[i][j]);
+    for (int j = 0; j < C; ++j) store_rows<R>(acc[j], a.y + (c + j) * a.y_col_stride + r, rstep);
   }
 };
 
