@@ -29,8 +29,12 @@ step native ctest --test-dir build --output-on-failure
 step ts npx tap
 step arm64 bash scripts/test-arm64.sh
 
-# Counts: C++ cases from the harness' own "N passed, N failed" lines, tap's from its summary.
-for f in "$log/native.txt" "$log/arm64.txt"; do
+# Counts: CTest suites from its summary, the qemu runs' cases from the harness' own
+# "N passed, N failed" lines, tap's assertions from its summary.
+if read -r nfail ntotal < <(grep -oE '[0-9]+ tests failed out of [0-9]+' "$log/native.txt" | grep -oE '[0-9]+' | tr '\n' ' '); then
+  passed=$((passed + ntotal - nfail)); failed=$((failed + nfail))
+fi
+for f in "$log/arm64.txt"; do
   while read -r p _ q _; do
     passed=$((passed + p)); failed=$((failed + q))
   done < <(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$f" || true)
