@@ -433,3 +433,11 @@ t.test('real models: the non-conforming files are refused with the reason', asyn
   const ggjt = join(modelsDir, 'legacy', 'TinyLLama-v0.ggmlv3.q4_0.bin');
   expectCode(t, () => readGgufInfo(ggjt), 'E_MODEL_UNSUPPORTED', ggjt, /pre-GGUF GGML\/GGJT/, /convert/i);
 });
+
+t.test('a header larger than the writer\'s first 4 KiB buffer is written whole', async (t) => {
+  const w = new GgufWriter();
+  for (let i = 0; i < 200; i++) w.setMeta(`key.number.${i}`, meta.string('x'.repeat(40)));
+  const info = readGgufInfo(writeTemp(w.toBytes()));
+  t.equal(Object.keys(info.metadata).length, 200);
+  t.equal(info.metadata['key.number.199'], 'x'.repeat(40));
+});

@@ -99,13 +99,14 @@ class ByteSink {
   f64(v: number) { this.view.setFloat64(this.reserve(8), v, true); }
   u64(v: bigint) { this.view.setBigUint64(this.reserve(8), v, true); }
   i64(v: bigint) { this.view.setBigInt64(this.reserve(8), v, true); }
-  bytes(b: Uint8Array) { this.buf.set(b, this.reserve(b.length)); }
+  // reserve() may replace this.buf: take the offset before touching the buffer.
+  bytes(b: Uint8Array) { const at = this.reserve(b.length); this.buf.set(b, at); }
   str(s: string) {
     const b = utf8.encode(s);
     this.u64(BigInt(b.length));
     this.bytes(b);
   }
-  zeros(n: number) { this.buf.fill(0, this.reserve(n), this.length); }
+  zeros(n: number) { const at = this.reserve(n); this.buf.fill(0, at, this.length); }
   result(): Uint8Array { return this.buf.subarray(0, this.length); }
 }
 
