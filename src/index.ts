@@ -15,6 +15,14 @@ export {
   type GgufTensorInfo,
   type GgufTensorType,
 } from './engine/gguf.js';
+export {
+  loadModel,
+  logSoftmax,
+  Model,
+  type EvalLogitsOptions,
+  type LoadModelOptions,
+  type ModelInfo,
+} from './engine/model.js';
 
 /** What this CPU can run and which kernel table edgellm picked for it. */
 export function cpuInfo(): CpuInfo {

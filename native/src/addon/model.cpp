@@ -1,4 +1,4 @@
-// loadModel(path, opts) -> Promise<Model>; Model.info(), Model.evalLogits(tokens, opts), Model.close().
+// loadModel(path, opts) -> Promise<Model>; Model.info(), evalLogits(tokens, opts), evalSequences(seqs), close().
 // Loading and evaluation run on libuv worker threads; the model's state is shared with in-flight
 // workers, so close() never frees memory a worker is using.
 #include <algorithm>
@@ -139,6 +139,86 @@ class EvalWorker : public Napi::AsyncWorker {
   Failure failure_;
 };
 
+int64_t int_option(Napi::Env env, const Napi::Object& o, const char* key, int64_t min, int64_t max, int64_t fallback) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return fallback;
+  const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1e300;
+  if (!(d >= (double)min && d <= (double)max) || d != (double)(int64_t)d)
+    throw coded_error(env, "E_BAD_ARGUMENT", std::string(key) + " must be a whole number from " + std::to_string(min) +
+                                                 " to " + std::to_string(max));
+  return (int64_t)d;
+}
+
+// Several fresh sequences evaluated together: each one's first `prefill` tokens in chunks on
+// its own, then the rest decoded in lockstep, one token of every unfinished sequence per step
+// (a batch whose sequences sit at different positions). Logits of every position.
+class EvalSequencesWorker : public Napi::AsyncWorker {
+ public:
+  EvalSequencesWorker(Napi::Env env, std::shared_ptr<LoadedModel> m, std::vector<std::vector<int32_t>> tokens,
+                      std::vector<int64_t> prefill)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), m_(std::move(m)),
+        tokens_(std::move(tokens)), prefill_(std::move(prefill)) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    try {
+      std::lock_guard<std::mutex> lock(m_->mu);
+      ForwardPass& f = *m_->forward;
+      const int64_t V = m_->model->config().n_vocab;
+      const size_t S = tokens_.size();
+      std::vector<std::unique_ptr<KvCache>> caches;
+      logits_.resize(S);
+      for (size_t i = 0; i < S; ++i) {
+        caches.push_back(std::make_unique<KvCache>(f.cache_config()));
+        logits_[i].resize(tokens_[i].size() * (size_t)V);
+        f.prefill(*caches[i], tokens_[i].data(), prefill_[i], true, logits_[i].data());
+      }
+      std::vector<BatchToken> batch;
+      std::vector<size_t> owner;
+      std::vector<float> rows(S * (size_t)V);
+      for (;;) {
+        batch.clear();
+        owner.clear();
+        for (size_t i = 0; i < S; ++i) {
+          const int64_t p = caches[i]->length(0);
+          if (p < (int64_t)tokens_[i].size()) {
+            batch.push_back(BatchToken{caches[i].get(), p, tokens_[i][(size_t)p], true});
+            owner.push_back(i);
+          }
+        }
+        if (batch.empty()) break;
+        f.step(batch.data(), (int64_t)batch.size(), rows.data());
+        for (size_t j = 0; j < batch.size(); ++j)
+          std::memcpy(&logits_[owner[j]][(size_t)batch[j].pos * (size_t)V], &rows[j * (size_t)V],
+                      (size_t)V * sizeof(float));
+      }
+    } catch (...) {
+      failure_ = failure_of(std::current_exception());
+      SetError(failure_.message);
+    }
+  }
+  void OnOK() override {
+    Napi::Array out = Napi::Array::New(Env(), logits_.size());
+    for (size_t i = 0; i < logits_.size(); ++i) {
+      Napi::Float32Array a = Napi::Float32Array::New(Env(), logits_[i].size());
+      std::memcpy(a.Data(), logits_[i].data(), logits_[i].size() * sizeof(float));
+      out.Set((uint32_t)i, a);
+    }
+    deferred_.Resolve(out);
+  }
+  void OnError(const Napi::Error&) override {
+    deferred_.Reject(coded_error(Env(), failure_.code, failure_.message).Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::shared_ptr<LoadedModel> m_;
+  std::vector<std::vector<int32_t>> tokens_;
+  std::vector<int64_t> prefill_;
+  std::vector<std::vector<float>> logits_;
+  Failure failure_;
+};
+
 // The JS Model object: a handle on the shared LoadedModel.
 class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
  public:
@@ -146,6 +226,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     Napi::Function ctor = DefineClass(env, "Model",
                                       {InstanceMethod("info", &ModelHandle::Info),
                                        InstanceMethod("evalLogits", &ModelHandle::EvalLogits),
+                                       InstanceMethod("evalSequences", &ModelHandle::EvalSequences),
                                        InstanceMethod("close", &ModelHandle::Close)});
     auto* ref = new Napi::FunctionReference(Napi::Persistent(ctor));
     env.SetInstanceData<Napi::FunctionReference>(ref);  // freed with the env
@@ -222,6 +303,31 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     return p;
   }
 
+  // evalSequences([{tokens: Int32Array, prefill: number}]) -> Promise<Float32Array[]>
+  Napi::Value EvalSequences(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::shared_ptr<LoadedModel> m = live(env);
+    const char* usage = "evalSequences needs an array of {tokens: Int32Array, prefill: number}";
+    if (info.Length() < 1 || !info[0].IsArray()) throw coded_error(env, "E_BAD_ARGUMENT", usage);
+    Napi::Array a = info[0].As<Napi::Array>();
+    std::vector<std::vector<int32_t>> tokens;
+    std::vector<int64_t> prefill;
+    for (uint32_t i = 0; i < a.Length(); ++i) {
+      Napi::Value e = a.Get(i);
+      if (!e.IsObject()) throw coded_error(env, "E_BAD_ARGUMENT", usage);
+      Napi::Value t = e.As<Napi::Object>().Get("tokens");
+      if (!t.IsTypedArray() || t.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+        throw coded_error(env, "E_BAD_ARGUMENT", usage);
+      Napi::Int32Array ti = t.As<Napi::Int32Array>();
+      tokens.emplace_back(ti.Data(), ti.Data() + ti.ElementLength());
+      prefill.push_back(int_option(env, e.As<Napi::Object>(), "prefill", 0, (int64_t)ti.ElementLength(), 0));
+    }
+    auto* w = new EvalSequencesWorker(env, std::move(m), std::move(tokens), std::move(prefill));
+    Napi::Promise p = w->promise();
+    w->Queue();
+    return p;
+  }
+
   Napi::Value Close(const Napi::CallbackInfo& info) {
     m_.reset();  // workers still running keep their own reference
     return info.Env().Undefined();
@@ -236,16 +342,6 @@ void LoadWorker::OnOK() {
   Napi::External<std::shared_ptr<LoadedModel>> ext = Napi::External<std::shared_ptr<LoadedModel>>::New(
       env, holder, [](Napi::Env, std::shared_ptr<LoadedModel>* p) { delete p; });
   deferred_.Resolve(ctor_->New({ext}));
-}
-
-int64_t int_option(Napi::Env env, const Napi::Object& o, const char* key, int64_t min, int64_t max, int64_t fallback) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined()) return fallback;
-  const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1e300;
-  if (!(d >= (double)min && d <= (double)max) || d != (double)(int64_t)d)
-    throw coded_error(env, "E_BAD_ARGUMENT", std::string(key) + " must be a whole number from " + std::to_string(min) +
-                                                 " to " + std::to_string(max));
-  return (int64_t)d;
 }
 
 // loadModel(path, {threads?, contextSize?, sinks?, batchSize?}) -> Promise<Model>
