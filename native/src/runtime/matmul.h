@@ -8,16 +8,31 @@
 
 namespace edgellm {
 
-// Reused between calls so that a decode step does not allocate.
+// Reused between calls so that a decode step does not allocate: it grows to the largest
+// ncols * k / 32 blocks seen and is never shrunk. One scratch per concurrent matmul caller.
 struct MatmulScratch {
   std::vector<block_q8_0> xq;
 };
 
 // W is `rows` rows of `k` elements of `wtype`, contiguous (row bytes = dtype_row_bytes).
-// X is ncols columns of k floats, contiguous ([ncols][k]); Y is [ncols][rows].
-// Quantized weights: X is quantized to Q8_0 once (in parallel), then rows are split across the
-// pool in chunks; columns go through the kernel 64 at a time.
+// X is ncols columns of k floats, contiguous ([ncols][k]); Y is [ncols][rows] (column c of Y
+// starts at y + c * rows). Y must not overlap W or X.
+//
+// Quantized weights (Q4_0, Q8_0): X is quantized to Q8_0 once per call with
+// kt.quantize_row_q8_0 (in parallel over blocks, into scratch), then rows are split across the
+// pool in chunks; inside a chunk, columns go through the kernel kMaxGemmCols at a time, so a
+// chunk's weights are reused from cache by every column group. Float weights read X directly.
+//
+// Throws std::invalid_argument with the reason when rows < 0, k < 1, ncols < 0, k is not a
+// multiple of 32 for Q4_0 / Q8_0, wtype is not a known type, the table lacks the kernel, or a
+// pointer is null while its matrix is non-empty. rows == 0 or ncols == 0 does nothing.
 void matmul(ThreadPool& pool, const KernelTable& kt, DType wtype, const void* w, int64_t rows,
             int64_t k, const float* x, int64_t ncols, float* y, MatmulScratch& scratch);
+
+// Rows per chunk that matmul() hands to a thread: about 16 chunks per thread so that a thread
+// the OS preempts costs little, but each chunk streams at least 16 KiB of weights (so the
+// atomic claim is noise) and at most 256 KiB (so column groups reuse it from L2); a multiple
+// of 4 (16 from 32 rows up, so threads do not share Y cache lines). One chunk for 1 thread.
+int64_t matmul_rows_per_chunk(int64_t rows, size_t row_bytes, int threads);
 
 }  // namespace edgellm

@@ -1,0 +1,119 @@
+#include "runtime/matmul.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+namespace edgellm {
+
+namespace {
+
+// Quantizing X takes about as long per float as reading a weight; 256 blocks (8192 floats)
+// per chunk keep a GEMV's activations (k <= 8192) in one chunk, which runs without waking
+// the pool, and split a batch's activations into pieces worth sharing.
+constexpr int64_t kQuantizeGrainBlocks = 256;
+constexpr size_t kMinChunkBytes = 16 * 1024;
+constexpr size_t kMaxChunkBytes = 256 * 1024;
+
+[[noreturn]] void invalid(const std::string& what) { throw std::invalid_argument("matmul: " + what); }
+
+void validate(const KernelTable& kt, DType wtype, const void* w, int64_t rows, int64_t k, const float* x,
+              int64_t ncols, const float* y) {
+  if (!dtype_is_known((uint32_t)wtype) || dtype_block_bytes(wtype) == 0)
+    invalid("unsupported weight type " + std::to_string((uint32_t)wtype));
+  if (rows < 0) invalid("rows must be >= 0, got " + std::to_string(rows));
+  if (ncols < 0) invalid("ncols must be >= 0, got " + std::to_string(ncols));
+  if (k < 1) invalid("k must be >= 1, got " + std::to_string(k));
+  const int64_t block = dtype_block_elems(wtype);
+  if (k % block != 0)
+    invalid("k = " + std::to_string(k) + " is not a multiple of " + std::to_string(block) + ", which " +
+            dtype_name(wtype) + " weights require");
+  if (!kt.gemm_for(wtype))
+    invalid(std::string("kernel table '") + (kt.name ? kt.name : "?") + "' has no GEMM for " + dtype_name(wtype));
+  if (block > 1 && !kt.quantize_row_q8_0)
+    invalid(std::string("kernel table '") + (kt.name ? kt.name : "?") + "' has no quantize_row_q8_0");
+  if (rows > 0 && ncols > 0) {
+    if (!w) invalid("w is null");
+    if (!x) invalid("x is null");
+    if (!y) invalid("y is null");
+  }
+}
+
+struct QuantizeTask {
+  const KernelTable* kt;
+  const float* x;
+  block_q8_0* xq;
+  int64_t nb;  // blocks per column
+};
+
+// Blocks [b, e) of the flattened [ncols][nb] activation blocks; a chunk may span columns.
+void quantize_blocks(const QuantizeTask& t, int64_t b, int64_t e) {
+  while (b < e) {
+    const int64_t col = b / t.nb, first = b % t.nb;
+    const int64_t count = std::min(e - b, t.nb - first);
+    t.kt->quantize_row_q8_0(t.x + (col * t.nb + first) * kQK, t.xq + col * t.nb + first, count * kQK);
+    b += count;
+  }
+}
+
+struct GemmTask {
+  GemmFn gemm;
+  GemmArgs base;  // all columns; ncols may exceed kMaxGemmCols
+};
+
+void gemm_rows(const GemmTask& t, int64_t r0, int64_t r1) {
+  for (int64_t c0 = 0; c0 < t.base.ncols; c0 += kMaxGemmCols) {
+    GemmArgs a = t.base;
+    a.x = static_cast<const uint8_t*>(t.base.x) + c0 * t.base.x_col_bytes;
+    a.ncols = std::min<int64_t>(kMaxGemmCols, t.base.ncols - c0);
+    a.y = t.base.y + c0 * t.base.y_col_stride;
+    t.gemm(a, r0, r1);
+  }
+}
+
+}  // namespace
+
+int64_t matmul_rows_per_chunk(int64_t rows, size_t row_bytes, int threads) {
+  if (threads <= 1 || rows <= 4) return std::max<int64_t>(rows, 1);
+  row_bytes = std::max<size_t>(row_bytes, 1);
+  const int64_t target = (rows + threads * 16 - 1) / (threads * 16);
+  const int64_t min_rows = (int64_t)((kMinChunkBytes + row_bytes - 1) / row_bytes);
+  const int64_t max_rows = std::max<int64_t>(1, (int64_t)(kMaxChunkBytes / row_bytes));
+  int64_t r = std::min(std::max(target, min_rows), std::max(max_rows, (int64_t)1));
+  r = (r + 3) / 4 * 4;
+  if (r >= 32) r = (r + 15) / 16 * 16;
+  return std::min(r, rows);
+}
+
+void matmul(ThreadPool& pool, const KernelTable& kt, DType wtype, const void* w, int64_t rows, int64_t k,
+            const float* x, int64_t ncols, float* y, MatmulScratch& scratch) {
+  validate(kt, wtype, w, rows, k, x, ncols, y);
+  if (rows == 0 || ncols == 0) return;
+
+  GemmTask task;
+  task.gemm = kt.gemm_for(wtype);
+  task.base.w = static_cast<const uint8_t*>(w);
+  task.base.w_row_bytes = dtype_row_bytes(wtype, k);
+  task.base.k = k;
+  task.base.ncols = ncols;
+  task.base.y = y;
+  task.base.y_col_stride = rows;
+
+  if (wtype == DType::Q4_0 || wtype == DType::Q8_0) {
+    const int64_t nb = k / kQK;
+    scratch.xq.resize((size_t)(ncols * nb));
+    const QuantizeTask q{&kt, x, scratch.xq.data(), nb};
+    pool.parallel_for(ncols * nb, kQuantizeGrainBlocks,
+                      [&q](int64_t b, int64_t e, int) { quantize_blocks(q, b, e); });
+    task.base.x = scratch.xq.data();
+    task.base.x_col_bytes = (size_t)nb * sizeof(block_q8_0);
+  } else {
+    task.base.x = x;
+    task.base.x_col_bytes = (size_t)k * sizeof(float);
+  }
+
+  const int64_t grain = matmul_rows_per_chunk(rows, task.base.w_row_bytes, pool.size());
+  pool.parallel_for(rows, grain, [&task](int64_t r0, int64_t r1, int) { gemm_rows(task, r0, r1); });
+}
+
+}  // namespace edgellm

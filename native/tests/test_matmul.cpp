@@ -1,0 +1,201 @@
+// matmul(): splitting rows across the pool and columns into groups of kMaxGemmCols gives the
+// same Y as one reference kernel call over everything, for every weight type.
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels/kernels.h"
+#include "quant/quant.h"
+#include "runtime/matmul.h"
+#include "runtime/thread_pool.h"
+#include "test.h"
+
+using namespace edgellm;
+
+namespace {
+
+const DType kAllTypes[] = {DType::F32, DType::F16, DType::BF16, DType::Q4_0, DType::Q8_0};
+
+struct Problem {
+  DType t;
+  int64_t rows, k, ncols;
+  std::vector<uint8_t> w;
+  std::vector<float> x;
+};
+
+Problem make_problem(DType t, int64_t rows, int64_t k, int64_t ncols) {
+  Problem p{t, rows, k, ncols, {}, {}};
+  const size_t row_bytes = dtype_row_bytes(t, k);
+  p.w.resize(row_bytes * (size_t)rows);
+  std::vector<float> row((size_t)k);
+  for (int64_t r = 0; r < rows; ++r) {
+    test::fill_normal(row.data(), k, 0.5f);
+    quantize_row(t, row.data(), p.w.data() + (size_t)r * row_bytes, k);
+  }
+  p.x.resize((size_t)(k * ncols));
+  test::fill_normal(p.x.data(), k * ncols, 1.0f);
+  return p;
+}
+
+// Y from one call of the reference kernel over all rows and all columns.
+std::vector<float> reference_y(const Problem& p) {
+  std::vector<float> y((size_t)(p.rows * p.ncols));
+  std::vector<block_q8_0> xq;
+  GemmArgs a{};
+  a.w = p.w.data();
+  a.w_row_bytes = dtype_row_bytes(p.t, p.k);
+  a.k = p.k;
+  a.ncols = p.ncols;
+  a.y = y.data();
+  a.y_col_stride = p.rows;
+  if (p.t == DType::Q4_0 || p.t == DType::Q8_0) {
+    const int64_t nb = p.k / kQK;
+    xq.resize((size_t)(nb * p.ncols));
+    for (int64_t c = 0; c < p.ncols; ++c) quantize_row_q8_0_ref(p.x.data() + c * p.k, xq.data() + c * nb, p.k);
+    a.x = xq.data();
+    a.x_col_bytes = (size_t)nb * sizeof(block_q8_0);
+  } else {
+    a.x = p.x.data();
+    a.x_col_bytes = (size_t)p.k * sizeof(float);
+  }
+  kReferenceKernels.gemm_for(p.t)(a, 0, p.rows);
+  return y;
+}
+
+std::string describe(const Problem& p, int threads, const KernelTable& kt) {
+  return std::string(dtype_name(p.t)) + " rows=" + std::to_string(p.rows) + " k=" + std::to_string(p.k) +
+         " ncols=" + std::to_string(p.ncols) + " threads=" + std::to_string(threads) + " kernels=" + kt.name;
+}
+
+// The shapes under test: all of rows x ncols for a small k, and the long k (FFN down
+// projections) where rows * k * ncols stays small enough for the scalar reference under qemu.
+std::vector<std::vector<int64_t>> shapes() {
+  std::vector<std::vector<int64_t>> out;
+  for (int64_t k : {32, 11008, 14336})
+    for (int64_t rows : {1, 5, 33, 1001})
+      for (int64_t ncols : {1, 2, 64, 65, 130}) {
+        if (k == 14336 && rows > 5) continue;  // few rows for the longest k
+        if (k > 32 && rows * k * ncols > 3000000 && !(ncols == 1)) continue;
+        out.push_back({rows, k, ncols});
+      }
+  return out;
+}
+
+template <class F>
+bool throws_invalid(F f, const char* needle, std::string* got) {
+  try {
+    f();
+  } catch (const std::invalid_argument& e) {
+    *got = e.what();
+    return std::strstr(e.what(), needle) != nullptr;
+  }
+  *got = "(no exception)";
+  return false;
+}
+
+}  // namespace
+
+TEST(matmul, pool_sizes_match_one_reference_call_exactly) {
+  std::unique_ptr<ThreadPool> pools[] = {std::make_unique<ThreadPool>(1), std::make_unique<ThreadPool>(2),
+                                         std::make_unique<ThreadPool>(3)};
+  MatmulScratch scratch;
+  for (DType t : kAllTypes)
+    for (const auto& s : shapes()) {
+      const Problem p = make_problem(t, s[0], s[1], s[2]);
+      const std::vector<float> want = reference_y(p);
+      for (auto& pool : pools) {
+        std::vector<float> y(want.size(), -12345.0f);
+        matmul(*pool, kReferenceKernels, t, p.w.data(), p.rows, p.k, p.x.data(), p.ncols, y.data(), scratch);
+        CHECK_MSG(std::memcmp(y.data(), want.data(), y.size() * sizeof(float)) == 0,
+                  describe(p, pool->size(), kReferenceKernels) + ": Y differs from the single reference call");
+      }
+    }
+}
+
+TEST(matmul, every_kernel_table_through_the_pool_matches_reference) {
+  // Fast tables may sum in another order, so they agree within a tolerance; this checks that
+  // matmul hands each table correct strides and column groups.
+  ThreadPool pool(3);
+  MatmulScratch scratch;
+  for (const KernelTable* kt : runnable_kernel_tables())
+    for (DType t : kAllTypes)
+      for (const auto& s : std::vector<std::vector<int64_t>>{{33, 64, 130}, {1001, 256, 2}, {5, 11008, 65}}) {
+        const Problem p = make_problem(t, s[0], s[1], s[2]);
+        const std::vector<float> want = reference_y(p);
+        std::vector<float> y(want.size(), -12345.0f);
+        matmul(pool, *kt, t, p.w.data(), p.rows, p.k, p.x.data(), p.ncols, y.data(), scratch);
+        std::string why;
+        if (!test::near_all(y.data(), want.data(), (int64_t)y.size(), 1e-4, 1e-4, &why))
+          test::fail(__FILE__, __LINE__, describe(p, pool.size(), *kt) + ": " + why);
+      }
+}
+
+TEST(matmul, scratch_is_not_reallocated_for_the_same_size) {
+  ThreadPool pool(2);
+  MatmulScratch scratch;
+  const Problem p = make_problem(DType::Q4_0, 64, 256, 3);
+  std::vector<float> y((size_t)(p.rows * p.ncols));
+  matmul(pool, kReferenceKernels, p.t, p.w.data(), p.rows, p.k, p.x.data(), p.ncols, y.data(), scratch);
+  const block_q8_0* first = scratch.xq.data();
+  for (int i = 0; i < 3; ++i)
+    matmul(pool, kReferenceKernels, p.t, p.w.data(), p.rows, p.k, p.x.data(), p.ncols, y.data(), scratch);
+  matmul(pool, kReferenceKernels, p.t, p.w.data(), p.rows, p.k, p.x.data(), 1, y.data(), scratch);  // smaller
+  matmul(pool, kReferenceKernels, p.t, p.w.data(), p.rows, p.k, p.x.data(), p.ncols, y.data(), scratch);
+  CHECK(scratch.xq.data() == first);
+}
+
+TEST(matmul, empty_rows_or_columns_do_nothing) {
+  ThreadPool pool(2);
+  MatmulScratch scratch;
+  float y = 7.0f;
+  matmul(pool, kReferenceKernels, DType::Q4_0, nullptr, 0, 64, nullptr, 1, &y, scratch);
+  matmul(pool, kReferenceKernels, DType::F32, nullptr, 4, 64, nullptr, 0, nullptr, scratch);
+  CHECK(y == 7.0f);
+}
+
+TEST(matmul, rejects_invalid_arguments_with_the_reason) {
+  ThreadPool pool(2);
+  MatmulScratch scratch;
+  std::vector<uint8_t> w(4096);
+  std::vector<float> x(256), y(256);
+  auto call = [&](DType t, int64_t rows, int64_t k, int64_t ncols, const void* wp, const float* xp, float* yp) {
+    return [&, t, rows, k, ncols, wp, xp, yp] { matmul(pool, kReferenceKernels, t, wp, rows, k, xp, ncols, yp, scratch); };
+  };
+  std::string got;
+  CHECK_MSG(throws_invalid(call(DType::Q4_0, 2, 48, 1, w.data(), x.data(), y.data()), "k = 48 is not a multiple of 32", &got), got);
+  CHECK_MSG(throws_invalid(call(DType::Q8_0, 2, 33, 1, w.data(), x.data(), y.data()), "Q8_0", &got), got);
+  CHECK_MSG(throws_invalid(call(DType::F32, -1, 32, 1, w.data(), x.data(), y.data()), "rows must be >= 0", &got), got);
+  CHECK_MSG(throws_invalid(call(DType::F32, 2, 0, 1, w.data(), x.data(), y.data()), "k must be >= 1", &got), got);
+  CHECK_MSG(throws_invalid(call(DType::F16, 2, 32, -3, w.data(), x.data(), y.data()), "ncols must be >= 0", &got), got);
+  CHECK_MSG(throws_invalid(call(DType(3), 2, 32, 1, w.data(), x.data(), y.data()), "unsupported weight type 3", &got), got);
+  CHECK_MSG(throws_invalid(call(DType::BF16, 2, 32, 1, nullptr, x.data(), y.data()), "w is null", &got), got);
+  CHECK_MSG(throws_invalid(call(DType::BF16, 2, 32, 1, w.data(), nullptr, y.data()), "x is null", &got), got);
+  CHECK_MSG(throws_invalid(call(DType::BF16, 2, 32, 1, w.data(), x.data(), nullptr), "y is null", &got), got);
+  KernelTable missing = kReferenceKernels;
+  missing.gemm_bf16 = nullptr;
+  bool threw = false;
+  try {
+    matmul(pool, missing, DType::BF16, w.data(), 2, 32, x.data(), 1, y.data(), scratch);
+  } catch (const std::invalid_argument& e) {
+    threw = std::strstr(e.what(), "no GEMM for BF16") != nullptr;
+  }
+  CHECK(threw);
+  // Float weights take any k.
+  matmul(pool, kReferenceKernels, DType::F32, w.data(), 2, 33, x.data(), 1, y.data(), scratch);
+}
+
+TEST(matmul, rows_per_chunk_is_a_multiple_of_4_within_bounds) {
+  CHECK_EQ(matmul_rows_per_chunk(1001, 2304, 1), (int64_t)1001);  // one chunk on one thread
+  CHECK_EQ(matmul_rows_per_chunk(3, 2304, 4), (int64_t)3);
+  for (int threads : {2, 3, 4})
+    for (int64_t rows : {5, 33, 1001, 2048, 14336})
+      for (size_t row_bytes : {(size_t)36, (size_t)2304, (size_t)8192, (size_t)57344}) {
+        const int64_t r = matmul_rows_per_chunk(rows, row_bytes, threads);
+        CHECK(r >= 1);
+        CHECK(r <= rows);
+        CHECK(r == rows || r % 4 == 0);
+        CHECK(r == rows || r < 16 || (size_t)r * row_bytes <= 256 * 1024 + 15 * row_bytes);
+      }
+}
