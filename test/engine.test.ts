@@ -593,6 +593,10 @@ t.test('edgellm logits --json prints one line per position with the full log-sof
     const d = Math.max(...line.logprobs.map((lp, j) => Math.abs(lp - want[j]!)));
     t.ok(d < 1e-3, `position ${i}: log-probabilities within 1e-3 of the reference (${d})`);
   });
+  const table = spawnSync(process.execPath, [cli, 'logits', '-m', path, '--tokens', '1,5'], { encoding: 'utf8' });
+  t.equal(table.status, 0, table.stderr);
+  t.match(table.stdout, /^pos 0 token 1 {2}top5 \d+:-?\d+\.\d{4}/);
+  t.equal(table.stdout.trim().split('\n').length, 2, 'one line per position without --json');
   const bad = spawnSync(process.execPath, [cli, 'logits', '-m', path, '--tokens', '1,x'], { encoding: 'utf8' });
   t.equal(bad.status, 2);
   t.match(bad.stderr, /E_BAD_ARGUMENT: --tokens takes token ids/);
