@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `npm test`: the C++ unit tests (CTest), the TypeScript tests (tap), and the C++ kernel tests
+# `npm test`: a strict typecheck of src/ and test/, the C++ unit tests (CTest), the TypeScript tests (tap),
+# and the C++ kernel tests
 # cross-compiled for aarch64 and run under qemu as a Cortex-A76 and a Cortex-A72.
 # Runs every step even when one fails, then prints one summary line.
 set -uo pipefail
@@ -23,6 +24,7 @@ if [ ! -f build/Release/edgellm.node ] || [ ! -f build/native/CTestTestfile.cmak
   exit 1
 fi
 
+step types npx tsc -p tsconfig.test.json
 step native ctest --test-dir build --output-on-failure
 step ts npx tap
 step arm64 bash scripts/test-arm64.sh

@@ -23,6 +23,13 @@ export {
   type LoadModelOptions,
   type ModelInfo,
 } from './engine/model.js';
+export {
+  Tokenizer,
+  StreamDecoder,
+  type EncodeOptions,
+  type DecodeOptions,
+  type TiktokenSpecials,
+} from './engine/tokenizer/index.js';
 
 /** What this CPU can run and which kernel table edgellm picked for it. */
 export function cpuInfo(): CpuInfo {

@@ -323,9 +323,9 @@ function reference(s: Spec, W: Weights, tokens: number[], stream?: { sinks: numb
       const v = matvec(get(b + 'attn_v.weight'), xb, Hk * hd, D);
       if (s.arch === 'qwen2') {
         const bq = get(b + 'attn_q.bias'), bk = get(b + 'attn_k.bias'), bv = get(b + 'attn_v.bias');
-        q.forEach((_, i) => (q[i] += bq[i]!));
-        k.forEach((_, i) => (k[i] += bk[i]!));
-        v.forEach((_, i) => (v[i] += bv[i]!));
+        q.forEach((qi, i) => (q[i] = qi + bq[i]!));
+        k.forEach((ki, i) => (k[i] = ki + bk[i]!));
+        v.forEach((vi, i) => (v[i] = vi + bv[i]!));
       }
       const rope = (vec: Float64Array, nh: number, norm?: Float64Array) => {
         for (let h = 0; h < nh; h++) {
@@ -365,7 +365,7 @@ function reference(s: Spec, W: Weights, tokens: number[], stream?: { sinks: numb
         const e = scores.map((sc) => Math.exp(sc - m));
         const sum = e.reduce((a, c) => a + c, 0);
         js.forEach((j, n) => {
-          for (let d = 0; d < hd; d++) att[h * hd + d] += (e[n]! / sum) * V[l]![j]![kh * hd + d]!;
+          for (let d = 0; d < hd; d++) att[h * hd + d] = att[h * hd + d]! + (e[n]! / sum) * V[l]![j]![kh * hd + d]!;
         });
       }
       let o = matvec(get(b + 'attn_output.weight'), att, D, H * hd);
@@ -388,7 +388,7 @@ function reference(s: Spec, W: Weights, tokens: number[], stream?: { sinks: numb
           const gate = matvec(get(b + 'ffn_gate_exps.weight'), xf, F, D, e * F * D);
           const up = matvec(get(b + 'ffn_up_exps.weight'), xf, F, D, e * F * D);
           const y = matvec(get(b + 'ffn_down_exps.weight'), ffn(gate, up), D, F, e * D * F);
-          for (let i = 0; i < D; i++) f[i] += (ws[n]! / wsum) * y[i]!;
+          for (let i = 0; i < D; i++) f[i] = f[i]! + (ws[n]! / wsum) * y[i]!;
         });
       } else {
         const gate = matvec(get(b + 'ffn_gate.weight'), xf, s.nFf, D);

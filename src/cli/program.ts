@@ -4,6 +4,7 @@ import { createRequire } from 'node:module';
 import { EdgeError } from '../errors.js';
 import { registerBench } from './bench.js';
 import { registerLogits } from './logits.js';
+import { registerTokenize } from './tokenize.js';
 
 const require = createRequire(import.meta.url);
 const { version } = require('../../package.json') as { version: string };
@@ -18,6 +19,7 @@ export function buildProgram(): Command {
     .exitOverride();
   registerBench(program);
   registerLogits(program);
+  registerTokenize(program);
   return program;
 }
 
