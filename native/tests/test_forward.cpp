@@ -4,7 +4,9 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
+#include <new>
 #include <memory>
 #include <string>
 #include <vector>
@@ -16,6 +18,25 @@
 
 using namespace edgellm;
 using namespace edgellm::test;
+
+// Counts operator new calls while g_count_allocations is set (to prove a step allocates nothing).
+static std::atomic<bool> g_count_allocations{false};
+static std::atomic<int64_t> g_allocations{0};
+void* operator new(std::size_t n) {
+  if (g_count_allocations) ++g_allocations;
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+// GCC flags free() in a replaced operator delete as mismatched with new; it is the pair above.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 namespace {
 
@@ -232,4 +253,31 @@ TEST(forward, an_unknown_architecture_is_unsupported_and_named) {
   }
   CHECK_MSG(code == "E_MODEL_UNSUPPORTED", code + ": " + msg);
   CHECK_MSG(msg.find("'mamba'") != std::string::npos, msg);
+}
+
+TEST(forward, a_decode_step_allocates_nothing) {
+  for (int64_t experts : {0, 8}) {
+    TinyLlamaSpec s;
+    s.n_expert = experts;
+    s.n_expert_used = experts ? 2 : 0;
+    s.matrix_type = DType::Q8_0;
+    auto m = tiny(s);
+    ThreadPool pool(2);
+    ForwardPass f(*m, pool, options(64, 8));
+    KvCache a(f.cache_config()), b(f.cache_config());
+    std::vector<float> logits(2 * (size_t)s.n_vocab);
+    const std::vector<int32_t> prompt = some_tokens(8, s.n_vocab, 4);
+    f.prefill(a, prompt.data(), 8, false, logits.data());
+    f.prefill(b, prompt.data(), 3, false, logits.data());
+    BatchToken step[2] = {{&a, 8, 5, true}, {&b, 3, 6, true}};
+    g_allocations = 0;
+    g_count_allocations = true;
+    for (int i = 0; i < 4; ++i) {
+      f.step(step, 2, logits.data());
+      step[0].pos++;
+      step[1].pos++;
+    }
+    g_count_allocations = false;
+    CHECK_EQ((int64_t)g_allocations, (int64_t)0);
+  }
 }
