@@ -161,6 +161,10 @@ interface Spec {
   type?: GgufTensorType;
   embdType?: GgufTensorType;
   contextLength?: number;
+  /** Linear RoPE scaling factor (gemma3: global layers only). */
+  ropeScale?: number;
+  /** Write rope_freqs.weight (llama 3 frequency factors). */
+  ropeFreqs?: boolean;
 }
 
 const SPECS: Spec[] = [
@@ -171,7 +175,8 @@ const SPECS: Spec[] = [
   { name: 'qwen2', arch: 'qwen2', nVocab: 96, nEmbd: 64, nLayer: 2, nHead: 4, nHeadKv: 2, headDim: 16, nFf: 96, ropeBase: 1e6 },
   { name: 'qwen3', arch: 'qwen3', nVocab: 96, nEmbd: 64, nLayer: 2, nHead: 4, nHeadKv: 2, headDim: 32, nFf: 96, ropeBase: 1e6 },
   { name: 'qwen3moe 128x8', arch: 'qwen3moe', nVocab: 96, nEmbd: 64, nLayer: 2, nHead: 4, nHeadKv: 2, headDim: 32, nFf: 32, nExpert: 128, nExpertUsed: 8, ropeBase: 1e6 },
-  { name: 'gemma3', arch: 'gemma3', nVocab: 96, nEmbd: 64, nLayer: 6, nHead: 2, nHeadKv: 1, headDim: 32, nFf: 96, window: 4, ropeBase: 1e6 },
+  { name: 'gemma3', arch: 'gemma3', nVocab: 96, nEmbd: 64, nLayer: 6, nHead: 2, nHeadKv: 1, headDim: 32, nFf: 96, window: 4, ropeBase: 1e6, ropeScale: 8 },
+  { name: 'llama 3 RoPE frequency factors', arch: 'llama', nVocab: 96, nEmbd: 64, nLayer: 2, nHead: 4, nHeadKv: 2, headDim: 16, nFf: 96, ropeBase: 5e5, ropeFreqs: true },
   { name: 'llama F16 matrices, BF16 embeddings', arch: 'llama', nVocab: 96, nEmbd: 64, nLayer: 2, nHead: 4, nHeadKv: 2, headDim: 16, nFf: 96, type: 'F16', embdType: 'BF16' },
 ];
 
@@ -211,6 +216,10 @@ function writeModel(spec: Spec, seed = 7, mutate?: (name: string, shape: number[
   }
   if (s.ropeBase) g.setMeta(p + 'rope.freq_base', meta.float32(s.ropeBase));
   if (s.window) g.setMeta(p + 'attention.sliding_window', meta.uint32(s.window));
+  if (s.ropeScale) {
+    g.setMeta(p + 'rope.scaling.type', meta.string('linear'));
+    g.setMeta(p + 'rope.scaling.factor', meta.float32(s.ropeScale));
+  }
   if (s.nExpert) {
     g.setMeta(p + 'expert_count', meta.uint32(s.nExpert));
     g.setMeta(p + 'expert_used_count', meta.uint32(s.nExpertUsed!));
@@ -227,6 +236,7 @@ function writeModel(spec: Spec, seed = 7, mutate?: (name: string, shape: number[
   const D = s.nEmbd, qd = s.nHead * s.headDim, kd = s.nHeadKv * s.headDim, mt = s.type ?? 'F32';
   add('token_embd.weight', [D, s.nVocab], s.arch === 'gemma3' ? 0.2 : 1, s.embdType ?? mt);
   add('output_norm.weight', [D], 0.1, 'F32', 1);
+  if (s.ropeFreqs) add('rope_freqs.weight', [s.headDim / 2], 1.5, 'F32', 4); // factors around 4
   if (s.arch !== 'gemma3') add('output.weight', [D, s.nVocab], 1 / Math.sqrt(D), mt); // gemma3: tied
   for (let l = 0; l < s.nLayer; l++) {
     const b = `blk.${l}.`;
@@ -317,6 +327,8 @@ function reference(s: Spec, W: Weights, tokens: number[], stream?: { sinks: numb
       const b = `blk.${l}.`;
       const swa = swaLayer(l);
       const base = gemma && swa ? 10000 : (s.ropeBase ?? 10000);
+      const scale = gemma && swa ? 1 : 1 / (s.ropeScale ?? 1);
+      const factors = W.get('rope_freqs.weight');
       const xb = rmsnorm(x, get(b + 'attn_norm.weight'), eps);
       const q = matvec(get(b + 'attn_q.weight'), xb, H * hd, D);
       const k = matvec(get(b + 'attn_k.weight'), xb, Hk * hd, D);
@@ -331,7 +343,7 @@ function reference(s: Spec, W: Weights, tokens: number[], stream?: { sinks: numb
         for (let h = 0; h < nh; h++) {
           if (norm) vec.set(rmsnorm(vec, norm, eps, h * hd, hd), h * hd);
           for (let i = 0; i < hd / 2; i++) {
-            const theta = p * Math.pow(base, (-2 * i) / hd);
+            const theta = (scale * p * Math.pow(base, (-2 * i) / hd)) / (factors ? factors[i]! : 1);
             const [i0, i1] = neox ? [i, i + hd / 2] : [2 * i, 2 * i + 1];
             const a = vec[h * hd + i0]!, c = vec[h * hd + i1]!;
             vec[h * hd + i0] = a * Math.cos(theta) - c * Math.sin(theta);
