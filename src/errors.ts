@@ -5,11 +5,16 @@
 export type ErrorCode =
   | 'E_ADDON_MISSING'
   | 'E_BAD_ARGUMENT'
+  /** A request that breaks the API's rules (a chat message without content, an empty stop string): the message names the field. */
+  | 'E_BAD_REQUEST'
   | 'E_BENCH'
   | 'E_CONFIG'
   /** A model file that is truncated or breaks the GGUF format (the message names the key or tensor). */
   | 'E_MODEL_CORRUPT'
-  /** A model file edgellm cannot run as it is (GGUF v1, pre-GGUF, a tensor type such as Q4_K): convert it. */
+  /**
+   * A model file edgellm cannot run as it is (GGUF v1, pre-GGUF, a tensor type such as Q4_K): convert it.
+   * Also a model whose chat template does not parse or fails on a conversation.
+   */
   | 'E_MODEL_UNSUPPORTED'
   /** A model path that does not exist or cannot be read. */
   | 'E_MODEL_NOT_FOUND'

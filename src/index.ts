@@ -30,6 +30,19 @@ export {
   type DecodeOptions,
   type TiktokenSpecials,
 } from './engine/tokenizer/index.js';
+export {
+  renderChat,
+  renderChatFor,
+  validateMessages,
+  chatStopTokens,
+  chatStopStrings,
+  CHAT_ROLES,
+  FALLBACK_END_OF_TURN,
+  type ChatMessage,
+  type ChatRole,
+  type RenderChatOptions,
+} from './engine/chat.js';
+export { StopMatcher, type StopStep } from './engine/stop.js';
 
 /** What this CPU can run and which kernel table edgellm picked for it. */
 export function cpuInfo(): CpuInfo {

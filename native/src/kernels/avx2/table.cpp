@@ -1,20 +1,19 @@
 // The avx2 table, one entry per line in the order of KernelTable (kernels.h). Every entry must
-// name a avx2:: function: test_dispatch.cpp fails while any still points at ref::.
+// name a avx2:: function: test_dispatch.cpp fails if any points at the reference.
 #include "kernels/avx2/avx2.h"
-#include "kernels/reference/reference.h"
 
 namespace edgellm {
 
 const KernelTable kAvx2Kernels = {
     Isa::Avx2, "avx2",
-    ref::quantize_row_q8_0,
-    ref::gemm_q4_0,
-    ref::gemm_q8_0,
-    ref::gemm_f16,
-    ref::gemm_bf16,
-    ref::gemm_f32,
-    ref::f32_to_f16,
-    ref::f16_to_f32,
+    avx2::quantize_row_q8_0,
+    avx2::gemm_q4_0,
+    avx2::gemm_q8_0,
+    avx2::gemm_f16,
+    avx2::gemm_bf16,
+    avx2::gemm_f32,
+    avx2::f32_to_f16,
+    avx2::f16_to_f32,
     avx2::rmsnorm,
     avx2::rope,
     avx2::swiglu,

@@ -1,20 +1,19 @@
 // The neon table, one entry per line in the order of KernelTable (kernels.h). Every entry must
-// name a neon:: function: test_dispatch.cpp fails while any still points at ref::.
+// name a neon:: function: test_dispatch.cpp fails if any points at the reference.
 #include "kernels/neon/neon.h"
-#include "kernels/reference/reference.h"
 
 namespace edgellm {
 
 const KernelTable kNeonKernels = {
     Isa::Neon, "neon",
-    ref::quantize_row_q8_0,
-    ref::gemm_q4_0,
-    ref::gemm_q8_0,
-    ref::gemm_f16,
-    ref::gemm_bf16,
-    ref::gemm_f32,
-    ref::f32_to_f16,
-    ref::f16_to_f32,
+    neon::quantize_row_q8_0,
+    neon::gemm_q4_0,
+    neon::gemm_q8_0,
+    neon::gemm_f16,
+    neon::gemm_bf16,
+    neon::gemm_f32,
+    neon::f32_to_f16,
+    neon::f16_to_f32,
     neon::rmsnorm,
     neon::rope,
     neon::swiglu,
@@ -31,8 +30,8 @@ static KernelTable make_dotprod_table() {
   KernelTable t = kNeonKernels;
   t.isa = Isa::NeonDotprod;
   t.name = "neon-dotprod";
-  t.gemm_q4_0 = ref::gemm_q4_0;  // -> neon_dotprod::gemm_q4_0
-  t.gemm_q8_0 = ref::gemm_q8_0;  // -> neon_dotprod::gemm_q8_0
+  t.gemm_q4_0 = neon_dotprod::gemm_q4_0;
+  t.gemm_q8_0 = neon_dotprod::gemm_q8_0;
   return t;
 }
 const KernelTable kNeonDotprodKernels = make_dotprod_table();

@@ -1,0 +1,212 @@
+#include "runtime/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+namespace edgellm {
+
+namespace {
+
+[[noreturn]] void refuse(const char* field, double value, const char* range) {
+  throw std::invalid_argument(std::string("sampling: ") + field + " = " + std::to_string(value) +
+                              " is out of range: it must be " + range);
+}
+
+uint64_t splitmix64(uint64_t& x) {
+  uint64_t z = (x += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+// Larger logit first; equal logits by lower id, so every ordering is total and reproducible.
+bool before(const SamplerCandidate& a, const SamplerCandidate& b) {
+  return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+}
+
+// exp((logit - max) / temperature) with max itself weighing exactly 1, also when max is
+// +-inf (all -inf: every candidate weighs 1; a +inf logit takes all the mass).
+double weight(float logit, float max, double temperature) {
+  if (logit == max) return 1.0;
+  return std::exp(((double)logit - (double)max) / temperature);
+}
+
+}  // namespace
+
+void SamplingParams::validate() const {
+  // Negated comparisons so that NaN fails every check.
+  if (!(temperature >= 0.0f) || std::isinf(temperature))
+    refuse("temperature", temperature, "a finite number >= 0 (0 = greedy)");
+  if (top_k < 0) refuse("top_k", top_k, ">= 0 (0 = the whole vocabulary)");
+  if (!(top_p > 0.0f && top_p <= 1.0f)) refuse("top_p", top_p, "in (0, 1] (1 = off)");
+  if (!(min_p >= 0.0f && min_p <= 1.0f)) refuse("min_p", min_p, "in [0, 1] (0 = off)");
+  if (!(repeat_penalty > 0.0f) || std::isinf(repeat_penalty))
+    refuse("repeat_penalty", repeat_penalty, "a finite number > 0 (1 = off)");
+  if (!(presence_penalty >= -2.0f && presence_penalty <= 2.0f))
+    refuse("presence_penalty", presence_penalty, "in [-2, 2] (0 = off)");
+  if (!(frequency_penalty >= -2.0f && frequency_penalty <= 2.0f))
+    refuse("frequency_penalty", frequency_penalty, "in [-2, 2] (0 = off)");
+  if (penalty_last_n < 0 || penalty_last_n > kMaxPenaltyLastN)
+    refuse("penalty_last_n", penalty_last_n, "in [0, 1048576] tokens (0 = no penalties)");
+}
+
+void SamplerRng::reseed(uint64_t seed) {
+  uint64_t x = seed;
+  for (uint64_t& s : s_) s = splitmix64(x);  // never all zero: splitmix64 is a bijection of distinct inputs
+}
+
+uint64_t SamplerRng::next() {
+  const uint64_t result = rotl(s_[1] * 5, 7) * 9;
+  const uint64_t t = s_[1] << 17;
+  s_[2] ^= s_[0];
+  s_[3] ^= s_[1];
+  s_[1] ^= s_[2];
+  s_[0] ^= s_[3];
+  s_[2] ^= t;
+  s_[3] = rotl(s_[3], 45);
+  return result;
+}
+
+Sampler::Sampler(const SamplingParams& params, int32_t n_vocab)
+    : params_(params), n_vocab_(n_vocab), rng_(params.seed) {
+  params_.validate();
+  if (n_vocab < 1) throw std::invalid_argument("sampling: n_vocab = " + std::to_string(n_vocab) + " must be >= 1");
+  cand_.resize((size_t)n_vocab);
+  const bool penalties = params_.penalty_last_n > 0 &&
+                         (params_.repeat_penalty != 1.0f || params_.presence_penalty != 0.0f ||
+                          params_.frequency_penalty != 0.0f);
+  if (penalties) {
+    window_.resize((size_t)params_.penalty_last_n);
+    counts_.assign((size_t)n_vocab, 0);
+  }
+}
+
+void Sampler::accept(int32_t token) {
+  if (token < 0 || token >= n_vocab_)
+    throw std::invalid_argument("sampling: accepted token " + std::to_string(token) + " is outside the vocabulary [0, " +
+                                std::to_string(n_vocab_) + ")");
+  if (counts_.empty()) return;
+  const int32_t cap = (int32_t)window_.size();
+  if (window_len_ == cap) --counts_[(size_t)window_[(size_t)window_head_]];  // the oldest leaves
+  else ++window_len_;
+  window_[(size_t)window_head_] = token;
+  ++counts_[(size_t)token];
+  window_head_ = (window_head_ + 1) % cap;
+}
+
+void Sampler::reset() {
+  if (!counts_.empty()) std::fill(counts_.begin(), counts_.end(), 0);
+  window_len_ = 0;
+  window_head_ = 0;
+  n_cand_ = 0;
+  rng_.reseed(params_.seed);
+}
+
+void Sampler::load_penalized(const float* logits) {
+  const bool penalize = !counts_.empty() && window_len_ > 0;
+  const float rep = params_.repeat_penalty;
+  for (int32_t i = 0; i < n_vocab_; ++i) {
+    float l = logits[i];
+    if (std::isnan(l)) l = -INFINITY;
+    if (penalize) {
+      const int32_t c = counts_[(size_t)i];
+      if (c > 0) {
+        // CTRL's repetition penalty with the usual fix for negative logits: always less likely.
+        l = l <= 0.0f ? l * rep : l / rep;
+        l -= (float)c * params_.frequency_penalty + params_.presence_penalty;
+      }
+    }
+    cand_[(size_t)i] = {i, l, 0.0};
+  }
+  n_cand_ = n_vocab_;
+}
+
+int32_t Sampler::argmax() const {
+  int32_t best = 0;
+  for (int32_t i = 1; i < n_cand_; ++i)
+    if (cand_[(size_t)i].logit > cand_[(size_t)best].logit) best = i;  // strict: ties keep the lower id
+  return best;
+}
+
+int32_t Sampler::sample(const float* logits) {
+  load_penalized(logits);
+  SamplerCandidate* c = cand_.data();
+
+  if (params_.temperature == 0.0f) {
+    const int32_t best = argmax();
+    c[0] = {c[best].id, c[best].logit, 1.0};
+    n_cand_ = 1;
+    return c[0].id;
+  }
+
+  // top-k: select the k best in O(n), then order just those.
+  bool sorted = false;
+  const int32_t k = params_.top_k;
+  if (k > 0 && k < n_cand_) {
+    std::nth_element(c, c + k, c + n_cand_, before);
+    n_cand_ = k;
+    std::sort(c, c + n_cand_, before);
+    sorted = true;
+  }
+
+  const bool top_p = params_.top_p < 1.0f;
+  const bool min_p = params_.min_p > 0.0f;
+  if ((top_p || min_p) && n_cand_ > 1) {
+    if (top_p && !sorted) {
+      std::sort(c, c + n_cand_, before);  // top-p needs the order; only without top-k is this the whole vocabulary
+      sorted = true;
+    }
+    float max = c[0].logit;
+    if (!sorted)
+      for (int32_t i = 1; i < n_cand_; ++i) max = std::max(max, c[i].logit);
+    double sum = 0.0;
+    for (int32_t i = 0; i < n_cand_; ++i) sum += (c[i].p = weight(c[i].logit, max, 1.0));
+
+    if (top_p) {
+      const double target = (double)params_.top_p * sum;  // compare unnormalized: cum/sum >= top_p
+      double cum = 0.0;
+      for (int32_t i = 0; i < n_cand_; ++i) {
+        cum += c[i].p;
+        if (cum >= target) {
+          n_cand_ = i + 1;
+          break;
+        }
+      }
+    }
+    if (min_p) {
+      // p_i >= min_p * p_max  <=>  weight_i >= min_p (the maximum weighs 1); order is kept.
+      const double floor = (double)params_.min_p;
+      int32_t kept = 0;
+      for (int32_t i = 0; i < n_cand_; ++i)
+        if (c[i].p >= floor) c[kept++] = c[i];
+      n_cand_ = std::max(kept, 1);  // cannot be 0: the maximum is kept; guards a NaN weight anyway
+    }
+  }
+
+  // temperature, then the draw.
+  float max = c[0].logit;
+  for (int32_t i = 1; i < n_cand_; ++i) max = std::max(max, c[i].logit);
+  const double temp = (double)params_.temperature;
+  double sum = 0.0;
+  for (int32_t i = 0; i < n_cand_; ++i) sum += (c[i].p = weight(c[i].logit, max, temp));
+
+  const double target = rng_.uniform() * sum;  // in [0, sum)
+  int32_t chosen = -1;
+  double cum = 0.0;
+  for (int32_t i = 0; i < n_cand_; ++i) {
+    cum += c[i].p;
+    if (chosen < 0 && cum > target) chosen = i;  // strictly greater: a zero-weight candidate is never drawn
+    c[i].p /= sum;
+  }
+  if (chosen < 0) {  // rounding left target >= the final cum: take the last candidate with weight
+    chosen = n_cand_ - 1;
+    while (chosen > 0 && c[chosen].p == 0.0) --chosen;
+  }
+  return c[chosen].id;
+}
+
+}  // namespace edgellm

@@ -1,0 +1,109 @@
+// Picks the next token from a row of logits, as llama.cpp's default sampler chain does.
+//
+// The chain, in order (each step is skipped when its parameter turns it off):
+//   1. penalties    over the last penalty_last_n accepted tokens, for each token seen c > 0 times:
+//                   logit /= repeat_penalty when logit > 0, logit *= repeat_penalty otherwise,
+//                   then logit -= c * frequency_penalty + presence_penalty.
+//                   (off: penalty_last_n == 0, or repeat 1 and frequency/presence 0)
+//   2. greedy       temperature == 0: the largest penalized logit, the lower id on ties. Done.
+//   3. top-k        keep the k largest logits (partial selection, then a sort of those k).  (off: 0)
+//   4. softmax      p_i = exp(logit_i - max) / sum over the kept candidates.
+//   5. top-p        keep the smallest prefix (by p, descending) whose p sums to >= top_p. (off: 1)
+//   6. min-p        keep p_i >= min_p * p_max.                                          (off: 0)
+//   7. temperature  p_i = softmax(logit_i / temperature) over what is left.
+//   8. dist         draw one candidate with a uniform double from the sampler's own RNG.
+// Filters always keep at least one candidate. Ordering among equal logits is by id, so the
+// result depends only on the logits, the accepted tokens and the seed.
+//
+// Determinism: the RNG is xoshiro256** seeded through splitmix64 and the draw uses its own
+// 53-bit uniform double, so the same seed and logits give the same tokens on every platform
+// (no std:: distributions, whose output is implementation-defined). Probabilities are computed
+// in double, so libm's last-ulp differences between platforms cannot move a draw in practice.
+//
+// Memory: every buffer is allocated in the constructor (O(n_vocab + penalty_last_n)); sample()
+// and accept() never allocate. A Sampler belongs to one sequence and is not thread-safe.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace edgellm {
+
+// Defaults are llama.cpp's (common_params_sampling).
+struct SamplingParams {
+  float temperature = 0.8f;       // >= 0; 0 = greedy
+  int32_t top_k = 40;             // >= 0; 0 = the whole vocabulary
+  float top_p = 0.95f;            // (0, 1]; 1 = off
+  float min_p = 0.05f;            // [0, 1]; 0 = off
+  float repeat_penalty = 1.0f;    // > 0; 1 = off
+  float presence_penalty = 0.0f;  // [-2, 2] (the OpenAI API's range); 0 = off
+  float frequency_penalty = 0.0f; // [-2, 2]; 0 = off
+  int32_t penalty_last_n = 64;    // [0, kMaxPenaltyLastN] accepted tokens; 0 = no penalties
+  uint64_t seed = 0;              // any value; the caller picks a fresh one for varied output
+
+  static constexpr int32_t kMaxPenaltyLastN = 1 << 20;
+
+  // Throws std::invalid_argument naming the field, its value and the allowed range.
+  void validate() const;
+};
+
+// xoshiro256** (Blackman & Vigna), state filled from the seed by splitmix64.
+class SamplerRng {
+ public:
+  explicit SamplerRng(uint64_t seed) { reseed(seed); }
+  void reseed(uint64_t seed);
+  uint64_t next();
+  // Uniform in [0, 1): the top 53 bits of next() times 2^-53.
+  double uniform() { return (double)(next() >> 11) * 0x1.0p-53; }
+
+ private:
+  uint64_t s_[4];
+};
+
+struct SamplerCandidate {
+  int32_t id;
+  float logit;  // after penalties (before temperature)
+  double p;     // after the last step that ran (the final distribution after sample())
+};
+
+class Sampler {
+ public:
+  // Throws std::invalid_argument for bad params or n_vocab < 1.
+  Sampler(const SamplingParams& params, int32_t n_vocab);
+
+  // The next token for one row of n_vocab logits. Does not accept it: call accept() with the
+  // token the sequence keeps. NaN logits count as -inf.
+  int32_t sample(const float* logits);
+
+  // Records a token of the sequence (generated, or prompt tokens if they should be penalized
+  // too) in the penalty window. Throws std::invalid_argument for an id outside the vocabulary.
+  void accept(int32_t token);
+
+  // Forgets accepted tokens and restarts the RNG from the seed: the next sample() calls repeat
+  // the first ones.
+  void reset();
+
+  const SamplingParams& params() const { return params_; }
+  int32_t n_vocab() const { return n_vocab_; }
+
+  // The candidates left after the last sample() with their final probabilities: by descending
+  // logit (ties by id) when top-k or top-p ran, else by id; greedy leaves the chosen token alone
+  // with p = 1. Valid until the next sample().
+  const SamplerCandidate* candidates() const { return cand_.data(); }
+  int32_t n_candidates() const { return n_cand_; }
+
+ private:
+  void load_penalized(const float* logits);
+  int32_t argmax() const;
+
+  SamplingParams params_;
+  int32_t n_vocab_;
+  SamplerRng rng_;
+  std::vector<SamplerCandidate> cand_;  // n_vocab; the first n_cand_ are live
+  int32_t n_cand_ = 0;
+  std::vector<int32_t> window_;  // ring of the last penalty_last_n accepted tokens
+  int32_t window_len_ = 0;
+  int32_t window_head_ = 0;      // next slot to write
+  std::vector<int32_t> counts_;  // n_vocab: occurrences in the window (empty when penalties are off)
+};
+
+}  // namespace edgellm

@@ -1,0 +1,194 @@
+// GEMV / small GEMM: every kernel table against the reference, for every weight type, on shapes
+// that reach the fast paths' edges (single block, odd rows, wide rows, column tails, sub-ranges,
+// strided outputs). Fast paths reorder f32 sums, so each result is compared relative to the
+// magnitude of its terms, sum |w_i x_i| (the bound on rounding error, which cancellation in the
+// result itself does not shrink); a wrong nibble or a dropped block is far outside it.
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kernels/kernels.h"
+#include "quant/quant.h"
+#include "test.h"
+
+using namespace edgellm;
+
+namespace {
+
+constexpr DType kAllTypes[] = {DType::Q4_0, DType::Q8_0, DType::F16, DType::BF16, DType::F32};
+constexpr int64_t kAllCols[] = {1, 2, 3, 4, 5, 8, 13, 16, 31, 64};
+
+// Relative to sum |w_i x_i|. Reordering f32 sums moves results by <= ~2e-7 of that (measured);
+// one Q4_0 step on one weight moves them by ~0.4/k of it (3e-5 at k = 14336), a dropped block
+// by ~32/k.
+constexpr double kRtol = 2e-6;
+
+bool is_quantized(DType t) { return t == DType::Q4_0 || t == DType::Q8_0; }
+
+// One problem: `rows` weight rows of k elements (rows padded to w_row_bytes), `ncols` activation
+// columns (padded to x_col_bytes): Q8_0 blocks for quantized weights, f32 otherwise.
+struct Problem {
+  DType type;
+  int64_t rows, k, ncols;
+  size_t w_row_bytes, x_col_bytes;
+  std::vector<uint8_t> w, x;
+  std::vector<float> wf, xf;  // the same values as f32, [rows][k] and [ncols][k]
+};
+
+Problem make_problem(DType type, int64_t rows, int64_t k, int64_t ncols) {
+  Problem p{type, rows, k, ncols, dtype_row_bytes(type, k) + 8, 0, {}, {}, {}, {}};
+  p.w.assign(p.w_row_bytes * rows, 0xA5);
+  std::vector<float> row(k);
+  for (int64_t r = 0; r < rows; ++r) {
+    test::fill_normal(row.data(), k, 0.5f);
+    quantize_row(type, row.data(), p.w.data() + r * p.w_row_bytes, k);
+  }
+  p.wf.resize(rows * k);
+  for (int64_t r = 0; r < rows; ++r) dequantize_row(type, p.w.data() + r * p.w_row_bytes, p.wf.data() + r * k, k);
+  const size_t x_bytes = is_quantized(type) ? dtype_row_bytes(DType::Q8_0, k) : (size_t)k * sizeof(float);
+  p.x_col_bytes = x_bytes + 16;
+  p.x.assign(p.x_col_bytes * ncols, 0x5A);
+  for (int64_t c = 0; c < ncols; ++c) {
+    test::fill_normal(row.data(), k, 1.0f);
+    uint8_t* dst = p.x.data() + c * p.x_col_bytes;
+    if (is_quantized(type))
+      quantize_row_q8_0_ref(row.data(), reinterpret_cast<block_q8_0*>(dst), k);
+    else
+      std::memcpy(dst, row.data(), x_bytes);
+  }
+  p.xf.resize(ncols * k);
+  for (int64_t c = 0; c < ncols; ++c)
+    dequantize_row(is_quantized(type) ? DType::Q8_0 : DType::F32, p.x.data() + c * p.x_col_bytes,
+                   p.xf.data() + c * k, k);
+  return p;
+}
+
+// sum_i |w[r][i] x[c][i]|: the scale of rounding error in y[c][r].
+double term_magnitude(const Problem& p, int64_t r, int64_t c) {
+  double s = 0;
+  for (int64_t i = 0; i < p.k; ++i) s += std::fabs((double)p.wf[r * p.k + i] * p.xf[c * p.k + i]);
+  return s;
+}
+
+// got[i] and want[i] for rows [r0, r1) of column c agree within rtol * term_magnitude; returns
+// a description of the worst mismatch, or "".
+std::string compare_column(const Problem& p, int64_t c, const float* got, const float* want, int64_t r0,
+                           int64_t r1, double rtol) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const double tol = rtol * term_magnitude(p, r, c) + 1e-30;
+    const double diff = std::fabs((double)got[r] - (double)want[r]);
+    if (!(diff <= tol)) {
+      char buf[200];
+      std::snprintf(buf, sizeof buf, "row %lld: got %.9g, want %.9g (|diff| %.3g > tol %.3g)", (long long)r,
+                    (double)got[r], (double)want[r], diff, tol);
+      return buf;
+    }
+  }
+  return "";
+}
+
+// y for rows [r0, r1) of columns [c0, c0 + ncols), laid out with y_col_stride; everything the
+// kernel must not write stays NaN.
+std::vector<float> run(const KernelTable& t, const Problem& p, int64_t r0, int64_t r1, int64_t stride,
+                       int64_t c0 = 0, int64_t ncols = -1) {
+  if (ncols < 0) ncols = p.ncols;
+  std::vector<float> y(stride * ncols, NAN);
+  GemmArgs a{p.w.data(), p.w_row_bytes, p.k, p.x.data() + c0 * p.x_col_bytes, p.x_col_bytes,
+             ncols, y.data(), stride};
+  t.gemm_for(p.type)(a, r0, r1);
+  return y;
+}
+
+std::string where(const KernelTable& t, const Problem& p, int64_t r0, int64_t r1, int64_t c) {
+  return std::string(t.name) + " " + dtype_name(p.type) + " rows=" + std::to_string(p.rows) +
+         " k=" + std::to_string(p.k) + " ncols=" + std::to_string(p.ncols) + " range=[" +
+         std::to_string(r0) + "," + std::to_string(r1) + ") col " + std::to_string(c);
+}
+
+// Every fast table matches the reference on rows [r0, r1) and leaves all other y untouched.
+void check_against_reference(const Problem& p, int64_t r0, int64_t r1) {
+  const int64_t stride = p.rows + 3;  // y_col_stride > rows
+  const std::vector<float> want = run(kReferenceKernels, p, r0, r1, stride);
+  for (const KernelTable* t : runnable_kernel_tables()) {
+    if (t == &kReferenceKernels) continue;
+    const std::vector<float> got = run(*t, p, r0, r1, stride);
+    for (int64_t c = 0; c < p.ncols; ++c) {
+      const float* g = got.data() + c * stride;
+      const float* w = want.data() + c * stride;
+      const std::string why = compare_column(p, c, g, w, r0, r1, kRtol);
+      CHECK_MSG(why.empty(), where(*t, p, r0, r1, c) + ": " + why);
+      int outside = 0;
+      for (int64_t r = 0; r < stride; ++r)
+        if ((r < r0 || r >= r1) && !std::isnan(g[r])) ++outside;
+      CHECK_MSG(outside == 0, where(*t, p, r0, r1, c) + ": wrote " + std::to_string(outside) +
+                                  " values outside [r0, r1)");
+    }
+  }
+}
+
+}  // namespace
+
+TEST(gemm, single_block_single_row_matches_reference) {
+  for (DType type : kAllTypes)
+    for (int64_t ncols : kAllCols) check_against_reference(make_problem(type, 1, 32, ncols), 0, 1);
+}
+
+TEST(gemm, odd_row_counts_match_reference) {
+  for (DType type : kAllTypes)
+    for (int64_t rows : {1, 3, 7, 33})
+      for (int64_t ncols : kAllCols) check_against_reference(make_problem(type, rows, 256, ncols), 0, rows);
+}
+
+TEST(gemm, row_ranges_not_starting_at_zero_match_reference) {
+  for (DType type : kAllTypes)
+    for (int64_t ncols : {1, 3, 4, 13}) {
+      const Problem p = make_problem(type, 33, 96, ncols);
+      check_against_reference(p, 5, 30);
+      check_against_reference(p, 1, 2);
+      check_against_reference(p, 29, 33);
+    }
+}
+
+TEST(gemm, wide_rows_of_11008_and_14336_match_reference) {
+  for (DType type : kAllTypes)
+    for (int64_t k : {11008, 14336})
+      for (int64_t ncols : {1, 2, 5, 16, 64}) check_against_reference(make_problem(type, 5, k, ncols), 0, 5);
+}
+
+// Decode (ncols == 1) and prefill (ncols > 1) take different tiles; each GEMM column must equal
+// the GEMV of that column.
+TEST(gemm, gemm_columns_equal_gemv_of_each_column) {
+  for (DType type : kAllTypes)
+    for (int64_t ncols : {2, 3, 5, 8, 13, 64}) {
+      const Problem p = make_problem(type, 11, 4096, ncols);
+      const int64_t stride = p.rows;
+      for (const KernelTable* t : runnable_kernel_tables()) {
+        const std::vector<float> all = run(*t, p, 0, p.rows, stride);
+        for (int64_t c = 0; c < ncols; ++c) {
+          const std::vector<float> one = run(*t, p, 0, p.rows, stride, c, 1);
+          const std::string why = compare_column(p, c, all.data() + c * stride, one.data(), 0, p.rows, 1e-6);
+          CHECK_MSG(why.empty(), where(*t, p, 0, p.rows, c) + " vs GEMV: " + why);
+        }
+      }
+    }
+}
+
+// Guards the tolerance itself: changing one Q4_0 nibble of a wide row must fail the comparison
+// that check_against_reference uses.
+TEST(gemm, tolerance_detects_one_changed_nibble) {
+  Problem p = make_problem(DType::Q4_0, 4, 14336, 1);
+  const std::vector<float> before = run(kReferenceKernels, p, 0, 4, 4);
+  int detected = 0;
+  const int trials = 20;
+  for (int trial = 0; trial < trials; ++trial) {
+    Problem q = p;
+    const int64_t block = (trial * 97) % (p.k / 32);
+    uint8_t* qs = q.w.data() + 2 * q.w_row_bytes + block * sizeof(block_q4_0) + 2;
+    qs[trial % 16] ^= 0x01;  // one weight moves by one step
+    const std::vector<float> after = run(kReferenceKernels, q, 0, 4, 4);
+    if (!compare_column(p, 0, after.data(), before.data(), 0, 4, kRtol).empty()) ++detected;
+  }
+  // A step times a small activation can hide below the tolerance; most must show.
+  CHECK(detected >= trials * 3 / 4);
+}
