@@ -17,7 +17,15 @@ export type ErrorCode =
    */
   | 'E_MODEL_UNSUPPORTED'
   /** A model path that does not exist or cannot be read. */
-  | 'E_MODEL_NOT_FOUND';
+  | 'E_MODEL_NOT_FOUND'
+  /** A Model used after close(). */
+  | 'E_MODEL_CLOSED'
+  /** A sequence reached the context size of its full-attention layers (raise contextSize, or load with sinks). */
+  | 'E_CONTEXT_FULL'
+  /** The engine could not allocate what it needed. */
+  | 'E_OUT_OF_MEMORY'
+  /** An unexpected failure inside the native engine. */
+  | 'E_ENGINE';
 
 export class EdgeError extends Error {
   readonly code: ErrorCode;

@@ -16,6 +16,14 @@ export {
   type GgufTensorType,
 } from './engine/gguf.js';
 export {
+  loadModel,
+  logSoftmax,
+  Model,
+  type EvalLogitsOptions,
+  type LoadModelOptions,
+  type ModelInfo,
+} from './engine/model.js';
+export {
   Tokenizer,
   StreamDecoder,
   type EncodeOptions,

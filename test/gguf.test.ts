@@ -433,3 +433,24 @@ t.test('real models: the non-conforming files are refused with the reason', asyn
   const ggjt = join(modelsDir, 'legacy', 'TinyLLama-v0.ggmlv3.q4_0.bin');
   expectCode(t, () => readGgufInfo(ggjt), 'E_MODEL_UNSUPPORTED', ggjt, /pre-GGUF GGML\/GGJT/, /convert/i);
 });
+
+t.test('a header larger than the writer\'s first 4 KiB buffer is written whole, whatever write grows it', async (t) => {
+  // Keys of varied lengths and types, so the buffer grows during string, integer and float writes.
+  const w = new GgufWriter();
+  for (let i = 0; i < 600; i++) {
+    const key = `key.${'k'.repeat(i % 7)}.${i}`;
+    if (i % 4 === 0) w.setMeta(key, meta.string('x'.repeat(i % 13)));
+    else if (i % 4 === 1) w.setMeta(key, meta.uint32(i));
+    else if (i % 4 === 2) w.setMeta(key, meta.uint64(BigInt(i) * 1000003n));
+    else w.setMeta(key, meta.float64(i / 3));
+  }
+  const info = readGgufInfo(writeTemp(w.toBytes()));
+  t.equal(Object.keys(info.metadata).length, 600);
+  let wrong = 0;
+  for (let i = 0; i < 600; i++) {
+    const v = info.metadata[`key.${'k'.repeat(i % 7)}.${i}`];
+    const want = ['x'.repeat(i % 13), i, i * 1000003, i / 3][i % 4];
+    if (v !== want) wrong++;
+  }
+  t.equal(wrong, 0, 'every value reads back');
+});

@@ -34,3 +34,15 @@ export function parseShapes(flag: string, value: string): Array<[number, number]
     return [rows, cols];
   });
 }
+
+/** "1,403,407" -> [1, 403, 407] (token ids: whole numbers >= 0) */
+export function parseTokenIds(flag: string, value: string): number[] {
+  const parts = value.split(',');
+  return parts.map((part) => {
+    const p = part.trim();
+    if (!/^\d+$/.test(p) || !Number.isSafeInteger(Number(p)) || Number(p) > 2147483647) {
+      throw new EdgeError('E_BAD_ARGUMENT', `${flag} takes token ids like 1,403,407, got "${part}"`);
+    }
+    return Number(p);
+  });
+}

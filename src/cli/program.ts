@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { createRequire } from 'node:module';
 import { EdgeError } from '../errors.js';
 import { registerBench } from './bench.js';
+import { registerLogits } from './logits.js';
 import { registerTokenize } from './tokenize.js';
 
 const require = createRequire(import.meta.url);
@@ -17,6 +18,7 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
   registerBench(program);
+  registerLogits(program);
   registerTokenize(program);
   return program;
 }

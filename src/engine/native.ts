@@ -8,6 +8,7 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EdgeError } from '../errors.js';
 import type { GgufInfo } from './gguf.js';
+import type { NativeModel, NativeLoadOptions } from './model.js';
 
 export interface CpuInfo {
   arch: string;
@@ -51,6 +52,7 @@ export interface NativeAddon {
   cpuInfo(): CpuInfo;
   benchKernels(opts?: KernelBenchOptions): Promise<KernelBenchRow[]>;
   ggufInfo(path: string): GgufInfo;
+  loadModel(path: string, opts?: NativeLoadOptions): Promise<NativeModel>;
 }
 
 const here = dirname(fileURLToPath(import.meta.url));

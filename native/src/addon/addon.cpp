@@ -9,6 +9,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_system(env, exports);
   register_bench(env, exports);
   register_gguf(env, exports);
+  register_model(env, exports);
   return exports;
 }
 

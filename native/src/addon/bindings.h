@@ -11,5 +11,6 @@ Napi::Error coded_error(Napi::Env env, const std::string& code, const std::strin
 void register_system(Napi::Env env, Napi::Object exports);  // cpuInfo()
 void register_bench(Napi::Env env, Napi::Object exports);   // benchKernels(opts) -> Promise
 void register_gguf(Napi::Env env, Napi::Object exports);    // ggufInfo(path)
+void register_model(Napi::Env env, Napi::Object exports);   // loadModel(path, opts) -> Promise<Model>
 
 }  // namespace edgellm::addon

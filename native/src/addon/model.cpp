@@ -1,0 +1,375 @@
+// loadModel(path, opts) -> Promise<Model>; Model.info(), evalLogits(tokens, opts), evalSequences(seqs), close().
+// Loading and evaluation run on libuv worker threads; the model's state is shared with in-flight
+// workers, so close() never frees memory a worker is using.
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "addon/bindings.h"
+#include "model/model.h"
+#include "runtime/forward.h"
+#include "runtime/kv_cache.h"
+#include "runtime/thread_pool.h"
+
+namespace edgellm::addon {
+
+namespace {
+
+// A context larger than this is allocated only when asked for: a model's trained context
+// (40960 for Qwen3) would otherwise cost gigabytes of KV cache per sequence.
+constexpr int64_t kDefaultContextCap = 4096;
+
+struct LoadOptions {
+  int threads = 0;  // 0 = default_thread_count()
+  int64_t context = 0;
+  int64_t sinks = -1;
+  int64_t batch = 64;
+};
+
+// Everything a loaded model owns. One thread pool per model; one evaluation at a time.
+struct LoadedModel {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<ThreadPool> pool;
+  std::unique_ptr<ForwardPass> forward;
+  std::unique_ptr<KvCache> scratch_sequence;  // evalLogits' fresh sequence, reused
+  std::mutex mu;
+  int threads = 1;
+};
+
+// A failure with the code it crosses the boundary with.
+struct Failure {
+  std::string code, message;
+};
+
+Failure failure_of(const std::exception_ptr& ep) {
+  try {
+    std::rethrow_exception(ep);
+  } catch (const ModelError& e) {
+    return {e.code, e.message};
+  } catch (const ContextFullError& e) {
+    return {"E_CONTEXT_FULL", e.what()};
+  } catch (const std::invalid_argument& e) {
+    return {"E_BAD_ARGUMENT", e.what()};
+  } catch (const std::bad_alloc&) {
+    return {"E_OUT_OF_MEMORY", "not enough memory; use a smaller contextSize or batchSize, or a smaller model"};
+  } catch (const std::exception& e) {
+    return {"E_ENGINE", e.what()};
+  }
+}
+
+class LoadWorker : public Napi::AsyncWorker {
+ public:
+  LoadWorker(Napi::Env env, std::string path, LoadOptions opts, Napi::FunctionReference* ctor)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), path_(std::move(path)), opts_(opts),
+        ctor_(ctor) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    try {
+      auto m = std::make_shared<LoadedModel>();
+      m->model = Model::load(path_);
+      m->threads = opts_.threads > 0 ? opts_.threads : default_thread_count();
+      m->pool = std::make_unique<ThreadPool>(m->threads);
+      ForwardOptions fo;
+      fo.context = opts_.context > 0 ? opts_.context
+                                     : std::min<int64_t>(m->model->config().context_length, kDefaultContextCap);
+      fo.batch = opts_.batch;
+      fo.sinks = opts_.sinks;
+      m->forward = std::make_unique<ForwardPass>(*m->model, *m->pool, fo);
+      loaded_ = std::move(m);
+    } catch (...) {
+      failure_ = failure_of(std::current_exception());
+      SetError(failure_.message);
+    }
+  }
+  void OnOK() override;
+  void OnError(const Napi::Error&) override {
+    deferred_.Reject(coded_error(Env(), failure_.code, failure_.message).Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::string path_;
+  LoadOptions opts_;
+  Napi::FunctionReference* ctor_;
+  std::shared_ptr<LoadedModel> loaded_;
+  Failure failure_;
+};
+
+class EvalWorker : public Napi::AsyncWorker {
+ public:
+  EvalWorker(Napi::Env env, std::shared_ptr<LoadedModel> m, std::vector<int32_t> tokens, bool all)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), m_(std::move(m)),
+        tokens_(std::move(tokens)), all_(all) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    try {
+      std::lock_guard<std::mutex> lock(m_->mu);
+      const int64_t n = (int64_t)tokens_.size();
+      const int64_t rows = all_ ? n : 1;
+      logits_.resize((size_t)(rows * m_->model->config().n_vocab));
+      if (!m_->scratch_sequence) m_->scratch_sequence = std::make_unique<KvCache>(m_->forward->cache_config());
+      m_->scratch_sequence->clear();
+      m_->forward->prefill(*m_->scratch_sequence, tokens_.data(), n, all_, logits_.data());
+    } catch (...) {
+      failure_ = failure_of(std::current_exception());
+      SetError(failure_.message);
+    }
+  }
+  void OnOK() override {
+    Napi::Float32Array out = Napi::Float32Array::New(Env(), logits_.size());
+    std::memcpy(out.Data(), logits_.data(), logits_.size() * sizeof(float));
+    deferred_.Resolve(out);
+  }
+  void OnError(const Napi::Error&) override {
+    deferred_.Reject(coded_error(Env(), failure_.code, failure_.message).Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::shared_ptr<LoadedModel> m_;
+  std::vector<int32_t> tokens_;
+  bool all_;
+  std::vector<float> logits_;
+  Failure failure_;
+};
+
+int64_t int_option(Napi::Env env, const Napi::Object& o, const char* key, int64_t min, int64_t max, int64_t fallback) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return fallback;
+  const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1e300;
+  if (!(d >= (double)min && d <= (double)max) || d != (double)(int64_t)d)
+    throw coded_error(env, "E_BAD_ARGUMENT", std::string(key) + " must be a whole number from " + std::to_string(min) +
+                                                 " to " + std::to_string(max));
+  return (int64_t)d;
+}
+
+// Several fresh sequences evaluated together: each one's first `prefill` tokens in chunks on
+// its own, then the rest decoded in lockstep, one token of every unfinished sequence per step
+// (a batch whose sequences sit at different positions). Logits of every position.
+class EvalSequencesWorker : public Napi::AsyncWorker {
+ public:
+  EvalSequencesWorker(Napi::Env env, std::shared_ptr<LoadedModel> m, std::vector<std::vector<int32_t>> tokens,
+                      std::vector<int64_t> prefill)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), m_(std::move(m)),
+        tokens_(std::move(tokens)), prefill_(std::move(prefill)) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    try {
+      std::lock_guard<std::mutex> lock(m_->mu);
+      ForwardPass& f = *m_->forward;
+      const int64_t V = m_->model->config().n_vocab;
+      const size_t S = tokens_.size();
+      std::vector<std::unique_ptr<KvCache>> caches;
+      logits_.resize(S);
+      for (size_t i = 0; i < S; ++i) {
+        caches.push_back(std::make_unique<KvCache>(f.cache_config()));
+        logits_[i].resize(tokens_[i].size() * (size_t)V);
+        f.prefill(*caches[i], tokens_[i].data(), prefill_[i], true, logits_[i].data());
+      }
+      std::vector<BatchToken> batch;
+      std::vector<size_t> owner;
+      std::vector<float> rows(S * (size_t)V);
+      for (;;) {
+        batch.clear();
+        owner.clear();
+        for (size_t i = 0; i < S; ++i) {
+          const int64_t p = caches[i]->length(0);
+          if (p < (int64_t)tokens_[i].size()) {
+            batch.push_back(BatchToken{caches[i].get(), p, tokens_[i][(size_t)p], true});
+            owner.push_back(i);
+          }
+        }
+        if (batch.empty()) break;
+        f.step(batch.data(), (int64_t)batch.size(), rows.data());
+        for (size_t j = 0; j < batch.size(); ++j)
+          std::memcpy(&logits_[owner[j]][(size_t)batch[j].pos * (size_t)V], &rows[j * (size_t)V],
+                      (size_t)V * sizeof(float));
+      }
+    } catch (...) {
+      failure_ = failure_of(std::current_exception());
+      SetError(failure_.message);
+    }
+  }
+  void OnOK() override {
+    Napi::Array out = Napi::Array::New(Env(), logits_.size());
+    for (size_t i = 0; i < logits_.size(); ++i) {
+      Napi::Float32Array a = Napi::Float32Array::New(Env(), logits_[i].size());
+      std::memcpy(a.Data(), logits_[i].data(), logits_[i].size() * sizeof(float));
+      out.Set((uint32_t)i, a);
+    }
+    deferred_.Resolve(out);
+  }
+  void OnError(const Napi::Error&) override {
+    deferred_.Reject(coded_error(Env(), failure_.code, failure_.message).Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::shared_ptr<LoadedModel> m_;
+  std::vector<std::vector<int32_t>> tokens_;
+  std::vector<int64_t> prefill_;
+  std::vector<std::vector<float>> logits_;
+  Failure failure_;
+};
+
+// The JS Model object: a handle on the shared LoadedModel.
+class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
+ public:
+  static Napi::FunctionReference* define(Napi::Env env) {
+    Napi::Function ctor = DefineClass(env, "Model",
+                                      {InstanceMethod("info", &ModelHandle::Info),
+                                       InstanceMethod("evalLogits", &ModelHandle::EvalLogits),
+                                       InstanceMethod("evalSequences", &ModelHandle::EvalSequences),
+                                       InstanceMethod("close", &ModelHandle::Close)});
+    auto* ref = new Napi::FunctionReference(Napi::Persistent(ctor));
+    env.SetInstanceData<Napi::FunctionReference>(ref);  // freed with the env
+    return ref;
+  }
+
+  explicit ModelHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelHandle>(info) {
+    if (info.Length() < 1 || !info[0].IsExternal())
+      throw coded_error(info.Env(), "E_BAD_ARGUMENT", "Model objects are made by loadModel()");
+    m_ = *info[0].As<Napi::External<std::shared_ptr<LoadedModel>>>().Data();
+  }
+
+ private:
+  std::shared_ptr<LoadedModel> live(Napi::Env env) const {
+    if (!m_) throw coded_error(env, "E_MODEL_CLOSED", "the model was closed; load it again with loadModel()");
+    return m_;
+  }
+
+  Napi::Value Info(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const std::shared_ptr<LoadedModel> m = live(env);
+    const ModelConfig& c = m->model->config();
+    const ModelStats s = m->model->stats();
+    Napi::Object o = Napi::Object::New(env);
+    auto num = [&](const char* k, double v) { o.Set(k, Napi::Number::New(env, v)); };
+    o.Set("arch", c.arch_name);
+    num("n_vocab", (double)c.n_vocab);
+    num("n_embd", (double)c.n_embd);
+    num("n_layer", (double)c.n_layer);
+    num("n_head", (double)c.n_head);
+    num("n_head_kv", (double)c.n_head_kv);
+    num("head_dim", (double)c.head_dim);
+    num("n_ff", (double)(c.is_moe() ? c.n_ff_expert : c.n_ff));
+    num("n_expert", (double)c.n_expert);
+    num("n_expert_used", (double)c.n_expert_used);
+    num("context_length", (double)c.context_length);
+    num("sliding_window", (double)c.sliding_window);
+    num("n_params", (double)s.n_params);
+    num("weight_bytes", (double)s.weight_bytes);
+    num("file_size", (double)s.file_bytes);
+    Napi::Object types = Napi::Object::New(env);
+    for (const auto& [name, count] : s.tensor_types) types.Set(name, Napi::Number::New(env, (double)count));
+    o.Set("tensor_types", types);
+    o.Set("tied_output", Napi::Boolean::New(env, m->model->weights().tied_output));
+    num("context_size", (double)m->forward->context());
+    num("batch_size", (double)m->forward->max_batch());
+    num("threads", (double)m->threads);
+    num("kv_bytes_per_sequence", (double)KvCache::bytes_for(m->forward->cache_config()));
+    o.Set("unbounded", Napi::Boolean::New(env, m->forward->unbounded()));
+    return o;
+  }
+
+  // evalLogits(tokens: Int32Array, {allPositions?}) -> Promise<Float32Array>
+  Napi::Value EvalLogits(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::shared_ptr<LoadedModel> m = live(env);
+    if (info.Length() < 1 || !info[0].IsTypedArray() ||
+        info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      throw coded_error(env, "E_BAD_ARGUMENT", "evalLogits(tokens) needs the token ids as an Int32Array");
+    Napi::Int32Array t = info[0].As<Napi::Int32Array>();
+    if (t.ElementLength() == 0) throw coded_error(env, "E_BAD_ARGUMENT", "evalLogits needs at least one token");
+    std::vector<int32_t> tokens(t.Data(), t.Data() + t.ElementLength());
+    bool all = false;
+    if (info.Length() > 1 && info[1].IsObject()) {
+      Napi::Value a = info[1].As<Napi::Object>().Get("allPositions");
+      if (!a.IsUndefined()) {
+        if (!a.IsBoolean()) throw coded_error(env, "E_BAD_ARGUMENT", "allPositions must be a boolean");
+        all = a.As<Napi::Boolean>().Value();
+      }
+    }
+    auto* w = new EvalWorker(env, std::move(m), std::move(tokens), all);
+    Napi::Promise p = w->promise();
+    w->Queue();
+    return p;
+  }
+
+  // evalSequences([{tokens: Int32Array, prefill: number}]) -> Promise<Float32Array[]>
+  Napi::Value EvalSequences(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::shared_ptr<LoadedModel> m = live(env);
+    const char* usage = "evalSequences needs an array of {tokens: Int32Array, prefill: number}";
+    if (info.Length() < 1 || !info[0].IsArray()) throw coded_error(env, "E_BAD_ARGUMENT", usage);
+    Napi::Array a = info[0].As<Napi::Array>();
+    std::vector<std::vector<int32_t>> tokens;
+    std::vector<int64_t> prefill;
+    for (uint32_t i = 0; i < a.Length(); ++i) {
+      Napi::Value e = a.Get(i);
+      if (!e.IsObject()) throw coded_error(env, "E_BAD_ARGUMENT", usage);
+      Napi::Value t = e.As<Napi::Object>().Get("tokens");
+      if (!t.IsTypedArray() || t.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+        throw coded_error(env, "E_BAD_ARGUMENT", usage);
+      Napi::Int32Array ti = t.As<Napi::Int32Array>();
+      tokens.emplace_back(ti.Data(), ti.Data() + ti.ElementLength());
+      prefill.push_back(int_option(env, e.As<Napi::Object>(), "prefill", 0, (int64_t)ti.ElementLength(), 0));
+    }
+    auto* w = new EvalSequencesWorker(env, std::move(m), std::move(tokens), std::move(prefill));
+    Napi::Promise p = w->promise();
+    w->Queue();
+    return p;
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    m_.reset();  // workers still running keep their own reference
+    return info.Env().Undefined();
+  }
+
+  std::shared_ptr<LoadedModel> m_;
+};
+
+void LoadWorker::OnOK() {
+  Napi::Env env = Env();
+  auto* holder = new std::shared_ptr<LoadedModel>(std::move(loaded_));
+  Napi::External<std::shared_ptr<LoadedModel>> ext = Napi::External<std::shared_ptr<LoadedModel>>::New(
+      env, holder, [](Napi::Env, std::shared_ptr<LoadedModel>* p) { delete p; });
+  deferred_.Resolve(ctor_->New({ext}));
+}
+
+// loadModel(path, {threads?, contextSize?, sinks?, batchSize?}) -> Promise<Model>
+Napi::Value LoadModel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString())
+    throw coded_error(env, "E_BAD_ARGUMENT", "loadModel(path) needs the path of a .gguf file");
+  LoadOptions opts;
+  if (info.Length() > 1 && !info[1].IsUndefined()) {
+    if (!info[1].IsObject()) throw coded_error(env, "E_BAD_ARGUMENT", "loadModel options must be an object");
+    Napi::Object o = info[1].As<Napi::Object>();
+    opts.threads = (int)int_option(env, o, "threads", 1, 256, 0);
+    opts.context = int_option(env, o, "contextSize", 1, (int64_t)1 << 24, 0);
+    opts.sinks = int_option(env, o, "sinks", 0, (int64_t)1 << 24, -1);
+    opts.batch = int_option(env, o, "batchSize", 1, 4096, 64);
+  }
+  auto* ctor = env.GetInstanceData<Napi::FunctionReference>();
+  auto* w = new LoadWorker(env, info[0].As<Napi::String>().Utf8Value(), opts, ctor);
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
+}  // namespace
+
+void register_model(Napi::Env env, Napi::Object exports) {
+  ModelHandle::define(env);
+  exports.Set("loadModel", Napi::Function::New(env, LoadModel, "loadModel"));
+}
+
+}  // namespace edgellm::addon

@@ -1,0 +1,159 @@
+#include "model/model_config.h"
+
+#include <cmath>
+#include <string>
+
+namespace edgellm {
+
+namespace {
+
+std::string str(int64_t v) { return std::to_string((long long)v); }
+
+[[noreturn]] void corrupt(const GgufFile& f, const std::string& what) {
+  throw ModelError("E_MODEL_CORRUPT", f.path() + ": " + what);
+}
+[[noreturn]] void unsupported(const GgufFile& f, const std::string& what) {
+  throw ModelError("E_MODEL_UNSUPPORTED", f.path() + ": " + what);
+}
+
+// gemma3 alternates 5 sliding-window layers with 1 global layer (llama.cpp's swa pattern 6).
+constexpr int64_t kGemma3SwaPattern = 6;
+constexpr float kGemma3SwaRopeBase = 10000.0f;
+
+}  // namespace
+
+const char* arch_name(Arch a) {
+  switch (a) {
+    case Arch::Llama: return "llama";
+    case Arch::Qwen2: return "qwen2";
+    case Arch::Qwen3: return "qwen3";
+    case Arch::Qwen3Moe: return "qwen3moe";
+    case Arch::Gemma3: return "gemma3";
+  }
+  return "?";
+}
+
+bool ModelConfig::any_swa() const {
+  for (bool b : layer_is_swa)
+    if (b) return true;
+  return false;
+}
+
+bool ModelConfig::all_swa() const {
+  for (bool b : layer_is_swa)
+    if (!b) return false;
+  return !layer_is_swa.empty();
+}
+
+ModelConfig read_model_config(const GgufFile& f) {
+  const GgufMetadata& m = f.metadata();
+  ModelConfig c;
+  c.arch_name = m.get_string("general.architecture");
+  const std::string& a = c.arch_name;
+  if (a == "llama") c.arch = Arch::Llama;
+  else if (a == "qwen2") c.arch = Arch::Qwen2;
+  else if (a == "qwen3") c.arch = Arch::Qwen3;
+  else if (a == "qwen3moe") c.arch = Arch::Qwen3Moe;
+  else if (a == "gemma3") c.arch = Arch::Gemma3;
+  else
+    unsupported(f, "architecture '" + a + "' is not supported (edgellm runs llama, qwen2, qwen3, qwen3moe and gemma3)");
+  const std::string p = a + ".";
+
+  c.n_embd = m.get_u32(p + "embedding_length");
+  c.n_layer = m.get_u32(p + "block_count");
+  c.n_head = m.get_u32(p + "attention.head_count");
+  c.n_head_kv = m.get_u32(p + "attention.head_count_kv", (uint32_t)c.n_head);
+  c.n_ff = m.get_u32(p + "feed_forward_length", 0);
+  c.context_length = m.get_u32(p + "context_length", 2048);
+  c.rms_eps = m.get_f32(p + "attention.layer_norm_rms_epsilon", 1e-5f);
+  if (c.n_embd <= 0 || c.n_layer <= 0 || c.n_head <= 0 || c.n_head_kv <= 0)
+    corrupt(f, "embedding_length, block_count, head_count and head_count_kv must be positive");
+  if (c.n_head % c.n_head_kv != 0)
+    corrupt(f, "head_count " + str(c.n_head) + " is not a multiple of head_count_kv " + str(c.n_head_kv));
+  if (c.n_embd % c.n_head != 0 && !m.has(p + "attention.key_length"))
+    corrupt(f, "embedding_length " + str(c.n_embd) + " is not a multiple of head_count " + str(c.n_head) +
+                   " and attention.key_length is missing");
+  c.head_dim = m.get_u32(p + "attention.key_length", (uint32_t)(c.n_embd / c.n_head));
+  const int64_t v_dim = m.get_u32(p + "attention.value_length", (uint32_t)c.head_dim);
+  if (v_dim != c.head_dim)
+    unsupported(f, "attention.value_length " + str(v_dim) + " differs from key_length " + str(c.head_dim));
+  c.n_rot = m.get_u32(p + "rope.dimension_count", (uint32_t)c.head_dim);
+  if (c.n_rot <= 0 || c.n_rot > c.head_dim || c.n_rot % 2 != 0)
+    corrupt(f, "rope.dimension_count " + str(c.n_rot) + " must be even and at most the head size " + str(c.head_dim));
+
+  c.rope.base = m.get_f32(p + "rope.freq_base", 10000.0f);
+  const std::string scaling = m.get_string(p + "rope.scaling.type", "none");
+  if (scaling == "linear") {
+    const float factor = m.get_f32(p + "rope.scaling.factor", 1.0f);
+    if (!(factor > 0.0f)) corrupt(f, "rope.scaling.factor must be positive");
+    c.rope.freq_scale = 1.0f / factor;
+  } else if (scaling != "none") {
+    unsupported(f, "RoPE scaling '" + scaling + "' is not supported (only linear)");
+  }
+  c.rope_freq_factors = f.find_tensor("rope_freqs.weight") != nullptr;
+  c.rope_swa = c.rope;
+
+  c.n_expert = m.get_u32(p + "expert_count", 0);
+  c.n_expert_used = m.get_u32(p + "expert_used_count", 0);
+  c.expert_weights_norm = m.get_bool(p + "expert_weights_norm", true);
+  if (c.n_expert > 0) {
+    if (c.n_expert > 256) unsupported(f, "expert_count " + str(c.n_expert) + " is above 256");
+    if (c.n_expert_used <= 0 || c.n_expert_used > c.n_expert)
+      corrupt(f, "expert_used_count " + str(c.n_expert_used) + " must be in 1.." + str(c.n_expert));
+    c.n_ff_expert = m.get_u32(p + "expert_feed_forward_length", 0);
+    if (c.n_ff_expert == 0) c.n_ff_expert = c.arch == Arch::Qwen3Moe ? c.n_ff / c.n_expert_used : c.n_ff;
+  } else if (c.n_ff <= 0) {
+    corrupt(f, "feed_forward_length is missing or zero");
+  }
+
+  c.attn_scale = 1.0f / std::sqrt((float)c.head_dim);
+  c.sliding_window = m.get_u32(p + "attention.sliding_window", 0);
+  c.layer_is_swa.assign((size_t)c.n_layer, false);
+
+  switch (c.arch) {
+    case Arch::Llama:
+      // Mistral: every layer attends to the last sliding_window positions. Mixtral-style MoE
+      // when expert_count is present.
+      if (c.sliding_window > 0) c.layer_is_swa.assign((size_t)c.n_layer, true);
+      break;
+    case Arch::Qwen2:
+      c.rope_mode = RopeMode::NeoX;
+      c.sliding_window = 0;  // Qwen2's use_sliding_window is off in every released model
+      break;
+    case Arch::Qwen3:
+      c.rope_mode = RopeMode::NeoX;
+      c.qk_norm = true;
+      c.sliding_window = 0;
+      break;
+    case Arch::Qwen3Moe:
+      c.rope_mode = RopeMode::NeoX;
+      c.qk_norm = true;
+      c.sliding_window = 0;
+      if (c.n_expert == 0) corrupt(f, "qwen3moe needs expert_count and expert_used_count");
+      break;
+    case Arch::Gemma3:
+      c.rope_mode = RopeMode::NeoX;
+      c.qk_norm = true;
+      c.post_norms = true;
+      c.ffn_act = FfnActivation::GeGlu;
+      c.embd_scale = std::sqrt((float)c.n_embd);
+      if (c.sliding_window > 0) {
+        for (int64_t l = 0; l < c.n_layer; ++l)
+          c.layer_is_swa[(size_t)l] = l % kGemma3SwaPattern < kGemma3SwaPattern - 1;
+      }
+      c.rope_swa = RopeSpec{kGemma3SwaRopeBase, 1.0f};
+      // Gemma 3 27B scales queries by 1/sqrt(n_embd / n_head) instead of 1/sqrt(head_dim)
+      // (query_pre_attn_scalar); the 27B is the 62-layer model.
+      if (c.n_layer == 62) c.attn_scale = 1.0f / std::sqrt((float)(c.n_embd / c.n_head));
+      break;
+  }
+  if (c.n_expert > 0 && c.arch != Arch::Llama && c.arch != Arch::Qwen3Moe)
+    unsupported(f, "experts (expert_count) are not supported for architecture '" + a + "'");
+
+  const GgufTensor* embd = f.find_tensor("token_embd.weight");
+  if (!embd) corrupt(f, "tensor 'token_embd.weight' is missing");
+  c.n_vocab = embd->ne[1];
+  return c;
+}
+
+}  // namespace edgellm

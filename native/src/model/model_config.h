@@ -1,0 +1,74 @@
+// Hyperparameters of a model, read from its GGUF metadata, per architecture.
+//
+// One struct describes every supported architecture; the differences between them are a few
+// named switches (biases, QK-norm, post-norms, GELU, embedding scale, experts, sliding window)
+// that the forward pass tests one by one.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "gguf/gguf.h"
+#include "kernels/kernels.h"
+
+namespace edgellm {
+
+enum class Arch { Llama, Qwen2, Qwen3, Qwen3Moe, Gemma3 };
+
+// The feed-forward gate activation: silu(gate) * up or gelu_tanh(gate) * up.
+enum class FfnActivation { SwiGlu, GeGlu };
+
+// RoPE parameters of one layer (gemma3's sliding-window layers use another base than its
+// global ones).
+struct RopeSpec {
+  float base = 10000.0f;
+  float freq_scale = 1.0f;  // 1 / linear scaling factor
+};
+
+struct ModelConfig {
+  Arch arch = Arch::Llama;
+  std::string arch_name;  // general.architecture as written in the file
+
+  int64_t n_vocab = 0;
+  int64_t n_embd = 0;
+  int64_t n_layer = 0;
+  int64_t n_head = 0;
+  int64_t n_head_kv = 0;
+  int64_t head_dim = 0;   // per head, for Q, K and V (attention.key_length)
+  int64_t n_ff = 0;       // dense FFN width (0 when every layer is MoE)
+  int64_t n_expert = 0;   // 0: dense
+  int64_t n_expert_used = 0;
+  int64_t n_ff_expert = 0;  // width of one expert's FFN
+  int64_t n_rot = 0;        // leading dims of each head that RoPE rotates
+  int64_t context_length = 0;  // trained context (positions)
+  float rms_eps = 1e-5f;
+
+  RopeMode rope_mode = RopeMode::Normal;
+  RopeSpec rope;          // full-attention layers
+  RopeSpec rope_swa;      // sliding-window layers
+  bool rope_freq_factors = false;  // rope_freqs.weight divides each frequency (llama 3.x)
+
+  int64_t sliding_window = 0;       // W; 0 = none
+  std::vector<bool> layer_is_swa;   // per layer: attends to the last W positions only
+
+  float attn_scale = 0.0f;   // scores = (q . k) * attn_scale
+  float embd_scale = 1.0f;   // token embeddings are multiplied by this (gemma: sqrt(n_embd))
+  FfnActivation ffn_act = FfnActivation::SwiGlu;
+  bool qk_norm = false;      // RMS-norm each head of Q and K before RoPE (qwen3, gemma3)
+  bool post_norms = false;   // RMS-norm the attention and FFN outputs before the residual (gemma3)
+  bool expert_weights_norm = true;  // top-k router weights renormalized to sum to 1
+
+  int64_t q_dim() const { return n_head * head_dim; }
+  int64_t kv_dim() const { return n_head_kv * head_dim; }
+  bool is_moe() const { return n_expert > 0; }
+  bool any_swa() const;
+  bool all_swa() const;
+};
+
+// Reads the hyperparameters. Throws ModelError: E_MODEL_UNSUPPORTED for an architecture (or a
+// feature of one) edgellm does not run, naming it; E_MODEL_CORRUPT for missing or inconsistent keys.
+ModelConfig read_model_config(const GgufFile& file);
+
+const char* arch_name(Arch a);
+
+}  // namespace edgellm

@@ -1,0 +1,310 @@
+#include "runtime/forward.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "quant/quant.h"
+
+namespace edgellm {
+
+namespace {
+
+std::string str(int64_t v) { return std::to_string((long long)v); }
+
+bool has_full_layer(const KvCacheConfig& c) {
+  if (c.layers.empty()) return true;
+  for (const KvLayerSpec& s : c.layers)
+    if (s.window == 0) return true;
+  return false;
+}
+
+}  // namespace
+
+ForwardPass::ForwardPass(const Model& model, ThreadPool& pool, const ForwardOptions& opts, const KernelTable& kt)
+    : model_(model), cfg_(model.config()), pool_(pool), kt_(kt) {
+  const ModelConfig& c = cfg_;
+  if (opts.batch < 1) throw std::invalid_argument("batch must be at least 1, got " + str(opts.batch));
+  max_batch_ = opts.batch;
+  const int64_t context = opts.context > 0 ? opts.context : c.context_length;
+  if (context < 1) throw std::invalid_argument("context must be at least 1");
+  if (opts.sinks >= context)
+    throw std::invalid_argument("sinks (" + str(opts.sinks) + ") must be smaller than the context (" + str(context) + ")");
+
+  // Sliding-window layers are rings of W + batch - 1 slots; full layers hold `context`
+  // positions, or with sinks become StreamingLLM rings of sinks + (context - sinks).
+  cache_config_.n_layer = c.n_layer;
+  cache_config_.n_head_kv = c.n_head_kv;
+  cache_config_.head_dim = c.head_dim;
+  cache_config_.context = context;
+  cache_config_.max_block = max_batch_;
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    KvLayerSpec s;
+    if (c.layer_is_swa[(size_t)l]) s.window = c.sliding_window;
+    else if (opts.sinks >= 0) s = KvLayerSpec{context - opts.sinks, opts.sinks};
+    cache_config_.layers.push_back(s);
+  }
+
+  const int64_t n = max_batch_;
+  const int64_t n_ff = std::max(c.n_ff, c.n_ff_expert);
+  x_.resize((size_t)(n * c.n_embd));
+  xb_.resize(x_.size());
+  out_.resize(x_.size());
+  q_.resize((size_t)(n * c.q_dim()));
+  att_.resize(q_.size());
+  k_.resize((size_t)(n * c.kv_dim()));
+  v_.resize(k_.size());
+  gate_.resize((size_t)(n * n_ff));
+  up_.resize(gate_.size());
+  cs_full_.resize((size_t)(n * c.n_rot));
+  cs_swa_.resize(cs_full_.size());
+  pos_.resize((size_t)n);
+  runs_.reserve((size_t)n);
+  run_of_.resize((size_t)n);
+  att_args_.resize((size_t)n);
+  if (c.is_moe()) {
+    router_logits_.resize((size_t)(n * c.n_expert));
+    expert_idx_.resize((size_t)(n * c.n_expert_used));
+    expert_w_.resize(expert_idx_.size());
+    expert_count_.resize((size_t)c.n_expert);
+    expert_tokens_.resize((size_t)(c.n_expert * n));
+    expert_token_w_.resize(expert_tokens_.size());
+    xe_.resize(x_.size());
+    ye_.resize(x_.size());
+  }
+  // Grow the matmul's activation buffer to its largest size now, not during the first step.
+  mm_scratch_.xq.reserve((size_t)(n * std::max({c.n_embd, c.q_dim(), n_ff}) / kQK + 1));
+}
+
+bool ForwardPass::unbounded() const { return !has_full_layer(cache_config_); }
+
+void ForwardPass::mm(const WeightMatrix& w, const float* x, int64_t ncols, float* y) {
+  matmul(pool_, kt_, w.type, w.data, w.rows, w.cols, x, ncols, y, mm_scratch_);
+}
+
+// cos/sin of each rotated pair at `pos`, as ggml computes them; llama 3's frequency factors
+// divide each pair's angle.
+void ForwardPass::rope_table(int64_t pos, const RopeSpec& spec, float* cs) const {
+  const std::vector<float>& ff = model_.weights().rope_freq_factors;
+  if (ff.empty()) {
+    rope_cache(pos, cfg_.n_rot, spec.base, spec.freq_scale, cs);
+    return;
+  }
+  const float theta_scale = std::pow(spec.base, -2.0f / (float)cfg_.n_rot);
+  float theta_base = (float)pos;
+  for (int64_t i = 0; i < cfg_.n_rot / 2; ++i) {
+    const float theta = spec.freq_scale * (theta_base / ff[(size_t)i]);
+    cs[2 * i] = std::cos(theta);
+    cs[2 * i + 1] = std::sin(theta);
+    theta_base *= theta_scale;
+  }
+}
+
+// Validates a whole request before anything runs, so a refusal leaves every cache unchanged.
+void ForwardPass::check(const BatchToken* batch, int64_t n) {
+  const bool full = has_full_layer(cache_config_);
+  for (int64_t i = 0; i < n;) {
+    KvCache* cache = batch[i].cache;
+    if (!cache) throw std::invalid_argument("batch entry " + str(i) + " has no sequence");
+    const int64_t start = cache->length(0);
+    int64_t j = i;
+    for (; j < n && batch[j].cache == cache; ++j) {
+      const BatchToken& t = batch[j];
+      if (t.token < 0 || t.token >= cfg_.n_vocab)
+        throw std::invalid_argument("token " + str(t.token) + " is outside the vocabulary (0.." +
+                                    str(cfg_.n_vocab - 1) + ")");
+      if (t.pos != start + (j - i))
+        throw std::invalid_argument("position " + str(t.pos) + " does not continue its sequence, which holds " +
+                                    str(start) + " positions");
+    }
+    for (int64_t k = 0; k < i; ++k)
+      if (batch[k].cache == cache)
+        throw std::invalid_argument("a sequence's tokens must be contiguous in the batch");
+    const int64_t last = batch[j - 1].pos;
+    if (full && last >= cache_config_.context)
+      throw ContextFullError("the sequence reached the context of " + str(cache_config_.context) +
+                             " positions; start a new sequence, raise contextSize, or load the model with "
+                             "sinks to keep generating in bounded memory");
+    i = j;
+  }
+}
+
+int64_t ForwardPass::step(const BatchToken* batch, int64_t n, float* logits) {
+  check(batch, n);
+  int64_t rows = 0;
+  for (int64_t b = 0; b < n; b += max_batch_) {
+    const int64_t m = std::min(max_batch_, n - b);
+    rows += step_block(batch + b, m, logits ? logits + rows * cfg_.n_vocab : nullptr);
+  }
+  return rows;
+}
+
+void ForwardPass::prefill(KvCache& cache, const int32_t* tokens, int64_t n, bool all_positions, float* logits) {
+  if (n <= 0) return;
+  std::vector<BatchToken> batch((size_t)n);  // per request, not per token
+  const int64_t p0 = cache.length(0);
+  for (int64_t i = 0; i < n; ++i) batch[(size_t)i] = BatchToken{&cache, p0 + i, tokens[i], all_positions || i == n - 1};
+  step(batch.data(), n, logits);
+}
+
+// One step of at most max_batch_ tokens: the whole network, layer by layer.
+int64_t ForwardPass::step_block(const BatchToken* batch, int64_t n, float* logits) {
+  const ModelConfig& c = cfg_;
+  const ModelWeights& w = model_.weights();
+  const int64_t D = c.n_embd, hd = c.head_dim;
+
+  // Runs of tokens per sequence, and each token's RoPE angles.
+  runs_.clear();
+  for (int64_t i = 0; i < n; ++i) {
+    if (runs_.empty() || runs_.back().cache != batch[i].cache) runs_.push_back(Run{batch[i].cache, i, i});
+    runs_.back().end = i + 1;
+    run_of_[(size_t)i] = (int64_t)runs_.size() - 1;
+    pos_[(size_t)i] = batch[i].pos;
+    rope_table(batch[i].pos, c.rope, &cs_full_[(size_t)(i * c.n_rot)]);
+    if (c.any_swa()) rope_table(batch[i].pos, c.rope_swa, &cs_swa_[(size_t)(i * c.n_rot)]);
+  }
+
+  // Token embeddings (one row dequantized per token), scaled for gemma.
+  for (int64_t i = 0; i < n; ++i) {
+    float* x = &x_[(size_t)(i * D)];
+    dequantize_row(w.token_embd.type, w.token_embd.row(batch[i].token), x, D);
+    if (c.embd_scale != 1.0f) kt_.scale(x, c.embd_scale, x, D);
+  }
+
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    const LayerWeights& L = w.layers[(size_t)l];
+    const bool swa = c.layer_is_swa[(size_t)l];
+
+    // Attention: norm, Q/K/V projections over the whole batch.
+    for (int64_t i = 0; i < n; ++i) kt_.rmsnorm(&x_[(size_t)(i * D)], L.attn_norm.data(), &xb_[(size_t)(i * D)], D, c.rms_eps);
+    mm(L.wq, xb_.data(), n, q_.data());
+    mm(L.wk, xb_.data(), n, k_.data());
+    mm(L.wv, xb_.data(), n, v_.data());
+    for (int64_t i = 0; i < n; ++i) {
+      float* q = &q_[(size_t)(i * c.q_dim())];
+      float* k = &k_[(size_t)(i * c.kv_dim())];
+      float* v = &v_[(size_t)(i * c.kv_dim())];
+      if (!L.bq.empty()) {  // qwen2
+        kt_.add(q, L.bq.data(), q, c.q_dim());
+        kt_.add(k, L.bk.data(), k, c.kv_dim());
+        kt_.add(v, L.bv.data(), v, c.kv_dim());
+      }
+      if (c.qk_norm) {  // qwen3, gemma3: each head normed before RoPE
+        for (int64_t h = 0; h < c.n_head; ++h) kt_.rmsnorm(q + h * hd, L.q_norm.data(), q + h * hd, hd, c.rms_eps);
+        for (int64_t h = 0; h < c.n_head_kv; ++h) kt_.rmsnorm(k + h * hd, L.k_norm.data(), k + h * hd, hd, c.rms_eps);
+      }
+      const float* cs = swa ? &cs_swa_[(size_t)(i * c.n_rot)] : &cs_full_[(size_t)(i * c.n_rot)];
+      kt_.rope(q, c.n_head, hd, c.n_rot, cs, c.rope_mode);
+      kt_.rope(k, c.n_head_kv, hd, c.n_rot, cs, c.rope_mode);
+    }
+    attention_block(l, n);
+    mm(L.wo, att_.data(), n, out_.data());
+    if (c.post_norms)
+      for (int64_t i = 0; i < n; ++i) kt_.rmsnorm(&out_[(size_t)(i * D)], L.attn_post_norm.data(), &out_[(size_t)(i * D)], D, c.rms_eps);
+    kt_.add(x_.data(), out_.data(), x_.data(), n * D);
+
+    // Feed-forward: norm, dense or mixture of experts, residual.
+    for (int64_t i = 0; i < n; ++i) kt_.rmsnorm(&x_[(size_t)(i * D)], L.ffn_norm.data(), &xb_[(size_t)(i * D)], D, c.rms_eps);
+    if (c.is_moe()) feed_forward_moe(L, n);
+    else feed_forward_dense(L, n);
+    if (c.post_norms)
+      for (int64_t i = 0; i < n; ++i) kt_.rmsnorm(&out_[(size_t)(i * D)], L.ffn_post_norm.data(), &out_[(size_t)(i * D)], D, c.rms_eps);
+    kt_.add(x_.data(), out_.data(), x_.data(), n * D);
+  }
+
+  // Logits only where asked: gather those rows, final norm, classifier.
+  int64_t rows = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!batch[i].logits) continue;
+    kt_.rmsnorm(&x_[(size_t)(i * D)], w.output_norm.data(), &xb_[(size_t)(rows * D)], D, c.rms_eps);
+    ++rows;
+  }
+  if (rows > 0 && logits) mm(w.output, xb_.data(), rows, logits);
+  return rows;
+}
+
+// Stores each sequence's new K/V, then runs attention over every (query, head) task of the
+// step across the pool; a task reads only its own sequence's cache.
+void ForwardPass::attention_block(int64_t layer, int64_t n) {
+  const ModelConfig& c = cfg_;
+  for (size_t r = 0; r < runs_.size(); ++r) {
+    const Run& run = runs_[r];
+    const int64_t m = run.end - run.begin;
+    run.cache->store_block(layer, pos_[(size_t)run.begin], m, &k_[(size_t)(run.begin * c.kv_dim())],
+                           &v_[(size_t)(run.begin * c.kv_dim())]);
+  }
+  for (size_t r = 0; r < runs_.size(); ++r) {
+    const Run& run = runs_[r];
+    AttentionArgs& a = att_args_[r];
+    a.q = &q_[(size_t)(run.begin * c.q_dim())];
+    a.pos = &pos_[(size_t)run.begin];
+    a.n_q = run.end - run.begin;
+    a.n_head = c.n_head;
+    a.n_head_kv = c.n_head_kv;
+    a.head_dim = c.head_dim;
+    a.scale = c.attn_scale;
+    a.kv = run.cache->view(layer);
+    a.out = &att_[(size_t)(run.begin * c.q_dim())];
+  }
+  const int64_t tasks = n * c.n_head;
+  const int64_t grain = std::max<int64_t>(1, tasks / (pool_.size() * 4));
+  pool_.parallel_for(tasks, grain, [this, &c](int64_t b, int64_t e, int) {
+    while (b < e) {  // a chunk may span sequences: split it at run boundaries
+      const int64_t r = run_of_[(size_t)(b / c.n_head)];
+      const Run& run = runs_[(size_t)r];
+      const int64_t run_end = std::min(e, run.end * c.n_head);
+      kt_.attention(att_args_[(size_t)r], b - run.begin * c.n_head, run_end - run.begin * c.n_head);
+      b = run_end;
+    }
+  });
+}
+
+void ForwardPass::feed_forward_dense(const LayerWeights& L, int64_t n) {
+  const int64_t F = cfg_.n_ff;
+  mm(L.ffn_gate, xb_.data(), n, gate_.data());
+  mm(L.ffn_up, xb_.data(), n, up_.data());
+  if (cfg_.ffn_act == FfnActivation::GeGlu) kt_.geglu(gate_.data(), up_.data(), gate_.data(), n * F);
+  else kt_.swiglu(gate_.data(), up_.data(), gate_.data(), n * F);
+  mm(L.ffn_down, gate_.data(), n, out_.data());
+}
+
+// Routes each token to its top-k experts, then runs each chosen expert once over the tokens
+// it serves (a GEMM over those columns) and adds its output, weighted, to theirs.
+void ForwardPass::feed_forward_moe(const LayerWeights& L, int64_t n) {
+  const ModelConfig& c = cfg_;
+  const int64_t D = c.n_embd, F = c.n_ff_expert, E = c.n_expert, K = c.n_expert_used;
+  mm(L.router, xb_.data(), n, router_logits_.data());
+  std::fill(expert_count_.begin(), expert_count_.end(), 0);
+  for (int64_t i = 0; i < n; ++i) {
+    int32_t* idx = &expert_idx_[(size_t)(i * K)];
+    float* wt = &expert_w_[(size_t)(i * K)];
+    kt_.route_topk(&router_logits_[(size_t)(i * E)], E, K, c.expert_weights_norm, idx, wt);
+    for (int64_t j = 0; j < K; ++j) {
+      const int64_t e = idx[j];
+      const int64_t slot = e * max_batch_ + expert_count_[(size_t)e]++;
+      expert_tokens_[(size_t)slot] = i;
+      expert_token_w_[(size_t)slot] = wt[j];
+    }
+  }
+  std::fill(out_.begin(), out_.begin() + n * D, 0.0f);
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t m = expert_count_[(size_t)e];
+    if (m == 0) continue;
+    const int64_t* toks = &expert_tokens_[(size_t)(e * max_batch_)];
+    for (int64_t j = 0; j < m; ++j)
+      std::memcpy(&xe_[(size_t)(j * D)], &xb_[(size_t)(toks[j] * D)], (size_t)D * sizeof(float));
+    mm(L.gate_exps.expert(e), xe_.data(), m, gate_.data());
+    mm(L.up_exps.expert(e), xe_.data(), m, up_.data());
+    kt_.swiglu(gate_.data(), up_.data(), gate_.data(), m * F);
+    mm(L.down_exps.expert(e), gate_.data(), m, ye_.data());
+    for (int64_t j = 0; j < m; ++j) {
+      float* y = &ye_[(size_t)(j * D)];
+      float* o = &out_[(size_t)(toks[j] * D)];
+      kt_.scale(y, expert_token_w_[(size_t)(e * max_batch_ + j)], y, D);
+      kt_.add(o, y, o, D);
+    }
+  }
+}
+
+}  // namespace edgellm

@@ -1,0 +1,119 @@
+// The forward pass: token ids in, next-token logits out, for a batch of (sequence, position,
+// token) entries that may belong to several sequences, each with its own KvCache.
+//
+//   ForwardPass fwd(model, pool, {.context = 2048, .batch = 64});
+//   KvCache seq(fwd.cache_config());
+//   fwd.prefill(seq, prompt.data(), prompt.size(), false, logits);   // chunks of `batch` tokens
+//   BatchToken step[] = {{&seq, pos, token, true}, {&other, pos2, token2, true}};
+//   fwd.step(step, 2, logits);                                        // one pass over the weights
+//
+// A step runs every weight matmul once over all its tokens (a GEMM of up to 64 columns per
+// kernel call) and attention per sequence against that sequence's cache. All scratch is
+// allocated by the constructor; a step allocates nothing.
+#pragma once
+#include <cstdint>
+#include <stdexcept>
+#include <vector>
+
+#include "kernels/kernels.h"
+#include "model/model.h"
+#include "runtime/kv_cache.h"
+#include "runtime/matmul.h"
+#include "runtime/thread_pool.h"
+
+namespace edgellm {
+
+// A sequence would need a position past the context of its full-attention layers
+// (the addon turns it into E_CONTEXT_FULL).
+struct ContextFullError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct ForwardOptions {
+  int64_t context = 0;  // positions a full-attention layer holds per sequence; 0 = the model's
+  int64_t batch = 64;   // most tokens per step: the prefill chunk and the ring layers' max_block
+  // StreamingLLM: when >= 0, full-attention layers become rings keeping the first `sinks`
+  // positions plus the last (context - sinks), so a sequence never runs out of context.
+  // Sliding-window layers keep their own window either way.
+  int64_t sinks = -1;
+};
+
+// One token of a step. A sequence's tokens must be contiguous in the batch with consecutive
+// positions that continue its cache (the first one at cache->length(0)).
+struct BatchToken {
+  KvCache* cache;
+  int64_t pos;
+  int32_t token;
+  bool logits;  // compute this position's next-token logits
+};
+
+class ForwardPass {
+ public:
+  ForwardPass(const Model& model, ThreadPool& pool, const ForwardOptions& opts, const KernelTable& kt = kernels());
+
+  // The cache layout every sequence of this pass needs (full, window and sink layers).
+  const KvCacheConfig& cache_config() const { return cache_config_; }
+  // True when every layer is a ring: sequences never hit E_CONTEXT_FULL.
+  bool unbounded() const;
+  int64_t max_batch() const { return max_batch_; }
+  int64_t context() const { return cache_config_.context; }
+  const Model& model() const { return model_; }
+  ThreadPool& pool() const { return pool_; }
+
+  // Evaluates n entries (split into steps of max_batch()). For each entry with logits = true,
+  // writes n_vocab floats to `logits`, one row after the other in batch order; returns the rows.
+  // Throws std::invalid_argument for a token outside the vocabulary or a position that does not
+  // continue its sequence, ContextFullError when a full-attention layer would pass its context
+  // (checked before anything is computed, so the caches are unchanged).
+  int64_t step(const BatchToken* batch, int64_t n, float* logits);
+
+  // Evaluates n tokens of one sequence from position cache.length(0) on, in chunks of
+  // max_batch(). Logits of every position (all_positions: n rows) or of the last one (1 row).
+  void prefill(KvCache& cache, const int32_t* tokens, int64_t n, bool all_positions, float* logits);
+
+ private:
+  struct Run {  // the tokens [begin, end) of one sequence within a step
+    KvCache* cache;
+    int64_t begin, end;
+  };
+  void check(const BatchToken* batch, int64_t n);
+  int64_t step_block(const BatchToken* batch, int64_t n, float* logits);
+  void attention_block(int64_t layer, int64_t n);
+  void feed_forward_dense(const LayerWeights& L, int64_t n);
+  void feed_forward_moe(const LayerWeights& L, int64_t n);
+  void mm(const WeightMatrix& w, const float* x, int64_t ncols, float* y);
+  void rope_table(int64_t pos, const RopeSpec& spec, float* cs) const;
+
+  const Model& model_;
+  const ModelConfig& cfg_;
+  ThreadPool& pool_;
+  const KernelTable& kt_;
+  KvCacheConfig cache_config_;
+  int64_t max_batch_;
+
+  // Scratch for up to max_batch_ tokens (llama2.c's RunState).
+  std::vector<float> x_;        // [n][n_embd] the residual stream
+  std::vector<float> xb_;       // [n][n_embd] normed input of a sublayer
+  std::vector<float> q_;        // [n][q_dim]
+  std::vector<float> k_, v_;    // [n][kv_dim]
+  std::vector<float> att_;      // [n][q_dim] attention output per head
+  std::vector<float> out_;      // [n][n_embd] a sublayer's output
+  std::vector<float> gate_, up_;  // [n][n_ff or n_ff_expert]
+  std::vector<float> cs_full_, cs_swa_;  // [n][n_rot] RoPE cos/sin per token
+  std::vector<int64_t> pos_;    // [n]
+  std::vector<Run> runs_;
+  std::vector<int64_t> run_of_;  // [n] token -> run
+  std::vector<AttentionArgs> att_args_;  // per run
+  // MoE routing: per token the chosen experts and weights, per expert the tokens it serves.
+  std::vector<float> router_logits_;   // [n][n_expert]
+  std::vector<int32_t> expert_idx_;    // [n][n_expert_used]
+  std::vector<float> expert_w_;        // [n][n_expert_used]
+  std::vector<int64_t> expert_count_;  // [n_expert]
+  std::vector<int64_t> expert_tokens_;  // [n_expert][n] token index
+  std::vector<float> expert_token_w_;  // [n_expert][n]
+  std::vector<float> xe_;              // [n][n_embd] tokens gathered for one expert
+  std::vector<float> ye_;              // [n][n_embd] that expert's output
+  MatmulScratch mm_scratch_;
+};
+
+}  // namespace edgellm

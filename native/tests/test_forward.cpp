@@ -1,0 +1,283 @@
+// ForwardPass: stories260K's reference logits and greedy ids, and on tiny random models built in
+// memory: chunked prefill equals token-by-token, a batched step over several sequences equals
+// stepping them one by one, the context limit, sliding-window memory, and load-time refusals.
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <new>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gguf_builder.h"
+#include "model/model.h"
+#include "runtime/forward.h"
+#include "test.h"
+
+using namespace edgellm;
+using namespace edgellm::test;
+
+// Counts operator new calls while g_count_allocations is set (to prove a step allocates nothing).
+static std::atomic<bool> g_count_allocations{false};
+static std::atomic<int64_t> g_allocations{0};
+void* operator new(std::size_t n) {
+  if (g_count_allocations) ++g_allocations;
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+// GCC flags free() in a replaced operator delete as mismatched with new; it is the pair above.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+namespace {
+
+#ifndef EDGELLM_SHARED_MODELS_DIR
+#define EDGELLM_SHARED_MODELS_DIR "../shared/models"
+#endif
+
+std::string models_dir() {
+  const std::string dir = EDGELLM_SHARED_MODELS_DIR;
+  struct stat st;
+  if (stat((dir + "/stories260K.gguf").c_str(), &st) == 0) return dir;
+  const char* ci = std::getenv("CI");
+  if (ci && std::string(ci) == "true") {
+    fail(__FILE__, __LINE__, "../shared/models not found at " + dir + " and CI=true: the real-model tests must run in CI");
+  } else {
+    std::printf("     SKIPPED: ../shared/models not found (%s); real-model forward tests did not run\n", dir.c_str());
+  }
+  return "";
+}
+
+std::unique_ptr<Model> tiny(const TinyLlamaSpec& s) {
+  return Model::from_file(GgufFile::from_bytes(tiny_llama(s).bytes(), "tiny.gguf"));
+}
+
+ForwardOptions options(int64_t context, int64_t batch, int64_t sinks = -1) {
+  ForwardOptions o;
+  o.context = context;
+  o.batch = batch;
+  o.sinks = sinks;
+  return o;
+}
+
+int32_t argmax(const float* x, int64_t n) { return (int32_t)(std::max_element(x, x + n) - x); }
+
+// The logits of every position of `tokens`, one token per step.
+std::vector<float> one_by_one(ForwardPass& f, const std::vector<int32_t>& tokens) {
+  KvCache seq(f.cache_config());
+  const int64_t V = f.model().config().n_vocab;
+  std::vector<float> out(tokens.size() * (size_t)V);
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    BatchToken t{&seq, (int64_t)i, tokens[i], true};
+    f.step(&t, 1, &out[i * (size_t)V]);
+  }
+  return out;
+}
+
+std::vector<int32_t> some_tokens(int64_t n, int64_t vocab, uint32_t seed) {
+  std::mt19937 r(seed);
+  std::vector<int32_t> t((size_t)n);
+  for (int32_t& x : t) x = (int32_t)(r() % (uint32_t)vocab);
+  return t;
+}
+
+}  // namespace
+
+TEST(forward, stories260K_step0_logits_and_greedy_ids_match_the_reference) {
+  const std::string dir = models_dir();
+  if (dir.empty()) return;
+  auto m = Model::load(dir + "/stories260K.gguf");
+  ThreadPool pool(2);
+  ForwardPass f(*m, pool, {});
+  KvCache seq(f.cache_config());
+  std::vector<float> logits(512);
+  const int32_t bos = 1;
+  f.prefill(seq, &bos, 1, false, logits.data());
+  const float want[8] = {-6.2229f, 8.4043f, -6.2237f, -6.2225f, -6.2220f, -6.2229f, -6.2219f, -6.2234f};
+  CHECK_NEAR_ALL(logits.data(), want, 8, 1e-3, 0.0);
+  CHECK_EQ(argmax(logits.data(), 512), 403);
+  CHECK(std::fabs(logits[403] - 17.0235f) < 1e-3f);
+  CHECK(std::fabs(logits[385] - 15.4062f) < 1e-3f);
+  // The first 16 greedy ids after BOS (SOURCES.md).
+  const int32_t ids[16] = {403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338};
+  int32_t next = argmax(logits.data(), 512);
+  for (int i = 0; i < 16; ++i) {
+    CHECK_EQ(next, ids[i]);
+    f.prefill(seq, &next, 1, false, logits.data());
+    next = argmax(logits.data(), 512);
+  }
+}
+
+TEST(forward, chunked_prefill_equals_token_by_token) {
+  TinyLlamaSpec s;
+  auto m = tiny(s);
+  ThreadPool pool(2);
+  ForwardPass f(*m, pool, options(64, 7));
+  const std::vector<int32_t> tokens = some_tokens(30, s.n_vocab, 3);
+  std::vector<float> chunked(tokens.size() * (size_t)s.n_vocab);
+  KvCache seq(f.cache_config());
+  f.prefill(seq, tokens.data(), (int64_t)tokens.size(), true, chunked.data());
+  const std::vector<float> single = one_by_one(f, tokens);
+  CHECK_NEAR_ALL(chunked.data(), single.data(), (int64_t)single.size(), 1e-4, 1e-4);
+}
+
+TEST(forward, a_batched_step_over_three_sequences_equals_stepping_each_alone) {
+  for (int64_t experts : {0, 8}) {
+    TinyLlamaSpec s;
+    s.n_expert = experts;
+    s.n_expert_used = experts ? 2 : 0;
+    auto m = tiny(s);
+    ThreadPool pool(2);
+    ForwardPass f(*m, pool, options(64, 16));
+    const int64_t V = s.n_vocab;
+    // Three sequences with prompts of different lengths, then 4 steps of all three at once.
+    std::vector<std::vector<int32_t>> seqs = {some_tokens(9, V, 1), some_tokens(3, V, 2), some_tokens(14, V, 3)};
+    std::vector<std::unique_ptr<KvCache>> caches;
+    std::vector<float> logits(3 * (size_t)V);
+    for (auto& t : seqs) {
+      caches.push_back(std::make_unique<KvCache>(f.cache_config()));
+      f.prefill(*caches.back(), t.data(), (int64_t)t.size(), false, logits.data());
+    }
+    std::vector<std::vector<float>> batched(3);
+    for (int step = 0; step < 4; ++step) {
+      BatchToken b[3];
+      for (int i = 0; i < 3; ++i) {
+        const int32_t tok = (int32_t)((7 * step + 11 * i) % V);
+        b[i] = BatchToken{caches[(size_t)i].get(), (int64_t)seqs[(size_t)i].size(), tok, true};
+        seqs[(size_t)i].push_back(tok);
+      }
+      CHECK_EQ(f.step(b, 3, logits.data()), (int64_t)3);
+      for (int i = 0; i < 3; ++i)
+        batched[(size_t)i].insert(batched[(size_t)i].end(), logits.begin() + i * V, logits.begin() + (i + 1) * V);
+    }
+    for (int i = 0; i < 3; ++i) {
+      const std::vector<float> alone = one_by_one(f, seqs[(size_t)i]);
+      const size_t n = seqs[(size_t)i].size();
+      // The last 4 positions of the one-by-one run are the batched steps.
+      CHECK_NEAR_ALL(batched[(size_t)i].data(), &alone[(n - 4) * (size_t)V], 4 * V, 1e-4, 1e-4);
+    }
+  }
+}
+
+TEST(forward, a_full_context_throws_context_full_and_leaves_the_sequence_unchanged) {
+  TinyLlamaSpec s;
+  auto m = tiny(s);
+  ThreadPool pool(1);
+  ForwardPass f(*m, pool, options(16, 8));
+  KvCache seq(f.cache_config());
+  const std::vector<int32_t> tokens = some_tokens(17, s.n_vocab, 5);
+  std::vector<float> logits((size_t)s.n_vocab);
+  f.prefill(seq, tokens.data(), 16, false, logits.data());
+  bool threw = false;
+  try {
+    f.prefill(seq, tokens.data() + 16, 1, false, logits.data());
+  } catch (const ContextFullError&) {
+    threw = true;
+  }
+  CHECK(threw);
+  CHECK_EQ(seq.length(0), (int64_t)16);
+}
+
+TEST(forward, sliding_window_and_sinks_keep_generating_in_constant_memory) {
+  TinyLlamaSpec s;
+  s.sliding_window = 8;
+  auto m = tiny(s);
+  ThreadPool pool(1);
+  ForwardPass f(*m, pool, options(16, 4));
+  CHECK(f.unbounded());
+  KvCache seq(f.cache_config());
+  const size_t bytes = seq.bytes();
+  std::vector<float> logits((size_t)s.n_vocab);
+  int32_t tok = 1;
+  for (int i = 0; i < 100; ++i) {
+    f.prefill(seq, &tok, 1, false, logits.data());
+    tok = argmax(logits.data(), s.n_vocab);
+  }
+  CHECK_EQ(seq.length(0), (int64_t)100);
+  CHECK_EQ(seq.bytes(), bytes);
+
+  TinyLlamaSpec dense;
+  auto d = tiny(dense);
+  ForwardPass streaming(*d, pool, options(16, 4, 4));
+  CHECK(streaming.unbounded());
+  KvCache seq2(streaming.cache_config());
+  const std::vector<int32_t> tokens = some_tokens(50, dense.n_vocab, 9);
+  streaming.prefill(seq2, tokens.data(), 50, false, logits.data());
+  CHECK_EQ(seq2.length(0), (int64_t)50);
+}
+
+TEST(forward, a_tensor_of_the_wrong_shape_is_corrupt_and_names_the_tensor) {
+  // 2 KV heads of 16 make attn_k [64, 32]; the file's is [64, 64].
+  GgufBuilder bad;
+  bad.str("general.architecture", "llama");
+  bad.u32("llama.embedding_length", 64);
+  bad.u32("llama.block_count", 1);
+  bad.u32("llama.feed_forward_length", 96);
+  bad.u32("llama.attention.head_count", 4);
+  bad.u32("llama.attention.head_count_kv", 2);
+  bad.tensor("token_embd.weight", {64, 8}, DType::F32, std::vector<float>(64 * 8, 0.1f));
+  bad.tensor("output_norm.weight", {64}, DType::F32, std::vector<float>(64, 1.0f));
+  bad.tensor("blk.0.attn_norm.weight", {64}, DType::F32, std::vector<float>(64, 1.0f));
+  bad.tensor("blk.0.attn_q.weight", {64, 64}, DType::F32, std::vector<float>(64 * 64, 0.0f));
+  bad.tensor("blk.0.attn_k.weight", {64, 64}, DType::F32, std::vector<float>(64 * 64, 0.0f));
+  std::string code, msg;
+  try {
+    Model::from_file(GgufFile::from_bytes(bad.bytes(), "bad.gguf"));
+  } catch (const ModelError& e) {
+    code = e.code;
+    msg = e.message;
+  }
+  CHECK_MSG(code == "E_MODEL_CORRUPT", code + ": " + msg);
+  CHECK_MSG(msg.find("blk.0.attn_k.weight") != std::string::npos, msg);
+  CHECK_MSG(msg.find("[64, 64], expected [64, 32]") != std::string::npos, msg);
+}
+
+TEST(forward, an_unknown_architecture_is_unsupported_and_named) {
+  GgufBuilder b;
+  b.str("general.architecture", "mamba");
+  std::string code, msg;
+  try {
+    Model::from_file(GgufFile::from_bytes(b.bytes(), "m.gguf"));
+  } catch (const ModelError& e) {
+    code = e.code;
+    msg = e.message;
+  }
+  CHECK_MSG(code == "E_MODEL_UNSUPPORTED", code + ": " + msg);
+  CHECK_MSG(msg.find("'mamba'") != std::string::npos, msg);
+}
+
+TEST(forward, a_decode_step_allocates_nothing) {
+  for (int64_t experts : {0, 8}) {
+    TinyLlamaSpec s;
+    s.n_expert = experts;
+    s.n_expert_used = experts ? 2 : 0;
+    s.matrix_type = DType::Q8_0;
+    auto m = tiny(s);
+    ThreadPool pool(2);
+    ForwardPass f(*m, pool, options(64, 8));
+    KvCache a(f.cache_config()), b(f.cache_config());
+    std::vector<float> logits(2 * (size_t)s.n_vocab);
+    const std::vector<int32_t> prompt = some_tokens(8, s.n_vocab, 4);
+    f.prefill(a, prompt.data(), 8, false, logits.data());
+    f.prefill(b, prompt.data(), 3, false, logits.data());
+    BatchToken step[2] = {{&a, 8, 5, true}, {&b, 3, 6, true}};
+    g_allocations = 0;
+    g_count_allocations = true;
+    for (int i = 0; i < 4; ++i) {
+      f.step(step, 2, logits.data());
+      step[0].pos++;
+      step[1].pos++;
+    }
+    g_count_allocations = false;
+    CHECK_EQ((int64_t)g_allocations, (int64_t)0);
+  }
+}

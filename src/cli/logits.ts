@@ -1,0 +1,49 @@
+/**
+ * `edgellm logits -m FILE --tokens 1,2,3`: evaluates the tokens in order and prints, for each
+ * position, the log-softmax of the next-token distribution over the whole vocabulary.
+ * --json: one line {"pos", "token", "logprobs": [...]} per position (for parity checks);
+ * otherwise the top 5 per position.
+ */
+import type { Command } from 'commander';
+import { loadModel, logSoftmax } from '../engine/model.js';
+import { parsePositiveInt, parseTokenIds } from './args.js';
+
+interface LogitsFlags {
+  model: string;
+  tokens: string;
+  json?: boolean;
+  threads?: string;
+}
+
+export function registerLogits(program: Command): void {
+  program
+    .command('logits')
+    .description('print next-token log-probabilities at every position of a token sequence')
+    .requiredOption('-m, --model <file>', 'GGUF model file')
+    .requiredOption('--tokens <ids>', 'token ids, comma-separated, e.g. 1,403,407')
+    .option('--json', 'one JSON line per position with the full-vocabulary log-probabilities')
+    .option('--threads <n>', 'threads (default: physical cores, at most 4)')
+    .action(async (flags: LogitsFlags) => {
+      const tokens = parseTokenIds('--tokens', flags.tokens);
+      const model = await loadModel(flags.model, {
+        ...(flags.threads ? { threads: parsePositiveInt('--threads', flags.threads) } : {}),
+        contextSize: Math.max(tokens.length, 1),
+      });
+      try {
+        const nVocab = model.info().n_vocab;
+        const logits = await model.evalLogits(Int32Array.from(tokens), { allPositions: true });
+        for (let pos = 0; pos < tokens.length; pos++) {
+          const lp = logSoftmax(logits.subarray(pos * nVocab, (pos + 1) * nVocab));
+          if (flags.json) {
+            process.stdout.write(JSON.stringify({ pos, token: tokens[pos], logprobs: Array.from(lp) }) + '\n');
+          } else {
+            const top = Array.from(lp.keys()).sort((a, b) => lp[b]! - lp[a]!).slice(0, 5);
+            const cells = top.map((id) => `${id}:${lp[id]!.toFixed(4)}`).join('  ');
+            process.stdout.write(`pos ${pos} token ${tokens[pos]}  top5 ${cells}\n`);
+          }
+        }
+      } finally {
+        model.close();
+      }
+    });
+}
