@@ -22,6 +22,8 @@ export type ErrorCode =
   | 'E_MODEL_CLOSED'
   /** A sequence reached the context size of its full-attention layers (raise contextSize, or load with sinks). */
   | 'E_CONTEXT_FULL'
+  /** A prompt that, with max_tokens, does not fit the context (the message gives the numbers). */
+  | 'E_PROMPT_TOO_LONG'
   /** The engine could not allocate what it needed. */
   | 'E_OUT_OF_MEMORY'
   /** An unexpected failure inside the native engine. */

@@ -1,4 +1,5 @@
-// loadModel(path, opts) -> Promise<Model>; Model.info(), evalLogits(tokens, opts), evalSequences(seqs), close().
+// loadModel(path, opts) -> Promise<Model>; Model.info(), evalLogits(tokens, opts), evalSequences(seqs),
+// generate(request, callback), cancel(id), decodeState(), close().
 // Loading and evaluation run on libuv worker threads; the model's state is shared with in-flight
 // workers, so close() never frees memory a worker is using.
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "addon/bindings.h"
+#include "addon/decode_channel.h"
 #include "model/model.h"
 #include "runtime/forward.h"
 #include "runtime/kv_cache.h"
@@ -28,6 +30,7 @@ struct LoadOptions {
   int64_t context = 0;
   int64_t sinks = -1;
   int64_t batch = 64;
+  int64_t max_sequences = 4;
 };
 
 // Everything a loaded model owns. One thread pool per model; one evaluation at a time.
@@ -38,6 +41,7 @@ struct LoadedModel {
   std::unique_ptr<KvCache> scratch_sequence;  // evalLogits' fresh sequence, reused
   std::mutex mu;
   int threads = 1;
+  int64_t max_sequences = 4;  // generations decoded at once by the model's DecodeLoop
 };
 
 // A failure with the code it crosses the boundary with.
@@ -80,6 +84,7 @@ class LoadWorker : public Napi::AsyncWorker {
       fo.batch = opts_.batch;
       fo.sinks = opts_.sinks;
       m->forward = std::make_unique<ForwardPass>(*m->model, *m->pool, fo);
+      m->max_sequences = std::min(opts_.max_sequences, m->forward->max_batch());
       loaded_ = std::move(m);
     } catch (...) {
       failure_ = failure_of(std::current_exception());
@@ -227,6 +232,9 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
                                       {InstanceMethod("info", &ModelHandle::Info),
                                        InstanceMethod("evalLogits", &ModelHandle::EvalLogits),
                                        InstanceMethod("evalSequences", &ModelHandle::EvalSequences),
+                                       InstanceMethod("generate", &ModelHandle::Generate),
+                                       InstanceMethod("cancel", &ModelHandle::Cancel),
+                                       InstanceMethod("decodeState", &ModelHandle::DecodeState),
                                        InstanceMethod("close", &ModelHandle::Close)});
     auto* ref = new Napi::FunctionReference(Napi::Persistent(ctor));
     env.SetInstanceData<Napi::FunctionReference>(ref);  // freed with the env
@@ -237,6 +245,9 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     if (info.Length() < 1 || !info[0].IsExternal())
       throw coded_error(info.Env(), "E_BAD_ARGUMENT", "Model objects are made by loadModel()");
     m_ = *info[0].As<Napi::External<std::shared_ptr<LoadedModel>>>().Data();
+  }
+  ~ModelHandle() override {
+    if (decode_) decode_->abandon();  // collected without close(): no sequence is running
   }
 
  private:
@@ -275,6 +286,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     num("batch_size", (double)m->forward->max_batch());
     num("threads", (double)m->threads);
     num("kv_bytes_per_sequence", (double)KvCache::bytes_for(m->forward->cache_config()));
+    num("max_sequences", (double)m->max_sequences);
     o.Set("unbounded", Napi::Boolean::New(env, m->forward->unbounded()));
     return o;
   }
@@ -328,12 +340,47 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     return p;
   }
 
+  // generate({tokens, stopTokens, maxTokens, sampling fields}, callback) -> sequence id
+  // (see decode_channel.h for the callback's arguments)
+  Napi::Value Generate(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::shared_ptr<LoadedModel> m = live(env);
+    if (!decode_) decode_ = DecodeChannel::create(env, m, *m->forward, m->mu, m->max_sequences);
+    return decode_->submit(info);
+  }
+
+  // cancel(id): the sequence finishes 'cancelled' before the next step; unknown ids are ignored.
+  Napi::Value Cancel(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsNumber()) throw coded_error(env, "E_BAD_ARGUMENT", "cancel(id) needs a sequence id");
+    if (decode_) decode_->cancel((uint64_t)info[0].As<Napi::Number>().DoubleValue());
+    return env.Undefined();
+  }
+
+  // decodeState() -> {active, queued, max_sequences}
+  Napi::Value DecodeState(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::shared_ptr<LoadedModel> m = live(env);
+    const DecodeLoopState s = decode_ ? decode_->state() : DecodeLoopState{};
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("active", Napi::Number::New(env, (double)s.active));
+    o.Set("queued", Napi::Number::New(env, (double)s.queued));
+    o.Set("max_sequences", Napi::Number::New(env, (double)m->max_sequences));
+    return o;
+  }
+
+  // Cancels running generations (their 'cancelled' finish is delivered before this returns),
+  // joins the decode thread, and drops this handle's reference to the model.
   Napi::Value Close(const Napi::CallbackInfo& info) {
+    DecodeChannel* d = decode_;
+    decode_ = nullptr;
     m_.reset();  // workers still running keep their own reference
+    if (d) d->close(info.Env());
     return info.Env().Undefined();
   }
 
   std::shared_ptr<LoadedModel> m_;
+  DecodeChannel* decode_ = nullptr;  // deleted by its TSFN's finalizer
 };
 
 void LoadWorker::OnOK() {
@@ -344,7 +391,7 @@ void LoadWorker::OnOK() {
   deferred_.Resolve(ctor_->New({ext}));
 }
 
-// loadModel(path, {threads?, contextSize?, sinks?, batchSize?}) -> Promise<Model>
+// loadModel(path, {threads?, contextSize?, sinks?, batchSize?, maxSequences?}) -> Promise<Model>
 Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString())
@@ -357,6 +404,7 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
     opts.context = int_option(env, o, "contextSize", 1, (int64_t)1 << 24, 0);
     opts.sinks = int_option(env, o, "sinks", 0, (int64_t)1 << 24, -1);
     opts.batch = int_option(env, o, "batchSize", 1, 4096, 64);
+    opts.max_sequences = int_option(env, o, "maxSequences", 1, 4096, 4);
   }
   auto* ctor = env.GetInstanceData<Napi::FunctionReference>();
   auto* w = new LoadWorker(env, info[0].As<Napi::String>().Utf8Value(), opts, ctor);

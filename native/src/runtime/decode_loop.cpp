@@ -1,0 +1,313 @@
+#include "runtime/decode_loop.h"
+
+#include <algorithm>
+#include <new>
+#include <stdexcept>
+
+namespace edgellm {
+
+const char* finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::kStop: return "stop";
+    case FinishReason::kLength: return "length";
+    case FinishReason::kCancelled: return "cancelled";
+    case FinishReason::kError: return "error";
+  }
+  return "error";
+}
+
+namespace {
+double ms_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+}  // namespace
+
+DecodeLoop::DecodeLoop(ForwardPass& forward, std::mutex& forward_mu, const DecodeLoopOptions& opts,
+                       std::function<void()> notify)
+    : forward_(forward), forward_mu_(forward_mu), max_sequences_(opts.max_sequences),
+      n_vocab_(forward.model().config().n_vocab), notify_(std::move(notify)) {
+  if (max_sequences_ < 1 || max_sequences_ > forward.max_batch())
+    throw std::invalid_argument("maxSequences must be from 1 to the batch size (" +
+                                std::to_string(forward.max_batch()) + "), got " + std::to_string(max_sequences_));
+  active_.reserve((size_t)max_sequences_);
+  admitted_.reserve((size_t)max_sequences_);
+  batch_.reserve((size_t)forward.max_batch());
+  row_owner_.reserve((size_t)forward.max_batch());
+  logits_.resize((size_t)max_sequences_ * (size_t)n_vocab_);
+  out_.reserve(256);
+  thread_ = std::thread([this] { run(); });
+}
+
+DecodeLoop::~DecodeLoop() { stop(); }
+
+uint64_t DecodeLoop::submit(SequenceRequest req) {
+  if (req.prompt.empty()) throw std::invalid_argument("the prompt has no tokens");
+  for (int32_t t : req.prompt)
+    if (t < 0 || t >= n_vocab_)
+      throw std::invalid_argument("prompt token " + std::to_string(t) + " is outside the vocabulary (0.." +
+                                  std::to_string(n_vocab_ - 1) + ")");
+  for (int32_t t : req.stop_tokens)
+    if (t < 0 || t >= n_vocab_)
+      throw std::invalid_argument("stop token " + std::to_string(t) + " is outside the vocabulary");
+  if (req.max_tokens < 1) throw std::invalid_argument("max_tokens must be at least 1");
+  if (!forward_.unbounded() && (int64_t)req.prompt.size() > forward_.context())
+    throw std::invalid_argument("the prompt has " + std::to_string(req.prompt.size()) +
+                                " tokens but the context holds " + std::to_string(forward_.context()));
+  req.sampling.validate();
+  std::sort(req.stop_tokens.begin(), req.stop_tokens.end());
+
+  auto s = std::make_unique<Sequence>();
+  s->req = std::move(req);
+  s->submitted = Clock::now();
+  uint64_t id;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) throw std::logic_error("the decode loop has stopped");
+    id = s->id = next_id_++;
+    queue_.push_back(std::move(s));
+  }
+  wake_.notify_one();
+  return id;
+}
+
+void DecodeLoop::cancel(uint64_t id) {
+  std::unique_ptr<Sequence> dropped;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = std::find_if(queue_.begin(), queue_.end(), [&](const auto& s) { return s->id == id; });
+    if (it != queue_.end()) {
+      dropped = std::move(*it);
+      queue_.erase(it);
+    } else {
+      cancels_.push_back(id);
+    }
+  }
+  if (dropped) {
+    DecodeEvent e;
+    e.kind = DecodeEvent::kFinished;
+    e.id = dropped->id;
+    e.reason = FinishReason::kCancelled;
+    e.prompt_tokens = (int64_t)dropped->req.prompt.size();
+    post(std::move(e));
+  } else {
+    wake_.notify_one();
+  }
+}
+
+void DecodeLoop::drain(std::vector<DecodeEvent>& out) {
+  out.clear();
+  std::lock_guard<std::mutex> lock(out_mu_);
+  out.swap(out_);  // both vectors keep their capacity: steady state allocates nothing
+  notify_pending_ = false;
+}
+
+void DecodeLoop::stop() {
+  std::lock_guard<std::mutex> serial(stop_mu_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  wake_.notify_one();
+  if (thread_.joinable()) thread_.join();
+}
+
+DecodeLoopState DecodeLoop::state() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return {n_active_, (int64_t)queue_.size()};
+}
+
+void DecodeLoop::post(DecodeEvent&& e) {
+  bool wake = false;
+  {
+    std::lock_guard<std::mutex> lock(out_mu_);
+    out_.push_back(std::move(e));
+    if (!notify_pending_) wake = notify_pending_ = true;
+  }
+  if (wake && notify_) notify_();
+}
+
+void DecodeLoop::finish(std::unique_ptr<Sequence> s, FinishReason reason, int32_t stop_token, const std::string& code,
+                        const std::string& message) {
+  const Clock::time_point now = Clock::now();
+  DecodeEvent e;
+  e.kind = DecodeEvent::kFinished;
+  e.id = s->id;
+  e.token = stop_token;
+  e.reason = reason;
+  e.prompt_tokens = (int64_t)s->req.prompt.size();
+  e.completion_tokens = s->generated;
+  if (s->has_started) {
+    e.timings.queue_ms = ms_between(s->submitted, s->started);
+    if (!prefilling(*s)) e.timings.prompt_ms = ms_between(s->started, s->prefilled_at);
+  } else {
+    e.timings.queue_ms = ms_between(s->submitted, now);
+  }
+  if (s->generated > 0) {
+    e.timings.ttft_ms = ms_between(s->submitted, s->first_token);
+    e.timings.decode_ms = ms_between(s->first_token, s->last_token);
+  }
+  e.timings.total_ms = ms_between(s->submitted, now);
+  e.error_code = code;
+  e.error_message = message;
+  const bool held_slot = s->holds_slot;
+  s.reset();  // frees the KV cache before anyone hears of the finish
+  if (held_slot) {
+    std::lock_guard<std::mutex> lock(mu_);
+    --n_active_;
+  }
+  post(std::move(e));
+}
+
+bool DecodeLoop::admit(std::unique_ptr<Sequence>& s) {
+  try {
+    s->cache = std::make_unique<KvCache>(forward_.cache_config());
+    s->sampler = std::make_unique<Sampler>(s->req.sampling, (int32_t)n_vocab_);
+    // Penalties see the prompt too, as llama.cpp's server and CLI do.
+    for (int32_t t : s->req.prompt) s->sampler->accept(t);
+    return true;
+  } catch (const std::bad_alloc&) {
+    finish(std::move(s), FinishReason::kError, -1, "E_OUT_OF_MEMORY",
+           "not enough memory for another sequence's KV cache; lower maxSequences or contextSize");
+  } catch (const std::exception& e) {
+    finish(std::move(s), FinishReason::kError, -1, "E_ENGINE", e.what());
+  }
+  return false;
+}
+
+// Ends every sequence of the failed step (their caches may be half-written).
+void DecodeLoop::fail_batch(const std::string& code, const std::string& message) {
+  for (auto& s : active_) {
+    const bool in_batch = std::any_of(batch_.begin(), batch_.end(), [&](const BatchToken& b) { return b.cache == s->cache.get(); });
+    if (in_batch) finish(std::move(s), FinishReason::kError, -1, code, message);
+  }
+  active_.erase(std::remove(active_.begin(), active_.end(), nullptr), active_.end());
+}
+
+void DecodeLoop::run() {
+  const int64_t max_batch = forward_.max_batch();
+  const int64_t context = forward_.context();
+  const bool bounded = !forward_.unbounded();
+  for (;;) {
+    // Between steps: take cancels and new sequences, or sleep until there is work.
+    bool stopping;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      wake_.wait(lock, [&] { return stopping_ || !cancels_.empty() || !active_.empty() || !queue_.empty(); });
+      stopping = stopping_;
+      cancels_now_.swap(cancels_);
+      cancels_.clear();
+      if (stopping) {
+        while (!queue_.empty()) {
+          admitted_.push_back(std::move(queue_.front()));
+          queue_.pop_front();
+        }
+      } else {
+        while ((int64_t)(active_.size() + admitted_.size()) < max_sequences_ && !queue_.empty()) {
+          queue_.front()->holds_slot = true;
+          ++n_active_;
+          admitted_.push_back(std::move(queue_.front()));
+          queue_.pop_front();
+        }
+      }
+    }
+    if (stopping) {
+      for (auto& s : admitted_) finish(std::move(s), FinishReason::kCancelled);
+      for (auto& s : active_) finish(std::move(s), FinishReason::kCancelled);
+      admitted_.clear();
+      active_.clear();
+      return;
+    }
+    for (uint64_t id : cancels_now_) {
+      for (auto& s : active_)
+        if (s && s->id == id) finish(std::move(s), FinishReason::kCancelled);
+      for (auto& s : admitted_)
+        if (s && s->id == id) finish(std::move(s), FinishReason::kCancelled);
+    }
+    cancels_now_.clear();
+    for (auto& s : admitted_)
+      if (s && admit(s)) active_.push_back(std::move(s));
+    admitted_.clear();
+    active_.erase(std::remove(active_.begin(), active_.end(), nullptr), active_.end());
+    if (active_.empty()) continue;
+
+    // One token of every decoding sequence, then prompt chunks in the budget left.
+    batch_.clear();
+    row_owner_.clear();
+    const Clock::time_point step_start = Clock::now();
+    for (auto& s : active_) {
+      if (prefilling(*s)) continue;
+      const int64_t pos = s->cache->length(0);
+      if (bounded && pos >= context) {  // no room for the token it has to feed
+        finish(std::move(s), FinishReason::kLength);
+        continue;
+      }
+      batch_.push_back(BatchToken{s->cache.get(), pos, s->next, true});
+      row_owner_.push_back(s.get());
+    }
+    int64_t budget = max_batch - (int64_t)batch_.size();
+    for (auto& s : active_) {
+      if (!s || !prefilling(*s) || budget == 0) continue;
+      if (!s->has_started) {
+        s->has_started = true;
+        s->started = step_start;
+      }
+      const int64_t n = std::min(budget, (int64_t)s->req.prompt.size() - s->prefilled);
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t p = s->prefilled + i;
+        const bool last = p + 1 == (int64_t)s->req.prompt.size();
+        batch_.push_back(BatchToken{s->cache.get(), p, s->req.prompt[(size_t)p], last});
+        if (last) row_owner_.push_back(s.get());
+      }
+      s->prefilled += n;
+      budget -= n;
+    }
+    active_.erase(std::remove(active_.begin(), active_.end(), nullptr), active_.end());
+    if (batch_.empty()) continue;
+
+    try {
+      std::lock_guard<std::mutex> lock(forward_mu_);
+      forward_.step(batch_.data(), (int64_t)batch_.size(), logits_.data());
+    } catch (const ContextFullError& e) {
+      fail_batch("E_CONTEXT_FULL", e.what());
+      continue;
+    } catch (const std::bad_alloc&) {
+      fail_batch("E_OUT_OF_MEMORY", "not enough memory to evaluate a step");
+      continue;
+    } catch (const std::exception& e) {
+      fail_batch("E_ENGINE", e.what());
+      continue;
+    }
+
+    // Sample each sequence that got logits; finished ones leave before the next step.
+    const Clock::time_point now = Clock::now();
+    for (size_t r = 0; r < row_owner_.size(); ++r) {
+      Sequence* s = row_owner_[r];
+      if (s->generated == 0) s->prefilled_at = now;
+      const int32_t token = s->sampler->sample(&logits_[r * (size_t)n_vocab_]);
+      s->sampler->accept(token);
+      ++s->generated;
+      if (s->generated == 1) s->first_token = now;
+      s->last_token = now;
+      s->next = token;
+      s->fresh = true;
+    }
+    for (auto& s : active_) {
+      if (!s->fresh) continue;  // still prefilling: no token this step
+      s->fresh = false;
+      const int32_t token = s->next;
+      if (std::binary_search(s->req.stop_tokens.begin(), s->req.stop_tokens.end(), token)) {
+        finish(std::move(s), FinishReason::kStop, token);
+        continue;
+      }
+      DecodeEvent e;
+      e.kind = DecodeEvent::kToken;
+      e.id = s->id;
+      e.token = token;
+      post(std::move(e));
+      if (s->generated >= s->req.max_tokens) finish(std::move(s), FinishReason::kLength);
+    }
+    active_.erase(std::remove(active_.begin(), active_.end(), nullptr), active_.end());
+  }
+}
+
+}  // namespace edgellm

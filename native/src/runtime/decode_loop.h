@@ -1,0 +1,166 @@
+// The decode loop: one thread per model that advances every active sequence by one token per
+// step, with one ForwardPass::step (one pass over the weights) for all of them.
+//
+//   DecodeLoop loop(fwd, fwd_mutex, {.max_sequences = 4}, [&] { /* events are waiting */ });
+//   uint64_t id = loop.submit({prompt, sampling, max_tokens, stop_tokens});
+//   ... on notify: loop.drain(events);   // Token events, then one Finished event per sequence
+//   loop.cancel(id);                      // between steps; a queued sequence is dropped at once
+//   loop.stop();                          // cancels everything, joins the thread
+//
+// Continuous batching: sequences join and leave between steps. At most max_sequences are active
+// (each owns a KvCache and a Sampler); the rest wait in submission order. A step holds one token
+// of every decoding sequence plus, in the budget left up to the pass's max_batch, the next chunk
+// of prompt tokens of sequences still prefilling, so a new prompt is evaluated alongside the
+// others' decoding instead of stalling them.
+//
+// A sequence finishes on a stop token (kStop; the token is not posted), after max_tokens
+// generated tokens (kLength), at the end of the context of a bounded model (kLength: callers
+// that check prompt + max_tokens against the context up front never reach it), on cancel or
+// stop() (kCancelled), or on an engine failure (kError with a code). Its KvCache is freed before
+// its Finished event is posted, so active() already excludes it when the event arrives.
+//
+// Events go to an outbox; `notify` runs (on the loop thread) whenever the outbox turns
+// non-empty, so a slow consumer gets many tokens per drain instead of one wake-up per token.
+// The hot loop reuses its buffers: a step allocates nothing but what the outbox needs to grow.
+#pragma once
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "runtime/forward.h"
+#include "runtime/kv_cache.h"
+#include "runtime/sampler.h"
+
+namespace edgellm {
+
+struct SequenceRequest {
+  std::vector<int32_t> prompt;       // at least one token (BOS counts)
+  SamplingParams sampling;
+  int64_t max_tokens = 0;            // >= 1 generated tokens, counting a stop token
+  std::vector<int32_t> stop_tokens;  // ids that end the sequence (end-of-generation tokens)
+};
+
+enum class FinishReason : uint8_t { kStop, kLength, kCancelled, kError };
+const char* finish_reason_name(FinishReason r);  // "stop", "length", "cancelled", "error"
+
+// Milliseconds from submit(); all zero for a sequence cancelled while queued.
+struct SequenceTimings {
+  double queue_ms = 0;   // submit -> its first prompt chunk starts
+  double prompt_ms = 0;  // first prompt chunk -> logits of the last prompt token
+  double ttft_ms = 0;    // submit -> first generated token sampled
+  double total_ms = 0;   // submit -> finished
+  double decode_ms = 0;  // first generated token -> last generated token
+};
+
+struct DecodeEvent {
+  enum Kind : uint8_t { kToken, kFinished } kind = kToken;
+  uint64_t id = 0;
+  int32_t token = -1;  // kToken: the generated token; kFinished with kStop: the stop token, else -1
+  // kFinished only:
+  FinishReason reason = FinishReason::kStop;
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;  // generated, including a stop token
+  SequenceTimings timings;
+  std::string error_code, error_message;  // kError
+};
+
+struct DecodeLoopOptions {
+  int64_t max_sequences = 4;  // active at once, 1 .. the pass's max_batch
+};
+
+struct DecodeLoopState {
+  int64_t active = 0;  // sequences holding a KvCache
+  int64_t queued = 0;  // submitted, waiting for a slot
+};
+
+class DecodeLoop {
+ public:
+  // `forward_mu` is held around every step: other evaluations on the same ForwardPass take it too.
+  // Starts the loop thread. Throws std::invalid_argument for max_sequences out of range.
+  DecodeLoop(ForwardPass& forward, std::mutex& forward_mu, const DecodeLoopOptions& opts,
+             std::function<void()> notify);
+  ~DecodeLoop();  // stop()
+  DecodeLoop(const DecodeLoop&) = delete;
+  DecodeLoop& operator=(const DecodeLoop&) = delete;
+
+  // Queues a sequence and returns its id (> 0). Throws std::invalid_argument naming what is wrong
+  // (empty prompt, a token outside the vocabulary, max_tokens < 1, bad sampling parameters, a
+  // prompt longer than a bounded context) and std::logic_error after stop().
+  uint64_t submit(SequenceRequest req);
+
+  // Ends a sequence with kCancelled: a queued one at once, an active one before the next step.
+  // Unknown or finished ids are ignored.
+  void cancel(uint64_t id);
+
+  // Moves every waiting event into `out` (cleared first), in the order they happened.
+  void drain(std::vector<DecodeEvent>& out);
+
+  // Cancels every sequence (each gets its Finished event) and joins the thread. Idempotent.
+  void stop();
+
+  DecodeLoopState state() const;
+  int64_t max_sequences() const { return max_sequences_; }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct Sequence {
+    uint64_t id = 0;
+    SequenceRequest req;
+    std::unique_ptr<KvCache> cache;
+    std::unique_ptr<Sampler> sampler;
+    int64_t prefilled = 0;  // prompt tokens in the cache
+    int32_t next = -1;      // the last sampled token, fed by the next step
+    int64_t generated = 0;
+    Clock::time_point submitted, started, prefilled_at, first_token, last_token;
+    bool has_started = false;
+    bool holds_slot = false;  // counted in n_active_
+    bool fresh = false;     // sampled a token in the step just run
+  };
+
+  void run();
+  bool admit(std::unique_ptr<Sequence>& s);  // allocates cache + sampler; false = finished with an error
+  void finish(std::unique_ptr<Sequence> s, FinishReason reason, int32_t stop_token = -1,
+              const std::string& code = "", const std::string& message = "");
+  void fail_batch(const std::string& code, const std::string& message);
+  void post(DecodeEvent&& e);  // under out_mu_; notifies on empty -> non-empty
+  bool prefilling(const Sequence& s) const { return s.prefilled < (int64_t)s.req.prompt.size(); }
+
+  ForwardPass& forward_;
+  std::mutex& forward_mu_;
+  const int64_t max_sequences_;
+  const int64_t n_vocab_;
+  std::function<void()> notify_;
+
+  // Shared with callers, under mu_.
+  mutable std::mutex mu_;
+  std::condition_variable wake_;
+  std::deque<std::unique_ptr<Sequence>> queue_;
+  std::vector<uint64_t> cancels_;
+  int64_t n_active_ = 0;  // sequences holding a slot (and so a KvCache) (state())
+  uint64_t next_id_ = 1;
+  bool stopping_ = false;
+
+  // Loop thread only.
+  std::vector<std::unique_ptr<Sequence>> active_;
+  std::vector<BatchToken> batch_;
+  std::vector<Sequence*> row_owner_;  // logits row -> sequence
+  std::vector<float> logits_;         // [max_sequences][n_vocab]
+  std::vector<uint64_t> cancels_now_;
+  std::vector<std::unique_ptr<Sequence>> admitted_;
+
+  std::mutex out_mu_;
+  std::vector<DecodeEvent> out_;
+  bool notify_pending_ = false;
+
+  std::mutex stop_mu_;  // serializes stop()
+  std::thread thread_;
+};
+
+}  // namespace edgellm

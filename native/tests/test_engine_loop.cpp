@@ -1,0 +1,247 @@
+// DecodeLoop on tiny random models built in memory: a sequence's tokens equal greedy decoding by
+// hand; sequences decoded together equal each decoded alone; the max_sequences cap queues the
+// rest; stop tokens, max_tokens, cancel (queued and active) and stop() finish sequences as
+// documented and free their caches.
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "gguf_builder.h"
+#include "model/model.h"
+#include "runtime/decode_loop.h"
+#include "runtime/forward.h"
+#include "test.h"
+
+using namespace edgellm;
+using namespace edgellm::test;
+
+namespace {
+
+std::unique_ptr<Model> tiny_model() {
+  TinyLlamaSpec s;
+  return Model::from_file(GgufFile::from_bytes(tiny_llama(s).bytes(), "tiny.gguf"));
+}
+
+ForwardOptions opts(int64_t context, int64_t batch) {
+  ForwardOptions o;
+  o.context = context;
+  o.batch = batch;
+  return o;
+}
+
+SamplingParams greedy() {
+  SamplingParams p;
+  p.temperature = 0;
+  return p;
+}
+
+// Collects the loop's events as the JS side would: per sequence its tokens and its finish.
+struct Collector {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool pending = false;
+  std::map<uint64_t, std::vector<int32_t>> tokens;
+  std::map<uint64_t, DecodeEvent> finished;
+  std::vector<DecodeEvent> buf;
+
+  std::function<void()> notifier() {
+    return [this] {
+      std::lock_guard<std::mutex> l(mu);
+      pending = true;
+      cv.notify_all();
+    };
+  }
+  // Waits (at most 10 s) until `n` sequences have finished.
+  bool wait_finished(DecodeLoop& loop, size_t n) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> l(mu);
+        cv.wait_until(l, deadline, [&] { return pending; });
+        pending = false;
+      }
+      loop.drain(buf);
+      for (auto& e : buf) {
+        if (e.kind == DecodeEvent::kToken) tokens[e.id].push_back(e.token);
+        else finished[e.id] = e;
+      }
+      if (finished.size() >= n) return true;
+      if (std::chrono::steady_clock::now() > deadline) return false;
+    }
+  }
+};
+
+// Greedy decoding by hand: prefill, then argmax and one step per token.
+std::vector<int32_t> greedy_by_hand(ForwardPass& f, const std::vector<int32_t>& prompt, int n) {
+  const int64_t V = f.model().config().n_vocab;
+  KvCache seq(f.cache_config());
+  std::vector<float> logits((size_t)V);
+  f.prefill(seq, prompt.data(), (int64_t)prompt.size(), false, logits.data());
+  std::vector<int32_t> out;
+  for (int i = 0; i < n; ++i) {
+    Sampler s(greedy(), (int32_t)V);
+    const int32_t t = s.sample(logits.data());
+    out.push_back(t);
+    BatchToken b{&seq, seq.length(0), t, true};
+    f.step(&b, 1, logits.data());
+  }
+  return out;
+}
+
+std::vector<int32_t> prompt_of(int n, int seed) {
+  std::vector<int32_t> p;
+  for (int i = 0; i < n; ++i) p.push_back((int32_t)((seed * 31 + i * 17) % 96));
+  return p;
+}
+
+}  // namespace
+
+TEST(engine_loop, one_sequence_yields_the_greedy_tokens_then_length) {
+  auto m = tiny_model();
+  ThreadPool pool(2);
+  ForwardPass f(*m, pool, opts(128, 16));
+  const auto prompt = prompt_of(21, 1);  // more than one prefill chunk
+  const auto want = greedy_by_hand(f, prompt, 12);
+  std::mutex fmu;
+  Collector c;
+  DecodeLoop loop(f, fmu, {2}, c.notifier());
+  const uint64_t id = loop.submit({prompt, greedy(), 12, {}});
+  CHECK(c.wait_finished(loop, 1));
+  CHECK(c.tokens[id] == want);
+  CHECK(c.finished[id].reason == FinishReason::kLength);
+  CHECK_EQ(c.finished[id].completion_tokens, (int64_t)12);
+  CHECK_EQ(c.finished[id].prompt_tokens, (int64_t)21);
+  CHECK(c.finished[id].timings.total_ms >= c.finished[id].timings.ttft_ms);
+  CHECK_EQ(loop.state().active, (int64_t)0);
+}
+
+TEST(engine_loop, sequences_decoded_together_equal_each_decoded_alone) {
+  auto m = tiny_model();
+  ThreadPool pool(2);
+  ForwardPass f(*m, pool, opts(128, 16));
+  std::vector<std::vector<int32_t>> prompts = {prompt_of(5, 1), prompt_of(19, 2), prompt_of(2, 3), prompt_of(11, 4),
+                                               prompt_of(7, 5)};
+  std::mutex fmu;
+  Collector c;
+  DecodeLoop loop(f, fmu, {3}, c.notifier());  // 5 sequences, 3 slots: two wait in the queue
+  std::vector<uint64_t> ids;
+  for (auto& p : prompts) ids.push_back(loop.submit({p, greedy(), 10, {}}));
+  CHECK(c.wait_finished(loop, prompts.size()));
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const auto want = greedy_by_hand(f, prompts[i], 10);
+    CHECK_MSG(c.tokens[ids[i]] == want, "sequence " + std::to_string(i) + " differs from decoding it alone");
+  }
+  CHECK_EQ(loop.state().active, (int64_t)0);
+  CHECK_EQ(loop.state().queued, (int64_t)0);
+}
+
+TEST(engine_loop, a_stop_token_finishes_with_stop_and_is_not_posted) {
+  auto m = tiny_model();
+  ThreadPool pool(1);
+  ForwardPass f(*m, pool, opts(128, 16));
+  const auto prompt = prompt_of(4, 7);
+  const auto want = greedy_by_hand(f, prompt, 6);
+  std::mutex fmu;
+  Collector c;
+  DecodeLoop loop(f, fmu, {1}, c.notifier());
+  const uint64_t id = loop.submit({prompt, greedy(), 50, {want[3]}});
+  CHECK(c.wait_finished(loop, 1));
+  // Tokens before the first occurrence of the stop token.
+  std::vector<int32_t> before;
+  for (int32_t t : want) {
+    if (t == want[3]) break;
+    before.push_back(t);
+  }
+  CHECK(c.tokens[id] == before);
+  CHECK(c.finished[id].reason == FinishReason::kStop);
+  CHECK_EQ(c.finished[id].token, want[3]);
+  CHECK_EQ(c.finished[id].completion_tokens, (int64_t)before.size() + 1);
+}
+
+TEST(engine_loop, cancel_drops_a_queued_sequence_and_frees_an_active_one) {
+  auto m = tiny_model();
+  ThreadPool pool(1);
+  ForwardPass f(*m, pool, opts(256, 16));
+  std::mutex fmu;
+  Collector c;
+  DecodeLoop loop(f, fmu, {1}, c.notifier());
+  const uint64_t a = loop.submit({prompt_of(3, 1), greedy(), 200, {}});
+  const uint64_t b = loop.submit({prompt_of(3, 2), greedy(), 200, {}});
+  CHECK_EQ(loop.state().queued + loop.state().active, (int64_t)2);
+  loop.cancel(b);  // still queued (one slot, held by a or about to be): dropped at once
+  CHECK_EQ(loop.state().queued + loop.state().active, (int64_t)1);
+  loop.cancel(a);
+  CHECK(c.wait_finished(loop, 2));
+  CHECK(c.finished[a].reason == FinishReason::kCancelled);
+  CHECK(c.finished[b].reason == FinishReason::kCancelled);
+  CHECK_EQ(c.finished[b].completion_tokens, (int64_t)0);
+  CHECK(c.tokens[a].size() < 200);
+  CHECK_EQ(loop.state().active, (int64_t)0);
+  // The loop keeps serving after cancels.
+  const uint64_t d = loop.submit({prompt_of(3, 3), greedy(), 3, {}});
+  CHECK(c.wait_finished(loop, 3));
+  CHECK(c.finished[d].reason == FinishReason::kLength);
+  CHECK_EQ(c.tokens[d].size(), (size_t)3);
+}
+
+TEST(engine_loop, stop_cancels_every_sequence_and_refuses_new_ones) {
+  auto m = tiny_model();
+  ThreadPool pool(1);
+  ForwardPass f(*m, pool, opts(256, 16));
+  std::mutex fmu;
+  Collector c;
+  DecodeLoop loop(f, fmu, {1}, c.notifier());
+  const uint64_t a = loop.submit({prompt_of(3, 1), greedy(), 250, {}});
+  const uint64_t b = loop.submit({prompt_of(3, 2), greedy(), 250, {}});
+  loop.stop();
+  CHECK(c.wait_finished(loop, 2));
+  CHECK(c.finished[a].reason == FinishReason::kCancelled);
+  CHECK(c.finished[b].reason == FinishReason::kCancelled);
+  bool threw = false;
+  try {
+    loop.submit({prompt_of(3, 1), greedy(), 5, {}});
+  } catch (const std::logic_error&) {
+    threw = true;
+  }
+  CHECK(threw);
+}
+
+TEST(engine_loop, bad_requests_are_refused_at_submit) {
+  auto m = tiny_model();
+  ThreadPool pool(1);
+  ForwardPass f(*m, pool, opts(16, 8));
+  std::mutex fmu;
+  DecodeLoop loop(f, fmu, {1}, nullptr);
+  auto refused = [&](SequenceRequest r) {
+    try {
+      loop.submit(std::move(r));
+    } catch (const std::invalid_argument&) {
+      return true;
+    }
+    return false;
+  };
+  CHECK(refused({{}, greedy(), 5, {}}));
+  CHECK(refused({{1, 96}, greedy(), 5, {}}));
+  CHECK(refused({{1}, greedy(), 0, {}}));
+  CHECK(refused({prompt_of(17, 1), greedy(), 1, {}}));  // longer than the context
+  SamplingParams bad;
+  bad.top_p = 0;
+  CHECK(refused({{1}, bad, 5, {}}));
+}
+
+TEST(engine_loop, the_end_of_a_bounded_context_finishes_with_length) {
+  auto m = tiny_model();
+  ThreadPool pool(1);
+  ForwardPass f(*m, pool, opts(16, 8));
+  std::mutex fmu;
+  Collector c;
+  DecodeLoop loop(f, fmu, {1}, c.notifier());
+  const uint64_t id = loop.submit({prompt_of(10, 1), greedy(), 100, {}});
+  CHECK(c.wait_finished(loop, 1));
+  CHECK(c.finished[id].reason == FinishReason::kLength);
+  // 10 prompt positions + 6 fed tokens fill 16; the 7th sampled token has no position to go to.
+  CHECK_EQ(c.tokens[id].size(), (size_t)7);
+}
