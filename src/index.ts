@@ -43,6 +43,17 @@ export {
   type RenderChatOptions,
 } from './engine/chat.js';
 export { StopMatcher, type StopStep } from './engine/stop.js';
+export {
+  Generation,
+  SAMPLING_DEFAULTS,
+  type DecodeState,
+  type FinishReason,
+  type GenerateRequest,
+  type GenerateResult,
+  type GenerateTimings,
+  type GenerateUsage,
+  type SamplingSettings,
+} from './engine/generate.js';
 
 /** What this CPU can run and which kernel table edgellm picked for it. */
 export function cpuInfo(): CpuInfo {

@@ -7,7 +7,10 @@
  *   model.close();
  */
 import { EdgeError, fromNative } from '../errors.js';
+import { startGeneration, type DecodeState, type GenerateRequest, type Generation, type NativeDecoder } from './generate.js';
+import { readGgufInfo } from './gguf.js';
 import { loadAddon } from './native.js';
+import { Tokenizer } from './tokenizer/index.js';
 
 export interface LoadModelOptions {
   /** Threads of the model's pool (default: physical cores, at most 4). */
@@ -21,6 +24,11 @@ export interface LoadModelOptions {
   sinks?: number;
   /** Most tokens evaluated in one step: the prefill chunk (default 64). */
   batchSize?: number;
+  /**
+   * Most generations decoded together, one token each per step (default 4, at most batchSize);
+   * more wait in a queue. Each active one holds a KV cache of kv_bytes_per_sequence.
+   */
+  maxSequences?: number;
 }
 
 /** What the file holds and how it was loaded. */
@@ -55,6 +63,8 @@ export interface ModelInfo {
   threads: number;
   /** KV cache bytes each sequence allocates. */
   kv_bytes_per_sequence: number;
+  /** Most generations decoded together. */
+  max_sequences: number;
   /** Every layer keeps bounded KV (sliding window or sinks): no E_CONTEXT_FULL. */
   unbounded: boolean;
 }
@@ -65,7 +75,7 @@ export interface EvalLogitsOptions {
 }
 
 /** @internal the addon's object */
-export interface NativeModel {
+export interface NativeModel extends NativeDecoder {
   info(): ModelInfo;
   evalLogits(tokens: Int32Array, opts?: EvalLogitsOptions): Promise<Float32Array>;
   evalSequences(seqs: Array<{ tokens: Int32Array; prefill: number }>): Promise<Float32Array[]>;
@@ -76,6 +86,7 @@ export type NativeLoadOptions = LoadModelOptions;
 
 export class Model {
   private native: NativeModel | undefined;
+  private tokenizerCache: Tokenizer | undefined;
   readonly path: string;
 
   /** @internal use loadModel() */
@@ -125,7 +136,45 @@ export class Model {
     }
   }
 
-  /** Releases the model (once evaluations in flight finish). Later calls fail with E_MODEL_CLOSED. */
+  /** The model's tokenizer, built from its GGUF metadata on first use. */
+  get tokenizer(): Tokenizer {
+    if (!this.tokenizerCache) this.tokenizerCache = Tokenizer.fromMetadata(readGgufInfo(this.path).metadata);
+    return this.tokenizerCache;
+  }
+
+  /**
+   * Starts generating text for a prompt or a chat and returns at once; see Generation. Several
+   * generations run together (batched by the native decode loop, up to maxSequences at a time).
+   * Throws EdgeError E_BAD_REQUEST naming a bad field, E_PROMPT_TOO_LONG when prompt + max_tokens
+   * do not fit the context, E_MODEL_CLOSED after close().
+   */
+  generate(request: GenerateRequest): Generation {
+    const native = this.live();
+    const info = this.info();
+    try {
+      return startGeneration(
+        { native, tokenizer: this.tokenizer, contextSize: info.context_size, unbounded: info.unbounded },
+        request,
+      );
+    } catch (err) {
+      throw fromNative(err);
+    }
+  }
+
+  /** How many generations the native loop is decoding and how many wait. */
+  decodeState(): DecodeState {
+    try {
+      return this.live().decodeState();
+    } catch (err) {
+      throw fromNative(err);
+    }
+  }
+
+  /**
+   * Releases the model. Running generations end with finish_reason 'cancelled' (their KV caches
+   * freed, the decode thread joined) before this returns; evaluations in flight keep the weights
+   * until they finish. Later calls fail with E_MODEL_CLOSED.
+   */
   close(): void {
     this.native?.close();
     this.native = undefined;

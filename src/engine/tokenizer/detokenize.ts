@@ -165,7 +165,11 @@ export class StreamDecoder {
     private readonly vocab: Vocab,
     private readonly pieces: Pieces,
     private readonly unparseSpecial = false,
-  ) {}
+    continuation = false,
+  ) {
+    // A continuation (generated text after a prompt) keeps the first token's leading space.
+    this.first = !continuation;
+  }
 
   /** Adds one token (or several) and returns the text that became final. */
   push(ids: number | readonly number[]): string {

@@ -125,9 +125,13 @@ export class Tokenizer {
     return this.pieces.bytes(id, true);
   }
 
-  /** A decoder for generated tokens that emits text only when it is complete. */
-  decoder(opts: { unparseSpecial?: boolean } = {}): StreamDecoder {
-    return new StreamDecoder(this.vocab, this.pieces, opts.unparseSpecial ?? false);
+  /**
+   * A decoder for generated tokens that emits text only when it is complete. With
+   * `continuation` the tokens follow a prompt, so the first one keeps its leading space (as
+   * llama.cpp's token-to-piece does when generating).
+   */
+  decoder(opts: { unparseSpecial?: boolean; continuation?: boolean } = {}): StreamDecoder {
+    return new StreamDecoder(this.vocab, this.pieces, opts.unparseSpecial ?? false, opts.continuation ?? false);
   }
 }
 
