@@ -194,7 +194,15 @@ export class Model {
 export async function loadModel(path: string, opts: LoadModelOptions = {}): Promise<Model> {
   try {
     const native = await loadAddon().loadModel(path, opts);
-    return new Model(native, path);
+    const model = new Model(native, path);
+    // Build the tokenizer now, so the first generate() does not pay for it on the event loop.
+    // Files without tokenizer metadata (test models) load anyway; generate() then reports why.
+    try {
+      void model.tokenizer;
+    } catch {
+      /* reported by generate() */
+    }
+    return model;
   } catch (err) {
     throw fromNative(err);
   }
