@@ -3,7 +3,9 @@ import { Command, CommanderError } from 'commander';
 import { createRequire } from 'node:module';
 import { EdgeError } from '../errors.js';
 import { registerBench } from './bench.js';
+import { registerGenerate } from './generate.js';
 import { registerLogits } from './logits.js';
+import { registerProfile } from './profile.js';
 import { registerTokenize } from './tokenize.js';
 
 const require = createRequire(import.meta.url);
@@ -18,7 +20,9 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
   registerBench(program);
+  registerGenerate(program);
   registerLogits(program);
+  registerProfile(program);
   registerTokenize(program);
   return program;
 }
