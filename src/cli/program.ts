@@ -3,7 +3,9 @@ import { Command, CommanderError } from 'commander';
 import { createRequire } from 'node:module';
 import { EdgeError } from '../errors.js';
 import { registerBench } from './bench.js';
+import { registerInspect } from './inspect.js';
 import { registerLogits } from './logits.js';
+import { registerQuantize } from './quantize.js';
 import { registerTokenize } from './tokenize.js';
 
 const require = createRequire(import.meta.url);
@@ -18,7 +20,9 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
   registerBench(program);
+  registerInspect(program);
   registerLogits(program);
+  registerQuantize(program);
   registerTokenize(program);
   return program;
 }
