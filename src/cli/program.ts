@@ -4,8 +4,10 @@ import { createRequire } from 'node:module';
 import { EdgeError } from '../errors.js';
 import { registerBench } from './bench.js';
 import { registerGenerate } from './generate.js';
+import { registerInspect } from './inspect.js';
 import { registerLogits } from './logits.js';
 import { registerProfile } from './profile.js';
+import { registerQuantize } from './quantize.js';
 import { registerTokenize } from './tokenize.js';
 
 const require = createRequire(import.meta.url);
@@ -21,8 +23,10 @@ export function buildProgram(): Command {
     .exitOverride();
   registerBench(program);
   registerGenerate(program);
+  registerInspect(program);
   registerLogits(program);
   registerProfile(program);
+  registerQuantize(program);
   registerTokenize(program);
   return program;
 }

@@ -8,8 +8,13 @@
  *   w.setMeta('llama.block_count', meta.uint32(2));
  *   w.addTensor({ name: 'token_embd.weight', type: 'Q4_0', shape: [64, 512], data: floats });
  *   w.writeFile('model.gguf');
+ *
+ * A tensor's data may also be a stream of raw chunks ({ chunks: () => AsyncIterable<Uint8Array> }),
+ * written by writeAsync / writeFileAsync: `edgellm quantize` converts a large tensor a few
+ * megabytes at a time.
  */
 import { closeSync, openSync, unlinkSync, writeSync } from 'node:fs';
+import { open, unlink } from 'node:fs/promises';
 import { EdgeError } from '../errors.js';
 import type { GgufTensorType } from './gguf.js';
 import { QK, encodeTensor, typeBytes } from './quant.js';
@@ -54,13 +59,18 @@ export const meta = {
 /** Tensor data: f32 values to encode as `type`, or the raw bytes already in `type`. */
 export type GgufTensorData = Float32Array | number[] | Uint8Array;
 
+/** Tensor data as raw bytes in the tensor's type, produced in order, chunk by chunk (async writes only). */
+export interface GgufTensorStream {
+  chunks: () => AsyncIterable<Uint8Array>;
+}
+
 export interface GgufTensorInput {
   name: string;
   type: GgufTensorType;
   /** ggml's ne: shape[0] is the row length (a multiple of 32 for Q4_0/Q8_0); 1 to 4 dimensions. */
   shape: number[];
-  /** The data, or a function producing it when the tensor is written. */
-  data: GgufTensorData | (() => GgufTensorData);
+  /** The data, a function producing it when the tensor is written, or a stream of raw chunks. */
+  data: GgufTensorData | (() => GgufTensorData) | GgufTensorStream;
 }
 
 const VALUE_TYPE: Record<GgufItemType, number> = {
@@ -205,6 +215,45 @@ export class GgufWriter {
 
   /** Writes the whole file through `sink`, header first, then each tensor's data in order. */
   write(sink: (chunk: Uint8Array) => void): void {
+    sink(this.header());
+    let at = 0;
+    for (const t of this.tensors) {
+      if (t.offset > at) sink(new Uint8Array(t.offset - at));
+      if (isStream(t.data)) throw bad(`tensor '${t.name}' is streamed: write the file with writeAsync or writeFileAsync`);
+      const bytes = this.encode(t);
+      sink(bytes);
+      at = t.offset + bytes.length;
+    }
+    if (this.align(at) > at) sink(new Uint8Array(this.align(at) - at));
+  }
+
+  /** As write(), awaiting the sink and streamed tensors; a stream must yield exactly the tensor's bytes. */
+  async writeAsync(sink: (chunk: Uint8Array) => void | Promise<void>): Promise<void> {
+    await sink(this.header());
+    let at = 0;
+    for (const t of this.tensors) {
+      if (t.offset > at) await sink(new Uint8Array(t.offset - at));
+      let n = 0;
+      if (isStream(t.data)) {
+        for await (const chunk of t.data.chunks()) {
+          n += chunk.length;
+          if (n > t.bytes) break;
+          await sink(chunk);
+        }
+      } else {
+        const bytes = this.encode(t);
+        n = bytes.length;
+        await sink(bytes);
+      }
+      if (n !== t.bytes) {
+        throw bad(`tensor '${t.name}' (${t.type}, shape [${t.shape.join(', ')}]) needs ${t.bytes} bytes, its stream gave ${n > t.bytes ? 'more' : n}`);
+      }
+      at = t.offset + n;
+    }
+    if (this.align(at) > at) await sink(new Uint8Array(this.align(at) - at));
+  }
+
+  private header(): Uint8Array {
     const head = new ByteSink();
     head.bytes(utf8.encode('GGUF'));
     head.u32(3);
@@ -223,15 +272,7 @@ export class GgufWriter {
       head.u64(BigInt(t.offset));
     }
     head.zeros(this.align(head.length) - head.length);
-    sink(head.result());
-    let at = 0;
-    for (const t of this.tensors) {
-      if (t.offset > at) sink(new Uint8Array(t.offset - at));
-      const bytes = this.encode(t);
-      sink(bytes);
-      at = t.offset + bytes.length;
-    }
-    if (this.align(at) > at) sink(new Uint8Array(this.align(at) - at));
+    return head.result();
   }
 
   /** The file as one buffer (for tests and small models). */
@@ -263,11 +304,28 @@ export class GgufWriter {
     }
   }
 
+  /** Writes the file to `path` with writeAsync; a failure removes the partial file. */
+  async writeFileAsync(path: string): Promise<void> {
+    const fh = await open(path, 'w');
+    try {
+      await this.writeAsync(async (chunk) => {
+        let done = 0;
+        while (done < chunk.length) done += (await fh.write(chunk, done, chunk.length - done)).bytesWritten;
+      });
+      await fh.close();
+    } catch (err) {
+      await fh.close().catch(() => undefined);
+      await unlink(path).catch(() => undefined);  // never leave a half-written model behind
+      throw err;
+    }
+  }
+
   private align(n: number): number {
     return Math.ceil(n / this.alignment) * this.alignment;
   }
 
   private encode(t: PlannedTensor): Uint8Array {
+    if (isStream(t.data)) throw bad(`tensor '${t.name}' is streamed`);
     const data = typeof t.data === 'function' ? t.data() : t.data;
     if (data instanceof Uint8Array) {
       if (data.length !== t.bytes) {
@@ -279,4 +337,8 @@ export class GgufWriter {
     if (data.length !== n) throw bad(`tensor '${t.name}' has ${n} elements, got ${data.length} values`);
     return encodeTensor(t.type, data);
   }
+}
+
+function isStream(d: GgufTensorInput['data']): d is GgufTensorStream {
+  return typeof d === 'object' && !Array.isArray(d) && !ArrayBuffer.isView(d) && 'chunks' in d;
 }

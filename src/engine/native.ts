@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { EdgeError } from '../errors.js';
 import type { GgufInfo } from './gguf.js';
 import type { NativeModel, NativeLoadOptions } from './model.js';
+import type { ModelRequirements, ModelRequirementsOptions } from './requirements.js';
 
 export interface CpuInfo {
   arch: string;
@@ -53,6 +54,9 @@ export interface NativeAddon {
   benchKernels(opts?: KernelBenchOptions): Promise<KernelBenchRow[]>;
   ggufInfo(path: string): GgufInfo;
   loadModel(path: string, opts?: NativeLoadOptions): Promise<NativeModel>;
+  modelConfig(path: string, opts?: ModelRequirementsOptions): ModelRequirements;
+  /** Whole rows of `rowLength` elements from one tensor type to another, off the event loop. */
+  convertRows(src: Uint8Array, srcType: string, dstType: string, rowLength: number): Promise<Uint8Array>;
 }
 
 const here = dirname(fileURLToPath(import.meta.url));

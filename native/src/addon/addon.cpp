@@ -10,6 +10,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_bench(env, exports);
   register_gguf(env, exports);
   register_model(env, exports);
+  register_inspect(env, exports);
+  register_convert(env, exports);
   return exports;
 }
 

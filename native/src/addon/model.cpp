@@ -21,10 +21,6 @@ namespace edgellm::addon {
 
 namespace {
 
-// A context larger than this is allocated only when asked for: a model's trained context
-// (40960 for Qwen3) would otherwise cost gigabytes of KV cache per sequence.
-constexpr int64_t kDefaultContextCap = 4096;
-
 struct LoadOptions {
   int threads = 0;  // 0 = default_thread_count()
   int64_t context = 0;
@@ -79,8 +75,7 @@ class LoadWorker : public Napi::AsyncWorker {
       m->threads = opts_.threads > 0 ? opts_.threads : default_thread_count();
       m->pool = std::make_unique<ThreadPool>(m->threads);
       ForwardOptions fo;
-      fo.context = opts_.context > 0 ? opts_.context
-                                     : std::min<int64_t>(m->model->config().context_length, kDefaultContextCap);
+      fo.context = opts_.context > 0 ? opts_.context : default_context(m->model->config());
       fo.batch = opts_.batch;
       fo.sinks = opts_.sinks;
       m->forward = std::make_unique<ForwardPass>(*m->model, *m->pool, fo);

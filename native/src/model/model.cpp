@@ -125,15 +125,18 @@ std::unique_ptr<Model> Model::from_file(GgufFile file) {
   return m;
 }
 
-ModelStats Model::stats() const {
+ModelStats file_stats(const GgufFile& file) {
   ModelStats s;
-  s.file_bytes = file_.file_size();
-  for (const GgufTensor& t : file_.tensors()) {
+  s.file_bytes = file.file_size();
+  for (const GgufTensor& t : file.tensors()) {
     s.n_params += t.n_elements();
     s.weight_bytes += t.bytes;
     s.tensor_types[dtype_name(t.type)] += 1;
+    s.tensor_type_bytes[dtype_name(t.type)] += t.bytes;
   }
   return s;
 }
+
+ModelStats Model::stats() const { return file_stats(file_); }
 
 }  // namespace edgellm

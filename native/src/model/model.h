@@ -67,7 +67,11 @@ struct ModelStats {
   uint64_t weight_bytes = 0;  // bytes of tensor data
   uint64_t file_bytes = 0;
   std::map<std::string, int64_t> tensor_types;  // type name -> number of tensors
+  std::map<std::string, uint64_t> tensor_type_bytes;  // type name -> bytes of those tensors
 };
+
+// The same, from the file's tensor table alone (no weights read).
+ModelStats file_stats(const GgufFile& file);
 
 class Model {
  public:

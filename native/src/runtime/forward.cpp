@@ -24,27 +24,9 @@ bool has_full_layer(const KvCacheConfig& c) {
 
 ForwardPass::ForwardPass(const Model& model, ThreadPool& pool, const ForwardOptions& opts, const KernelTable& kt)
     : model_(model), cfg_(model.config()), pool_(pool), kt_(kt) {
-  const ModelConfig& c = cfg_;
-  if (opts.batch < 1) throw std::invalid_argument("batch must be at least 1, got " + str(opts.batch));
+  cache_config_ = forward_cache_config(cfg_, opts);
   max_batch_ = opts.batch;
-  const int64_t context = opts.context > 0 ? opts.context : c.context_length;
-  if (context < 1) throw std::invalid_argument("context must be at least 1");
-  if (opts.sinks >= context)
-    throw std::invalid_argument("sinks (" + str(opts.sinks) + ") must be smaller than the context (" + str(context) + ")");
-
-  // Sliding-window layers are rings of W + batch - 1 slots; full layers hold `context`
-  // positions, or with sinks become StreamingLLM rings of sinks + (context - sinks).
-  cache_config_.n_layer = c.n_layer;
-  cache_config_.n_head_kv = c.n_head_kv;
-  cache_config_.head_dim = c.head_dim;
-  cache_config_.context = context;
-  cache_config_.max_block = max_batch_;
-  for (int64_t l = 0; l < c.n_layer; ++l) {
-    KvLayerSpec s;
-    if (c.layer_is_swa[(size_t)l]) s.window = c.sliding_window;
-    else if (opts.sinks >= 0) s = KvLayerSpec{context - opts.sinks, opts.sinks};
-    cache_config_.layers.push_back(s);
-  }
+  const ModelConfig& c = cfg_;
 
   const int64_t n = max_batch_;
   const int64_t n_ff = std::max(c.n_ff, c.n_ff_expert);
@@ -75,6 +57,48 @@ ForwardPass::ForwardPass(const Model& model, ThreadPool& pool, const ForwardOpti
   }
   // Grow the matmul's activation buffer to its largest size now, not during the first step.
   mm_scratch_.xq.reserve((size_t)(n * std::max({c.n_embd, c.q_dim(), n_ff}) / kQK + 1));
+}
+
+int64_t default_context(const ModelConfig& c) { return std::min<int64_t>(c.context_length, kDefaultContextCap); }
+
+KvCacheConfig forward_cache_config(const ModelConfig& c, const ForwardOptions& opts) {
+  if (opts.batch < 1) throw std::invalid_argument("batch must be at least 1, got " + str(opts.batch));
+  const int64_t context = opts.context > 0 ? opts.context : c.context_length;
+  if (context < 1) throw std::invalid_argument("context must be at least 1");
+  if (opts.sinks >= context)
+    throw std::invalid_argument("sinks (" + str(opts.sinks) + ") must be smaller than the context (" + str(context) + ")");
+
+  KvCacheConfig kv;
+  kv.n_layer = c.n_layer;
+  kv.n_head_kv = c.n_head_kv;
+  kv.head_dim = c.head_dim;
+  kv.context = context;
+  kv.max_block = opts.batch;
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    KvLayerSpec s;
+    if (c.layer_is_swa[(size_t)l]) s.window = c.sliding_window;
+    else if (opts.sinks >= 0) s = KvLayerSpec{context - opts.sinks, opts.sinks};
+    kv.layers.push_back(s);
+  }
+  return kv;
+}
+
+// Mirrors the constructor's buffers (the per-run bookkeeping, a few bytes per token, aside).
+size_t forward_scratch_bytes(const ModelConfig& c, int64_t n) {
+  const int64_t n_ff = std::max(c.n_ff, c.n_ff_expert);
+  size_t floats = 3 * (size_t)(n * c.n_embd)       // x, xb, out
+                  + 2 * (size_t)(n * c.q_dim())    // q, att
+                  + 2 * (size_t)(n * c.kv_dim())   // k, v
+                  + 2 * (size_t)(n * n_ff)         // gate, up
+                  + 2 * (size_t)(n * c.n_rot);     // RoPE tables
+  size_t bytes = floats * sizeof(float) + (size_t)n * (2 * sizeof(int64_t) + sizeof(AttentionArgs));
+  if (c.is_moe()) {
+    bytes += (size_t)(n * c.n_expert) * sizeof(float) + (size_t)(n * c.n_expert_used) * (sizeof(int32_t) + sizeof(float)) +
+             (size_t)c.n_expert * sizeof(int64_t) + (size_t)(c.n_expert * n) * (sizeof(int64_t) + sizeof(float)) +
+             2 * (size_t)(n * c.n_embd) * sizeof(float);
+  }
+  bytes += (size_t)(n * std::max({c.n_embd, c.q_dim(), n_ff}) / kQK + 1) * sizeof(block_q8_0);
+  return bytes;
 }
 
 bool ForwardPass::unbounded() const { return !has_full_layer(cache_config_); }

@@ -38,6 +38,23 @@ struct ForwardOptions {
   int64_t sinks = -1;
 };
 
+// A model's trained context can be far larger than a device wants to allocate (40960 for Qwen3);
+// unless told otherwise, a loaded model holds at most this many positions per sequence.
+constexpr int64_t kDefaultContextCap = 4096;
+
+// The context a model gets when none is asked for: its trained context, at most kDefaultContextCap.
+int64_t default_context(const ModelConfig& c);
+
+// The KV layout every sequence of a pass with these options needs: sliding-window layers are
+// rings of W + batch - 1 slots; full layers hold `context` positions (StreamingLLM rings with
+// sinks). Metadata only: `edgellm inspect` sizes the cache with it without loading weights.
+// Throws std::invalid_argument for a bad batch, context or sinks.
+KvCacheConfig forward_cache_config(const ModelConfig& c, const ForwardOptions& opts);
+
+// Bytes of scratch a ForwardPass allocates for `batch` tokens (activations, MoE routing and the
+// matmul's quantized activations; not the logits, which the caller owns).
+size_t forward_scratch_bytes(const ModelConfig& c, int64_t batch);
+
 // One token of a step. A sequence's tokens must be contiguous in the batch with consecutive
 // positions that continue its cache (the first one at cache->length(0)).
 struct BatchToken {

@@ -1,0 +1,101 @@
+// modelConfig(path, {contextSize?, batchSize?, sinks?}): what a model file needs to run, from its
+// metadata and tensor table alone (no weights are read): the engine's own ModelConfig, the KV
+// cache a sequence would allocate and the forward pass's scratch. `edgellm inspect` shows it.
+#include <string>
+
+#include "addon/bindings.h"
+#include "model/model.h"
+#include "runtime/forward.h"
+#include "runtime/kv_cache.h"
+
+namespace edgellm::addon {
+
+namespace {
+
+int64_t int_arg(Napi::Env env, const Napi::Object& o, const char* key, int64_t min, int64_t max, int64_t fallback) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return fallback;
+  const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1e300;
+  if (!(d >= (double)min && d <= (double)max) || d != (double)(int64_t)d)
+    throw coded_error(env, "E_BAD_ARGUMENT", std::string(key) + " must be a whole number from " + std::to_string(min) +
+                                                 " to " + std::to_string(max));
+  return (int64_t)d;
+}
+
+Napi::Value ModelConfigOf(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString())
+    throw coded_error(env, "E_BAD_ARGUMENT", "modelConfig(path) needs the path of a .gguf file");
+  const std::string path = info[0].As<Napi::String>().Utf8Value();
+  ForwardOptions fo;
+  int64_t context = 0;
+  if (info.Length() > 1 && !info[1].IsUndefined()) {
+    if (!info[1].IsObject()) throw coded_error(env, "E_BAD_ARGUMENT", "modelConfig options must be an object");
+    Napi::Object o = info[1].As<Napi::Object>();
+    context = int_arg(env, o, "contextSize", 1, (int64_t)1 << 24, 0);
+    fo.batch = int_arg(env, o, "batchSize", 1, 4096, 64);
+    fo.sinks = int_arg(env, o, "sinks", 0, (int64_t)1 << 24, -1);
+  }
+  try {
+    const GgufFile f = GgufFile::open(path);
+    const ModelConfig c = read_model_config(f);
+    const ModelStats s = file_stats(f);
+    fo.context = context > 0 ? context : default_context(c);
+    const KvCacheConfig kv = forward_cache_config(c, fo);
+
+    Napi::Object o = Napi::Object::New(env);
+    auto num = [&](const char* k, double v) { o.Set(k, Napi::Number::New(env, v)); };
+    o.Set("arch", c.arch_name);
+    o.Set("name", f.metadata().get_string("general.name", ""));
+    num("n_vocab", (double)c.n_vocab);
+    num("n_embd", (double)c.n_embd);
+    num("n_layer", (double)c.n_layer);
+    num("n_head", (double)c.n_head);
+    num("n_head_kv", (double)c.n_head_kv);
+    num("head_dim", (double)c.head_dim);
+    num("n_ff", (double)(c.is_moe() ? c.n_ff_expert : c.n_ff));
+    num("n_expert", (double)c.n_expert);
+    num("n_expert_used", (double)c.n_expert_used);
+    num("context_length", (double)c.context_length);
+    num("sliding_window", (double)c.sliding_window);
+    int64_t swa_layers = 0;
+    for (bool b : c.layer_is_swa) swa_layers += b ? 1 : 0;
+    num("swa_layers", (double)swa_layers);
+    num("n_params", (double)s.n_params);
+    num("weight_bytes", (double)s.weight_bytes);
+    num("file_size", (double)s.file_bytes);
+    Napi::Object types = Napi::Object::New(env);
+    for (const auto& [name, count] : s.tensor_types) {
+      Napi::Object t = Napi::Object::New(env);
+      t.Set("count", Napi::Number::New(env, (double)count));
+      t.Set("bytes", Napi::Number::New(env, (double)s.tensor_type_bytes.at(name)));
+      types.Set(name, t);
+    }
+    o.Set("tensor_types", types);
+    o.Set("tied_output", Napi::Boolean::New(env, f.find_tensor("output.weight") == nullptr));
+    num("context_size", (double)kv.context);
+    num("batch_size", (double)fo.batch);
+    num("kv_bytes_per_sequence", (double)KvCache::bytes_for(kv));
+    num("scratch_bytes", (double)forward_scratch_bytes(c, fo.batch));
+    bool unbounded = true;
+    for (const KvLayerSpec& l : kv.layers) unbounded = unbounded && l.window > 0;
+    o.Set("unbounded", Napi::Boolean::New(env, unbounded && !kv.layers.empty()));
+    return o;
+  } catch (const ModelError& e) {
+    throw coded_error(env, e.code, e.message);
+  } catch (const std::invalid_argument& e) {
+    throw coded_error(env, "E_BAD_ARGUMENT", e.what());
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw coded_error(env, "E_MODEL_CORRUPT", path + ": cannot be read (" + e.what() + ")");
+  }
+}
+
+}  // namespace
+
+void register_inspect(Napi::Env env, Napi::Object exports) {
+  exports.Set("modelConfig", Napi::Function::New(env, ModelConfigOf, "modelConfig"));
+}
+
+}  // namespace edgellm::addon

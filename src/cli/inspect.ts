@@ -1,0 +1,75 @@
+/**
+ * `edgellm inspect FILE [--context N] [--json]`: what a model is and whether it fits this device,
+ * from the file's metadata alone (no weights are read).
+ */
+import type { Command } from 'commander';
+import { basename } from 'node:path';
+import { deviceMemory, memoryFit, modelRequirements, type MemoryFit } from '../engine/requirements.js';
+import { parsePositiveInt } from './args.js';
+import { formatBytes } from './units.js';
+
+interface InspectFlags {
+  context?: string;
+  json?: boolean;
+}
+
+export function registerInspect(program: Command): void {
+  program
+    .command('inspect')
+    .description('show a model\'s architecture, size, tensor types and memory needs, and whether it fits this device')
+    .argument('<file>', 'GGUF model file')
+    .option('--context <n>', 'positions per sequence to size the KV cache for (default: the model\'s, at most 4096)')
+    .option('--json', 'one JSON object instead of text')
+    .action((file: string, flags: InspectFlags) => {
+      const req = modelRequirements(file, flags.context ? { contextSize: parsePositiveInt('--context', flags.context) } : {});
+      const mem = deviceMemory();
+      const fit = memoryFit(req, mem);
+      if (flags.json) {
+        process.stdout.write(
+          JSON.stringify({
+            file,
+            ...req,
+            memory: {
+              needed_bytes: fit.neededBytes,
+              total_bytes: mem.totalBytes,
+              available_bytes: mem.availableBytes,
+              source: mem.source,
+            },
+            fits: fit.verdict === 'fits',
+            verdict: fit.verdict,
+          }) + '\n',
+        );
+        return;
+      }
+      const types = Object.entries(req.tensor_types)
+        .sort((a, b) => b[1].bytes - a[1].bytes)
+        .map(([t, v]) => `  ${t.padEnd(6)} ${String(v.count).padStart(5)} tensor${v.count === 1 ? " " : "s"} ${formatBytes(v.bytes).padStart(10)}`);
+      const kvNote = req.swa_layers > 0 ? ` (${req.swa_layers} of ${req.n_layer} layers sliding-window ${req.sliding_window})` : '';
+      const lines = [
+        `model:         ${basename(file)}${req.name ? ` (${req.name})` : ''}`,
+        `architecture:  ${req.arch}${req.n_expert > 0 ? `, ${req.n_expert} experts (${req.n_expert_used} used)` : ''}`,
+        `parameters:    ${req.n_params.toLocaleString('en-US')}`,
+        `shape:         ${req.n_layer} layers, embedding ${req.n_embd}, ${req.n_head} heads (${req.n_head_kv} KV, head size ${req.head_dim}), FFN ${req.n_ff}, vocabulary ${req.n_vocab}${req.tied_output ? ', tied output' : ''}`,
+        `context:       ${req.context_length} trained; KV cache sized for ${req.context_size}${kvNote}`,
+        'tensor types:',
+        ...types,
+        `file size:     ${formatBytes(req.file_size)} (weights ${formatBytes(req.weight_bytes)})`,
+        `memory:        ${formatBytes(fit.neededBytes)} = weights ${formatBytes(req.weight_bytes)} + KV cache ${formatBytes(req.kv_bytes_per_sequence)} per sequence + scratch ${formatBytes(fit.neededBytes - req.weight_bytes - req.kv_bytes_per_sequence)}`,
+        `device RAM:    ${formatBytes(mem.totalBytes)} total, ${formatBytes(mem.availableBytes)} available`,
+        `verdict:       ${verdictLine(fit, mem.availableBytes, mem.totalBytes)}`,
+      ];
+      process.stdout.write(lines.join('\n') + '\n');
+    });
+}
+
+function verdictLine(fit: MemoryFit, available: number, total: number): string {
+  const need = formatBytes(fit.neededBytes);
+  switch (fit.verdict) {
+    case 'fits':
+      return `FITS: needs ${need} of ${formatBytes(available)} available`;
+    case 'tight':
+      return `TIGHT: needs ${need}, only ${formatBytes(available)} available now (${formatBytes(total)} total): free memory or use a smaller --context`;
+    case 'too-big':
+      return `DOES NOT FIT: needs ${need}, this device has ${formatBytes(total)}: use a smaller quantization or model`;
+  }
+}

@@ -1,0 +1,190 @@
+// `edgellm inspect` and modelRequirements: what a model file needs, read from metadata alone, must
+// agree with what loadModel allocates; the CLI prints it with a verdict line, or one error line.
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { GgufWriter, meta } from '../src/engine/gguf-writer.js';
+import { loadModel } from '../src/engine/model.js';
+import { deviceMemory, memoryFit, modelRequirements, type ModelRequirements } from '../src/engine/requirements.js';
+
+const root = resolve(fileURLToPath(import.meta.url), '..', '..');
+const cli = resolve(root, 'dist', 'cli', 'main.js');
+const modelsDir = resolve(root, '..', 'shared', 'models');
+const dir = mkdtempSync(join(tmpdir(), 'edgellm-inspect-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+
+type TapTest = Parameters<Extract<Parameters<typeof t.test>[0], (...args: never[]) => unknown>>[0];
+
+function run(args: string[]) {
+  return spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', cwd: root });
+}
+
+/** The real-model tests run when ../shared/models is there; in CI (CI=true) it must be. */
+function requireModel(t: TapTest, file: string): string | undefined {
+  const path = join(modelsDir, file);
+  if (existsSync(path)) return path;
+  if (process.env.CI === 'true') {
+    t.fail(`${path} not found and CI=true: the real-model tests must run in CI`);
+  } else {
+    t.comment(`SKIPPED: ${path} not found; the ${file} inspect tests did not run`);
+    t.pass(`skipped: no ${file}`);
+  }
+  return undefined;
+}
+
+t.before(() => {
+  if (!existsSync(cli)) throw new Error(`${cli} is missing: run \`npm run build\` before the tests`);
+});
+
+/** A random-weight llama (F32), optionally Mistral-style sliding-window on every layer. */
+function writeLlama(path: string, opts: { window?: number; context?: number } = {}): void {
+  const E = 64, L = 3, F = 96, V = 40, H = 4, KV = 2;
+  const w = new GgufWriter();
+  w.setMeta('general.architecture', meta.string('llama'));
+  w.setMeta('general.name', meta.string('tiny test llama'));
+  w.setMeta('llama.context_length', meta.uint32(opts.context ?? 256));
+  w.setMeta('llama.embedding_length', meta.uint32(E));
+  w.setMeta('llama.block_count', meta.uint32(L));
+  w.setMeta('llama.feed_forward_length', meta.uint32(F));
+  w.setMeta('llama.attention.head_count', meta.uint32(H));
+  w.setMeta('llama.attention.head_count_kv', meta.uint32(KV));
+  if (opts.window) w.setMeta('llama.attention.sliding_window', meta.uint32(opts.window));
+  const kvDim = (E / H) * KV;
+  const rnd = (n: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898) * 0.1);
+  w.addTensor({ name: 'token_embd.weight', type: 'F32', shape: [E, V], data: rnd(E * V) });
+  for (let l = 0; l < L; l++) {
+    const p = `blk.${l}.`;
+    w.addTensor({ name: p + 'attn_norm.weight', type: 'F32', shape: [E], data: new Float32Array(E).fill(1) });
+    w.addTensor({ name: p + 'attn_q.weight', type: 'F16', shape: [E, E], data: rnd(E * E) });
+    w.addTensor({ name: p + 'attn_k.weight', type: 'F16', shape: [E, kvDim], data: rnd(E * kvDim) });
+    w.addTensor({ name: p + 'attn_v.weight', type: 'F16', shape: [E, kvDim], data: rnd(E * kvDim) });
+    w.addTensor({ name: p + 'attn_output.weight', type: 'F16', shape: [E, E], data: rnd(E * E) });
+    w.addTensor({ name: p + 'ffn_norm.weight', type: 'F32', shape: [E], data: new Float32Array(E).fill(1) });
+    w.addTensor({ name: p + 'ffn_gate.weight', type: 'Q8_0', shape: [E, F], data: rnd(E * F) });
+    w.addTensor({ name: p + 'ffn_up.weight', type: 'Q8_0', shape: [E, F], data: rnd(E * F) });
+    w.addTensor({ name: p + 'ffn_down.weight', type: 'Q4_0', shape: [F, E], data: rnd(E * F) });
+  }
+  w.addTensor({ name: 'output_norm.weight', type: 'F32', shape: [E], data: new Float32Array(E).fill(1) });
+  w.writeFile(path);
+}
+
+t.test('stories260K: architecture, 292,800 parameters, 48 F32 tensors and a fits verdict', async (t) => {
+  const path = requireModel(t, 'stories260K.gguf');
+  if (!path) return;
+  const r = run(['inspect', path]);
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stdout, /^architecture:\s+llama$/m);
+  t.match(r.stdout, /^parameters:\s+292,800$/m);
+  t.match(r.stdout, /^\s+F32\s+48 tensors\s+1\.12 MiB$/m);
+  t.match(r.stdout, /^context:\s+2048 trained; KV cache sized for 2048$/m);
+  t.match(r.stdout, /^device RAM:\s+\S+ \S+ total, \S+ \S+ available$/m);
+  t.match(r.stdout, /^verdict:\s+FITS: needs 2\.57 MiB of .* available$/m);
+});
+
+t.test('TinyLLama-v0: 4,621,376 parameters, 58 Q4_0 and 17 F32 tensors', async (t) => {
+  const path = requireModel(t, 'TinyLLama-v0-Q4_0.gguf');
+  if (!path) return;
+  const r = run(['inspect', path, '--context', '512']);
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stdout, /^architecture:\s+llama$/m);
+  t.match(r.stdout, /^parameters:\s+4,621,376$/m);
+  t.match(r.stdout, /^\s+Q4_0\s+58 tensors /m);
+  t.match(r.stdout, /^\s+F32\s+17 tensors /m);
+  t.match(r.stdout, /KV cache sized for 512$/m);
+  t.match(r.stdout, /^verdict:\s+FITS: /m);
+});
+
+t.test('--json is one valid object: counts, bytes per type, KV bytes and the verdict', async (t) => {
+  const path = requireModel(t, 'TinyLLama-v0-Q4_0.gguf');
+  if (!path) return;
+  const r = run(['inspect', path, '--json', '--context', '512']);
+  t.equal(r.status, 0, r.stderr);
+  t.equal(r.stdout.trim().split('\n').length, 1);
+  const j = JSON.parse(r.stdout) as ModelRequirements & {
+    memory: { needed_bytes: number; total_bytes: number; available_bytes: number };
+    fits: boolean;
+    verdict: string;
+  };
+  t.match(j, { arch: 'llama', n_params: 4621376, n_layer: 8, n_head_kv: 16, head_dim: 4, context_size: 512, fits: true, verdict: 'fits' });
+  t.same(Object.keys(j.tensor_types).sort(), ['F32', 'Q4_0']);
+  t.equal(j.tensor_types.Q4_0!.count, 58);
+  t.equal(j.tensor_types.F32!.count, 17);
+  t.equal(j.tensor_types.Q4_0!.bytes + j.tensor_types.F32!.bytes, j.weight_bytes, 'bytes per type sum to the weights');
+  t.equal(j.file_size, 3365984);
+  // layers x kv_heads x head_dim x 2 (K, V) x 2 bytes (f16) x positions
+  t.equal(j.kv_bytes_per_sequence, 8 * 16 * 4 * 2 * 2 * 512);
+  t.equal(j.memory.needed_bytes, j.weight_bytes + j.kv_bytes_per_sequence + j.scratch_bytes + j.n_vocab * 4);
+  t.ok(j.memory.available_bytes > 0 && j.memory.available_bytes <= j.memory.total_bytes);
+});
+
+t.test('the KV bytes from metadata equal what loadModel allocates, full and sliding-window layers', async (t) => {
+  for (const [name, opts, context] of [
+    ['full.gguf', {}, undefined],
+    ['full-ctx.gguf', { context: 8192 }, undefined],  // the default is capped at 4096, as loadModel does
+    ['full-100.gguf', {}, 100],
+    ['swa.gguf', { window: 16 }, undefined],
+  ] as Array<[string, { window?: number; context?: number }, number | undefined]>) {
+    const path = join(dir, name);
+    writeLlama(path, opts);
+    const req = modelRequirements(path, context ? { contextSize: context } : {});
+    const model = await loadModel(path, { threads: 1, ...(context ? { contextSize: context } : {}) });
+    const info = model.info();
+    model.close();
+    t.equal(req.kv_bytes_per_sequence, info.kv_bytes_per_sequence, `${name}: KV bytes`);
+    t.equal(req.context_size, info.context_size, `${name}: context`);
+    t.equal(req.unbounded, info.unbounded, `${name}: unbounded`);
+    t.equal(req.n_params, info.n_params, `${name}: parameters`);
+    t.equal(req.weight_bytes, info.weight_bytes, `${name}: weight bytes`);
+    const slots = opts.window ? opts.window + 64 - 1 : Math.min(context ?? opts.context ?? 256, 4096);
+    t.equal(req.kv_bytes_per_sequence, 3 * 2 * 16 * 2 * 2 * slots, `${name}: layers x kv_heads x head_dim x 2 x 2 x ${slots} slots`);
+  }
+  const swa = modelRequirements(join(dir, 'swa.gguf'));
+  t.match(swa, { sliding_window: 16, swa_layers: 3, unbounded: true, tied_output: true, name: 'tiny test llama' });
+  t.same(
+    Object.fromEntries(Object.entries(swa.tensor_types).map(([k, v]) => [k, v.count])),
+    { F32: 8, F16: 12, Q8_0: 6, Q4_0: 3 },
+  );
+  const r = run(['inspect', join(dir, 'swa.gguf')]);
+  t.match(r.stdout, /3 of 3 layers sliding-window 16/);
+  t.match(r.stdout, /tied output/);
+});
+
+t.test('the verdict: fits in available memory, tight within the total, too big beyond it', async (t) => {
+  const req = { weight_bytes: 1000, kv_bytes_per_sequence: 200, scratch_bytes: 50, n_vocab: 10 } as ModelRequirements;
+  const need = 1000 + 200 + 50 + 40;
+  t.same(memoryFit(req, { totalBytes: 4000, availableBytes: need, source: 'os' }), { neededBytes: need, verdict: 'fits' });
+  t.equal(memoryFit(req, { totalBytes: need, availableBytes: need - 1, source: 'os' }).verdict, 'tight');
+  t.equal(memoryFit(req, { totalBytes: need - 1, availableBytes: 10, source: 'os' }).verdict, 'too-big');
+});
+
+t.test('device memory comes from MemTotal and MemAvailable, or from os without /proc', async (t) => {
+  const fake = join(dir, 'meminfo');
+  writeFileSync(fake, 'MemTotal:        8000000 kB\nMemFree:          100000 kB\nMemAvailable:    6000000 kB\n');
+  t.same(deviceMemory(fake), { totalBytes: 8000000 * 1024, availableBytes: 6000000 * 1024, source: '/proc/meminfo' });
+  const os = deviceMemory(join(dir, 'no-such-meminfo'));
+  t.equal(os.source, 'os');
+  t.ok(os.totalBytes > 0);
+});
+
+t.test('errors are one line with the reader\'s code and a non-zero exit', async (t) => {
+  const notGguf = join(dir, 'not.gguf');
+  writeFileSync(notGguf, 'this is not a model');
+  const truncated = join(dir, 'truncated.gguf');
+  writeLlama(join(dir, 'whole.gguf'));
+  writeFileSync(truncated, readFileSync(join(dir, 'whole.gguf')).subarray(0, 200));
+  for (const [args, re] of [
+    [['inspect', join(dir, 'missing.gguf')], /^edgellm: E_MODEL_NOT_FOUND: .*missing\.gguf/],
+    [['inspect', notGguf], /^edgellm: E_MODEL_UNSUPPORTED: .*not\.gguf: not a GGUF model file/],
+    [['inspect', truncated], /^edgellm: E_MODEL_CORRUPT: .*truncated\.gguf/],
+    [['inspect', notGguf, '--context', '0'], /^edgellm: E_BAD_ARGUMENT: --context takes a positive whole number/],
+  ] as Array<[string[], RegExp]>) {
+    const r = run(args);
+    t.equal(r.status, 2, args.join(' '));
+    t.equal(r.stdout, '', 'nothing on stdout');
+    t.equal(r.stderr.trim().split('\n').length, 1, 'one line');
+    t.match(r.stderr, re);
+  }
+});

@@ -1,0 +1,302 @@
+// `edgellm quantize` and quantizeModel: the bytes are the reference encoder's, the rules are
+// llama.cpp's default ones (1-D tensors kept, output at Q8_0 for Q4_0, rows that are not whole
+// blocks kept), metadata is copied, and a failure never leaves an output behind.
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { EdgeError } from '../src/errors.js';
+import { readGgufInfo, type GgufInfo, type GgufTensorType } from '../src/engine/gguf.js';
+import { GgufWriter, meta } from '../src/engine/gguf-writer.js';
+import { loadModel, type Model } from '../src/engine/model.js';
+import { decodeTensor, encodeTensor, quantizeQ4_0, quantizeQ8_0 } from '../src/engine/quant.js';
+import { quantizeModel, type QuantizeOptions } from '../src/engine/quantize.js';
+
+const root = resolve(fileURLToPath(import.meta.url), '..', '..');
+const cli = resolve(root, 'dist', 'cli', 'main.js');
+const modelsDir = resolve(root, '..', 'shared', 'models');
+const dir = mkdtempSync(join(tmpdir(), 'edgellm-quantize-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+
+type TapTest = Parameters<Extract<Parameters<typeof t.test>[0], (...args: never[]) => unknown>>[0];
+
+function run(args: string[]) {
+  return spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', cwd: root });
+}
+
+function requireModel(t: TapTest, file: string): string | undefined {
+  const path = join(modelsDir, file);
+  if (existsSync(path)) return path;
+  if (process.env.CI === 'true') {
+    t.fail(`${path} not found and CI=true: the real-model tests must run in CI`);
+  } else {
+    t.comment(`SKIPPED: ${path} not found; the ${file} quantize tests did not run`);
+    t.pass(`skipped: no ${file}`);
+  }
+  return undefined;
+}
+
+t.before(() => {
+  if (!existsSync(cli)) throw new Error(`${cli} is missing: run \`npm run build\` before the tests`);
+});
+
+function random(n: number, seed: number): Float32Array {
+  let s = seed >>> 0;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = (s / 2 ** 32 - 0.5) * 0.4;
+  }
+  return out;
+}
+
+const E = 64, L = 2, F = 128, V = 96, H = 4, KV = 2;
+
+/** Tensor name -> the f32 values written (before encoding in its type). */
+interface Written {
+  path: string;
+  values: Map<string, Float32Array>;
+}
+
+/** A random llama: matrices in `matrixType`, norms F32, an F16 bias-free layout; `tied` drops output.weight. */
+function writeLlama(name: string, opts: { matrixType?: GgufTensorType; tied?: boolean } = {}): Written {
+  const type = opts.matrixType ?? 'F32';
+  const w = new GgufWriter();
+  const values = new Map<string, Float32Array>();
+  let seed = 1;
+  const add = (tensor: string, ttype: GgufTensorType, shape: number[]) => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    // Values as the file holds them: what a reader decodes from the encoded tensor.
+    const v = decodeTensor(ttype, encodeTensor(ttype, random(n, seed++)), n);
+    values.set(tensor, v);
+    w.addTensor({ name: tensor, type: ttype, shape, data: v });
+  };
+  w.setMeta('general.architecture', meta.string('llama'));
+  w.setMeta('general.name', meta.string('random llama'));
+  w.setMeta('general.file_type', meta.uint32(0));
+  w.setMeta('llama.context_length', meta.uint32(128));
+  w.setMeta('llama.embedding_length', meta.uint32(E));
+  w.setMeta('llama.block_count', meta.uint32(L));
+  w.setMeta('llama.feed_forward_length', meta.uint32(F));
+  w.setMeta('llama.attention.head_count', meta.uint32(H));
+  w.setMeta('llama.attention.head_count_kv', meta.uint32(KV));
+  w.setMeta('llama.attention.layer_norm_rms_epsilon', meta.float32(1e-5));
+  w.setMeta('tokenizer.ggml.tokens', meta.array('string', Array.from({ length: V }, (_, i) => `t${i}`)));
+  w.setMeta('tokenizer.ggml.scores', meta.array('float32', new Float32Array(V).fill(-1)));
+  w.setMeta('tokenizer.ggml.token_type', meta.array('int32', new Int32Array(V).fill(1)));
+  w.setMeta('test.big', meta.uint64(2n ** 60n));
+  w.setMeta('test.nested', meta.array('array', [meta.array('int8', [1, -2]), meta.array('int8', [3])]));
+  const kvDim = (E / H) * KV;
+  add('token_embd.weight', type, [E, V]);
+  for (let l = 0; l < L; l++) {
+    const p = `blk.${l}.`;
+    add(p + 'attn_norm.weight', 'F32', [E]);
+    add(p + 'attn_q.weight', type, [E, E]);
+    add(p + 'attn_k.weight', type, [E, kvDim]);
+    add(p + 'attn_v.weight', type, [E, kvDim]);
+    add(p + 'attn_output.weight', type, [E, E]);
+    add(p + 'ffn_norm.weight', 'F32', [E]);
+    add(p + 'ffn_gate.weight', type, [E, F]);
+    add(p + 'ffn_up.weight', type, [E, F]);
+    add(p + 'ffn_down.weight', type, [F, E]);
+  }
+  add('output_norm.weight', 'F32', [E]);
+  if (!opts.tied) add('output.weight', type, [E, V]);
+  const path = join(dir, name);
+  w.writeFile(path);
+  return { path, values };
+}
+
+function tensorBytes(info: GgufInfo, path: string, name: string): Uint8Array {
+  const t = info.tensors.find((x) => x.name === name)!;
+  return new Uint8Array(readFileSync(path).subarray(t.offset, t.offset + t.bytes));
+}
+
+async function rejects(t: TapTest, p: Promise<unknown>, code: string, ...parts: RegExp[]): Promise<void> {
+  try {
+    await p;
+    t.fail(`expected ${code}, but it succeeded`);
+  } catch (err) {
+    t.ok(err instanceof EdgeError, 'an EdgeError');
+    t.equal((err as EdgeError).code, code, (err as Error).message);
+    for (const re of parts) t.match((err as Error).message, re);
+  }
+}
+
+function argmax(x: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < x.length; i++) if (x[i]! > x[best]!) best = i;
+  return best;
+}
+
+async function greedy(model: Model, prompt: number[], n: number): Promise<number[]> {
+  const seq = [...prompt];
+  for (let i = 0; i < n; i++) seq.push(argmax(await model.evalLogits(Int32Array.from(seq))));
+  return seq.slice(prompt.length);
+}
+
+for (const type of ['q4_0', 'q8_0'] as const) {
+  t.test(`F32 -> ${type}: the reference encoder's bytes, norms kept, output at Q8_0, and it loads`, async (t) => {
+    const src = writeLlama(`f32-${type}.gguf`);
+    const out = join(dir, `out-${type}.gguf`);
+    const s = await quantizeModel(src.path, out, { type, threads: 2 });
+    const info = readGgufInfo(out);
+    const target = type === 'q4_0' ? 'Q4_0' : 'Q8_0';
+    for (const tensor of info.tensors) {
+      const v = src.values.get(tensor.name)!;
+      const bytes = tensorBytes(info, out, tensor.name);
+      if (tensor.shape.length === 1) {
+        t.equal(tensor.type, 'F32', `${tensor.name} stays F32`);
+        t.same(bytes, encodeTensor('F32', v), `${tensor.name} copied`);
+      } else if (tensor.name === 'output.weight') {
+        t.equal(tensor.type, 'Q8_0', 'output.weight is Q8_0');
+        t.same(bytes, quantizeQ8_0(v), 'output.weight bytes');
+      } else {
+        t.equal(tensor.type, target, `${tensor.name} is ${target}`);
+        t.ok(Buffer.from(bytes).equals(Buffer.from(target === 'Q4_0' ? quantizeQ4_0(v) : quantizeQ8_0(v))), `${tensor.name}: the TS encoder's bytes`);
+      }
+    }
+    t.equal(s.quantized, 2 * 7 + 2);
+    t.equal(s.copied, 2 * 2 + 1);
+    t.same(s.outputQ8, type === 'q4_0' ? ['output.weight'] : []);
+    t.same(s.keptRows, []);
+    const model = await loadModel(out, { threads: 1 });
+    const logits = await model.evalLogits([1, 2, 3]);
+    model.close();
+    t.equal(logits.length, V);
+    t.ok(logits.every(Number.isFinite), 'finite logits');
+  });
+}
+
+t.test('metadata is copied with its types; file_type and quantization_version are set', async (t) => {
+  const src = writeLlama('meta.gguf');
+  const out = join(dir, 'meta-q4.gguf');
+  await quantizeModel(src.path, out, { type: 'q4_0' });
+  const a = readGgufInfo(src.path);
+  const b = readGgufInfo(out);
+  t.same(Object.keys(b.metadata), [...Object.keys(a.metadata), 'general.quantization_version'], 'keys in order');
+  for (const key of Object.keys(a.metadata)) {
+    if (key === 'general.file_type') continue;
+    t.same(b.metadata[key], a.metadata[key], key);
+    t.equal(b.metadataTypes[key], a.metadataTypes[key], `${key} type`);
+  }
+  t.equal(b.metadata['general.file_type'], 2, 'MOSTLY_Q4_0');
+  t.equal(b.metadataTypes['general.file_type'], 'uint32');
+  t.equal(b.metadata['general.quantization_version'], 2);
+  t.same(b.tensors.map((x) => x.name), a.tensors.map((x) => x.name), 'tensor order kept');
+  const out8 = join(dir, 'meta-q8.gguf');
+  await quantizeModel(src.path, out8, { type: 'q8_0' });
+  t.equal(readGgufInfo(out8).metadata['general.file_type'], 7, 'MOSTLY_Q8_0');
+});
+
+t.test('F16, BF16 and Q8_0 sources convert through f32 exactly as the reference does', async (t) => {
+  for (const [from, type] of [['F16', 'q4_0'], ['BF16', 'q8_0'], ['Q8_0', 'q4_0']] as Array<[GgufTensorType, 'q4_0' | 'q8_0']>) {
+    const src = writeLlama(`${from}.gguf`, { matrixType: from });
+    const out = join(dir, `${from}-${type}.gguf`);
+    await quantizeModel(src.path, out, { type });
+    const info = readGgufInfo(out);
+    const v = src.values.get('blk.1.ffn_up.weight')!;
+    const want = type === 'q4_0' ? quantizeQ4_0(v) : quantizeQ8_0(v);
+    t.same(tensorBytes(info, out, 'blk.1.ffn_up.weight'), want, `${from} -> ${type}`);
+  }
+});
+
+t.test('the native converter and the TS encoder write identical files', async (t) => {
+  const src = writeLlama('js.gguf', { matrixType: 'F16' });
+  for (const type of ['q4_0', 'q8_0'] as const) {
+    const a = join(dir, `native-${type}.gguf`);
+    const b = join(dir, `js-${type}.gguf`);
+    await quantizeModel(src.path, a, { type, threads: 3 });
+    await quantizeModel(src.path, b, { type, encoder: 'js' });
+    t.ok(readFileSync(a).equals(readFileSync(b)), type);
+  }
+});
+
+t.test('a tied model keeps token_embd (its output) at Q8_0 for Q4_0', async (t) => {
+  const src = writeLlama('tied.gguf', { tied: true });
+  const out = join(dir, 'tied-q4.gguf');
+  const s = await quantizeModel(src.path, out, { type: 'q4_0' });
+  const info = readGgufInfo(out);
+  t.equal(info.tensors.find((x) => x.name === 'token_embd.weight')!.type, 'Q8_0');
+  t.equal(info.tensors.find((x) => x.name === 'blk.0.attn_q.weight')!.type, 'Q4_0');
+  t.same(s.outputQ8, ['token_embd.weight']);
+});
+
+t.test('stories260K -> q8_0: ffn_down (rows of 172) stays F32 and greedy ids from BOS match', async (t) => {
+  const path = requireModel(t, 'stories260K.gguf');
+  if (!path) return;
+  const out = join(dir, 'stories-q8.gguf');
+  const r = run(['quantize', path, out, '--type', 'q8_0']);
+  t.equal(r.status, 0, r.stderr);
+  t.equal(r.stdout.split('\n').length, 2, 'one summary line (no progress when stdout is not a terminal)');
+  t.notMatch(r.stdout, /\r/);
+  t.match(r.stdout, /q8_0, 32 of 48 tensors quantized, 16 copied as they were; 5 left unquantized because their rows are not a multiple of 32 \(F32 rows of 172\)/);
+  const info = readGgufInfo(out);
+  for (let l = 0; l < 5; l++) t.equal(info.tensors.find((x) => x.name === `blk.${l}.ffn_down.weight`)!.type, 'F32');
+  t.equal(info.tensors.find((x) => x.name === 'blk.0.ffn_norm.weight')!.type, 'F32');
+  t.equal(info.tensors.find((x) => x.name === 'blk.0.ffn_up.weight')!.type, 'Q8_0');
+  t.equal(info.tensors.find((x) => x.name === 'output.weight')!.type, 'Q8_0');
+  const f32 = await loadModel(path, { threads: 2 });
+  const q8 = await loadModel(out, { threads: 2 });
+  const [a, b] = [await greedy(f32, [1], 20), await greedy(q8, [1], 20)];
+  f32.close();
+  q8.close();
+  t.same(b, a, 'first 20 greedy ids');
+});
+
+t.test('refusals: bad type, OUT == IN, existing OUT, Q4_0 source, missing input', async (t) => {
+  const src = writeLlama('refuse.gguf');
+  await rejects(t, quantizeModel(src.path, join(dir, 'x.gguf'), { type: 'q4_k' } as unknown as QuantizeOptions), 'E_BAD_ARGUMENT', /q4_k/);
+  await rejects(t, quantizeModel(src.path, src.path, { type: 'q4_0' }), 'E_BAD_ARGUMENT', /is the input file/);
+  await rejects(t, quantizeModel(src.path, join(dir, '.', 'refuse.gguf'), { type: 'q4_0', force: true }), 'E_BAD_ARGUMENT', /is the input file/);
+  const exists = join(dir, 'exists.gguf');
+  writeFileSync(exists, 'old');
+  await rejects(t, quantizeModel(src.path, exists, { type: 'q4_0' }), 'E_BAD_ARGUMENT', /exists; pass --force/);
+  t.equal(readFileSync(exists, 'utf8'), 'old', 'left alone');
+  await quantizeModel(src.path, exists, { type: 'q4_0', force: true });
+  t.equal(readGgufInfo(exists).metadata['general.file_type'], 2, '--force replaces it');
+  const q4 = writeLlama('q4src.gguf', { matrixType: 'Q4_0' });
+  await rejects(t, quantizeModel(q4.path, join(dir, 'q4-q8.gguf'), { type: 'q8_0' }), 'E_MODEL_UNSUPPORTED', /tensor 'token_embd\.weight' is Q4_0/);
+  t.notOk(existsSync(join(dir, 'q4-q8.gguf')), 'no output');
+  await rejects(t, quantizeModel(join(dir, 'missing.gguf'), join(dir, 'm.gguf'), { type: 'q8_0' }), 'E_MODEL_NOT_FOUND');
+});
+
+t.test('a failure while writing leaves neither OUT nor OUT.tmp', async (t) => {
+  const src = writeLlama('fail.gguf');
+  const out = join(dir, 'fail-out.gguf');
+  let calls = 0;
+  const onProgress = () => {
+    if (++calls === 5) throw new Error('disk full (simulated)');
+  };
+  await t.rejects(quantizeModel(src.path, out, { type: 'q4_0', onProgress }), /disk full/);
+  t.notOk(existsSync(out), 'no OUT');
+  t.notOk(existsSync(`${out}.tmp`), 'no OUT.tmp');
+  t.notOk(readdirSync(dir).some((f) => f.startsWith('fail-out')), 'nothing named after OUT');
+});
+
+t.test('the CLI: errors are one line and exit 2; an unknown --type names the types it writes', async (t) => {
+  const src = writeLlama('cli.gguf');
+  for (const [args, re] of [
+    [['quantize', src.path, join(dir, 'c.gguf'), '--type', 'q6_k'], /^edgellm: E_BAD_ARGUMENT: --type q6_k cannot be written: edgellm quantizes to q4_0 or q8_0$/],
+    [['quantize', src.path, src.path, '--type', 'q4_0'], /^edgellm: E_BAD_ARGUMENT: the output .* is the input file/],
+    [['quantize', src.path, join(dir, 'c.gguf'), '--type', 'q4_0', '--threads', '0'], /--threads takes a positive whole number/],
+  ] as Array<[string[], RegExp]>) {
+    const r = run(args);
+    t.equal(r.status, 2, args.join(' '));
+    t.equal(r.stderr.trim().split('\n').length, 1);
+    t.match(r.stderr.trim(), re);
+  }
+  t.notOk(existsSync(join(dir, 'c.gguf')));
+});
+
+t.test('the writer refuses a stream that yields the wrong number of bytes', async (t) => {
+  const w = new GgufWriter();
+  w.setMeta('general.architecture', meta.string('llama'));
+  w.addTensor({ name: 'x', type: 'F32', shape: [8], data: { chunks: async function* () { yield new Uint8Array(16); } } });
+  const path = join(dir, 'short.gguf');
+  await rejects(t, w.writeFileAsync(path), 'E_BAD_ARGUMENT', /needs 32 bytes, its stream gave 16/);
+  t.notOk(existsSync(path));
+  t.throws(() => w.toBytes(), /streamed/);
+});
