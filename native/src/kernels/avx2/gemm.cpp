@@ -204,55 +204,35 @@ struct Q8Tile {
   }
 };
 
-// ---- float weights -------------------------------------------------------------------------
+// ---- float weights (common::FloatTile) ----------------------------------------------------
+struct Vec8 {
+  using V = __m256;
+  static constexpr int kLanes = 8;
+  static __m256 zero() { return _mm256_setzero_ps(); }
+  static __m256 load(const float* p) { return _mm256_loadu_ps(p); }
+  static __m256 fma(__m256 acc, __m256 w, __m256 x) { return _mm256_fmadd_ps(w, x, acc); }
+  static float hsum(__m256 v) { return avx2::hsum(v); }
+};
 struct LoadF32 {
   using T = float;
-  static __m256 load8(const T* p) { return _mm256_loadu_ps(p); }
+  static __m256 load(const T* p) { return _mm256_loadu_ps(p); }
   static float load1(const T* p) { return *p; }
 };
 struct LoadF16 {
   using T = uint16_t;
-  static __m256 load8(const T* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+  static __m256 load(const T* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
   static float load1(const T* p) { return half_to_float(*p); }
 };
 struct LoadBF16 {
   using T = uint16_t;
-  static __m256 load8(const T* p) {
+  static __m256 load(const T* p) {
     const __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
   }
   static float load1(const T* p) { return bf16_to_float(*p); }
 };
-
 template <class L>
-struct FloatTile {
-  template <int R, int C>
-  static void run(const GemmArgs& a, int64_t r, int64_t c, int64_t rstep = 1) {
-    using T = typename L::T;
-    const T* w[R];
-    const float* x[C];
-    w_rows(a, r, rstep, w);
-    x_cols(a, c, x);
-    __m256 acc[R][C];
-    for (int i = 0; i < R; ++i)
-      for (int j = 0; j < C; ++j) acc[i][j] = _mm256_setzero_ps();
-    int64_t e = 0;
-    for (; e + 8 <= a.k; e += 8) {
-      __m256 wv[R];
-      for (int i = 0; i < R; ++i) wv[i] = L::load8(w[i] + e);
-      for (int j = 0; j < C; ++j) {
-        const __m256 xv = _mm256_loadu_ps(x[j] + e);
-        for (int i = 0; i < R; ++i) acc[i][j] = _mm256_fmadd_ps(wv[i], xv, acc[i][j]);
-      }
-    }
-    for (int i = 0; i < R; ++i)
-      for (int j = 0; j < C; ++j) {
-        float sum = hsum(acc[i][j]);
-        for (int64_t t = e; t < a.k; ++t) sum += L::load1(w[i] + t) * x[j][t];
-        a.y[(c + j) * a.y_col_stride + r + i * rstep] = sum;
-      }
-  }
-};
+using FloatTile = common::FloatTile<Vec8, L>;
 
 }  // namespace
 

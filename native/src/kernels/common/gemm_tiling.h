@@ -1,6 +1,6 @@
 // ISA-neutral parts of the fast GEMMs (avx2/gemm.cpp, neon/gemm.cpp, neon/gemm_dotprod.cpp):
-// unpacking GemmArgs into row / column pointers and the order in which register tiles cover
-// the output. Header-only, no intrinsics: a fast-path file supplies the Tile (its register
+// unpacking GemmArgs into row / column pointers, the order in which register tiles cover the
+// output, and the float-weight tile over a per-ISA vector type. Header-only, no intrinsics: a fast-path file supplies the Tile (its register
 // tile of R rows x C columns) and instantiates the driver with its own ISA flags.
 //
 // Everything here is in an anonymous namespace on purpose: each translation unit gets its own
@@ -73,6 +73,53 @@ void drive(const GemmArgs& a, int64_t r0, int64_t r1) {
   for (; r + kGemmRows <= r1; r += kGemmRows) run_columns<Tile, kGemmRows>(a, r);
   for (; r < r1; ++r) run_columns<Tile, 1>(a, r);
 }
+
+// ---- float weights -------------------------------------------------------------------------
+// The f32 / f16 / bf16 GEMM tile: R x C vector accumulators over k in steps of Vec::kLanes, then
+// a horizontal sum and a scalar tail per output. A fast path supplies
+//   struct Vec {                   // its float vector
+//     using V = ...;
+//     static constexpr int kLanes;
+//     static V zero();
+//     static V load(const float* p);          // kLanes floats
+//     static V fma(V acc, V w, V x);          // acc + w * x, fused
+//     static float hsum(V v);
+//   };
+//   struct Load {                  // one weight element type
+//     using T = ...;
+//     static Vec::V load(const T* p);         // kLanes elements as floats
+//     static float load1(const T* p);
+//   };
+template <class Vec, class L>
+struct FloatTile {
+  template <int R, int C>
+  static void run(const GemmArgs& a, int64_t r, int64_t c, int64_t rstep = 1) {
+    using T = typename L::T;
+    using V = typename Vec::V;
+    const T* w[R];
+    const float* x[C];
+    w_rows(a, r, rstep, w);
+    x_cols(a, c, x);
+    V acc[R][C];
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < C; ++j) acc[i][j] = Vec::zero();
+    int64_t e = 0;
+    for (; e + Vec::kLanes <= a.k; e += Vec::kLanes) {
+      V wv[R];
+      for (int i = 0; i < R; ++i) wv[i] = L::load(w[i] + e);
+      for (int j = 0; j < C; ++j) {
+        const V xv = Vec::load(x[j] + e);
+        for (int i = 0; i < R; ++i) acc[i][j] = Vec::fma(acc[i][j], wv[i], xv);
+      }
+    }
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < C; ++j) {
+        float sum = Vec::hsum(acc[i][j]);
+        for (int64_t t = e; t < a.k; ++t) sum += L::load1(w[i] + t) * x[j][t];
+        a.y[(c + j) * a.y_col_stride + r + i * rstep] = sum;
+      }
+  }
+};
 
 }  // namespace
 }  // namespace edgellm::common

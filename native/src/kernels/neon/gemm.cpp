@@ -17,8 +17,6 @@ namespace edgellm::neon {
 
 namespace {
 
-using common::w_rows;
-using common::x_cols;
 using neon_tiles::kGemmRows;
 
 // The block dot products with widening multiply-accumulates (see gemm_tiles.h for the interface).
@@ -47,52 +45,32 @@ struct MlalDot {
 using Q4Tile = neon_tiles::Q4Tile<MlalDot>;
 using Q8Tile = neon_tiles::Q8Tile<MlalDot>;
 
-// ---- float weights -------------------------------------------------------------------------
+// ---- float weights (common::FloatTile) ----------------------------------------------------
+struct Vec4 {
+  using V = float32x4_t;
+  static constexpr int kLanes = 4;
+  static float32x4_t zero() { return vdupq_n_f32(0.0f); }
+  static float32x4_t load(const float* p) { return vld1q_f32(p); }
+  static float32x4_t fma(float32x4_t acc, float32x4_t w, float32x4_t x) { return vfmaq_f32(acc, w, x); }
+  static float hsum(float32x4_t v) { return vaddvq_f32(v); }
+};
 struct LoadF32 {
   using T = float;
-  static float32x4_t load4(const T* p) { return vld1q_f32(p); }
+  static float32x4_t load(const T* p) { return vld1q_f32(p); }
   static float load1(const T* p) { return *p; }
 };
 struct LoadF16 {
   using T = uint16_t;
-  static float32x4_t load4(const T* p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
+  static float32x4_t load(const T* p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
   static float load1(const T* p) { return half_to_float(*p); }
 };
 struct LoadBF16 {
   using T = uint16_t;
-  static float32x4_t load4(const T* p) { return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16)); }
+  static float32x4_t load(const T* p) { return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16)); }
   static float load1(const T* p) { return bf16_to_float(*p); }
 };
-
 template <class L>
-struct FloatTile {
-  template <int R, int C>
-  static void run(const GemmArgs& a, int64_t r, int64_t c, int64_t rstep = 1) {
-    using T = typename L::T;
-    const T* w[R];
-    const float* x[C];
-    w_rows(a, r, rstep, w);
-    x_cols(a, c, x);
-    float32x4_t acc[R][C];
-    for (int i = 0; i < R; ++i)
-      for (int j = 0; j < C; ++j) acc[i][j] = vdupq_n_f32(0.0f);
-    int64_t e = 0;
-    for (; e + 4 <= a.k; e += 4) {
-      float32x4_t wv[R];
-      for (int i = 0; i < R; ++i) wv[i] = L::load4(w[i] + e);
-      for (int j = 0; j < C; ++j) {
-        const float32x4_t xv = vld1q_f32(x[j] + e);
-        for (int i = 0; i < R; ++i) acc[i][j] = vfmaq_f32(acc[i][j], wv[i], xv);
-      }
-    }
-    for (int i = 0; i < R; ++i)
-      for (int j = 0; j < C; ++j) {
-        float sum = vaddvq_f32(acc[i][j]);
-        for (int64_t t = e; t < a.k; ++t) sum += L::load1(w[i] + t) * x[j][t];
-        a.y[(c + j) * a.y_col_stride + r + i * rstep] = sum;
-      }
-  }
-};
+using FloatTile = common::FloatTile<Vec4, L>;
 
 }  // namespace
 
