@@ -3,6 +3,8 @@
 // Every kernel has one plain C++ reference (kernels/reference/) and fast paths with the same
 // signatures for AVX2+FMA+F16C (kernels/avx2/, x86-64) and NEON (kernels/neon/, aarch64; the
 // *_dotprod.cpp files are compiled for armv8.2-a+dotprod and used only when the CPU has it).
+// What the fast paths share without intrinsics (tiling, selection, softmax bookkeeping) is
+// header-only in kernels/common/.
 // Tests hold every table to the reference table.
 //
 // Kernels work on ranges (rows [r0, r1), tasks [t0, t1)) so that runtime/ can split a call

@@ -4,15 +4,20 @@
 // tile: the R weight rows (a few KiB) come from DRAM on the first column tile and from L1/L2 for
 // the others, and the quantized x columns (<= 64 x k bytes) stay in L2. ncols == 1 (decode) uses
 // 4 rows per tile so one x block load and its per-block prep serve four weight rows; the 4 rows
-// are a quarter of the range apart so that each is its own sequential stream (see drive).
+// are a quarter of the range apart so that each is its own sequential stream (see common::drive
+// in common/gemm_tiling.h).
 #include <immintrin.h>
 
 #include "kernels/avx2/avx2.h"
+#include "kernels/common/gemm_tiling.h"
 #include "quant/fp16.h"
 
 namespace edgellm::avx2 {
 
 namespace {
+
+using common::w_rows;
+using common::x_cols;
 
 // ---- small helpers -------------------------------------------------------------------------
 
@@ -37,7 +42,7 @@ inline __m256 scales(const Block* const* rows, int64_t b) {
   return _mm256_cvtph_ps(h);
 }
 
-// Decode reads 4 weight streams (see drive); with the block math in between, the hardware
+// Decode reads 4 weight streams (see common::drive); with the block math in between, the hardware
 // prefetchers alone reach ~0.8 of single-stream read bandwidth. Prefetching 512 bytes ahead in
 // each row (every block: the redundant hits are cheaper than a branch) brings it to ~0.9-1.0
 // (measured on a 14336 x 4096 Q4_0 matrix; 256 is short, 512-1024 equal, 2048 worse).
@@ -46,44 +51,9 @@ inline void prefetch_ahead(const void* p) {
   _mm_prefetch(static_cast<const char*>(p) + kPrefetchBytes, _MM_HINT_T0);
 }
 
-// Runs Tile::run<R, C>(a, r, c, rstep) (rows r + i * rstep, i < R; columns c..c+C-1) over rows
-// [r0, r1) and all columns: decode (ncols == 1) takes 4 rows a quarter of the range apart, a
-// GEMM takes kGemmRows adjacent rows x 4 columns; the edges use smaller tiles.
-template <class Tile, int R>
-inline void run_columns(const GemmArgs& a, int64_t r) {
-  int64_t c = 0;
-  for (; c + 4 <= a.ncols; c += 4) Tile::template run<R, 4>(a, r, c);
-  switch (a.ncols - c) {
-    case 1: Tile::template run<R, 1>(a, r, c); break;
-    case 2: Tile::template run<R, 2>(a, r, c); break;
-    case 3: Tile::template run<R, 3>(a, r, c); break;
-    default: break;
-  }
-}
-
-template <class Tile>
-void drive(const GemmArgs& a, int64_t r0, int64_t r1) {
-  int64_t r = r0;
-  if (a.ncols == 1) {
-    // Rows i, i + q, i + 2q, i + 3q of the range together: each of the 4 streams then runs
-    // through contiguous memory from row to row, one stream per 4 KiB page, which is what the
-    // hardware stream prefetchers track (4 adjacent rows put 2 streams in most pages).
-    const int64_t q = (r1 - r0) / 4;
-    for (int64_t i = 0; i < q; ++i) Tile::template run<4, 1>(a, r0 + i, 0, q);
-    for (r = r0 + 4 * q; r < r1; ++r) Tile::template run<1, 1>(a, r, 0);
-    return;
-  }
-  constexpr int kGemmRows = 2;
-  for (; r + kGemmRows <= r1; r += kGemmRows) run_columns<Tile, kGemmRows>(a, r);
-  for (; r < r1; ++r) run_columns<Tile, 1>(a, r);
-}
-
-const block_q8_0* x_col_q8(const GemmArgs& a, int64_t c) {
-  return reinterpret_cast<const block_q8_0*>(static_cast<const uint8_t*>(a.x) + c * a.x_col_bytes);
-}
-const float* x_col_f32(const GemmArgs& a, int64_t c) {
-  return reinterpret_cast<const float*>(static_cast<const uint8_t*>(a.x) + c * a.x_col_bytes);
-}
+// The AVX2 tiling (common::drive): decode 4 rows a quarter of the range apart, GEMM 2 adjacent
+// rows x 4 columns.
+constexpr int kGemmRows = 2;
 
 // ---- Q4_0 x Q8_0 ---------------------------------------------------------------------------
 // Both steps below compute maddubs(n, x) - maddubs(8, x) = sum (n - 8) x per byte pair from the
@@ -132,8 +102,8 @@ struct Q4PairTile {
     const int64_t nb = a.k / kQK;
     const block_q4_0* w[R];
     const block_q8_0* x[C];
-    for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const block_q4_0*>(a.w + (r + i * rstep) * a.w_row_bytes);
-    for (int j = 0; j < C; ++j) x[j] = x_col_q8(a, c + j);
+    w_rows(a, r, rstep, w);
+    x_cols(a, c, x);
     __m256 acc[R][C];
     for (int i = 0; i < R; ++i)
       for (int j = 0; j < C; ++j) acc[i][j] = _mm256_setzero_ps();
@@ -205,8 +175,8 @@ struct Q8Tile {
     const int64_t nb = a.k / kQK;
     const block_q8_0* w[R];
     const block_q8_0* x[C];
-    for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const block_q8_0*>(a.w + (r + i * rstep) * a.w_row_bytes);
-    for (int j = 0; j < C; ++j) x[j] = x_col_q8(a, c + j);
+    w_rows(a, r, rstep, w);
+    x_cols(a, c, x);
     __m256 acc[R][C];
     for (int i = 0; i < R; ++i)
       for (int j = 0; j < C; ++j) acc[i][j] = _mm256_setzero_ps();
@@ -234,55 +204,35 @@ struct Q8Tile {
   }
 };
 
-// ---- float weights -------------------------------------------------------------------------
+// ---- float weights (common::FloatTile) ----------------------------------------------------
+struct Vec8 {
+  using V = __m256;
+  static constexpr int kLanes = 8;
+  static __m256 zero() { return _mm256_setzero_ps(); }
+  static __m256 load(const float* p) { return _mm256_loadu_ps(p); }
+  static __m256 fma(__m256 acc, __m256 w, __m256 x) { return _mm256_fmadd_ps(w, x, acc); }
+  static float hsum(__m256 v) { return avx2::hsum(v); }
+};
 struct LoadF32 {
   using T = float;
-  static __m256 load8(const T* p) { return _mm256_loadu_ps(p); }
+  static __m256 load(const T* p) { return _mm256_loadu_ps(p); }
   static float load1(const T* p) { return *p; }
 };
 struct LoadF16 {
   using T = uint16_t;
-  static __m256 load8(const T* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+  static __m256 load(const T* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
   static float load1(const T* p) { return half_to_float(*p); }
 };
 struct LoadBF16 {
   using T = uint16_t;
-  static __m256 load8(const T* p) {
+  static __m256 load(const T* p) {
     const __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
   }
   static float load1(const T* p) { return bf16_to_float(*p); }
 };
-
 template <class L>
-struct FloatTile {
-  template <int R, int C>
-  static void run(const GemmArgs& a, int64_t r, int64_t c, int64_t rstep = 1) {
-    using T = typename L::T;
-    const T* w[R];
-    const float* x[C];
-    for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const T*>(a.w + (r + i * rstep) * a.w_row_bytes);
-    for (int j = 0; j < C; ++j) x[j] = x_col_f32(a, c + j);
-    __m256 acc[R][C];
-    for (int i = 0; i < R; ++i)
-      for (int j = 0; j < C; ++j) acc[i][j] = _mm256_setzero_ps();
-    int64_t e = 0;
-    for (; e + 8 <= a.k; e += 8) {
-      __m256 wv[R];
-      for (int i = 0; i < R; ++i) wv[i] = L::load8(w[i] + e);
-      for (int j = 0; j < C; ++j) {
-        const __m256 xv = _mm256_loadu_ps(x[j] + e);
-        for (int i = 0; i < R; ++i) acc[i][j] = _mm256_fmadd_ps(wv[i], xv, acc[i][j]);
-      }
-    }
-    for (int i = 0; i < R; ++i)
-      for (int j = 0; j < C; ++j) {
-        float sum = hsum(acc[i][j]);
-        for (int64_t t = e; t < a.k; ++t) sum += L::load1(w[i] + t) * x[j][t];
-        a.y[(c + j) * a.y_col_stride + r + i * rstep] = sum;
-      }
-  }
-};
+using FloatTile = common::FloatTile<Vec8, L>;
 
 }  // namespace
 
@@ -329,11 +279,11 @@ void quantize_row_q8_0(const float* x, block_q8_0* y, int64_t n) {
   }
 }
 
-void gemm_q4_0(const GemmArgs& a, int64_t r0, int64_t r1) { drive<Q4PairTile>(a, r0, r1); }
-void gemm_q8_0(const GemmArgs& a, int64_t r0, int64_t r1) { drive<Q8Tile>(a, r0, r1); }
-void gemm_f16(const GemmArgs& a, int64_t r0, int64_t r1) { drive<FloatTile<LoadF16>>(a, r0, r1); }
-void gemm_bf16(const GemmArgs& a, int64_t r0, int64_t r1) { drive<FloatTile<LoadBF16>>(a, r0, r1); }
-void gemm_f32(const GemmArgs& a, int64_t r0, int64_t r1) { drive<FloatTile<LoadF32>>(a, r0, r1); }
+void gemm_q4_0(const GemmArgs& a, int64_t r0, int64_t r1) { common::drive<Q4PairTile, kGemmRows>(a, r0, r1); }
+void gemm_q8_0(const GemmArgs& a, int64_t r0, int64_t r1) { common::drive<Q8Tile, kGemmRows>(a, r0, r1); }
+void gemm_f16(const GemmArgs& a, int64_t r0, int64_t r1) { common::drive<FloatTile<LoadF16>, kGemmRows>(a, r0, r1); }
+void gemm_bf16(const GemmArgs& a, int64_t r0, int64_t r1) { common::drive<FloatTile<LoadBF16>, kGemmRows>(a, r0, r1); }
+void gemm_f32(const GemmArgs& a, int64_t r0, int64_t r1) { common::drive<FloatTile<LoadF32>, kGemmRows>(a, r0, r1); }
 
 // ---- f16 rows ------------------------------------------------------------------------------
 // F16C rounds to nearest even like float_to_half; only NaN differs (F16C keeps payload bits,
