@@ -53,6 +53,8 @@ export interface NativeAddon {
   benchKernels(opts?: KernelBenchOptions): Promise<KernelBenchRow[]>;
   ggufInfo(path: string): GgufInfo;
   loadModel(path: string, opts?: NativeLoadOptions): Promise<NativeModel>;
+  /** Sends a datagram to $NOTIFY_SOCKET: true when sent, false when the variable is unset. */
+  sdNotify(state: string): boolean;
 }
 
 const here = dirname(fileURLToPath(import.meta.url));
