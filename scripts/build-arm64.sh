@@ -44,8 +44,8 @@ check_elf() {
     *"ARM aarch64"*) ;;
     *) echo "build-arm64: $f is not an aarch64 ELF: $desc" >&2; return 1 ;;
   esac
-  glibc="$(readelf -W --dyn-syms --version-info "$f" | grep -oE 'GLIBC_[0-9]+(\.[0-9]+)+' | sed 's/GLIBC_//' | sort -uV | tail -1)"
-  glibcxx="$(readelf -W --dyn-syms --version-info "$f" | grep -oE 'GLIBCXX_[0-9]+(\.[0-9]+)+' | sed 's/GLIBCXX_//' | sort -uV | tail -1)"
+  glibc="$(readelf -W --dyn-syms --version-info "$f" | { grep -oE 'GLIBC_[0-9]+(\.[0-9]+)+' || true; } | sed 's/GLIBC_//' | sort -uV | tail -1)"
+  glibcxx="$(readelf -W --dyn-syms --version-info "$f" | { grep -oE 'GLIBCXX_[0-9]+(\.[0-9]+)+' || true; } | sed 's/GLIBCXX_//' | sort -uV | tail -1)"
   if [ -n "$glibc" ] && [ "$(printf '%s\n2.36\n' "$glibc" | sort -V | tail -1)" != 2.36 ]; then
     echo "build-arm64: $f needs GLIBC_$glibc; Raspberry Pi OS Bookworm has 2.36" >&2; return 1
   fi
@@ -60,5 +60,5 @@ check_elf "$addon"
 if [ -n "$modules" ]; then
   nodedir="$(bash scripts/fetch-node.sh arm64)"
   bash scripts/rebuild-native-deps.sh --arch arm64 --nodedir "$nodedir" "$modules"
-  while IFS= read -r f; do check_elf "$f"; done < <(find "$modules" -name '*.node' -path '*/build/Release/*')
+  while IFS= read -r f; do check_elf "$f"; done < <(find "$modules" -name '*.node' -path '*/build/Release/*' -not -path '*/obj.target/*')
 fi

@@ -13,6 +13,7 @@
 #   BUNDLE                    version=, arch=, node=
 #   SHA256SUMS                every other file
 #
+# Progress goes to stderr; stdout is the tarball's path.
 # Network: the npm registry only (production dependencies, the Node runtime). Native dependencies
 # are compiled from source against the bundled Node's headers; nothing is downloaded from GitHub.
 # arm64 is cross-compiled on x86-64 (scripts/build-arm64.sh); x64 uses this machine's build.
@@ -45,7 +46,7 @@ case "$arch:$host_arch" in
     addon=build/Release/edgellm.node ;;
   arm64:*)
     log "cross-compiling the addon for arm64"
-    bash scripts/build-arm64.sh
+    bash scripts/build-arm64.sh >&2
     addon=build-arm64-addon/Release/edgellm.node ;;
   *) log "a linux-$arch bundle is built on a linux-$arch machine (or arm64 on x86-64)"; exit 1 ;;
 esac
@@ -71,9 +72,9 @@ log "npm ci --omit=dev"
 (cd "$stage/app" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
 rm -f "$stage/app/package-lock.json"
 if [ "$arch" = arm64 ] && [ "$host_arch" != aarch64 ]; then
-  bash scripts/build-arm64.sh --modules "$stage/app/node_modules"
+  bash scripts/build-arm64.sh --modules "$stage/app/node_modules" >&2
 else
-  bash scripts/rebuild-native-deps.sh --arch "$arch" --nodedir "$nodedir" "$stage/app/node_modules"
+  bash scripts/rebuild-native-deps.sh --arch "$arch" --nodedir "$nodedir" "$stage/app/node_modules" >&2
 fi
 cp "$addon" "$stage/app/build/Release/edgellm.node"
 

@@ -46,7 +46,18 @@ while IFS= read -r gypfile; do
   [ -f "$pkg/package.json" ] || continue
   name="$(node -p "require('$pkg/package.json').name")"
   echo "rebuild-native-deps: $name for linux-$arch"
-  (cd "$pkg" && node "$gyp" rebuild --release --arch="$arch" --nodedir="$nodedir" --jobs="$(nproc)" >/dev/null)
+  if ! (cd "$pkg" && node "$gyp" rebuild --release --arch="$arch" --nodedir="$nodedir" --jobs="$(nproc)") >"$pkg/node-gyp.log" 2>&1; then
+    tail -40 "$pkg/node-gyp.log" >&2
+    echo "rebuild-native-deps: $name failed to build for linux-$arch (log: $pkg/node-gyp.log)" >&2
+    exit 1
+  fi
+  rm -f "$pkg/node-gyp.log"
+  # Keep only the built modules (build/Release/*.node): objects and makefiles are dead weight on a Pi.
+  mv "$pkg/build/Release" "$pkg/.release.$$"
+  rm -rf "$pkg/build" "$pkg/.release.$$/obj.target" "$pkg/.release.$$/.deps" "$pkg/.release.$$/obj"
+  find "$pkg/.release.$$" -mindepth 1 -maxdepth 1 ! -name '*.node' -exec rm -rf {} +
+  mkdir -p "$pkg/build"
+  mv "$pkg/.release.$$" "$pkg/build/Release"
   count=$((count + 1))
 done < <(find "$modules" -name binding.gyp -not -path '*/test/*' -not -path '*/deps/*' | sort)
 echo "rebuild-native-deps: $count native package(s) rebuilt for linux-$arch"

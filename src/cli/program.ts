@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { createRequire } from 'node:module';
 import { EdgeError } from '../errors.js';
 import { registerBench } from './bench.js';
+import { registerDoctor } from './doctor.js';
 import { registerLogits } from './logits.js';
 import { registerTokenize } from './tokenize.js';
 
@@ -18,6 +19,7 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
   registerBench(program);
+  registerDoctor(program);
   registerLogits(program);
   registerTokenize(program);
   return program;
