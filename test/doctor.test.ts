@@ -16,6 +16,7 @@ import {
   formatChecks,
   modelFit,
   readConfigKeys,
+  runDoctor,
   RUNTIME_OVERHEAD_BYTES,
   type DoctorCheck,
 } from '../src/cli/doctor.js';
@@ -120,6 +121,23 @@ t.test('the text report puts a fix under each warn and fail', async (t) => {
     { name: 'clock', status: 'fail', detail: '1970', fix: 'set the time' },
   ]);
   t.equal(text, `ok    cpu       fine\nfail  clock     1970\n${' '.repeat(16)}fix: set the time\n`);
+});
+
+t.test('runDoctor checks the CPU, cores, memory, disk and clock even with nothing configured', async (t) => {
+  const checks = await runDoctor({ stateDir: tmpdir() });
+  t.same(checks.map((c) => [c.name, c.status === 'skip']), [
+    ['cpu', false], ['cores', false], ['memory', false], ['disk', false],
+    ['model', true], ['broker', true], ['upstream', true], ['clock', false],
+  ]);
+  t.match(byName(checks, 'cpu')?.detail, /kernels: (avx2|neon|neon-dotprod|reference)/);
+});
+
+t.test('a model that does not fit in RAM fails with what to change', { skip: existsSync(stories) ? false : `no ${stories}` }, async (t) => {
+  // 260K parameters never exceed RAM; 1e6 sequences of KV cache do.
+  const checks = await runDoctor({ model: stories, sequences: 1_000_000, stateDir: tmpdir() });
+  const m = byName(checks, 'model');
+  t.equal(m?.status, 'fail', m?.detail ?? 'model');
+  t.match(m?.fix, /smaller model|shorter context|fewer sequences/);
 });
 
 t.test('doctor --json with a reachable broker and a model that fits exits 0', { skip: existsSync(stories) ? false : `no ${stories}` }, async (t) => {
