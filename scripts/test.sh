@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `npm test`: a strict typecheck of src/ and test/, the C++ unit tests (CTest), the TypeScript tests (tap),
-# and the C++ kernel tests
-# cross-compiled for aarch64 and run under qemu as a Cortex-A76 and a Cortex-A72.
+# the C++ kernel tests
+# cross-compiled for aarch64 and run under qemu as a Cortex-A76 and a Cortex-A72, and the offline bundles
+# (npm run test:bundle: x64 and arm64 built, installed into a --root tree, run).
 # Runs every step even when one fails, then prints one summary line.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,7 @@ step types npx tsc -p tsconfig.test.json
 step native ctest --test-dir build --output-on-failure
 step ts npx tap
 step arm64 bash scripts/test-arm64.sh
+step bundle npm run --silent test:bundle
 
 # Counts: CTest suites from its summary, the qemu runs' cases from the harness' own
 # "N passed, N failed" lines, tap's assertions from its summary.
@@ -40,12 +42,14 @@ for f in "$log/arm64.txt"; do
   done < <(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$f" || true)
 done
 if grep -q 'SKIPPED' "$log/arm64.txt"; then skipped=$((skipped + 1)); fi
-tap_pass=$(grep -oE '# \{ total: [0-9]+, pass: [0-9]+' "$log/ts.txt" | tail -1 | grep -oE '[0-9]+$' || echo 0)
-tap_total=$(grep -oE '# \{ total: [0-9]+' "$log/ts.txt" | tail -1 | grep -oE '[0-9]+$' || echo 0)
-tap_fail=$(grep -oE 'fail: [0-9]+' "$log/ts.txt" | tail -1 | grep -oE '[0-9]+$' || echo 0)
-tap_skip=$(grep -oE 'skip: [0-9]+' "$log/ts.txt" | tail -1 | grep -oE '[0-9]+$' || echo 0)
-passed=$((passed + tap_pass)); failed=$((failed + tap_fail)); skipped=$((skipped + tap_skip))
-if [ "$tap_total" -eq 0 ]; then echo "npm test: tap ran no test"; status=1; fi
+for run in ts bundle; do
+  tap_pass=$(grep -oE '# \{ total: [0-9]+, pass: [0-9]+' "$log/$run.txt" | tail -1 | grep -oE '[0-9]+$' || echo 0)
+  tap_total=$(grep -oE '# \{ total: [0-9]+' "$log/$run.txt" | tail -1 | grep -oE '[0-9]+$' || echo 0)
+  tap_fail=$(grep -oE 'fail: [0-9]+' "$log/$run.txt" | tail -1 | grep -oE '[0-9]+$' || echo 0)
+  tap_skip=$(grep -oE 'skip: [0-9]+' "$log/$run.txt" | tail -1 | grep -oE '[0-9]+$' || echo 0)
+  passed=$((passed + tap_pass)); failed=$((failed + tap_fail)); skipped=$((skipped + tap_skip))
+  if [ "$tap_total" -eq 0 ]; then echo "npm test: tap ($run) ran no test"; status=1; fi
+done
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
 
 echo "edgellm: $passed passed, $failed failed, $skipped skipped"

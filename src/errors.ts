@@ -26,6 +26,8 @@ export type ErrorCode =
   | 'E_PROMPT_TOO_LONG'
   /** The engine could not allocate what it needed. */
   | 'E_OUT_OF_MEMORY'
+  /** NOTIFY_SOCKET is set but the service manager's socket cannot be reached. */
+  | 'E_SYSTEMD'
   /** An unexpected failure inside the native engine. */
   | 'E_ENGINE';
 

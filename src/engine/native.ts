@@ -57,6 +57,8 @@ export interface NativeAddon {
   modelConfig(path: string, opts?: ModelRequirementsOptions): ModelRequirements;
   /** Whole rows of `rowLength` elements from one tensor type to another, off the event loop. */
   convertRows(src: Uint8Array, srcType: string, dstType: string, rowLength: number): Promise<Uint8Array>;
+  /** Sends a datagram to $NOTIFY_SOCKET: true when sent, false when the variable is unset. */
+  sdNotify(state: string): boolean;
 }
 
 const here = dirname(fileURLToPath(import.meta.url));

@@ -8,7 +8,7 @@ namespace edgellm::addon {
 // Errors cross the boundary as JS Errors with a `code` (E_...) and a message that says what to do.
 Napi::Error coded_error(Napi::Env env, const std::string& code, const std::string& message);
 
-void register_system(Napi::Env env, Napi::Object exports);  // cpuInfo()
+void register_system(Napi::Env env, Napi::Object exports);  // cpuInfo(), sdNotify(state)
 void register_bench(Napi::Env env, Napi::Object exports);   // benchKernels(opts) -> Promise
 void register_gguf(Napi::Env env, Napi::Object exports);    // ggufInfo(path)
 void register_model(Napi::Env env, Napi::Object exports);   // loadModel(path, opts) -> Promise<Model>

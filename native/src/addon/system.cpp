@@ -2,6 +2,10 @@
 #include "kernels/kernels.h"
 #include "runtime/thread_pool.h"
 #include "sys/cpu_features.h"
+#include "sys/sd_notify.h"
+
+#include <cstdlib>
+#include <cstring>
 
 namespace edgellm::addon {
 
@@ -40,8 +44,26 @@ static Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// sdNotify(state): sends `state` ("READY=1", "WATCHDOG=1"...) to $NOTIFY_SOCKET.
+// true when sent, false when NOTIFY_SOCKET is unset; E_SYSTEMD when it is set but unusable.
+static Napi::Value SdNotify(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) {
+    throw coded_error(env, "E_BAD_ARGUMENT", "sdNotify(state) takes a string such as \"READY=1\"");
+  }
+  const int r = sd_notify(info[0].As<Napi::String>().Utf8Value());
+  if (r < 0) {
+    const char* socket = std::getenv("NOTIFY_SOCKET");
+    throw coded_error(env, "E_SYSTEMD",
+                      std::string("could not notify systemd at NOTIFY_SOCKET=") + (socket ? socket : "") + ": " +
+                          std::strerror(-r));
+  }
+  return Napi::Boolean::New(env, r > 0);
+}
+
 void register_system(Napi::Env env, Napi::Object exports) {
   exports.Set("cpuInfo", Napi::Function::New(env, CpuInfo, "cpuInfo"));
+  exports.Set("sdNotify", Napi::Function::New(env, SdNotify, "sdNotify"));
 }
 
 }  // namespace edgellm::addon

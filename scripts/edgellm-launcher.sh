@@ -1,0 +1,10 @@
+#!/bin/sh
+# bin/edgellm of the offline bundle: runs the bundled Node.js with the bundled app and addon.
+# Resolves its own path first, so /opt/edgellm/current/bin/edgellm runs the version `current`
+# pointed to when it started. exec: the service's main PID is node itself (NotifyAccess=main).
+set -eu
+here=$(dirname "$(readlink -f "$0")")
+dir=$(dirname "$here")
+EDGELLM_ADDON="$dir/app/build/Release/edgellm.node"
+export EDGELLM_ADDON
+exec "$dir/runtime/bin/node" "$dir/app/dist/cli/main.js" "$@"

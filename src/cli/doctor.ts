@@ -1,0 +1,354 @@
+/**
+ * `edgellm doctor`: is this machine ready to serve? Each check says ok, warn or fail, and what to
+ * do about it. A failure means the daemon would not work as configured (exit 1); a warning means
+ * it would work, slower or with less margin.
+ */
+import { CommanderError, type Command } from 'commander';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, statfsSync } from 'node:fs';
+import { connect } from 'node:net';
+import { availableParallelism, freemem, totalmem } from 'node:os';
+import { dirname, resolve } from 'node:path';
+import { cpuInfo } from '../index.js';
+import { loadModel } from '../engine/model.js';
+import { EdgeError } from '../errors.js';
+import { parsePositiveInt } from './args.js';
+
+export type CheckStatus = 'ok' | 'warn' | 'fail' | 'skip';
+
+export interface DoctorCheck {
+  name: string;
+  status: CheckStatus;
+  /** What was found, in one line. */
+  detail: string;
+  /** What to do about a warn or fail. */
+  fix?: string;
+}
+
+export interface DoctorOptions {
+  /** GGUF model to check against this machine's memory. */
+  model?: string;
+  /** Sequences decoded at once (batch.max): each holds its own KV cache. */
+  sequences?: number;
+  /** Positions per sequence (default: the model's context, at most 4096, as loadModel). */
+  contextSize?: number;
+  /** mqtt://host[:port] (also mqtts, ws, wss, tcp). */
+  broker?: string;
+  /** The OpenAI-compatible upstream's base URL. */
+  upstream?: string;
+  /** Where the database and models live. */
+  stateDir?: string;
+  /** Per network check. */
+  timeoutMs?: number;
+}
+
+const GiB = 1024 ** 3;
+const MiB = 1024 ** 2;
+/** Node, V8's heap, the store and the engine's scratch beside the weights and KV caches. */
+export const RUNTIME_OVERHEAD_BYTES = 300 * MiB;
+
+const fmt = (bytes: number) => (bytes >= GiB ? `${(bytes / GiB).toFixed(1)} GiB` : `${Math.round(bytes / MiB)} MiB`);
+
+export function checkCpu(): DoctorCheck {
+  const cpu = cpuInfo();
+  const what = `${cpu.arch}${cpu.model ? ` (${cpu.model})` : ''}, kernels: ${cpu.kernels}`;
+  if (cpu.arch === 'aarch64' && !cpu.features.dotprod) {
+    return {
+      name: 'cpu', status: 'warn', detail: `${what}, no dotprod (ARMv8.0, e.g. Pi 4's Cortex-A72)`,
+      fix: 'quantized matmuls run without SDOT, roughly half as fast; a Pi 5 (Cortex-A76) has dotprod',
+    };
+  }
+  if (cpu.kernels === 'reference') {
+    return { name: 'cpu', status: 'warn', detail: `${what}: no SIMD kernels for this CPU`, fix: 'expect slow generation; edgellm has NEON and AVX2 fast paths' };
+  }
+  return { name: 'cpu', status: 'ok', detail: `${what}${cpu.features.dotprod ? ', dotprod' : ''}` };
+}
+
+export function checkCores(): DoctorCheck {
+  const cpu = cpuInfo();
+  const usable = availableParallelism();
+  const detail = `${cpu.physicalCores} cores, ${usable} usable by this process, model threads default ${cpu.defaultThreads}`;
+  if (usable < 2) {
+    return { name: 'cores', status: 'warn', detail, fix: 'one usable CPU: raise CPUQuota= (install-offline.sh --cpu-quota) or the cpuset' };
+  }
+  return { name: 'cores', status: 'ok', detail };
+}
+
+/** MemAvailable from /proc/meminfo (what can be allocated without swapping), else os.freemem(). */
+export function availableMemory(): number {
+  try {
+    const m = /^MemAvailable:\s+(\d+) kB$/m.exec(readFileSync('/proc/meminfo', 'utf8'));
+    if (m) return Number(m[1]) * 1024;
+  } catch {
+    // not Linux
+  }
+  return freemem();
+}
+
+export function checkMemory(total = totalmem(), available = availableMemory()): DoctorCheck {
+  const detail = `${fmt(total)} RAM, ${fmt(available)} available`;
+  if (total < 2 * GiB) {
+    return { name: 'memory', status: 'warn', detail, fix: 'under 2 GiB: only the smallest models (about 1B parameters at Q4_0) fit' };
+  }
+  return { name: 'memory', status: 'ok', detail };
+}
+
+/** The nearest existing directory at or above path (the state dir may not exist before install). */
+function existingAncestor(path: string): string {
+  let p = resolve(path);
+  while (!existsSync(p) && dirname(p) !== p) p = dirname(p);
+  return p;
+}
+
+export function checkDisk(stateDir: string): DoctorCheck {
+  const at = existingAncestor(stateDir);
+  const s = statfsSync(at);
+  const free = s.bavail * s.bsize;
+  const detail = `${fmt(free)} free for ${stateDir}${at !== resolve(stateDir) ? ` (on ${at}; not created yet)` : ''}`;
+  if (free < 256 * MiB) {
+    return { name: 'disk', status: 'fail', detail, fix: 'the database and its WAL need room: free space on that filesystem' };
+  }
+  if (free < 2 * GiB) {
+    return { name: 'disk', status: 'warn', detail, fix: 'under 2 GiB free: no room for another model; the request log grows too' };
+  }
+  return { name: 'disk', status: 'ok', detail };
+}
+
+/**
+ * Whether weights (memory-mapped, so they count against RAM to run at speed) plus one KV cache per
+ * sequence plus the runtime fit: fail beyond total RAM, warn beyond what is available now.
+ */
+export function modelFit(
+  m: { weightBytes: number; kvBytesPerSequence: number; sequences: number },
+  total: number,
+  available: number,
+): { status: CheckStatus; need: number } {
+  const need = m.weightBytes + m.kvBytesPerSequence * m.sequences + RUNTIME_OVERHEAD_BYTES;
+  if (need > total) return { status: 'fail', need };
+  if (need > available) return { status: 'warn', need };
+  return { status: 'ok', need };
+}
+
+export async function checkModel(path: string, opts: DoctorOptions): Promise<DoctorCheck> {
+  const sequences = opts.sequences ?? 1;
+  let info;
+  try {
+    const model = await loadModel(path, { threads: 1, ...(opts.contextSize ? { contextSize: opts.contextSize } : {}) });
+    info = model.info();
+    model.close();
+  } catch (err) {
+    const e = err as EdgeError;
+    return { name: 'model', status: 'fail', detail: `${e.code ?? 'error'}: ${e.message}`, fix: 'point -m / model: at a GGUF file edgellm runs (F16, BF16, Q8_0, Q4_0)' };
+  }
+  const total = totalmem();
+  const fit = modelFit({ weightBytes: info.weight_bytes, kvBytesPerSequence: info.kv_bytes_per_sequence, sequences }, total, availableMemory());
+  const detail =
+    `${info.arch}, ${(info.n_params / 1e6).toFixed(info.n_params < 1e7 ? 2 : 0)}M params: needs ${fmt(fit.need)} = weights ${fmt(info.weight_bytes)}` +
+    ` + KV ${fmt(info.kv_bytes_per_sequence)} x ${sequences} sequence(s) of ${info.context_size} positions + runtime ${fmt(RUNTIME_OVERHEAD_BYTES)}` +
+    ` (RAM ${fmt(total)})`;
+  if (fit.status === 'fail') {
+    return { name: 'model', status: 'fail', detail, fix: 'use a smaller model or quantization (Q4_0), a shorter context, or fewer sequences (batch.max)' };
+  }
+  if (fit.status === 'warn') {
+    return { name: 'model', status: 'warn', detail, fix: 'more than is free now: stop other services, or expect the model to be paged from disk' };
+  }
+  return { name: 'model', status: 'ok', detail };
+}
+
+const DEFAULT_PORTS: Record<string, number> = { 'mqtt:': 1883, 'tcp:': 1883, 'mqtts:': 8883, 'ssl:': 8883, 'tls:': 8883, 'ws:': 80, 'wss:': 443 };
+
+/** TCP connect to host:port; resolves with the time it took or rejects with the reason. */
+export function tcpProbe(host: string, port: number, timeoutMs: number): Promise<number> {
+  return new Promise((res, rej) => {
+    const t0 = Date.now();
+    const socket = connect({ host, port });
+    socket.setTimeout(timeoutMs, () => socket.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    socket.once('connect', () => {
+      socket.end();
+      res(Date.now() - t0);
+    });
+    socket.once('error', rej);
+  });
+}
+
+export async function checkBroker(url: string, timeoutMs: number): Promise<DoctorCheck> {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return { name: 'broker', status: 'fail', detail: `"${url}" is not a URL`, fix: 'write it as mqtt://host:1883' };
+  }
+  const port = u.port ? Number(u.port) : DEFAULT_PORTS[u.protocol];
+  if (!port || !u.hostname) {
+    return { name: 'broker', status: 'fail', detail: `${url}: unknown scheme ${u.protocol}`, fix: 'use mqtt://, mqtts://, ws:// or wss://' };
+  }
+  const host = u.hostname.replace(/^\[(.*)\]$/, '$1');
+  try {
+    const ms = await tcpProbe(host, port, timeoutMs);
+    return { name: 'broker', status: 'ok', detail: `${host}:${port} accepts connections (${ms} ms)` };
+  } catch (err) {
+    return {
+      name: 'broker', status: 'fail', detail: `${host}:${port}: ${(err as Error).message}`,
+      fix: 'start the broker (e.g. systemctl status mosquitto), check broker.url and the firewall',
+    };
+  }
+}
+
+export async function checkUpstream(url: string, timeoutMs: number): Promise<DoctorCheck> {
+  try {
+    const t0 = Date.now();
+    // Any HTTP answer (401 without a key, 404 on the base URL) proves the server is reachable.
+    const r = await fetch(url, { method: 'HEAD', signal: AbortSignal.timeout(timeoutMs), redirect: 'manual' });
+    return { name: 'upstream', status: 'ok', detail: `${url} answered HTTP ${r.status} (${Date.now() - t0} ms)` };
+  } catch (err) {
+    const e = err as Error & { cause?: { code?: string; message?: string } };
+    const why = e.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : (e.cause?.code ?? e.cause?.message ?? e.message);
+    return {
+      name: 'upstream', status: 'fail', detail: `${url}: ${why}`,
+      fix: 'check upstream.url, DNS and the network; requests routed to the cloud will fall back or fail',
+    };
+  }
+}
+
+/**
+ * The clock: a Pi has no battery-backed RTC, so until NTP syncs it may think it is 1970 or the
+ * last shutdown, and TLS certificates (mqtts, the upstream) look not-yet-valid or expired.
+ * `ntpSynchronized` is timedatectl's NTPSynchronized (undefined when it cannot be asked).
+ */
+export function checkClock(now: Date, ntpSynchronized: boolean | undefined): DoctorCheck {
+  const when = now.toISOString().replace(/\.\d+Z$/, 'Z');
+  if (now.getUTCFullYear() < 2024) {
+    return {
+      name: 'clock', status: 'fail', detail: `the clock says ${when}`,
+      fix: 'set the time: enable NTP (timedatectl set-ntp true) and check the network; TLS fails with a wrong clock',
+    };
+  }
+  if (ntpSynchronized === false) {
+    return { name: 'clock', status: 'warn', detail: `${when}, not synchronized by NTP`, fix: 'timedatectl set-ntp true (systemd-timesyncd), and let it reach an NTP server' };
+  }
+  return { name: 'clock', status: 'ok', detail: `${when}${ntpSynchronized ? ', NTP synchronized' : ' (NTP status unknown: no timedatectl)'}` };
+}
+
+export function ntpSynchronized(): boolean | undefined {
+  const r = spawnSync('timedatectl', ['show', '--property=NTPSynchronized', '--value'], { encoding: 'utf8', timeout: 3000 });
+  if (r.status !== 0) return undefined;
+  const v = r.stdout.trim();
+  return v === 'yes' ? true : v === 'no' ? false : undefined;
+}
+
+export async function runDoctor(opts: DoctorOptions): Promise<DoctorCheck[]> {
+  const timeoutMs = opts.timeoutMs ?? 3000;
+  const skip = (name: string, detail: string): DoctorCheck => ({ name, status: 'skip', detail });
+  const checks: DoctorCheck[] = [checkCpu(), checkCores(), checkMemory(), checkDisk(opts.stateDir ?? '/var/lib/edgellm')];
+  checks.push(opts.model ? await checkModel(opts.model, opts) : skip('model', 'no model configured (-m FILE)'));
+  const [broker, upstream] = await Promise.all([
+    opts.broker ? checkBroker(opts.broker, timeoutMs) : skip('broker', 'no broker configured (--broker URL)'),
+    opts.upstream ? checkUpstream(opts.upstream, timeoutMs) : skip('upstream', 'no upstream configured: local only'),
+  ]);
+  checks.push(broker, upstream, checkClock(new Date(), ntpSynchronized()));
+  return checks;
+}
+
+/**
+ * The few keys doctor needs from the daemon's config file (YAML, or JSON):
+ * model, state_dir, broker.url, upstream.url, batch.max. A stopgap reader of `key: value` lines
+ * with one level of nesting, until the daemon's config loader (one schema) is shared.
+ */
+export function readConfigKeys(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (text.trimStart().startsWith('{')) {
+    const flat = (o: Record<string, unknown>, prefix: string) => {
+      for (const [k, v] of Object.entries(o)) {
+        if (v && typeof v === 'object' && !Array.isArray(v)) flat(v as Record<string, unknown>, `${prefix}${k}.`);
+        else if (typeof v === 'string' || typeof v === 'number') out[`${prefix}${k}`] = String(v);
+      }
+    };
+    flat(JSON.parse(text) as Record<string, unknown>, '');
+    return out;
+  }
+  let section = '';
+  for (const line of text.split('\n')) {
+    const m = /^(\s*)([A-Za-z0-9_]+):\s*(.*?)\s*$/.exec(line.replace(/\s+#.*$/, '').replace(/^#.*$/, ''));
+    if (!m) continue;
+    const [, indent = '', key = '', raw = ''] = m;
+    if (indent === '') section = raw === '' ? key : '';
+    const value = raw.replace(/^(["'])(.*)\1$/, '$2');
+    if (raw === '') continue;
+    out[indent === '' ? key : `${section}.${key}`] = value;
+  }
+  return out;
+}
+
+interface DoctorFlags {
+  config?: string;
+  model?: string;
+  broker?: string;
+  upstream?: string;
+  stateDir?: string;
+  sequences?: string;
+  context?: string;
+  timeoutMs?: string;
+  json?: boolean;
+}
+
+export function registerDoctor(program: Command): void {
+  program
+    .command('doctor')
+    .description('check this machine for serving: CPU, memory, disk, model fit, broker, upstream, clock')
+    .option('--config <file>', 'the daemon config to check against (model, state_dir, broker.url, upstream.url, batch.max)')
+    .option('-m, --model <file>', 'GGUF model to check (overrides the config)')
+    .option('--broker <url>', 'MQTT broker, e.g. mqtt://localhost:1883')
+    .option('--upstream <url>', 'OpenAI-compatible upstream base URL')
+    .option('--state-dir <dir>', 'state directory (default: /var/lib/edgellm, or $EDGELLM_STATE_DIR)')
+    .option('--sequences <n>', 'sequences decoded at once, each with its KV cache (default: batch.max, else 1)')
+    .option('--context <n>', 'positions per sequence (default: the model\'s, at most 4096)')
+    .option('--timeout-ms <ms>', 'per network check (default 3000)')
+    .option('--json', 'one JSON object: {ok, checks: [{name, status, detail, fix}]}')
+    .action(async (flags: DoctorFlags) => {
+      let cfg: Record<string, string> = {};
+      if (flags.config) {
+        try {
+          cfg = readConfigKeys(readFileSync(flags.config, 'utf8'));
+        } catch (err) {
+          throw new EdgeError('E_CONFIG', `cannot read --config ${flags.config}: ${(err as Error).message}`);
+        }
+      }
+      const pick = (flag: string | undefined, key: string) => flag ?? (cfg[key] || undefined);
+      const opts: DoctorOptions = {};
+      const model = pick(flags.model, 'model');
+      const broker = pick(flags.broker, 'broker.url');
+      const upstream = pick(flags.upstream, 'upstream.url');
+      const stateDir = pick(flags.stateDir, 'state_dir') ?? process.env.EDGELLM_STATE_DIR;
+      const sequences = pick(flags.sequences, 'batch.max');
+      if (model) opts.model = model;
+      if (broker) opts.broker = broker;
+      if (upstream) opts.upstream = upstream;
+      if (stateDir) opts.stateDir = stateDir;
+      if (sequences) opts.sequences = parsePositiveInt(flags.sequences ? '--sequences' : 'batch.max', sequences);
+      if (flags.context) opts.contextSize = parsePositiveInt('--context', flags.context);
+      if (flags.timeoutMs) opts.timeoutMs = parsePositiveInt('--timeout-ms', flags.timeoutMs);
+
+      const checks = await runDoctor(opts);
+      const failed = checks.filter((c) => c.status === 'fail');
+      if (flags.json) {
+        process.stdout.write(JSON.stringify({ ok: failed.length === 0, checks }) + '\n');
+      } else {
+        process.stdout.write(formatChecks(checks));
+      }
+      if (failed.length > 0) {
+        const message = `edgellm doctor: ${failed.length} check(s) failed: ${failed.map((c) => c.name).join(', ')}`;
+        process.stderr.write(message + '\n');
+        // Exit 1 without the usage hint a usage error gets (runCli returns a CommanderError's exitCode).
+        throw new CommanderError(1, 'edgellm.doctor', message);
+      }
+    });
+}
+
+export function formatChecks(checks: DoctorCheck[]): string {
+  const lines: string[] = [];
+  for (const c of checks) {
+    lines.push(`${c.status.padEnd(5)} ${c.name.padEnd(9)} ${c.detail}`);
+    if (c.fix && (c.status === 'warn' || c.status === 'fail')) lines.push(`${' '.repeat(16)}fix: ${c.fix}`);
+  }
+  return lines.join('\n') + '\n';
+}

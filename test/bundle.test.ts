@@ -1,0 +1,170 @@
+// The offline bundle as a Pi receives it: built by scripts/bundle-offline.sh, installed by its own
+// install-offline.sh into a --root tree, and run from there (arm64 under qemu as a Cortex-A76).
+// Slow (it builds two bundles), so it is `npm run test:bundle`, not part of `tap`'s default run;
+// scripts/test.sh runs it.
+import t, { type Test } from 'tap';
+import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
+import {
+  appendFileSync,
+  cpSync,
+  existsSync,
+  lstatSync,
+  mkdtempSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = resolve(fileURLToPath(import.meta.url), '..', '..');
+const underCi = process.env.CI === 'true';
+const { version } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string };
+const benchArgs = ['bench', 'kernels', '--threads', '1', '--shapes', '64x256', '--min-seconds', '0.01', '--working-set-mb', '8'];
+
+const work = mkdtempSync(join(tmpdir(), 'edgellm-bundle-'));
+t.teardown(() => rmSync(work, { recursive: true, force: true }));
+// --model copies whatever it is given; the installer does not parse GGUF.
+const model = join(work, 'stories260K.gguf');
+writeFileSync(model, Buffer.from('GGUF stand-in for the installer test'));
+
+function sh(cmd: string, args: string[], opts: SpawnSyncOptions = {}) {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 << 20, ...opts });
+  return { status: r.status, stdout: String(r.stdout ?? ''), stderr: String(r.stderr ?? ''), error: r.error };
+}
+const has = (cmd: string, args = ['--version']) => sh(cmd, args).status === 0;
+
+/** A loud skip outside CI; under CI=true the test runs (and fails) because CI installs everything. */
+function requires(ok: boolean, missing: string): { skip: string | false } {
+  if (ok || underCi) return { skip: false };
+  process.stderr.write(`bundle.test: SKIPPED: ${missing}\n`);
+  return { skip: `SKIPPED: ${missing}` };
+}
+
+/** Builds the bundle for arch and unpacks it; returns the unpacked bundle directory. */
+function buildBundle(t: Test, arch: 'x64' | 'arm64'): string {
+  const out = join(work, `out-${arch}`);
+  const r = sh('bash', [join(root, 'scripts', 'bundle-offline.sh'), '--arch', arch, '--out', out], { cwd: root });
+  if (r.status !== 0) t.comment(r.stderr.slice(-4000));
+  t.equal(r.status, 0, `bundle-offline.sh --arch ${arch}`);
+  const tarball = join(out, `edgellm-${version}-linux-${arch}.tar.gz`);
+  t.equal(r.stdout.trim(), tarball, 'prints the tarball it wrote');
+  const unpacked = join(work, `unpacked-${arch}`);
+  rmSync(unpacked, { recursive: true, force: true });
+  cpSync(out, unpacked, { recursive: true });
+  t.equal(sh('tar', ['-xzf', tarball, '-C', unpacked]).status, 0, 'the tarball unpacks');
+  return join(unpacked, `edgellm-${version}-linux-${arch}`);
+}
+
+function install(bundle: string, args: string[]) {
+  return sh('bash', [join(bundle, 'install-offline.sh'), ...args]);
+}
+
+t.test('the linux-x64 bundle installs into a --root tree and runs from it', requires(process.arch === 'x64', 'the x64 bundle is built on x86-64'), async (t) => {
+  const bundle = buildBundle(t, 'x64');
+  for (const f of ['bin/edgellm', 'runtime/bin/node', 'app/dist/cli/main.js', 'app/build/Release/edgellm.node',
+    'app/node_modules/commander/package.json', 'systemd/edgellm.service', 'config.yaml', 'install-offline.sh', 'BUNDLE', 'SHA256SUMS']) {
+    t.ok(existsSync(join(bundle, f)), `bundle has ${f}`);
+  }
+  t.notOk(existsSync(join(bundle, 'app/node_modules/typescript')), 'no dev dependencies');
+  t.match(readFileSync(join(bundle, 'BUNDLE'), 'utf8'), new RegExp(`^version=${version.replaceAll('.', '\\.')}\narch=x64\nnode=v20\\.`));
+
+  const tree = join(work, 'root-x64');
+  const r = install(bundle, ['--root', tree, '--model', model, '--memory-max', '2G', '--cpu-quota', '300%']);
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stdout, /verified/, 'checksums verified');
+
+  const opt = join(tree, 'opt', 'edgellm');
+  t.ok(lstatSync(join(opt, 'current')).isSymbolicLink(), 'current is a symlink');
+  t.equal(readlinkSync(join(opt, 'current')), version, `current -> ${version} (relative)`);
+  const unit = readFileSync(join(tree, 'etc/systemd/system/edgellm.service'), 'utf8');
+  t.match(unit, /^MemoryMax=2G$/m);
+  t.match(unit, /^CPUQuota=300%$/m);
+  t.notMatch(unit, /@[A-Z_]+@/, 'every placeholder substituted');
+  t.match(readFileSync(join(tree, 'etc/edgellm/config.yaml'), 'utf8'), /^model: \/var\/lib\/edgellm\/models\/stories260K\.gguf$/m,
+    'the new config names the copied model');
+  t.same(readFileSync(join(tree, 'var/lib/edgellm/models/stories260K.gguf')), readFileSync(model), 'the model is copied');
+  const actions = readFileSync(join(tree, 'edgellm-install.actions'), 'utf8');
+  t.match(actions, /^useradd --system .*edgellm$/m, 'records the useradd');
+  t.match(actions, /^systemctl daemon-reload\nsystemctl (try-restart edgellm\nsystemctl )?enable --now edgellm$/m, 'records the enable');
+
+  const launcher = join(opt, 'current', 'bin', 'edgellm');
+  const v = sh(launcher, ['--version']);
+  t.equal(v.status, 0, v.stderr);
+  t.equal(v.stdout.trim(), version, 'the installed launcher runs the bundled node and app');
+  const b = sh(launcher, benchArgs);
+  t.equal(b.status, 0, b.stderr);
+  t.match(b.stdout, /gemv_q4_0\s+64x256/, 'the bundled addon runs the kernel bench');
+
+  // Idempotent: the admin's config survives, nothing is copied twice, --no-enable does not enable.
+  appendFileSync(join(tree, 'etc/edgellm/config.yaml'), '# edited by the admin\n');
+  const again = install(bundle, ['--root', tree, '--no-enable']);
+  t.equal(again.status, 0, again.stderr);
+  t.match(again.stdout, /already installed and intact/);
+  t.match(readFileSync(join(tree, 'etc/edgellm/config.yaml'), 'utf8'), /# edited by the admin/, 'config kept');
+  t.notMatch(readFileSync(join(tree, 'edgellm-install.actions'), 'utf8'), /enable/, '--no-enable');
+
+  // A second version: current switches, previous keeps the first; --rollback swaps them back.
+  const next = join(work, 'next-x64', `edgellm-9.9.9-linux-x64`);
+  cpSync(bundle, next, { recursive: true });
+  writeFileSync(join(next, 'BUNDLE'), readFileSync(join(next, 'BUNDLE'), 'utf8').replace(/^version=.*$/m, 'version=9.9.9'));
+  t.equal(sh('bash', ['-c', "find . -type f ! -name SHA256SUMS -printf '%P\\n' | LC_ALL=C sort | xargs -d '\\n' sha256sum > SHA256SUMS"], { cwd: next }).status, 0);
+  t.equal(install(next, ['--root', tree]).status, 0);
+  t.equal(readlinkSync(join(opt, 'current')), '9.9.9', 'upgrade: current -> 9.9.9');
+  t.equal(readlinkSync(join(opt, 'previous')), version, `previous -> ${version}`);
+  const rb = sh('bash', [join(opt, 'current', 'install-offline.sh'), '--root', tree, '--rollback']);
+  t.equal(rb.status, 0, rb.stderr);
+  t.equal(readlinkSync(join(opt, 'current')), version, `rollback: current -> ${version}`);
+  t.equal(readlinkSync(join(opt, 'previous')), '9.9.9');
+  t.match(readFileSync(join(tree, 'edgellm-install.actions'), 'utf8'), /systemctl try-restart edgellm/, 'restarts after a rollback');
+  t.equal(sh(launcher, ['--version']).stdout.trim(), version, 'the rolled-back version runs');
+
+  // A changed file is refused before anything is installed.
+  const tampered = join(work, 'tampered-x64');
+  cpSync(bundle, tampered, { recursive: true });
+  appendFileSync(join(tampered, 'app/dist/cli/main.js'), '\n// changed\n');
+  const bad = install(tampered, ['--root', join(work, 'root-tampered')]);
+  t.not(bad.status, 0, 'a changed file fails the install');
+  t.match(bad.stderr, /checksums do not match/);
+  t.notOk(existsSync(join(work, 'root-tampered', 'opt', 'edgellm')), 'nothing installed');
+
+  // --uninstall removes the program and the unit, keeps config and state.
+  const un = sh('bash', [join(bundle, 'install-offline.sh'), '--root', tree, '--uninstall']);
+  t.equal(un.status, 0, un.stderr);
+  t.notOk(existsSync(opt), '/opt/edgellm removed');
+  t.notOk(existsSync(join(tree, 'etc/systemd/system/edgellm.service')), 'unit removed');
+  t.ok(existsSync(join(tree, 'etc/edgellm/config.yaml')), 'config kept');
+  t.ok(existsSync(join(tree, 'var/lib/edgellm/models/stories260K.gguf')), 'models kept');
+  t.match(readFileSync(join(tree, 'edgellm-install.actions'), 'utf8'), /systemctl disable --now edgellm/);
+});
+
+const crossTools = has('aarch64-linux-gnu-g++') && has('qemu-aarch64') && existsSync('/usr/aarch64-linux-gnu/lib');
+t.test('the linux-arm64 bundle installs into a --root tree and runs under qemu as a Cortex-A76',
+  requires(crossTools, 'g++-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user build and run the arm64 bundle'), async (t) => {
+  const bundle = buildBundle(t, 'arm64');
+  for (const f of ['runtime/bin/node', 'app/build/Release/edgellm.node']) {
+    t.match(sh('file', ['-bL', join(bundle, f)]).stdout, /ARM aarch64/, `${f} is aarch64`);
+  }
+  const tree = join(work, 'root-arm64');
+  const r = install(bundle, ['--root', tree, '--no-enable']);
+  t.equal(r.status, 0, r.stderr);
+  const current = join(tree, 'opt', 'edgellm', 'current');
+  t.equal(readlinkSync(current), version);
+
+  // bin/edgellm under qemu: the launcher's own command line, with qemu in front of node.
+  const qemu = (args: string[]) =>
+    sh('qemu-aarch64', ['-cpu', 'cortex-a76', '-L', '/usr/aarch64-linux-gnu', join(current, 'runtime/bin/node'),
+      join(current, 'app/dist/cli/main.js'), ...args], {
+      env: { ...process.env, EDGELLM_ADDON: join(current, 'app/build/Release/edgellm.node') },
+      timeout: 180_000,
+    });
+  const v = qemu(['--version']);
+  t.equal(v.status, 0, v.stderr);
+  t.equal(v.stdout.trim(), version, 'the arm64 node runs the app');
+  const b = qemu(benchArgs);
+  t.equal(b.status, 0, b.stderr);
+  t.match(b.stdout, /kernels: neon-dotprod/, 'a Cortex-A76 gets the dotprod kernels');
+  t.match(b.stdout, /gemv_q4_0\s+64x256/);
+});

@@ -1,0 +1,180 @@
+// `edgellm doctor`: every check says ok, warn or fail with a fix, and a failure is exit 1.
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
+import { createServer, type AddressInfo, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import {
+  checkBroker,
+  checkClock,
+  checkDisk,
+  checkMemory,
+  checkUpstream,
+  formatChecks,
+  modelFit,
+  readConfigKeys,
+  runDoctor,
+  RUNTIME_OVERHEAD_BYTES,
+  type DoctorCheck,
+} from '../src/cli/doctor.js';
+
+const root = resolve(fileURLToPath(import.meta.url), '..', '..');
+const cli = resolve(root, 'dist', 'cli', 'main.js');
+const stories = resolve(root, '..', 'shared', 'models', 'stories260K.gguf');
+const GiB = 1024 ** 3;
+
+/** The CLI as a child process, asynchronously: the test's own servers must keep answering. */
+function run(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((res) => {
+    const child = spawn(process.execPath, [cli, 'doctor', ...args], { cwd: root });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('close', (status) => res({ status, stdout, stderr }));
+  });
+}
+
+async function listening(server: Server | ReturnType<typeof createHttpServer>): Promise<number> {
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return (server.address() as AddressInfo).port;
+}
+
+/** A port nothing listens on: bound once, then closed. */
+async function closedPort(): Promise<number> {
+  const s = createServer();
+  const port = await listening(s);
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+const byName = (checks: DoctorCheck[], name: string) => checks.find((c) => c.name === name);
+
+t.test('a model fits when weights + KV per sequence + runtime fit in RAM', async (t) => {
+  const m = { weightBytes: 2 * GiB, kvBytesPerSequence: 256 * 1024 ** 2, sequences: 4 };
+  const need = 3 * GiB + RUNTIME_OVERHEAD_BYTES;
+  t.same(modelFit(m, 8 * GiB, 6 * GiB), { status: 'ok', need });
+  t.same(modelFit(m, 8 * GiB, 3 * GiB), { status: 'warn', need }, 'fits the machine, not what is free now');
+  t.same(modelFit(m, 3 * GiB, 3 * GiB), { status: 'fail', need }, 'more than the machine has');
+  t.equal(modelFit({ ...m, sequences: 1 }, 8 * GiB, 8 * GiB).need, 2.25 * GiB + RUNTIME_OVERHEAD_BYTES, 'KV scales with sequences');
+});
+
+t.test('the clock fails before 2024 and warns when NTP has not synchronized', async (t) => {
+  t.equal(checkClock(new Date('1970-01-01T00:00:10Z'), undefined).status, 'fail');
+  t.match(checkClock(new Date('2023-12-31T23:59:59Z'), true).fix, /timedatectl set-ntp true/);
+  t.equal(checkClock(new Date('2025-06-01T00:00:00Z'), false).status, 'warn');
+  t.equal(checkClock(new Date('2025-06-01T00:00:00Z'), true).status, 'ok');
+  t.match(checkClock(new Date('2025-06-01T00:00:00Z'), undefined).detail, /NTP status unknown/);
+});
+
+t.test('memory under 2 GiB warns; disk space is measured on the nearest existing parent', async (t) => {
+  t.equal(checkMemory(1 * GiB, 0.5 * GiB).status, 'warn');
+  t.equal(checkMemory(8 * GiB, 6 * GiB).status, 'ok');
+  const d = checkDisk(join(tmpdir(), 'edgellm-does-not-exist', 'state'));
+  t.not(d.status, 'skip');
+  t.match(d.detail, /not created yet/);
+});
+
+t.test('the broker check connects over TCP and names host:port when it cannot', async (t) => {
+  const server = createServer((s) => s.end());
+  const port = await listening(server);
+  t.teardown(() => server.close());
+  const ok = await checkBroker(`mqtt://127.0.0.1:${port}`, 2000);
+  t.equal(ok.status, 'ok', ok.detail);
+  const down = await checkBroker(`mqtt://127.0.0.1:${await closedPort()}`, 2000);
+  t.equal(down.status, 'fail');
+  t.match(down.detail, /ECONNREFUSED/);
+  t.match(down.fix, /broker/);
+  t.equal((await checkBroker('not a url', 100)).status, 'fail');
+  t.match((await checkBroker('gopher://host', 100)).detail, /unknown scheme/);
+});
+
+t.test('the upstream check takes any HTTP answer as reachable', async (t) => {
+  const server = createHttpServer((_, res) => {
+    res.statusCode = 401;
+    res.end();
+  });
+  const port = await listening(server);
+  t.teardown(() => server.close());
+  const ok = await checkUpstream(`http://127.0.0.1:${port}/v1`, 2000);
+  t.equal(ok.status, 'ok');
+  t.match(ok.detail, /HTTP 401/);
+  const down = await checkUpstream(`http://127.0.0.1:${await closedPort()}/v1`, 2000);
+  t.equal(down.status, 'fail');
+  t.match(down.detail, /ECONNREFUSED/);
+});
+
+t.test('config keys come from YAML (one level of nesting, comments, quotes) or JSON', async (t) => {
+  const yaml = 'node_id: pi-1 # name\nmodel: "/m/a.gguf"\nbroker:\n  url: mqtt://b:1883\nupstream:\n  url: ""\nbatch:\n  max: 4\n';
+  t.same(readConfigKeys(yaml), { node_id: 'pi-1', model: '/m/a.gguf', 'broker.url': 'mqtt://b:1883', 'upstream.url': '', 'batch.max': '4' });
+  t.same(readConfigKeys('{"model": "/m/a.gguf", "broker": {"url": "mqtt://b"}, "batch": {"max": 2}}'), {
+    model: '/m/a.gguf', 'broker.url': 'mqtt://b', 'batch.max': '2',
+  });
+});
+
+t.test('the text report puts a fix under each warn and fail', async (t) => {
+  const text = formatChecks([
+    { name: 'cpu', status: 'ok', detail: 'fine', fix: 'unused' },
+    { name: 'clock', status: 'fail', detail: '1970', fix: 'set the time' },
+  ]);
+  t.equal(text, `ok    cpu       fine\nfail  clock     1970\n${' '.repeat(16)}fix: set the time\n`);
+});
+
+t.test('runDoctor checks the CPU, cores, memory, disk and clock even with nothing configured', async (t) => {
+  const checks = await runDoctor({ stateDir: tmpdir() });
+  t.same(checks.map((c) => [c.name, c.status === 'skip']), [
+    ['cpu', false], ['cores', false], ['memory', false], ['disk', false],
+    ['model', true], ['broker', true], ['upstream', true], ['clock', false],
+  ]);
+  t.match(byName(checks, 'cpu')?.detail, /kernels: (avx2|neon|neon-dotprod|reference)/);
+});
+
+t.test('a model that does not fit in RAM fails with what to change', { skip: existsSync(stories) ? false : `no ${stories}` }, async (t) => {
+  // 260K parameters never exceed RAM; 1e6 sequences of KV cache do.
+  const checks = await runDoctor({ model: stories, sequences: 1_000_000, stateDir: tmpdir() });
+  const m = byName(checks, 'model');
+  t.equal(m?.status, 'fail', m?.detail ?? 'model');
+  t.match(m?.fix, /smaller model|shorter context|fewer sequences/);
+});
+
+t.test('doctor --json with a reachable broker and a model that fits exits 0', { skip: existsSync(stories) ? false : `no ${stories}` }, async (t) => {
+  const server = createServer((s) => s.end());
+  const port = await listening(server);
+  t.teardown(() => server.close());
+  const r = await run(['--json', '-m', stories, '--broker', `mqtt://127.0.0.1:${port}`, '--state-dir', tmpdir()]);
+  const report = JSON.parse(r.stdout) as { ok: boolean; checks: DoctorCheck[] };
+  t.same(report.checks.map((c) => c.name), ['cpu', 'cores', 'memory', 'disk', 'model', 'broker', 'upstream', 'clock']);
+  t.equal(byName(report.checks, 'model')?.status, 'ok', byName(report.checks, 'model')?.detail ?? 'model');
+  t.match(byName(report.checks, 'model')?.detail, /llama.*weights.*KV.*sequence/);
+  t.equal(byName(report.checks, 'broker')?.status, 'ok');
+  t.equal(byName(report.checks, 'upstream')?.status, 'skip');
+  t.ok(report.checks.every((c) => ['ok', 'warn', 'fail', 'skip'].includes(c.status)));
+  t.equal(report.ok, true, r.stdout);
+  t.equal(r.status, 0, r.stderr);
+});
+
+t.test('doctor reads the config file and exits 1 naming what failed', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'edgellm-doctor-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const config = join(dir, 'config.yaml');
+  const port = await closedPort();
+  writeFileSync(config, `model: ${join(dir, 'missing.gguf')}\nstate_dir: ${dir}\nbroker:\n  url: mqtt://127.0.0.1:${port}\n`);
+  const r = await run(['--config', config, '--timeout-ms', '2000']);
+  t.equal(r.status, 1);
+  t.match(r.stdout, /^fail  model     E_MODEL_NOT_FOUND/m);
+  t.match(r.stdout, new RegExp(`^fail  broker    127\\.0\\.0\\.1:${port}: .*ECONNREFUSED`, 'm'));
+  t.match(r.stdout, /^ {16}fix: start the broker/m);
+  t.equal(r.stderr.trim(), 'edgellm doctor: 2 check(s) failed: model, broker', 'one line on stderr, no usage hint');
+});
+
+t.test('doctor refuses a bad flag value and an unreadable config', async (t) => {
+  const bad = await run(['--sequences', '0']);
+  t.equal(bad.status, 2);
+  t.match(bad.stderr, /--sequences takes a positive whole number/);
+  const missing = await run(['--config', '/nonexistent/config.yaml']);
+  t.equal(missing.status, 2);
+  t.match(missing.stderr, /E_CONFIG: cannot read --config \/nonexistent\/config.yaml/);
+});

@@ -1,0 +1,211 @@
+// Running under systemd: the notify protocol as the service manager sees it (a unix datagram
+// socket), and the unit file as `systemd-analyze verify` sees it.
+import t from 'tap';
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+import { SystemdNotifier, watchdogIntervalMs, addonSend } from '../src/daemon/systemd.js';
+import { EdgeError } from '../src/errors.js';
+
+const root = resolve(fileURLToPath(import.meta.url), '..', '..');
+const underCi = process.env.CI === 'true';
+
+// Node cannot bind an AF_UNIX datagram socket, so python3 plays the service manager: it binds
+// the address given in argv[1] ('@name' = abstract) and prints each datagram as one JSON line
+// {"ms": monotonic milliseconds, "msg": text}. It exits on the datagram "EXIT".
+const LISTENER = `
+import json, socket, sys, time
+addr = sys.argv[1]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind('\\0' + addr[1:] if addr.startswith('@') else addr)
+print('LISTENING', flush=True)
+s.settimeout(20)
+while True:
+    msg = s.recv(4096).decode()
+    if msg == 'EXIT':
+        break
+    print(json.dumps({'ms': time.monotonic() * 1000, 'msg': msg}), flush=True)
+`;
+
+interface Datagram {
+  ms: number;
+  msg: string;
+}
+
+/**
+ * A test that needs a tool runs without it only outside CI, as a loud skip; under CI=true it runs
+ * and fails, because CI installs every tool (.ci/run).
+ */
+function requires(ok: boolean, missing: string): { skip: string | false } {
+  if (ok || underCi) return { skip: false };
+  process.stderr.write(`systemd.test: SKIPPED: ${missing}\n`);
+  return { skip: `SKIPPED: ${missing}` };
+}
+const needs = {
+  python3: requires(
+    spawnSync('python3', ['-c', 'import socket'], { stdio: 'ignore' }).status === 0,
+    'python3 listens on the unix datagram socket (apt-get install python3)',
+  ),
+  systemdAnalyze: requires(
+    spawnSync('systemd-analyze', ['--version'], { stdio: 'ignore' }).status === 0,
+    'systemd-analyze verifies the unit (apt-get install systemd)',
+  ),
+};
+
+/** Starts the listener on `address` and resolves once it is bound. */
+async function listen(address: string): Promise<{ child: ChildProcessWithoutNullStreams; received: Datagram[]; done: Promise<void> }> {
+  const child = spawn('python3', ['-c', LISTENER, address]);
+  const received: Datagram[] = [];
+  const lines = createInterface({ input: child.stdout });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const done = new Promise<void>((res, rej) =>
+    child.on('exit', (code) => (code === 0 ? res() : rej(new Error(`listener exited ${code}: ${stderr}`)))),
+  );
+  await new Promise<void>((res, rej) => {
+    lines.on('line', (line) => {
+      if (line === 'LISTENING') res();
+      else received.push(JSON.parse(line) as Datagram);
+    });
+    done.catch(rej);
+  });
+  return { child, received, done };
+}
+
+/** Runs fn with NOTIFY_SOCKET set (the addon reads the real environment), then restores it. */
+async function withNotifySocket<T>(value: string | undefined, fn: () => Promise<T>): Promise<T> {
+  const saved = process.env.NOTIFY_SOCKET;
+  if (value === undefined) delete process.env.NOTIFY_SOCKET;
+  else process.env.NOTIFY_SOCKET = value;
+  try {
+    return await fn();
+  } finally {
+    if (saved === undefined) delete process.env.NOTIFY_SOCKET;
+    else process.env.NOTIFY_SOCKET = saved;
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+t.test('without NOTIFY_SOCKET notifying is a no-op that returns false', async (t) => {
+  await withNotifySocket(undefined, async () => {
+    t.equal(addonSend('READY=1'), false);
+    const n = new SystemdNotifier({ env: { WATCHDOG_USEC: '1000000' } });
+    t.equal(n.watchdogMs, undefined, 'no socket, no watchdog');
+    t.equal(n.notifyReady(), false);
+    t.equal(n.startWatchdog(), false);
+    n.stop();
+  });
+});
+
+t.test('the watchdog interval is half of WATCHDOG_USEC, and only for the watched pid', async (t) => {
+  t.equal(watchdogIntervalMs({ WATCHDOG_USEC: '30000000' }, 42), 15000);
+  t.equal(watchdogIntervalMs({ WATCHDOG_USEC: '30000000', WATCHDOG_PID: '42' }, 42), 15000);
+  t.equal(watchdogIntervalMs({ WATCHDOG_USEC: '30000000', WATCHDOG_PID: '41' }, 42), undefined, 'another process');
+  t.equal(watchdogIntervalMs({}, 42), undefined);
+  t.equal(watchdogIntervalMs({ WATCHDOG_USEC: '0' }, 42), undefined);
+  t.equal(watchdogIntervalMs({ WATCHDOG_USEC: 'soon' }, 42), undefined);
+});
+
+t.test('a relative NOTIFY_SOCKET is refused with E_SYSTEMD, and the notifier reports it once', async (t) => {
+  await withNotifySocket('relative/socket', async () => {
+    t.throws(() => addonSend('READY=1'), { code: 'E_SYSTEMD' });
+    const errors: EdgeError[] = [];
+    const n = new SystemdNotifier({ onError: (e) => errors.push(e) });
+    t.equal(n.notifyStatus('hello'), false);
+    t.equal(errors.length, 1);
+    t.equal(errors[0]?.code, 'E_SYSTEMD');
+  });
+});
+
+t.test('a notify service sends READY=1, WATCHDOG=1 every WATCHDOG_USEC/2, then STOPPING=1', needs.python3, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'edgellm-notify-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const socket = join(dir, 'notify.sock');
+  const { received, done } = await listen(socket);
+  await withNotifySocket(socket, async () => {
+    const n = new SystemdNotifier({ env: { NOTIFY_SOCKET: socket, WATCHDOG_USEC: '200000', WATCHDOG_PID: String(process.pid) } });
+    t.equal(n.watchdogMs, 100);
+    t.equal(n.notifyReady('model loaded\nbroker connected'), true);
+    await sleep(650);
+    t.equal(n.notifyStopping(), true);
+    n.stop();
+    await sleep(250); // no ping after stop()
+    n.notify('EXIT');
+  });
+  await done;
+
+  t.equal(received[0]?.msg, 'READY=1\nSTATUS=model loaded broker connected', 'READY first; STATUS on one line');
+  t.equal(received[received.length - 1]?.msg, 'STOPPING=1', 'STOPPING=1 last: nothing after stop()');
+  const pings = received.filter((d) => d.msg === 'WATCHDOG=1');
+  // One ping at READY, then one every 100 ms for 650 ms; a loaded machine may drop one or two.
+  t.ok(pings.length >= 5 && pings.length <= 8, `${pings.length} pings in 650 ms at 100 ms`);
+  const gaps = pings.slice(1).map((p, i) => p.ms - (pings[i] as Datagram).ms).sort((a, b) => a - b);
+  const median = gaps[Math.floor(gaps.length / 2)] ?? 0;
+  t.ok(median >= 80 && median <= 160, `median gap ${median.toFixed(0)} ms is about 100 ms`);
+});
+
+t.test('an abstract-namespace NOTIFY_SOCKET (@name) is reached', needs.python3, async (t) => {
+  const address = `@edgellm-test-${process.pid}-${Date.now()}`;
+  const { received, done } = await listen(address);
+  await withNotifySocket(address, async () => {
+    const n = new SystemdNotifier();
+    t.equal(n.notifyStatus('warming up'), true);
+    n.notify('EXIT');
+  });
+  await done;
+  t.same(received.map((d) => d.msg), ['STATUS=warming up']);
+});
+
+// `systemd-analyze verify` checks keys, values and that ExecStart exists; it exits 0 on mere
+// warnings ("Unknown key", "Invalid syntax, ignoring"), so any line naming the unit fails the test.
+function verify(unitText: string, dir: string): { status: number | null; complaints: string[]; output: string } {
+  const unit = join(dir, 'edgellm.service');
+  writeFileSync(unit, unitText);
+  const r = spawnSync('systemd-analyze', ['verify', unit], { encoding: 'utf8' });
+  const output = `${r.stdout}${r.stderr}`;
+  const complaints = output.split('\n').filter((l) => l.includes('edgellm.service') || l.includes(dir));
+  return { status: r.status, complaints, output };
+}
+
+t.test('systemd/edgellm.service passes systemd-analyze verify once installed', needs.systemdAnalyze, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'edgellm-unit-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const exe = join(dir, 'edgellm');
+  writeFileSync(exe, '#!/bin/sh\nexit 0\n');
+  chmodSync(exe, 0o755);
+  const template = readFileSync(join(root, 'systemd', 'edgellm.service'), 'utf8');
+  // What install-offline.sh does, with ExecStart pointed at a stand-in executable.
+  const installed = template
+    .replaceAll('/opt/edgellm/current/bin/edgellm', exe)
+    .replaceAll('@MEMORY_MAX@', '75%')
+    .replaceAll('@CPU_QUOTA@', '400%');
+
+  const ok = verify(installed, dir);
+  t.equal(ok.status, 0, ok.output);
+  t.same(ok.complaints, [], 'no warnings about the unit');
+
+  for (const [key, value] of [
+    ['Type', 'notify'],
+    ['NotifyAccess', 'main'],
+    ['WatchdogSec', '30'],
+    ['Restart', 'on-failure'],
+    ['User', 'edgellm'],
+    ['StateDirectory', 'edgellm'],
+    ['ConfigurationDirectory', 'edgellm'],
+    ['ProtectSystem', 'strict'],
+    ['TimeoutStartSec', '600'],
+    ['RestrictAddressFamilies', 'AF_UNIX AF_INET AF_INET6'],
+  ]) {
+    t.match(template, new RegExp(`^${key}=${value}$`, 'm'), `${key}=${value}`);
+  }
+  t.notMatch(template, /^MemoryDenyWriteExecute=/m, "MemoryDenyWriteExecute would kill V8's JIT");
+
+  // The check has teeth: the raw template (placeholders) and a misspelt key are reported.
+  t.not(verify(template.replaceAll('/opt/edgellm/current/bin/edgellm', exe), dir).complaints, [], 'placeholders');
+  t.not(verify(installed.replace('WatchdogSec=', 'WatchdogSecs='), dir).complaints, [], 'unknown key');
+  t.not(verify(installed.replace(exe, join(dir, 'missing')), dir).status, 0, 'missing ExecStart');
+});
