@@ -4,6 +4,7 @@ import { createRequire } from 'node:module';
 import { EdgeError } from '../errors.js';
 import { registerBench } from './bench.js';
 import { registerLogits } from './logits.js';
+import { registerServe } from './serve.js';
 import { registerTokenize } from './tokenize.js';
 
 const require = createRequire(import.meta.url);
@@ -19,6 +20,7 @@ export function buildProgram(): Command {
     .exitOverride();
   registerBench(program);
   registerLogits(program);
+  registerServe(program);
   registerTokenize(program);
   return program;
 }
