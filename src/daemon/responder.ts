@@ -21,6 +21,8 @@ export interface IncomingRequest {
   correlation?: Buffer | undefined;
   /** MQTT 5 Message Expiry Interval left when the broker forwarded it, in seconds. */
   expirySeconds?: number | undefined;
+  /** The broker's redelivery of a message we may already have acknowledged (the DUP flag). */
+  redelivered?: boolean | undefined;
 }
 
 /** How replies leave; the transport implements it. */
@@ -105,10 +107,13 @@ export class Responder {
     if (!accepted.inserted) {
       const { existing } = accepted;
       this.deps.log.debug(`duplicate request ${msg.device}/${r.id} (${existing.state})`);
-      // Answered: the same answer again, to wherever this copy asked. Not yet: it will be answered once.
-      if (existing.reply !== null) this.channel.deliver(this.deps.store.outbox.add(replyTopic, existing.reply, correlation));
+      // A device's repeat of an answered id gets the same answer again, to wherever this copy asked.
+      // Not answered yet: it will be answered once. A broker redelivery (we crashed before its PUBACK
+      // went out) of an answered request needs nothing: that answer is already on its way.
+      if (existing.reply !== null && !msg.redelivered) this.channel.deliver(this.deps.store.outbox.add(replyTopic, existing.reply, correlation));
       return;
     }
+    this.deps.log.debug(`accepted ${msg.device}/${r.id}`);
     this.admit(stored, r, false);
   }
 

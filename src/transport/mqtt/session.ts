@@ -164,6 +164,7 @@ export class MqttSession implements ReplyChannel {
             responseTopic: props?.responseTopic,
             correlation: props?.correlationData,
             expirySeconds: props?.messageExpiryInterval,
+            redelivered: packet.dup,
           },
           topics.response(requestDevice),
         );
