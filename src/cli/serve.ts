@@ -36,13 +36,14 @@ export function registerServe(program: Command): void {
         process.once('SIGTERM', resolve);
         process.once('SIGINT', resolve);
       });
-      try {
-        await service.start();
-      } catch (err) {
-        await service.stop();
-        throw err;
-      }
-      await stopped;
+      // A signal during start (say, while the broker is still unreachable) stops it too.
+      const first = await Promise.race([service.start().then(() => 'started' as const), stopped.then(() => 'signal' as const)]).catch(
+        async (err: unknown) => {
+          await service.stop();
+          throw err;
+        },
+      );
+      if (first === 'started') await stopped;
       await service.stop();
     });
 }

@@ -209,6 +209,38 @@ if (!bin) {
     t.equal(device.for('crash').length, 1, 'answered once');
   });
 
+  t.test('SIGTERM lets a running generation finish and answer before the node exits', async (t) => {
+    const s = scope(t);
+    const config = daemonConfig({ broker: { url: broker.url }, prefix: s.prefix, node_id: `node${n}`, state_dir: s.stateDir });
+    const device = await Device.connect(broker.url, `client-${s.prefix}`, [`${s.prefix}/response/#`]);
+    t.teardown(() => device.close());
+    const daemon = await DaemonProcess.start(config, 100);
+    t.teardown(() => daemon.kill('SIGKILL'));
+    await device.publish(`${s.prefix}/request/${s.deviceId}`, { id: 'drain', prompt: 'a b c' });
+    await daemon.waitFor(/accepted dev\d+\/drain/);
+    const exited = new Promise<number | null>((resolve) => daemon.proc.once('exit', (code) => resolve(code)));
+    daemon.proc.kill('SIGTERM');
+    t.match((await device.final('drain', 5000)).body, { type: 'done', text: 'you said: a b c' });
+    t.equal(await exited, 0, 'exit 0 after draining');
+  });
+
+  t.test('what the drain time does not cover is left queued and answered after the next start', async (t) => {
+    const s = scope(t);
+    const config = daemonConfig({ broker: { url: broker.url }, prefix: s.prefix, node_id: `node${n}`, state_dir: s.stateDir, limits: { drain_s: 0 } });
+    const device = await Device.connect(broker.url, `client-${s.prefix}`, [`${s.prefix}/response/#`]);
+    t.teardown(() => device.close());
+    const first = await DaemonProcess.start(config, 300);
+    t.teardown(() => first.kill('SIGKILL'));
+    await device.publish(`${s.prefix}/request/${s.deviceId}`, { id: 'later', prompt: 'a b c' });
+    await first.waitFor(/accepted dev\d+\/later/);
+    await first.kill('SIGTERM');
+    t.equal(device.for('later').length, 0, 'not answered by the stopping node');
+    const second = await DaemonProcess.start(config, 0);
+    t.teardown(() => second.kill('SIGTERM'));
+    t.match((await device.final('later', 10_000)).body, { type: 'done', text: 'you said: a b c' });
+    t.match(second.output, /resumed 1 request/);
+  });
+
   t.test('replies finished while the broker is down are sent from the outbox when it is back', async (t) => {
     const { request, device, daemon, stateDir } = await setup(t, {}, 100);
     await request({ id: 'ob', prompt: 'a b c' });

@@ -47,9 +47,15 @@ export class MqttSession implements ReplyChannel {
     const client = mqtt.connect(config.broker.url, this.options());
     this.client = client;
     client.handleMessage = (packet, done) => this.onPublish(packet, done);
-    client.on('error', (err) => log.warn(`broker ${config.broker.url}: ${err.message}`));
+    // Reconnect attempts repeat the same error every second: say each one once until we connect.
+    let lastError = '';
+    client.on('error', (err) => {
+      if (err.message !== lastError) log.warn(`broker ${config.broker.url}: ${err.message}`);
+      lastError = err.message;
+    });
     client.on('offline', () => log.warn(`broker ${config.broker.url} unreachable; retrying`));
     client.on('connect', (connack) => {
+      lastError = '';
       log.info(`connected to ${config.broker.url} as ${client.options.clientId} (session ${connack.sessionPresent ? 'resumed' : 'new'})`);
       this.announce();
       this.flushOutbox();
