@@ -123,6 +123,18 @@ if (!bin) {
     t.match((await device.final('m')).body.error, { code: 'E_UNKNOWN_MODEL', message: /serves: fake/ });
   });
 
+  t.test('limits and routes a node cannot serve are refused with their own codes', async (t) => {
+    const { request, device } = await setup(t, { limits: { max_prompt_bytes: 16 } });
+    await request({ id: 'long', prompt: 'this prompt is longer than sixteen bytes' });
+    t.match((await device.final('long')).body.error, { code: 'E_PROMPT_TOO_LONG', message: /limits\.max_prompt_bytes/ });
+    await request({ id: 'chat', messages: [{ role: 'user', content: 'twelve bytes' }, { role: 'user', content: 'and more' }] });
+    t.match((await device.final('chat')).body.error, { code: 'E_PROMPT_TOO_LONG' }, 'all messages count');
+    await request({ id: 'cloud', prompt: 'hi', route: 'cloud' });
+    t.match((await device.final('cloud')).body.error, { code: 'E_NO_UPSTREAM' });
+    await request({ id: 'local', prompt: 'hi', local_only: true });
+    t.match((await device.final('local')).body, { type: 'done', route: 'local', route_reason: 'local_only requested' });
+  });
+
   t.test('a deadline that passes while generating is an E_DEADLINE reply', async (t) => {
     const { request, device } = await setup(t, {}, 100);
     await request({ id: 'late', prompt: 'a b c d e f g h', deadline_ms: 250 });
