@@ -21,6 +21,7 @@ export class Service {
   private session: MqttSession | undefined;
   private stopping: Promise<void> | undefined;
   private started = false;
+  private pruneTimer: NodeJS.Timeout | undefined;
   readonly log: Logger;
 
   constructor(
@@ -37,8 +38,13 @@ export class Service {
     const password = readBrokerPassword(config);
     const store = Store.open(config.state_dir, { cacheEntries: config.cache.max_entries });
     this.store = store;
-    const pruned = store.requests.prune(Date.now() - KEEP_ANSWERS_MS);
-    if (pruned > 0) log.debug(`forgot ${pruned} answered request(s) older than 7 days`);
+    const prune = () => {
+      const pruned = store.requests.prune(Date.now() - KEEP_ANSWERS_MS);
+      if (pruned > 0) log.debug(`forgot ${pruned} answered request(s) older than 7 days`);
+    };
+    prune();
+    this.pruneTimer = setInterval(prune, 3600 * 1000);
+    this.pruneTimer.unref();
 
     for (const [name, path] of files) {
       const model = await this.openModel(path);
@@ -77,6 +83,7 @@ export class Service {
 
   private async shutdown(): Promise<void> {
     if (this.started) this.log.info('stopping: finishing running requests');
+    clearInterval(this.pruneTimer);
     await this.responder?.drain(this.config.limits.drain_s * 1000);
     await this.session?.stop();
     for (const model of this.models.values()) await model.close();
