@@ -29,7 +29,23 @@ export type ErrorCode =
   /** NOTIFY_SOCKET is set but the service manager's socket cannot be reached. */
   | 'E_SYSTEMD'
   /** An unexpected failure inside the native engine. */
-  | 'E_ENGINE';
+  | 'E_ENGINE'
+  /** A request whose deadline (deadline_ms, or its MQTT Message Expiry) passed before it was answered. */
+  | 'E_DEADLINE'
+  /** The admission queue is at limits.queue_depth: retry later, or raise the limit. */
+  | 'E_QUEUE_FULL'
+  /** A prompt longer than limits.max_prompt_bytes. */
+  | 'E_PROMPT_TOO_LONG'
+  /** A request naming a model this node does not serve (the message lists the ones it does). */
+  | 'E_UNKNOWN_MODEL'
+  /** A request that can only be answered by an upstream (route: cloud) on a node without one. */
+  | 'E_NO_UPSTREAM'
+  /** The state directory's SQLite database cannot be opened, migrated or written. */
+  | 'E_STORE'
+  /** The MQTT broker refused the connection or could not be reached. */
+  | 'E_BROKER'
+  /** A feature this build does not have yet (the message says which). */
+  | 'E_NOT_IMPLEMENTED';
 
 export class EdgeError extends Error {
   readonly code: ErrorCode;

@@ -9,6 +9,7 @@ import { registerInspect } from './inspect.js';
 import { registerLogits } from './logits.js';
 import { registerProfile } from './profile.js';
 import { registerQuantize } from './quantize.js';
+import { registerServe } from './serve.js';
 import { registerTokenize } from './tokenize.js';
 
 const require = createRequire(import.meta.url);
@@ -29,6 +30,7 @@ export function buildProgram(): Command {
   registerLogits(program);
   registerProfile(program);
   registerQuantize(program);
+  registerServe(program);
   registerTokenize(program);
   return program;
 }

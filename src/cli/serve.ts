@@ -1,0 +1,49 @@
+/** `edgellm serve`: the MQTT daemon. Runs until SIGTERM or SIGINT, then drains and exits. */
+import type { Command } from 'commander';
+import { stringify } from 'yaml';
+import { EdgeError } from '../errors.js';
+import { loadConfig, maskSecrets, modelFiles, type ConfigFlags } from '../daemon/config.js';
+import { openLocalModel } from '../daemon/local-model.js';
+import { Service } from '../daemon/service.js';
+
+interface ServeFlags extends ConfigFlags {
+  config?: string;
+  printConfig?: boolean;
+}
+
+export function registerServe(program: Command): void {
+  program
+    .command('serve')
+    .description('answer requests from MQTT with the local model (the daemon)')
+    .option('-c, --config <file>', 'YAML or JSON config file (EDGELLM_* variables and these flags override it)')
+    .option('--broker <url>', 'MQTT broker URL (broker.url)')
+    .option('-m, --model <file>', 'GGUF model file to serve (model)')
+    .option('--fleet-group <group>', 'share requests with the other nodes of this group (fleet.group)')
+    .option('--state-dir <dir>', 'directory of the SQLite database (state_dir)')
+    .option('--node-id <id>', "this node's name in topics and replies (node_id)")
+    .option('--print-config', 'print the effective config (secrets masked) and exit')
+    .action(async (flags: ServeFlags) => {
+      const config = loadConfig({ ...(flags.config ? { file: flags.config } : {}), flags });
+      if (flags.printConfig) {
+        process.stdout.write(stringify(maskSecrets(config)));
+        return;
+      }
+      if (modelFiles(config).size === 0) {
+        throw new EdgeError('E_CONFIG', 'no model to serve: set model in the config file, EDGELLM_MODEL, or --model FILE');
+      }
+      const service = new Service(config, openLocalModel);
+      const stopped = new Promise<void>((resolve) => {
+        process.once('SIGTERM', resolve);
+        process.once('SIGINT', resolve);
+      });
+      // A signal during start (say, while the broker is still unreachable) stops it too.
+      const first = await Promise.race([service.start().then(() => 'started' as const), stopped.then(() => 'signal' as const)]).catch(
+        async (err: unknown) => {
+          await service.stop();
+          throw err;
+        },
+      );
+      if (first === 'started') await stopped;
+      await service.stop();
+    });
+}

@@ -1,0 +1,94 @@
+/**
+ * The daemon: starts its parts in order (store -> engine -> scheduler -> transport) and stops them in
+ * reverse, draining running generations first. Every part's constructor only wires; work starts in start().
+ */
+import { modelFiles, readBrokerPassword, type DaemonConfig } from './config.js';
+import type { LocalModel, ModelOpener } from './engine-port.js';
+import { createLogger, type Logger } from './log.js';
+import { Responder } from './responder.js';
+import { RequestQueue } from '../scheduler/request-queue.js';
+import { Store } from '../store/index.js';
+import { MqttSession } from '../transport/mqtt/session.js';
+import { Topics } from '../transport/mqtt/topics.js';
+
+/** Answered requests are remembered this long, so a late duplicate still gets the same answer. */
+const KEEP_ANSWERS_MS = 7 * 24 * 3600 * 1000;
+
+export class Service {
+  private store: Store | undefined;
+  private readonly models = new Map<string, LocalModel>();
+  private responder: Responder | undefined;
+  private session: MqttSession | undefined;
+  private stopping: Promise<void> | undefined;
+  private started = false;
+  private pruneTimer: NodeJS.Timeout | undefined;
+  readonly log: Logger;
+
+  constructor(
+    private readonly config: DaemonConfig,
+    private readonly openModel: ModelOpener,
+    log?: Logger,
+  ) {
+    this.log = log ?? createLogger(config.log.level);
+  }
+
+  async start(): Promise<void> {
+    const { config, log } = this;
+    const files = modelFiles(config);
+    const password = readBrokerPassword(config);
+    const store = Store.open(config.state_dir, { cacheEntries: config.cache.max_entries });
+    this.store = store;
+    const prune = () => {
+      const pruned = store.requests.prune(Date.now() - KEEP_ANSWERS_MS);
+      if (pruned > 0) log.debug(`forgot ${pruned} answered request(s) older than 7 days`);
+    };
+    prune();
+    this.pruneTimer = setInterval(prune, 3600 * 1000);
+    this.pruneTimer.unref();
+
+    for (const [name, path] of files) {
+      const model = await this.openModel(path);
+      this.models.set(name, model);
+      log.info(`model ${name}: ${path} (context ${model.contextSize})`);
+    }
+
+    const queue = new RequestQueue({ slots: config.batch.max, maxWaiting: config.limits.queue_depth });
+    const responder = new Responder({ config, store, queue, models: this.models, log });
+    this.responder = responder;
+
+    const topics = new Topics(config.prefix, config.node_id, config.fleet.group);
+    const session = new MqttSession({
+      config,
+      topics,
+      outbox: store.outbox,
+      sink: responder,
+      log,
+      password,
+      models: [...this.models.keys()],
+      metrics: () => responder.stats(),
+    });
+    this.session = session;
+    responder.attach(session);
+    responder.resume();
+    await session.start();
+    this.started = true;
+    log.info(`node ${config.node_id} ready`);
+  }
+
+  /** Idempotent; waits up to limits.drain_s for running generations, then leaves the rest for the next start. */
+  stop(): Promise<void> {
+    this.stopping ??= this.shutdown();
+    return this.stopping;
+  }
+
+  private async shutdown(): Promise<void> {
+    if (this.started) this.log.info('stopping: finishing running requests');
+    clearInterval(this.pruneTimer);
+    await this.responder?.drain(this.config.limits.drain_s * 1000);
+    await this.session?.stop();
+    for (const model of this.models.values()) await model.close();
+    this.models.clear();
+    this.store?.close();
+    if (this.started) this.log.info('stopped');
+  }
+}

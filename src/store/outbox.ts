@@ -1,0 +1,46 @@
+/**
+ * Final replies waiting for the broker's PUBACK. A row is written in the same transaction that
+ * finishes its request, published, and deleted only when the broker has acknowledged it; rows left
+ * over from a crash or a lost connection are published again.
+ */
+import type { Db } from './database.js';
+
+export interface OutboxMessage {
+  seq: number;
+  topic: string;
+  payload: string;
+  correlation: Buffer | null;
+}
+
+export class Outbox {
+  private readonly addStmt;
+  private readonly allStmt;
+  private readonly delStmt;
+  private readonly countStmt;
+
+  constructor(db: Db) {
+    this.addStmt = db.prepare<[string, string, Buffer | null, number]>(
+      'INSERT INTO outbox (topic, payload, correlation, created_at) VALUES (?, ?, ?, ?)',
+    );
+    this.allStmt = db.prepare<[], OutboxMessage>('SELECT seq, topic, payload, correlation FROM outbox ORDER BY seq');
+    this.delStmt = db.prepare<[number]>('DELETE FROM outbox WHERE seq = ?');
+    this.countStmt = db.prepare<[], { n: number }>('SELECT count(*) AS n FROM outbox');
+  }
+
+  add(topic: string, payload: string, correlation: Buffer | null): OutboxMessage {
+    const seq = Number(this.addStmt.run(topic, payload, correlation, Date.now()).lastInsertRowid);
+    return { seq, topic, payload, correlation };
+  }
+
+  pending(): OutboxMessage[] {
+    return this.allStmt.all();
+  }
+
+  acknowledged(seq: number): void {
+    this.delStmt.run(seq);
+  }
+
+  size(): number {
+    return this.countStmt.get()!.n;
+  }
+}

@@ -1,0 +1,105 @@
+/**
+ * Accepted requests, one row per (device, id): written before the PUBACK leaves, so a request the broker
+ * saw acknowledged is never lost; the final reply is kept so a repeated id gets the same answer.
+ */
+import type { Db } from './database.js';
+
+export type RequestState = 'queued' | 'running' | 'done' | 'error' | 'cancelled';
+
+export interface StoredRequest {
+  device: string;
+  id: string;
+  /** The validated request as JSON text. */
+  payload: string;
+  replyTopic: string;
+  correlation: Buffer | null;
+  state: RequestState;
+  /** The final message (done or error) as JSON text, once there is one. */
+  reply: string | null;
+  receivedAt: number;
+  deadlineAt: number | null;
+}
+
+interface Row {
+  device: string;
+  id: string;
+  payload: string;
+  reply_topic: string;
+  correlation: Buffer | null;
+  state: RequestState;
+  reply: string | null;
+  received_at: number;
+  deadline_at: number | null;
+}
+
+const fromRow = (r: Row): StoredRequest => ({
+  device: r.device,
+  id: r.id,
+  payload: r.payload,
+  replyTopic: r.reply_topic,
+  correlation: r.correlation,
+  state: r.state,
+  reply: r.reply,
+  receivedAt: r.received_at,
+  deadlineAt: r.deadline_at,
+});
+
+export class RequestLog {
+  private readonly insertStmt;
+  private readonly getStmt;
+  private readonly openStmt;
+  private readonly stateStmt;
+  private readonly finishStmt;
+  private readonly pruneStmt;
+
+  constructor(db: Db) {
+    this.insertStmt = db.prepare(
+      `INSERT INTO requests (device, id, payload, reply_topic, correlation, state, received_at, deadline_at)
+       VALUES (@device, @id, @payload, @replyTopic, @correlation, 'queued', @receivedAt, @deadlineAt)
+       ON CONFLICT (device, id) DO NOTHING`,
+    );
+    this.getStmt = db.prepare<[string, string], Row>('SELECT * FROM requests WHERE device = ? AND id = ?');
+    this.openStmt = db.prepare<[], Row>(`SELECT * FROM requests WHERE state IN ('queued', 'running') ORDER BY received_at`);
+    this.stateStmt = db.prepare<[RequestState, number | null, string, string]>(
+      'UPDATE requests SET state = ?, started_at = ? WHERE device = ? AND id = ?',
+    );
+    this.finishStmt = db.prepare<[RequestState, string, number, string, string]>(
+      'UPDATE requests SET state = ?, reply = ?, finished_at = ? WHERE device = ? AND id = ?',
+    );
+    this.pruneStmt = db.prepare<[number]>(`DELETE FROM requests WHERE state NOT IN ('queued', 'running') AND finished_at < ?`);
+  }
+
+  /** Inserts a new request as queued; an existing (device, id) is returned untouched instead. */
+  accept(r: Omit<StoredRequest, 'state' | 'reply'>): { inserted: true } | { inserted: false; existing: StoredRequest } {
+    const info = this.insertStmt.run({ ...r });
+    if (info.changes === 1) return { inserted: true };
+    return { inserted: false, existing: this.get(r.device, r.id)! };
+  }
+
+  get(device: string, id: string): StoredRequest | undefined {
+    const row = this.getStmt.get(device, id);
+    return row ? fromRow(row) : undefined;
+  }
+
+  /** Requests accepted but not answered (queued, or running when the process stopped), oldest first. */
+  unanswered(): StoredRequest[] {
+    return this.openStmt.all().map(fromRow);
+  }
+
+  markRunning(device: string, id: string, at: number): void {
+    this.stateStmt.run('running', at, device, id);
+  }
+
+  markQueued(device: string, id: string): void {
+    this.stateStmt.run('queued', null, device, id);
+  }
+
+  finish(device: string, id: string, state: 'done' | 'error' | 'cancelled', reply: string, at: number): void {
+    this.finishStmt.run(state, reply, at, device, id);
+  }
+
+  /** Forgets answered requests finished before `before` (ms since the epoch); returns how many. */
+  prune(before: number): number {
+    return this.pruneStmt.run(before).changes;
+  }
+}

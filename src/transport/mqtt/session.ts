@@ -1,0 +1,229 @@
+/**
+ * The daemon's MQTT 5 session: a persistent session (clean start off, session expiry > 0) so requests
+ * published while the node is away wait at the broker; QoS 1 subscriptions; requests written to SQLite
+ * inside MQTT.js's handleMessage hook, whose callback sends the PUBACK, so an acknowledged request is
+ * on disk; replies from the outbox, cleared on their PUBACK; presence as a retained status with a
+ * Last Will; metrics on a timer.
+ */
+import { readFileSync } from 'node:fs';
+import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
+import type { DaemonConfig } from '../../daemon/config.js';
+import type { Logger } from '../../daemon/log.js';
+import type { IncomingRequest, ReplyChannel } from '../../daemon/responder.js';
+import { EdgeError } from '../../errors.js';
+import type { Outbox, OutboxMessage } from '../../store/outbox.js';
+import type { Topics } from './topics.js';
+
+/** What the session hands incoming messages to. */
+export interface RequestSink {
+  receive(msg: IncomingRequest, defaultReplyTopic: string): void;
+  cancel(device: string, id: string): void;
+}
+
+const json = { contentType: 'application/json', payloadFormatIndicator: true } as const;
+
+export class MqttSession implements ReplyChannel {
+  private client: MqttClient | undefined;
+  /** Outbox rows handed to MQTT.js in this process and not yet acknowledged (MQTT.js resends those itself). */
+  private readonly inflight = new Set<number>();
+  private metricsTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly deps: {
+      config: DaemonConfig;
+      topics: Topics;
+      outbox: Outbox;
+      sink: RequestSink;
+      log: Logger;
+      password: string | undefined;
+      models: string[];
+      metrics: () => object;
+    },
+  ) {}
+
+  /** Connects and subscribes; resolves on the first CONNACK, rejects if the broker refuses us. */
+  async start(): Promise<void> {
+    const { config, topics, log } = this.deps;
+    const client = mqtt.connect(config.broker.url, this.options());
+    this.client = client;
+    client.handleMessage = (packet, done) => this.onPublish(packet, done);
+    // Reconnect attempts repeat the same error every second: say each one once until we connect.
+    let lastError = '';
+    client.on('error', (err) => {
+      if (err.message !== lastError) log.warn(`broker ${config.broker.url}: ${err.message}`);
+      lastError = err.message;
+    });
+    client.on('offline', () => log.warn(`broker ${config.broker.url} unreachable; retrying`));
+    client.on('connect', (connack) => {
+      lastError = '';
+      log.info(`connected to ${config.broker.url} as ${client.options.clientId} (session ${connack.sessionPresent ? 'resumed' : 'new'})`);
+      this.announce();
+      this.flushOutbox();
+    });
+    await new Promise<void>((resolve, reject) => {
+      const onConnect = () => {
+        client.off('error', onError);
+        resolve();
+      };
+      const onError = (err: Error & { code?: unknown }) => {
+        // Refusals (bad credentials, not authorized) will not heal by retrying; network errors may.
+        if (typeof err.code === 'number' && err.code >= 128) {
+          client.off('connect', onConnect);
+          client.end(true);
+          reject(new EdgeError('E_BROKER', `${config.broker.url} refused the connection: ${err.message}`));
+        }
+      };
+      client.once('connect', onConnect);
+      client.on('error', onError);
+    });
+    // Subscribed once: the session keeps the subscriptions; MQTT.js renews them when a broker lost it.
+    const grants = await client.subscribeAsync({ [topics.requestFilter()]: { qos: 1 }, [topics.cancelFilter()]: { qos: 1 } });
+    for (const g of grants) {
+      if (g.qos > 2) throw new EdgeError('E_BROKER', `the broker refused the subscription to ${g.topic} (reason ${g.qos})${g.topic.startsWith('$share/') ? ': does it support shared subscriptions?' : ''}`);
+    }
+    log.info(`listening on ${topics.requestFilter()}`);
+    this.metricsTimer = setInterval(() => this.publishMetrics(), config.metrics.interval_s * 1000);
+    this.metricsTimer.unref();
+  }
+
+  chunk(topic: string, correlation: Buffer | null, payload: string): void {
+    const client = this.client;
+    if (!client?.connected) return; // the final reply carries the whole text
+    client.publish(topic, payload, { qos: 1, properties: { ...json, ...(correlation ? { correlationData: correlation } : {}) } });
+  }
+
+  deliver(message: OutboxMessage): void {
+    const client = this.client;
+    if (!client?.connected || this.inflight.has(message.seq)) return; // sent on the next CONNACK
+    this.inflight.add(message.seq);
+    const properties = { ...json, ...(message.correlation ? { correlationData: message.correlation } : {}) };
+    client.publish(message.topic, message.payload, { qos: 1, properties }, (err) => {
+      this.inflight.delete(message.seq);
+      if (err) {
+        this.deps.log.debug(`reply ${message.seq} not acknowledged (${err.message}); kept in the outbox`);
+        return;
+      }
+      try {
+        this.deps.outbox.acknowledged(message.seq);
+      } catch {
+        // the store closed during shutdown: the row is sent again on the next start (at least once)
+      }
+    });
+  }
+
+  /** Says offline (retained) and disconnects, keeping the session so requests wait at the broker. */
+  async stop(): Promise<void> {
+    clearInterval(this.metricsTimer);
+    const client = this.client;
+    if (!client) return;
+    this.client = undefined;
+    if (client.connected) {
+      await withTimeout(client.publishAsync(this.deps.topics.status(), this.statusPayload('offline'), { qos: 1, retain: true }), 2000).catch(() => undefined);
+    }
+    await withTimeout(client.endAsync(false), 3000).catch(() => client.endAsync(true));
+  }
+
+  private options(): IClientOptions {
+    const { config, topics } = this.deps;
+    const tls = config.broker.tls;
+    const opts: IClientOptions = {
+      protocolVersion: 5,
+      clean: false,
+      clientId: config.broker.client_id ?? `edgellm-${config.node_id}`,
+      keepalive: config.broker.keepalive_s,
+      reconnectPeriod: 1000,
+      connectTimeout: 10_000,
+      properties: { sessionExpiryInterval: config.broker.session_expiry_s },
+      will: { topic: topics.status(), payload: Buffer.from(this.statusPayload('offline')), qos: 1, retain: true },
+      rejectUnauthorized: tls.reject_unauthorized,
+    };
+    if (config.broker.username) opts.username = config.broker.username;
+    if (this.deps.password !== undefined) opts.password = this.deps.password;
+    const read = (key: string, file: string | undefined) => {
+      if (!file) return undefined;
+      try {
+        return readFileSync(file);
+      } catch (err) {
+        throw new EdgeError('E_CONFIG', `broker.tls.${key}: cannot read ${file}: ${(err as Error).message}`);
+      }
+    };
+    const ca = read('ca_file', tls.ca_file);
+    const cert = read('cert_file', tls.cert_file);
+    const key = read('key_file', tls.key_file);
+    if (ca) opts.ca = ca;
+    if (cert) opts.cert = cert;
+    if (key) opts.key = key;
+    return opts;
+  }
+
+  private onPublish(packet: IPublishPacket, done: (err?: Error) => void): void {
+    const { topics, sink, log } = this.deps;
+    const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
+    const props = packet.properties;
+    const requestDevice = topics.deviceOf(packet.topic, 'request');
+    if (requestDevice !== undefined) {
+      try {
+        sink.receive(
+          {
+            device: requestDevice,
+            payload,
+            responseTopic: props?.responseTopic,
+            correlation: props?.correlationData,
+            expirySeconds: props?.messageExpiryInterval,
+            redelivered: packet.dup,
+          },
+          topics.response(requestDevice),
+        );
+      } catch (err) {
+        // Not on disk, so not acknowledged: the broker delivers it again when we reconnect.
+        log.error(`could not record a request from ${requestDevice}: ${(err as Error).message}`);
+        done(err as Error);
+        return;
+      }
+      done();
+      return;
+    }
+    const cancelDevice = topics.deviceOf(packet.topic, 'cancel');
+    if (cancelDevice !== undefined) {
+      let id: unknown;
+      try {
+        id = (JSON.parse(payload.toString('utf8')) as { id?: unknown }).id;
+      } catch {
+        // handled below
+      }
+      if (typeof id === 'string' && id !== '') sink.cancel(cancelDevice, id);
+      else log.info(`ignored a cancel from ${cancelDevice}: the payload must be {"id": "<request id>"}`);
+    }
+    done();
+  }
+
+  private announce(): void {
+    this.client?.publish(this.deps.topics.status(), this.statusPayload('online'), { qos: 1, retain: true });
+  }
+
+  private statusPayload(state: 'online' | 'offline'): string {
+    const { config } = this.deps;
+    return JSON.stringify({ state, node: config.node_id, ...(state === 'online' ? { models: this.deps.models, fleet_group: config.fleet.group ?? null } : {}) });
+  }
+
+  private flushOutbox(): void {
+    const pending = this.deps.outbox.pending();
+    if (pending.length > 0) this.deps.log.info(`sending ${pending.length} reply(s) waiting in the outbox`);
+    for (const m of pending) this.deliver(m);
+  }
+
+  private publishMetrics(): void {
+    if (!this.client?.connected) return;
+    this.client.publish(this.deps.topics.metrics(), JSON.stringify({ node: this.deps.config.node_id, ...this.deps.metrics() }), { qos: 0 });
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p.finally(() => clearTimeout(timer)),
+    new Promise<T>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('timed out')), ms);
+    }),
+  ]);
+}

@@ -1,0 +1,103 @@
+// The daemon's config: one schema, file < EDGELLM_* variables < flags, errors that name the key.
+import t from 'tap';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { resolve } from 'node:path';
+import { EdgeError } from '../../src/errors.js';
+import { loadConfig, maskSecrets, modelFiles, readBrokerPassword } from '../../src/daemon/config.js';
+
+type TapLike = Parameters<Extract<Parameters<typeof t.test>[0], (...args: never[]) => unknown>>[0];
+
+const dir = mkdtempSync(join(tmpdir(), 'edgellm-config-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+const file = (name: string, text: string) => {
+  const p = join(dir, name);
+  writeFileSync(p, text);
+  return p;
+};
+
+function configError(t: TapLike, fn: () => unknown, re: RegExp) {
+  try {
+    fn();
+    t.fail('expected E_CONFIG');
+  } catch (err) {
+    t.ok(err instanceof EdgeError && err.code === 'E_CONFIG', 'E_CONFIG');
+    t.match((err as Error).message, re);
+  }
+}
+
+t.test('defaults fill every key', async (t) => {
+  const c = loadConfig({ env: {} });
+  t.equal(c.broker.url, 'mqtt://127.0.0.1:1883');
+  t.equal(c.prefix, 'edgellm');
+  t.equal(c.batch.max, 4);
+  t.equal(c.limits.queue_depth, 64);
+  t.equal(c.cache.enabled, true);
+  t.equal(c.fleet.group, undefined);
+});
+
+t.test('flags win over variables, which win over the file', async (t) => {
+  const f = file('a.yaml', 'broker:\n  url: mqtt://file:1883\nbatch:\n  max: 2\nstate_dir: /from/file\nlimits:\n  queue_depth: 7\n');
+  const c = loadConfig({
+    file: f,
+    env: { EDGELLM_BROKER_URL: 'mqtt://env:1883', EDGELLM_BATCH_MAX: '3', EDGELLM_CACHE_ENABLED: 'false', EDGELLM_MODELS: 'a.gguf, b.gguf' },
+    flags: { broker: 'mqtt://flag:1883', fleetGroup: 'g1' },
+  });
+  t.equal(c.broker.url, 'mqtt://flag:1883');
+  t.equal(c.batch.max, 3);
+  t.equal(c.state_dir, '/from/file');
+  t.equal(c.limits.queue_depth, 7);
+  t.equal(c.cache.enabled, false);
+  t.same(c.models, ['a.gguf', 'b.gguf']);
+  t.equal(c.fleet.group, 'g1');
+});
+
+t.test('JSON files work too', async (t) => {
+  const c = loadConfig({ file: file('a.json', '{"prefix": "plant7", "batch": {"max": 8}}'), env: {} });
+  t.equal(c.prefix, 'plant7');
+  t.equal(c.batch.max, 8);
+});
+
+t.test('errors name the key, its source and what it takes', async (t) => {
+  configError(t, () => loadConfig({ env: { EDGELLM_BATCH_MAX: 'lots' } }), /key "batch\.max" \(from EDGELLM_BATCH_MAX\) must be a whole number >= 1, got "lots"/);
+  const f = file('bad.yaml', 'brokr:\n  url: x\n');
+  configError(t, () => loadConfig({ file: f, env: {} }), /unknown key "brokr" \(from .*bad\.yaml\)/);
+  configError(t, () => loadConfig({ env: {}, flags: { fleetGroup: 'a/b' } }), /key "fleet\.group" \(from --fleet-group\) must be one topic level/);
+  configError(t, () => loadConfig({ file: join(dir, 'missing.yaml'), env: {} }), /cannot read the config file/);
+  configError(t, () => loadConfig({ file: file('list.yaml', '- a\n- b\n'), env: {} }), /must hold a mapping/);
+  configError(t, () => loadConfig({ file: file('broken.yaml', 'a: [\n'), env: {} }), /not valid YAML/);
+});
+
+t.test('models are named by file name; two files with one name are refused', async (t) => {
+  const c = loadConfig({ env: {}, flags: { model: '/m/qwen.gguf' } });
+  t.same([...modelFiles(c)], [['qwen', '/m/qwen.gguf']]);
+  configError(t, () => modelFiles({ ...c, models: ['/other/qwen.gguf'] }), /two models are named "qwen"/);
+});
+
+t.test('a password in the broker URL is masked; the password file is read', async (t) => {
+  const c = loadConfig({ env: { EDGELLM_BROKER_URL: 'mqtts://dev:s3cret@broker:8883', EDGELLM_BROKER_PASSWORD_FILE: file('pw', 'hunter2\n') } });
+  t.equal(maskSecrets(c).broker.url, 'mqtts://dev:****@broker:8883');
+  t.equal(c.broker.url, 'mqtts://dev:s3cret@broker:8883', 'the original is untouched');
+  t.equal(readBrokerPassword(c), 'hunter2');
+  configError(t, () => readBrokerPassword({ ...c, broker: { ...c.broker, password_file: join(dir, 'nope') } }), /broker\.password_file: cannot read/);
+});
+
+t.test('`edgellm serve --print-config` prints the effective config masked; without a model serve refuses', async (t) => {
+  const cli = resolve(fileURLToPath(import.meta.url), '..', '..', '..', 'dist', 'cli', 'main.js');
+  const env = { ...process.env, EDGELLM_BROKER_URL: 'mqtt://u:pw@h:1883' };
+  const r = spawnSync(process.execPath, [cli, 'serve', '--print-config', '--fleet-group', 'line2'], { encoding: 'utf8', env });
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stdout, /url: mqtt:\/\/u:\*\*\*\*@h:1883/);
+  t.match(r.stdout, /group: line2/);
+  t.notMatch(r.stdout, /pw@/);
+  const s = spawnSync(process.execPath, [cli, 'serve', '--state-dir', join(dir, 'state')], { encoding: 'utf8', env: { ...process.env, EDGELLM_MODEL: '' } });
+  t.equal(s.status, 2);
+  t.match(s.stderr, /^edgellm: E_CONFIG: no model to serve/);
+  const m = spawnSync(process.execPath, [cli, 'serve', '--model', file('m.gguf', 'GGUF'), '--state-dir', join(dir, 'state')], { encoding: 'utf8' });
+  t.equal(m.status, 2);
+  t.equal(m.stderr.trim().split('\n').length, 1, 'one line');
+  t.match(m.stderr, /E_NOT_IMPLEMENTED: this build cannot generate text yet/);
+});

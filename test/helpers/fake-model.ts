@@ -1,0 +1,82 @@
+// A deterministic LocalModel for the daemon's tests: it answers "you said: <the prompt's words>", one
+// word per chunk, after `delayMs` each; a seed or temperature 0 makes it deterministic, otherwise a
+// random tag is added (so tests can tell generations apart). Aborting ends it with 'cancelled'.
+import type { GenerateParams, GenerateResult, Generation, LocalModel } from '../../src/daemon/engine-port.js';
+
+export class FakeModel implements LocalModel {
+  readonly contextSize = 4096;
+  /** generate() calls so far (cache tests count them). */
+  calls = 0;
+  closed = false;
+
+  constructor(
+    readonly name: string,
+    private readonly delayMs = 0,
+  ) {}
+
+  countTokens(text: string): number {
+    return text.split(/\s+/).filter((w) => w !== '').length;
+  }
+
+  generate(p: GenerateParams): Generation {
+    this.calls++;
+    const started = Date.now();
+    const source = p.prompt ?? p.messages?.map((m) => m.content).join(' ') ?? '';
+    const deterministic = p.temperature === 0 || p.seed !== undefined;
+    const words = ['you', 'said:', ...source.split(/\s+/).filter((w) => w !== '')];
+    if (!deterministic) words.push(`#${Math.random().toString(36).slice(2, 8)}`);
+    const promptTokens = this.countTokens(source);
+    const max = p.max_tokens ?? words.length;
+    const delayMs = this.delayMs;
+    let resolveResult!: (r: GenerateResult) => void;
+    const result = new Promise<GenerateResult>((resolve) => {
+      resolveResult = resolve;
+    });
+    async function* run(): AsyncGenerator<string, void, undefined> {
+      let text = '';
+      let n = 0;
+      let firstAt = 0;
+      let finish: GenerateResult['finish_reason'] = 'stop';
+      for (const w of words) {
+        if (n >= max) {
+          finish = 'length';
+          break;
+        }
+        if (delayMs > 0) await sleep(delayMs, p.signal);
+        if (p.signal?.aborted) {
+          finish = 'cancelled';
+          break;
+        }
+        const piece = (n === 0 ? '' : ' ') + w;
+        text += piece;
+        n++;
+        firstAt ||= Date.now();
+        yield piece;
+      }
+      const total = Date.now() - started;
+      resolveResult({
+        text,
+        finish_reason: finish,
+        usage: { prompt_tokens: promptTokens, completion_tokens: n },
+        timings: { queue_ms: 0, prompt_ms: 0, ttft_ms: firstAt ? firstAt - started : total, total_ms: total, decode_tokens_per_s: n > 0 ? (n * 1000) / Math.max(total, 1) : 0 },
+      });
+    }
+    return Object.assign(run(), { result });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
