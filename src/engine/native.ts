@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { EdgeError } from '../errors.js';
 import type { GgufInfo } from './gguf.js';
 import type { NativeModel, NativeLoadOptions } from './model.js';
+import type { ModelBenchOptions, ModelBenchResult } from './bench-model.js';
 
 export interface CpuInfo {
   arch: string;
@@ -53,6 +54,7 @@ export interface NativeAddon {
   benchKernels(opts?: KernelBenchOptions): Promise<KernelBenchRow[]>;
   ggufInfo(path: string): GgufInfo;
   loadModel(path: string, opts?: NativeLoadOptions): Promise<NativeModel>;
+  benchModel(path: string, opts?: ModelBenchOptions): Promise<ModelBenchResult>;
 }
 
 const here = dirname(fileURLToPath(import.meta.url));

@@ -10,6 +10,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_bench(env, exports);
   register_gguf(env, exports);
   register_model(env, exports);
+  register_bench_model(env, exports);
   return exports;
 }
 

@@ -12,5 +12,6 @@ void register_system(Napi::Env env, Napi::Object exports);  // cpuInfo()
 void register_bench(Napi::Env env, Napi::Object exports);   // benchKernels(opts) -> Promise
 void register_gguf(Napi::Env env, Napi::Object exports);    // ggufInfo(path)
 void register_model(Napi::Env env, Napi::Object exports);   // loadModel(path, opts) -> Promise<Model>
+void register_bench_model(Napi::Env env, Napi::Object exports);  // benchModel(path, opts) -> Promise
 
 }  // namespace edgellm::addon
