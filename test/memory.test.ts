@@ -28,8 +28,7 @@ function status(): { rss: number; anon: number; file: number } {
 /**
  * A dense llama of random Q4_0 blocks (the values do not matter here): 1024 wide, 8 layers,
  * FFN 2816, 32000 tokens: an 84 MB file, 69 MB of it read per decoded token. Blocks are random
- * bytes with a fixed scale, so
- * writing it takes well under a second.
+ * bytes with a fixed scale, so writing it takes well under a second.
  */
 function writeLargeQ4Model(path: string): void {
   const D = 1024, F = 2816, V = 32000, L = 8, KD = 256;
