@@ -6,8 +6,10 @@
 //
 // The models are written with the GGUF writer into a temp dir: random Q4_0 blocks (the values do
 // not change the speed), a dense llama of ~120M weights read per token and a 32-expert top-4 MoE.
+// Every measurement is the best of --reps runs (default 3): on a shared machine the slow runs are
+// the ones another process got in the way of.
 // Runs on the built package (npm run build). Options: --tokens N (tg), --prompt N (pp),
-// --threads 1,2, --keep (leave the temp dir), --json.
+// --threads 1,2, --reps N, --keep (leave the temp dir), --json.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { randomFillSync } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -26,6 +28,7 @@ const opt = (name, fallback) => {
 const GEN = Number(opt('--tokens', '128'));
 const PROMPT = Number(opt('--prompt', '512'));
 const THREADS = opt('--threads', '1,2').split(',').map(Number);
+const REPS = Number(opt('--reps', '3'));
 const KEEP = args.includes('--keep');
 const JSON_OUT = args.includes('--json');
 
@@ -115,7 +118,10 @@ function writeModel(s, path) {
 const now = () => performance.now() / 1000;
 const promptTokens = (n, nVocab) => Array.from({ length: n }, (_, i) => (i * 7919 + 1) % nVocab);
 
-/** llama.cpp through node-llama-cpp: pp = one evaluation of the prompt; tg = greedy decode from BOS. */
+/**
+ * llama.cpp through node-llama-cpp: pp = one evaluation of the prompt; tg = greedy decode from BOS
+ * (node-llama-cpp adds ~0.5 ms per token of its own, measured on stories260K). Best of REPS.
+ */
 async function benchLlamaCpp(llama, path, threads, nVocab) {
   const model = await llama.loadModel({ modelPath: path, gpuLayers: 0 });
   try {
@@ -123,17 +129,20 @@ async function benchLlamaCpp(llama, path, threads, nVocab) {
     try {
       const seq = ctx.getSequence();
       await seq.evaluateWithoutGeneratingNewTokens(promptTokens(8, nVocab)); // warm-up: first touch of the weights
-      await seq.clearHistory();
-      let t0 = now();
-      await seq.evaluateWithoutGeneratingNewTokens(promptTokens(PROMPT, nVocab));
-      const pp = PROMPT / (now() - t0);
-      await seq.clearHistory();
-      let n = 0;
-      t0 = now();
-      for await (const _ of seq.evaluate([1], { temperature: 0 })) {
-        if (++n >= GEN) break;
+      let pp = 0, tg = 0;
+      for (let rep = 0; rep < REPS; rep++) {
+        await seq.clearHistory();
+        let t0 = now();
+        await seq.evaluateWithoutGeneratingNewTokens(promptTokens(PROMPT, nVocab));
+        pp = Math.max(pp, PROMPT / (now() - t0));
+        await seq.clearHistory();
+        let n = 0;
+        t0 = now();
+        for await (const _ of seq.evaluate([1], { temperature: 0 })) {
+          if (++n >= GEN) break;
+        }
+        tg = Math.max(tg, GEN / (now() - t0));
       }
-      const tg = GEN / (now() - t0);
       return { pp_tps: pp, tg_tps: tg };
     } finally {
       await ctx.dispose();
@@ -159,7 +168,12 @@ async function main() {
       process.stderr.write(`wrote ${path} in ${(now() - t0).toFixed(1)} s\n`);
       const ours = [], theirs = [];
       for (const threads of THREADS) {
-        ours.push(await benchModel(path, { threads, promptTokens: PROMPT, genTokens: GEN }));
+        let best;
+        for (let rep = 0; rep < REPS; rep++) {
+          const r = await benchModel(path, { threads, promptTokens: PROMPT, genTokens: GEN });
+          best = best ? { ...best, pp_tps: Math.max(best.pp_tps, r.pp_tps), ...(r.tg_tps > best.tg_tps ? { tg_tps: r.tg_tps, effective_gbps: r.effective_gbps } : {}) } : r;
+        }
+        ours.push(best);
         theirs.push({ threads, ...(await benchLlamaCpp(llama, path, threads, s.nVocab)) });
       }
       const best = (rows, key) => rows.reduce((a, r) => (r[key] > a[key] ? r : a));
@@ -187,7 +201,7 @@ async function main() {
   const f = (x, d = 1) => x.toFixed(d);
   const lines = [
     `cpu: ${out.cpu}; read bandwidth ${f(out.read_gbps, 2)} GB/s (best of ${THREADS.join(',')} threads)`,
-    `each engine at its best of ${THREADS.join(' and ')} threads (threads in parentheses)`,
+    `each engine at its best of ${THREADS.join(' and ')} threads (threads in parentheses), best of ${REPS} runs`,
     '',
     'model                              test     edgellm t/s     llama.cpp t/s   ratio   edgellm GB/s (of read bw)',
   ];
