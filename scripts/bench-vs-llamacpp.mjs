@@ -217,6 +217,12 @@ async function main() {
     );
   }
   lines.push('', `targets: tg ratio >= 1.15, pp ratio >= 1.00; ${(out.models[0].weight_bytes_per_token / 1e6).toFixed(1)} MB read per dense token`);
+  if (out.models.some((m) => m.edgellm.effective_gbps > out.read_gbps)) {
+    lines.push(
+      'note: effective GB/s above the read bandwidth means the weights were served from the last-level cache ' +
+        '(the read bandwidth is measured on >= 1 GiB); decode is then not DRAM-bound on this machine',
+    );
+  }
   process.stdout.write(lines.join('\n') + '\n');
 }
 
