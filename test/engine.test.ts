@@ -8,10 +8,9 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EdgeError } from '../src/errors.js';
-import type { GgufTensorType } from '../src/engine/gguf.js';
 import { GgufWriter, meta } from '../src/engine/gguf-writer.js';
 import { loadModel, logSoftmax, type LoadModelOptions, type Model } from '../src/engine/model.js';
-import { decodeTensor, encodeTensor, f16ToF32, f32ToF16 } from '../src/engine/quant.js';
+import { argmax, reference, topK, writeModel as writeRandomModel, type Spec, type Weights } from './fixtures/random-model.js';
 
 const root = resolve(fileURLToPath(import.meta.url), '..', '..');
 const modelsDir = resolve(root, '..', 'shared', 'models');
@@ -31,16 +30,6 @@ function requireModel(t: TapTest, file: string): string | undefined {
     t.pass(`skipped: no ${file}`);
   }
   return undefined;
-}
-
-function argmax(x: ArrayLike<number>, from = 0, n = x.length): number {
-  let best = from;
-  for (let i = from; i < from + n; i++) if (x[i]! > x[best]!) best = i;
-  return best - from;
-}
-
-function topK(x: ArrayLike<number>, k: number): number[] {
-  return Array.from({ length: x.length }, (_, i) => i).sort((a, b) => x[b]! - x[a]!).slice(0, k);
 }
 
 /** Greedy ids after `prompt`, one evalLogits of the growing sequence per token. */
@@ -141,30 +130,9 @@ t.test('TinyLLama-v0 Q4_0: greedy ids after "Once upon a time" and top-5 logits'
 
 // ---- Random tiny models of every architecture ----------------------------------------------------
 
-type Arch = 'llama' | 'qwen2' | 'qwen3' | 'qwen3moe' | 'gemma3';
-
-interface Spec {
-  name: string;
-  arch: Arch;
-  nVocab: number;
-  nEmbd: number;
-  nLayer: number;
-  nHead: number;
-  nHeadKv: number;
-  headDim: number;
-  nFf: number;
-  nExpert?: number;
-  nExpertUsed?: number;
-  window?: number;
-  ropeBase?: number;
-  /** Type of the matrices (norms and biases stay F32). */
-  type?: GgufTensorType;
-  embdType?: GgufTensorType;
-  contextLength?: number;
-  /** Linear RoPE scaling factor (gemma3: global layers only). */
-  ropeScale?: number;
-  /** Write rope_freqs.weight (llama 3 frequency factors). */
-  ropeFreqs?: boolean;
+/** Writes a random model of `spec` into this file's temp dir. */
+function writeModel(spec: Spec, seed = 7, mutate?: (name: string, shape: number[]) => number[]): { path: string; w: Weights } {
+  return writeRandomModel(spec, dir, { seed, ...(mutate ? { mutate } : {}) });
 }
 
 const SPECS: Spec[] = [
@@ -179,242 +147,6 @@ const SPECS: Spec[] = [
   { name: 'llama 3 RoPE frequency factors', arch: 'llama', nVocab: 96, nEmbd: 64, nLayer: 2, nHead: 4, nHeadKv: 2, headDim: 16, nFf: 96, ropeBase: 5e5, ropeFreqs: true },
   { name: 'llama F16 matrices, BF16 embeddings', arch: 'llama', nVocab: 96, nEmbd: 64, nLayer: 2, nHead: 4, nHeadKv: 2, headDim: 16, nFf: 96, type: 'F16', embdType: 'BF16' },
 ];
-
-/** A deterministic PRNG (mulberry32) and normal samples from it. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  const uniform = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = Math.imul(a ^ (a >>> 15), 1 | a);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-  return () => Math.sqrt(-2 * Math.log(uniform() + 1e-12)) * Math.cos(2 * Math.PI * uniform());
-}
-
-type Weights = Map<string, Float64Array>;
-
-/** Writes a random model of `spec`; returns its path and the weights as the file holds them. */
-function writeModel(spec: Spec, seed = 7, mutate?: (name: string, shape: number[]) => number[]): { path: string; w: Weights } {
-  const s = spec;
-  const normal = rng(seed);
-  const w: Weights = new Map();
-  const g = new GgufWriter();
-  const p = s.arch + '.';
-  g.setMeta('general.architecture', meta.string(s.arch));
-  g.setMeta(p + 'context_length', meta.uint32(s.contextLength ?? 256));
-  g.setMeta(p + 'embedding_length', meta.uint32(s.nEmbd));
-  g.setMeta(p + 'block_count', meta.uint32(s.nLayer));
-  // Mixtral-style llama MoE: feed_forward_length is each expert's width; qwen3moe has its own key.
-  g.setMeta(p + 'feed_forward_length', meta.uint32(s.arch === 'qwen3moe' ? s.nFf * 3 : s.nFf));
-  g.setMeta(p + 'attention.head_count', meta.uint32(s.nHead));
-  g.setMeta(p + 'attention.head_count_kv', meta.uint32(s.nHeadKv));
-  g.setMeta(p + 'attention.layer_norm_rms_epsilon', meta.float32(1e-6));
-  if (s.headDim !== s.nEmbd / s.nHead) {
-    g.setMeta(p + 'attention.key_length', meta.uint32(s.headDim));
-    g.setMeta(p + 'attention.value_length', meta.uint32(s.headDim));
-  }
-  if (s.ropeBase) g.setMeta(p + 'rope.freq_base', meta.float32(s.ropeBase));
-  if (s.window) g.setMeta(p + 'attention.sliding_window', meta.uint32(s.window));
-  if (s.ropeScale) {
-    g.setMeta(p + 'rope.scaling.type', meta.string('linear'));
-    g.setMeta(p + 'rope.scaling.factor', meta.float32(s.ropeScale));
-  }
-  if (s.nExpert) {
-    g.setMeta(p + 'expert_count', meta.uint32(s.nExpert));
-    g.setMeta(p + 'expert_used_count', meta.uint32(s.nExpertUsed!));
-    if (s.arch === 'qwen3moe') g.setMeta(p + 'expert_feed_forward_length', meta.uint32(s.nFf));
-  }
-  const add = (name: string, shape: number[], scale: number, type: GgufTensorType = 'F32', around = 0) => {
-    const realShape = mutate ? mutate(name, shape) : shape;
-    const n = realShape.reduce((a, b) => a * b, 1);
-    const x = new Float32Array(n);
-    for (let i = 0; i < n; i++) x[i] = around + scale * normal();
-    g.addTensor({ name, type, shape: realShape, data: x });
-    w.set(name, Float64Array.from(type === 'F32' ? x : decodeTensor(type, encodeTensor(type, x), n)));
-  };
-  const D = s.nEmbd, qd = s.nHead * s.headDim, kd = s.nHeadKv * s.headDim, mt = s.type ?? 'F32';
-  add('token_embd.weight', [D, s.nVocab], s.arch === 'gemma3' ? 0.2 : 1, s.embdType ?? mt);
-  add('output_norm.weight', [D], 0.1, 'F32', 1);
-  if (s.ropeFreqs) add('rope_freqs.weight', [s.headDim / 2], 1.5, 'F32', 4); // factors around 4
-  if (s.arch !== 'gemma3') add('output.weight', [D, s.nVocab], 1 / Math.sqrt(D), mt); // gemma3: tied
-  for (let l = 0; l < s.nLayer; l++) {
-    const b = `blk.${l}.`;
-    add(b + 'attn_norm.weight', [D], 0.1, 'F32', 1);
-    add(b + 'attn_q.weight', [D, qd], 1 / Math.sqrt(D), mt);
-    add(b + 'attn_k.weight', [D, kd], 1 / Math.sqrt(D), mt);
-    add(b + 'attn_v.weight', [D, kd], 1 / Math.sqrt(D), mt);
-    add(b + 'attn_output.weight', [qd, D], 1 / Math.sqrt(qd), mt);
-    if (s.arch === 'qwen2') {
-      add(b + 'attn_q.bias', [qd], 0.5);
-      add(b + 'attn_k.bias', [kd], 0.5);
-      add(b + 'attn_v.bias', [kd], 0.5);
-    }
-    if (s.arch === 'qwen3' || s.arch === 'qwen3moe' || s.arch === 'gemma3') {
-      add(b + 'attn_q_norm.weight', [s.headDim], 0.1, 'F32', 1);
-      add(b + 'attn_k_norm.weight', [s.headDim], 0.1, 'F32', 1);
-    }
-    if (s.arch === 'gemma3') add(b + 'post_attention_norm.weight', [D], 0.1, 'F32', 1);
-    add(b + 'ffn_norm.weight', [D], 0.1, 'F32', 1);
-    if (s.nExpert) {
-      add(b + 'ffn_gate_inp.weight', [D, s.nExpert], 1 / Math.sqrt(D));
-      add(b + 'ffn_gate_exps.weight', [D, s.nFf, s.nExpert], 1 / Math.sqrt(D), mt);
-      add(b + 'ffn_up_exps.weight', [D, s.nFf, s.nExpert], 1 / Math.sqrt(D), mt);
-      add(b + 'ffn_down_exps.weight', [s.nFf, D, s.nExpert], 1 / Math.sqrt(s.nFf), mt);
-    } else {
-      add(b + 'ffn_gate.weight', [D, s.nFf], 1 / Math.sqrt(D), mt);
-      add(b + 'ffn_up.weight', [D, s.nFf], 1 / Math.sqrt(D), mt);
-      add(b + 'ffn_down.weight', [s.nFf, D], 1 / Math.sqrt(s.nFf), mt);
-    }
-    if (s.arch === 'gemma3') add(b + 'post_ffw_norm.weight', [D], 0.1, 'F32', 1);
-  }
-  const path = join(dir, `${s.name.replace(/[^a-z0-9]+/gi, '_')}_${seed}.gguf`);
-  g.writeFile(path);
-  return { path, w };
-}
-
-// ---- The float64 reference forward pass ----------------------------------------------------------
-
-/** y = W x for W stored row-major as rows x cols (ggml shape [cols, rows]) starting at `off`. */
-function matvec(W: Float64Array, x: ArrayLike<number>, rows: number, cols: number, off = 0): Float64Array {
-  const y = new Float64Array(rows);
-  for (let r = 0; r < rows; r++) {
-    let s = 0;
-    const base = off + r * cols;
-    for (let c = 0; c < cols; c++) s += W[base + c]! * x[c]!;
-    y[r] = s;
-  }
-  return y;
-}
-
-function rmsnorm(x: ArrayLike<number>, w: Float64Array, eps: number, from = 0, n = x.length): Float64Array {
-  let ss = 0;
-  for (let i = 0; i < n; i++) ss += x[from + i]! ** 2;
-  const k = 1 / Math.sqrt(ss / n + eps);
-  const y = new Float64Array(n);
-  for (let i = 0; i < n; i++) y[i] = x[from + i]! * k * w[i]!;
-  return y;
-}
-
-const silu = (x: number) => x / (1 + Math.exp(-x));
-const geluTanh = (x: number) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
-/** The KV cache stores K and V as f16: the reference rounds them the same way. */
-const toF16 = (x: number) => f16ToF32(f32ToF16(x));
-
-/**
- * Logits at every position of `tokens`, in float64, as the architectures define them.
- * `sinks`: StreamingLLM mode with this many sinks and a context of `context` positions.
- */
-function reference(s: Spec, W: Weights, tokens: number[], stream?: { sinks: number; context: number }): Float64Array[] {
-  const D = s.nEmbd, H = s.nHead, Hk = s.nHeadKv, hd = s.headDim, eps = 1e-6;
-  const neox = s.arch !== 'llama';
-  const qkNorm = s.arch === 'qwen3' || s.arch === 'qwen3moe' || s.arch === 'gemma3';
-  const gemma = s.arch === 'gemma3';
-  const swaLayer = (l: number) => (s.window ? (gemma ? l % 6 < 5 : true) : false);
-  const get = (name: string) => {
-    const v = W.get(name);
-    if (!v) throw new Error(`reference: no tensor ${name}`);
-    return v;
-  };
-  const K: number[][][] = Array.from({ length: s.nLayer }, () => []);
-  const V: number[][][] = Array.from({ length: s.nLayer }, () => []);
-  const out: Float64Array[] = [];
-  tokens.forEach((tok, p) => {
-    const emb = get('token_embd.weight');
-    let x = Float64Array.from(emb.subarray(tok * D, (tok + 1) * D));
-    if (gemma) x = x.map((v) => v * Math.fround(Math.sqrt(D)));
-    for (let l = 0; l < s.nLayer; l++) {
-      const b = `blk.${l}.`;
-      const swa = swaLayer(l);
-      const base = gemma && swa ? 10000 : (s.ropeBase ?? 10000);
-      const scale = gemma && swa ? 1 : 1 / (s.ropeScale ?? 1);
-      const factors = W.get('rope_freqs.weight');
-      const xb = rmsnorm(x, get(b + 'attn_norm.weight'), eps);
-      const q = matvec(get(b + 'attn_q.weight'), xb, H * hd, D);
-      const k = matvec(get(b + 'attn_k.weight'), xb, Hk * hd, D);
-      const v = matvec(get(b + 'attn_v.weight'), xb, Hk * hd, D);
-      if (s.arch === 'qwen2') {
-        const bq = get(b + 'attn_q.bias'), bk = get(b + 'attn_k.bias'), bv = get(b + 'attn_v.bias');
-        q.forEach((qi, i) => (q[i] = qi + bq[i]!));
-        k.forEach((ki, i) => (k[i] = ki + bk[i]!));
-        v.forEach((vi, i) => (v[i] = vi + bv[i]!));
-      }
-      const rope = (vec: Float64Array, nh: number, norm?: Float64Array) => {
-        for (let h = 0; h < nh; h++) {
-          if (norm) vec.set(rmsnorm(vec, norm, eps, h * hd, hd), h * hd);
-          for (let i = 0; i < hd / 2; i++) {
-            const theta = (scale * p * Math.pow(base, (-2 * i) / hd)) / (factors ? factors[i]! : 1);
-            const [i0, i1] = neox ? [i, i + hd / 2] : [2 * i, 2 * i + 1];
-            const a = vec[h * hd + i0]!, c = vec[h * hd + i1]!;
-            vec[h * hd + i0] = a * Math.cos(theta) - c * Math.sin(theta);
-            vec[h * hd + i1] = a * Math.sin(theta) + c * Math.cos(theta);
-          }
-        }
-      };
-      rope(q, H, qkNorm ? get(b + 'attn_q_norm.weight') : undefined);
-      rope(k, Hk, qkNorm ? get(b + 'attn_k_norm.weight') : undefined);
-      K[l]!.push(Array.from(k, toF16));
-      V[l]!.push(Array.from(v, toF16));
-      // Which earlier positions this query sees.
-      const visible = (j: number) => {
-        if (swa) return p - j < s.window!;
-        if (stream) return j < stream.sinks || p - j < stream.context - stream.sinks;
-        return true;
-      };
-      const att = new Float64Array(H * hd);
-      for (let h = 0; h < H; h++) {
-        const kh = Math.floor(h / (H / Hk));
-        const js: number[] = [];
-        const scores: number[] = [];
-        for (let j = 0; j <= p; j++) {
-          if (!visible(j)) continue;
-          let dot = 0;
-          for (let d = 0; d < hd; d++) dot += q[h * hd + d]! * K[l]![j]![kh * hd + d]!;
-          js.push(j);
-          scores.push(dot / Math.sqrt(hd));
-        }
-        const m = Math.max(...scores);
-        const e = scores.map((sc) => Math.exp(sc - m));
-        const sum = e.reduce((a, c) => a + c, 0);
-        js.forEach((j, n) => {
-          for (let d = 0; d < hd; d++) att[h * hd + d] = att[h * hd + d]! + (e[n]! / sum) * V[l]![j]![kh * hd + d]!;
-        });
-      }
-      let o = matvec(get(b + 'attn_output.weight'), att, D, H * hd);
-      if (gemma) o = rmsnorm(o, get(b + 'post_attention_norm.weight'), eps);
-      x = x.map((xi, i) => xi + o[i]!);
-
-      const xf = rmsnorm(x, get(b + 'ffn_norm.weight'), eps);
-      const ffn = (gate: Float64Array, up: Float64Array) => gate.map((gv, i) => (gemma ? geluTanh(gv) : silu(gv)) * up[i]!);
-      let f: Float64Array;
-      if (s.nExpert) {
-        // Softmax router; the top nExpertUsed experts, their weights renormalized to sum to 1.
-        const E = s.nExpert, F = s.nFf;
-        const logits = matvec(get(b + 'ffn_gate_inp.weight'), xf, E, D);
-        const chosen = topK(logits, s.nExpertUsed!);
-        const m = Math.max(...chosen.map((e) => logits[e]!));
-        const ws = chosen.map((e) => Math.exp(logits[e]! - m));
-        const wsum = ws.reduce((a, c) => a + c, 0);
-        f = new Float64Array(D);
-        chosen.forEach((e, n) => {
-          const gate = matvec(get(b + 'ffn_gate_exps.weight'), xf, F, D, e * F * D);
-          const up = matvec(get(b + 'ffn_up_exps.weight'), xf, F, D, e * F * D);
-          const y = matvec(get(b + 'ffn_down_exps.weight'), ffn(gate, up), D, F, e * D * F);
-          for (let i = 0; i < D; i++) f[i] = f[i]! + (ws[n]! / wsum) * y[i]!;
-        });
-      } else {
-        const gate = matvec(get(b + 'ffn_gate.weight'), xf, s.nFf, D);
-        const up = matvec(get(b + 'ffn_up.weight'), xf, s.nFf, D);
-        f = matvec(get(b + 'ffn_down.weight'), ffn(gate, up), D, s.nFf);
-      }
-      if (gemma) f = rmsnorm(f, get(b + 'post_ffw_norm.weight'), eps);
-      x = x.map((xi, i) => xi + f[i]!);
-    }
-    const xo = rmsnorm(x, get('output_norm.weight'), eps);
-    out.push(matvec(W.get('output.weight') ?? get('token_embd.weight'), xo, s.nVocab, D));
-  });
-  return out;
-}
 
 /** max |a - b| / max |b| over every logit of every position. */
 function relError(got: Float32Array, want: Float64Array[], nVocab: number): number {

@@ -1,8 +1,13 @@
-/** `edgellm bench kernels`: Q4_0 GEMV speed against the measured memory bandwidth. */
+/**
+ * `edgellm bench kernels`: Q4_0 GEMV speed against the measured memory bandwidth.
+ * `edgellm bench -m FILE [-p 512] [-n 128] [--threads N]`: prompt processing (pp) and decode (tg)
+ * tokens/s of the forward pass on a model, like llama-bench.
+ */
 import type { Command } from 'commander';
 import { benchKernels, cpuInfo, type KernelBenchOptions, type KernelBenchRow } from '../index.js';
+import { benchModel, type ModelBenchResult } from '../engine/bench-model.js';
 import { EdgeError } from '../errors.js';
-import { parseIntList, parsePositiveNumber, parseShapes } from './args.js';
+import { parseIntList, parsePositiveInt, parsePositiveNumber, parseShapes } from './args.js';
 
 interface BenchFlags {
   json?: boolean;
@@ -10,21 +15,44 @@ interface BenchFlags {
   shapes?: string;
   minSeconds?: string;
   workingSetMb?: string;
+  model?: string;
+  prompt?: string;
+  gen?: string;
+  batchSize?: string;
+}
+
+/** A whole number >= 0 (-p 0 / -n 0 skip that test). */
+function parseCount(flag: string, value: string): number {
+  return value.trim() === '0' ? 0 : parsePositiveInt(flag, value);
 }
 
 export function registerBench(program: Command): void {
   program
     .command('bench')
-    .description('measure speed: `bench kernels` runs the Q4_0 GEMV kernel benchmark')
-    .argument('<what>', 'what to measure: kernels')
+    .description('measure speed: `bench kernels` (Q4_0 GEMV vs. bandwidth) or `bench -m FILE` (pp/tg tokens/s)')
+    .argument('[what]', 'kernels (without -m)')
+    .option('-m, --model <file>', 'GGUF model: prompt processing and decode speed')
+    .option('-p, --prompt <n>', 'with -m: prompt tokens prefilled for pp (default 512, 0 skips)')
+    .option('-n, --gen <n>', 'with -m: tokens decoded one at a time for tg (default 128, 0 skips)')
+    .option('--batch-size <n>', 'with -m: prefill chunk (default 64)')
     .option('--json', 'one JSON object per line instead of a table')
-    .option('--threads <list>', 'thread counts to measure, e.g. 1,4 (default: 1 and all cores)')
+    .option('--threads <list>', 'thread counts to measure, e.g. 1,4 (default: 1 and all cores; with -m: physical cores)')
     .option('--shapes <list>', 'GEMV shapes ROWSxCOLS, e.g. 2048x2048,14336x4096')
     .option('--min-seconds <s>', 'time spent per measurement (default 0.5)')
     .option('--working-set-mb <mb>', 'bytes streamed per pass (default: max(1 GiB, 4x the last-level cache))')
-    .action(async (what: string, flags: BenchFlags) => {
+    .action(async (what: string | undefined, flags: BenchFlags) => {
+      if (flags.model !== undefined) {
+        if (what !== undefined && what !== 'model') {
+          throw new EdgeError('E_BAD_ARGUMENT', `\`bench ${what}\` does not take -m; use \`edgellm bench -m FILE\``);
+        }
+        await runModelBench(flags);
+        return;
+      }
       if (what !== 'kernels') {
-        throw new EdgeError('E_BAD_ARGUMENT', `unknown benchmark "${what}": try \`edgellm bench kernels\``);
+        throw new EdgeError(
+          'E_BAD_ARGUMENT',
+          `unknown benchmark "${what ?? ''}": try \`edgellm bench kernels\` or \`edgellm bench -m FILE\``,
+        );
       }
       const opts: KernelBenchOptions = {};
       if (flags.threads) opts.threads = parseIntList('--threads', flags.threads);
@@ -54,6 +82,44 @@ export function formatTable(rows: KernelBenchRow[]): string {
       `${r.name.padEnd(15)} ${shape.padEnd(14)} ${String(r.threads).padStart(7)} ${r.gbps.toFixed(2).padStart(7)} ` +
         `${r.peak_gbps.toFixed(2).padStart(11)} ${r.ratio.toFixed(2).padStart(7)}`,
     );
+  }
+  return lines.join('\n') + '\n';
+}
+
+async function runModelBench(flags: BenchFlags): Promise<void> {
+  const threads = flags.threads ? parseIntList('--threads', flags.threads) : [undefined];
+  const promptTokens = flags.prompt ? parseCount('-p', flags.prompt) : 512;
+  const genTokens = flags.gen ? parseCount('-n', flags.gen) : 128;
+  const batchSize = flags.batchSize ? parsePositiveInt('--batch-size', flags.batchSize) : undefined;
+  const results: ModelBenchResult[] = [];
+  for (const n of threads) {
+    const r = await benchModel(flags.model!, {
+      promptTokens,
+      genTokens,
+      ...(n ? { threads: n } : {}),
+      ...(batchSize ? { batchSize } : {}),
+    });
+    results.push(r);
+    if (flags.json) process.stdout.write(JSON.stringify({ model: flags.model, ...r }) + '\n');
+  }
+  if (!flags.json) process.stdout.write(formatModelTable(flags.model!, results));
+}
+
+/** llama-bench's layout: one row per test and thread count. */
+export function formatModelTable(path: string, rows: ModelBenchResult[]): string {
+  const first = rows[0]!;
+  const lines = [
+    `model: ${path} (${first.arch}, ${(first.weight_bytes / 1e6).toFixed(1)} MB of weights, ` +
+      `${(first.weight_bytes_per_token / 1e6).toFixed(1)} MB read per decoded token), kernels: ${first.kernels}`,
+    'test        threads        t/s   effective GB/s',
+  ];
+  for (const r of rows) {
+    if (r.n_prompt > 0) lines.push(`${('pp' + r.n_prompt).padEnd(11)} ${String(r.threads).padStart(7)} ${r.pp_tps.toFixed(2).padStart(10)}`);
+    if (r.n_gen > 0) {
+      lines.push(
+        `${('tg' + r.n_gen).padEnd(11)} ${String(r.threads).padStart(7)} ${r.tg_tps.toFixed(2).padStart(10)} ${r.effective_gbps.toFixed(2).padStart(16)}`,
+      );
+    }
   }
   return lines.join('\n') + '\n';
 }

@@ -10,6 +10,7 @@ import { EdgeError } from '../errors.js';
 import type { GgufInfo } from './gguf.js';
 import type { NativeModel, NativeLoadOptions } from './model.js';
 import type { ModelRequirements, ModelRequirementsOptions } from './requirements.js';
+import type { ModelBenchOptions, ModelBenchResult } from './bench-model.js';
 
 export interface CpuInfo {
   arch: string;
@@ -59,6 +60,7 @@ export interface NativeAddon {
   convertRows(src: Uint8Array, srcType: string, dstType: string, rowLength: number): Promise<Uint8Array>;
   /** Sends a datagram to $NOTIFY_SOCKET: true when sent, false when the variable is unset. */
   sdNotify(state: string): boolean;
+  benchModel(path: string, opts?: ModelBenchOptions): Promise<ModelBenchResult>;
 }
 
 const here = dirname(fileURLToPath(import.meta.url));

@@ -12,6 +12,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_model(env, exports);
   register_inspect(env, exports);
   register_convert(env, exports);
+  register_bench_model(env, exports);
   return exports;
 }
 

@@ -1,0 +1,200 @@
+// Parity with llama.cpp (through node-llama-cpp, pinned) on the same GGUF files: random models of
+// every architecture written here and the real files in ../shared/models, 128+ positions each.
+//
+// - F32/F16 weights: both engines compute nearly the same function, so the next-token
+//   distributions must agree: mean KL(llama.cpp || edgellm) <= 1e-4 nats, same argmax at >= 99%.
+// - Q4_0/Q8_0 weights: both quantize activations to Q8_0, each in its own order, so neither is
+//   "the" answer. Both are held to the exact result (the float64 reference forward pass on the
+//   same dequantized weights): KL(exact || edgellm) <= KL(exact || llama.cpp) + 1e-4.
+import t from 'tap';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { getLlama, LlamaLogLevel, type ControlledEvaluateInputItem, type Llama, type Token } from 'node-llama-cpp';
+import type { GgufTensorType } from '../src/engine/gguf.js';
+import { loadModel, logSoftmax } from '../src/engine/model.js';
+import { argmax, readModelFile, reference, rng, writeModel, type Spec } from './fixtures/random-model.js';
+import { modelsDir, requireModels } from './fixtures/tokenizer-data.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'edgellm-parity-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+
+const POSITIONS = 144;
+
+let llama: Llama | undefined;
+t.before(async () => {
+  llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
+});
+t.teardown(async () => {
+  await llama?.dispose();
+});
+
+/** Log-probabilities (float64) of the next token at every position, one row per position. */
+type Rows = Float64Array[];
+
+async function edgellmRows(path: string, tokens: number[]): Promise<Rows> {
+  const model = await loadModel(path, { threads: 2, contextSize: tokens.length });
+  try {
+    const V = model.info().n_vocab;
+    const logits = await model.evalLogits(Int32Array.from(tokens), { allPositions: true });
+    return tokens.map((_, p) => logSoftmax(logits.subarray(p * V, (p + 1) * V)));
+  } finally {
+    model.close();
+  }
+}
+
+/**
+ * llama.cpp's next-token distributions. With the default sampler settings (temperature 0: a greedy
+ * chain with nothing that removes candidates) `probabilities` is the softmax over the whole
+ * vocabulary, in float32.
+ */
+async function llamaCppRows(path: string, tokens: number[], nVocab: number): Promise<Rows> {
+  const model = await llama!.loadModel({ modelPath: path, gpuLayers: 0 });
+  try {
+    const ctx = await model.createContext({ contextSize: Math.max(256, tokens.length), batchSize: tokens.length, threads: 2 });
+    try {
+      const input: ControlledEvaluateInputItem[] = tokens.map((tok) => [tok as Token, { generateNext: { probabilities: true } }]);
+      const out = await ctx.getSequence().controlledEvaluate(input);
+      return out.map((r, p) => {
+        const probs = r?.next.probabilities;
+        if (!probs || probs.size !== nVocab) throw new Error(`llama.cpp gave ${probs?.size ?? 0} probabilities at position ${p}, not ${nVocab}`);
+        const row = new Float64Array(nVocab).fill(-Infinity);
+        for (const [id, pr] of probs) row[id] = Math.log(pr);
+        return row;
+      });
+    } finally {
+      await ctx.dispose();
+    }
+  } finally {
+    await model.dispose();
+  }
+}
+
+/** Mean over positions of KL(p || q) in nats, both given as log-probabilities. */
+function meanKl(p: Rows, q: Rows): number {
+  let sum = 0;
+  p.forEach((lp, i) => {
+    const lq = q[i]!;
+    let kl = 0;
+    for (let j = 0; j < lp.length; j++) if (lp[j]! > -Infinity) kl += Math.exp(lp[j]!) * (lp[j]! - lq[j]!);
+    sum += kl;
+  });
+  return sum / p.length;
+}
+
+function argmaxAgreement(p: Rows, q: Rows): number {
+  return p.filter((lp, i) => argmax(lp) === argmax(q[i]!)).length / p.length;
+}
+
+/** Mean entropy (nats): the distributions must not be degenerate for a KL bound to mean anything. */
+function meanEntropy(p: Rows): number {
+  return p.reduce((a, lp) => a - lp.reduce((h, l) => (l > -Infinity ? h + Math.exp(l) * l : h), 0), 0) / p.length;
+}
+
+function randomTokens(n: number, nVocab: number, seed: number): number[] {
+  const normal = rng(seed);
+  return Array.from({ length: n }, () => Math.floor(Math.abs(normal() * 7919)) % nVocab);
+}
+
+// Logits are spread by a few nats (logitScale 3: a standard deviation of ~3 over 320 tokens),
+// giving entropies of ~1-3 nats: neither uniform nor one-hot.
+const BASE = { nVocab: 320, nEmbd: 64, nLayer: 2, nHead: 4, nHeadKv: 2, headDim: 16, nFf: 96, logitScale: 3, contextLength: 512 };
+const ARCHS: Spec[] = [
+  { ...BASE, name: 'llama dense GQA', arch: 'llama' },
+  { ...BASE, name: 'llama MoE 32x4', arch: 'llama', nFf: 32, nExpert: 32, nExpertUsed: 4 },
+  { ...BASE, name: 'qwen2', arch: 'qwen2', ropeBase: 1e6 },
+  { ...BASE, name: 'qwen3', arch: 'qwen3', headDim: 32, ropeBase: 1e6 },
+  { ...BASE, name: 'qwen3moe 32x4', arch: 'qwen3moe', headDim: 32, nFf: 32, nExpert: 32, nExpertUsed: 4, ropeBase: 1e6 },
+  // 6 layers: 5 sliding-window (W = 16, well inside 144 positions) and one global.
+  { ...BASE, name: 'gemma3', arch: 'gemma3', nLayer: 6, nHead: 2, nHeadKv: 1, headDim: 32, window: 16, ropeBase: 1e6, ropeScale: 8 },
+];
+
+function fmt(x: number): string {
+  return x.toExponential(2);
+}
+
+for (const spec of ARCHS) {
+  for (const type of ['F32', 'F16'] as GgufTensorType[]) {
+    t.test(`${spec.name} ${type}: edgellm's distributions match llama.cpp's (KL <= 1e-4, argmax >= 99%)`, async (t) => {
+      const s = { ...spec, name: `${spec.name} ${type}`, type };
+      const { path } = writeModel(s, dir, { vocab: true });
+      const tokens = randomTokens(POSITIONS, s.nVocab, 3);
+      const ours = await edgellmRows(path, tokens);
+      const theirs = await llamaCppRows(path, tokens, s.nVocab);
+      const kl = meanKl(theirs, ours);
+      const agree = argmaxAgreement(theirs, ours);
+      t.comment(`${s.name}: KL(llama.cpp || edgellm) = ${fmt(kl)} nats, argmax agreement ${(agree * 100).toFixed(1)}%, entropy ${meanEntropy(theirs).toFixed(2)} nats`);
+      t.ok(meanEntropy(theirs) > 0.3, 'distributions are not degenerate');
+      t.ok(kl <= 1e-4, `mean KL ${kl} <= 1e-4`);
+      t.ok(agree >= 0.99, `argmax agreement ${agree} >= 0.99`);
+    });
+  }
+  for (const type of ['Q4_0', 'Q8_0'] as GgufTensorType[]) {
+    t.test(`${spec.name} ${type}: edgellm is as close to the exact result as llama.cpp (+1e-4)`, async (t) => {
+      const s = { ...spec, name: `${spec.name} ${type}`, type };
+      const { path, w } = writeModel(s, dir, { vocab: true });
+      const tokens = randomTokens(POSITIONS, s.nVocab, 4);
+      const exact = reference(s, w, tokens).map(logSoftmax);
+      const ours = await edgellmRows(path, tokens);
+      const theirs = await llamaCppRows(path, tokens, s.nVocab);
+      const klOurs = meanKl(exact, ours);
+      const klTheirs = meanKl(exact, theirs);
+      t.comment(
+        `${s.name}: KL(exact || edgellm) = ${fmt(klOurs)}, KL(exact || llama.cpp) = ${fmt(klTheirs)} nats; ` +
+          `argmax vs exact: edgellm ${(argmaxAgreement(exact, ours) * 100).toFixed(1)}%, llama.cpp ${(argmaxAgreement(exact, theirs) * 100).toFixed(1)}%`,
+      );
+      t.ok(klOurs <= klTheirs + 1e-4, `KL(exact || edgellm) ${klOurs} <= KL(exact || llama.cpp) ${klTheirs} + 1e-4`);
+    });
+  }
+}
+
+// llama.cpp's llama architecture ignores `llama.attention.sliding_window` (Mistral): it attends to
+// every earlier position. So the window is checked against the float64 reference, whose mask is
+// explicit (position p sees p-W+1 .. p), with the same bounds as the llama.cpp comparisons.
+t.test('mistral sliding window (W = 16, 144 positions): edgellm matches the float64 reference with an explicit mask', async (t) => {
+  const s: Spec = { ...BASE, name: 'mistral sliding window', arch: 'llama', nHeadKv: 1, window: 16 };
+  const { path, w } = writeModel(s, dir, { vocab: true });
+  const tokens = randomTokens(POSITIONS, s.nVocab, 5);
+  const exact = reference(s, w, tokens).map(logSoftmax);
+  const ours = await edgellmRows(path, tokens);
+  const kl = meanKl(exact, ours);
+  const agree = argmaxAgreement(exact, ours);
+  t.comment(`${s.name}: KL(reference || edgellm) = ${fmt(kl)} nats, argmax agreement ${(agree * 100).toFixed(1)}%`);
+  t.ok(kl <= 1e-4, `mean KL ${kl} <= 1e-4`);
+  t.ok(agree >= 0.99, `argmax agreement ${agree} >= 0.99`);
+  // Without the mask the answer must differ: the window is really applied.
+  const full = reference({ ...s, window: 0 }, w, tokens).map(logSoftmax);
+  t.ok(meanKl(full, ours) > 10 * Math.max(kl, 1e-6), 'the full-attention answer is measurably different');
+});
+
+// ---- Real files (../shared/models; skipped loudly when missing, required when CI=true) -----------
+
+t.test('stories260K.gguf (F32): KL(llama.cpp || edgellm) <= 1e-4 and argmax >= 99% over 144 positions', async (t) => {
+  if (!requireModels(t, 'stories260K.gguf llama.cpp parity')) return;
+  const path = join(modelsDir, 'stories260K.gguf');
+  const tokens = [1, ...randomTokens(POSITIONS - 1, 512, 6)];
+  const ours = await edgellmRows(path, tokens);
+  const theirs = await llamaCppRows(path, tokens, 512);
+  const kl = meanKl(theirs, ours);
+  const agree = argmaxAgreement(theirs, ours);
+  t.comment(`stories260K: KL(llama.cpp || edgellm) = ${fmt(kl)} nats, argmax agreement ${(agree * 100).toFixed(1)}%`);
+  t.ok(kl <= 1e-4, `mean KL ${kl} <= 1e-4`);
+  t.ok(agree >= 0.99, `argmax agreement ${agree} >= 0.99`);
+});
+
+t.test('TinyLLama-v0-Q4_0.gguf: edgellm is as close to the exact result as llama.cpp (+1e-4)', async (t) => {
+  if (!requireModels(t, 'TinyLLama-v0-Q4_0.gguf llama.cpp parity')) return;
+  const path = join(modelsDir, 'TinyLLama-v0-Q4_0.gguf');
+  const { spec, w } = readModelFile(path);
+  const tokens = [1, ...randomTokens(POSITIONS - 1, spec.nVocab, 7)];
+  const exact = reference(spec, w, tokens).map(logSoftmax);
+  const ours = await edgellmRows(path, tokens);
+  const theirs = await llamaCppRows(path, tokens, spec.nVocab);
+  const klOurs = meanKl(exact, ours);
+  const klTheirs = meanKl(exact, theirs);
+  t.comment(
+    `TinyLLama-v0 Q4_0: KL(exact || edgellm) = ${fmt(klOurs)}, KL(exact || llama.cpp) = ${fmt(klTheirs)}, ` +
+      `KL(llama.cpp || edgellm) = ${fmt(meanKl(theirs, ours))} nats; argmax edgellm vs llama.cpp ${(argmaxAgreement(theirs, ours) * 100).toFixed(1)}%`,
+  );
+  t.ok(klOurs <= klTheirs + 1e-4, `KL(exact || edgellm) ${klOurs} <= KL(exact || llama.cpp) ${klTheirs} + 1e-4`);
+});
