@@ -29,7 +29,19 @@ export type ErrorCode =
   /** NOTIFY_SOCKET is set but the service manager's socket cannot be reached. */
   | 'E_SYSTEMD'
   /** An unexpected failure inside the native engine. */
-  | 'E_ENGINE';
+  | 'E_ENGINE'
+  /** The device's roles do not allow what the request asks for (a route, a model): the message names the role and the grant to ask for. */
+  | 'E_FORBIDDEN'
+  /** The device sent more requests per minute than its roles allow: the message says when to retry. */
+  | 'E_RATE_LIMITED'
+  /** A payload, prompt or max_tokens above the configured limits: the message gives the numbers. */
+  | 'E_TOO_LARGE'
+  /** A request that names a model (or class) no local model and no upstream serves. */
+  | 'E_UNKNOWN_MODEL'
+  /** Neither the local model nor the upstream may serve this request (the message says why for each). */
+  | 'E_NO_ROUTE'
+  /** The upstream (OpenAI-compatible server) failed, timed out or broke its protocol; never carries the API key. */
+  | 'E_UPSTREAM';
 
 export class EdgeError extends Error {
   readonly code: ErrorCode;
