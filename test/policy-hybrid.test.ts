@@ -248,7 +248,7 @@ t.test('a cloud request local cannot serve fails with E_UPSTREAM when the upstre
 t.test('with fallback_local off, an upstream failure is E_UPSTREAM', async (t) => {
   server.mode = '500';
   const { runner } = setup({ fallback: false });
-  await t.rejects(collect(runner.run(request('gw-1', LONG))), { code: 'E_UPSTREAM' });
+  await t.rejects(collect(runner.run(request('gw-1', LONG))), { code: 'E_UPSTREAM', message: /fallback_local is off/ });
 });
 
 t.test('breaker open and local unable: E_NO_ROUTE at once, audited', async (t) => {

@@ -271,7 +271,10 @@ export class HybridRunner {
         return;
       }
       if (decision.fallback_model === undefined) {
-        const why = req.route === 'cloud' ? 'route "cloud" was requested, so it was not answered locally' : `it cannot be answered locally (${decision.reason})`;
+        const why =
+          req.route === 'cloud' ? 'route "cloud" was requested, so it was not answered locally'
+          : this.o.policy.config.fallback_local === false ? 'policy fallback_local is off, so it was not answered locally'
+          : `it cannot be answered locally (${decision.reason})`;
         const message = cloudError instanceof EdgeError ? cloudError.message : String(cloudError);
         throw new EdgeError('E_UPSTREAM', `${message}; ${why}: retry later`);
       }
