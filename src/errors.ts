@@ -34,7 +34,7 @@ export type ErrorCode =
   | 'E_DEADLINE'
   /** The admission queue is at limits.queue_depth: retry later, or raise the limit. */
   | 'E_QUEUE_FULL'
-  /** A prompt longer than limits.max_prompt_bytes. */
+  /** A prompt too long to serve: over limits.max_prompt_bytes, or prompt + max_tokens beyond the context (the message gives the numbers). */
   | 'E_PROMPT_TOO_LONG'
   /** A request naming a model this node does not serve (the message lists the ones it does). */
   | 'E_UNKNOWN_MODEL'
@@ -45,7 +45,17 @@ export type ErrorCode =
   /** The MQTT broker refused the connection or could not be reached. */
   | 'E_BROKER'
   /** A feature this build does not have yet (the message says which). */
-  | 'E_NOT_IMPLEMENTED';
+  | 'E_NOT_IMPLEMENTED'
+  /** The device's roles do not allow what the request asks for (a route, a model): the message names the role and the grant to ask for. */
+  | 'E_FORBIDDEN'
+  /** The device sent more requests per minute than its roles allow: the message says when to retry. */
+  | 'E_RATE_LIMITED'
+  /** A payload, prompt or max_tokens above the configured limits: the message gives the numbers. */
+  | 'E_TOO_LARGE'
+  /** Neither the local model nor the upstream may serve this request (the message says why for each). */
+  | 'E_NO_ROUTE'
+  /** The upstream (OpenAI-compatible server) failed, timed out or broke its protocol; never carries the API key. */
+  | 'E_UPSTREAM';
 
 export class EdgeError extends Error {
   readonly code: ErrorCode;
