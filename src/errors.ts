@@ -22,8 +22,6 @@ export type ErrorCode =
   | 'E_MODEL_CLOSED'
   /** A sequence reached the context size of its full-attention layers (raise contextSize, or load with sinks). */
   | 'E_CONTEXT_FULL'
-  /** A prompt that, with max_tokens, does not fit the context (the message gives the numbers). */
-  | 'E_PROMPT_TOO_LONG'
   /** The engine could not allocate what it needed. */
   | 'E_OUT_OF_MEMORY'
   /** NOTIFY_SOCKET is set but the service manager's socket cannot be reached. */
