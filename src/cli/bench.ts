@@ -6,6 +6,7 @@
 import type { Command } from 'commander';
 import { benchKernels, cpuInfo, type KernelBenchOptions, type KernelBenchRow } from '../index.js';
 import { benchModel, type ModelBenchResult } from '../engine/bench-model.js';
+import { withStatus } from './progress.js';
 import { EdgeError } from '../errors.js';
 import { parseIntList, parsePositiveInt, parsePositiveNumber, parseShapes } from './args.js';
 
@@ -61,7 +62,7 @@ export function registerBench(program: Command): void {
       if (flags.workingSetMb) {
         opts.workingSetBytes = Math.round(parsePositiveNumber('--working-set-mb', flags.workingSetMb) * 1048576);
       }
-      const rows = await benchKernels(opts);
+      const rows = await withStatus('measuring read bandwidth and Q4_0 GEMV', benchKernels(opts));
       if (flags.json) {
         for (const r of rows) process.stdout.write(JSON.stringify(r) + '\n');
       } else {
@@ -93,12 +94,15 @@ async function runModelBench(flags: BenchFlags): Promise<void> {
   const batchSize = flags.batchSize ? parsePositiveInt('--batch-size', flags.batchSize) : undefined;
   const results: ModelBenchResult[] = [];
   for (const n of threads) {
-    const r = await benchModel(flags.model!, {
-      promptTokens,
-      genTokens,
-      ...(n ? { threads: n } : {}),
-      ...(batchSize ? { batchSize } : {}),
-    });
+    const r = await withStatus(
+      `pp${promptTokens} + tg${genTokens} on ${n ?? 'default'} thread(s)`,
+      benchModel(flags.model!, {
+        promptTokens,
+        genTokens,
+        ...(n ? { threads: n } : {}),
+        ...(batchSize ? { batchSize } : {}),
+      }),
+    );
     results.push(r);
     if (flags.json) process.stdout.write(JSON.stringify({ model: flags.model, ...r }) + '\n');
   }
