@@ -7,7 +7,7 @@ import { loadModel, type LoadModelOptions, type Model } from '../engine/model.js
 import type { ChatMessage } from '../engine/chat.js';
 import type { GenerateRequest } from '../engine/generate.js';
 import type { DaemonConfig } from './config.js';
-import type { GenerateParams, Generation, LocalModel, ModelOpener } from './engine-port.js';
+import type { GenerateParams, GenerateResult, Generation, LocalModel, ModelOpener } from './engine-port.js';
 
 /** loadModel options from the config: engine.threads, engine.context_size, batch.max sequences. */
 export function loadOptions(config: Pick<DaemonConfig, 'engine' | 'batch'>): LoadModelOptions {
@@ -51,9 +51,31 @@ class EngineModel implements LocalModel {
     return this.model.tokenizer.encode(text).length;
   }
 
-  /** Throws EdgeError synchronously (E_BAD_REQUEST, E_PROMPT_TOO_LONG); the responder replies with its code. */
+  /**
+   * Throws EdgeError synchronously (E_BAD_REQUEST, E_PROMPT_TOO_LONG); the responder replies with its code.
+   * The result carries the port's fields only (the engine's `sampling` and `stop` are not part of a reply).
+   */
   generate(p: GenerateParams): Generation {
-    return this.model.generate(engineRequest(p));
+    const gen = this.model.generate(engineRequest(p));
+    const result: Promise<GenerateResult> = gen.result.then(({ text, finish_reason, usage, timings }) => ({ text, finish_reason, usage, timings }));
+    result.catch(() => {}); // a consumer that only iterates sees the error from next()
+    const done = { value: undefined, done: true } as const;
+    const it: Generation = {
+      next: async () => {
+        const r = await gen.next();
+        return r.done ? done : r;
+      },
+      // `break` in a for-await loop cancels the generation.
+      return: async () => {
+        await gen.return();
+        return done;
+      },
+      [Symbol.asyncIterator]() {
+        return it;
+      },
+      result,
+    };
+    return it;
   }
 
   async close(): Promise<void> {

@@ -82,6 +82,8 @@ t.test('edgellm serve answers over MQTT 5 with stories260K: streamed, then from 
   t.ok(body.text.startsWith(STORIES_CONTINUATION), `the model's continuation: ${JSON.stringify(body.text)}`);
   t.match(body, { finish_reason: 'length', route: 'local', cached: false, model: 'stories260K', node: 'real' });
   t.equal(body.usage.completion_tokens, 24, 'max_tokens tokens');
+  t.same(Object.keys(body).sort(), ['cached', 'finish_reason', 'id', 'model', 'node', 'route', 'route_reason', 'text', 'timings', 'type', 'usage'],
+    "the protocol's fields, nothing of the engine's own (sampling, stop)");
   t.ok((body.usage.prompt_tokens ?? 0) > 0, 'prompt tokens counted');
   for (const k of ['queue_ms', 'ttft_ms', 'total_ms', 'tokens_per_s']) t.type(body.timings[k], 'number', `timings.${k}`);
   const chunks = device.for('a1').filter((r) => r.body.type === 'chunk');
