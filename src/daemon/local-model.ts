@@ -5,7 +5,8 @@
 import { basename } from 'node:path';
 import { loadModel, type LoadModelOptions, type Model } from '../engine/model.js';
 import type { ChatMessage } from '../engine/chat.js';
-import type { GenerateRequest } from '../engine/generate.js';
+import type { GenerateRequest, Generation as EngineGeneration } from '../engine/generate.js';
+import { EdgeError } from '../errors.js';
 import type { DaemonConfig } from './config.js';
 import type { GenerateParams, GenerateResult, Generation, LocalModel, ModelOpener } from './engine-port.js';
 
@@ -56,7 +57,7 @@ class EngineModel implements LocalModel {
    * The result carries the port's fields only (the engine's `sampling` and `stop` are not part of a reply).
    */
   generate(p: GenerateParams): Generation {
-    const gen = this.model.generate(engineRequest(p));
+    const gen = this.start(p);
     const result: Promise<GenerateResult> = gen.result.then(({ text, finish_reason, usage, timings }) => ({ text, finish_reason, usage, timings }));
     result.catch(() => {}); // a consumer that only iterates sees the error from next()
     const done = { value: undefined, done: true } as const;
@@ -76,6 +77,21 @@ class EngineModel implements LocalModel {
       result,
     };
     return it;
+  }
+
+  private start(p: GenerateParams): EngineGeneration {
+    try {
+      return this.model.generate(engineRequest(p));
+    } catch (err) {
+      if (!(err instanceof EdgeError) || err.code !== 'E_PROMPT_TOO_LONG') throw err;
+      // A default max_tokens gives way to the room the context has left (the engine's own default).
+      if (p.max_tokens_fits_context && p.max_tokens !== undefined) return this.start({ ...p, max_tokens: undefined });
+      // The engine's advice names loadModel's options; on this node the knob is the config's.
+      throw new EdgeError(
+        'E_PROMPT_TOO_LONG',
+        `${err.message.split(';')[0]}; shorten the prompt or lower max_tokens (this node's context is engine.context_size)`,
+      );
+    }
   }
 
   async close(): Promise<void> {

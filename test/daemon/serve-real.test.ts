@@ -171,8 +171,13 @@ t.test('in process: the engine adapter counts tokens, and a prompt the context c
   await device.publish('inproc/request/d1', { id: 'long', prompt: 'Once upon a time', max_tokens: 60 });
   t.match((await device.final('long', 30_000)).body, {
     type: 'error',
-    error: { code: 'E_PROMPT_TOO_LONG', message: /the prompt is 5 tokens and max_tokens is 60 .*context holds 64/ },
+    error: { code: 'E_PROMPT_TOO_LONG', message: /the prompt is 5 tokens and max_tokens is 60 .*context holds 64; .*engine\.context_size/ },
   });
+  // No max_tokens: limits.max_tokens (1024) is only a default, so it gives way to the 59 positions left.
+  await device.publish('inproc/request/d1', { id: 'default', prompt: 'Once upon a time', temperature: 0 });
+  const dflt = (await device.final('default', 30_000)).body as { type: string; usage: { prompt_tokens: number; completion_tokens: number } };
+  t.equal(dflt.type, 'done', JSON.stringify(dflt));
+  t.ok(dflt.usage.prompt_tokens + dflt.usage.completion_tokens <= 64, `fits the context: ${JSON.stringify(dflt.usage)}`);
   await device.publish('inproc/request/d1', { id: 'fits', prompt: 'Once upon a time', max_tokens: 8, temperature: 0 });
   const fits = await device.final('fits', 30_000);
   t.match(fits.body, { type: 'done', finish_reason: 'length', usage: { completion_tokens: 8 } });
