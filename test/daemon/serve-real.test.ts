@@ -1,7 +1,7 @@
 // `edgellm serve` as systemd runs it: the built CLI in its own process, the real engine on
 // stories260K.gguf, a real mosquitto, and (for the notify test) python3 as the service manager.
 import t from 'tap';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Broker, findMosquitto } from '../helpers/broker.js';
@@ -59,9 +59,14 @@ function serve(config: string, env: NodeJS.ProcessEnv = {}): ServeProcess {
 t.test('edgellm serve answers over MQTT 5 with stories260K: streamed, then from the cache', needs.real, async (t) => {
   const broker = await Broker.start(mosquitto!);
   t.teardown(() => broker.destroy());
-  const daemon = serve(writeConfig('real', broker.url));
+  // systemd's credential: the daemon says it has a key, never what it is.
+  const creds = join(work, 'credentials');
+  mkdirSync(creds);
+  writeFileSync(join(creds, 'upstream-key'), 'sk-never-logged-42\n');
+  const daemon = serve(writeConfig('real', broker.url), { CREDENTIALS_DIRECTORY: creds, EDGELLM_UPSTREAM_URL: 'https://llm.example/v1' });
   t.teardown(() => daemon.kill());
   await daemon.waitForLog(/node real ready/, 60_000);
+  t.match(daemon.log, /upstream https:\/\/llm\.example\/v1: API key present/, 'the upstream key is read from $CREDENTIALS_DIRECTORY');
   t.match(daemon.log, /model stories260K: .*stories260K\.gguf \(context 256\)/, 'engine.context_size reached the engine');
 
   const device = await Device.connect(broker.url, 'serve-real-device', ['real/reply/#']);
@@ -97,6 +102,7 @@ t.test('edgellm serve answers over MQTT 5 with stories260K: streamed, then from 
 
   const exit = await daemon.stop();
   t.same(exit, { code: 0, signal: null }, 'SIGTERM: drains and exits 0');
+  t.notMatch(daemon.log, /sk-never-logged/, 'the key is never logged');
 });
 
 t.test('under systemd: READY=1 only once the broker is connected, watchdog pings, STOPPING=1 on SIGTERM', needs.notify, async (t) => {
