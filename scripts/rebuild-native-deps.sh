@@ -32,6 +32,11 @@ if [ ! -f "$gyp" ]; then
 fi
 [ -f "$gyp" ] || { echo "rebuild-native-deps: node-gyp not found (npm install in $root)" >&2; exit 1; }
 
+# node-gyp lets npm_config_* variables override its command line, and `npm run` exports the user's
+# npm config (an ~/.npmrc with nodedir=/usr would build against the host's headers): say it both ways.
+export npm_config_nodedir="$nodedir" npm_config_arch="$arch"
+unset npm_config_target npm_config_dist_url npm_config_disturl npm_config_runtime
+
 if [ "$arch" = arm64 ] && [ "$(uname -m)" != aarch64 ]; then
   export CC=aarch64-linux-gnu-gcc CXX=aarch64-linux-gnu-g++ LINK=aarch64-linux-gnu-g++ AR=aarch64-linux-gnu-ar
   # Host-side tools some gyp files build (e.g. generators) stay native.

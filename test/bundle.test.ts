@@ -18,6 +18,9 @@ import {
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Broker, findMosquitto } from './helpers/broker.js';
+import { Device } from './helpers/device.js';
+import { hasStories, ServeProcess, stories, STORIES_CONTINUATION } from './helpers/serve.js';
 
 const root = resolve(fileURLToPath(import.meta.url), '..', '..');
 const underCi = process.env.CI === 'true';
@@ -56,6 +59,32 @@ function buildBundle(t: Test, arch: 'x64' | 'arm64'): string {
   cpSync(out, unpacked, { recursive: true });
   t.equal(sh('tar', ['-xzf', tarball, '-C', unpacked]).status, 0, 'the tarball unpacks');
   return join(unpacked, `edgellm-${version}-linux-${arch}`);
+}
+
+const mosquitto = findMosquitto();
+const needsModel = () => requires(hasStories(), `${stories} (the team's test models beside the repository)`);
+const needsBroker = () => requires(mosquitto !== undefined && hasStories(), `mosquitto (apt-get install mosquitto) and ${stories}`);
+
+/**
+ * The installed app's `serve` (cmd + args start node with the app) answers one request through a real
+ * mosquitto, then stops on SIGTERM with exit 0.
+ */
+async function serveOnce(t: Test, name: string, cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number) {
+  const broker = await Broker.start(mosquitto!);
+  t.teardown(() => broker.destroy());
+  const serveArgs = [...args, 'serve', '--model', stories, '--broker', broker.url, '--state-dir', join(work, `state-${name}`), '--node-id', name];
+  const daemon = new ServeProcess(cmd, serveArgs, {
+    ...env, EDGELLM_PREFIX: name, EDGELLM_ENGINE_THREADS: '1', EDGELLM_ENGINE_CONTEXT_SIZE: '128', EDGELLM_LOG_LEVEL: 'info',
+  });
+  t.teardown(() => daemon.kill());
+  await daemon.waitForLog(new RegExp(`node ${name} ready`), timeoutMs);
+  const device = await Device.connect(broker.url, `${name}-device`, [`${name}/response/#`]);
+  t.teardown(() => device.close());
+  await device.publish(`${name}/request/press-1`, { id: 'b1', prompt: 'Once upon a time', max_tokens: 8, temperature: 0 });
+  const done = await device.final('b1', timeoutMs);
+  t.match(done.body, { type: 'done', route: 'local', model: 'stories260K', node: name, usage: { completion_tokens: 8 } }, `${name}: serve answers over MQTT`);
+  t.ok(String(done.body.text).startsWith(', there was'), `${name}: the model's text ${JSON.stringify(done.body.text)}`);
+  t.same(await daemon.stop(), { code: 0, signal: null }, `${name}: SIGTERM stops it with exit 0`);
 }
 
 function install(bundle: string, args: string[]) {
@@ -97,6 +126,15 @@ t.test('the linux-x64 bundle installs into a --root tree and runs from it', requ
   const b = sh(launcher, benchArgs);
   t.equal(b.status, 0, b.stderr);
   t.match(b.stdout, /gemv_q4_0\s+64x256/, 'the bundled addon runs the kernel bench');
+  t.match(sh('file', ['-bL', join(opt, 'current', 'app/node_modules/better-sqlite3/build/Release/better_sqlite3.node')]).stdout, /x86-64/,
+    'better-sqlite3 is built for x64');
+
+  await t.test('the installed x64 app generates and serves with stories260K', needsModel(), async (t) => {
+    const g = sh(launcher, ['generate', '-m', stories, '-p', 'Once upon a time', '-n', '16', '--temperature', '0'], { timeout: 60_000 });
+    t.equal(g.status, 0, g.stderr);
+    t.ok(g.stdout.startsWith(STORIES_CONTINUATION), `generate writes the continuation: ${JSON.stringify(g.stdout)}`);
+    await t.test('serve', needsBroker(), (t) => serveOnce(t, 'bundlex64', launcher, [], process.env, 60_000));
+  });
 
   // Idempotent: the admin's config survives, nothing is copied twice, --no-enable does not enable.
   appendFileSync(join(tree, 'etc/edgellm/config.yaml'), '# edited by the admin\n');
@@ -154,9 +192,9 @@ t.test('the linux-arm64 bundle installs into a --root tree and runs under qemu a
   t.equal(readlinkSync(current), version);
 
   // bin/edgellm under qemu: the launcher's own command line, with qemu in front of node.
+  const qemuArgs = ['-cpu', 'cortex-a76', '-L', '/usr/aarch64-linux-gnu', join(current, 'runtime/bin/node'), join(current, 'app/dist/cli/main.js')];
   const qemu = (args: string[]) =>
-    sh('qemu-aarch64', ['-cpu', 'cortex-a76', '-L', '/usr/aarch64-linux-gnu', join(current, 'runtime/bin/node'),
-      join(current, 'app/dist/cli/main.js'), ...args], {
+    sh('qemu-aarch64', [...qemuArgs, ...args], {
       env: { ...process.env, EDGELLM_ADDON: join(current, 'app/build/Release/edgellm.node') },
       timeout: 180_000,
     });
@@ -167,4 +205,14 @@ t.test('the linux-arm64 bundle installs into a --root tree and runs under qemu a
   t.equal(b.status, 0, b.stderr);
   t.match(b.stdout, /kernels: neon-dotprod/, 'a Cortex-A76 gets the dotprod kernels');
   t.match(b.stdout, /gemv_q4_0\s+64x256/);
+  t.match(sh('file', ['-bL', join(current, 'app/node_modules/better-sqlite3/build/Release/better_sqlite3.node')]).stdout, /ARM aarch64/,
+    'better-sqlite3 is cross-compiled for aarch64');
+
+  await t.test('the installed arm64 app generates and serves with stories260K under qemu', needsModel(), async (t) => {
+    const g = qemu(['generate', '-m', stories, '-p', 'Once upon a time', '-n', '16', '--temperature', '0']);
+    t.equal(g.status, 0, g.stderr);
+    t.ok(g.stdout.startsWith(STORIES_CONTINUATION), `generate writes the continuation: ${JSON.stringify(g.stdout)}`);
+    await t.test('serve', needsBroker(), (t) =>
+      serveOnce(t, 'bundlearm64', 'qemu-aarch64', [...qemuArgs], { ...process.env, EDGELLM_ADDON: join(current, 'app/build/Release/edgellm.node') }, 180_000));
+  });
 });

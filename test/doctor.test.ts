@@ -15,7 +15,6 @@ import {
   checkUpstream,
   formatChecks,
   modelFit,
-  readConfigKeys,
   runDoctor,
   RUNTIME_OVERHEAD_BYTES,
   type DoctorCheck,
@@ -107,14 +106,6 @@ t.test('the upstream check takes any HTTP answer as reachable', async (t) => {
   t.match(down.detail, /ECONNREFUSED/);
 });
 
-t.test('config keys come from YAML (one level of nesting, comments, quotes) or JSON', async (t) => {
-  const yaml = 'node_id: pi-1 # name\nmodel: "/m/a.gguf"\nbroker:\n  url: mqtt://b:1883\nupstream:\n  url: ""\nbatch:\n  max: 4\n';
-  t.same(readConfigKeys(yaml), { node_id: 'pi-1', model: '/m/a.gguf', 'broker.url': 'mqtt://b:1883', 'upstream.url': '', 'batch.max': '4' });
-  t.same(readConfigKeys('{"model": "/m/a.gguf", "broker": {"url": "mqtt://b"}, "batch": {"max": 2}}'), {
-    model: '/m/a.gguf', 'broker.url': 'mqtt://b', 'batch.max': '2',
-  });
-});
-
 t.test('the text report puts a fix under each warn and fail', async (t) => {
   const text = formatChecks([
     { name: 'cpu', status: 'ok', detail: 'fine', fix: 'unused' },
@@ -176,5 +167,19 @@ t.test('doctor refuses a bad flag value and an unreadable config', async (t) => 
   t.match(bad.stderr, /--sequences takes a positive whole number/);
   const missing = await run(['--config', '/nonexistent/config.yaml']);
   t.equal(missing.status, 2);
-  t.match(missing.stderr, /E_CONFIG: cannot read --config \/nonexistent\/config.yaml/);
+  t.match(missing.stderr, /E_CONFIG: cannot read the config file \/nonexistent\/config.yaml/);
+});
+
+t.test('doctor reads its config through the daemon\'s schema: a key serve would refuse is refused', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'edgellm-doctor-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const config = join(dir, 'config.yaml');
+  writeFileSync(config, `state_dir: ${dir}
+batch:
+  max: 4
+  max_wait: 20
+`);
+  const r = await run(['--config', config]);
+  t.equal(r.status, 2);
+  t.match(r.stderr, /E_CONFIG: .*batch\.max_wait/);
 });

@@ -1,39 +1,17 @@
 // Running under systemd: the notify protocol as the service manager sees it (a unix datagram
 // socket), and the unit file as `systemd-analyze verify` sees it.
 import t from 'tap';
-import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createInterface } from 'node:readline';
 import { SystemdNotifier, watchdogIntervalMs, addonSend } from '../src/daemon/systemd.js';
 import { EdgeError } from '../src/errors.js';
+import { hasPython3, listenNotify, type Datagram } from './helpers/notify-listener.js';
 
 const root = resolve(fileURLToPath(import.meta.url), '..', '..');
 const underCi = process.env.CI === 'true';
-
-// Node cannot bind an AF_UNIX datagram socket, so python3 plays the service manager: it binds
-// the address given in argv[1] ('@name' = abstract) and prints each datagram as one JSON line
-// {"ms": monotonic milliseconds, "msg": text}. It exits on the datagram "EXIT".
-const LISTENER = `
-import json, socket, sys, time
-addr = sys.argv[1]
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.bind('\\0' + addr[1:] if addr.startswith('@') else addr)
-print('LISTENING', flush=True)
-s.settimeout(20)
-while True:
-    msg = s.recv(4096).decode()
-    if msg == 'EXIT':
-        break
-    print(json.dumps({'ms': time.monotonic() * 1000, 'msg': msg}), flush=True)
-`;
-
-interface Datagram {
-  ms: number;
-  msg: string;
-}
 
 /**
  * A test that needs a tool runs without it only outside CI, as a loud skip; under CI=true it runs
@@ -46,7 +24,7 @@ function requires(ok: boolean, missing: string): { skip: string | false } {
 }
 const needs = {
   python3: requires(
-    spawnSync('python3', ['-c', 'import socket'], { stdio: 'ignore' }).status === 0,
+    hasPython3(),
     'python3 listens on the unix datagram socket (apt-get install python3)',
   ),
   systemdAnalyze: requires(
@@ -55,25 +33,7 @@ const needs = {
   ),
 };
 
-/** Starts the listener on `address` and resolves once it is bound. */
-async function listen(address: string): Promise<{ child: ChildProcessWithoutNullStreams; received: Datagram[]; done: Promise<void> }> {
-  const child = spawn('python3', ['-c', LISTENER, address]);
-  const received: Datagram[] = [];
-  const lines = createInterface({ input: child.stdout });
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const done = new Promise<void>((res, rej) =>
-    child.on('exit', (code) => (code === 0 ? res() : rej(new Error(`listener exited ${code}: ${stderr}`)))),
-  );
-  await new Promise<void>((res, rej) => {
-    lines.on('line', (line) => {
-      if (line === 'LISTENING') res();
-      else received.push(JSON.parse(line) as Datagram);
-    });
-    done.catch(rej);
-  });
-  return { child, received, done };
-}
+const listen = (address: string) => listenNotify(address);
 
 /** Runs fn with NOTIFY_SOCKET set (the addon reads the real environment), then restores it. */
 async function withNotifySocket<T>(value: string | undefined, fn: () => Promise<T>): Promise<T> {

@@ -6,6 +6,7 @@
 import { CommanderError, type Command } from 'commander';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, statfsSync } from 'node:fs';
+import { loadConfig } from '../daemon/config.js';
 import { connect } from 'node:net';
 import { availableParallelism, freemem, totalmem } from 'node:os';
 import { dirname, resolve } from 'node:path';
@@ -249,36 +250,6 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorCheck[]> {
   return checks;
 }
 
-/**
- * The few keys doctor needs from the daemon's config file (YAML, or JSON):
- * model, state_dir, broker.url, upstream.url, batch.max. A stopgap reader of `key: value` lines
- * with one level of nesting, until the daemon's config loader (one schema) is shared.
- */
-export function readConfigKeys(text: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  if (text.trimStart().startsWith('{')) {
-    const flat = (o: Record<string, unknown>, prefix: string) => {
-      for (const [k, v] of Object.entries(o)) {
-        if (v && typeof v === 'object' && !Array.isArray(v)) flat(v as Record<string, unknown>, `${prefix}${k}.`);
-        else if (typeof v === 'string' || typeof v === 'number') out[`${prefix}${k}`] = String(v);
-      }
-    };
-    flat(JSON.parse(text) as Record<string, unknown>, '');
-    return out;
-  }
-  let section = '';
-  for (const line of text.split('\n')) {
-    const m = /^(\s*)([A-Za-z0-9_]+):\s*(.*?)\s*$/.exec(line.replace(/\s+#.*$/, '').replace(/^#.*$/, ''));
-    if (!m) continue;
-    const [, indent = '', key = '', raw = ''] = m;
-    if (indent === '') section = raw === '' ? key : '';
-    const value = raw.replace(/^(["'])(.*)\1$/, '$2');
-    if (raw === '') continue;
-    out[indent === '' ? key : `${section}.${key}`] = value;
-  }
-  return out;
-}
-
 interface DoctorFlags {
   config?: string;
   model?: string;
@@ -295,7 +266,7 @@ export function registerDoctor(program: Command): void {
   program
     .command('doctor')
     .description('check this machine for serving: CPU, memory, disk, model fit, broker, upstream, clock')
-    .option('--config <file>', 'the daemon config to check against (model, state_dir, broker.url, upstream.url, batch.max)')
+    .option('--config <file>', 'the daemon config to check against (model, state_dir, broker.url, upstream.url, batch.max, engine.context_size)')
     .option('-m, --model <file>', 'GGUF model to check (overrides the config)')
     .option('--broker <url>', 'MQTT broker, e.g. mqtt://localhost:1883')
     .option('--upstream <url>', 'OpenAI-compatible upstream base URL')
@@ -305,27 +276,21 @@ export function registerDoctor(program: Command): void {
     .option('--timeout-ms <ms>', 'per network check (default 3000)')
     .option('--json', 'one JSON object: {ok, checks: [{name, status, detail, fix}]}')
     .action(async (flags: DoctorFlags) => {
-      let cfg: Record<string, string> = {};
-      if (flags.config) {
-        try {
-          cfg = readConfigKeys(readFileSync(flags.config, 'utf8'));
-        } catch (err) {
-          throw new EdgeError('E_CONFIG', `cannot read --config ${flags.config}: ${(err as Error).message}`);
-        }
-      }
-      const pick = (flag: string | undefined, key: string) => flag ?? (cfg[key] || undefined);
+      // The daemon's own loader (one schema: file < EDGELLM_* < flags), so doctor checks what serve would use.
+      const cfg = flags.config ? loadConfig({ file: flags.config }) : undefined;
       const opts: DoctorOptions = {};
-      const model = pick(flags.model, 'model');
-      const broker = pick(flags.broker, 'broker.url');
-      const upstream = pick(flags.upstream, 'upstream.url');
-      const stateDir = pick(flags.stateDir, 'state_dir') ?? process.env.EDGELLM_STATE_DIR;
-      const sequences = pick(flags.sequences, 'batch.max');
+      const model = flags.model ?? cfg?.model;
+      const broker = flags.broker ?? cfg?.broker.url;
+      const upstream = flags.upstream ?? (cfg?.upstream.url || undefined);
+      const stateDir = flags.stateDir ?? cfg?.state_dir ?? process.env.EDGELLM_STATE_DIR;
       if (model) opts.model = model;
       if (broker) opts.broker = broker;
       if (upstream) opts.upstream = upstream;
       if (stateDir) opts.stateDir = stateDir;
-      if (sequences) opts.sequences = parsePositiveInt(flags.sequences ? '--sequences' : 'batch.max', sequences);
+      if (flags.sequences) opts.sequences = parsePositiveInt('--sequences', flags.sequences);
+      else if (cfg) opts.sequences = cfg.batch.max;
       if (flags.context) opts.contextSize = parsePositiveInt('--context', flags.context);
+      else if (cfg?.engine.context_size !== undefined) opts.contextSize = cfg.engine.context_size;
       if (flags.timeoutMs) opts.timeoutMs = parsePositiveInt('--timeout-ms', flags.timeoutMs);
 
       const checks = await runDoctor(opts);

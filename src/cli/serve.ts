@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { stringify } from 'yaml';
 import { EdgeError } from '../errors.js';
 import { loadConfig, maskSecrets, modelFiles, type ConfigFlags } from '../daemon/config.js';
-import { openLocalModel } from '../daemon/local-model.js';
+import { localModelOpener } from '../daemon/local-model.js';
 import { Service } from '../daemon/service.js';
 
 interface ServeFlags extends ConfigFlags {
@@ -31,7 +31,7 @@ export function registerServe(program: Command): void {
       if (modelFiles(config).size === 0) {
         throw new EdgeError('E_CONFIG', 'no model to serve: set model in the config file, EDGELLM_MODEL, or --model FILE');
       }
-      const service = new Service(config, openLocalModel);
+      const service = new Service(config, localModelOpener(config));
       const stopped = new Promise<void>((resolve) => {
         process.once('SIGTERM', resolve);
         process.once('SIGINT', resolve);

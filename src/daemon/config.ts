@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { basename } from 'node:path';
+import { basename, join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { EdgeError } from '../errors.js';
@@ -52,7 +52,20 @@ export const configSchema = z
       .strict()
       .prefault({}),
     batch: z
-      .object({ max: wholeAtLeast(1).default(4).describe('generations run at once') })
+      .object({ max: wholeAtLeast(1).default(4).describe('generations decoded together (each holds a KV cache); more wait in the queue') })
+      .strict()
+      .prefault({}),
+    engine: z
+      .object({
+        threads: wholeAtLeast(1).optional().describe("threads of each model's pool (default: physical cores, at most 4)"),
+        context_size: wholeAtLeast(1).optional().describe("positions per sequence, prompt + answer (default: the model's context, at most 4096)"),
+      })
+      .strict()
+      .prefault({}),
+    upstream: z
+      .object({
+        url: z.string({ error: 'must be text' }).default('').describe('OpenAI-compatible base URL for requests this node should not answer; empty = none. Its API key is the systemd credential upstream-key ($CREDENTIALS_DIRECTORY/upstream-key), never this file'),
+      })
       .strict()
       .prefault({}),
     cache: z
@@ -228,4 +241,25 @@ export function readBrokerPassword(config: DaemonConfig): string | undefined {
   } catch (err) {
     throw new EdgeError('E_CONFIG', `broker.password_file: cannot read ${file}: ${(err as Error).message}`);
   }
+}
+
+/**
+ * The upstream API key: systemd hands it over as the credential upstream-key
+ * ($CREDENTIALS_DIRECTORY/upstream-key; the unit's fallback is a blank one). undefined when no upstream
+ * is configured, outside systemd, or when the key is blank: then there is no upstream. Never logged.
+ */
+export function readUpstreamKey(config: DaemonConfig, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (config.upstream.url.trim() === '') return undefined;
+  const dir = env.CREDENTIALS_DIRECTORY;
+  if (!dir) return undefined;
+  const file = join(dir, 'upstream-key');
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new EdgeError('E_CONFIG', `cannot read the upstream key ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  const key = text.trim();
+  return key === '' ? undefined : key;
 }

@@ -7,6 +7,11 @@ export interface GenerateParams {
   prompt?: string;
   messages?: { role: string; content: string }[];
   max_tokens?: number;
+  /**
+   * max_tokens is this node's default (limits.max_tokens), not the device's ask: when the context has
+   * less room after the prompt, generate what fits instead of refusing with E_PROMPT_TOO_LONG.
+   */
+  max_tokens_fits_context?: boolean;
   temperature?: number;
   top_p?: number;
   top_k?: number;

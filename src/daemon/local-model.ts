@@ -1,19 +1,109 @@
 /**
- * The production ModelOpener. The engine's generate API is being built on another branch; until it lands
- * here, opening a model for serving fails clearly instead of pretending (tests bring their own fake).
+ * The production ModelOpener: the daemon's LocalModel port over the engine's loadModel and
+ * Model.generate(). The engine rejects fields it does not know, so every parameter is mapped by name.
  */
-import { accessSync, constants } from 'node:fs';
+import { basename } from 'node:path';
+import { loadModel, type LoadModelOptions, type Model } from '../engine/model.js';
+import type { ChatMessage } from '../engine/chat.js';
+import type { GenerateRequest, Generation as EngineGeneration } from '../engine/generate.js';
 import { EdgeError } from '../errors.js';
-import type { LocalModel } from './engine-port.js';
+import type { DaemonConfig } from './config.js';
+import type { GenerateParams, GenerateResult, Generation, LocalModel, ModelOpener } from './engine-port.js';
 
-export async function openLocalModel(path: string): Promise<LocalModel> {
-  try {
-    accessSync(path, constants.R_OK);
-  } catch {
-    throw new EdgeError('E_MODEL_NOT_FOUND', `model file ${path} does not exist or cannot be read`);
+/** loadModel options from the config: engine.threads, engine.context_size, batch.max sequences. */
+export function loadOptions(config: Pick<DaemonConfig, 'engine' | 'batch'>): LoadModelOptions {
+  const opts: LoadModelOptions = { maxSequences: config.batch.max };
+  if (config.engine.threads !== undefined) opts.threads = config.engine.threads;
+  if (config.engine.context_size !== undefined) opts.contextSize = config.engine.context_size;
+  return opts;
+}
+
+/** The engine's request for the daemon's parameters: only the fields the port defines. */
+export function engineRequest(p: GenerateParams): GenerateRequest {
+  const r: GenerateRequest = {};
+  if (p.prompt !== undefined) r.prompt = p.prompt;
+  // Roles are checked by the engine (validateMessages), which names a bad one.
+  if (p.messages !== undefined) r.messages = p.messages as ChatMessage[];
+  if (p.max_tokens !== undefined) r.max_tokens = p.max_tokens;
+  if (p.temperature !== undefined) r.temperature = p.temperature;
+  if (p.top_p !== undefined) r.top_p = p.top_p;
+  if (p.top_k !== undefined) r.top_k = p.top_k;
+  if (p.min_p !== undefined) r.min_p = p.min_p;
+  if (p.seed !== undefined) r.seed = p.seed;
+  if (p.stop !== undefined) r.stop = p.stop;
+  if (p.signal !== undefined) r.signal = p.signal;
+  return r;
+}
+
+class EngineModel implements LocalModel {
+  readonly name: string;
+  readonly contextSize: number;
+
+  constructor(
+    private readonly model: Model,
+    path: string,
+  ) {
+    this.name = basename(path).replace(/\.gguf$/i, '');
+    this.contextSize = model.info().context_size;
   }
-  throw new EdgeError(
-    'E_NOT_IMPLEMENTED',
-    `this build cannot generate text yet (the engine's generate API has not landed), so \`edgellm serve\` cannot serve ${path}`,
-  );
+
+  /** Tokens of the text as a prompt (BOS included when the model adds one). */
+  countTokens(text: string): number {
+    return this.model.tokenizer.encode(text).length;
+  }
+
+  /**
+   * Throws EdgeError synchronously (E_BAD_REQUEST, E_PROMPT_TOO_LONG); the responder replies with its code.
+   * The result carries the port's fields only (the engine's `sampling` and `stop` are not part of a reply).
+   */
+  generate(p: GenerateParams): Generation {
+    const gen = this.start(p);
+    const result: Promise<GenerateResult> = gen.result.then(({ text, finish_reason, usage, timings }) => ({ text, finish_reason, usage, timings }));
+    result.catch(() => {}); // a consumer that only iterates sees the error from next()
+    const done = { value: undefined, done: true } as const;
+    const it: Generation = {
+      next: async () => {
+        const r = await gen.next();
+        return r.done ? done : r;
+      },
+      // `break` in a for-await loop cancels the generation.
+      return: async () => {
+        await gen.return();
+        return done;
+      },
+      [Symbol.asyncIterator]() {
+        return it;
+      },
+      result,
+    };
+    return it;
+  }
+
+  private start(p: GenerateParams): EngineGeneration {
+    try {
+      return this.model.generate(engineRequest(p));
+    } catch (err) {
+      if (!(err instanceof EdgeError) || err.code !== 'E_PROMPT_TOO_LONG') throw err;
+      // A default max_tokens gives way to the room the context has left (the engine's own default).
+      if (p.max_tokens_fits_context && p.max_tokens !== undefined) return this.start({ ...p, max_tokens: undefined });
+      // The engine's advice names loadModel's options; on this node the knob is the config's.
+      throw new EdgeError(
+        'E_PROMPT_TOO_LONG',
+        `${err.message.split(';')[0]}; shorten the prompt or lower max_tokens (this node's context is engine.context_size)`,
+      );
+    }
+  }
+
+  async close(): Promise<void> {
+    this.model.close();
+  }
+}
+
+/** A ModelOpener that loads with the config's engine options. */
+export function localModelOpener(config: Pick<DaemonConfig, 'engine' | 'batch'>): ModelOpener {
+  return (path) => openLocalModel(path, loadOptions(config));
+}
+
+export async function openLocalModel(path: string, opts: LoadModelOptions = {}): Promise<LocalModel> {
+  return new EngineModel(await loadModel(path, opts), path);
 }

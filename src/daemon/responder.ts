@@ -328,6 +328,7 @@ export class Responder {
 
   private params(r: WireRequest): GenerateParams {
     const p: GenerateParams = { max_tokens: r.max_tokens ?? this.deps.config.limits.max_tokens };
+    if (r.max_tokens === undefined) p.max_tokens_fits_context = true;
     if (r.prompt !== undefined) p.prompt = r.prompt;
     if (r.messages !== undefined) p.messages = r.messages;
     for (const k of ['temperature', 'top_p', 'top_k', 'min_p', 'seed'] as const) {

@@ -1,11 +1,13 @@
 /**
  * The daemon: starts its parts in order (store -> engine -> scheduler -> transport) and stops them in
  * reverse, draining running generations first. Every part's constructor only wires; work starts in start().
+ * systemd hears READY=1 only once the models are loaded and the broker has accepted the session.
  */
-import { modelFiles, readBrokerPassword, type DaemonConfig } from './config.js';
+import { maskSecrets, modelFiles, readBrokerPassword, readUpstreamKey, type DaemonConfig } from './config.js';
 import type { LocalModel, ModelOpener } from './engine-port.js';
 import { createLogger, type Logger } from './log.js';
 import { Responder } from './responder.js';
+import { SystemdNotifier } from './systemd.js';
 import { RequestQueue } from '../scheduler/request-queue.js';
 import { Store } from '../store/index.js';
 import { MqttSession } from '../transport/mqtt/session.js';
@@ -28,14 +30,21 @@ export class Service {
     private readonly config: DaemonConfig,
     private readonly openModel: ModelOpener,
     log?: Logger,
+    /** READY/STATUS/WATCHDOG/STOPPING for systemd; a no-op outside it (no NOTIFY_SOCKET). */
+    private readonly systemd: SystemdNotifier = new SystemdNotifier(),
   ) {
     this.log = log ?? createLogger(config.log.level);
   }
 
   async start(): Promise<void> {
-    const { config, log } = this;
+    const { config, log, systemd } = this;
+    // Pinging from the start: loading a large model takes a while, but it runs off the event loop,
+    // so a loop that answers is a daemon that is alive (systemd may arm the watchdog before READY).
+    systemd.startWatchdog();
     const files = modelFiles(config);
     const password = readBrokerPassword(config);
+    this.noteUpstream();
+    systemd.notifyStatus(`opening the store in ${config.state_dir}`);
     const store = Store.open(config.state_dir, { cacheEntries: config.cache.max_entries });
     this.store = store;
     const prune = () => {
@@ -47,6 +56,7 @@ export class Service {
     this.pruneTimer.unref();
 
     for (const [name, path] of files) {
+      systemd.notifyStatus(`loading model ${name} (${path})`);
       const model = await this.openModel(path);
       this.models.set(name, model);
       log.info(`model ${name}: ${path} (context ${model.contextSize})`);
@@ -57,6 +67,8 @@ export class Service {
     this.responder = responder;
 
     const topics = new Topics(config.prefix, config.node_id, config.fleet.group);
+    const brokerUrl = maskSecrets(config).broker.url;
+    const serving = `serving ${[...this.models.keys()].join(', ')} on ${brokerUrl} as ${config.node_id}`;
     const session = new MqttSession({
       config,
       topics,
@@ -66,13 +78,30 @@ export class Service {
       password,
       models: [...this.models.keys()],
       metrics: () => responder.stats(),
+      onConnection: (connected) => {
+        if (this.started && !this.stopping) systemd.notifyStatus(connected ? serving : `broker ${brokerUrl} unreachable; retrying`);
+      },
     });
     this.session = session;
     responder.attach(session);
     responder.resume();
+    systemd.notifyStatus(`connecting to ${brokerUrl}`);
     await session.start();
     this.started = true;
     log.info(`node ${config.node_id} ready`);
+    systemd.notifyReady(serving);
+  }
+
+  /** Says whether an upstream is configured and has its key; the key itself is never logged. */
+  private noteUpstream(): void {
+    const { url } = this.config.upstream;
+    if (url.trim() === '') return;
+    const key = readUpstreamKey(this.config);
+    if (key === undefined) {
+      this.log.info(`upstream ${url}: no API key (the credential upstream-key is blank or absent), so no upstream; every request runs here`);
+    } else {
+      this.log.info(`upstream ${url}: API key present; this build has no cloud routing yet, so every request runs here`);
+    }
   }
 
   /** Idempotent; waits up to limits.drain_s for running generations, then leaves the rest for the next start. */
@@ -82,6 +111,8 @@ export class Service {
   }
 
   private async shutdown(): Promise<void> {
+    // STOPPING=1 before draining; watchdog pings go on until the drain is over.
+    this.systemd.notifyStopping(`stopping: finishing running requests (up to ${this.config.limits.drain_s} s)`);
     if (this.started) this.log.info('stopping: finishing running requests');
     clearInterval(this.pruneTimer);
     await this.responder?.drain(this.config.limits.drain_s * 1000);
@@ -89,6 +120,7 @@ export class Service {
     for (const model of this.models.values()) await model.close();
     this.models.clear();
     this.store?.close();
+    this.systemd.stop();
     if (this.started) this.log.info('stopped');
   }
 }

@@ -7,7 +7,9 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { resolve } from 'node:path';
 import { EdgeError } from '../../src/errors.js';
-import { loadConfig, maskSecrets, modelFiles, readBrokerPassword } from '../../src/daemon/config.js';
+import { loadConfig, maskSecrets, modelFiles, readBrokerPassword, readUpstreamKey } from '../../src/daemon/config.js';
+import { loadOptions } from '../../src/daemon/local-model.js';
+import { mkdirSync, readFileSync } from 'node:fs';
 
 type TapLike = Parameters<Extract<Parameters<typeof t.test>[0], (...args: never[]) => unknown>>[0];
 
@@ -99,5 +101,39 @@ t.test('`edgellm serve --print-config` prints the effective config masked; witho
   const m = spawnSync(process.execPath, [cli, 'serve', '--model', file('m.gguf', 'GGUF'), '--state-dir', join(dir, 'state')], { encoding: 'utf8' });
   t.equal(m.status, 2);
   t.equal(m.stderr.trim().split('\n').length, 1, 'one line');
-  t.match(m.stderr, /E_NOT_IMPLEMENTED: this build cannot generate text yet/);
+  t.match(m.stderr, /^edgellm: E_MODEL_CORRUPT: /, 'the real engine opens the file and says what is wrong with it');
+});
+
+const shipped = resolve(fileURLToPath(import.meta.url), '..', '..', '..', 'systemd', 'config.yaml');
+
+t.test('the default /etc/edgellm/config.yaml the bundle ships loads through the daemon\'s schema', async (t) => {
+  const c = loadConfig({ file: shipped, env: {} });
+  t.equal(c.model, '/var/lib/edgellm/models/model.gguf');
+  t.equal(c.state_dir, '/var/lib/edgellm');
+  t.equal(c.broker.url, 'mqtt://localhost:1883');
+  t.equal(c.upstream.url, '', 'no upstream until one is configured');
+  t.same(loadOptions(c), { maxSequences: c.batch.max, contextSize: 2048 }, 'batch.max and engine.context_size reach loadModel');
+  // install-offline.sh --model rewrites the model line with sed; the result must still load.
+  const installed = file('installed.yaml', readFileSync(shipped, 'utf8').replace(/^model: .*$/m, 'model: /var/lib/edgellm/models/stories260K.gguf'));
+  t.equal(loadConfig({ file: installed, env: {} }).model, '/var/lib/edgellm/models/stories260K.gguf');
+});
+
+t.test('engine.threads and engine.context_size flow into the model\'s load options', async (t) => {
+  const c = loadConfig({ env: { EDGELLM_ENGINE_THREADS: '2', EDGELLM_ENGINE_CONTEXT_SIZE: '512', EDGELLM_BATCH_MAX: '3' } });
+  t.same(loadOptions(c), { maxSequences: 3, threads: 2, contextSize: 512 });
+  t.same(loadOptions(loadConfig({ env: {} })), { maxSequences: 4 }, 'unset: the engine\'s defaults');
+  configError(t, () => loadConfig({ env: { EDGELLM_ENGINE_THREADS: '0' } }), /engine\.threads.*EDGELLM_ENGINE_THREADS/);
+});
+
+t.test('the upstream key comes from $CREDENTIALS_DIRECTORY/upstream-key; blank means no upstream', async (t) => {
+  const creds = join(dir, 'creds');
+  const withUrl = loadConfig({ env: { EDGELLM_UPSTREAM_URL: 'https://api.example.com/v1' } });
+  t.equal(readUpstreamKey(loadConfig({ env: {} }), { CREDENTIALS_DIRECTORY: creds }), undefined, 'no upstream.url: no key read');
+  t.equal(readUpstreamKey(withUrl, {}), undefined, 'outside systemd: none');
+  t.equal(readUpstreamKey(withUrl, { CREDENTIALS_DIRECTORY: creds }), undefined, 'no credential file: none');
+  mkdirSync(creds);
+  writeFileSync(join(creds, 'upstream-key'), '\n');
+  t.equal(readUpstreamKey(withUrl, { CREDENTIALS_DIRECTORY: creds }), undefined, 'the unit\'s blank fallback: none');
+  writeFileSync(join(creds, 'upstream-key'), 'sk-test-123\n');
+  t.equal(readUpstreamKey(withUrl, { CREDENTIALS_DIRECTORY: creds }), 'sk-test-123');
 });

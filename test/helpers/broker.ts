@@ -40,6 +40,11 @@ export class Broker {
     );
   }
 
+  /** A broker with its port chosen but not started yet (tests of a daemon that starts first). */
+  static async create(bin: string): Promise<Broker> {
+    return new Broker(bin, await freePort());
+  }
+
   static async start(bin: string): Promise<Broker> {
     const b = new Broker(bin, await freePort());
     await b.start();

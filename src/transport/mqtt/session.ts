@@ -38,6 +38,8 @@ export class MqttSession implements ReplyChannel {
       password: string | undefined;
       models: string[];
       metrics: () => object;
+      /** Told when the broker connection comes and goes (systemd's STATUS line). */
+      onConnection?: (connected: boolean) => void;
     },
   ) {}
 
@@ -53,12 +55,16 @@ export class MqttSession implements ReplyChannel {
       if (err.message !== lastError) log.warn(`broker ${config.broker.url}: ${err.message}`);
       lastError = err.message;
     });
-    client.on('offline', () => log.warn(`broker ${config.broker.url} unreachable; retrying`));
+    client.on('offline', () => {
+      log.warn(`broker ${config.broker.url} unreachable; retrying`);
+      this.deps.onConnection?.(false);
+    });
     client.on('connect', (connack) => {
       lastError = '';
       log.info(`connected to ${config.broker.url} as ${client.options.clientId} (session ${connack.sessionPresent ? 'resumed' : 'new'})`);
       this.announce();
       this.flushOutbox();
+      this.deps.onConnection?.(true);
     });
     await new Promise<void>((resolve, reject) => {
       const onConnect = () => {

@@ -1,0 +1,60 @@
+// `edgellm serve` as its own process with the real engine (built dist, or an installed bundle), and the
+// shared models it runs: the team's models live in ../shared/models beside the repository.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const repoRoot = resolve(fileURLToPath(import.meta.url), '..', '..', '..');
+export const stories = resolve(repoRoot, '..', 'shared', 'models', 'stories260K.gguf');
+export const hasStories = () => existsSync(stories);
+/** What stories260K continues "Once upon a time" with, greedily (the README's example). */
+export const STORIES_CONTINUATION = ', there was a little girl named Lily';
+
+/**
+ * A loud skip outside CI; under CI=true the test runs (and fails), because CI has every tool and model.
+ * `who` names the test file in the message.
+ */
+export function requires(who: string, ok: boolean, missing: string): { skip: string | false } {
+  if (ok || process.env.CI === 'true') return { skip: false };
+  process.stderr.write(`\n*** ${who}: SKIPPED: ${missing} ***\n\n`);
+  return { skip: `SKIPPED: ${missing}` };
+}
+
+export class ServeProcess {
+  /** Everything the daemon wrote to stderr (its log) and stdout. */
+  log = '';
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  private readonly proc: ChildProcess;
+
+  constructor(cmd: string, args: string[], env: NodeJS.ProcessEnv) {
+    this.proc = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.proc.stdout?.on('data', (d: Buffer) => (this.log += d.toString()));
+    this.proc.stderr?.on('data', (d: Buffer) => (this.log += d.toString()));
+    this.exited = new Promise((res) => this.proc.on('exit', (code, signal) => res({ code, signal })));
+  }
+
+  get pid(): number {
+    return this.proc.pid ?? 0;
+  }
+
+  /** Resolves when the log matches; rejects when the daemon exits first or time runs out. */
+  async waitForLog(re: RegExp, timeoutMs: number): Promise<void> {
+    const until = Date.now() + timeoutMs;
+    while (!re.test(this.log)) {
+      if (this.proc.exitCode !== null || this.proc.signalCode !== null) throw new Error(`serve exited before its log matched ${re}:\n${this.log}`);
+      if (Date.now() > until) throw new Error(`serve's log did not match ${re} within ${timeoutMs} ms:\n${this.log}`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+
+  /** SIGTERM, as systemd stops it; resolves with how it exited. */
+  async stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGTERM');
+    return this.exited;
+  }
+
+  kill(): void {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGKILL');
+  }
+}
