@@ -3,6 +3,7 @@
 // cache a sequence would allocate and the forward pass's scratch. `edgellm inspect` shows it.
 #include <string>
 
+#include "addon/args.h"
 #include "addon/bindings.h"
 #include "model/model.h"
 #include "runtime/forward.h"
@@ -12,16 +13,6 @@ namespace edgellm::addon {
 
 namespace {
 
-int64_t int_arg(Napi::Env env, const Napi::Object& o, const char* key, int64_t min, int64_t max, int64_t fallback) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined()) return fallback;
-  const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1e300;
-  if (!(d >= (double)min && d <= (double)max) || d != (double)(int64_t)d)
-    throw coded_error(env, "E_BAD_ARGUMENT", std::string(key) + " must be a whole number from " + std::to_string(min) +
-                                                 " to " + std::to_string(max));
-  return (int64_t)d;
-}
-
 Napi::Value ModelConfigOf(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString())
@@ -29,12 +20,10 @@ Napi::Value ModelConfigOf(const Napi::CallbackInfo& info) {
   const std::string path = info[0].As<Napi::String>().Utf8Value();
   ForwardOptions fo;
   int64_t context = 0;
-  if (info.Length() > 1 && !info[1].IsUndefined()) {
-    if (!info[1].IsObject()) throw coded_error(env, "E_BAD_ARGUMENT", "modelConfig options must be an object");
-    Napi::Object o = info[1].As<Napi::Object>();
-    context = int_arg(env, o, "contextSize", 1, (int64_t)1 << 24, 0);
-    fo.batch = int_arg(env, o, "batchSize", 1, 4096, 64);
-    fo.sinks = int_arg(env, o, "sinks", 0, (int64_t)1 << 24, -1);
+  if (const auto o = options_arg(info, 1, "modelConfig options must be an object")) {
+    context = whole_option(env, *o, "contextSize", 1, (int64_t)1 << 24, 0);
+    fo.batch = whole_option(env, *o, "batchSize", 1, 4096, 64);
+    fo.sinks = whole_option(env, *o, "sinks", 0, (int64_t)1 << 24, -1);
   }
   try {
     const GgufFile f = GgufFile::open(path);
