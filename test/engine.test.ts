@@ -6,11 +6,11 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { EdgeError } from '../src/errors.js';
 import { GgufWriter, meta } from '../src/engine/gguf-writer.js';
 import { loadModel, logSoftmax, type LoadModelOptions, type Model } from '../src/engine/model.js';
 import { argmax, reference, topK, writeModel as writeRandomModel, type Spec, type Weights } from './fixtures/random-model.js';
 import { cli, requireModel as requireSharedModel, type TapTest } from './fixtures/paths.js';
+import { rejects } from './helpers/rejects.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'edgellm-engine-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -29,17 +29,6 @@ async function greedy(model: Model, prompt: number[], n: number): Promise<number
     seq.push(next);
   }
   return out;
-}
-
-async function rejects(t: TapTest, p: Promise<unknown>, code: string, ...parts: RegExp[]): Promise<void> {
-  try {
-    await p;
-    t.fail(`expected ${code}, but it succeeded`);
-  } catch (err) {
-    t.ok(err instanceof EdgeError, 'an EdgeError');
-    t.equal((err as EdgeError).code, code, (err as Error).message);
-    for (const re of parts) t.match((err as Error).message, re);
-  }
 }
 
 // ---- stories260K and TinyLLama-v0 (SOURCES.md) ---------------------------------------------------

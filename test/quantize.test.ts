@@ -5,13 +5,13 @@ import t from 'tap';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { EdgeError } from '../src/errors.js';
 import { readGgufInfo, type GgufInfo, type GgufTensorType } from '../src/engine/gguf.js';
 import { GgufWriter, meta } from '../src/engine/gguf-writer.js';
 import { loadModel, type Model } from '../src/engine/model.js';
 import { decodeTensor, encodeTensor, quantizeQ4_0, quantizeQ8_0 } from '../src/engine/quant.js';
 import { quantizeModel, type QuantizeOptions } from '../src/engine/quantize.js';
 import { assertCliBuilt, requireModel as requireSharedModel, run, type TapTest } from './fixtures/paths.js';
+import { rejects } from './helpers/rejects.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'edgellm-quantize-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -91,17 +91,6 @@ function writeLlama(name: string, opts: { matrixType?: GgufTensorType; tied?: bo
 function tensorBytes(info: GgufInfo, path: string, name: string): Uint8Array {
   const t = info.tensors.find((x) => x.name === name)!;
   return new Uint8Array(readFileSync(path).subarray(t.offset, t.offset + t.bytes));
-}
-
-async function rejects(t: TapTest, p: Promise<unknown>, code: string, ...parts: RegExp[]): Promise<void> {
-  try {
-    await p;
-    t.fail(`expected ${code}, but it succeeded`);
-  } catch (err) {
-    t.ok(err instanceof EdgeError, 'an EdgeError');
-    t.equal((err as EdgeError).code, code, (err as Error).message);
-    for (const re of parts) t.match((err as Error).message, re);
-  }
 }
 
 function argmax(x: ArrayLike<number>): number {
