@@ -5,6 +5,7 @@
 
 #include "addon/args.h"
 #include "addon/bindings.h"
+#include "addon/model_fields.h"
 #include "model/model.h"
 #include "runtime/forward.h"
 #include "runtime/kv_cache.h"
@@ -36,17 +37,7 @@ Napi::Value ModelConfigOf(const Napi::CallbackInfo& info) {
     auto num = [&](const char* k, double v) { o.Set(k, Napi::Number::New(env, v)); };
     o.Set("arch", c.arch_name);
     o.Set("name", f.metadata().get_string("general.name", ""));
-    num("n_vocab", (double)c.n_vocab);
-    num("n_embd", (double)c.n_embd);
-    num("n_layer", (double)c.n_layer);
-    num("n_head", (double)c.n_head);
-    num("n_head_kv", (double)c.n_head_kv);
-    num("head_dim", (double)c.head_dim);
-    num("n_ff", (double)(c.is_moe() ? c.n_ff_expert : c.n_ff));
-    num("n_expert", (double)c.n_expert);
-    num("n_expert_used", (double)c.n_expert_used);
-    num("context_length", (double)c.context_length);
-    num("sliding_window", (double)c.sliding_window);
+    set_architecture_fields(env, o, c);
     int64_t swa_layers = 0;
     for (bool b : c.layer_is_swa) swa_layers += b ? 1 : 0;
     num("swa_layers", (double)swa_layers);

@@ -13,6 +13,7 @@
 #include "addon/args.h"
 #include "addon/bindings.h"
 #include "addon/decode_channel.h"
+#include "addon/model_fields.h"
 #include "model/model.h"
 #include "runtime/forward.h"
 #include "runtime/kv_cache.h"
@@ -250,17 +251,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     Napi::Object o = Napi::Object::New(env);
     auto num = [&](const char* k, double v) { o.Set(k, Napi::Number::New(env, v)); };
     o.Set("arch", c.arch_name);
-    num("n_vocab", (double)c.n_vocab);
-    num("n_embd", (double)c.n_embd);
-    num("n_layer", (double)c.n_layer);
-    num("n_head", (double)c.n_head);
-    num("n_head_kv", (double)c.n_head_kv);
-    num("head_dim", (double)c.head_dim);
-    num("n_ff", (double)(c.is_moe() ? c.n_ff_expert : c.n_ff));
-    num("n_expert", (double)c.n_expert);
-    num("n_expert_used", (double)c.n_expert_used);
-    num("context_length", (double)c.context_length);
-    num("sliding_window", (double)c.sliding_window);
+    set_architecture_fields(env, o, c);
     num("n_params", (double)s.n_params);
     num("weight_bytes", (double)s.weight_bytes);
     num("file_size", (double)s.file_bytes);
