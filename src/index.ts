@@ -21,6 +21,7 @@ export {
   Model,
   type EvalLogitsOptions,
   type LoadModelOptions,
+  type ModelArchitecture,
   type ModelInfo,
 } from './engine/model.js';
 export {

@@ -1,25 +1,18 @@
 // `edgellm bench -m FILE` and benchModel(): prompt processing and decode speed of a model.
 import t from 'tap';
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { benchModel } from '../src/engine/bench-model.js';
 import { EdgeError } from '../src/errors.js';
+import { run } from './fixtures/paths.js';
 import { writeModel, type Spec } from './fixtures/random-model.js';
 
-const root = resolve(fileURLToPath(import.meta.url), '..', '..');
-const cli = resolve(root, 'dist', 'cli', 'main.js');
 const dir = mkdtempSync(join(tmpdir(), 'edgellm-bench-model-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
 const DENSE: Spec = { name: 'bench dense', arch: 'llama', nVocab: 96, nEmbd: 64, nLayer: 2, nHead: 4, nHeadKv: 2, headDim: 16, nFf: 96, type: 'Q4_0' };
 const MOE: Spec = { ...DENSE, name: 'bench moe', nFf: 32, nExpert: 8, nExpertUsed: 2 };
-
-function run(args: string[]) {
-  return spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', cwd: root });
-}
 
 t.test('bench -m --json prints one object with pp/tg tokens/s, bytes per token and GB/s', async (t) => {
   const { path } = writeModel(DENSE, dir);

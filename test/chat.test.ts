@@ -8,7 +8,8 @@ import {
   chatStopStrings, chatStopTokens, renderChat, renderChatFor, validateMessages, type ChatMessage,
 } from '../src/engine/chat.js';
 import { Tokenizer } from '../src/engine/tokenizer/index.js';
-import { ggufTokenizer, requireModels, vocabDir } from './fixtures/tokenizer-data.js';
+import { requireModels } from './fixtures/paths.js';
+import { ggufTokenizer, vocabDir } from './fixtures/tokenizer-data.js';
 
 const conversation: ChatMessage[] = [
   { role: 'system', content: 'You are terse.' },

@@ -1,20 +1,8 @@
 // The CLI as a user runs it: the built entry point, real processes, real exit codes.
 import t from 'tap';
-import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { resolve } from 'node:path';
+import { assertCliBuilt, run } from './fixtures/paths.js';
 
-const root = resolve(fileURLToPath(import.meta.url), '..', '..');
-const cli = resolve(root, 'dist', 'cli', 'main.js');
-
-function run(args: string[]) {
-  return spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', cwd: root });
-}
-
-t.before(() => {
-  if (!existsSync(cli)) throw new Error(`${cli} is missing: run \`npm run build\` before the tests`);
-});
+t.before(assertCliBuilt);
 
 t.test('--help lists the commands and exits 0', async (t) => {
   const r = run(['--help']);

@@ -6,7 +6,6 @@ import { createServer as createHttpServer } from 'node:http';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import {
   checkBroker,
   checkClock,
@@ -19,10 +18,9 @@ import {
   RUNTIME_OVERHEAD_BYTES,
   type DoctorCheck,
 } from '../src/cli/doctor.js';
+import { cli, modelsDir, root } from './fixtures/paths.js';
 
-const root = resolve(fileURLToPath(import.meta.url), '..', '..');
-const cli = resolve(root, 'dist', 'cli', 'main.js');
-const stories = resolve(root, '..', 'shared', 'models', 'stories260K.gguf');
+const stories = resolve(modelsDir, 'stories260K.gguf');
 const GiB = 1024 ** 3;
 
 /** The CLI as a child process, asynchronously: the test's own servers must keep answering. */

@@ -3,34 +3,20 @@
 // pass written here from the architectures' definitions.
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { EdgeError } from '../src/errors.js';
+import { join } from 'node:path';
 import { GgufWriter, meta } from '../src/engine/gguf-writer.js';
 import { loadModel, logSoftmax, type LoadModelOptions, type Model } from '../src/engine/model.js';
 import { argmax, reference, topK, writeModel as writeRandomModel, type Spec, type Weights } from './fixtures/random-model.js';
+import { cli, requireModel as requireSharedModel, type TapTest } from './fixtures/paths.js';
+import { rejects } from './helpers/rejects.js';
 
-const root = resolve(fileURLToPath(import.meta.url), '..', '..');
-const modelsDir = resolve(root, '..', 'shared', 'models');
 const dir = mkdtempSync(join(tmpdir(), 'edgellm-engine-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
-type TapTest = Parameters<Extract<Parameters<typeof t.test>[0], (...args: never[]) => unknown>>[0];
-
 /** The real-model tests run when ../shared/models is there; in CI (CI=true) it must be. */
-function requireModel(t: TapTest, file: string): string | undefined {
-  const path = join(modelsDir, file);
-  if (existsSync(path)) return path;
-  if (process.env.CI === 'true') {
-    t.fail(`${path} not found and CI=true: the real-model tests must run in CI`);
-  } else {
-    t.comment(`SKIPPED: ${path} not found; the ${file} engine tests did not run`);
-    t.pass(`skipped: no ${file}`);
-  }
-  return undefined;
-}
+const requireModel = (t: TapTest, file: string) => requireSharedModel(t, file, `${file} engine`);
 
 /** Greedy ids after `prompt`, one evalLogits of the growing sequence per token. */
 async function greedy(model: Model, prompt: number[], n: number): Promise<number[]> {
@@ -43,17 +29,6 @@ async function greedy(model: Model, prompt: number[], n: number): Promise<number
     seq.push(next);
   }
   return out;
-}
-
-async function rejects(t: TapTest, p: Promise<unknown>, code: string, ...parts: RegExp[]): Promise<void> {
-  try {
-    await p;
-    t.fail(`expected ${code}, but it succeeded`);
-  } catch (err) {
-    t.ok(err instanceof EdgeError, 'an EdgeError');
-    t.equal((err as EdgeError).code, code, (err as Error).message);
-    for (const re of parts) t.match((err as Error).message, re);
-  }
 }
 
 // ---- stories260K and TinyLLama-v0 (SOURCES.md) ---------------------------------------------------
@@ -317,7 +292,6 @@ t.test('Q4_0 and Q8_0 weights stay close to the float64 reference of their dequa
 });
 
 t.test('edgellm logits --json prints one line per position with the full log-softmax', async (t) => {
-  const cli = resolve(root, 'dist', 'cli', 'main.js');
   const { path, w } = writeModel(SPECS[4]!);
   const tokens = [1, 5, 9];
   const r = spawnSync(process.execPath, [cli, 'logits', '-m', path, '--tokens', tokens.join(','), '--json', '--threads', '1'], {

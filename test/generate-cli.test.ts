@@ -1,33 +1,16 @@
 // `edgellm generate` and `edgellm profile` as a user runs them: the built entry point, real exit codes.
 import t from 'tap';
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { assertCliBuilt, cli, modelsDir, requireModel, run, type TapTest } from './fixtures/paths.js';
 
-const root = resolve(fileURLToPath(import.meta.url), '..', '..');
-const cli = resolve(root, 'dist', 'cli', 'main.js');
-const stories = join(root, '..', 'shared', 'models', 'stories260K.gguf');
-
-type TapTest = Parameters<Extract<Parameters<typeof t.test>[0], (...args: never[]) => unknown>>[0];
-
-function run(args: string[]) {
-  return spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', cwd: root });
-}
+const stories = join(modelsDir, 'stories260K.gguf');
 
 function haveModel(t: TapTest): boolean {
-  if (existsSync(stories)) return true;
-  if (process.env.CI === 'true') t.fail(`${stories} not found and CI=true: the real-model tests must run in CI`);
-  else {
-    t.comment(`SKIPPED: ${stories} not found; the generate/profile CLI tests did not run`);
-    t.pass('skipped: no stories260K.gguf');
-  }
-  return false;
+  return requireModel(t, 'stories260K.gguf', 'generate/profile CLI') !== undefined;
 }
 
-t.before(() => {
-  if (!existsSync(cli)) throw new Error(`${cli} is missing: run \`npm run build\` before the tests`);
-});
+t.before(assertCliBuilt);
 
 t.test('generate streams the greedy continuation to stdout and exits 0', async (t) => {
   if (!haveModel(t)) return;

@@ -1,30 +1,14 @@
 // model.generate(): text in, text out over the native decode loop, on the real models in
 // ../shared/models (SOURCES.md).
 import t from 'tap';
-import { existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { EdgeError } from '../src/errors.js';
 import { SAMPLING_DEFAULTS, type GenerateRequest, type GenerateResult } from '../src/engine/generate.js';
 import { loadModel, type Model } from '../src/engine/model.js';
+import { requireModel as requireSharedModel, type TapTest } from './fixtures/paths.js';
 
-const root = resolve(fileURLToPath(import.meta.url), '..', '..');
-const modelsDir = resolve(root, '..', 'shared', 'models');
-
-type TapTest = Parameters<Extract<Parameters<typeof t.test>[0], (...args: never[]) => unknown>>[0];
 
 /** The real-model tests run when ../shared/models is there; in CI (CI=true) it must be. */
-function requireModel(t: TapTest, file: string): string | undefined {
-  const path = join(modelsDir, file);
-  if (existsSync(path)) return path;
-  if (process.env.CI === 'true') {
-    t.fail(`${path} not found and CI=true: the real-model tests must run in CI`);
-  } else {
-    t.comment(`SKIPPED: ${path} not found; the ${file} generate tests did not run`);
-    t.pass(`skipped: no ${file}`);
-  }
-  return undefined;
-}
+const requireModel = (t: TapTest, file: string) => requireSharedModel(t, file, `${file} generate`);
 
 const models = new Map<string, Model>();
 async function model(t: TapTest, file: string): Promise<Model | undefined> {

@@ -3,17 +3,15 @@
 import t from 'tap';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { EdgeError } from '../src/errors.js';
 import { readGgufInfo, type GgufInfo, type GgufTensorType } from '../src/engine/gguf.js';
 import { GgufWriter, meta } from '../src/engine/gguf-writer.js';
+import { modelsDir, skipOrFail, type TapTest } from './fixtures/paths.js';
 import {
   bf16ToF32, decodeTensor, f16ToF32, f32ToBf16, f32ToF16, quantizeQ4_0, quantizeQ8_0, typeBytes,
 } from '../src/engine/quant.js';
 
-const root = resolve(fileURLToPath(import.meta.url), '..', '..');
-const modelsDir = resolve(root, '..', 'shared', 'models');
 const dir = mkdtempSync(join(tmpdir(), 'edgellm-gguf-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -42,17 +40,14 @@ function randomWeights(n: number, seed: number): Float32Array {
   return x;
 }
 
-type TapTest = Parameters<Extract<Parameters<typeof t.test>[0], (...args: never[]) => unknown>>[0];
-
 /** The real-model tests run when ../shared/models is there; in CI (CI=true) it must be. */
 function requireModels(t: TapTest): boolean {
   if (existsSync(join(modelsDir, 'stories260K.gguf'))) return true;
-  if (process.env.CI === 'true') {
-    t.fail(`../shared/models not found at ${modelsDir} and CI=true: the real-model tests must run in CI`);
-  } else {
-    t.comment(`SKIPPED: ../shared/models not found (${modelsDir}); real-model GGUF tests did not run`);
-    t.pass('skipped: no ../shared/models');
-  }
+  skipOrFail(t, {
+    ciFailure: `../shared/models not found at ${modelsDir} and CI=true: the real-model tests must run in CI`,
+    skipped: `../shared/models not found (${modelsDir}); real-model GGUF tests did not run`,
+    pass: 'skipped: no ../shared/models',
+  });
   return false;
 }
 

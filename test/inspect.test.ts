@@ -1,43 +1,21 @@
 // `edgellm inspect` and modelRequirements: what a model file needs, read from metadata alone, must
 // agree with what loadModel allocates; the CLI prints it with a verdict line, or one error line.
 import t from 'tap';
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { GgufWriter, meta } from '../src/engine/gguf-writer.js';
 import { loadModel } from '../src/engine/model.js';
 import { deviceMemory, memoryFit, modelRequirements, type ModelRequirements } from '../src/engine/requirements.js';
+import { assertCliBuilt, requireModel as requireSharedModel, run, type TapTest } from './fixtures/paths.js';
 
-const root = resolve(fileURLToPath(import.meta.url), '..', '..');
-const cli = resolve(root, 'dist', 'cli', 'main.js');
-const modelsDir = resolve(root, '..', 'shared', 'models');
 const dir = mkdtempSync(join(tmpdir(), 'edgellm-inspect-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
-type TapTest = Parameters<Extract<Parameters<typeof t.test>[0], (...args: never[]) => unknown>>[0];
-
-function run(args: string[]) {
-  return spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', cwd: root });
-}
-
 /** The real-model tests run when ../shared/models is there; in CI (CI=true) it must be. */
-function requireModel(t: TapTest, file: string): string | undefined {
-  const path = join(modelsDir, file);
-  if (existsSync(path)) return path;
-  if (process.env.CI === 'true') {
-    t.fail(`${path} not found and CI=true: the real-model tests must run in CI`);
-  } else {
-    t.comment(`SKIPPED: ${path} not found; the ${file} inspect tests did not run`);
-    t.pass(`skipped: no ${file}`);
-  }
-  return undefined;
-}
+const requireModel = (t: TapTest, file: string) => requireSharedModel(t, file, `${file} inspect`);
 
-t.before(() => {
-  if (!existsSync(cli)) throw new Error(`${cli} is missing: run \`npm run build\` before the tests`);
-});
+t.before(assertCliBuilt);
 
 /** A random-weight llama (F32), optionally Mistral-style sliding-window on every layer. */
 function writeLlama(path: string, opts: { window?: number; context?: number } = {}): void {

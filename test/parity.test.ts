@@ -14,7 +14,7 @@ import { getLlama, LlamaLogLevel, type ControlledEvaluateInputItem, type Llama, 
 import type { GgufTensorType } from '../src/engine/gguf.js';
 import { loadModel, logSoftmax } from '../src/engine/model.js';
 import { argmax, readModelFile, reference, rng, writeModel, type Spec } from './fixtures/random-model.js';
-import { modelsDir, requireModels } from './fixtures/tokenizer-data.js';
+import { modelsDir, requireModels } from './fixtures/paths.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'edgellm-parity-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));

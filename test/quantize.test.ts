@@ -2,45 +2,24 @@
 // llama.cpp's default ones (1-D tensors kept, output at Q8_0 for Q4_0, rows that are not whole
 // blocks kept), metadata is copied, and a failure never leaves an output behind.
 import t from 'tap';
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { EdgeError } from '../src/errors.js';
+import { join } from 'node:path';
 import { readGgufInfo, type GgufInfo, type GgufTensorType } from '../src/engine/gguf.js';
 import { GgufWriter, meta } from '../src/engine/gguf-writer.js';
 import { loadModel, type Model } from '../src/engine/model.js';
 import { decodeTensor, encodeTensor, quantizeQ4_0, quantizeQ8_0 } from '../src/engine/quant.js';
 import { quantizeModel, type QuantizeOptions } from '../src/engine/quantize.js';
+import { assertCliBuilt, requireModel as requireSharedModel, run, type TapTest } from './fixtures/paths.js';
+import { rejects } from './helpers/rejects.js';
 
-const root = resolve(fileURLToPath(import.meta.url), '..', '..');
-const cli = resolve(root, 'dist', 'cli', 'main.js');
-const modelsDir = resolve(root, '..', 'shared', 'models');
 const dir = mkdtempSync(join(tmpdir(), 'edgellm-quantize-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
-type TapTest = Parameters<Extract<Parameters<typeof t.test>[0], (...args: never[]) => unknown>>[0];
+/** The real-model tests run when ../shared/models is there; in CI (CI=true) it must be. */
+const requireModel = (t: TapTest, file: string) => requireSharedModel(t, file, `${file} quantize`);
 
-function run(args: string[]) {
-  return spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', cwd: root });
-}
-
-function requireModel(t: TapTest, file: string): string | undefined {
-  const path = join(modelsDir, file);
-  if (existsSync(path)) return path;
-  if (process.env.CI === 'true') {
-    t.fail(`${path} not found and CI=true: the real-model tests must run in CI`);
-  } else {
-    t.comment(`SKIPPED: ${path} not found; the ${file} quantize tests did not run`);
-    t.pass(`skipped: no ${file}`);
-  }
-  return undefined;
-}
-
-t.before(() => {
-  if (!existsSync(cli)) throw new Error(`${cli} is missing: run \`npm run build\` before the tests`);
-});
+t.before(assertCliBuilt);
 
 function random(n: number, seed: number): Float32Array {
   let s = seed >>> 0;
@@ -112,17 +91,6 @@ function writeLlama(name: string, opts: { matrixType?: GgufTensorType; tied?: bo
 function tensorBytes(info: GgufInfo, path: string, name: string): Uint8Array {
   const t = info.tensors.find((x) => x.name === name)!;
   return new Uint8Array(readFileSync(path).subarray(t.offset, t.offset + t.bytes));
-}
-
-async function rejects(t: TapTest, p: Promise<unknown>, code: string, ...parts: RegExp[]): Promise<void> {
-  try {
-    await p;
-    t.fail(`expected ${code}, but it succeeded`);
-  } catch (err) {
-    t.ok(err instanceof EdgeError, 'an EdgeError');
-    t.equal((err as EdgeError).code, code, (err as Error).message);
-    for (const re of parts) t.match((err as Error).message, re);
-  }
 }
 
 function argmax(x: ArrayLike<number>): number {

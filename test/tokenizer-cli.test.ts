@@ -1,19 +1,9 @@
 // `edgellm tokenize` as a user runs it: the built CLI, real model files, exit codes.
 import t from 'tap';
-import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { modelsDir, requireModels, root } from './fixtures/tokenizer-data.js';
+import { assertCliBuilt, modelsDir, requireModels, root, run } from './fixtures/paths.js';
 
-const cli = join(root, 'dist', 'cli', 'main.js');
-
-function run(args: string[]) {
-  return spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', cwd: root });
-}
-
-t.before(() => {
-  if (!existsSync(cli)) throw new Error(`${cli} is missing: run \`npm run build\` before the tests`);
-});
+t.before(assertCliBuilt);
 
 t.test('--json prints the ids as one JSON array, BOS included', async (t) => {
   if (!requireModels(t, 'tokenize CLI')) return;

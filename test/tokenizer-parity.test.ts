@@ -5,7 +5,8 @@ import t from 'tap';
 import { join } from 'node:path';
 import { getLlama, LlamaLogLevel, type Llama, type Token } from 'node-llama-cpp';
 import { Tokenizer } from '../src/engine/tokenizer/index.js';
-import { ggufTokenizer, modelsDir, requireModels, tiktokenTokenizer } from './fixtures/tokenizer-data.js';
+import { modelsDir, requireModels } from './fixtures/paths.js';
+import { ggufTokenizer, tiktokenTokenizer } from './fixtures/tokenizer-data.js';
 import { PARITY_STRINGS } from './fixtures/tokenizer-strings.js';
 
 const MODELS = [

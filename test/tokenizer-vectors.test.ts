@@ -6,9 +6,8 @@ import { readGgufInfo } from '../src/engine/gguf.js';
 import { EdgeError } from '../src/errors.js';
 import { Tokenizer } from '../src/engine/tokenizer/index.js';
 import { readGgufFileInfo } from 'node-llama-cpp';
-import {
-  ggufTokenizer, modelsDir, requireModels, tiktokenTokenizer, vocabCases, vocabDir,
-} from './fixtures/tokenizer-data.js';
+import { modelsDir, requireModels } from './fixtures/paths.js';
+import { ggufTokenizer, tiktokenTokenizer, vocabCases, vocabDir } from './fixtures/tokenizer-data.js';
 
 type TapTest = Parameters<Extract<Parameters<typeof t.test>[0], (...args: never[]) => unknown>>[0];
 

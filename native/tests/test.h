@@ -34,6 +34,10 @@ std::mt19937& rng();
 void fill_uniform(float* x, int64_t n, float lo, float hi);
 void fill_normal(float* x, int64_t n, float stddev);
 
+// ../shared/models (EDGELLM_SHARED_MODELS_DIR) when it holds stories260K.gguf; otherwise "" after
+// a failure when CI=true, or else a SKIPPED line naming the `what` tests that did not run.
+std::string shared_models_dir(const char* what);
+
 }  // namespace edgellm::test
 
 #define EDGELLM_CAT2(a, b) a##b

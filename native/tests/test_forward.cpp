@@ -1,7 +1,6 @@
 // ForwardPass: stories260K's reference logits and greedy ids, and on tiny random models built in
 // memory: chunked prefill equals token-by-token, a batched step over several sequences equals
 // stepping them one by one, the context limit, sliding-window memory, and load-time refusals.
-#include <sys/stat.h>
 
 #include <algorithm>
 #include <atomic>
@@ -40,22 +39,7 @@ void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace {
 
-#ifndef EDGELLM_SHARED_MODELS_DIR
-#define EDGELLM_SHARED_MODELS_DIR "../shared/models"
-#endif
-
-std::string models_dir() {
-  const std::string dir = EDGELLM_SHARED_MODELS_DIR;
-  struct stat st;
-  if (stat((dir + "/stories260K.gguf").c_str(), &st) == 0) return dir;
-  const char* ci = std::getenv("CI");
-  if (ci && std::string(ci) == "true") {
-    fail(__FILE__, __LINE__, "../shared/models not found at " + dir + " and CI=true: the real-model tests must run in CI");
-  } else {
-    std::printf("     SKIPPED: ../shared/models not found (%s); real-model forward tests did not run\n", dir.c_str());
-  }
-  return "";
-}
+std::string models_dir() { return shared_models_dir("forward"); }
 
 std::unique_ptr<Model> tiny(const TinyLlamaSpec& s) {
   return Model::from_file(GgufFile::from_bytes(tiny_llama(s).bytes(), "tiny.gguf"));

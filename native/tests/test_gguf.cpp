@@ -1,6 +1,5 @@
 // The GGUF reader: every value type, tensor views, alignment, the refusals with their codes and
 // messages, a fuzz over truncations and mutations, and the real model files in ../shared/models.
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -235,23 +234,8 @@ void fuzz_one(const std::vector<uint8_t>& b, FuzzStats& st, const std::string& l
 
 // ---- Real models ---------------------------------------------------------------------------------
 
-#ifndef EDGELLM_SHARED_MODELS_DIR
-#define EDGELLM_SHARED_MODELS_DIR "../shared/models"
-#endif
-
 // The models directory, or "" after printing the skip line (a failure when CI=true).
-std::string models_dir() {
-  const std::string dir = EDGELLM_SHARED_MODELS_DIR;
-  struct stat st;
-  if (stat((dir + "/stories260K.gguf").c_str(), &st) == 0) return dir;
-  const char* ci = std::getenv("CI");
-  if (ci && std::string(ci) == "true") {
-    test::fail(__FILE__, __LINE__, "../shared/models not found at " + dir + " and CI=true: the real-model tests must run in CI");
-  } else {
-    std::printf("     SKIPPED: ../shared/models not found (%s); real-model GGUF tests did not run\n", dir.c_str());
-  }
-  return "";
-}
+std::string models_dir() { return test::shared_models_dir("GGUF"); }
 
 }  // namespace
 

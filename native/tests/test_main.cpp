@@ -1,4 +1,7 @@
+#include <sys/stat.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 
@@ -54,6 +57,23 @@ void fill_uniform(float* x, int64_t n, float lo, float hi) {
 void fill_normal(float* x, int64_t n, float stddev) {
   std::normal_distribution<float> d(0.0f, stddev);
   for (int64_t i = 0; i < n; ++i) x[i] = d(rng());
+}
+
+#ifndef EDGELLM_SHARED_MODELS_DIR
+#define EDGELLM_SHARED_MODELS_DIR "../shared/models"
+#endif
+
+std::string shared_models_dir(const char* what) {
+  const std::string dir = EDGELLM_SHARED_MODELS_DIR;
+  struct stat st;
+  if (stat((dir + "/stories260K.gguf").c_str(), &st) == 0) return dir;
+  const char* ci = std::getenv("CI");
+  if (ci && std::string(ci) == "true") {
+    fail(__FILE__, __LINE__, "../shared/models not found at " + dir + " and CI=true: the real-model tests must run in CI");
+  } else {
+    std::printf("     SKIPPED: ../shared/models not found (%s); real-model %s tests did not run\n", dir.c_str(), what);
+  }
+  return "";
 }
 
 }  // namespace edgellm::test

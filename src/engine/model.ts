@@ -31,8 +31,8 @@ export interface LoadModelOptions {
   maxSequences?: number;
 }
 
-/** What the file holds and how it was loaded. */
-export interface ModelInfo {
+/** The hyperparameters the engine reads from a file (Model.info() and modelRequirements()). */
+export interface ModelArchitecture {
   arch: string;
   n_vocab: number;
   n_embd: number;
@@ -48,6 +48,10 @@ export interface ModelInfo {
   context_length: number;
   /** 0 when no layer uses sliding-window attention. */
   sliding_window: number;
+}
+
+/** What the file holds and how it was loaded. */
+export interface ModelInfo extends ModelArchitecture {
   /** Elements of all tensors in the file. */
   n_params: number;
   /** Tensor type name -> number of tensors. */

@@ -9,6 +9,7 @@
 import { readFileSync } from 'node:fs';
 import { freemem, totalmem } from 'node:os';
 import { fromNative } from '../errors.js';
+import type { ModelArchitecture } from './model.js';
 import { loadAddon } from './native.js';
 
 export interface ModelRequirementsOptions {
@@ -20,21 +21,9 @@ export interface ModelRequirementsOptions {
   sinks?: number;
 }
 
-export interface ModelRequirements {
-  arch: string;
+export interface ModelRequirements extends ModelArchitecture {
   /** general.name ('' when absent). */
   name: string;
-  n_vocab: number;
-  n_embd: number;
-  n_layer: number;
-  n_head: number;
-  n_head_kv: number;
-  head_dim: number;
-  n_ff: number;
-  n_expert: number;
-  n_expert_used: number;
-  context_length: number;
-  sliding_window: number;
   /** Layers attending to the last sliding_window positions only (their KV is a ring). */
   swa_layers: number;
   /** Elements of all tensors. */

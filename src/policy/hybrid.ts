@@ -26,16 +26,20 @@ export interface LocalModelPort {
   generate(params: LocalGenerateParams): LocalGeneration;
 }
 
-export interface LocalGenerateParams {
-  prompt?: string;
-  messages?: ChatMessage[];
-  max_tokens: number;
+/** Sampling as the request gives it: the runner passes it to the local model unchanged. */
+export interface SamplingParams {
   temperature?: number;
   top_p?: number;
   top_k?: number;
   min_p?: number;
   seed?: number;
   stop?: string[];
+}
+
+export interface LocalGenerateParams extends SamplingParams {
+  prompt?: string;
+  messages?: ChatMessage[];
+  max_tokens: number;
   signal?: AbortSignal;
 }
 
@@ -55,7 +59,7 @@ export interface UpstreamPort {
 }
 
 /** A request the daemon has validated and counted. */
-export interface HybridRequest {
+export interface HybridRequest extends SamplingParams {
   id: string;
   device: string;
   prompt?: string;
@@ -65,12 +69,6 @@ export interface HybridRequest {
   max_tokens?: number;
   route?: RequestedRoute;
   local_only?: boolean;
-  temperature?: number;
-  top_p?: number;
-  top_k?: number;
-  min_p?: number;
-  seed?: number;
-  stop?: string[];
   /** Bytes of the payload as received. */
   payload_bytes: number;
   /** Prompt tokens as the local tokenizer counts them. */

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "addon/args.h"
 #include "addon/bindings.h"
 #include "model/model.h"
 #include "runtime/forward.h"
@@ -165,28 +166,16 @@ class BenchModelWorker : public Napi::AsyncWorker {
   std::string code_ = "E_BENCH";
 };
 
-int64_t whole(Napi::Env env, const Napi::Object& o, const char* key, int64_t min, int64_t max, int64_t fallback) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined()) return fallback;
-  const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1e300;
-  if (!(d >= (double)min && d <= (double)max) || d != (double)(int64_t)d)
-    throw coded_error(env, "E_BAD_ARGUMENT",
-                      std::string(key) + " must be a whole number from " + std::to_string(min) + " to " + std::to_string(max));
-  return (int64_t)d;
-}
-
 Napi::Value BenchModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString())
     throw coded_error(env, "E_BAD_ARGUMENT", "benchModel(path) needs the path of a .gguf file");
   BenchModelOptions opts;
-  if (info.Length() > 1 && !info[1].IsUndefined()) {
-    if (!info[1].IsObject()) throw coded_error(env, "E_BAD_ARGUMENT", "benchModel options must be an object");
-    Napi::Object o = info[1].As<Napi::Object>();
-    opts.threads = (int)whole(env, o, "threads", 1, 256, 0);
-    opts.prompt = whole(env, o, "promptTokens", 0, 1 << 20, 512);
-    opts.gen = whole(env, o, "genTokens", 0, 1 << 20, 128);
-    opts.batch = whole(env, o, "batchSize", 1, 4096, 64);
+  if (const auto o = options_arg(info, 1, "benchModel options must be an object")) {
+    opts.threads = (int)whole_option(env, *o, "threads", 1, 256, 0);
+    opts.prompt = whole_option(env, *o, "promptTokens", 0, 1 << 20, 512);
+    opts.gen = whole_option(env, *o, "genTokens", 0, 1 << 20, 128);
+    opts.batch = whole_option(env, *o, "batchSize", 1, 4096, 64);
   }
   auto* w = new BenchModelWorker(env, info[0].As<Napi::String>().Utf8Value(), opts);
   Napi::Promise p = w->promise();

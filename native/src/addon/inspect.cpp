@@ -3,7 +3,9 @@
 // cache a sequence would allocate and the forward pass's scratch. `edgellm inspect` shows it.
 #include <string>
 
+#include "addon/args.h"
 #include "addon/bindings.h"
+#include "addon/model_fields.h"
 #include "model/model.h"
 #include "runtime/forward.h"
 #include "runtime/kv_cache.h"
@@ -12,16 +14,6 @@ namespace edgellm::addon {
 
 namespace {
 
-int64_t int_arg(Napi::Env env, const Napi::Object& o, const char* key, int64_t min, int64_t max, int64_t fallback) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined()) return fallback;
-  const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1e300;
-  if (!(d >= (double)min && d <= (double)max) || d != (double)(int64_t)d)
-    throw coded_error(env, "E_BAD_ARGUMENT", std::string(key) + " must be a whole number from " + std::to_string(min) +
-                                                 " to " + std::to_string(max));
-  return (int64_t)d;
-}
-
 Napi::Value ModelConfigOf(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString())
@@ -29,12 +21,10 @@ Napi::Value ModelConfigOf(const Napi::CallbackInfo& info) {
   const std::string path = info[0].As<Napi::String>().Utf8Value();
   ForwardOptions fo;
   int64_t context = 0;
-  if (info.Length() > 1 && !info[1].IsUndefined()) {
-    if (!info[1].IsObject()) throw coded_error(env, "E_BAD_ARGUMENT", "modelConfig options must be an object");
-    Napi::Object o = info[1].As<Napi::Object>();
-    context = int_arg(env, o, "contextSize", 1, (int64_t)1 << 24, 0);
-    fo.batch = int_arg(env, o, "batchSize", 1, 4096, 64);
-    fo.sinks = int_arg(env, o, "sinks", 0, (int64_t)1 << 24, -1);
+  if (const auto o = options_arg(info, 1, "modelConfig options must be an object")) {
+    context = whole_option(env, *o, "contextSize", 1, (int64_t)1 << 24, 0);
+    fo.batch = whole_option(env, *o, "batchSize", 1, 4096, 64);
+    fo.sinks = whole_option(env, *o, "sinks", 0, (int64_t)1 << 24, -1);
   }
   try {
     const GgufFile f = GgufFile::open(path);
@@ -47,17 +37,7 @@ Napi::Value ModelConfigOf(const Napi::CallbackInfo& info) {
     auto num = [&](const char* k, double v) { o.Set(k, Napi::Number::New(env, v)); };
     o.Set("arch", c.arch_name);
     o.Set("name", f.metadata().get_string("general.name", ""));
-    num("n_vocab", (double)c.n_vocab);
-    num("n_embd", (double)c.n_embd);
-    num("n_layer", (double)c.n_layer);
-    num("n_head", (double)c.n_head);
-    num("n_head_kv", (double)c.n_head_kv);
-    num("head_dim", (double)c.head_dim);
-    num("n_ff", (double)(c.is_moe() ? c.n_ff_expert : c.n_ff));
-    num("n_expert", (double)c.n_expert);
-    num("n_expert_used", (double)c.n_expert_used);
-    num("context_length", (double)c.context_length);
-    num("sliding_window", (double)c.sliding_window);
+    set_architecture_fields(env, o, c);
     int64_t swa_layers = 0;
     for (bool b : c.layer_is_swa) swa_layers += b ? 1 : 0;
     num("swa_layers", (double)swa_layers);

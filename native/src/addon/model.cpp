@@ -10,8 +10,10 @@
 #include <string>
 #include <vector>
 
+#include "addon/args.h"
 #include "addon/bindings.h"
 #include "addon/decode_channel.h"
+#include "addon/model_fields.h"
 #include "model/model.h"
 #include "runtime/forward.h"
 #include "runtime/kv_cache.h"
@@ -139,16 +141,6 @@ class EvalWorker : public Napi::AsyncWorker {
   Failure failure_;
 };
 
-int64_t int_option(Napi::Env env, const Napi::Object& o, const char* key, int64_t min, int64_t max, int64_t fallback) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined()) return fallback;
-  const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1e300;
-  if (!(d >= (double)min && d <= (double)max) || d != (double)(int64_t)d)
-    throw coded_error(env, "E_BAD_ARGUMENT", std::string(key) + " must be a whole number from " + std::to_string(min) +
-                                                 " to " + std::to_string(max));
-  return (int64_t)d;
-}
-
 // Several fresh sequences evaluated together: each one's first `prefill` tokens in chunks on
 // its own, then the rest decoded in lockstep, one token of every unfinished sequence per step
 // (a batch whose sequences sit at different positions). Logits of every position.
@@ -259,17 +251,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     Napi::Object o = Napi::Object::New(env);
     auto num = [&](const char* k, double v) { o.Set(k, Napi::Number::New(env, v)); };
     o.Set("arch", c.arch_name);
-    num("n_vocab", (double)c.n_vocab);
-    num("n_embd", (double)c.n_embd);
-    num("n_layer", (double)c.n_layer);
-    num("n_head", (double)c.n_head);
-    num("n_head_kv", (double)c.n_head_kv);
-    num("head_dim", (double)c.head_dim);
-    num("n_ff", (double)(c.is_moe() ? c.n_ff_expert : c.n_ff));
-    num("n_expert", (double)c.n_expert);
-    num("n_expert_used", (double)c.n_expert_used);
-    num("context_length", (double)c.context_length);
-    num("sliding_window", (double)c.sliding_window);
+    set_architecture_fields(env, o, c);
     num("n_params", (double)s.n_params);
     num("weight_bytes", (double)s.weight_bytes);
     num("file_size", (double)s.file_bytes);
@@ -327,7 +309,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
         throw coded_error(env, "E_BAD_ARGUMENT", usage);
       Napi::Int32Array ti = t.As<Napi::Int32Array>();
       tokens.emplace_back(ti.Data(), ti.Data() + ti.ElementLength());
-      prefill.push_back(int_option(env, e.As<Napi::Object>(), "prefill", 0, (int64_t)ti.ElementLength(), 0));
+      prefill.push_back(whole_option(env, e.As<Napi::Object>(), "prefill", 0, (int64_t)ti.ElementLength(), 0));
     }
     auto* w = new EvalSequencesWorker(env, std::move(m), std::move(tokens), std::move(prefill));
     Napi::Promise p = w->promise();
@@ -392,14 +374,12 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsString())
     throw coded_error(env, "E_BAD_ARGUMENT", "loadModel(path) needs the path of a .gguf file");
   LoadOptions opts;
-  if (info.Length() > 1 && !info[1].IsUndefined()) {
-    if (!info[1].IsObject()) throw coded_error(env, "E_BAD_ARGUMENT", "loadModel options must be an object");
-    Napi::Object o = info[1].As<Napi::Object>();
-    opts.threads = (int)int_option(env, o, "threads", 1, 256, 0);
-    opts.context = int_option(env, o, "contextSize", 1, (int64_t)1 << 24, 0);
-    opts.sinks = int_option(env, o, "sinks", 0, (int64_t)1 << 24, -1);
-    opts.batch = int_option(env, o, "batchSize", 1, 4096, 64);
-    opts.max_sequences = int_option(env, o, "maxSequences", 1, 4096, 4);
+  if (const auto o = options_arg(info, 1, "loadModel options must be an object")) {
+    opts.threads = (int)whole_option(env, *o, "threads", 1, 256, 0);
+    opts.context = whole_option(env, *o, "contextSize", 1, (int64_t)1 << 24, 0);
+    opts.sinks = whole_option(env, *o, "sinks", 0, (int64_t)1 << 24, -1);
+    opts.batch = whole_option(env, *o, "batchSize", 1, 4096, 64);
+    opts.max_sequences = whole_option(env, *o, "maxSequences", 1, 4096, 4);
   }
   auto* ctor = env.GetInstanceData<Napi::FunctionReference>();
   auto* w = new LoadWorker(env, info[0].As<Napi::String>().Utf8Value(), opts, ctor);
