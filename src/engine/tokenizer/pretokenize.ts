@@ -135,27 +135,50 @@ export function splitWords(text: string, regexes: readonly string[]): string[] {
 
 const OUT = -1; // a position outside the current piece
 
-/**
- * GPT-2: 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
- * Runs of whitespace before a non-space give all but their last character; that last one joins
- * the next word as its optional leading space.
- */
-function splitGpt2(cpts: Uint32Array, pieces: number[]): number[] {
+/** One piece of text (code points [ini, end) between special tokens) being split into words. */
+interface Piece {
+  readonly ini: number;
+  readonly end: number;
+  /** The code point at p, or OUT outside the piece. */
+  cpt(p: number): number;
+  /** The code point's category flags at p, or 0 outside the piece. */
+  flags(p: number): number;
+  /** Ends the current word at `to`; returns its length in code points. */
+  emit(to: number): number;
+}
+
+/** Runs a hand-written scanner over each piece and collects the word lengths it emits. */
+function splitEachPiece(cpts: Uint32Array, pieces: number[], scan: (piece: Piece) => void): number[] {
   const out: number[] = [];
   let start = 0;
   for (const len of pieces) {
     const ini = start;
     const end = start + len;
     start = end;
-    const cpt = (p: number) => (p >= ini && p < end ? cpts[p]! : OUT);
-    const flags = (p: number) => (p >= ini && p < end ? cptFlags(cpts[p]!) : 0);
     let prev = ini;
-    const emit = (to: number): number => {
-      const n = to - prev;
-      if (n > 0) out.push(n);
-      prev = to;
-      return n;
-    };
+    scan({
+      ini,
+      end,
+      cpt: (p) => (p >= ini && p < end ? cpts[p]! : OUT),
+      flags: (p) => (p >= ini && p < end ? cptFlags(cpts[p]!) : 0),
+      emit: (to) => {
+        const n = to - prev;
+        if (n > 0) out.push(n);
+        prev = to;
+        return n;
+      },
+    });
+  }
+  return out;
+}
+
+/**
+ * GPT-2: 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+ * Runs of whitespace before a non-space give all but their last character; that last one joins
+ * the next word as its optional leading space.
+ */
+function splitGpt2(cpts: Uint32Array, pieces: number[]): number[] {
+  return splitEachPiece(cpts, pieces, ({ ini, end, cpt, flags, emit }) => {
     for (let pos = ini; pos < end; ) {
       const c = cpt(pos);
       const f = flags(pos);
@@ -206,8 +229,7 @@ function splitGpt2(cpts: Uint32Array, pieces: number[]): number[] {
       }
       emit(++pos);
     }
-  }
-  return out;
+  });
 }
 
 /**
@@ -215,21 +237,7 @@ function splitGpt2(cpts: Uint32Array, pieces: number[]): number[] {
  *          ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
  */
 function splitLlama3(cpts: Uint32Array, pieces: number[]): number[] {
-  const out: number[] = [];
-  let start = 0;
-  for (const len of pieces) {
-    const ini = start;
-    const end = start + len;
-    start = end;
-    const cpt = (p: number) => (p >= ini && p < end ? cpts[p]! : OUT);
-    const flags = (p: number) => (p >= ini && p < end ? cptFlags(cpts[p]!) : 0);
-    let prev = ini;
-    const emit = (to: number): number => {
-      const n = to - prev;
-      if (n > 0) out.push(n);
-      prev = to;
-      return n;
-    };
+  return splitEachPiece(cpts, pieces, ({ ini, end, cpt, flags, emit }) => {
     for (let pos = ini; pos < end; ) {
       const c = cpt(pos);
       const f = flags(pos);
@@ -304,8 +312,7 @@ function splitLlama3(cpts: Uint32Array, pieces: number[]): number[] {
       }
       emit(++pos);
     }
-  }
-  return out;
+  });
 }
 
 function asciiLower(c: number): number {
