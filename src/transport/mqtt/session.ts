@@ -11,6 +11,7 @@ import type { DaemonConfig } from '../../daemon/config.js';
 import type { Logger } from '../../daemon/log.js';
 import type { IncomingRequest, ReplyChannel } from '../../daemon/responder.js';
 import { EdgeError } from '../../errors.js';
+import { redactUrl } from '../../policy/secret.js';
 import type { Outbox, OutboxMessage } from '../../store/outbox.js';
 import type { Topics } from './topics.js';
 
@@ -47,21 +48,23 @@ export class MqttSession implements ReplyChannel {
   async start(): Promise<void> {
     const { config, topics, log } = this.deps;
     const client = mqtt.connect(config.broker.url, this.options());
+    // A password written into broker.url must not reach the journal.
+    const shownUrl = redactUrl(config.broker.url);
     this.client = client;
     client.handleMessage = (packet, done) => this.onPublish(packet, done);
     // Reconnect attempts repeat the same error every second: say each one once until we connect.
     let lastError = '';
     client.on('error', (err) => {
-      if (err.message !== lastError) log.warn(`broker ${config.broker.url}: ${err.message}`);
+      if (err.message !== lastError) log.warn(`broker ${shownUrl}: ${err.message}`);
       lastError = err.message;
     });
     client.on('offline', () => {
-      log.warn(`broker ${config.broker.url} unreachable; retrying`);
+      log.warn(`broker ${shownUrl} unreachable; retrying`);
       this.deps.onConnection?.(false);
     });
     client.on('connect', (connack) => {
       lastError = '';
-      log.info(`connected to ${config.broker.url} as ${client.options.clientId} (session ${connack.sessionPresent ? 'resumed' : 'new'})`);
+      log.info(`connected to ${shownUrl} as ${client.options.clientId} (session ${connack.sessionPresent ? 'resumed' : 'new'})`);
       this.announce();
       this.flushOutbox();
       this.deps.onConnection?.(true);
@@ -76,7 +79,7 @@ export class MqttSession implements ReplyChannel {
         if (typeof err.code === 'number' && err.code >= 128) {
           client.off('connect', onConnect);
           client.end(true);
-          reject(new EdgeError('E_BROKER', `${config.broker.url} refused the connection: ${err.message}`));
+          reject(new EdgeError('E_BROKER', `${shownUrl} refused the connection: ${err.message}`));
         }
       };
       client.once('connect', onConnect);
