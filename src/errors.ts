@@ -65,7 +65,10 @@ export class EdgeError extends Error {
   }
 }
 
-/** Turns a `{code, message}` error thrown by the native addon into an EdgeError. */
+/**
+ * Turns a `{code, message}` error thrown by the native addon into an EdgeError. A native error
+ * without a code is an unexpected engine failure (E_ENGINE), whichever call raised it.
+ */
 export function fromNative(err: unknown): EdgeError {
   if (err instanceof EdgeError) return err;
   if (err instanceof Error) {
@@ -73,7 +76,7 @@ export function fromNative(err: unknown): EdgeError {
     if (typeof code === 'string' && code.startsWith('E_')) {
       return new EdgeError(code as ErrorCode, err.message, { cause: err });
     }
-    return new EdgeError('E_BENCH', err.message, { cause: err });
+    return new EdgeError('E_ENGINE', err.message, { cause: err });
   }
-  return new EdgeError('E_BENCH', String(err));
+  return new EdgeError('E_ENGINE', String(err));
 }

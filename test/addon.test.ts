@@ -50,3 +50,11 @@ t.test('a missing addon is E_ADDON_MISSING with the fix in the message', async (
     else process.env.EDGELLM_ADDON = saved;
   }
 });
+
+t.test('native errors keep their code; an uncoded one is E_ENGINE', async (t) => {
+  const { fromNative } = await import('../src/errors.js');
+  const coded = Object.assign(new Error('bad file'), { code: 'E_MODEL_CORRUPT' });
+  t.match(fromNative(coded), { name: 'EdgeError', code: 'E_MODEL_CORRUPT', message: 'bad file' });
+  t.match(fromNative(new Error('std::bad_alloc')), { code: 'E_ENGINE', message: 'std::bad_alloc' });
+  t.match(fromNative('boom'), { code: 'E_ENGINE', message: 'boom' });
+});
