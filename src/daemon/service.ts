@@ -33,8 +33,7 @@ export class Service {
   private http: OpsHttpServer | undefined;
   /** What /healthz reports. */
   readonly readiness: Readiness;
-  /** The port /healthz and /metrics listen on, once started (undefined when http.port is 0). */
-  httpPort: number | undefined;
+  private boundHttpPort: number | undefined;
   readonly log: Logger;
 
   constructor(
@@ -46,6 +45,11 @@ export class Service {
   ) {
     this.log = log ?? createLogger(config.log.level, undefined, { base: { node: config.node_id } });
     this.readiness = new Readiness(config.node_id);
+  }
+
+  /** The port /healthz and /metrics listen on, once started (undefined when http.port is 0). */
+  get httpPort(): number | undefined {
+    return this.boundHttpPort;
   }
 
   async start(): Promise<void> {
@@ -122,8 +126,10 @@ export class Service {
     });
     this.metrics = metrics;
     const http = new OpsHttpServer({ readiness, metrics, log: this.log });
-    this.httpPort = await http.listen(config.http.port, config.http.host);
+    this.boundHttpPort = await http.listen(config.http.port, config.http.host);
     this.http = http;
+    // A stop that began while it was binding has already passed the point where it closes it.
+    if (this.stopping) await http.close();
   }
 
   /** Says whether an upstream is configured and has its key; the key itself is never logged. */
