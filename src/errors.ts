@@ -42,6 +42,8 @@ export type ErrorCode =
   | 'E_STORE'
   /** The MQTT broker refused the connection or could not be reached. */
   | 'E_BROKER'
+  /** A port the daemon must listen on (http.port) is taken by another process: the message names it. */
+  | 'E_PORT_IN_USE'
   /** A feature this build does not have yet (the message says which). */
   | 'E_NOT_IMPLEMENTED'
   /** The device's roles do not allow what the request asks for (a route, a model): the message names the role and the grant to ask for. */

@@ -13,6 +13,11 @@ import { describeIssues } from '../validation.js';
 const wholeAtLeast = (min: number) =>
   z.number({ error: `must be a whole number >= ${min}` }).int(`must be a whole number >= ${min}`).min(min, `must be a whole number >= ${min}`);
 const text = z.string({ error: 'must be text' }).min(1, 'must not be empty');
+const portNumber = z
+  .number({ error: 'must be a port number, 0 to 65535' })
+  .int('must be a port number, 0 to 65535')
+  .min(0, 'must be a port number, 0 to 65535')
+  .max(65535, 'must be a port number, 0 to 65535');
 /** MQTT topic levels may not contain wildcards or slashes where one level is meant. */
 const topicLevel = text.regex(/^[^/+#\u0000]+$/, 'must be one topic level (no "/", "+" or "#")');
 
@@ -88,6 +93,13 @@ export const configSchema = z
       .object({ interval_s: wholeAtLeast(1).default(30).describe('how often <prefix>/metrics/<node_id> is published') })
       .strict()
       .prefault({}),
+    http: z
+      .object({
+        port: portNumber.default(0).describe('port of the HTTP endpoint for GET /healthz and GET /metrics (Prometheus); 0 = no endpoint'),
+        host: text.default('127.0.0.1').describe('address the endpoint listens on; it has no authentication, so keep it on loopback unless a firewall guards the port'),
+      })
+      .strict()
+      .prefault({}),
     log: z
       .object({ level: z.enum(['error', 'warn', 'info', 'debug'], { error: 'must be one of error, warn, info, debug' }).default('info') })
       .strict()
@@ -104,6 +116,7 @@ export interface ConfigFlags {
   fleetGroup?: string;
   stateDir?: string;
   nodeId?: string;
+  httpPort?: string;
 }
 
 const flagKeys: Record<keyof ConfigFlags, [string, string]> = {
@@ -112,6 +125,7 @@ const flagKeys: Record<keyof ConfigFlags, [string, string]> = {
   fleetGroup: ['fleet.group', '--fleet-group'],
   stateDir: ['state_dir', '--state-dir'],
   nodeId: ['node_id', '--node-id'],
+  httpPort: ['http.port', '--http-port'],
 };
 
 type Leaf = { path: string[]; kind: 'string' | 'number' | 'boolean' | 'list' | 'enum' };
@@ -180,6 +194,7 @@ export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; flags
       raw = parsed as Record<string, unknown>;
     }
   }
+  const kinds = new Map(leaves(configSchema).map((l) => [l.path.join('.'), l.kind]));
   for (const leaf of leaves(configSchema)) {
     const name = envName(leaf.path);
     const value = env[name];
@@ -190,7 +205,8 @@ export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; flags
   for (const [flag, [key, flagName]] of Object.entries(flagKeys) as Array<[keyof ConfigFlags, [string, string]]>) {
     const value = opts.flags?.[flag];
     if (value === undefined) continue;
-    setPath(raw, key.split('.'), value);
+    // Flags arrive as text, like variables: "--http-port 9100" is the number 9100.
+    setPath(raw, key.split('.'), fromEnvText(kinds.get(key) ?? 'string', value));
     sources.set(key, flagName);
   }
   const result = configSchema.safeParse(raw);

@@ -1,11 +1,16 @@
 /**
  * The daemon: starts its parts in order (store -> engine -> scheduler -> transport) and stops them in
  * reverse, draining running generations first. Every part's constructor only wires; work starts in start().
- * systemd hears READY=1 only once the models are loaded and the broker has accepted the session.
+ * systemd hears READY=1 only once the models are loaded and the broker has accepted the session; the
+ * optional HTTP endpoint (http.port) answers /healthz and /metrics from before the models load until
+ * the end of stop.
  */
 import { maskSecrets, modelFiles, readBrokerPassword, readUpstreamKey, type DaemonConfig } from './config.js';
 import type { LocalModel, ModelOpener } from './engine-port.js';
 import { createLogger, type Logger } from './log.js';
+import { DaemonMetrics } from './metrics.js';
+import { OpsHttpServer } from './ops-http.js';
+import { Readiness } from './readiness.js';
 import { Responder } from './responder.js';
 import { SystemdNotifier } from './systemd.js';
 import { RequestQueue } from '../scheduler/request-queue.js';
@@ -24,6 +29,11 @@ export class Service {
   private stopping: Promise<void> | undefined;
   private started = false;
   private pruneTimer: NodeJS.Timeout | undefined;
+  private metrics: DaemonMetrics | undefined;
+  private http: OpsHttpServer | undefined;
+  /** What /healthz reports. */
+  readonly readiness: Readiness;
+  private boundHttpPort: number | undefined;
   readonly log: Logger;
 
   constructor(
@@ -33,7 +43,13 @@ export class Service {
     /** READY/STATUS/WATCHDOG/STOPPING for systemd; a no-op outside it (no NOTIFY_SOCKET). */
     private readonly systemd: SystemdNotifier = new SystemdNotifier(),
   ) {
-    this.log = log ?? createLogger(config.log.level);
+    this.log = log ?? createLogger(config.log.level, undefined, { base: { node: config.node_id } });
+    this.readiness = new Readiness(config.node_id);
+  }
+
+  /** The port /healthz and /metrics listen on, once started (undefined when http.port is 0). */
+  get httpPort(): number | undefined {
+    return this.boundHttpPort;
   }
 
   async start(): Promise<void> {
@@ -43,6 +59,10 @@ export class Service {
     systemd.startWatchdog();
     const files = modelFiles(config);
     const password = readBrokerPassword(config);
+    log.protect?.(password);
+    this.readiness.expect(files.keys());
+    // Before the store and the models: /healthz says 503 while they load, and a taken port fails fast.
+    if (config.http.port > 0) await this.startHttp();
     this.noteUpstream();
     systemd.notifyStatus(`opening the store in ${config.state_dir}`);
     const store = Store.open(config.state_dir, { cacheEntries: config.cache.max_entries });
@@ -59,11 +79,13 @@ export class Service {
       systemd.notifyStatus(`loading model ${name} (${path})`);
       const model = await this.openModel(path);
       this.models.set(name, model);
+      this.readiness.loaded(name);
+      this.metrics?.model(name, model.contextSize);
       log.info(`model ${name}: ${path} (context ${model.contextSize})`);
     }
 
     const queue = new RequestQueue({ slots: config.batch.max, maxWaiting: config.limits.queue_depth });
-    const responder = new Responder({ config, store, queue, models: this.models, log });
+    const responder = new Responder({ config, store, queue, models: this.models, log, ...(this.metrics ? { observer: this.metrics } : {}) });
     this.responder = responder;
 
     const topics = new Topics(config.prefix, config.node_id, config.fleet.group);
@@ -79,6 +101,7 @@ export class Service {
       models: [...this.models.keys()],
       metrics: () => responder.stats(),
       onConnection: (connected) => {
+        this.readiness.connection(connected);
         if (this.started && !this.stopping) systemd.notifyStatus(connected ? serving : `broker ${brokerUrl} unreachable; retrying`);
       },
     });
@@ -87,9 +110,26 @@ export class Service {
     responder.resume();
     systemd.notifyStatus(`connecting to ${brokerUrl}`);
     await session.start();
+    this.readiness.serving();
     this.started = true;
     log.info(`node ${config.node_id} ready`);
     systemd.notifyReady(serving);
+  }
+
+  private async startHttp(): Promise<void> {
+    const { config, readiness } = this;
+    const metrics = new DaemonMetrics({
+      node: config.node_id,
+      live: () => this.responder?.stats(),
+      connected: () => readiness.connected,
+      ready: () => readiness.report().status === 'ok',
+    });
+    this.metrics = metrics;
+    const http = new OpsHttpServer({ readiness, metrics, log: this.log });
+    this.boundHttpPort = await http.listen(config.http.port, config.http.host);
+    this.http = http;
+    // A stop that began while it was binding has already passed the point where it closes it.
+    if (this.stopping) await http.close();
   }
 
   /** Says whether an upstream is configured and has its key; the key itself is never logged. */
@@ -97,6 +137,7 @@ export class Service {
     const { url } = this.config.upstream;
     if (url.trim() === '') return;
     const key = readUpstreamKey(this.config);
+    this.log.protect?.(key);
     if (key === undefined) {
       this.log.info(`upstream ${url}: no API key (the credential upstream-key is blank or absent), so no upstream; every request runs here`);
     } else {
@@ -112,11 +153,14 @@ export class Service {
 
   private async shutdown(): Promise<void> {
     // STOPPING=1 before draining; watchdog pings go on until the drain is over.
+    this.readiness.stopping();
     this.systemd.notifyStopping(`stopping: finishing running requests (up to ${this.config.limits.drain_s} s)`);
     if (this.started) this.log.info('stopping: finishing running requests');
     clearInterval(this.pruneTimer);
     await this.responder?.drain(this.config.limits.drain_s * 1000);
     await this.session?.stop();
+    // Until here /healthz said 503 "stopping" and /metrics showed the drain; the store closes next.
+    await this.http?.close();
     for (const model of this.models.values()) await model.close();
     this.models.clear();
     this.store?.close();
