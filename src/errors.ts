@@ -53,7 +53,11 @@ export type ErrorCode =
   /** Neither the local model nor the upstream may serve this request (the message says why for each). */
   | 'E_NO_ROUTE'
   /** The upstream (OpenAI-compatible server) failed, timed out or broke its protocol; never carries the API key. */
-  | 'E_UPSTREAM';
+  | 'E_UPSTREAM'
+  /** A port this node should listen on is taken, or not allowed (the message names the config key). */
+  | 'E_LISTEN'
+  /** The node is stopping and takes no new requests: retry on another node, or once it is back. */
+  | 'E_UNAVAILABLE';
 
 export class EdgeError extends Error {
   readonly code: ErrorCode;

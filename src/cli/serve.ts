@@ -11,6 +11,9 @@ interface ServeFlags extends ConfigFlags {
   printConfig?: boolean;
 }
 
+/** A number when the text is one; anything else is left for the config schema to refuse with its message. */
+const portArg = (v: string): number | string => (/^\d+$/.test(v.trim()) ? Number(v) : v);
+
 export function registerServe(program: Command): void {
   program
     .command('serve')
@@ -21,6 +24,7 @@ export function registerServe(program: Command): void {
     .option('--fleet-group <group>', 'share requests with the other nodes of this group (fleet.group)')
     .option('--state-dir <dir>', 'directory of the SQLite database (state_dir)')
     .option('--node-id <id>', "this node's name in topics and replies (node_id)")
+    .option('--openai-port <port>', 'also serve the OpenAI-compatible HTTP API on this port (openai.port)', portArg)
     .option('--print-config', 'print the effective config (secrets masked) and exit')
     .action(async (flags: ServeFlags) => {
       const config = loadConfig({ ...(flags.config ? { file: flags.config } : {}), flags });

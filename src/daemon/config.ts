@@ -68,6 +68,21 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    openai: z
+      .object({
+        port: z
+          .number({ error: 'must be a port number from 1 to 65535' })
+          .int('must be a port number from 1 to 65535')
+          .min(1, 'must be a port number from 1 to 65535')
+          .max(65535, 'must be a port number from 1 to 65535')
+          .optional()
+          .describe('serve the OpenAI-compatible HTTP API (POST /v1/chat/completions, GET /v1/models) on this port; absent = off'),
+        host: text.default('127.0.0.1').describe('address the OpenAI-compatible API listens on; 0.0.0.0 or a LAN address to serve other machines (then set api_key_file)'),
+        api_key_file: text.optional().describe('file holding the key clients must send as "Authorization: Bearer <key>" (first line); absent = no key asked'),
+        max_body_bytes: wholeAtLeast(1024).default(1048576).describe('largest request body the OpenAI-compatible API reads, in bytes'),
+      })
+      .strict()
+      .prefault({}),
     cache: z
       .object({
         enabled: z.boolean({ error: 'must be true or false' }).default(true).describe('answer repeated deterministic requests (temperature 0 or a seed) from SQLite'),
@@ -104,6 +119,8 @@ export interface ConfigFlags {
   fleetGroup?: string;
   stateDir?: string;
   nodeId?: string;
+  /** A number once commander's parser has read it; text that is not a number is left for the schema to refuse. */
+  openaiPort?: number | string;
 }
 
 const flagKeys: Record<keyof ConfigFlags, [string, string]> = {
@@ -112,6 +129,7 @@ const flagKeys: Record<keyof ConfigFlags, [string, string]> = {
   fleetGroup: ['fleet.group', '--fleet-group'],
   stateDir: ['state_dir', '--state-dir'],
   nodeId: ['node_id', '--node-id'],
+  openaiPort: ['openai.port', '--openai-port'],
 };
 
 type Leaf = { path: string[]; kind: 'string' | 'number' | 'boolean' | 'list' | 'enum' };
