@@ -151,7 +151,7 @@ export class OpenAIServer {
     }
     if (path.startsWith('/v1/models/')) {
       if (req.method !== 'GET') return notAllowed(res, req, 'GET');
-      const id = decodeURIComponent(path.slice('/v1/models/'.length));
+      const id = safeDecode(path.slice('/v1/models/'.length));
       const models = this.opts.backend.models();
       if (models.includes(id)) sendJson(res, 200, this.modelCard(id));
       else sendError(res, modelNotFound(id, models));
@@ -388,4 +388,13 @@ function digest(s: string): Buffer {
 
 function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || host.startsWith('127.');
+}
+
+/** A path segment's text; a malformed %-escape is kept as it is (and then names no model). */
+function safeDecode(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
 }
