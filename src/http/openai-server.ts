@@ -128,6 +128,7 @@ export class OpenAIServer {
     const path = (req.url ?? '/').split('?')[0]!.replace(/\/+$/, '') || '/';
     if (!this.authorized(req)) {
       const sent = req.headers.authorization !== undefined;
+      this.opts.log.info(`openai: ${req.method} ${path} from ${req.socket.remoteAddress ?? 'unknown'} refused: ${sent ? 'a wrong' : 'no'} API key`);
       res.setHeader('www-authenticate', 'Bearer');
       sendError(res, {
         status: 401,

@@ -69,11 +69,7 @@ function node(): Promise<Node> {
     );
     const port = await freePort();
     const daemon = serve(['--config', config, '--openai-port', String(port)]);
-    t.teardown(async () => {
-      const exit = await daemon.stop();
-      t.same(exit, { code: 0, signal: null }, 'SIGTERM: the daemon with the API drains and exits 0');
-      t.notMatch(daemon.log, new RegExp(KEY), 'the API key is never logged');
-    });
+    t.teardown(() => daemon.kill());
     await daemon.waitForLog(/node big-box ready/, 60_000);
     t.match(daemon.log, new RegExp(`OpenAI-compatible API on http://127\\.0\\.0\\.1:${port}/v1 \\(API key required\\)`));
     return { daemon, broker, model: 'openai_tiny_7', port, base: `http://127.0.0.1:${port}/v1`, modelPath };
@@ -267,4 +263,15 @@ t.test('serve refuses a taken --openai-port, and one that is not a number, with 
   t.equal(printed.status, 0, printed.stderr);
   t.match(printed.stdout, /^openai:\n(  .*\n)*  port: 8088\n/m, 'the flag sets openai.port');
   t.match(printed.stdout, /^openai:\n(  .*\n)*  host: 127\.0\.0\.1\n/m, 'openai.host defaults to loopback');
+});
+
+t.test('SIGTERM stops the daemon and its API cleanly; the key was never logged', needs, async (t) => {
+  const { daemon, base } = await node();
+  const exit = await daemon.stop();
+  t.same(exit, { code: 0, signal: null }, 'drains and exits 0');
+  t.match(daemon.log, /openai chatcmpl-[0-9a-f]+: (stop|length), \d+ \+ \d+ tokens/, 'each API request is logged at debug, by id');
+  t.notMatch(daemon.log, new RegExp(KEY), 'the API key is in no log line');
+  t.match(daemon.log, /openai: POST \/v1\/chat\/completions from 127\.0\.0\.1 refused: a wrong API key/, 'refused keys are logged...');
+  t.notMatch(daemon.log, /sk-not-it|sk-wrong-key/, '...without the key that was sent');
+  await t.rejects(fetch(`${base}/models`), 'the port is closed');
 });
