@@ -6,12 +6,18 @@ import t from 'tap';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { AccessControl, MemoryGrantStore } from '../../src/policy/access.js';
+import { MemoryAuditSink } from '../../src/policy/audit.js';
+import { CircuitBreaker } from '../../src/policy/breaker.js';
+import { HybridRunner, type ReplyEvent } from '../../src/policy/hybrid.js';
+import { LocalRates, RoutePolicy } from '../../src/policy/router.js';
 import { UpstreamClient, type UpstreamError } from '../../src/policy/upstream.js';
 import { Secret } from '../../src/policy/secret.js';
 import { assertCliBuilt, cli, run } from '../fixtures/paths.js';
 import { writeModel, type Spec } from '../fixtures/random-model.js';
 import { Broker, findMosquitto, freePort } from '../helpers/broker.js';
 import { Device } from '../helpers/device.js';
+import { FakeLocalModel } from '../helpers/policy-fakes.js';
 import { deltaOf, getJson, postJson, postStream, streamedText, type SseEvent } from '../helpers/openai-client.js';
 import { requires, ServeProcess } from '../helpers/serve.js';
 
@@ -184,6 +190,32 @@ t.test("edgellm's own UpstreamClient uses it as its upstream, streamed and whole
   t.notMatch(err.message, /sk-wrong-key/, 'the key is in no message');
   const unknown = (await upstream.chat({ prompt: 'hi', model: 'gpt-4o' }).result.catch((e: unknown) => e)) as UpstreamError;
   t.match(unknown, { status: 404, message: /HTTP 404: The model "gpt-4o" does not exist/ });
+});
+
+t.test("a Pi's hybrid runner sends what its own model cannot hold to this node, its cloud", needs, async (t) => {
+  const { base, model } = await node();
+  const direct = await postJson(`${base}/chat/completions`, ask('Once upon a time', { max_tokens: 20 }), { key: KEY });
+  const audit = new MemoryAuditSink();
+  const runner = new HybridRunner({
+    access: new AccessControl({ config: { roles: { line: { models: ['*'], routes: ['local', 'cloud'] } }, devices: {}, default_role: 'line' }, grants: new MemoryGrantStore(), audit }),
+    policy: new RoutePolicy({ local_models: [{ name: 'pi-model', context_size: 256 }], upstream: { model }, max_local_prompt_tokens: 128, fallback_local: true }),
+    locals: { 'pi-model': new FakeLocalModel('pi-model') },
+    upstream: new UpstreamClient({ url: base, model, apiKey: new Secret(KEY), timeouts: { first_byte_ms: 30_000 } }),
+    breaker: new CircuitBreaker(),
+    rates: new LocalRates(),
+    audit,
+  });
+  const reply = runner.run({
+    id: 'r1', device: 'press-4', model: 'pi-model', messages: [{ role: 'user', content: 'Once upon a time' }],
+    max_tokens: 20, temperature: 0, payload_bytes: 100, prompt_tokens: 300,
+  });
+  const events: ReplyEvent[] = [];
+  for await (const ev of reply) events.push(ev);
+  const result = await reply.result;
+  t.match(result, { route: 'cloud', fallback: false, route_reason: /prompt \+ max_tokens|context/ }, `routed to the big box: ${result.route_reason}`);
+  const text = events.map((e) => (e.type === 'chunk' ? e.text : '')).join('');
+  t.equal(text, (direct.body.choices as Array<{ message: { content: string } }>)[0]!.message.content, "the big box's answer, relayed");
+  t.match(audit.requests().at(-1), { route: 'cloud', outcome: 'ok' });
 });
 
 t.test('bad requests get OpenAI-style errors with the right status', needs, async (t) => {
