@@ -83,7 +83,7 @@ t.test('a client that hangs up mid-stream cancels its generation, and its slot i
   const next = await postJson(url, chat('hello'));
   t.equal(next.status, 200, JSON.stringify(next.body));
   t.match(next.body, { choices: [{ message: { content: 'you said: hello' } }] });
-  t.ok(since(t0) < 2000, `the one slot was free: answered in ${since(t0)} ms, not after the ~5 s the cut request had left`);
+  t.ok(since(t0) < 3000, `the one slot was free: answered in ${since(t0)} ms, not after the ~5 s the cut request had left`);
 });
 
 t.test('a request waiting for a slot leaves the queue when its client hangs up', needs, async (t) => {
@@ -107,7 +107,7 @@ t.test('a request waiting for a slot leaves the queue when its client hangs up',
   const r = await third;
   t.equal(r.status, 200, JSON.stringify(r.body));
   t.match(r.body, { choices: [{ message: { content: 'you said: second in line' }, finish_reason: 'stop' }] });
-  t.ok(since(t0) < 2000, `answered ${since(t0)} ms after the running client hung up`);
+  t.ok(since(t0) < 3000, `answered ${since(t0)} ms after the running client hung up, not the ~5 s its generation had left`);
   await running;
   await logged(daemon, CANCELLED, cancelledBefore + 1);
 });
@@ -115,6 +115,8 @@ t.test('a request waiting for a slot leaves the queue when its client hangs up',
 t.test('API and MQTT requests wait in one line for the same slots', needs, async (t) => {
   const { device, url, chat, mqtt } = await shared();
   await mqtt('m1', 'one two three four five six seven eight nine ten', { stream: true, temperature: 0 });
+  // When each answer arrived, noted as it arrives (whatever the test is awaiting meanwhile).
+  const m1Done = device.final('m1', 10_000).then((r) => ({ r, at: Date.now() }));
   await device.waitFor((r) => r.body.id === 'm1' && r.body.type === 'chunk', 5000, 'm1 running');
   let apiAt = 0;
   const api = postJson(url, chat('from the API', { temperature: 0 })).then((r) => ((apiAt = Date.now()), r));
@@ -127,20 +129,20 @@ t.test('API and MQTT requests wait in one line for the same slots', needs, async
   t.match(refused.body, { error: { type: 'rate_limit_error', code: 'E_QUEUE_FULL', message: /already waiting \(limits\.queue_depth\)/ } });
   t.equal(refused.headers.get('retry-after'), '1');
 
-  const m1 = await device.final('m1');
-  const m1At = Date.now();
+  const { r: m1, at: m1At } = await m1Done;
   t.match(m1.body, { type: 'done', text: 'you said: one two three four five six seven eight nine ten' });
   const r = await api;
   t.equal(r.status, 200);
   t.match(r.body, { choices: [{ message: { content: 'you said: from the API' } }] });
-  t.ok(apiAt >= m1At - 50, 'the API request ran once the MQTT request gave the slot back');
+  t.ok(apiAt >= m1At + 100, `the API request ran once the MQTT request gave the slot back (answered ${apiAt - m1At} ms after it)`);
 
   // And the other way round: an API request in the slot makes an MQTT request wait.
-  const long = postJson(url, chat('a b c d e f g h i j', { temperature: 0 }));
+  const words = Array.from({ length: 30 }, (_, i) => `x${i}`).join(' ');
+  const long = postJson(url, chat(words, { temperature: 0 }));
   await sleep(200);
   await mqtt('m3', 'after the API', { temperature: 0 });
   const [apiReply, m3] = await Promise.all([long, device.final('m3')]);
-  t.match(apiReply.body, { choices: [{ message: { content: 'you said: a b c d e f g h i j' } }] });
+  t.match(apiReply.body, { choices: [{ message: { content: `you said: ${words}` } }] });
   t.match(m3.body, { type: 'done', text: 'you said: after the API' });
   t.ok((m3.body.timings as { queue_ms: number }).queue_ms >= 200, `m3 waited ${(m3.body.timings as { queue_ms: number }).queue_ms} ms for the API request's slot`);
 });
