@@ -73,6 +73,21 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    openai: z
+      .object({
+        port: z
+          .number({ error: 'must be a port number from 1 to 65535' })
+          .int('must be a port number from 1 to 65535')
+          .min(1, 'must be a port number from 1 to 65535')
+          .max(65535, 'must be a port number from 1 to 65535')
+          .optional()
+          .describe('serve the OpenAI-compatible HTTP API (POST /v1/chat/completions, GET /v1/models) on this port; absent = off'),
+        host: text.default('127.0.0.1').describe('address the OpenAI-compatible API listens on; 0.0.0.0 or a LAN address to serve other machines (then set api_key_file)'),
+        api_key_file: text.optional().describe('file holding the key clients must send as "Authorization: Bearer <key>" (first line); absent = no key asked'),
+        max_body_bytes: wholeAtLeast(1024).default(1048576).describe('largest request body the OpenAI-compatible API reads, in bytes'),
+      })
+      .strict()
+      .prefault({}),
     cache: z
       .object({
         enabled: z.boolean({ error: 'must be true or false' }).default(true).describe('answer repeated deterministic requests (temperature 0 or a seed) from SQLite'),
@@ -117,6 +132,8 @@ export interface ConfigFlags {
   stateDir?: string;
   nodeId?: string;
   httpPort?: string;
+  /** A number once commander's parser has read it; text that is not a number is left for the schema to refuse. */
+  openaiPort?: number | string;
 }
 
 const flagKeys: Record<keyof ConfigFlags, [string, string]> = {
@@ -126,6 +143,7 @@ const flagKeys: Record<keyof ConfigFlags, [string, string]> = {
   stateDir: ['state_dir', '--state-dir'],
   nodeId: ['node_id', '--node-id'],
   httpPort: ['http.port', '--http-port'],
+  openaiPort: ['openai.port', '--openai-port'],
 };
 
 type Leaf = { path: string[]; kind: 'string' | 'number' | 'boolean' | 'list' | 'enum' };
@@ -206,7 +224,7 @@ export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; flags
     const value = opts.flags?.[flag];
     if (value === undefined) continue;
     // Flags arrive as text, like variables: "--http-port 9100" is the number 9100.
-    setPath(raw, key.split('.'), fromEnvText(kinds.get(key) ?? 'string', value));
+    setPath(raw, key.split('.'), typeof value === 'string' ? fromEnvText(kinds.get(key) ?? 'string', value) : value);
     sources.set(key, flagName);
   }
   const result = configSchema.safeParse(raw);

@@ -7,12 +7,14 @@
  */
 import { maskSecrets, modelFiles, readBrokerPassword, readUpstreamKey, type DaemonConfig } from './config.js';
 import type { LocalModel, ModelOpener } from './engine-port.js';
+import { LocalChat } from './local-chat.js';
 import { createLogger, type Logger } from './log.js';
 import { DaemonMetrics } from './metrics.js';
 import { OpsHttpServer } from './ops-http.js';
 import { Readiness } from './readiness.js';
 import { Responder } from './responder.js';
 import { SystemdNotifier } from './systemd.js';
+import { OpenAIServer, readOpenAIKey } from '../http/openai-server.js';
 import { RequestQueue } from '../scheduler/request-queue.js';
 import { Store } from '../store/index.js';
 import { MqttSession } from '../transport/mqtt/session.js';
@@ -26,6 +28,9 @@ export class Service {
   private readonly models = new Map<string, LocalModel>();
   private responder: Responder | undefined;
   private session: MqttSession | undefined;
+  /** The OpenAI-compatible API (openai.port), when configured. */
+  private chat: LocalChat | undefined;
+  private openai: OpenAIServer | undefined;
   private stopping: Promise<void> | undefined;
   private started = false;
   private pruneTimer: NodeJS.Timeout | undefined;
@@ -63,6 +68,7 @@ export class Service {
     this.readiness.expect(files.keys());
     // Before the store and the models: /healthz says 503 while they load, and a taken port fails fast.
     if (config.http.port > 0) await this.startHttp();
+    const openaiKey = readOpenAIKey(config.openai.api_key_file);
     this.noteUpstream();
     systemd.notifyStatus(`opening the store in ${config.state_dir}`);
     const store = Store.open(config.state_dir, { cacheEntries: config.cache.max_entries });
@@ -108,6 +114,11 @@ export class Service {
     this.session = session;
     responder.attach(session);
     responder.resume();
+    if (config.openai.port !== undefined) {
+      this.chat = new LocalChat({ config, queue, models: this.models, log });
+      this.openai = new OpenAIServer({ host: config.openai.host, port: config.openai.port, apiKey: openaiKey, maxBodyBytes: config.openai.max_body_bytes, backend: this.chat, log });
+      await this.openai.start();
+    }
     systemd.notifyStatus(`connecting to ${brokerUrl}`);
     await session.start();
     this.readiness.serving();
@@ -157,7 +168,11 @@ export class Service {
     this.systemd.notifyStopping(`stopping: finishing running requests (up to ${this.config.limits.drain_s} s)`);
     if (this.started) this.log.info('stopping: finishing running requests');
     clearInterval(this.pruneTimer);
-    await this.responder?.drain(this.config.limits.drain_s * 1000);
+    this.openai?.stopAccepting();
+    const drainMs = this.config.limits.drain_s * 1000;
+    // The API's waiting requests are refused before the responder's drain forgets what waits in the queue.
+    await Promise.all([this.chat?.drain(drainMs), this.responder?.drain(drainMs)]);
+    await this.openai?.close();
     await this.session?.stop();
     // Until here /healthz said 503 "stopping" and /metrics showed the drain; the store closes next.
     await this.http?.close();
