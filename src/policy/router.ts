@@ -61,6 +61,11 @@ export interface RouteInput {
   prompt_tokens: number;
   /** The max_tokens the request will run with (after access filled in the default). */
   max_tokens: number;
+  /**
+   * max_tokens is a default, not the request's own: locally it shrinks to what the context has left
+   * after the prompt (as the engine does), so only the prompt must fit.
+   */
+  max_tokens_is_default?: boolean | undefined;
   /** Routes the device's roles allow (AccessDecision.routes). */
   allowed_routes: readonly Route[];
   /** Any of the device's roles is local_only (AccessDecision.local_only). */
@@ -129,11 +134,13 @@ export class RoutePolicy {
 
     // Why each route cannot be used (undefined = it can).
     const allows = (r: Route) => input.allowed_routes.includes(r);
+    // Tokens a local run would generate at most: a default max_tokens gives way to the context's room.
+    const localMax = local !== undefined && input.max_tokens_is_default ? Math.max(1, Math.min(input.max_tokens, local.context_size - input.prompt_tokens)) : input.max_tokens;
     const localBlock =
       !allows('local') ? 'local not allowed for this device'
       : local === undefined ? target.noLocal
-      : input.prompt_tokens + input.max_tokens > local.context_size
-        ? `prompt ${input.prompt_tokens} + max_tokens ${input.max_tokens} tokens > context ${local.context_size} of ${local.name}`
+      : input.prompt_tokens + localMax > local.context_size
+        ? `prompt ${input.prompt_tokens} + max_tokens ${localMax} tokens > context ${local.context_size} of ${local.name}`
         : undefined;
     const cloudBlock =
       !allows('cloud') ? 'cloud not allowed for this device'
@@ -160,6 +167,10 @@ export class RoutePolicy {
 
     // 2. Forced routes.
     if (requested === 'cloud') {
+      // A node without an upstream cannot serve it for anyone: that is not a matter of permission.
+      if (cloudModel === undefined && target.local !== undefined) {
+        return refuse('E_NO_ROUTE', 'route "cloud" was asked for but this node has no upstream: send route "auto" or "local"');
+      }
       if (!allows('cloud') || input.role_local_only) {
         return refuse(
           'E_FORBIDDEN',
@@ -200,7 +211,7 @@ export class RoutePolicy {
       estimate = Math.round(
         (input.queue_wait_ms ?? 0) +
           (input.prompt_tokens / rate.prefill_tokens_per_s) * 1000 +
-          (input.max_tokens / rate.decode_tokens_per_s) * 1000,
+          (localMax / rate.decode_tokens_per_s) * 1000,
       );
       if (estimate > slo) soft = `est. local ${estimate} ms > slo_ms ${slo}`;
     }
