@@ -63,10 +63,10 @@ t.test('edgellm serve answers over MQTT 5 with stories260K: streamed, then from 
   const creds = join(work, 'credentials');
   mkdirSync(creds);
   writeFileSync(join(creds, 'upstream-key'), 'sk-never-logged-42\n');
-  const daemon = serve(writeConfig('real', broker.url), { CREDENTIALS_DIRECTORY: creds, EDGELLM_UPSTREAM_URL: 'https://llm.example/v1' });
+  const daemon = serve(writeConfig('real', broker.url), { CREDENTIALS_DIRECTORY: creds, EDGELLM_UPSTREAM_URL: 'https://llm.example/v1', EDGELLM_UPSTREAM_MODEL: 'big' });
   t.teardown(() => daemon.kill());
   await daemon.waitForLog(/node real ready/, 60_000);
-  t.match(daemon.log, /upstream https:\/\/llm\.example\/v1: API key present/, 'the upstream key is read from $CREDENTIALS_DIRECTORY');
+  t.match(daemon.log, /upstream https:\/\/llm\.example\/v1 \(model big\): API key present/, 'the upstream key is read from $CREDENTIALS_DIRECTORY');
   t.match(daemon.log, /model stories260K: .*stories260K\.gguf \(context 256\)/, 'engine.context_size reached the engine');
 
   const device = await Device.connect(broker.url, 'serve-real-device', ['real/reply/#']);
