@@ -87,7 +87,12 @@ t.test('when neither route can serve it, E_NO_ROUTE at once with both reasons', 
   t.match(e.message, /context 2048 of lite, and upstream circuit open: shorten the prompt/);
   t.equal(refused(policy.decide({ ...base, route: 'cloud', breaker_open: true })).code, 'E_NO_ROUTE');
   t.match(refused(new RoutePolicy({ ...CONFIG, upstream: undefined }).decide({ ...base, route: 'cloud' })).message, /route "cloud" was asked for but this node has no upstream/);
-  t.equal(refused(policy.decide({ ...base, route: 'local', prompt_tokens: 5000 })).code, 'E_NO_ROUTE');
+  const forced = refused(policy.decide({ ...base, route: 'local', prompt_tokens: 5000 }));
+  t.equal(forced.code, 'E_PROMPT_TOO_LONG', 'forced local beyond the context: the prompt is the problem');
+  t.match(forced.message, /the prompt is 5000 tokens and max_tokens is 64 \(5064 in all\) for model full, but the context holds 4096; route "local" was asked for/);
+  const local = refused(policy.decide({ ...base, model: 'lite', prompt_tokens: 2000, max_tokens: 100, allowed_routes: ['local'] }));
+  t.equal(local.code, 'E_PROMPT_TOO_LONG', 'too long here and the cloud not allowed: not something a retry fixes');
+  t.match(local.message, /for model lite, but the context holds 2048; cloud not allowed for this device: shorten the prompt or lower max_tokens/);
   t.equal(refused(policy.decide({ ...base, route: 'cloud', local_only: true })).code, 'E_BAD_REQUEST');
 });
 

@@ -9,7 +9,8 @@
  *  3. auto: local when it can serve the request, unless a soft limit (max_local_prompt_tokens, the
  *     latency estimate above slo_ms) prefers the cloud and the cloud is usable (allowed by the role,
  *     not local_only, an upstream configured, the breaker closed); cloud when local cannot serve it
- *     (context, model) and the cloud is usable; otherwise E_NO_ROUTE at once.
+ *     (context, model) and the cloud is usable; otherwise E_NO_ROUTE at once (E_PROMPT_TOO_LONG when
+ *     the local context is what stops it and the cloud is not usable for a lasting reason).
  */
 import { EdgeError } from '../errors.js';
 
@@ -136,6 +137,7 @@ export class RoutePolicy {
     const allows = (r: Route) => input.allowed_routes.includes(r);
     // Tokens a local run would generate at most: a default max_tokens gives way to the context's room.
     const localMax = local !== undefined && input.max_tokens_is_default ? Math.max(1, Math.min(input.max_tokens, local.context_size - input.prompt_tokens)) : input.max_tokens;
+    const tooLong = local !== undefined && input.prompt_tokens + localMax > local.context_size;
     const localBlock =
       !allows('local') ? 'local not allowed for this device'
       : local === undefined ? target.noLocal
@@ -147,7 +149,7 @@ export class RoutePolicy {
       : input.local_only ? 'local_only requested'
       : input.role_local_only ? "the device's role is local_only"
       : cloudModel === undefined ? 'no upstream configured'
-      : input.breaker_open ? 'upstream circuit open'
+      : input.breaker_open ? BREAKER_OPEN
       : undefined;
 
     const toCloud = (reason: string, fallback: boolean): RouteDecision => ({
@@ -185,6 +187,7 @@ export class RoutePolicy {
     }
     if (requested === 'local') {
       if (!allows('local')) return refuse('E_FORBIDDEN', 'route "local" is not allowed for this device: send route "auto", or ask an operator for a role with the local route');
+      if (localBlock !== undefined && tooLong) return refuse('E_PROMPT_TOO_LONG', `${tooLongText(input.prompt_tokens, localMax, local!)}; route "local" was asked for: ${CONTEXT_ADVICE}`);
       if (localBlock !== undefined) return refuse('E_NO_ROUTE', `route "local" was asked for but ${localBlock}: ${localAdvice(local)}`);
       return toLocal('route local requested');
     }
@@ -193,6 +196,8 @@ export class RoutePolicy {
     if (localBlock !== undefined) {
       if (cloudBlock === undefined) return toCloud(localBlock, false);
       const bothForbidden = !allows('local') && !allows('cloud');
+      // Too long here and no cloud to send it to that could change with time: the prompt is the problem.
+      if (tooLong && cloudBlock !== BREAKER_OPEN) return refuse('E_PROMPT_TOO_LONG', `${tooLongText(input.prompt_tokens, localMax, local!)}; ${cloudBlock}: ${CONTEXT_ADVICE}`);
       return refuse(
         bothForbidden ? 'E_FORBIDDEN' : 'E_NO_ROUTE',
         bothForbidden
@@ -246,7 +251,14 @@ function opt<K extends string>(key: K, v: string | undefined): { [P in K]?: stri
   return (v === undefined ? {} : { [key]: v }) as { [P in K]?: string };
 }
 
-function refuse(code: 'E_FORBIDDEN' | 'E_NO_ROUTE' | 'E_BAD_REQUEST', message: string): RouteDecision {
+const BREAKER_OPEN = 'upstream circuit open';
+const CONTEXT_ADVICE = "shorten the prompt or lower max_tokens (this node's context is engine.context_size)";
+
+function tooLongText(prompt: number, max: number, local: LocalModelSpec): string {
+  return `the prompt is ${prompt} tokens and max_tokens is ${max} (${prompt + max} in all) for model ${local.name}, but the context holds ${local.context_size}`;
+}
+
+function refuse(code: 'E_FORBIDDEN' | 'E_NO_ROUTE' | 'E_BAD_REQUEST' | 'E_PROMPT_TOO_LONG', message: string): RouteDecision {
   return { ok: false, error: new EdgeError(code, message) };
 }
 
