@@ -248,6 +248,13 @@ export class Responder {
     // Prompt tokens as the named local model (else the default one) counts them; a chat's template adds a few.
     const counter = (r.model !== undefined ? this.deps.models.get(r.model) : undefined) ?? this.deps.models.get(this.defaultModel());
     const text = promptText({ ...(r.prompt !== undefined ? { prompt: r.prompt } : {}), ...(r.messages !== undefined ? { messages: r.messages } : {}) });
+    let promptTokens = 0;
+    try {
+      promptTokens = counter ? counter.countTokens(text) : 0;
+    } catch (err) {
+      // Never let one prompt stop the message from being acknowledged (it would come back forever).
+      return this.refuse(row, 'E_BAD_REQUEST', `the prompt could not be tokenized (${(err as Error).message}): check its text`);
+    }
     let admitted: Admitted;
     try {
       admitted = policy.runner.admit({
@@ -260,7 +267,7 @@ export class Responder {
         ...(r.route !== undefined ? { route: r.route } : {}),
         ...(r.local_only !== undefined ? { local_only: r.local_only } : {}),
         payload_bytes: Buffer.byteLength(row.payload),
-        prompt_tokens: counter ? counter.countTokens(text) : 0,
+        prompt_tokens: promptTokens,
         queue_wait_ms: this.queueWaitMs(),
         // Counted when it arrived; a request taken back after a restart is not counted again.
         rate_limited: !resumed,

@@ -122,10 +122,7 @@ export class Service {
   /** Reads the upstream's key and says whether there is an upstream and a key; the key itself is never logged. */
   private noteUpstream(): Secret | undefined {
     const { url, model } = this.config.upstream;
-    if (url.trim() === '') {
-      this.log.info('no upstream (upstream.url is empty): every request is answered here');
-      return undefined;
-    }
+    if (url.trim() === '') return undefined; // every request is answered here
     const key = readUpstreamSecret(this.config);
     const where = `upstream ${redactUrl(url)} (model ${model})`;
     if (key === undefined) this.log.info(`${where}: no API key (upstream.api_key_file or the credential upstream-key), so requests go without one`);
