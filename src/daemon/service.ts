@@ -82,6 +82,7 @@ export class Service {
     this.audit = audit;
     const policy = new DaemonPolicy({ config, models: this.models, grants, audit, apiKey });
     this.policy = policy;
+    this.lastBreaker = policy.breakerState();
     policy.auditConfigLoad(config, 'serve');
 
     const queue = new RequestQueue({ slots: config.batch.max, maxWaiting: config.limits.queue_depth });
@@ -110,7 +111,6 @@ export class Service {
     responder.resume();
     systemd.notifyStatus(`connecting to ${brokerUrl}`);
     await session.start();
-    this.lastBreaker = policy.breakerState();
     // An open circuit turns half-open with time alone: look every second, republish on a change.
     this.breakerTimer = setInterval(() => this.watchBreaker(), 1000);
     this.breakerTimer.unref();
@@ -141,8 +141,9 @@ export class Service {
     const st = policy.upstreamStatus();
     if (state === 'open') {
       const retry = st?.breaker.retry_at ? new Date(st.breaker.retry_at).toISOString() : 'later';
-      this.log.warn(`upstream circuit open after ${st?.breaker.last_failure?.code ?? 'failures'}: requests are answered here until a trial at ${retry}`);
-    } else if (state === 'closed' && was !== 'none') {
+      const last = st?.breaker.last_failure?.message ?? 'repeated failures';
+      this.log.warn(`upstream circuit open (last failure: ${last}): requests are answered here until a trial at ${retry}`);
+    } else if (state === 'closed' && was !== 'closed') {
       this.log.info('upstream circuit closed: the upstream answers again');
     } else {
       this.log.info(`upstream circuit ${state}`);

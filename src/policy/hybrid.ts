@@ -12,6 +12,9 @@
  *
  * Nothing waits unbounded: the upstream client times out every phase, the local model ends at
  * max_tokens, and the request's signal (or leaving the loop) cancels either at once.
+ *
+ * A caller with its own scheduler (the daemon: queue, cache, durable replies) uses admit() for the
+ * decision alone and runs it itself, writing the record through audit() when the request ends.
  */
 import { EdgeError } from '../errors.js';
 import type { AccessControl } from './access.js';
