@@ -182,6 +182,29 @@ if (!bin) {
     t.equal(fake.requests, 1);
   });
 
+  t.test('the latency estimate counts the wait for a local slot: a busy node sends auto requests to the cloud', async (t) => {
+    // Rates so fast that only the queue wait counts; each fake generation takes ~1 s (10 words, 100 ms each).
+    const fast = { prefill_tokens_per_s: 1e6, decode_tokens_per_s: 1e6 };
+    const { ask, final } = await setup(t, { delayMs: 100, over: { batch: { max: 1 }, policy: { slo_ms: 1500, rates: { fake: fast } } } });
+    const words = 'a b c d e f g h';
+    await ask('gw-1', { id: 'warm', prompt: words, max_tokens: 10, route: 'local' });
+    t.match(await final('gw-1', 'warm', 5000), { route: 'local' }, 'measures how long a local run takes');
+    await ask('gw-1', { id: 'idle', prompt: 'hi', max_tokens: 10 });
+    t.match(await final('gw-1', 'idle', 5000), { route: 'local', route_reason: /^est\. local 0 ms <= slo_ms 1500$/ }, 'an idle node: no wait');
+    await ask('gw-1', { id: 'busy1', prompt: words, max_tokens: 10, route: 'local' });
+    await ask('gw-1', { id: 'busy2', prompt: words, max_tokens: 10, route: 'local' });
+    await ask('gw-1', { id: 'auto', prompt: 'hi', max_tokens: 10 });
+    const r = await final('gw-1', 'auto', 5000);
+    t.match(r, { route: 'cloud', route_reason: /^est\. local \d+ ms > slo_ms 1500$/ }, 'one running and one waiting: about two runs of wait');
+    t.ok(Number(/est\. local (\d+) ms/.exec(r.route_reason)![1]) >= 1500, r.route_reason);
+  });
+
+  t.test('with policy.fallback_local off a failed upstream is an E_UPSTREAM error that says why', async (t) => {
+    const { ask, final } = await setup(t, { mode: '500', over: { policy: { max_local_prompt_tokens: 8, fallback_local: false } } });
+    await ask('gw-1', { id: 'nf', prompt: LONG });
+    t.match(await final('gw-1', 'nf'), { type: 'error', error: { code: 'E_UPSTREAM', message: /HTTP 500.*policy\.fallback_local is off/ } });
+  });
+
   t.test('model classes map to a local model or the upstream', async (t) => {
     const { ask, final, fake } = await setup(t, { over: { models: ['/models/lite.gguf'], policy: { classes: { realtime: 'lite', batch: 'upstream' } } } });
     await ask('gw-1', { id: 'rt', prompt: 'hi', model: 'realtime' });
