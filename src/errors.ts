@@ -36,8 +36,6 @@ export type ErrorCode =
   | 'E_PROMPT_TOO_LONG'
   /** A request naming a model this node does not serve (the message lists the ones it does). */
   | 'E_UNKNOWN_MODEL'
-  /** A request that can only be answered by an upstream (route: cloud) on a node without one. */
-  | 'E_NO_UPSTREAM'
   /** The state directory's SQLite database cannot be opened, migrated or written. */
   | 'E_STORE'
   /** The MQTT broker refused the connection or could not be reached. */
@@ -52,7 +50,11 @@ export type ErrorCode =
   | 'E_RATE_LIMITED'
   /** A payload, prompt or max_tokens above the configured limits: the message gives the numbers. */
   | 'E_TOO_LARGE'
-  /** Neither the local model nor the upstream may serve this request (the message says why for each). */
+  /**
+   * No route this node has can serve the request now: route "cloud" on a node without an upstream or
+   * with its circuit open, route "local" beyond the local context, or neither (the message says why for
+   * each). Not a matter of permission (that is E_FORBIDDEN); retrying later or changing the request may help.
+   */
   | 'E_NO_ROUTE'
   /** The upstream (OpenAI-compatible server) failed, timed out or broke its protocol; never carries the API key. */
   | 'E_UPSTREAM'

@@ -65,13 +65,13 @@ t.test('edgellm serve answers over MQTT 5 with stories260K: streamed, then from 
   mkdirSync(creds);
   writeFileSync(join(creds, 'upstream-key'), 'sk-never-logged-42\n');
   const httpPort = await freePort();
-  const daemon = serve(writeConfig('real', broker.url), { CREDENTIALS_DIRECTORY: creds, EDGELLM_UPSTREAM_URL: 'https://llm.example/v1' }, ['--http-port', String(httpPort)]);
+  const daemon = serve(writeConfig('real', broker.url), { CREDENTIALS_DIRECTORY: creds, EDGELLM_UPSTREAM_URL: 'https://llm.example/v1', EDGELLM_UPSTREAM_MODEL: 'big' }, ['--http-port', String(httpPort)]);
   t.teardown(() => daemon.kill());
   await daemon.waitForLog(/node real ready/, 60_000);
   const health = await fetch(`http://127.0.0.1:${httpPort}/healthz`);
   t.equal(health.status, 200, '--http-port: /healthz is 200 once ready');
   t.match(await health.json(), { status: 'ok', node: 'real', models: 'loaded', broker: 'connected' });
-  t.match(daemon.log, /upstream https:\/\/llm\.example\/v1: API key present/, 'the upstream key is read from $CREDENTIALS_DIRECTORY');
+  t.match(daemon.log, /upstream https:\/\/llm\.example\/v1 \(model big\): API key present/, 'the upstream key is read from $CREDENTIALS_DIRECTORY');
   t.match(daemon.log, /model stories260K: .*stories260K\.gguf \(context 256\)/, 'engine.context_size reached the engine');
 
   const device = await Device.connect(broker.url, 'serve-real-device', ['real/reply/#']);
