@@ -77,7 +77,7 @@ export class Responder {
    */
   receive(msg: IncomingRequest, defaultReplyTopic: string): void {
     const now = Date.now();
-    const decoded = decodeRequest(msg.payload);
+    const decoded = decodeRequest(msg.payload, { maxPayloadBytes: this.deps.config.limits.max_payload_bytes });
     const replyTopic = msg.responseTopic ?? (decoded.ok ? decoded.request.reply_to : decoded.replyTo) ?? defaultReplyTopic;
     const correlation = msg.correlation ?? null;
     this.requestsTotal++;
