@@ -200,7 +200,7 @@ export class Responder {
     }
     const params = this.params(r);
     if (config.cache.enabled && isDeterministic(params)) {
-      const hit = store.cache.get(cacheKey(modelName, params));
+      const hit = store.cache.get(cacheKey(model, params));
       if (hit) {
         const now = Date.now();
         if (r.stream) this.channel.chunk(row.replyTopic, row.correlation, chunkMessage(row.id, 0, hit.text));
@@ -250,7 +250,7 @@ export class Responder {
       const result = await generation.result;
       this.settle(row, r, model.name, outcome(), result, { startedAt, firstAt });
       if (outcome() === undefined && result.finish_reason !== 'cancelled' && this.deps.config.cache.enabled && isDeterministic(params)) {
-        store.cache.put(cacheKey(model.name, params), model.name, { text: result.text, finish_reason: result.finish_reason, usage: result.usage });
+        store.cache.put(cacheKey(model, params), model.name, { text: result.text, finish_reason: result.finish_reason, usage: result.usage });
       }
     } catch (err) {
       const reason = outcome();

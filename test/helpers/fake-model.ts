@@ -15,6 +15,8 @@ export class FakeModel implements LocalModel {
   constructor(
     readonly name: string,
     private readonly delayMs = 0,
+    /** The real one is the file's fingerprint; the fake's answers depend on its name only. */
+    readonly identity = `fake:${name}`,
   ) {}
 
   countTokens(text: string): number {
