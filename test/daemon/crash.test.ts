@@ -88,9 +88,17 @@ t.test('kill -9 with 30 requests queued or running, twice: every accepted reques
     t.match(replies[0]!.body, { type: 'done', finish_reason: 'stop', text: new RegExp(`^you said: part ${id.slice(4)} needs a check( now)* #\\w+$`) }, `${id} done`);
   }
   t.ok(duplicates <= 2, `duplicates are rare: ${duplicates}`);
+  // CRASH_DEBUG=1: what each daemon said about a duplicated id (and when it resumed, reconnected, flushed).
   if (process.env.CRASH_DEBUG) {
-    for (const [id, replies] of byId) if (replies.length > 1) t.comment(`DUP ${id} x${replies.length}\n` + running.map((d, k) => `--- daemon ${k}\n` + d.output.split('\n').filter((l) => l.includes(id + ' ') || l.includes(id + ':') || l.endsWith(id) || /outbox|resumed|connected/.test(l)).join('\n')).join('\n'));
-    t.comment(`timeline: ${(Date.now() - t0) / 1000} s`);
+    for (const [id, replies] of byId) {
+      if (replies.length === 1) continue;
+      const said = running.map((d, k) => {
+        const lines = d.output.split('\n').filter((l) => l.endsWith(`/${id}`) || l.includes(`/${id}:`) || /outbox|resumed|connected/.test(l));
+        return `--- daemon ${k}\n${lines.join('\n')}`;
+      });
+      t.comment(`${id}: ${replies.length} final replies\n${said.join('\n')}`);
+    }
+    t.comment(`${(Date.now() - t0) / 1000} s in all`);
   }
   t.comment(
     `final replies: ${atFirstKill} before the first kill, ${atSecondKill - atFirstKill} between the kills, ` +
