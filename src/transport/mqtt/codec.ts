@@ -22,7 +22,7 @@ const unicodeText = () =>
 
 const chatMessage = z
   .object({
-    role: z.string({ error: 'must be text' }).min(1, 'must not be empty'),
+    role: unicodeText().min(1, 'must not be empty'),
     content: unicodeText(),
   })
   .strict();
