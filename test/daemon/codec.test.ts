@@ -27,6 +27,8 @@ t.test('refusals name the field and what it takes', async (t) => {
     [{ id: 'a', prompt: 'x', top_k: 1.5 }, /field "top_k" must be a whole number >= 0/, 'a'],
     [{ id: 'a', prompt: 'x', stop: [''] }, /field "stop\[0\]" must not be empty/, 'a'],
     [{ id: 'a', messages: [{ role: 'user' }] }, /field "messages\[0\]\.content" must be text, got nothing/, 'a'],
+    [{ id: 'a', messages: [['user', 'hi']] }, /field "messages\[0\]" must be an object \{role, content\}, got a list/, 'a'],
+    ['{"id": "a", "prompt": ' + '['.repeat(100_000) + ']'.repeat(100_000) + '}', /field "prompt" must be text, got a list/, 'a'],
     [{ id: 'a', prompt: 'x', route: 'mars' }, /field "route" must be one of auto, local, cloud, got "mars"/, 'a'],
     [{ id: 'a', prompt: 'x', reply_to: 'a/+/b' }, /field "reply_to" must be a topic name without wildcards/, 'a'],
     [{ id: 'a' }, /exactly one of "prompt" or "messages"/, 'a'],

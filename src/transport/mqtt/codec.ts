@@ -21,10 +21,13 @@ const unicodeText = () =>
   z.string({ error: 'must be text' }).refine((s) => !loneSurrogate.test(s), 'must be valid Unicode (no lone surrogate escapes such as "\\ud800")');
 
 const chatMessage = z
-  .object({
-    role: unicodeText().min(1, 'must not be empty'),
-    content: unicodeText(),
-  })
+  .object(
+    {
+      role: unicodeText().min(1, 'must not be empty'),
+      content: unicodeText(),
+    },
+    { error: 'must be an object {role, content}' },
+  )
   .strict();
 
 export const requestSchema = z
