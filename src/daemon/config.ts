@@ -170,6 +170,9 @@ export const configSchema = z
     limits: z
       .object({
         max_prompt_bytes: wholeAtLeast(1).default(65536).describe('largest prompt (or all messages\' content) in UTF-8 bytes'),
+        max_payload_bytes: wholeAtLeast(1)
+          .default(262144)
+          .describe('largest request message in bytes, refused with E_TOO_LARGE before it is parsed; keep it well above max_prompt_bytes (JSON escapes grow text)'),
         max_tokens: wholeAtLeast(1).default(1024).describe('most tokens one request may ask for (E_TOO_LARGE above it); also the default'),
         max_prompt_tokens: wholeAtLeast(1).default(8192).describe('largest prompt in tokens, as the local tokenizer counts them (E_TOO_LARGE above it)'),
         queue_depth: wholeAtLeast(1).default(64).describe('requests waiting for a slot; beyond it requests get E_QUEUE_FULL'),

@@ -40,6 +40,11 @@ export interface Generation extends AsyncIterableIterator<string> {
 
 export interface LocalModel {
   readonly name: string;
+  /**
+   * What the answer cache keys on: the model file's fingerprint (src/engine/fingerprint.ts), so a
+   * different file under the same name never gets another model's answers.
+   */
+  readonly identity: string;
   /** Tokens one sequence may hold (prompt + completion). */
   readonly contextSize: number;
   countTokens(text: string): number;

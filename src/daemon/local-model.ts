@@ -3,6 +3,7 @@
  * Model.generate(). The engine rejects fields it does not know, so every parameter is mapped by name.
  */
 import { basename } from 'node:path';
+import { fileStamp, modelFingerprint, sameFile } from '../engine/fingerprint.js';
 import { loadModel, type LoadModelOptions, type Model } from '../engine/model.js';
 import type { ChatMessage } from '../engine/chat.js';
 import type { GenerateRequest, Generation as EngineGeneration } from '../engine/generate.js';
@@ -44,6 +45,7 @@ class EngineModel implements LocalModel {
   constructor(
     private readonly model: Model,
     path: string,
+    readonly identity: string,
   ) {
     this.name = basename(path).replace(/\.gguf$/i, '');
     this.contextSize = model.info().context_size;
@@ -106,6 +108,22 @@ export function localModelOpener(config: Pick<DaemonConfig, 'engine' | 'batch'>)
   return (path) => openLocalModel(path, loadOptions(config));
 }
 
+/** A file replaced this many times while it was being loaded is refused rather than guessed at. */
+const LOAD_ATTEMPTS = 3;
+
+/**
+ * Loads the model and fingerprints the file it loaded: hashed first, then loaded, then checked to be
+ * the same file (device, inode, size, mtime), so the identity is that of the weights in use even when
+ * the file is replaced meanwhile.
+ */
 export async function openLocalModel(path: string, opts: LoadModelOptions = {}): Promise<LocalModel> {
-  return new EngineModel(await loadModel(path, opts), path);
+  for (let attempt = 1; ; attempt++) {
+    const fingerprint = await modelFingerprint(path);
+    const model = await loadModel(path, opts);
+    if (sameFile(fingerprint.file, await fileStamp(path))) return new EngineModel(model, path, fingerprint.id);
+    model.close();
+    if (attempt === LOAD_ATTEMPTS) {
+      throw new EdgeError('E_MODEL_CORRUPT', `${path} changed while it was being loaded, ${LOAD_ATTEMPTS} times: replace a model by renaming a complete file over it, then restart`);
+    }
+  }
 }

@@ -127,7 +127,7 @@ export class Responder {
    */
   receive(msg: IncomingRequest, defaultReplyTopic: string): void {
     const now = Date.now();
-    const decoded = decodeRequest(msg.payload);
+    const decoded = decodeRequest(msg.payload, { maxPayloadBytes: this.deps.config.limits.max_payload_bytes });
     const replyTopic = msg.responseTopic ?? (decoded.ok ? decoded.request.reply_to : decoded.replyTo) ?? defaultReplyTopic;
     const correlation = msg.correlation ?? null;
     this.requestsTotal++;
@@ -298,7 +298,7 @@ export class Responder {
     const model = this.deps.models.get(modelName)!;
     const params = this.params(r, maxTokens, maxIsDefault);
     if (config.cache.enabled && isDeterministic(params)) {
-      const hit = store.cache.get(cacheKey(modelName, params));
+      const hit = store.cache.get(cacheKey(model, params));
       this.observer.onCacheLookup(hit !== undefined);
       if (hit) {
         const now = Date.now();
@@ -482,7 +482,7 @@ export class Responder {
       }
       this.settle(row, r, model.name, outcome(), result, { startedAt, firstAt });
       if (outcome() === undefined && result.finish_reason !== 'cancelled' && this.deps.config.cache.enabled && isDeterministic(params)) {
-        store.cache.put(cacheKey(model.name, params), model.name, { text: result.text, finish_reason: result.finish_reason, usage: result.usage });
+        store.cache.put(cacheKey(model, params), model.name, { text: result.text, finish_reason: result.finish_reason, usage: result.usage });
       }
     } catch (err) {
       const reason = outcome();

@@ -1,8 +1,9 @@
 /**
- * Answers to deterministic requests, keyed by the model and everything that decides the output. Only
- * requests with temperature 0 (greedy) or a seed are deterministic; others are never cached.
+ * Answers to deterministic requests, keyed by the model file's identity and everything that decides the
+ * output. Only requests with temperature 0 (greedy) or a seed are deterministic; others are never cached.
  */
 import { createHash } from 'node:crypto';
+import { SAMPLING_DEFAULTS } from '../engine/generate.js';
 import type { Db } from './database.js';
 
 /** The request fields that decide a generation's text. */
@@ -28,20 +29,41 @@ export function isDeterministic(r: CacheableRequest): boolean {
   return r.temperature === 0 || r.seed !== undefined;
 }
 
-/** sha256 over the model name and the request's deciding fields in a fixed order; undefined left out. */
-export function cacheKey(model: string, r: CacheableRequest): string {
+/** The model as the cache sees it: which weights, and how much context they run with. */
+export interface CacheModel {
+  /** The model file's fingerprint (LocalModel.identity), never its name: a file replaced under the same name is another model. */
+  identity: string;
+  /** engine.context_size in use: a default max_tokens is shortened to the room the context leaves. */
+  contextSize: number;
+}
+
+/**
+ * sha256 over the model's identity and the request normalized to what decides its text, so equivalent
+ * requests share an entry and different ones never do:
+ * - prompt and messages stay apart (messages go through the chat template);
+ * - greedy (temperature 0) ignores the seed, top_k, top_p and min_p, as the sampler does;
+ * - otherwise every sampling parameter is spelled out, an absent one as the engine's default;
+ * - stop strings are a set: order and repeats do not change where the text ends.
+ */
+export function cacheKey(model: CacheModel, r: CacheableRequest): string {
+  const greedy = r.temperature === 0;
+  const sampling = greedy
+    ? { temperature: 0 }
+    : {
+        temperature: r.temperature ?? SAMPLING_DEFAULTS.temperature,
+        top_k: r.top_k ?? SAMPLING_DEFAULTS.top_k,
+        top_p: r.top_p ?? SAMPLING_DEFAULTS.top_p,
+        min_p: r.min_p ?? SAMPLING_DEFAULTS.min_p,
+        seed: r.seed,
+      };
   const normalized = {
-    model,
-    prompt: r.prompt,
-    messages: r.messages?.map((m) => [m.role, m.content]),
+    v: 2,
+    model: model.identity,
+    context: model.contextSize,
+    input: r.messages !== undefined ? { messages: r.messages.map((m) => [m.role, m.content]) } : { prompt: r.prompt ?? '' },
     max_tokens: r.max_tokens,
-    // With temperature 0 the seed does not matter; leave it out so both spellings share an entry.
-    seed: r.temperature === 0 ? undefined : r.seed,
-    temperature: r.temperature,
-    top_p: r.top_p,
-    top_k: r.top_k,
-    min_p: r.min_p,
-    stop: r.stop,
+    sampling,
+    stop: [...new Set(r.stop ?? [])].sort(),
   };
   return createHash('sha256').update(JSON.stringify(normalized)).digest('hex');
 }

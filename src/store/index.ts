@@ -44,4 +44,4 @@ export class Store {
 
 export type { OutboxMessage } from './outbox.js';
 export type { StoredRequest, RequestState } from './requests.js';
-export { cacheKey, isDeterministic, type CachedAnswer, type CacheableRequest } from './cache.js';
+export { cacheKey, isDeterministic, type CachedAnswer, type CacheableRequest, type CacheModel } from './cache.js';

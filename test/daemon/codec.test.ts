@@ -3,7 +3,8 @@ import t from 'tap';
 import { decodeRequest, errorMessage } from '../../src/transport/mqtt/codec.js';
 import { Topics } from '../../src/transport/mqtt/topics.js';
 
-const decode = (v: unknown) => decodeRequest(Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)));
+const LIMITS = { maxPayloadBytes: 262144 };
+const decode = (v: unknown) => decodeRequest(Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)), LIMITS);
 
 t.test('a full request is accepted as sent', async (t) => {
   const body = {
@@ -26,6 +27,8 @@ t.test('refusals name the field and what it takes', async (t) => {
     [{ id: 'a', prompt: 'x', top_k: 1.5 }, /field "top_k" must be a whole number >= 0/, 'a'],
     [{ id: 'a', prompt: 'x', stop: [''] }, /field "stop\[0\]" must not be empty/, 'a'],
     [{ id: 'a', messages: [{ role: 'user' }] }, /field "messages\[0\]\.content" must be text, got nothing/, 'a'],
+    [{ id: 'a', messages: [['user', 'hi']] }, /field "messages\[0\]" must be an object \{role, content\}, got a list/, 'a'],
+    ['{"id": "a", "prompt": ' + '['.repeat(100_000) + ']'.repeat(100_000) + '}', /field "prompt" must be text, got a list/, 'a'],
     [{ id: 'a', prompt: 'x', route: 'mars' }, /field "route" must be one of auto, local, cloud, got "mars"/, 'a'],
     [{ id: 'a', prompt: 'x', reply_to: 'a/+/b' }, /field "reply_to" must be a topic name without wildcards/, 'a'],
     [{ id: 'a' }, /exactly one of "prompt" or "messages"/, 'a'],
@@ -39,6 +42,68 @@ t.test('refusals name the field and what it takes', async (t) => {
       t.match(d.message, re, JSON.stringify(body));
       t.equal(d.id, id, 'the id is echoed when usable');
     }
+  }
+});
+
+t.test('a payload over limits.max_payload_bytes is E_TOO_LARGE, refused before it is parsed', async (t) => {
+  const body = Buffer.from(JSON.stringify({ id: 'big', prompt: 'x'.repeat(2000), reply_to: 'dev/r' }));
+  const d = decodeRequest(body, { maxPayloadBytes: 1000 });
+  t.notOk(d.ok);
+  if (!d.ok) {
+    t.equal(d.code, 'E_TOO_LARGE');
+    t.match(d.message, new RegExp(`${body.length} bytes; the limit is 1000 \\(limits\\.max_payload_bytes\\)`));
+    t.equal(d.id, null, 'unparsed, so no id');
+    t.equal(d.replyTo, undefined, 'unparsed, so no reply_to');
+  }
+  // Exactly at the limit is fine, and the limit is in bytes, not characters.
+  const euro = Buffer.from(JSON.stringify({ id: 'e', prompt: '€€€' }));
+  t.ok(decodeRequest(euro, { maxPayloadBytes: euro.length }).ok);
+  t.notOk(decodeRequest(euro, { maxPayloadBytes: euro.length - 1 }).ok);
+});
+
+t.test('invalid UTF-8 is refused, never replaced', async (t) => {
+  const good = Buffer.from('{"id": "u", "prompt": "caf\u00e9 ');
+  const cases: Array<[string, Buffer, number]> = [
+    ['a stray continuation byte', Buffer.concat([good, Buffer.from([0x80]), Buffer.from('"}')]), good.length],
+    ['an overlong encoding of "/"', Buffer.concat([good, Buffer.from([0xc0, 0xaf]), Buffer.from('"}')]), good.length],
+    ['a UTF-8 encoded surrogate', Buffer.concat([good, Buffer.from([0xed, 0xa0, 0x80]), Buffer.from('"}')]), good.length],
+    ['a truncated character', Buffer.concat([good, Buffer.from([0xe2, 0x82]), Buffer.from('"}')]), good.length],
+    ['a character cut off at the end', Buffer.concat([good, Buffer.from([0xf0, 0x9f, 0x98])]), good.length],
+    ['a code point above U+10FFFF', Buffer.concat([good, Buffer.from([0xf4, 0x90, 0x80, 0x80]), Buffer.from('"}')]), good.length],
+  ];
+  for (const [what, payload, at] of cases) {
+    const d = decodeRequest(payload, LIMITS);
+    t.notOk(d.ok, what);
+    if (!d.ok) {
+      t.equal(d.code, 'E_BAD_REQUEST', what);
+      t.match(d.message, new RegExp(`not valid UTF-8 \\(at byte ${at}\\)`), what);
+    }
+  }
+  const lone = decode('{"id": "s", "prompt": "half a pair: \\ud800"}');
+  t.notOk(lone.ok, 'a lone surrogate escape');
+  if (!lone.ok) t.match(lone.message, /field "prompt" must be valid Unicode/);
+  const pair = decode('{"id": "p", "prompt": "a pair: \\ud83d\\ude00"}');
+  t.ok(pair.ok, 'an escaped surrogate pair is a valid character');
+  const chat = decode({ id: 'c', messages: [{ role: 'user', content: 'ok' }], stop: ['\ud800'] });
+  t.notOk(chat.ok);
+  if (!chat.ok) t.match(chat.message, /field "stop\[0\]" must be valid Unicode/);
+});
+
+t.test('an error reply names a few problems, never thousands, and never echoes a huge value', async (t) => {
+  const d = decode({ id: 'many', messages: Array.from({ length: 5000 }, () => 1) });
+  t.notOk(d.ok);
+  if (!d.ok) {
+    t.match(d.message, /field "messages\[0\]" .*; and 4992 more problems$/);
+    t.ok(d.message.length < 4000, `${d.message.length} characters`);
+  }
+  const longKey = decode({ id: 'k', prompt: 'x', ['k'.repeat(100_000)]: 1 });
+  t.notOk(longKey.ok);
+  if (!longKey.ok) t.ok(longKey.message.length < 400, `unknown huge field: ${longKey.message.length} characters`);
+  const longId = decode({ id: 'i'.repeat(10_000), prompt: 'x' });
+  t.notOk(longId.ok);
+  if (!longId.ok) {
+    t.equal(longId.id, null, 'an id too long to be valid is not echoed');
+    t.match(longId.message, /field "id" must be at most 200 characters/);
   }
 });
 

@@ -52,14 +52,43 @@ t.test('(device, id) is accepted once; finishing stores the reply and queues it 
   t.equal(store.requests.prune(Date.now() + 1), 1);
 });
 
+t.test('cache keys: equivalent requests share one, different ones never do', async (t) => {
+  const m = { identity: 'gguf1:aaaa', contextSize: 2048 };
+  const key = (r: Parameters<typeof cacheKey>[1], model = m) => cacheKey(model, r);
+  const base = { prompt: 'Summarize: spindle hot', max_tokens: 64 };
+  const same: Array<[string, object, object]> = [
+    ['greedy ignores the sampler knobs and the seed', { ...base, temperature: 0 }, { ...base, temperature: 0, top_k: 5, top_p: 0.5, min_p: 0.2, seed: 11 }],
+    ["an absent sampling parameter is the engine's default", { ...base, seed: 1 }, { ...base, seed: 1, temperature: 0.8, top_k: 40, top_p: 0.95, min_p: 0.05 }],
+    ['stop strings are a set', { ...base, temperature: 0, stop: ['b', 'a', 'b'] }, { ...base, temperature: 0, stop: ['a', 'b'] }],
+    ['no stop strings, however spelled', { ...base, temperature: 0, stop: [] }, { ...base, temperature: 0 }],
+    ['undefined fields are absent fields', { ...base, temperature: 0, top_k: undefined }, { ...base, temperature: 0 }],
+  ];
+  for (const [why, a, b] of same) t.equal(key(a), key(b), why);
+  const differ: Array<[string, object, object, typeof m?]> = [
+    ['prompt vs the same text as a chat', { prompt: 'hi', temperature: 0 }, { messages: [{ role: 'user', content: 'hi' }], temperature: 0 }],
+    ['a message role', { messages: [{ role: 'user', content: 'hi' }], temperature: 0 }, { messages: [{ role: 'system', content: 'hi' }], temperature: 0 }],
+    ['message boundaries', { messages: [{ role: 'user', content: 'a b' }], temperature: 0 }, { messages: [{ role: 'user', content: 'a' }, { role: 'user', content: 'b' }], temperature: 0 }],
+    ['the prompt', { ...base, temperature: 0 }, { ...base, prompt: 'Summarize: spindle cold', temperature: 0 }],
+    ['max_tokens', { ...base, temperature: 0 }, { ...base, max_tokens: 65, temperature: 0 }],
+    ['greedy vs seeded', { ...base, temperature: 0 }, { ...base, seed: 0 }],
+    ['a sampling parameter away from its default', { ...base, seed: 1 }, { ...base, seed: 1, top_k: 41 }],
+    ['the temperature', { ...base, seed: 1, temperature: 0.7 }, { ...base, seed: 1, temperature: 0.71 }],
+    ['a stop string', { ...base, temperature: 0, stop: ['a'] }, { ...base, temperature: 0, stop: ['a', 'b'] }],
+    ['the model file, same name', { ...base, temperature: 0 }, { ...base, temperature: 0 }, { ...m, identity: 'gguf1:bbbb' }],
+    ['the context size', { ...base, temperature: 0 }, { ...base, temperature: 0 }, { ...m, contextSize: 4096 }],
+  ];
+  for (const [why, a, b, other] of differ) t.not(key(a), key(b, other ?? m), why);
+});
+
 t.test('the cache keys on the deciding fields and keeps the most recently used entries', async (t) => {
   t.ok(isDeterministic({ temperature: 0 }));
   t.ok(isDeterministic({ temperature: 0.7, seed: 3 }));
   t.notOk(isDeterministic({ temperature: 0.7 }));
   t.notOk(isDeterministic({}));
-  t.equal(cacheKey('m', { prompt: 'a', temperature: 0 }), cacheKey('m', { prompt: 'a', temperature: 0, seed: 9 }), 'seed is irrelevant at temperature 0');
-  t.not(cacheKey('m', { prompt: 'a', temperature: 0 }), cacheKey('n', { prompt: 'a', temperature: 0 }), 'model matters');
-  t.not(cacheKey('m', { prompt: 'a', seed: 1 }), cacheKey('m', { prompt: 'a', seed: 2 }), 'seed matters otherwise');
+  const m = { identity: 'gguf1:aaaa', contextSize: 2048 };
+  t.equal(cacheKey(m, { prompt: 'a', temperature: 0 }), cacheKey(m, { prompt: 'a', temperature: 0, seed: 9 }), 'seed is irrelevant at temperature 0');
+  t.not(cacheKey(m, { prompt: 'a', temperature: 0 }), cacheKey({ ...m, identity: 'gguf1:bbbb' }, { prompt: 'a', temperature: 0 }), 'model matters');
+  t.not(cacheKey(m, { prompt: 'a', seed: 1 }), cacheKey(m, { prompt: 'a', seed: 2 }), 'seed matters otherwise');
   const store = Store.open(tempDir(t), { cacheEntries: 2 });
   t.teardown(() => store.close());
   const answer = (text: string) => ({ text, finish_reason: 'stop' as const, usage: { prompt_tokens: 1, completion_tokens: 1 } });

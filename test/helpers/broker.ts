@@ -1,7 +1,7 @@
 // A real mosquitto for the daemon's tests: its own config on a free loopback port, persistence in a
 // temp directory (so a restart keeps sessions, as a production broker would), started and stopped per test.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,6 +34,9 @@ export class Broker {
     private readonly bin: string,
     readonly port: number,
   ) {
+    // Run as root, mosquitto drops to the user "mosquitto", which must be able to write its persistence
+    // file here; without this it saves nothing and every restart loses all sessions.
+    chmodSync(this.dir, 0o777);
     writeFileSync(
       join(this.dir, 'mosquitto.conf'),
       [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence true', `persistence_location ${this.dir}/`, 'max_queued_messages 10000', ''].join('\n'),
@@ -76,6 +79,22 @@ export class Broker {
       proc.once('exit', () => resolve());
       proc.kill('SIGTERM');
     });
+  }
+
+  /**
+   * SIGKILL, and the persistence file removed: a broker that comes back having lost every session,
+   * subscription and queued message (a crash before its autosave, a replaced broker).
+   */
+  async crash(): Promise<void> {
+    const proc = this.proc;
+    this.proc = undefined;
+    if (proc && proc.exitCode === null) {
+      await new Promise<void>((resolve) => {
+        proc.once('exit', () => resolve());
+        proc.kill('SIGKILL');
+      });
+    }
+    rmSync(join(this.dir, 'mosquitto.db'), { force: true });
   }
 
   async destroy(): Promise<void> {

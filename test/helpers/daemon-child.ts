@@ -9,4 +9,10 @@ const config = configSchema.parse(JSON.parse(process.argv[2] ?? '{}'));
 const delayMs = Number(process.argv[3] ?? '0');
 const service = new Service(config, async (path) => new FakeModel(basename(path).replace(/\.gguf$/, ''), delayMs));
 process.once('SIGTERM', () => void service.stop().then(() => process.exit(0)));
+// Memory tests (node --expose-gc): SIGUSR2 collects garbage and says how much heap is left in use.
+process.on('SIGUSR2', () => {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  gc?.();
+  process.stderr.write(`gc: heap ${process.memoryUsage().heapUsed} bytes in use\n`);
+});
 await service.start();

@@ -47,7 +47,7 @@ export class DaemonProcess {
   static async start(config: DaemonConfig, delayMs: number): Promise<DaemonProcess> {
     const proc = spawn(
       process.execPath,
-      ['--import', '@tapjs/typescript/import', resolve(root, 'test', 'helpers', 'daemon-child.ts'), JSON.stringify({ ...config, log: { level: 'debug' } }), String(delayMs)],
+      ['--expose-gc', '--import', '@tapjs/typescript/import', resolve(root, 'test', 'helpers', 'daemon-child.ts'), JSON.stringify({ ...config, log: { level: 'debug' } }), String(delayMs)],
       { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TS_NODE_TRANSPILE_ONLY: '1' } },
     );
     const d = new DaemonProcess(proc);
@@ -65,6 +65,19 @@ export class DaemonProcess {
     while (!re.test(this.output)) {
       if (Date.now() > until) throw new Error(`timed out waiting for ${re} in:\n${this.output}`);
       await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  /** Has the child collect its garbage (SIGUSR2, see daemon-child.ts); resolves with the heap left in use, in bytes. */
+  async collectGarbage(): Promise<number> {
+    const before = this.output.match(/gc: heap \d+/g)?.length ?? 0;
+    this.proc.kill('SIGUSR2');
+    const until = Date.now() + 10_000;
+    for (;;) {
+      const all = [...this.output.matchAll(/gc: heap (\d+)/g)];
+      if (all.length > before) return Number(all[all.length - 1]![1]);
+      if (Date.now() > until) throw new Error('the daemon did not answer SIGUSR2 with its heap size');
+      await new Promise((r) => setTimeout(r, 10));
     }
   }
 

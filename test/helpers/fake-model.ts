@@ -1,6 +1,9 @@
 // A deterministic LocalModel for the daemon's tests: it answers "you said: <the prompt's words>", one
 // word per chunk, after `delayMs` each; a seed or temperature 0 makes it deterministic, otherwise a
-// random tag is added (so tests can tell generations apart). Aborting ends it with 'cancelled'.
+// random tag is added (so tests can tell generations apart). Aborting ends it with 'cancelled'. Like
+// the engine, it refuses (synchronously, E_PROMPT_TOO_LONG) a prompt + max_tokens beyond its context
+// (one token per word), or gives a default max_tokens the room that is left.
+import { EdgeError } from '../../src/errors.js';
 import type { GenerateParams, GenerateResult, Generation, LocalModel } from '../../src/daemon/engine-port.js';
 
 export class FakeModel implements LocalModel {
@@ -12,6 +15,8 @@ export class FakeModel implements LocalModel {
   constructor(
     readonly name: string,
     private readonly delayMs = 0,
+    /** The real one is the file's fingerprint; the fake's answers depend on its name only. */
+    readonly identity = `fake:${name}`,
   ) {}
 
   countTokens(text: string): number {
@@ -26,7 +31,12 @@ export class FakeModel implements LocalModel {
     const words = ['you', 'said:', ...source.split(/\s+/).filter((w) => w !== '')];
     if (!deterministic) words.push(`#${Math.random().toString(36).slice(2, 8)}`);
     const promptTokens = this.countTokens(source);
-    const max = p.max_tokens ?? words.length;
+    const room = this.contextSize - promptTokens;
+    let max = p.max_tokens ?? words.length;
+    if (p.max_tokens_fits_context) max = Math.min(max, room);
+    if (max < 1 || promptTokens + max > this.contextSize) {
+      throw new EdgeError('E_PROMPT_TOO_LONG', `the prompt is ${promptTokens} tokens and max_tokens is ${max}, but the context holds ${this.contextSize}`);
+    }
     const delayMs = this.delayMs;
     let resolveResult!: (r: GenerateResult) => void;
     const result = new Promise<GenerateResult>((resolve) => {

@@ -2,6 +2,7 @@
  * The wire format: the request schema (one definition gives the type and the error messages) and the
  * reply messages (chunk, done, error).
  */
+import { isUtf8 } from 'node:buffer';
 import { z } from 'zod';
 import type { ErrorCode } from '../../errors.js';
 import { describeIssues } from '../../validation.js';
@@ -10,17 +11,29 @@ import { isPublishableTopic } from './topics.js';
 const num = (what: string) => z.number({ error: `must be ${what}` });
 const whole = (what: string) => num(what).int(`must be ${what}`);
 
+/** With the u flag, a surrogate range matches only surrogates that are not half of a pair. */
+const loneSurrogate = /[\uD800-\uDFFF]/u;
+/**
+ * Text a model reads: JSON's "\ud800" escapes can spell lone surrogates, which UTF-8 cannot carry;
+ * refused rather than silently replaced with U+FFFD.
+ */
+const unicodeText = () =>
+  z.string({ error: 'must be text' }).refine((s) => !loneSurrogate.test(s), 'must be valid Unicode (no lone surrogate escapes such as "\\ud800")');
+
 const chatMessage = z
-  .object({
-    role: z.string({ error: 'must be text' }).min(1, 'must not be empty'),
-    content: z.string({ error: 'must be text' }),
-  })
+  .object(
+    {
+      role: unicodeText().min(1, 'must not be empty'),
+      content: unicodeText(),
+    },
+    { error: 'must be an object {role, content}' },
+  )
   .strict();
 
 export const requestSchema = z
   .object({
     id: z.string({ error: 'must be text' }).min(1, 'must not be empty').max(200, 'must be at most 200 characters'),
-    prompt: z.string({ error: 'must be text' }).optional(),
+    prompt: unicodeText().optional(),
     messages: z.array(chatMessage, { error: 'must be a list of {role, content}' }).min(1, 'must hold at least one message').optional(),
     model: z.string({ error: 'must be text' }).min(1, 'must not be empty').optional(),
     max_tokens: whole('a whole number >= 1').min(1, 'must be a whole number >= 1').optional(),
@@ -29,7 +42,7 @@ export const requestSchema = z
     top_k: whole('a whole number >= 0').min(0, 'must be a whole number >= 0').optional(),
     min_p: num('a number from 0 to 1').min(0, 'must be a number from 0 to 1').max(1, 'must be a number from 0 to 1').optional(),
     seed: whole('a whole number from 0 to 4294967295').min(0, 'must be a whole number from 0 to 4294967295').max(4294967295, 'must be a whole number from 0 to 4294967295').optional(),
-    stop: z.array(z.string({ error: 'must be text' }).min(1, 'must not be empty'), { error: 'must be a list of strings' }).max(16, 'must hold at most 16 strings').optional(),
+    stop: z.array(unicodeText().min(1, 'must not be empty'), { error: 'must be a list of strings' }).max(16, 'must hold at most 16 strings').optional(),
     stream: z.boolean({ error: 'must be true or false' }).optional(),
     route: z.enum(['auto', 'local', 'cloud'], { error: 'must be one of auto, local, cloud' }).optional(),
     local_only: z.boolean({ error: 'must be true or false' }).optional(),
@@ -51,29 +64,83 @@ export type Decoded =
   /** id is echoed in the error reply when the payload had a usable one. */
   | { ok: false; id: string | null; replyTo: string | undefined; code: ErrorCode; message: string };
 
-/** Parses and validates a request payload; every failure says which field and what it takes. */
-export function decodeRequest(payload: Buffer): Decoded {
+/** What decodeRequest enforces before it parses anything. */
+export interface DecodeLimits {
+  /** limits.max_payload_bytes: larger payloads are refused unread (E_TOO_LARGE). */
+  maxPayloadBytes: number;
+}
+
+/**
+ * An error reply names at most this many problems: a payload of a million bad list entries must not
+ * become a reply of a million sentences.
+ */
+const MAX_PROBLEMS = 8;
+/** Longest sentence of an error reply, in characters (an unknown field's name may be huge). */
+const MAX_PROBLEM_CHARS = 300;
+
+/**
+ * Parses and validates a request payload; every failure says which field and what it takes. The size
+ * is checked before anything is parsed, and text that is not valid UTF-8 is refused, never repaired
+ * (a replaced byte would silently change the prompt).
+ */
+export function decodeRequest(payload: Buffer, limits: DecodeLimits): Decoded {
+  const refuse = (code: ErrorCode, message: string, id: string | null = null, replyTo?: string): Decoded => ({ ok: false, id, replyTo, code, message });
+  if (payload.length > limits.maxPayloadBytes) {
+    return refuse('E_TOO_LARGE', `the request is ${payload.length} bytes; the limit is ${limits.maxPayloadBytes} (limits.max_payload_bytes): send a shorter prompt`);
+  }
+  if (!isUtf8(payload)) {
+    return refuse('E_BAD_REQUEST', `the payload is not valid UTF-8 (at byte ${firstInvalidUtf8(payload)}): send JSON text encoded as UTF-8`);
+  }
   let body: unknown;
   try {
     body = JSON.parse(payload.toString('utf8'));
   } catch {
-    return { ok: false, id: null, replyTo: undefined, code: 'E_BAD_REQUEST', message: 'the payload is not JSON: send a JSON object such as {"id": "1", "prompt": "..."}' };
+    return refuse('E_BAD_REQUEST', 'the payload is not JSON: send a JSON object such as {"id": "1", "prompt": "..."}');
   }
   if (body === null || typeof body !== 'object' || Array.isArray(body)) {
-    return { ok: false, id: null, replyTo: undefined, code: 'E_BAD_REQUEST', message: 'the payload must be a JSON object such as {"id": "1", "prompt": "..."}' };
+    return refuse('E_BAD_REQUEST', 'the payload must be a JSON object such as {"id": "1", "prompt": "..."}');
   }
   const fields = body as Record<string, unknown>;
-  const id = typeof fields.id === 'string' && fields.id !== '' ? fields.id : null;
+  // Echoed only when it could be a valid id: a megabyte "id" is not sent back.
+  const id = typeof fields.id === 'string' && fields.id !== '' && fields.id.length <= 200 ? fields.id : null;
   const replyTo = typeof fields.reply_to === 'string' && isPublishableTopic(fields.reply_to) ? fields.reply_to : undefined;
   if (fields.id === undefined) {
-    return { ok: false, id: null, replyTo, code: 'E_BAD_REQUEST', message: 'field "id" is missing: every request needs a string id, unique per device' };
+    return refuse('E_BAD_REQUEST', 'field "id" is missing: every request needs a string id, unique per device', null, replyTo);
   }
   const parsed = requestSchema.safeParse(body);
   if (!parsed.success) {
-    const message = describeIssues(parsed.error.issues, body, 'field').join('; ');
-    return { ok: false, id, replyTo, code: 'E_BAD_REQUEST', message };
+    const problems = describeIssues(parsed.error.issues, body, 'field').map((p) => (p.length > MAX_PROBLEM_CHARS ? `${p.slice(0, MAX_PROBLEM_CHARS)}...` : p));
+    const shown = problems.slice(0, MAX_PROBLEMS);
+    if (problems.length > shown.length) shown.push(`and ${problems.length - shown.length} more problems`);
+    return refuse('E_BAD_REQUEST', shown.join('; '), id, replyTo);
   }
   return { ok: true, request: parsed.data };
+}
+
+/**
+ * Offset of the first byte sequence that is not UTF-8 (RFC 3629: no overlong forms, no surrogates,
+ * nothing above U+10FFFF, no cut-off character), or -1. Only called once isUtf8 has said no.
+ */
+function firstInvalidUtf8(b: Buffer): number {
+  let i = 0;
+  while (i < b.length) {
+    const c = b[i]!;
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    const more = c >= 0xc2 && c <= 0xdf ? 1 : c >= 0xe0 && c <= 0xef ? 2 : c >= 0xf0 && c <= 0xf4 ? 3 : 0;
+    if (more === 0) return i;
+    // The second byte's range is narrower after E0 (overlong), ED (surrogates), F0 (overlong), F4 (> U+10FFFF).
+    const lo = c === 0xe0 ? 0xa0 : c === 0xf0 ? 0x90 : 0x80;
+    const hi = c === 0xed ? 0x9f : c === 0xf4 ? 0x8f : 0xbf;
+    for (let k = 1; k <= more; k++) {
+      const d = b[i + k];
+      if (d === undefined || d < (k === 1 ? lo : 0x80) || d > (k === 1 ? hi : 0xbf)) return i;
+    }
+    i += more + 1;
+  }
+  return -1;
 }
 
 /** The final answer's fields besides id and type. */

@@ -144,7 +144,7 @@ export class MqttSession implements ReplyChannel {
       keepalive: config.broker.keepalive_s,
       reconnectPeriod: 1000,
       connectTimeout: 10_000,
-      properties: { sessionExpiryInterval: config.broker.session_expiry_s },
+      properties: { sessionExpiryInterval: config.broker.session_expiry_s, maximumPacketSize: maxPacketBytes(config.limits.max_payload_bytes) },
       will: { topic: topics.status(), payload: Buffer.from(this.statusPayload('offline')), qos: 1, retain: true },
       rejectUnauthorized: tls.reject_unauthorized,
     };
@@ -232,6 +232,15 @@ export class MqttSession implements ReplyChannel {
     if (!this.client?.connected) return;
     this.client.publish(this.deps.topics.metrics(), JSON.stringify({ node: this.deps.config.node_id, ...this.deps.metrics() }), { qos: 0 });
   }
+}
+
+/**
+ * The largest packet the broker may send us (MQTT 5 Maximum Packet Size): 16 x limits.max_payload_bytes,
+ * so a payload somewhat over the limit still reaches us and gets E_TOO_LARGE, while one that would take a
+ * Pi's memory (hundreds of MB) is discarded by the broker instead.
+ */
+export function maxPacketBytes(maxPayloadBytes: number): number {
+  return Math.min(maxPayloadBytes * 16 + 65536, 268435455);
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
