@@ -16,7 +16,7 @@ import { EdgeError } from '../errors.js';
 export type Db = Database.Database;
 
 /** Each entry moves the schema from version i to i + 1; never edit one that has shipped. */
-const migrations: string[] = [
+export const migrations: readonly string[] = [
   `CREATE TABLE requests (
      device      TEXT NOT NULL,
      id          TEXT NOT NULL,
