@@ -54,7 +54,7 @@ t.test('grant takes effect on the running daemon\'s next check, revoke ends it, 
 
   const r = run(['revoke', 'press-4', 'cloud', '--state-dir', stateDir]);
   t.equal(r.status, 0, r.stderr);
-  t.equal(r.stdout, 'revoked 1 active grant of cloud of press-4\n');
+  t.equal(r.stdout, "revoked press-4's grant of cloud\n");
   t.same(access.permissions('press-4').routes, ['local'], 'the revoke is seen at once');
 
   const again = run(['revoke', 'press-4', '--state-dir', stateDir]);
@@ -85,6 +85,7 @@ t.test('grant again replaces the expiry and says so; grants lists what is active
   const json = jsonLines(run(['grants', '--device', 'b', '--json', '--state-dir', stateDir]).stdout);
   t.same(json.map((g) => [(g as unknown as { device: string }).device, (g as unknown as { role: string }).role]), [['b', 'local']]);
   t.equal(run(['grants', '--device', 'zzz', '--state-dir', stateDir]).stdout, 'no active grants for zzz\n');
+  t.equal(run(['revoke', 'a', '--state-dir', stateDir]).stdout, 'revoked 1 active grant of a (cloud)\n', 'revoke DEVICE names what it ended');
 });
 
 t.test('audit --since and --device select records; --json lines parse; the table has one row each', async (t) => {
@@ -138,7 +139,7 @@ t.test('state_dir comes from --config or EDGELLM_STATE_DIR when --state-dir is a
   t.equal(g.stderr, '', 'with --config the role was checked, so no note');
   const e = runEnv(['revoke', 'dev', 'local'], { EDGELLM_STATE_DIR: stateDir });
   t.equal(e.status, 0, e.stderr);
-  t.equal(e.stdout, 'revoked 1 active grant of local of dev\n');
+  t.equal(e.stdout, "revoked dev's grant of local\n");
   t.equal(store.audit.count(), 2);
 });
 

@@ -89,17 +89,17 @@ export function registerGrant(program: Command): void {
     try {
       const at = Date.now();
       const by = operatorName();
-      const removed = store.atomically(() => {
+      const ended = store.atomically(() => {
+        const roles = store.grants.active(device, at).map((g) => g.role).filter((r) => role === undefined || r === role);
         const n = store.grants.revoke(device, role, at);
         store.audit.append({ type: 'revoke', time: at, device, role: role ?? '*', removed: n, by });
-        return n;
+        return roles;
       });
-      const what = role === undefined ? 'grant' : `grant of ${role}`;
-      process.stdout.write(
-        removed === 0
-          ? `${device} had no active ${what}: nothing revoked\n`
-          : `revoked ${removed} active ${what}${removed === 1 ? '' : 's'} of ${device}\n`,
-      );
+      let message: string;
+      if (ended.length === 0) message = `${device} had no active grant${role !== undefined ? ` of ${role}` : ''}: nothing revoked`;
+      else if (role !== undefined) message = `revoked ${device}'s grant of ${role}`;
+      else message = `revoked ${ended.length} active grant${ended.length === 1 ? '' : 's'} of ${device} (${ended.join(', ')})`;
+      process.stdout.write(`${message}\n`);
     } finally {
       store.close();
     }
