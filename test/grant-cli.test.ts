@@ -1,7 +1,7 @@
 // `edgellm grant`, `revoke`, `grants` and `audit` as an operator runs them: the built CLI in its own
 // process against a database that a "daemon" (a Store in this process) holds open.
 import t from 'tap';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -180,4 +180,19 @@ t.test('a missing state dir or database is E_STORE naming it, and nothing is cre
   mkdirSync(join(dir, 'empty'));
   t.match(run(['audit', '--state-dir', join(dir, 'empty')]).stderr, /E_STORE: no edgellm database: .*empty has no edgellm.db/);
   t.equal(spawnSync('ls', [join(dir, 'empty')], { encoding: 'utf8' }).stdout, '', 'no database was created');
+});
+
+t.test('audit | head: a reader that stops early ends the command quietly with exit 0', async (t) => {
+  const { stateDir, store } = daemonState(t);
+  const now = Date.now();
+  store.atomically(() => {
+    for (let i = 0; i < 20_000; i++) store.audit.write({ type: 'request', time: now - i, device: 'd', id: String(i), allowed: true, outcome: 'ok' });
+  });
+  const child = spawn(process.execPath, [cli, 'audit', '--since', '1d', '--json', '--state-dir', stateDir], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  child.stdout.once('data', () => child.stdout.destroy());
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  t.equal(code, 0, stderr);
+  t.equal(stderr, '');
 });
