@@ -1,42 +1,16 @@
-// `edgellm grant`, `revoke`, `grants` and `audit` as an operator runs them: the built CLI in its own
-// process against a database that a "daemon" (a Store in this process) holds open.
+// `edgellm grant`, `revoke` and `grants` as an operator runs them: the built CLI in its own process
+// against a database that a "daemon" (a Store in this process) holds open. `edgellm audit`: audit-cli.test.ts.
 import t from 'tap';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
-import { AccessControl } from '../src/policy/access.js';
-import type { AuditRecord } from '../src/policy/audit.js';
-import { Store } from '../src/store/index.js';
-import { assertCliBuilt, cli, root, run, type TapTest } from './fixtures/paths.js';
+import { assertCliBuilt, run } from './fixtures/paths.js';
+import { daemonState, jsonLines, runEnv } from './helpers/state-dir.js';
 
 t.before(assertCliBuilt);
 
 const HOUR = 3_600_000;
-
-/** A state dir with the daemon's database open in it, as `edgellm serve` would hold it. */
-function daemonState(t: TapTest) {
-  const dir = mkdtempSync(join(tmpdir(), 'edgellm-grant-cli-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const stateDir = join(dir, 'state');
-  const store = Store.open(stateDir, { cacheEntries: 10 });
-  t.teardown(() => store.close());
-  const access = new AccessControl({
-    config: {
-      roles: { local: { models: ['*'], routes: ['local'] }, cloud: { models: ['*'], routes: ['local', 'cloud'] } },
-      devices: {},
-      default_role: 'local',
-    },
-    grants: store.grants,
-  });
-  return { dir, stateDir, store, access };
-}
-
-function runEnv(args: string[], env: Record<string, string>) {
-  return spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', cwd: root, env: { ...process.env, ...env } });
-}
-
-const jsonLines = (text: string) => text.trim().split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as { seq: number } & AuditRecord);
 
 t.test('grant takes effect on the running daemon\'s next check, revoke ends it, and both are audited', async (t) => {
   const { stateDir, store, access } = daemonState(t);
@@ -86,48 +60,6 @@ t.test('grant again replaces the expiry and says so; grants lists what is active
   t.same(json.map((g) => [(g as unknown as { device: string }).device, (g as unknown as { role: string }).role]), [['b', 'local']]);
   t.equal(run(['grants', '--device', 'zzz', '--state-dir', stateDir]).stdout, 'no active grants for zzz\n');
   t.equal(run(['revoke', 'a', '--state-dir', stateDir]).stdout, 'revoked 1 active grant of a (cloud)\n', 'revoke DEVICE names what it ended');
-});
-
-t.test('audit --since and --device select records; --json lines parse; the table has one row each', async (t) => {
-  const { stateDir, store } = daemonState(t);
-  const now = Date.now();
-  store.audit.write({ type: 'request', time: now - 3 * HOUR, device: 'a', id: 'old', allowed: true, outcome: 'ok', model: 'm', route: 'local' });
-  store.audit.write({ type: 'request', time: now - 10 * 60_000, device: 'a', id: 'new', allowed: true, outcome: 'ok', model: 'm', route: 'local', route_reason: 'no upstream\nconfigured', prompt_tokens: 5, completion_tokens: 32 });
-  store.audit.write({ type: 'request', time: now - 5 * 60_000, device: 'b', id: 'no', allowed: false, outcome: 'denied', denied: { code: 'E_FORBIDDEN', message: 'model "x" is not allowed' } });
-  store.audit.write({ type: 'config', time: now - 60_000, source: '/etc/edgellm/config.yaml', digest: 'f'.repeat(64), config: {} });
-
-  const since = run(['audit', '--since', '1h', '--json', '--state-dir', stateDir]);
-  t.equal(since.status, 0, since.stderr);
-  t.same(jsonLines(since.stdout).map((r) => (r.type === 'request' ? r.id : r.type)), ['new', 'no', 'config']);
-  const dev = run(['audit', '--device', 'a', '--json', '--state-dir', stateDir]);
-  t.same(jsonLines(dev.stdout).map((r) => (r.type === 'request' ? r.id : r.type)), ['old', 'new']);
-  const both = run(['audit', '--device', 'a', '--since', '1h', '--json', '--state-dir', stateDir]);
-  t.same(jsonLines(both.stdout).map((r) => (r.type === 'request' ? r.id : r.type)), ['new']);
-  const iso = new Date(now - 6 * 60_000).toISOString();
-  t.same(jsonLines(run(['audit', '--since', iso, '--json', '--state-dir', stateDir]).stdout).length, 2, '--since takes an ISO time');
-  t.same(jsonLines(run(['audit', '--limit', '1', '--json', '--state-dir', stateDir]).stdout).map((r) => r.type), ['config'], '--limit keeps the newest');
-  t.same(jsonLines(run(['audit', '--type', 'request', '--since', '1h', '--json', '--state-dir', stateDir]).stdout).length, 2);
-
-  const table = run(['audit', '--state-dir', stateDir]);
-  t.equal(table.status, 0, table.stderr);
-  const lines = table.stdout.trim().split('\n');
-  t.equal(lines.length, 5, 'a header and one line per record (newlines inside reasons are flattened)');
-  t.match(lines[0], /^TIME\s+TYPE\s+DEVICE\s+ID\s+OUTCOME\s+DETAIL$/);
-  t.match(lines[2], /^\S+Z\s+request\s+a\s+new\s+ok\s+model m, route local \(no upstream configured\), 5\+32 tokens$/);
-  t.match(lines[3], /request\s+b\s+no\s+denied\s+E_FORBIDDEN: model "x" is not allowed$/);
-  t.match(lines[4], /config\s+loaded\s+\/etc\/edgellm\/config.yaml \(sha256 ffffffffffff\)$/);
-  t.equal(run(['audit', '--device', 'nobody', '--state-dir', stateDir]).stdout, 'no audit records match\n');
-});
-
-t.test('without --since or --limit audit shows the newest 100 and says how many there are', async (t) => {
-  const { stateDir, store } = daemonState(t);
-  const now = Date.now();
-  for (let i = 0; i < 105; i++) store.audit.write({ type: 'request', time: now - (105 - i) * 1000, device: 'd', id: String(i), allowed: true, outcome: 'ok' });
-  const r = run(['audit', '--json', '--state-dir', stateDir]);
-  t.equal(jsonLines(r.stdout).length, 100);
-  t.equal((jsonLines(r.stdout)[0] as { id: string }).id, '5');
-  t.match(r.stderr, /the newest 100 of 105 records; use --since or --limit/);
-  t.equal(jsonLines(run(['audit', '--since', '1d', '--json', '--state-dir', stateDir]).stdout).length, 105, '--since lifts the default limit');
 });
 
 t.test('state_dir comes from --config or EDGELLM_STATE_DIR when --state-dir is absent', async (t) => {
@@ -180,19 +112,4 @@ t.test('a missing state dir or database is E_STORE naming it, and nothing is cre
   mkdirSync(join(dir, 'empty'));
   t.match(run(['audit', '--state-dir', join(dir, 'empty')]).stderr, /E_STORE: no edgellm database: .*empty has no edgellm.db/);
   t.equal(spawnSync('ls', [join(dir, 'empty')], { encoding: 'utf8' }).stdout, '', 'no database was created');
-});
-
-t.test('audit | head: a reader that stops early ends the command quietly with exit 0', async (t) => {
-  const { stateDir, store } = daemonState(t);
-  const now = Date.now();
-  store.atomically(() => {
-    for (let i = 0; i < 20_000; i++) store.audit.write({ type: 'request', time: now - i, device: 'd', id: String(i), allowed: true, outcome: 'ok' });
-  });
-  const child = spawn(process.execPath, [cli, 'audit', '--since', '1d', '--json', '--state-dir', stateDir], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (d) => (stderr += d));
-  child.stdout.once('data', () => child.stdout.destroy());
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
-  t.equal(code, 0, stderr);
-  t.equal(stderr, '');
 });

@@ -9,7 +9,7 @@ import type { AuditEntry } from '../store/index.js';
 import { EdgeError } from '../errors.js';
 import { parsePositiveInt } from './args.js';
 import { isoSeconds, parseSince } from './duration.js';
-import { loadStateConfig, openStateStore, stateOptions, type StateFlags } from './state-store.js';
+import { loadStateConfig, stateOptions, withStateStore, type StateFlags } from './state-store.js';
 import { table } from './table.js';
 
 /** Without --since or --limit, the newest this many: a year of requests is not a screenful. */
@@ -42,8 +42,7 @@ export function registerAudit(program: Command): void {
       throw new EdgeError('E_BAD_ARGUMENT', `--type takes one of ${TYPES.join(', ')}, got "${flags.type}"`);
     }
     const type = flags.type as AuditRecord['type'] | undefined;
-    const store = openStateStore(loadStateConfig(flags));
-    try {
+    withStateStore(loadStateConfig(flags), (store) => {
       const query = { since, device: flags.device, type };
       const entries = store.audit.query({ ...query, limit });
       if (flags.json) {
@@ -57,9 +56,7 @@ export function registerAudit(program: Command): void {
         const total = store.audit.count(query);
         if (total > limit) process.stderr.write(`(the newest ${limit} of ${total} records; use --since or --limit for more)\n`);
       }
-    } finally {
-      store.close();
-    }
+    });
   });
 }
 

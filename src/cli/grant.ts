@@ -9,7 +9,7 @@ import { DEFAULT_ACCESS, type Grant } from '../policy/access.js';
 import type { DaemonConfig } from '../daemon/config.js';
 import { EdgeError } from '../errors.js';
 import { formatDuration, isoSeconds, parseDuration } from './duration.js';
-import { loadStateConfig, openStateStore, operatorName, stateOptions, type StateFlags } from './state-store.js';
+import { loadStateConfig, operatorName, stateOptions, withStateStore, type StateFlags } from './state-store.js';
 import { table } from './table.js';
 
 /** Grants are temporary: a role for longer belongs in access.devices of the config. */
@@ -56,8 +56,7 @@ export function registerGrant(program: Command): void {
         throw new EdgeError('E_BAD_ARGUMENT', `there is no role "${role}" in access.roles of ${flags.config}: use one of ${roles.join(', ')}`);
       }
     }
-    const store = openStateStore(config);
-    try {
+    withStateStore(config, (store) => {
       const at = Date.now();
       const by = operatorName();
       const grant: Grant = { device, role, granted_at: at, expires_at: at + ttl, by };
@@ -66,15 +65,13 @@ export function registerGrant(program: Command): void {
         store.grants.add(grant);
         store.audit.append({ type: 'grant', time: at, device, role, expires_at: grant.expires_at, by });
         return before;
-      });
+      }, { immediate: true });
       const was = replaced ? ` (replacing the grant that ran until ${isoSeconds(replaced.expires_at)})` : '';
       process.stdout.write(`granted ${role} to ${device} until ${isoSeconds(grant.expires_at)} (${formatDuration(ttl)} from now)${was}\n`);
       if (flags.config === undefined) {
         process.stderr.write(`note: without --config the role "${role}" was not checked against access.roles; the daemon ignores grants of roles its config does not define\n`);
       }
-    } finally {
-      store.close();
-    }
+    });
   });
 
   stateOptions(
@@ -85,8 +82,7 @@ export function registerGrant(program: Command): void {
       .argument('[role]', 'the granted role (default: all of the device\'s grants)'),
   ).action((device: string, role: string | undefined, flags: StateFlags) => {
     checkDevice(device);
-    const store = openStateStore(loadStateConfig(flags));
-    try {
+    withStateStore(loadStateConfig(flags), (store) => {
       const at = Date.now();
       const by = operatorName();
       const ended = store.atomically(() => {
@@ -94,15 +90,13 @@ export function registerGrant(program: Command): void {
         const n = store.grants.revoke(device, role, at);
         store.audit.append({ type: 'revoke', time: at, device, role: role ?? '*', removed: n, by });
         return roles;
-      });
+      }, { immediate: true });
       let message: string;
       if (ended.length === 0) message = `${device} had no active grant${role !== undefined ? ` of ${role}` : ''}: nothing revoked`;
       else if (role !== undefined) message = `revoked ${device}'s grant of ${role}`;
       else message = `revoked ${ended.length} active grant${ended.length === 1 ? '' : 's'} of ${device} (${ended.join(', ')})`;
       process.stdout.write(`${message}\n`);
-    } finally {
-      store.close();
-    }
+    });
   });
 
   stateOptions(
@@ -112,8 +106,7 @@ export function registerGrant(program: Command): void {
       .option('--device <device>', 'only this device')
       .option('--json', 'one JSON object per line'),
   ).action((flags: ListFlags) => {
-    const store = openStateStore(loadStateConfig(flags));
-    try {
+    withStateStore(loadStateConfig(flags), (store) => {
       const at = Date.now();
       const grants = flags.device !== undefined ? store.grants.active(flags.device, at) : store.grants.list(at);
       if (flags.json) {
@@ -126,8 +119,6 @@ export function registerGrant(program: Command): void {
       }
       const rows = grants.map((g) => [g.device, g.role, isoSeconds(g.expires_at), formatDuration(g.expires_at - at), g.by ?? '']);
       process.stdout.write(table(['DEVICE', 'ROLE', 'EXPIRES', 'LEFT', 'BY'], rows));
-    } finally {
-      store.close();
-    }
+    });
   });
 }

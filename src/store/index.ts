@@ -42,9 +42,14 @@ export class Store {
     return new Store(openDatabase(stateDir, { create: opts.create ?? true }), opts);
   }
 
-  /** Runs fn in one transaction: all of its writes commit together or not at all. */
-  atomically<T>(fn: () => T): T {
-    return this.db.transaction(fn)();
+  /**
+   * Runs fn in one transaction: all of its writes commit together or not at all. `immediate` takes
+   * the write lock up front (waiting up to busy_timeout), for a transaction that reads before it
+   * writes while another process may write: a deferred one would fail with SQLITE_BUSY_SNAPSHOT.
+   */
+  atomically<T>(fn: () => T, opts: { immediate?: boolean } = {}): T {
+    const tx = this.db.transaction(fn);
+    return opts.immediate ? tx.immediate() : tx();
   }
 
   /** Records a request's final reply and queues it for publishing, in one commit. */
