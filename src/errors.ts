@@ -42,6 +42,8 @@ export type ErrorCode =
   | 'E_STORE'
   /** The MQTT broker refused the connection or could not be reached. */
   | 'E_BROKER'
+  /** A port the daemon must listen on (http.port, openai.port) is taken by another process: the message names it. */
+  | 'E_PORT_IN_USE'
   /** A feature this build does not have yet (the message says which). */
   | 'E_NOT_IMPLEMENTED'
   /** The device's roles do not allow what the request asks for (a route, a model): the message names the role and the grant to ask for. */
@@ -53,7 +55,9 @@ export type ErrorCode =
   /** Neither the local model nor the upstream may serve this request (the message says why for each). */
   | 'E_NO_ROUTE'
   /** The upstream (OpenAI-compatible server) failed, timed out or broke its protocol; never carries the API key. */
-  | 'E_UPSTREAM';
+  | 'E_UPSTREAM'
+  /** The node is stopping and takes no new requests: retry on another node, or once it is back. */
+  | 'E_UNAVAILABLE';
 
 export class EdgeError extends Error {
   readonly code: ErrorCode;

@@ -13,6 +13,11 @@ import { describeIssues } from '../validation.js';
 const wholeAtLeast = (min: number) =>
   z.number({ error: `must be a whole number >= ${min}` }).int(`must be a whole number >= ${min}`).min(min, `must be a whole number >= ${min}`);
 const text = z.string({ error: 'must be text' }).min(1, 'must not be empty');
+const portNumber = z
+  .number({ error: 'must be a port number, 0 to 65535' })
+  .int('must be a port number, 0 to 65535')
+  .min(0, 'must be a port number, 0 to 65535')
+  .max(65535, 'must be a port number, 0 to 65535');
 /** MQTT topic levels may not contain wildcards or slashes where one level is meant. */
 const topicLevel = text.regex(/^[^/+#\u0000]+$/, 'must be one topic level (no "/", "+" or "#")');
 
@@ -68,6 +73,21 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    openai: z
+      .object({
+        port: z
+          .number({ error: 'must be a port number from 1 to 65535' })
+          .int('must be a port number from 1 to 65535')
+          .min(1, 'must be a port number from 1 to 65535')
+          .max(65535, 'must be a port number from 1 to 65535')
+          .optional()
+          .describe('serve the OpenAI-compatible HTTP API (POST /v1/chat/completions, GET /v1/models) on this port; absent = off'),
+        host: text.default('127.0.0.1').describe('address the OpenAI-compatible API listens on; 0.0.0.0 or a LAN address to serve other machines (then set api_key_file)'),
+        api_key_file: text.optional().describe('file holding the key clients must send as "Authorization: Bearer <key>" (first line); absent = no key asked'),
+        max_body_bytes: wholeAtLeast(1024).default(1048576).describe('largest request body the OpenAI-compatible API reads, in bytes'),
+      })
+      .strict()
+      .prefault({}),
     cache: z
       .object({
         enabled: z.boolean({ error: 'must be true or false' }).default(true).describe('answer repeated deterministic requests (temperature 0 or a seed) from SQLite'),
@@ -86,6 +106,13 @@ export const configSchema = z
       .prefault({}),
     metrics: z
       .object({ interval_s: wholeAtLeast(1).default(30).describe('how often <prefix>/metrics/<node_id> is published') })
+      .strict()
+      .prefault({}),
+    http: z
+      .object({
+        port: portNumber.default(0).describe('port of the HTTP endpoint for GET /healthz and GET /metrics (Prometheus); 0 = no endpoint'),
+        host: text.default('127.0.0.1').describe('address the endpoint listens on; it has no authentication, so keep it on loopback unless a firewall guards the port'),
+      })
       .strict()
       .prefault({}),
     audit: z
@@ -111,6 +138,9 @@ export interface ConfigFlags {
   fleetGroup?: string;
   stateDir?: string;
   nodeId?: string;
+  httpPort?: string;
+  /** A number once commander's parser has read it; text that is not a number is left for the schema to refuse. */
+  openaiPort?: number | string;
 }
 
 const flagKeys: Record<keyof ConfigFlags, [string, string]> = {
@@ -119,6 +149,8 @@ const flagKeys: Record<keyof ConfigFlags, [string, string]> = {
   fleetGroup: ['fleet.group', '--fleet-group'],
   stateDir: ['state_dir', '--state-dir'],
   nodeId: ['node_id', '--node-id'],
+  httpPort: ['http.port', '--http-port'],
+  openaiPort: ['openai.port', '--openai-port'],
 };
 
 type Leaf = { path: string[]; kind: 'string' | 'number' | 'boolean' | 'list' | 'enum' };
@@ -187,6 +219,7 @@ export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; flags
       raw = parsed as Record<string, unknown>;
     }
   }
+  const kinds = new Map(leaves(configSchema).map((l) => [l.path.join('.'), l.kind]));
   for (const leaf of leaves(configSchema)) {
     const name = envName(leaf.path);
     const value = env[name];
@@ -197,7 +230,8 @@ export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; flags
   for (const [flag, [key, flagName]] of Object.entries(flagKeys) as Array<[keyof ConfigFlags, [string, string]]>) {
     const value = opts.flags?.[flag];
     if (value === undefined) continue;
-    setPath(raw, key.split('.'), value);
+    // Flags arrive as text, like variables: "--http-port 9100" is the number 9100.
+    setPath(raw, key.split('.'), typeof value === 'string' ? fromEnvText(kinds.get(key) ?? 'string', value) : value);
     sources.set(key, flagName);
   }
   const result = configSchema.safeParse(raw);

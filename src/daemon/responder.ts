@@ -6,6 +6,7 @@
 import type { DaemonConfig } from './config.js';
 import type { GenerateParams, GenerateResult, LocalModel } from './engine-port.js';
 import type { Logger } from './log.js';
+import { ignoreRequests, type RequestObserver, type RequestRoute } from './request-observer.js';
 import { EdgeError, type ErrorCode } from '../errors.js';
 import type { RequestQueue } from '../scheduler/request-queue.js';
 import { cacheKey, isDeterministic, type Store, type StoredRequest } from '../store/index.js';
@@ -64,8 +65,14 @@ export class Responder {
       /** By name; the first is the default. */
       models: Map<string, LocalModel>;
       log: Logger;
+      /** Told how each request ended (the /metrics counters). */
+      observer?: RequestObserver;
     },
   ) {}
+
+  private get observer(): RequestObserver {
+    return this.deps.observer ?? ignoreRequests;
+  }
 
   attach(channel: ReplyChannel): void {
     this.channel = channel;
@@ -84,6 +91,7 @@ export class Responder {
     if (!decoded.ok) {
       this.errorsTotal++;
       this.deps.log.info(`request from ${msg.device} refused: ${decoded.message}`);
+      this.observer.onFinished({ outcome: 'error', code: decoded.code, route: 'none', total_ms: 0, completion_tokens: 0 });
       this.channel.deliver(this.deps.store.outbox.add(replyTopic, errorMessage(decoded.id, decoded.code, decoded.message), correlation));
       return;
     }
@@ -201,6 +209,7 @@ export class Responder {
     const params = this.params(r);
     if (config.cache.enabled && isDeterministic(params)) {
       const hit = store.cache.get(cacheKey(modelName, params));
+      this.observer.onCacheLookup(hit !== undefined);
       if (hit) {
         const now = Date.now();
         if (r.stream) this.channel.chunk(row.replyTopic, row.correlation, chunkMessage(row.id, 0, hit.text));
@@ -215,12 +224,12 @@ export class Responder {
           priority: r.priority ?? 5,
           deadlineAt: row.deadlineAt,
           run: () => this.generate(row, r, model, params),
-          expire: () => this.finishError(row, 'E_DEADLINE', 'the deadline passed while the request waited for a free slot'),
+          expire: () => this.finishError(row, 'E_DEADLINE', 'the deadline passed while the request waited for a free slot', 'local'),
         },
         { force: resumed },
       );
     } catch (err) {
-      if (err instanceof EdgeError) return this.finishError(row, err.code, err.message);
+      if (err instanceof EdgeError) return this.finishError(row, err.code, err.message, 'local');
       throw err;
     }
   }
@@ -259,7 +268,7 @@ export class Responder {
       } else {
         const e = err instanceof EdgeError ? err : new EdgeError('E_ENGINE', `the engine failed: ${(err as Error).message}`, { cause: err });
         this.deps.log.warn(`request ${row.device}/${row.id} failed: ${e.code}: ${e.message}`);
-        this.finishError(row, e.code, e.message);
+        this.finishError(row, e.code, e.message, 'local');
       }
     } finally {
       clearTimeout(deadlineTimer);
@@ -281,7 +290,7 @@ export class Responder {
       return;
     }
     if (reason === 'deadline') {
-      this.finishError(row, 'E_DEADLINE', 'the deadline passed while the answer was being generated');
+      this.finishError(row, 'E_DEADLINE', 'the deadline passed while the answer was being generated', 'local');
       return;
     }
     const answer = result ?? { text: t.partialText ?? '', finish_reason: 'cancelled' as const, usage: { prompt_tokens: 0, completion_tokens: 0 } };
@@ -318,12 +327,23 @@ export class Responder {
     };
     const state = answer.finish_reason === 'cancelled' ? 'cancelled' : 'done';
     this.channel.deliver(this.deps.store.finish(row.device, row.id, state, { topic: row.replyTopic, payload: doneMessage(row.id, fields), correlation: row.correlation }));
+    const { queue_ms, total_ms } = fields.timings;
+    this.observer.onFinished({
+      outcome: t.cached ? 'cached' : state,
+      route: fields.route,
+      queue_ms: t.cached ? undefined : queue_ms,
+      ttft_ms: !t.cached && t.firstAt !== undefined ? fields.timings.ttft_ms : undefined,
+      total_ms,
+      completion_tokens: answer.usage.completion_tokens,
+    });
   }
 
-  private finishError(row: StoredRequest, code: ErrorCode, message: string): void {
+  /** `route`: 'none' for a refusal before the request was given to a route. */
+  private finishError(row: StoredRequest, code: ErrorCode, message: string, route: RequestRoute = 'none'): void {
     this.errorsTotal++;
     this.deps.log.info(`request ${row.device}/${row.id}: ${code}: ${message}`);
     this.channel.deliver(this.deps.store.finish(row.device, row.id, 'error', { topic: row.replyTopic, payload: errorMessage(row.id, code, message), correlation: row.correlation }));
+    this.observer.onFinished({ outcome: 'error', code, route, total_ms: Date.now() - row.receivedAt, completion_tokens: 0 });
   }
 
   private params(r: WireRequest): GenerateParams {

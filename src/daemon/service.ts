@@ -1,13 +1,20 @@
 /**
  * The daemon: starts its parts in order (store -> engine -> scheduler -> transport) and stops them in
  * reverse, draining running generations first. Every part's constructor only wires; work starts in start().
- * systemd hears READY=1 only once the models are loaded and the broker has accepted the session.
+ * systemd hears READY=1 only once the models are loaded and the broker has accepted the session; the
+ * optional HTTP endpoint (http.port) answers /healthz and /metrics from before the models load until
+ * the end of stop.
  */
 import { maskSecrets, modelFiles, readBrokerPassword, readUpstreamKey, type DaemonConfig } from './config.js';
 import type { LocalModel, ModelOpener } from './engine-port.js';
+import { LocalChat } from './local-chat.js';
 import { createLogger, type Logger } from './log.js';
+import { DaemonMetrics } from './metrics.js';
+import { OpsHttpServer } from './ops-http.js';
+import { Readiness } from './readiness.js';
 import { Responder } from './responder.js';
 import { SystemdNotifier } from './systemd.js';
+import { OpenAIServer, readOpenAIKey } from '../http/openai-server.js';
 import { RequestQueue } from '../scheduler/request-queue.js';
 import { Store } from '../store/index.js';
 import { MqttSession } from '../transport/mqtt/session.js';
@@ -21,7 +28,9 @@ function pruneAudit(store: Store, retentionDays: number, log: Logger): void {
   try {
     const audited = store.audit.prune(retentionDays);
     const expired = store.grants.forgetExpired(Date.now());
-    if (audited + expired > 0) log.debug(`pruned ${audited} audit record(s) older than ${retentionDays} days and ${expired} expired grant(s)`);
+    if (audited + expired > 0) {
+      log.debug(`pruned ${audited} audit record(s) older than ${retentionDays} days and ${expired} expired grant(s)`, { audit_pruned: audited, grants_expired: expired });
+    }
   } catch (err) {
     log.error(`audit log: pruning failed: ${(err as Error).message}`);
   }
@@ -32,9 +41,17 @@ export class Service {
   private readonly models = new Map<string, LocalModel>();
   private responder: Responder | undefined;
   private session: MqttSession | undefined;
+  /** The OpenAI-compatible API (openai.port), when configured. */
+  private chat: LocalChat | undefined;
+  private openai: OpenAIServer | undefined;
   private stopping: Promise<void> | undefined;
   private started = false;
   private pruneTimer: NodeJS.Timeout | undefined;
+  private metrics: DaemonMetrics | undefined;
+  private http: OpsHttpServer | undefined;
+  /** What /healthz reports. */
+  readonly readiness: Readiness;
+  private boundHttpPort: number | undefined;
   readonly log: Logger;
 
   constructor(
@@ -44,7 +61,13 @@ export class Service {
     /** READY/STATUS/WATCHDOG/STOPPING for systemd; a no-op outside it (no NOTIFY_SOCKET). */
     private readonly systemd: SystemdNotifier = new SystemdNotifier(),
   ) {
-    this.log = log ?? createLogger(config.log.level);
+    this.log = log ?? createLogger(config.log.level, undefined, { base: { node: config.node_id } });
+    this.readiness = new Readiness(config.node_id);
+  }
+
+  /** The port /healthz and /metrics listen on, once started (undefined when http.port is 0). */
+  get httpPort(): number | undefined {
+    return this.boundHttpPort;
   }
 
   async start(): Promise<void> {
@@ -54,12 +77,17 @@ export class Service {
     systemd.startWatchdog();
     const files = modelFiles(config);
     const password = readBrokerPassword(config);
+    log.protect?.(password);
+    this.readiness.expect(files.keys());
+    // Before the store and the models: /healthz says 503 while they load, and a taken port fails fast.
+    if (config.http.port > 0) await this.startHttp();
+    const openaiKey = readOpenAIKey(config.openai.api_key_file);
     this.noteUpstream();
     systemd.notifyStatus(`opening the store in ${config.state_dir}`);
     const store = Store.open(config.state_dir, {
       cacheEntries: config.cache.max_entries,
       auditPrompts: config.audit.store_prompts,
-      onAuditError: (err, r) => log.error(`audit log: could not record a ${r.type} record: ${err.message}`),
+      onAuditError: (err, r) => log.error(`audit log: could not record a ${r.type} record: ${err.message}`, { audit_type: r.type }),
     });
     this.store = store;
     const prune = () => {
@@ -75,11 +103,13 @@ export class Service {
       systemd.notifyStatus(`loading model ${name} (${path})`);
       const model = await this.openModel(path);
       this.models.set(name, model);
+      this.readiness.loaded(name);
+      this.metrics?.model(name, model.contextSize);
       log.info(`model ${name}: ${path} (context ${model.contextSize})`);
     }
 
     const queue = new RequestQueue({ slots: config.batch.max, maxWaiting: config.limits.queue_depth });
-    const responder = new Responder({ config, store, queue, models: this.models, log });
+    const responder = new Responder({ config, store, queue, models: this.models, log, ...(this.metrics ? { observer: this.metrics } : {}) });
     this.responder = responder;
 
     const topics = new Topics(config.prefix, config.node_id, config.fleet.group);
@@ -95,17 +125,40 @@ export class Service {
       models: [...this.models.keys()],
       metrics: () => responder.stats(),
       onConnection: (connected) => {
+        this.readiness.connection(connected);
         if (this.started && !this.stopping) systemd.notifyStatus(connected ? serving : `broker ${brokerUrl} unreachable; retrying`);
       },
     });
     this.session = session;
     responder.attach(session);
     responder.resume();
+    if (config.openai.port !== undefined) {
+      this.chat = new LocalChat({ config, queue, models: this.models, log });
+      this.openai = new OpenAIServer({ host: config.openai.host, port: config.openai.port, apiKey: openaiKey, maxBodyBytes: config.openai.max_body_bytes, backend: this.chat, log });
+      await this.openai.start();
+    }
     systemd.notifyStatus(`connecting to ${brokerUrl}`);
     await session.start();
+    this.readiness.serving();
     this.started = true;
     log.info(`node ${config.node_id} ready`);
     systemd.notifyReady(serving);
+  }
+
+  private async startHttp(): Promise<void> {
+    const { config, readiness } = this;
+    const metrics = new DaemonMetrics({
+      node: config.node_id,
+      live: () => this.responder?.stats(),
+      connected: () => readiness.connected,
+      ready: () => readiness.report().status === 'ok',
+    });
+    this.metrics = metrics;
+    const http = new OpsHttpServer({ readiness, metrics, log: this.log });
+    this.boundHttpPort = await http.listen(config.http.port, config.http.host);
+    this.http = http;
+    // A stop that began while it was binding has already passed the point where it closes it.
+    if (this.stopping) await http.close();
   }
 
   /** Says whether an upstream is configured and has its key; the key itself is never logged. */
@@ -113,6 +166,7 @@ export class Service {
     const { url } = this.config.upstream;
     if (url.trim() === '') return;
     const key = readUpstreamKey(this.config);
+    this.log.protect?.(key);
     if (key === undefined) {
       this.log.info(`upstream ${url}: no API key (the credential upstream-key is blank or absent), so no upstream; every request runs here`);
     } else {
@@ -128,11 +182,18 @@ export class Service {
 
   private async shutdown(): Promise<void> {
     // STOPPING=1 before draining; watchdog pings go on until the drain is over.
+    this.readiness.stopping();
     this.systemd.notifyStopping(`stopping: finishing running requests (up to ${this.config.limits.drain_s} s)`);
     if (this.started) this.log.info('stopping: finishing running requests');
     clearInterval(this.pruneTimer);
-    await this.responder?.drain(this.config.limits.drain_s * 1000);
+    this.openai?.stopAccepting();
+    const drainMs = this.config.limits.drain_s * 1000;
+    // The API's waiting requests are refused before the responder's drain forgets what waits in the queue.
+    await Promise.all([this.chat?.drain(drainMs), this.responder?.drain(drainMs)]);
+    await this.openai?.close();
     await this.session?.stop();
+    // Until here /healthz said 503 "stopping" and /metrics showed the drain; the store closes next.
+    await this.http?.close();
     for (const model of this.models.values()) await model.close();
     this.models.clear();
     this.store?.close();
