@@ -2,9 +2,11 @@
 import { Command, CommanderError } from 'commander';
 import { createRequire } from 'node:module';
 import { EdgeError } from '../errors.js';
+import { registerAudit } from './audit.js';
 import { registerBench } from './bench.js';
 import { registerDoctor } from './doctor.js';
 import { registerGenerate } from './generate.js';
+import { registerGrant } from './grant.js';
 import { registerInspect } from './inspect.js';
 import { registerLogits } from './logits.js';
 import { registerProfile } from './profile.js';
@@ -23,9 +25,11 @@ export function buildProgram(): Command {
     .version(version)
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
+  registerAudit(program);
   registerBench(program);
   registerDoctor(program);
   registerGenerate(program);
+  registerGrant(program);
   registerInspect(program);
   registerLogits(program);
   registerProfile(program);

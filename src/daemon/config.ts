@@ -191,6 +191,13 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    audit: z
+      .object({
+        retention_days: wholeAtLeast(1).default(90).describe('days the audit log (requests, grants, revokes, config loads) keeps a record; older ones are pruned at start and hourly'),
+        store_prompts: z.boolean({ error: 'must be true or false' }).default(false).describe('keep each request\'s prompt text in the audit log (off: only its token count)'),
+      })
+      .strict()
+      .prefault({}),
     log: z
       .object({ level: z.enum(['error', 'warn', 'info', 'debug'], { error: 'must be one of error, warn, info, debug' }).default('info') })
       .strict()

@@ -28,6 +28,19 @@ import { Topics } from '../transport/mqtt/topics.js';
 /** Answered requests are remembered this long, so a late duplicate still gets the same answer. */
 const KEEP_ANSWERS_MS = 7 * 24 * 3600 * 1000;
 
+/** The audit log's retention and expired grants; a failure is logged, never thrown out of the hourly timer. */
+function pruneAudit(store: Store, retentionDays: number, log: Logger): void {
+  try {
+    const audited = store.audit.prune(retentionDays);
+    const expired = store.grants.forgetExpired(Date.now());
+    if (audited + expired > 0) {
+      log.debug(`pruned ${audited} audit record(s) older than ${retentionDays} days and ${expired} expired grant(s)`, { audit_pruned: audited, grants_expired: expired });
+    }
+  } catch (err) {
+    log.error(`audit log: pruning failed: ${(err as Error).message}`);
+  }
+}
+
 export class Service {
   private store: Store | undefined;
   private readonly models = new Map<string, LocalModel>();
@@ -84,11 +97,16 @@ export class Service {
     const openaiKey = readOpenAIKey(config.openai.api_key_file);
     const apiKey = this.noteUpstream();
     systemd.notifyStatus(`opening the store in ${config.state_dir}`);
-    const store = Store.open(config.state_dir, { cacheEntries: config.cache.max_entries });
+    const store = Store.open(config.state_dir, {
+      cacheEntries: config.cache.max_entries,
+      auditPrompts: config.audit.store_prompts,
+      onAuditError: (err, r) => log.error(`audit log: could not record a ${r.type} record: ${err.message}`, { audit_type: r.type }),
+    });
     this.store = store;
     const prune = () => {
       const pruned = store.requests.prune(Date.now() - KEEP_ANSWERS_MS);
       if (pruned > 0) log.debug(`forgot ${pruned} answered request(s) older than 7 days`);
+      pruneAudit(store, config.audit.retention_days, log);
     };
     prune();
     this.pruneTimer = setInterval(prune, 3600 * 1000);

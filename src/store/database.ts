@@ -1,6 +1,7 @@
 /**
  * The daemon's SQLite file (<state_dir>/edgellm.db): opened once, migrated forward, shared by the
- * requests, outbox and cache tables.
+ * requests, outbox, cache, grants and audit tables. The CLI (`edgellm grant`, `revoke`, `audit`)
+ * opens the same file from another process while the daemon runs; WAL lets both read and write.
  *
  * journal_mode=WAL with synchronous=FULL: every commit fsyncs the WAL before it returns, so a request
  * whose PUBACK has left survives a power cut. NORMAL would only fsync at checkpoints and may lose the
@@ -8,14 +9,14 @@
  * Commits here are per request, not per token, so the fsync cost is small next to a generation.
  */
 import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { EdgeError } from '../errors.js';
 
 export type Db = Database.Database;
 
 /** Each entry moves the schema from version i to i + 1; never edit one that has shipped. */
-const migrations: string[] = [
+export const migrations: readonly string[] = [
   `CREATE TABLE requests (
      device      TEXT NOT NULL,
      id          TEXT NOT NULL,
@@ -49,15 +50,74 @@ const migrations: string[] = [
      hits        INTEGER NOT NULL DEFAULT 0
    ) WITHOUT ROWID;
    CREATE INDEX cache_lru ON cache (used_at);`,
+
+  // 2: temporary grants and the append-only audit log (see grants.ts and audit.ts).
+  `CREATE TABLE grants (
+     device      TEXT NOT NULL,
+     role        TEXT NOT NULL,
+     granted_at  INTEGER NOT NULL,            -- ms since the epoch
+     expires_at  INTEGER NOT NULL,            -- ms since the epoch; active while expires_at > now
+     granted_by  TEXT,                        -- who granted it (the OS user of \`edgellm grant\`)
+     PRIMARY KEY (device, role)
+   ) WITHOUT ROWID;
+
+   CREATE TABLE audit (
+     seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+     time    INTEGER NOT NULL CHECK (time > 0), -- ms since the epoch, the record's own time
+     type    TEXT NOT NULL CHECK (type IN ('request', 'grant', 'revoke', 'config')),
+     device  TEXT,                            -- NULL for config loads
+     record  TEXT NOT NULL                    -- the whole record, JSON
+   );
+   CREATE INDEX audit_time ON audit (time);
+   CREATE INDEX audit_device ON audit (device, time);
+
+   -- Rows leave the audit log only through the retention prune: it raises prune_before (never to
+   -- less than a day ago), deletes the rows older than it and sets it back to 0, in one transaction.
+   -- Any other DELETE, every UPDATE and any INSERT that would replace a row is refused.
+   CREATE TABLE audit_prune (
+     id            INTEGER PRIMARY KEY CHECK (id = 1),
+     prune_before  INTEGER NOT NULL            -- ms since the epoch; 0 outside a prune
+   );
+   INSERT INTO audit_prune (id, prune_before) VALUES (1, 0);
+
+   CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+   BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: rows cannot be changed'); END;
+   CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+   WHEN OLD.time >= (SELECT prune_before FROM audit_prune WHERE id = 1)
+   BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: rows leave only through the retention prune'); END;
+   CREATE TRIGGER audit_no_replace BEFORE INSERT ON audit
+   WHEN EXISTS (SELECT 1 FROM audit WHERE seq = NEW.seq)
+   BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: rows cannot be replaced'); END;
+   CREATE TRIGGER audit_prune_floor BEFORE UPDATE ON audit_prune
+   WHEN NEW.id IS NOT 1 OR (NEW.prune_before > OLD.prune_before
+     AND NEW.prune_before > CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) - 86400000)
+   BEGIN SELECT RAISE(ABORT, 'the audit log keeps at least one day: prune_before cannot be later than a day ago'); END;
+   CREATE TRIGGER audit_prune_no_delete BEFORE DELETE ON audit_prune
+   BEGIN SELECT RAISE(ABORT, 'audit_prune holds the retention gate and cannot be deleted'); END;
+   CREATE TRIGGER audit_prune_no_insert BEFORE INSERT ON audit_prune
+   BEGIN SELECT RAISE(ABORT, 'audit_prune holds one row'); END;`,
 ];
 
-export function openDatabase(stateDir: string): Db {
+export interface OpenOptions {
+  /**
+   * Create the state directory and the database when they are missing (the daemon). False for the
+   * CLI commands that only work on a daemon's existing database: a missing one is an E_STORE that
+   * says so, rather than a fresh empty database in the wrong place.
+   */
+  create?: boolean;
+}
+
+export function openDatabase(stateDir: string, opts: OpenOptions = {}): Db {
+  const create = opts.create ?? true;
+  const file = join(stateDir, 'edgellm.db');
   let db: Db;
   try {
-    mkdirSync(stateDir, { recursive: true });
-    db = new Database(join(stateDir, 'edgellm.db'));
+    if (create) mkdirSync(stateDir, { recursive: true });
+    else if (!existsSync(file)) throw new EdgeError('E_STORE', missingDatabase(stateDir));
+    db = new Database(file, { fileMustExist: !create });
   } catch (err) {
-    throw new EdgeError('E_STORE', `cannot open the database in state_dir ${stateDir}: ${(err as Error).message}`, { cause: err });
+    if (err instanceof EdgeError) throw err;
+    throw new EdgeError('E_STORE', `cannot open the database in state_dir ${stateDir}: ${(err as Error).message}${accessHint(err)}`, { cause: err });
   }
   try {
     db.pragma('journal_mode = WAL');
@@ -67,9 +127,24 @@ export function openDatabase(stateDir: string): Db {
   } catch (err) {
     db.close();
     if (err instanceof EdgeError) throw err;
-    throw new EdgeError('E_STORE', `cannot prepare the database in ${stateDir}: ${(err as Error).message}`, { cause: err });
+    throw new EdgeError('E_STORE', `cannot prepare the database in ${stateDir}: ${(err as Error).message}${accessHint(err)}`, { cause: err });
   }
   return db;
+}
+
+function missingDatabase(stateDir: string): string {
+  const why = existsSync(stateDir) ? `${stateDir} has no edgellm.db` : `${stateDir} does not exist`;
+  return `no edgellm database: ${why}. Point --state-dir (or state_dir in --config) at the daemon's state_dir; the daemon creates the database when it first starts`;
+}
+
+/** Permission problems are the usual cause of a database that exists but cannot be opened or written. */
+function accessHint(err: unknown): string {
+  const code = (err as { code?: unknown }).code;
+  const text = String((err as Error).message);
+  if (code === 'EACCES' || code === 'SQLITE_CANTOPEN' || code === 'SQLITE_READONLY' || /readonly|permission|unable to open/i.test(text)) {
+    return ' (run as the daemon\'s user, e.g. sudo -u edgellm, or as root)';
+  }
+  return '';
 }
 
 function migrate(db: Db): void {
