@@ -5,7 +5,7 @@
  * committed together with its audit record (who: the OS user).
  */
 import type { Command } from 'commander';
-import { DEFAULT_ACCESS, type Grant } from '../policy/access.js';
+import type { Grant } from '../policy/access.js';
 import type { DaemonConfig } from '../daemon/config.js';
 import { EdgeError } from '../errors.js';
 import { formatDuration, isoSeconds, parseDuration } from './duration.js';
@@ -26,8 +26,7 @@ interface ListFlags extends StateFlags {
 
 /** The roles the config defines: access.roles once the policy config is in the schema, else the shipped default. */
 export function configuredRoles(config: DaemonConfig): string[] {
-  const access = (config as Partial<{ access: { roles?: Record<string, unknown> } }>).access;
-  return Object.keys(access?.roles ?? DEFAULT_ACCESS.roles);
+  return Object.keys(config.access.roles);
 }
 
 /** A grant names one device, as it appears in its topic level: no wildcards, no slashes. */

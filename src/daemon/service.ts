@@ -9,8 +9,8 @@ import { checkPolicyReferences, maskSecrets, modelFiles, readBrokerPassword, rea
 import type { LocalModel, ModelOpener } from './engine-port.js';
 import { LocalChat } from './local-chat.js';
 import { DaemonPolicy } from './hybrid-policy.js';
-import { MemoryGrantStore, type GrantStore } from '../policy/access.js';
-import { MemoryAuditSink, type AuditSink } from '../policy/audit.js';
+import type { GrantStore } from '../policy/access.js';
+import type { AuditSink } from '../policy/audit.js';
 import { breakerStateValue, type BreakerState } from '../policy/breaker.js';
 import { redactUrl, type Secret } from '../policy/secret.js';
 import { createLogger, type Logger } from './log.js';
@@ -121,9 +121,9 @@ export class Service {
       log.info(`model ${name}: ${path} (context ${model.contextSize})`);
     }
 
-    // lead: replace with store.grants / store.audit
-    const grants: GrantStore = new MemoryGrantStore();
-    const audit: AuditSink = new MemoryAuditSink();
+    // Both in SQLite: `edgellm grant`/`revoke` from another process count on the next request.
+    const grants: GrantStore = store.grants;
+    const audit: AuditSink = store.audit;
     this.grants = grants;
     this.audit = audit;
     const policy = new DaemonPolicy({ config, models: this.models, grants, audit, apiKey });

@@ -40,7 +40,7 @@ if (!bin) {
 
     const store = Store.open(stateDir, { cacheEntries: 10, create: false });
     t.teardown(() => store.close());
-    t.same(store.audit.query().map((e) => (e.record as { id?: string }).id), ['recent']);
+    t.same(store.audit.query({ type: 'request' }).map((e) => (e.record as { id?: string }).id), ['recent']);
     t.same(store.grants.list(0).map((g) => g.role), ['cloud'], 'the expired grant is gone, the active one stays');
     t.match(daemon.logs.join(''), /pruned 1 audit record\(s\) older than 30 days and 1 expired grant\(s\)/);
   });

@@ -6,7 +6,8 @@ import t from 'tap';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { MemoryAuditSink } from '../../src/policy/audit.js';
+import type { AuditRecord, RequestAudit } from '../../src/policy/audit.js';
+import type { SqliteAuditLog } from '../../src/store/audit.js';
 import { Broker, findMosquitto } from '../helpers/broker.js';
 import { daemonConfig, startDaemon } from '../helpers/daemon.js';
 import { Device, sleep } from '../helpers/device.js';
@@ -79,7 +80,7 @@ if (!bin) {
     const ask = (dev: string, body: object) => device.publish(`${prefix}/request/${dev}`, body);
     const final = async (dev: string, id: string, timeoutMs = 5000) =>
       (await device.waitFor((r) => r.topic === `${prefix}/response/${dev}` && r.body.id === id && (r.body.type === 'done' || r.body.type === 'error'), timeoutMs, `the final reply to ${dev}/${id}`)).body as Record<string, any>;
-    const audit = daemon.service.audit as MemoryAuditSink;
+    const audit = auditOf(daemon.service.audit);
     const requestsOf = (dev: string) => audit.requests().filter((r) => r.device === dev);
     const status = () => device.replies.filter((r) => r.topic === `${prefix}/status/${config.node_id}`).map((r) => r.body as Record<string, any>);
     return { prefix, config, daemon, device, fake, ask, final, audit, requestsOf, status };
@@ -305,10 +306,11 @@ if (!bin) {
     await ask('gw-1', { id: 'k2', prompt: LONG });
     await final('gw-1', 'k2');
     await device.waitFor((m) => m.topic.startsWith(`${prefix}/metrics/`) && (m.body as any).breaker === 'open', 3000, 'metrics after the failures');
+    const records = audit.records; // read before the stop closes the store
     await daemon.service.stop();
-    const everything = [daemon.logs.join(''), JSON.stringify(device.replies.map((m) => [m.topic, m.body])), JSON.stringify(audit.records)];
+    const everything = [daemon.logs.join(''), JSON.stringify(device.replies.map((m) => [m.topic, m.body])), JSON.stringify(records)];
     t.ok(daemon.logs.some((l) => /API key present/.test(l)), 'the log says a key is set');
-    t.ok(audit.records.some((x) => x.type === 'config'), 'the config load is audited');
+    t.ok(records.some((x) => x.type === 'config'), 'the config load is audited');
     for (const [i, what] of ['log', 'MQTT messages', 'audit records'].entries()) t.notOk(everything[i]!.includes(KEY), `no key in the ${what}`);
     t.notOk(everything.join('').includes(KEY.slice(3, 20)), 'not even a part of it');
   });
@@ -325,7 +327,7 @@ if (!bin) {
     const b2 = await final('meter-1', 'r2');
     t.match([b1.type, b2.type], ['done', 'done'], 'both answered after the restart though the role allows 2 a minute');
     t.equal(device.for('r1').filter((m) => m.body.type === 'done').length, 1);
-    const audited = (again.service.audit as MemoryAuditSink).requests().filter((r) => r.device === 'meter-1');
+    const audited = auditOf(again.service.audit).requests().filter((r) => r.device === 'meter-1');
     t.match(audited.map((r) => [r.id, r.allowed]), [['r1', true], ['r2', true]], 'decided and audited once more at the next start');
     // The new process's bucket is full (2); had the two taken-back requests been counted, r3 would be refused.
     for (const id of ['r3', 'r4']) {
@@ -335,4 +337,15 @@ if (!bin) {
     await ask('meter-1', { id: 'r5', prompt: 'a' });
     t.match(await final('meter-1', 'r5'), { type: 'error', error: { code: 'E_RATE_LIMITED' } });
   });
+}
+
+/** The daemon's audit log (SQLite) read back: every record, and the request records. */
+function auditOf(sink: unknown): { readonly records: AuditRecord[]; requests(): RequestAudit[] } {
+  const log = sink as SqliteAuditLog;
+  return {
+    get records() {
+      return log.query().map((e) => e.record);
+    },
+    requests: () => log.query({ type: 'request' }).map((e) => e.record as RequestAudit),
+  };
 }
