@@ -27,13 +27,20 @@ const tls = z
 
 const broker = z
   .object({
-    url: text.default('mqtt://127.0.0.1:1883').describe('broker URL: mqtt://, mqtts://, ws:// or wss://'),
+    url: text.optional().describe('broker URL: mqtt://, mqtts://, ws:// or wss://; unset = edgellm runs its own broker (broker.embedded)'),
     username: text.optional().describe('user name for the broker'),
     password_file: text.optional().describe('file holding the broker password (first line); keeps the secret out of this config'),
     client_id: text.optional().describe('MQTT client id (default: edgellm-<node_id>); must be unique per node'),
     session_expiry_s: wholeAtLeast(1).default(86400).describe('how long the broker keeps this node\'s session and queued requests while it is offline'),
     keepalive_s: wholeAtLeast(5).default(30).describe('MQTT keepalive'),
     tls: tls.prefault({}),
+    embedded: z
+      .object({
+        host: text.default('127.0.0.1').describe('address the embedded broker listens on when broker.url is unset (loopback: only this machine); it has no authentication'),
+        port: wholeAtLeast(1).max(65535, 'must be a port from 1 to 65535').default(1883).describe('port of the embedded broker'),
+      })
+      .strict()
+      .prefault({}),
   })
   .strict();
 
@@ -207,6 +214,7 @@ export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; flags
 /** The config as `--print-config` shows it: secrets (a password inside the broker URL) masked. */
 export function maskSecrets(config: DaemonConfig): DaemonConfig {
   const copy = structuredClone(config);
+  if (copy.broker.url === undefined) return copy;
   try {
     const url = new URL(copy.broker.url);
     if (url.password) {

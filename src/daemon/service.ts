@@ -10,6 +10,7 @@ import { Responder } from './responder.js';
 import { SystemdNotifier } from './systemd.js';
 import { RequestQueue } from '../scheduler/request-queue.js';
 import { Store } from '../store/index.js';
+import { DEFAULT_REQUEST_BROKER, EmbeddedBroker, embeddedBrokerFor, EMBEDDED_PROTOCOL_VERSION, isLoopback } from '../transport/mqtt/embedded-broker.js';
 import { MqttSession } from '../transport/mqtt/session.js';
 import { Topics } from '../transport/mqtt/topics.js';
 
@@ -21,6 +22,8 @@ export class Service {
   private readonly models = new Map<string, LocalModel>();
   private responder: Responder | undefined;
   private session: MqttSession | undefined;
+  /** Runs when broker.url is unset; stops after the session. */
+  private embeddedBroker: EmbeddedBroker | undefined;
   private stopping: Promise<void> | undefined;
   private started = false;
   private pruneTimer: NodeJS.Timeout | undefined;
@@ -44,6 +47,9 @@ export class Service {
     const files = modelFiles(config);
     const password = readBrokerPassword(config);
     this.noteUpstream();
+    // First, so a port clash fails in milliseconds rather than after loading a large model.
+    const embedded = embeddedBrokerFor(config.broker, config.fleet.group);
+    if (embedded) await this.startEmbeddedBroker(embedded);
     systemd.notifyStatus(`opening the store in ${config.state_dir}`);
     const store = Store.open(config.state_dir, { cacheEntries: config.cache.max_entries });
     this.store = store;
@@ -67,7 +73,7 @@ export class Service {
     this.responder = responder;
 
     const topics = new Topics(config.prefix, config.node_id, config.fleet.group);
-    const brokerUrl = maskSecrets(config).broker.url;
+    const brokerUrl = this.embeddedBroker ? `${this.embeddedBroker.url} (embedded)` : maskSecrets(config).broker.url!;
     const serving = `serving ${[...this.models.keys()].join(', ')} on ${brokerUrl} as ${config.node_id}`;
     const session = new MqttSession({
       config,
@@ -78,6 +84,7 @@ export class Service {
       password,
       models: [...this.models.keys()],
       metrics: () => responder.stats(),
+      ...(this.embeddedBroker ? { broker: { url: this.embeddedBroker.url, protocolVersion: EMBEDDED_PROTOCOL_VERSION } } : {}),
       onConnection: (connected) => {
         if (this.started && !this.stopping) systemd.notifyStatus(connected ? serving : `broker ${brokerUrl} unreachable; retrying`);
       },
@@ -85,11 +92,42 @@ export class Service {
     this.session = session;
     responder.attach(session);
     responder.resume();
+    this.noteEmbeddedBroker();
     systemd.notifyStatus(`connecting to ${brokerUrl}`);
     await session.start();
     this.started = true;
     log.info(`node ${config.node_id} ready`);
+    log.info(`try it: ${this.tryItCommand()}`);
     systemd.notifyReady(serving);
+  }
+
+  private async startEmbeddedBroker(address: { host: string; port: number }): Promise<void> {
+    this.systemd.notifyStatus(`starting the embedded MQTT broker on ${address.host}:${address.port}`);
+    const broker = new EmbeddedBroker(address);
+    await broker.start();
+    this.embeddedBroker = broker;
+  }
+
+  /** Said once the models are loaded, beside the connection line (a model that fails to load is then the only line). */
+  private noteEmbeddedBroker(): void {
+    const broker = this.embeddedBroker;
+    if (!broker) return;
+    this.log.info(`no broker.url: running the embedded MQTT broker (MQTT 3.1.1) on ${broker.url}; set broker.url to use the plant's broker`);
+    if (!isLoopback(broker.address.host)) {
+      this.log.warn(`the embedded broker on ${broker.url} takes any client on the network without a password; for a plant network run a broker with authentication (mosquitto, EMQX) and set broker.url`);
+    }
+  }
+
+  /** The `edgellm request` command line that reaches this node (the broker's password never in it). */
+  private tryItCommand(): string {
+    const { config } = this;
+    const args = ['npx edgellm request -p "Hello"'];
+    const embedded = this.embeddedBroker?.address;
+    if (embedded && this.embeddedBroker!.url !== DEFAULT_REQUEST_BROKER) args.push(`--broker ${this.embeddedBroker!.url}`);
+    else if (!embedded) args.push(`--broker ${maskSecrets(config).broker.url}`);
+    if (!embedded && config.broker.username) args.push(`--username ${config.broker.username} --password-file FILE`);
+    if (config.prefix !== 'edgellm') args.push(`--prefix ${config.prefix}`);
+    return args.join(' ');
   }
 
   /** Says whether an upstream is configured and has its key; the key itself is never logged. */
@@ -117,6 +155,7 @@ export class Service {
     clearInterval(this.pruneTimer);
     await this.responder?.drain(this.config.limits.drain_s * 1000);
     await this.session?.stop();
+    await this.embeddedBroker?.stop();
     for (const model of this.models.values()) await model.close();
     this.models.clear();
     this.store?.close();
