@@ -42,6 +42,8 @@ export type ErrorCode =
   | 'E_STORE'
   /** The MQTT broker refused the connection or could not be reached. */
   | 'E_BROKER'
+  /** `edgellm request` got no final reply within --timeout (the request was cancelled). */
+  | 'E_TIMEOUT'
   /** A feature this build does not have yet (the message says which). */
   | 'E_NOT_IMPLEMENTED'
   /** The device's roles do not allow what the request asks for (a route, a model): the message names the role and the grant to ask for. */
