@@ -69,7 +69,7 @@ t.test('serve --demo with no broker configured: edgellm request round trips, pla
   const streamed = await request(['-p', 'Is the spindle hot?', '--broker', broker, '--max-tokens', '12', '--temperature', '0', '--stream']);
   t.equal(streamed.status, 0, streamed.stderr);
   t.equal(streamed.stderr, '', 'nothing on stderr');
-  t.match(streamed.stdout, /^ ?\S+( \S+)+\n$/, 'words, then a newline');
+  t.match(streamed.stdout, /^[^\n]*\S[^\n]*\n$/, 'words, then a newline');
 
   // The same greedy request again: the cache answers, with the same text, as JSON.
   const json = await request(['-p', 'Is the spindle hot?', '--broker', broker, '--max-tokens', '12', '--temperature', '0', '--json', '--id', 'same-1', '--device', 'press-7']);
@@ -80,7 +80,7 @@ t.test('serve --demo with no broker configured: edgellm request round trips, pla
 
   const plain = await request(['-p', 'Hello', '--broker', broker, '--max-tokens', '8', '--seed', '3']);
   t.equal(plain.status, 0, plain.stderr);
-  t.match(plain.stdout, /^ ?\S+( \S+)*\n$/);
+  t.match(plain.stdout, /^[^\n]*\S[^\n]*\n$/);
 
   const chat = await request(['--system', 'Answer briefly.', '-p', 'Hello', '--broker', broker, '--max-tokens', '4', '--json']);
   t.equal(chat.status, 0, chat.stderr);

@@ -23,6 +23,10 @@ const HEADS = 4; // head size 16
 const FFN = 192;
 const CONTEXT = 1024;
 const SEED = 20260601;
+/** Dimension 0 of every embedding (see output.weight below). */
+const BIAS = 4;
+/** Tuned so sampled answers (temperature 0.8) end after a median of about 25 words, greedy ones at 47. */
+const EOS_WEIGHT = 1.8;
 
 const WORDS = (
   'the a an and or but if then so because while when where what who which this that these those it its ' +
@@ -93,21 +97,27 @@ export function writeDemoModel(path: string): void {
   g.setMeta('tokenizer.ggml.eos_token_id', meta.uint32(2));
   g.setMeta('tokenizer.ggml.unknown_token_id', meta.uint32(0));
 
-  const tensor = (name: string, shape: number[], value: (row: number) => number) => {
+  const tensor = (name: string, shape: number[], value: (row: number, col: number) => number) => {
     const n = shape.reduce((a, b) => a * b, 1);
     const data = new Float32Array(n);
-    for (let i = 0; i < n; i++) data[i] = value(Math.floor(i / shape[0]!));
+    for (let i = 0; i < n; i++) data[i] = value(Math.floor(i / shape[0]!), i % shape[0]!);
     g.addTensor({ name, type: 'F32', shape, data });
   };
   const random = (scale: number) => () => scale * rand();
   const norm = () => 1 + 0.1 * rand();
-  tensor('token_embd.weight', [D, nVocab], random(1));
+  // Dimension 0 of every embedding is a constant BIAS, so after the final norm it is a steady positive
+  // input: the end-of-text row reads it (and no other row does), which ends answers after a few dozen
+  // words on average instead of running to max_tokens.
+  tensor('token_embd.weight', [D, nVocab], (_row, col) => (col === 0 ? BIAS : rand()));
   tensor('output_norm.weight', [D], norm);
   // Logits spread 4 nats over the words, end of text and . , ! ?; every other row (unknown, BOS,
   // single characters, bytes) stays 0, so those are (almost) never generated and answers read as words.
   const spoken = new Set(['</s>', '.', ',', '!', '?']);
   const speakable = (id: number) => tokens[id]!.startsWith('▁') ? tokens[id]!.length > 1 : spoken.has(tokens[id]!);
-  tensor('output.weight', [D, nVocab], (row) => (speakable(row) ? (4 / Math.sqrt(D)) * rand() : 0));
+  const eos = 2;
+  tensor('output.weight', [D, nVocab], (row, col) =>
+    col === 0 ? (row === eos ? EOS_WEIGHT : 0) : speakable(row) ? (4 / Math.sqrt(D)) * rand() : 0,
+  );
   for (let l = 0; l < LAYERS; l++) {
     const b = `blk.${l}.`;
     tensor(b + 'attn_norm.weight', [D], norm);

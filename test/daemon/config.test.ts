@@ -114,7 +114,8 @@ t.test('the default /etc/edgellm/config.yaml the bundle ships loads through the 
   const c = loadConfig({ file: shipped, env: {} });
   t.equal(c.model, '/var/lib/edgellm/models/model.gguf');
   t.equal(c.state_dir, '/var/lib/edgellm');
-  t.equal(c.broker.url, 'mqtt://localhost:1883');
+  t.equal(c.broker.url, undefined, 'no broker.url until the admin sets one: the embedded broker');
+  t.same(c.broker.embedded, { host: '127.0.0.1', port: 1883 }, 'on loopback only');
   t.equal(c.upstream.url, '', 'no upstream until one is configured');
   t.same(loadOptions(c), { maxSequences: c.batch.max, contextSize: 2048 }, 'batch.max and engine.context_size reach loadModel');
   // install-offline.sh --model rewrites the model line with sed; the result must still load.
