@@ -192,5 +192,6 @@ export function registerRequest(program: Command): void {
 class Interrupted extends Error {
   constructor() {
     super('interrupted');
+    this.name = 'Interrupted';
   }
 }

@@ -77,6 +77,10 @@ export async function askOverMqtt(opts: AskOptions): Promise<AskResult> {
 
   try {
     return await exchange(client, protocolVersion);
+  } catch (err) {
+    // MQTT.js's own failures (a subscribe or publish on a connection that went away) say which broker.
+    if (err instanceof EdgeError || (opts.signal?.aborted && err === opts.signal.reason)) throw err;
+    throw new EdgeError('E_BROKER', `the MQTT broker at ${redactUrl(opts.connection.url)}: ${(err as Error).message}`, { cause: err });
   } finally {
     await client.endAsync(true).catch(() => undefined);
   }
