@@ -211,6 +211,13 @@ function brokerError(url: string, err: unknown): EdgeError {
       { cause: err },
     );
   }
+  const tlsCode = typeof e.code === 'string' ? e.code : '';
+  if (/CERTIFICATE_REQUIRED/.test(tlsCode) || /certificate required/.test(e.message)) {
+    return new EdgeError('E_BROKER', `the MQTT broker at ${shown} wants a client certificate: pass --cert-file and --key-file`, { cause: err });
+  }
+  if (/SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER|CERT_HAS_EXPIRED|ALTNAME_INVALID/.test(tlsCode)) {
+    return new EdgeError('E_BROKER', `cannot reach the MQTT broker at ${shown}: its certificate does not verify (${e.message}); pass the CA that signed it with --ca-file (or --insecure to skip the check)`, { cause: err });
+  }
   if (typeof e.code === 'number') {
     return new EdgeError('E_BROKER', `the MQTT broker at ${shown} refused the connection: ${e.message} (check --username / --password-file)`, { cause: err });
   }
