@@ -1,6 +1,7 @@
 /**
  * The daemon: starts its parts in order (store -> engine -> scheduler -> transport) and stops them in
  * reverse, draining running generations first. Every part's constructor only wires; work starts in start().
+ * Without broker.url the embedded broker starts before everything else and stops after the session.
  * systemd hears READY=1 only once the models are loaded and the broker has accepted the session.
  */
 import { maskSecrets, modelFiles, readBrokerPassword, readUpstreamKey, type DaemonConfig } from './config.js';
@@ -126,6 +127,9 @@ export class Service {
     if (embedded && this.embeddedBroker!.url !== DEFAULT_REQUEST_BROKER) args.push(`--broker ${this.embeddedBroker!.url}`);
     else if (!embedded) args.push(`--broker ${maskSecrets(config).broker.url}`);
     if (!embedded && config.broker.username) args.push(`--username ${config.broker.username} --password-file FILE`);
+    const tls = config.broker.tls;
+    if (!embedded && tls.ca_file) args.push(`--ca-file ${tls.ca_file}`);
+    if (!embedded && tls.cert_file) args.push(`--cert-file CERT --key-file KEY`);
     if (config.prefix !== 'edgellm') args.push(`--prefix ${config.prefix}`);
     return args.join(' ');
   }
