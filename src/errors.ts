@@ -36,14 +36,14 @@ export type ErrorCode =
   | 'E_PROMPT_TOO_LONG'
   /** A request naming a model this node does not serve (the message lists the ones it does). */
   | 'E_UNKNOWN_MODEL'
-  /** A request that can only be answered by an upstream (route: cloud) on a node without one. */
-  | 'E_NO_UPSTREAM'
   /** The state directory's SQLite database cannot be opened, migrated or written. */
   | 'E_STORE'
   /** The MQTT broker refused the connection or could not be reached. */
   | 'E_BROKER'
   /** `edgellm request` got no final reply within --timeout (the request was cancelled). */
   | 'E_TIMEOUT'
+  /** A port the daemon must listen on (http.port, openai.port, broker.embedded.port) is taken by another process: the message names it. */
+  | 'E_PORT_IN_USE'
   /** A feature this build does not have yet (the message says which). */
   | 'E_NOT_IMPLEMENTED'
   /** The device's roles do not allow what the request asks for (a route, a model): the message names the role and the grant to ask for. */
@@ -52,10 +52,16 @@ export type ErrorCode =
   | 'E_RATE_LIMITED'
   /** A payload, prompt or max_tokens above the configured limits: the message gives the numbers. */
   | 'E_TOO_LARGE'
-  /** Neither the local model nor the upstream may serve this request (the message says why for each). */
+  /**
+   * No route this node has can serve the request now: route "cloud" on a node without an upstream or
+   * with its circuit open, route "local" beyond the local context, or neither (the message says why for
+   * each). Not a matter of permission (that is E_FORBIDDEN); retrying later or changing the request may help.
+   */
   | 'E_NO_ROUTE'
   /** The upstream (OpenAI-compatible server) failed, timed out or broke its protocol; never carries the API key. */
-  | 'E_UPSTREAM';
+  | 'E_UPSTREAM'
+  /** The node is stopping and takes no new requests: retry on another node, or once it is back. */
+  | 'E_UNAVAILABLE';
 
 export class EdgeError extends Error {
   readonly code: ErrorCode;

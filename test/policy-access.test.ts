@@ -108,7 +108,7 @@ t.test('limits: payload bytes, prompt tokens, max_tokens -> E_TOO_LARGE with the
   t.match(denied(access.check(req('d', { payload_bytes: 1001 }))), { code: 'E_TOO_LARGE', message: /1001 bytes; the limit is 1000 \(limits.max_payload_bytes\)/ });
   t.match(denied(access.check(req('d', { prompt_tokens: 501 }))), { code: 'E_TOO_LARGE', message: /501 tokens; the limit is 500/ });
   t.match(denied(access.check(req('d', { max_tokens: 300 }))), { code: 'E_TOO_LARGE', message: /max_tokens 300 is more than the 256 allowed \(roles basic\): ask for at most 256/ });
-  t.match(denied(access.check(req('gateway-1', { max_tokens: 450 }))), { code: 'E_TOO_LARGE', message: /400 allowed \(limits.max_max_tokens\)/ });
+  t.match(denied(access.check(req('gateway-1', { max_tokens: 450 }))), { code: 'E_TOO_LARGE', message: /400 allowed \(limits.max_tokens\)/ });
   t.equal(allowed(access.check(req('d', { max_tokens: 100 }))).max_tokens, 100);
   t.equal(allowed(access.check(req('d'))).max_tokens, 256, 'no max_tokens: the role\'s');
 });

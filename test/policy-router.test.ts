@@ -37,6 +37,24 @@ t.test('prompt + max_tokens beyond the local context goes to the cloud, without 
   t.equal(d.fallback_model, undefined, 'local cannot serve it');
 });
 
+t.test('route "cloud" on a node without an upstream is E_NO_ROUTE for every device, not a matter of permission', async (t) => {
+  const none = new RoutePolicy({ ...CONFIG, upstream: undefined });
+  for (const allowed of [['local'], ['local', 'cloud']] as const) {
+    const e = refused(none.decide({ ...base, route: 'cloud', allowed_routes: [...allowed] }));
+    t.equal(e.code, 'E_NO_ROUTE', `roles allowing ${allowed.join(', ')}`);
+  }
+  t.equal(refused(policy.decide({ ...base, route: 'cloud', allowed_routes: ['local'] })).code, 'E_FORBIDDEN', 'with an upstream: forbidden');
+});
+
+t.test('a default max_tokens gives way to the local context instead of pushing the request to the cloud', async (t) => {
+  const asked = ok(policy.decide({ ...base, model: 'lite', prompt_tokens: 2000, max_tokens: 1024 }));
+  t.equal(asked.route, 'cloud', "the request's own max_tokens must fit");
+  const dflt = ok(policy.decide({ ...base, model: 'lite', prompt_tokens: 2000, max_tokens: 1024, max_tokens_is_default: true }));
+  t.match(dflt, { route: 'local', model: 'lite' }, 'a default shrinks to the 48 tokens left');
+  const full = ok(policy.decide({ ...base, model: 'lite', prompt_tokens: 2048, max_tokens: 1024, max_tokens_is_default: true }));
+  t.match(full, { route: 'cloud', reason: 'prompt 2048 + max_tokens 1 tokens > context 2048 of lite' }, 'no room for one token');
+});
+
 t.test('the request route forces local or cloud when the role allows it', async (t) => {
   t.match(ok(policy.decide({ ...base, route: 'cloud' })), { route: 'cloud', reason: 'route cloud requested' });
   t.equal(ok(policy.decide({ ...base, route: 'cloud' })).fallback_model, undefined, 'forced cloud is not answered locally');
@@ -68,8 +86,13 @@ t.test('when neither route can serve it, E_NO_ROUTE at once with both reasons', 
   t.equal(e.code, 'E_NO_ROUTE');
   t.match(e.message, /context 2048 of lite, and upstream circuit open: shorten the prompt/);
   t.equal(refused(policy.decide({ ...base, route: 'cloud', breaker_open: true })).code, 'E_NO_ROUTE');
-  t.match(refused(new RoutePolicy({ ...CONFIG, upstream: undefined }).decide({ ...base, route: 'cloud' })).message, /no upstream configured: this node has no upstream/);
-  t.equal(refused(policy.decide({ ...base, route: 'local', prompt_tokens: 5000 })).code, 'E_NO_ROUTE');
+  t.match(refused(new RoutePolicy({ ...CONFIG, upstream: undefined }).decide({ ...base, route: 'cloud' })).message, /route "cloud" was asked for but this node has no upstream/);
+  const forced = refused(policy.decide({ ...base, route: 'local', prompt_tokens: 5000 }));
+  t.equal(forced.code, 'E_PROMPT_TOO_LONG', 'forced local beyond the context: the prompt is the problem');
+  t.match(forced.message, /the prompt is 5000 tokens and max_tokens is 64 \(5064 in all\) for model full, but the context holds 4096; route "local" was asked for/);
+  const local = refused(policy.decide({ ...base, model: 'lite', prompt_tokens: 2000, max_tokens: 100, allowed_routes: ['local'] }));
+  t.equal(local.code, 'E_PROMPT_TOO_LONG', 'too long here and the cloud not allowed: not something a retry fixes');
+  t.match(local.message, /for model lite, but the context holds 2048; cloud not allowed for this device: shorten the prompt or lower max_tokens/);
   t.equal(refused(policy.decide({ ...base, route: 'cloud', local_only: true })).code, 'E_BAD_REQUEST');
 });
 

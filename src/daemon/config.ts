@@ -4,15 +4,21 @@
  */
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { basename, join } from 'node:path';
+import { basename } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { EdgeError } from '../errors.js';
 import { describeIssues } from '../validation.js';
+import { readApiKey, redactUrl, type Secret } from '../policy/secret.js';
 
 const wholeAtLeast = (min: number) =>
   z.number({ error: `must be a whole number >= ${min}` }).int(`must be a whole number >= ${min}`).min(min, `must be a whole number >= ${min}`);
 const text = z.string({ error: 'must be text' }).min(1, 'must not be empty');
+const portNumber = z
+  .number({ error: 'must be a port number, 0 to 65535' })
+  .int('must be a port number, 0 to 65535')
+  .min(0, 'must be a port number, 0 to 65535')
+  .max(65535, 'must be a port number, 0 to 65535');
 /** MQTT topic levels may not contain wildcards or slashes where one level is meant. */
 const topicLevel = text.regex(/^[^/+#\u0000]+$/, 'must be one topic level (no "/", "+" or "#")');
 
@@ -71,7 +77,93 @@ export const configSchema = z
       .prefault({}),
     upstream: z
       .object({
-        url: z.string({ error: 'must be text' }).default('').describe('OpenAI-compatible base URL for requests this node should not answer; empty = none. Its API key is the systemd credential upstream-key ($CREDENTIALS_DIRECTORY/upstream-key), never this file'),
+        url: z.string({ error: 'must be text' }).default('').describe('OpenAI-compatible base URL (…/v1) for requests the policy sends to the cloud; empty = none. Its API key is api_key_file or the systemd credential upstream-key, never this file'),
+        model: text.optional().describe('the model the upstream runs for requests routed to it (required with url)'),
+        models: z.array(text, { error: 'must be a list of model names' }).default([]).describe('further upstream models a request may name (they are never run here)'),
+        api_key_file: text.optional().describe('file holding the upstream API key (default: the systemd credential $CREDENTIALS_DIRECTORY/upstream-key; no key = no Authorization header)'),
+        timeouts: z
+          .object({
+            connect_ms: wholeAtLeast(1).default(3000).describe('TCP/TLS connection to the upstream'),
+            first_byte_ms: wholeAtLeast(1).default(20000).describe("until the upstream's first bytes (its queueing + prefill)"),
+            idle_ms: wholeAtLeast(1).default(10000).describe('longest silence between streamed chunks'),
+            total_ms: wholeAtLeast(1).default(120000).describe('the whole upstream reply'),
+          })
+          .strict()
+          .prefault({}),
+        breaker: z
+          .object({
+            failure_threshold: wholeAtLeast(1).default(3).describe('consecutive upstream failures (errors or timeouts) that open the circuit'),
+            window_ms: wholeAtLeast(0).default(60000).describe('failures older than this no longer count'),
+            cooldown_ms: wholeAtLeast(0).default(30000).describe('how long an open circuit sends everything local before one trial request'),
+          })
+          .strict()
+          .prefault({}),
+      })
+      .strict()
+      .prefault({}),
+    policy: z
+      .object({
+        slo_ms: wholeAtLeast(0).default(0).describe('latency objective: a request whose estimated local latency (queue wait + prefill + decode at the measured rates) is above it goes to the cloud when allowed; 0 = none'),
+        max_local_prompt_tokens: wholeAtLeast(0).default(0).describe('longer prompts go to the cloud when allowed; 0 = no limit'),
+        classes: z
+          .record(text, text, { error: 'must map class names to a local model name or "upstream"' })
+          .default({})
+          .describe('model classes a request may name (real-time, batch, ...) -> a local model name or "upstream"'),
+        fallback_local: z.boolean({ error: 'must be true or false' }).default(true).describe('answer locally when the upstream fails (auto-routed requests the local model can serve)'),
+        rates: z
+          .record(
+            text,
+            z
+              .object({
+                prefill_tokens_per_s: z.number({ error: 'must be a number > 0' }).positive('must be a number > 0'),
+                decode_tokens_per_s: z.number({ error: 'must be a number > 0' }).positive('must be a number > 0'),
+              })
+              .strict(),
+            { error: 'must map local model names to {prefill_tokens_per_s, decode_tokens_per_s}' },
+          )
+          .default({})
+          .describe('starting speeds per local model (edgellm bench -m: pp and tg t/s); replaced gradually by what generations measure'),
+      })
+      .strict()
+      .prefault({}),
+    access: z
+      .object({
+        roles: z
+          .record(
+            text,
+            z
+              .object({
+                models: z.array(text, { error: 'must be a list of model names or classes' }).default(['*']).describe('model names or classes the role may ask for; "*" = any'),
+                routes: z.array(z.enum(['local', 'cloud'], { error: 'must be local or cloud' }), { error: 'must be a list of routes (local, cloud)' }).default(['local']),
+                max_tokens: wholeAtLeast(1).optional().describe("most tokens one request may generate (and the default); at most limits.max_tokens"),
+                requests_per_minute: wholeAtLeast(1).optional().describe('requests per minute per device; absent = unlimited'),
+                local_only: z.boolean({ error: 'must be true or false' }).default(false).describe("this role's requests never leave the node"),
+              })
+              .strict(),
+            { error: 'must map role names to {models, routes, max_tokens, requests_per_minute, local_only}' },
+          )
+          .default({ local: { models: ['*'], routes: ['local'], local_only: false } })
+          .describe('what each role may do; the default: role "local", any local model, no cloud'),
+        devices: z
+          .record(text, z.union([text, z.array(text)], { error: 'must be a role name or a list of role names' }), { error: 'must map device ids or globs to roles' })
+          .default({})
+          .describe('device id, or glob ("line-*", "press-?"), -> role name(s); an exact id wins over globs'),
+        default_role: text.default('local').describe('the role of a device no entry of access.devices matches'),
+      })
+      .strict()
+      .prefault({}),
+    openai: z
+      .object({
+        port: z
+          .number({ error: 'must be a port number from 1 to 65535' })
+          .int('must be a port number from 1 to 65535')
+          .min(1, 'must be a port number from 1 to 65535')
+          .max(65535, 'must be a port number from 1 to 65535')
+          .optional()
+          .describe('serve the OpenAI-compatible HTTP API (POST /v1/chat/completions, GET /v1/models) on this port; absent = off'),
+        host: text.default('127.0.0.1').describe('address the OpenAI-compatible API listens on; 0.0.0.0 or a LAN address to serve other machines (then set api_key_file)'),
+        api_key_file: text.optional().describe('file holding the key clients must send as "Authorization: Bearer <key>" (first line); absent = no key asked'),
+        max_body_bytes: wholeAtLeast(1024).default(1048576).describe('largest request body the OpenAI-compatible API reads, in bytes'),
       })
       .strict()
       .prefault({}),
@@ -85,7 +177,8 @@ export const configSchema = z
     limits: z
       .object({
         max_prompt_bytes: wholeAtLeast(1).default(65536).describe('largest prompt (or all messages\' content) in UTF-8 bytes'),
-        max_tokens: wholeAtLeast(1).default(1024).describe('most tokens one request may ask for; also the default'),
+        max_tokens: wholeAtLeast(1).default(1024).describe('most tokens one request may ask for (E_TOO_LARGE above it); also the default'),
+        max_prompt_tokens: wholeAtLeast(1).default(8192).describe('largest prompt in tokens, as the local tokenizer counts them (E_TOO_LARGE above it)'),
         queue_depth: wholeAtLeast(1).default(64).describe('requests waiting for a slot; beyond it requests get E_QUEUE_FULL'),
         drain_s: wholeAtLeast(0).default(30).describe('on SIGTERM, how long running generations may finish before they are left for the next start'),
       })
@@ -93,6 +186,13 @@ export const configSchema = z
       .prefault({}),
     metrics: z
       .object({ interval_s: wholeAtLeast(1).default(30).describe('how often <prefix>/metrics/<node_id> is published') })
+      .strict()
+      .prefault({}),
+    http: z
+      .object({
+        port: portNumber.default(0).describe('port of the HTTP endpoint for GET /healthz and GET /metrics (Prometheus); 0 = no endpoint'),
+        host: text.default('127.0.0.1').describe('address the endpoint listens on; it has no authentication, so keep it on loopback unless a firewall guards the port'),
+      })
       .strict()
       .prefault({}),
     log: z
@@ -111,6 +211,9 @@ export interface ConfigFlags {
   fleetGroup?: string;
   stateDir?: string;
   nodeId?: string;
+  httpPort?: string;
+  /** A number once commander's parser has read it; text that is not a number is left for the schema to refuse. */
+  openaiPort?: number | string;
 }
 
 const flagKeys: Record<keyof ConfigFlags, [string, string]> = {
@@ -119,9 +222,12 @@ const flagKeys: Record<keyof ConfigFlags, [string, string]> = {
   fleetGroup: ['fleet.group', '--fleet-group'],
   stateDir: ['state_dir', '--state-dir'],
   nodeId: ['node_id', '--node-id'],
+  httpPort: ['http.port', '--http-port'],
+  openaiPort: ['openai.port', '--openai-port'],
 };
 
-type Leaf = { path: string[]; kind: 'string' | 'number' | 'boolean' | 'list' | 'enum' };
+/** A record (access.roles, policy.classes, ...) is set from a variable as JSON. */
+type Leaf = { path: string[]; kind: 'string' | 'number' | 'boolean' | 'list' | 'enum' | 'record' };
 
 interface Def {
   type: string;
@@ -137,7 +243,7 @@ function leaves(schema: z.ZodType, path: string[] = []): Leaf[] {
   if (def.type === 'object') {
     return Object.entries(def.shape!).flatMap(([k, v]) => leaves(v, [...path, k]));
   }
-  const kind = def.type === 'array' ? 'list' : def.type === 'enum' ? 'enum' : (def.type as Leaf['kind']);
+  const kind = def.type === 'array' ? 'list' : def.type === 'enum' ? 'enum' : def.type === 'record' ? 'record' : (def.type as Leaf['kind']);
   return [{ path, kind }];
 }
 
@@ -156,6 +262,13 @@ function fromEnvText(kind: Leaf['kind'], raw: string): unknown {
   if (kind === 'number') return raw.trim() !== '' && Number.isFinite(Number(raw)) ? Number(raw) : raw;
   if (kind === 'boolean') return ({ true: true, '1': true, false: false, '0': false } as Record<string, boolean>)[raw.trim().toLowerCase()] ?? raw;
   if (kind === 'list') return raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (kind === 'record') {
+    try {
+      return JSON.parse(raw) as unknown;
+    } catch {
+      return raw; // the schema says what the key takes
+    }
+  }
   return raw;
 }
 
@@ -187,6 +300,7 @@ export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; flags
       raw = parsed as Record<string, unknown>;
     }
   }
+  const kinds = new Map(leaves(configSchema).map((l) => [l.path.join('.'), l.kind]));
   for (const leaf of leaves(configSchema)) {
     const name = envName(leaf.path);
     const value = env[name];
@@ -197,7 +311,8 @@ export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; flags
   for (const [flag, [key, flagName]] of Object.entries(flagKeys) as Array<[keyof ConfigFlags, [string, string]]>) {
     const value = opts.flags?.[flag];
     if (value === undefined) continue;
-    setPath(raw, key.split('.'), value);
+    // Flags arrive as text, like variables: "--http-port 9100" is the number 9100.
+    setPath(raw, key.split('.'), typeof value === 'string' ? fromEnvText(kinds.get(key) ?? 'string', value) : value);
     sources.set(key, flagName);
   }
   const result = configSchema.safeParse(raw);
@@ -208,7 +323,63 @@ export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; flags
     };
     throw new EdgeError('E_CONFIG', describeIssues(result.error.issues, raw, 'key', where).join('; '));
   }
+  checkPolicyReferences(result.data);
   return result.data;
+}
+
+/** The value the config's policy.classes use for the upstream. */
+export const UPSTREAM_CLASS_TARGET = 'upstream';
+
+/**
+ * Names that must refer to something configured elsewhere: roles of devices and the default role,
+ * models and classes of roles, targets of classes, models of seeded rates, the upstream's model.
+ * Each error names the key. Model names are only checked when models are configured.
+ */
+export function checkPolicyReferences(config: DaemonConfig): void {
+  const fail = (msg: string): never => {
+    throw new EdgeError('E_CONFIG', msg);
+  };
+  const { upstream, policy, access } = config;
+  const hasUpstream = upstream.url.trim() !== '';
+  if (hasUpstream && upstream.model === undefined) {
+    fail('upstream.model is missing: name the model the upstream should run (upstream.url is set)');
+  }
+  const locals = [...modelFiles(config).keys()];
+  const upstreamModels = hasUpstream ? [upstream.model!, ...upstream.models] : [];
+  const classes = Object.keys(policy.classes);
+  const list = (xs: string[]) => (xs.length > 0 ? xs.join(', ') : 'none');
+  for (const [cls, target] of Object.entries(policy.classes)) {
+    if (locals.includes(cls) || upstreamModels.includes(cls)) fail(`policy.classes.${cls}: "${cls}" is already a model name; give the class another name`);
+    if (target === UPSTREAM_CLASS_TARGET) {
+      if (!hasUpstream) fail(`policy.classes.${cls} maps to "upstream", but upstream.url is empty: configure the upstream or map the class to a local model`);
+    } else if (locals.length > 0 && !locals.includes(target)) {
+      fail(`policy.classes.${cls}: "${target}" is not a local model (${list(locals)}) nor "upstream"`);
+    }
+  }
+  if (locals.length > 0) {
+    for (const model of Object.keys(policy.rates)) {
+      if (!locals.includes(model)) fail(`policy.rates.${model}: "${model}" is not a local model (${list(locals)})`);
+    }
+  }
+  const roles = Object.keys(access.roles);
+  if (!roles.includes(access.default_role)) {
+    fail(`access.default_role "${access.default_role}" is not a role: define it under access.roles (defined: ${list(roles)})`);
+  }
+  for (const [device, names] of Object.entries(access.devices)) {
+    for (const role of typeof names === 'string' ? [names] : names) {
+      if (!roles.includes(role)) fail(`access.devices."${device}": "${role}" is not a role: define it under access.roles (defined: ${list(roles)})`);
+    }
+  }
+  if (locals.length > 0) {
+    const known = [...locals, ...upstreamModels, ...classes];
+    for (const [name, role] of Object.entries(access.roles)) {
+      for (const model of role.models) {
+        if (model !== '*' && !known.includes(model)) {
+          fail(`access.roles.${name}.models: "${model}" is not a model or class of this node (${list(known)}); use "*" for any`);
+        }
+      }
+    }
+  }
 }
 
 /** The config as `--print-config` shows it: secrets (a password inside the broker URL) masked. */
@@ -224,6 +395,8 @@ export function maskSecrets(config: DaemonConfig): DaemonConfig {
   } catch {
     // not a URL we can parse: the broker will say so when we connect
   }
+  // The upstream's URL may carry credentials too (user:key@, ?api_key=); the key itself is never in the config.
+  copy.upstream.url = redactUrl(copy.upstream.url);
   return copy;
 }
 
@@ -252,22 +425,17 @@ export function readBrokerPassword(config: DaemonConfig): string | undefined {
 }
 
 /**
- * The upstream API key: systemd hands it over as the credential upstream-key
- * ($CREDENTIALS_DIRECTORY/upstream-key; the unit's fallback is a blank one). undefined when no upstream
- * is configured, outside systemd, or when the key is blank: then there is no upstream. Never logged.
+ * The upstream API key, as a Secret (prints as [redacted]): upstream.api_key_file when set, else the
+ * systemd credential upstream-key ($CREDENTIALS_DIRECTORY/upstream-key; the unit's fallback is a blank
+ * one). undefined when no upstream is configured or there is no key (then no Authorization header is
+ * sent, as local servers such as llama.cpp's or another edgellm node expect). Never logged.
  */
-export function readUpstreamKey(config: DaemonConfig, env: NodeJS.ProcessEnv = process.env): string | undefined {
+export function readUpstreamSecret(config: DaemonConfig, env: NodeJS.ProcessEnv = process.env): Secret | undefined {
   if (config.upstream.url.trim() === '') return undefined;
-  const dir = env.CREDENTIALS_DIRECTORY;
-  if (!dir) return undefined;
-  const file = join(dir, 'upstream-key');
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new EdgeError('E_CONFIG', `cannot read the upstream key ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-  }
-  const key = text.trim();
-  return key === '' ? undefined : key;
+  return readApiKey({ file: config.upstream.api_key_file, env });
+}
+
+/** readUpstreamSecret's key as text, for callers that must send it. */
+export function readUpstreamKey(config: DaemonConfig, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  return readUpstreamSecret(config, env)?.reveal();
 }

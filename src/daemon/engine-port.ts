@@ -17,6 +17,9 @@ export interface GenerateParams {
   top_k?: number;
   min_p?: number;
   seed?: number;
+  /** -2 to 2, llama.cpp's: over the last 64 tokens, the prompt's included (the OpenAI-compatible API's). */
+  presence_penalty?: number;
+  frequency_penalty?: number;
   stop?: string[];
   /** Aborting it ends the generation with finish_reason 'cancelled' (the reason is the caller's to keep). */
   signal?: AbortSignal;

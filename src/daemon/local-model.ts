@@ -30,6 +30,8 @@ export function engineRequest(p: GenerateParams): GenerateRequest {
   if (p.top_k !== undefined) r.top_k = p.top_k;
   if (p.min_p !== undefined) r.min_p = p.min_p;
   if (p.seed !== undefined) r.seed = p.seed;
+  if (p.presence_penalty !== undefined) r.presence_penalty = p.presence_penalty;
+  if (p.frequency_penalty !== undefined) r.frequency_penalty = p.frequency_penalty;
   if (p.stop !== undefined) r.stop = p.stop;
   if (p.signal !== undefined) r.signal = p.signal;
   return r;

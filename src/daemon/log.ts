@@ -1,18 +1,62 @@
-/** One line per event on stderr (journald adds the time), filtered by log.level. */
+/**
+ * The daemon's log: one JSON object per line (pino) on stdout, which journald stores as it is, e.g.
+ * {"level":"info","time":"2026-12-02T07:00:00.000Z","node":"pi-1","msg":"node pi-1 ready"}, plus the
+ * structured fields a call site adds. Filtered by log.level. Secrets never reach it: every line passes
+ * redact() on its way out (URL credentials, values under secret-looking keys such as password or
+ * api_key, and the secrets the daemon names with protect()), so a message that quotes a broker URL or
+ * an error body cannot leak the password or the upstream key. Other CLI commands print for humans.
+ */
+import pino from 'pino';
+import { redact, redactText } from '../policy/secret.js';
+
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
+/** Structured fields of one line (plain JSON values). */
+export type LogFields = Record<string, unknown>;
 
 export interface Logger {
-  error(msg: string): void;
-  warn(msg: string): void;
-  info(msg: string): void;
-  debug(msg: string): void;
+  error(msg: string, fields?: LogFields): void;
+  warn(msg: string, fields?: LogFields): void;
+  info(msg: string, fields?: LogFields): void;
+  debug(msg: string, fields?: LogFields): void;
+  /** Masks this value wherever it would appear in a later line (the broker password, the upstream key). */
+  protect?(secret: string | undefined): void;
 }
 
-const rank: Record<LogLevel, number> = { error: 0, warn: 1, info: 2, debug: 3 };
+export interface LoggerOptions {
+  /** Fields on every line (the daemon puts its node id there). */
+  base?: LogFields;
+}
 
-export function createLogger(level: LogLevel, write: (line: string) => void = (l) => process.stderr.write(l)): Logger {
-  const at = (l: LogLevel) => (msg: string) => {
-    if (rank[l] <= rank[level]) write(`${l}: ${msg}\n`);
+/**
+ * A JSON-lines logger at `level`. Lines go to stdout, written synchronously so none is lost when the
+ * process exits right after logging (the daemon logs a few lines per request, never per token), or to
+ * `write` (tests), one complete line per call.
+ */
+export function createLogger(level: LogLevel, write?: (line: string) => void, opts: LoggerOptions = {}): Logger {
+  const destination = write ? { write } : pino.destination({ fd: 1, sync: true });
+  const out = pino(
+    {
+      level,
+      base: opts.base ?? null,
+      timestamp: pino.stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+    },
+    destination,
+  );
+  const secrets: string[] = [];
+  const at = (l: LogLevel) => (msg: string, fields?: LogFields) => {
+    if (!out.isLevelEnabled(l)) return;
+    const text = redactText(msg, secrets);
+    if (fields === undefined) out[l](text);
+    else out[l](redact(fields, secrets), text);
   };
-  return { error: at('error'), warn: at('warn'), info: at('info'), debug: at('debug') };
+  return {
+    error: at('error'),
+    warn: at('warn'),
+    info: at('info'),
+    debug: at('debug'),
+    protect(secret) {
+      if (secret !== undefined && secret.trim() !== '' && !secrets.includes(secret)) secrets.push(secret);
+    },
+  };
 }

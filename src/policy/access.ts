@@ -130,6 +130,8 @@ export interface AccessRequest {
   prompt_tokens: number;
   max_tokens?: number | undefined;
   model?: string | undefined;
+  /** false: not counted against the rate limit (a request taken back after a restart was counted when it arrived). */
+  rate_limited?: boolean | undefined;
 }
 
 export type AccessDecision =
@@ -203,7 +205,7 @@ export class AccessControl {
     const p = this.permissions(req.device);
     const denied = (message: string, code: 'E_FORBIDDEN' | 'E_TOO_LARGE' | 'E_RATE_LIMITED'): AccessDecision => deny(message, code, p);
 
-    const wait = this.take(req.device, p.requests_per_minute);
+    const wait = req.rate_limited === false ? 0 : this.take(req.device, p.requests_per_minute);
     if (wait > 0) {
       return denied(
         `device ${req.device} sent more than ${p.requests_per_minute} requests per minute (roles ${p.roles.join(', ')}): retry in ${Math.ceil(wait / 1000)} s`,
@@ -221,7 +223,7 @@ export class AccessControl {
     }
     const cap = Math.min(p.max_tokens ?? Infinity, limits.max_max_tokens);
     if (req.max_tokens !== undefined && req.max_tokens > cap) {
-      const by = cap === limits.max_max_tokens ? 'limits.max_max_tokens' : `roles ${p.roles.join(', ')}`;
+      const by = cap === limits.max_max_tokens ? 'limits.max_tokens' : `roles ${p.roles.join(', ')}`;
       return denied(`max_tokens ${req.max_tokens} is more than the ${cap} allowed (${by}): ask for at most ${cap}`, 'E_TOO_LARGE');
     }
     return { allowed: true, permissions: p, routes: p.routes, local_only: p.local_only, max_tokens: req.max_tokens ?? cap };

@@ -57,6 +57,11 @@ export interface BreakerTicket {
   cancel(): void;
 }
 
+/** A breaker state as a number, for a Prometheus gauge: 0 closed, 1 half_open, 2 open. */
+export function breakerStateValue(state: BreakerState): 0 | 1 | 2 {
+  return state === 'closed' ? 0 : state === 'half_open' ? 1 : 2;
+}
+
 export class CircuitBreaker {
   readonly options: Readonly<BreakerOptions>;
   private readonly now: () => number;

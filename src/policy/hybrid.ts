@@ -12,6 +12,9 @@
  *
  * Nothing waits unbounded: the upstream client times out every phase, the local model ends at
  * max_tokens, and the request's signal (or leaving the loop) cancels either at once.
+ *
+ * A caller with its own scheduler (the daemon: queue, cache, durable replies) uses admit() for the
+ * decision alone and runs it itself, writing the record through audit() when the request ends.
  */
 import { EdgeError } from '../errors.js';
 import type { AccessControl } from './access.js';
@@ -77,6 +80,21 @@ export interface HybridRequest extends SamplingParams {
   queue_wait_ms?: number;
   /** Cancels the request (finish_reason 'cancelled'). */
   signal?: AbortSignal;
+  /** false: not counted against the device's rate limit (a request taken back after a restart). */
+  rate_limited?: boolean;
+}
+
+/** A request let through access control and routed: what admit() hands a caller that runs it itself. */
+export interface Admitted {
+  decision: Extract<RouteDecision, { ok: true }>;
+  /** The max_tokens to run with: the request's, or its roles' / limits' default. */
+  max_tokens: number;
+  /** The request gave no max_tokens: a local run may shrink it to the context's room. */
+  max_tokens_is_default: boolean;
+  /** The breaker ticket of a cloud route: report success, failure or cancel on it exactly once. */
+  ticket: BreakerTicket | undefined;
+  /** The request's audit record, filled so far; write it once the request ends (finishRecord). */
+  record: RequestAudit;
 }
 
 export type ReplyEvent =
@@ -140,6 +158,24 @@ export class HybridRunner {
   /** Decides and starts the request; a refusal (access or route) is audited and thrown as EdgeError. */
   run(req: HybridRequest): HybridReply {
     const started = Date.now();
+    const { decision, max_tokens, ticket, record } = this.admit(req);
+    const ctl = new AbortController();
+    const onAbort = (): void => ctl.abort();
+    if (req.signal?.aborted) ctl.abort();
+    else req.signal?.addEventListener('abort', onAbort, { once: true });
+    const reply = new HybridReply(decision.route, decision.reason, decision.model, () => ctl.abort());
+    void this.execute(reply, req, decision, max_tokens, ticket, ctl.signal, record, started).finally(() =>
+      req.signal?.removeEventListener('abort', onAbort),
+    );
+    return reply;
+  }
+
+  /**
+   * Access control and the route policy, without running anything: for a caller with its own
+   * scheduler (the daemon's queue). A refusal is audited and thrown as EdgeError; otherwise the caller
+   * runs the decision and writes the record once the request ends.
+   */
+  admit(req: HybridRequest): Admitted {
     const record: RequestAudit = {
       type: 'request',
       time: this.now(),
@@ -157,6 +193,7 @@ export class HybridRunner {
       prompt_tokens: req.prompt_tokens,
       max_tokens: req.max_tokens,
       model: req.model,
+      ...(req.rate_limited === false ? { rate_limited: false } : {}),
     });
     if (access.permissions) record.roles = access.permissions.roles;
     if (!access.allowed) throw this.deny(record, access.error);
@@ -174,15 +211,12 @@ export class HybridRunner {
     record.route = decision.route;
     record.route_reason = decision.reason;
     record.model = decision.model;
-    const ctl = new AbortController();
-    const onAbort = (): void => ctl.abort();
-    if (req.signal?.aborted) ctl.abort();
-    else req.signal?.addEventListener('abort', onAbort, { once: true });
-    const reply = new HybridReply(decision.route, decision.reason, decision.model, () => ctl.abort());
-    void this.execute(reply, req, decision, access.max_tokens, ticket, ctl.signal, record, started).finally(() =>
-      req.signal?.removeEventListener('abort', onAbort),
-    );
-    return reply;
+    return { decision, max_tokens: access.max_tokens, max_tokens_is_default: req.max_tokens === undefined, ticket, record };
+  }
+
+  /** Writes a request's audit record (the audit sink of this runner). */
+  audit(record: RequestAudit): void {
+    this.o.audit.write(record);
   }
 
   private decide(req: HybridRequest, routes: Route[], roleLocalOnly: boolean, maxTokens: number, breakerOpen: boolean): RouteDecision {
@@ -192,6 +226,7 @@ export class HybridRunner {
       model: req.model,
       prompt_tokens: req.prompt_tokens,
       max_tokens: maxTokens,
+      max_tokens_is_default: req.max_tokens === undefined,
       allowed_routes: routes,
       role_local_only: roleLocalOnly,
       breaker_open: breakerOpen,
@@ -312,7 +347,7 @@ export class HybridRunner {
   }
 }
 
-function upstreamRequest(req: HybridRequest, model: string, maxTokens: number): UpstreamRequest {
+export function upstreamRequest(req: HybridRequest, model: string, maxTokens: number): UpstreamRequest {
   return {
     ...(req.messages !== undefined ? { messages: req.messages } : { prompt: req.prompt ?? '' }),
     model,
@@ -322,7 +357,7 @@ function upstreamRequest(req: HybridRequest, model: string, maxTokens: number): 
 }
 
 /** Short words for a route_reason: "HTTP 500", "timeout", "stream cut". */
-function failureOf(err: unknown): string {
+export function failureOf(err: unknown): string {
   if (err instanceof UpstreamError) {
     if (err.failure === 'http') return `HTTP ${err.status}`;
     if (err.failure === 'network' && /cut|mid-reply/.test(err.message)) return 'stream cut';
@@ -331,7 +366,7 @@ function failureOf(err: unknown): string {
   return err instanceof EdgeError ? err.code : 'error';
 }
 
-function promptText(req: HybridRequest): string {
+export function promptText(req: Pick<HybridRequest, 'prompt' | 'messages'>): string {
   return req.prompt ?? (req.messages ?? []).map((m) => `${m.role}: ${m.content}`).join('\n');
 }
 

@@ -9,7 +9,8 @@
  *  3. auto: local when it can serve the request, unless a soft limit (max_local_prompt_tokens, the
  *     latency estimate above slo_ms) prefers the cloud and the cloud is usable (allowed by the role,
  *     not local_only, an upstream configured, the breaker closed); cloud when local cannot serve it
- *     (context, model) and the cloud is usable; otherwise E_NO_ROUTE at once.
+ *     (context, model) and the cloud is usable; otherwise E_NO_ROUTE at once (E_PROMPT_TOO_LONG when
+ *     the local context is what stops it and the cloud is not usable for a lasting reason).
  */
 import { EdgeError } from '../errors.js';
 
@@ -61,6 +62,11 @@ export interface RouteInput {
   prompt_tokens: number;
   /** The max_tokens the request will run with (after access filled in the default). */
   max_tokens: number;
+  /**
+   * max_tokens is a default, not the request's own: locally it shrinks to what the context has left
+   * after the prompt (as the engine does), so only the prompt must fit.
+   */
+  max_tokens_is_default?: boolean | undefined;
   /** Routes the device's roles allow (AccessDecision.routes). */
   allowed_routes: readonly Route[];
   /** Any of the device's roles is local_only (AccessDecision.local_only). */
@@ -129,18 +135,21 @@ export class RoutePolicy {
 
     // Why each route cannot be used (undefined = it can).
     const allows = (r: Route) => input.allowed_routes.includes(r);
+    // Tokens a local run would generate at most: a default max_tokens gives way to the context's room.
+    const localMax = local !== undefined && input.max_tokens_is_default ? Math.max(1, Math.min(input.max_tokens, local.context_size - input.prompt_tokens)) : input.max_tokens;
+    const tooLong = local !== undefined && input.prompt_tokens + localMax > local.context_size;
     const localBlock =
       !allows('local') ? 'local not allowed for this device'
       : local === undefined ? target.noLocal
-      : input.prompt_tokens + input.max_tokens > local.context_size
-        ? `prompt ${input.prompt_tokens} + max_tokens ${input.max_tokens} tokens > context ${local.context_size} of ${local.name}`
+      : input.prompt_tokens + localMax > local.context_size
+        ? `prompt ${input.prompt_tokens} + max_tokens ${localMax} tokens > context ${local.context_size} of ${local.name}`
         : undefined;
     const cloudBlock =
       !allows('cloud') ? 'cloud not allowed for this device'
       : input.local_only ? 'local_only requested'
       : input.role_local_only ? "the device's role is local_only"
       : cloudModel === undefined ? 'no upstream configured'
-      : input.breaker_open ? 'upstream circuit open'
+      : input.breaker_open ? BREAKER_OPEN
       : undefined;
 
     const toCloud = (reason: string, fallback: boolean): RouteDecision => ({
@@ -160,6 +169,10 @@ export class RoutePolicy {
 
     // 2. Forced routes.
     if (requested === 'cloud') {
+      // A node without an upstream cannot serve it for anyone: that is not a matter of permission.
+      if (cloudModel === undefined && target.local !== undefined) {
+        return refuse('E_NO_ROUTE', 'route "cloud" was asked for but this node has no upstream: send route "auto" or "local"');
+      }
       if (!allows('cloud') || input.role_local_only) {
         return refuse(
           'E_FORBIDDEN',
@@ -174,6 +187,7 @@ export class RoutePolicy {
     }
     if (requested === 'local') {
       if (!allows('local')) return refuse('E_FORBIDDEN', 'route "local" is not allowed for this device: send route "auto", or ask an operator for a role with the local route');
+      if (localBlock !== undefined && tooLong) return refuse('E_PROMPT_TOO_LONG', `${tooLongText(input.prompt_tokens, localMax, local!)}; route "local" was asked for: ${CONTEXT_ADVICE}`);
       if (localBlock !== undefined) return refuse('E_NO_ROUTE', `route "local" was asked for but ${localBlock}: ${localAdvice(local)}`);
       return toLocal('route local requested');
     }
@@ -182,6 +196,8 @@ export class RoutePolicy {
     if (localBlock !== undefined) {
       if (cloudBlock === undefined) return toCloud(localBlock, false);
       const bothForbidden = !allows('local') && !allows('cloud');
+      // Too long here and no cloud to send it to that could change with time: the prompt is the problem.
+      if (tooLong && cloudBlock !== BREAKER_OPEN) return refuse('E_PROMPT_TOO_LONG', `${tooLongText(input.prompt_tokens, localMax, local!)}; ${cloudBlock}: ${CONTEXT_ADVICE}`);
       return refuse(
         bothForbidden ? 'E_FORBIDDEN' : 'E_NO_ROUTE',
         bothForbidden
@@ -200,7 +216,7 @@ export class RoutePolicy {
       estimate = Math.round(
         (input.queue_wait_ms ?? 0) +
           (input.prompt_tokens / rate.prefill_tokens_per_s) * 1000 +
-          (input.max_tokens / rate.decode_tokens_per_s) * 1000,
+          (localMax / rate.decode_tokens_per_s) * 1000,
       );
       if (estimate > slo) soft = `est. local ${estimate} ms > slo_ms ${slo}`;
     }
@@ -235,7 +251,14 @@ function opt<K extends string>(key: K, v: string | undefined): { [P in K]?: stri
   return (v === undefined ? {} : { [key]: v }) as { [P in K]?: string };
 }
 
-function refuse(code: 'E_FORBIDDEN' | 'E_NO_ROUTE' | 'E_BAD_REQUEST', message: string): RouteDecision {
+const BREAKER_OPEN = 'upstream circuit open';
+const CONTEXT_ADVICE = "shorten the prompt or lower max_tokens (this node's context is engine.context_size)";
+
+function tooLongText(prompt: number, max: number, local: LocalModelSpec): string {
+  return `the prompt is ${prompt} tokens and max_tokens is ${max} (${prompt + max} in all) for model ${local.name}, but the context holds ${local.context_size}`;
+}
+
+function refuse(code: 'E_FORBIDDEN' | 'E_NO_ROUTE' | 'E_BAD_REQUEST' | 'E_PROMPT_TOO_LONG', message: string): RouteDecision {
   return { ok: false, error: new EdgeError(code, message) };
 }
 

@@ -105,7 +105,7 @@ t.test('serve and request reach a TLS broker that wants a client certificate and
     throw new Error(`${err.message}\nmosquitto:\n${brokerLog}`);
   });
   t.match(daemon.log, new RegExp(`connected to mqtts://127\\.0\\.0\\.1:${port} as edgellm-tls-node`));
-  t.match(daemon.log, new RegExp(`try it: npx edgellm request -p "Hello" --broker mqtts://127\\.0\\.0\\.1:${port} --username edgellm --password-file FILE --ca-file ${f('ca.pem')} --cert-file CERT --key-file KEY\\n`));
+  t.match(daemon.log, new RegExp(`try it: npx edgellm request -p Hello --broker mqtts://127\\.0\\.0\\.1:${port} --username edgellm --password-file FILE --ca-file ${f('ca.pem')} --cert-file CERT --key-file KEY"`));
   t.notMatch(daemon.log, /node-secret-7/, 'the password is never logged');
 
   const tls = ['--ca-file', f('ca.pem'), '--cert-file', f('client.pem'), '--key-file', f('client.key')];

@@ -2,7 +2,7 @@
 import t from 'tap';
 import { createServer } from 'node:net';
 import { loadConfig } from '../../src/daemon/config.js';
-import { createLogger } from '../../src/daemon/log.js';
+import { createLogger, type Logger } from '../../src/daemon/log.js';
 import { MqttSession } from '../../src/transport/mqtt/session.js';
 import { Topics } from '../../src/transport/mqtt/topics.js';
 import type { Outbox } from '../../src/store/outbox.js';
@@ -16,7 +16,8 @@ async function closedPort(): Promise<number> {
   return port;
 }
 
-t.test('log lines name the broker without its password', async (t) => {
+/** The session's lines while it fails to reach a closed port, through `log`. */
+async function linesWhileUnreachable(log: (lines: string[]) => Logger): Promise<{ lines: string[]; port: number }> {
   const port = await closedPort();
   const config = loadConfig({ env: {}, flags: { broker: `mqtt://plant:s3cret-pw@127.0.0.1:${port}`, model: 'm.gguf' } });
   const lines: string[] = [];
@@ -25,7 +26,7 @@ t.test('log lines name the broker without its password', async (t) => {
     topics: new Topics('edgellm', 'node-t'),
     outbox: { all: () => [], count: () => 0 } as unknown as Outbox,
     sink: { receive: () => undefined, cancel: () => undefined },
-    log: createLogger('debug', (l) => lines.push(l)),
+    log: log(lines),
     password: undefined,
     models: [],
     metrics: () => ({}),
@@ -35,6 +36,22 @@ t.test('log lines name the broker without its password', async (t) => {
   while (!lines.some((l) => /broker/.test(l)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   await session.stop();
   await Promise.race([started, new Promise((r) => setTimeout(r, 1000))]);
-  t.ok(lines.some((l) => l.includes(`127.0.0.1:${port}`)), 'the broker is named in the log');
+  return { lines, port };
+}
+
+t.test('log lines name the broker without its password', async (t) => {
+  const { lines, port } = await linesWhileUnreachable((lines) => createLogger('debug', (l) => lines.push(l)));
+  const msgs = lines.map((l) => (JSON.parse(l) as { msg: string }).msg);
+  t.ok(msgs.some((m) => m.includes(`127.0.0.1:${port}`)), 'the broker is named in the log');
+  t.notOk(lines.some((l) => l.includes('s3cret-pw')), 'the password is not');
+});
+
+t.test('the session leaves the password out itself, not only thanks to the logger', async (t) => {
+  const raw = (lines: string[]): Logger => {
+    const at = (level: string) => (msg: string) => void lines.push(`${level}: ${msg}`);
+    return { error: at('error'), warn: at('warn'), info: at('info'), debug: at('debug') };
+  };
+  const { lines, port } = await linesWhileUnreachable(raw);
+  t.ok(lines.some((l) => l.includes(`127.0.0.1:${port}`)), 'the broker is named');
   t.notOk(lines.some((l) => l.includes('s3cret-pw')), 'the password is not');
 });

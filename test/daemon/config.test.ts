@@ -130,9 +130,9 @@ t.test('engine.threads and engine.context_size flow into the model\'s load optio
   configError(t, () => loadConfig({ env: { EDGELLM_ENGINE_THREADS: '0' } }), /engine\.threads.*EDGELLM_ENGINE_THREADS/);
 });
 
-t.test('the upstream key comes from $CREDENTIALS_DIRECTORY/upstream-key; blank means no upstream', async (t) => {
+t.test('the upstream key comes from $CREDENTIALS_DIRECTORY/upstream-key; blank means no key', async (t) => {
   const creds = join(dir, 'creds');
-  const withUrl = loadConfig({ env: { EDGELLM_UPSTREAM_URL: 'https://api.example.com/v1' } });
+  const withUrl = loadConfig({ env: { EDGELLM_UPSTREAM_URL: 'https://api.example.com/v1', EDGELLM_UPSTREAM_MODEL: 'big' } });
   t.equal(readUpstreamKey(loadConfig({ env: {} }), { CREDENTIALS_DIRECTORY: creds }), undefined, 'no upstream.url: no key read');
   t.equal(readUpstreamKey(withUrl, {}), undefined, 'outside systemd: none');
   t.equal(readUpstreamKey(withUrl, { CREDENTIALS_DIRECTORY: creds }), undefined, 'no credential file: none');

@@ -88,7 +88,7 @@ t.test('the embedded broker relays MQTT 3.1.1, refuses MQTT 5 by protocol versio
   t.ok(await canListen(port), 'the port is free again');
 });
 
-t.test('a port already in use is an E_BROKER that names the port and both ways out', async (t) => {
+t.test('a port already in use is an E_PORT_IN_USE that names the port and both ways out', async (t) => {
   const port = await freePort();
   const holder = await occupy(port);
   t.teardown(() => holder.close());
@@ -97,7 +97,7 @@ t.test('a port already in use is an E_BROKER that names the port and both ways o
     () => undefined,
     (e: unknown) => e,
   );
-  t.ok(err instanceof EdgeError && err.code === 'E_BROKER', 'E_BROKER');
+  t.ok(err instanceof EdgeError && err.code === 'E_PORT_IN_USE', 'E_PORT_IN_USE');
   t.match((err as Error).message, new RegExp(`port ${port} on 127\\.0\\.0\\.1 is already in use`));
   t.match((err as Error).message, new RegExp(`set broker\\.url to the broker already there \\(--broker mqtt://127\\.0\\.0\\.1:${port}\\)`));
   t.match((err as Error).message, /broker\.embedded\.port \(EDGELLM_BROKER_EMBEDDED_PORT\) to a free port/);
@@ -133,7 +133,7 @@ t.test('a daemon without broker.url runs the embedded broker, answers a 3.1.1 de
   let stopped = false;
   t.teardown(() => (stopped ? undefined : service.stop()));
   t.match(logs.join(''), new RegExp(`running the embedded MQTT broker \\(MQTT 3\\.1\\.1\\) on mqtt://127\\.0\\.0\\.1:${port}`));
-  t.match(logs.join(''), new RegExp(`try it: npx edgellm request -p "Hello" --broker mqtt://127\\.0\\.0\\.1:${port} --prefix emb`), 'the log says how to try it');
+  t.match(logs.join(''), new RegExp(`try it: npx edgellm request -p Hello --broker mqtt://127\\.0\\.0\\.1:${port} --prefix emb`), 'the log says how to try it');
 
   const device = await connect(`mqtt://127.0.0.1:${port}`, 4);
   t.teardown(() => device.end(true));
@@ -169,7 +169,7 @@ t.test('a daemon whose embedded port is taken fails at once, before opening any 
     (e: unknown) => e,
   );
   await service.stop();
-  t.ok(err instanceof EdgeError && err.code === 'E_BROKER', 'E_BROKER');
+  t.ok(err instanceof EdgeError && err.code === 'E_PORT_IN_USE', 'E_PORT_IN_USE');
   t.match((err as Error).message, new RegExp(`port ${port} on 127\\.0\\.0\\.1 is already in use`));
   t.equal(opened, 0, 'no model was loaded: a port clash costs milliseconds, not a model load');
 });

@@ -4,9 +4,10 @@ import t from 'tap';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { Broker, findMosquitto } from '../helpers/broker.js';
+import { Broker, findMosquitto, freePort } from '../helpers/broker.js';
 import { Device } from '../helpers/device.js';
 import { hasPython3, listenNotify } from '../helpers/notify-listener.js';
+import { parsePrometheus, valueOf } from '../helpers/prometheus.js';
 import { hasStories, repoRoot, requires, ServeProcess, stories, STORIES_CONTINUATION } from '../helpers/serve.js';
 
 const cli = resolve(repoRoot, 'dist', 'cli', 'main.js');
@@ -50,10 +51,10 @@ function writeConfig(name: string, brokerUrl: string): string {
   return file;
 }
 
-function serve(config: string, env: NodeJS.ProcessEnv = {}): ServeProcess {
+function serve(config: string, env: NodeJS.ProcessEnv = {}, args: string[] = []): ServeProcess {
   const clean = { ...process.env };
   for (const k of Object.keys(clean)) if (k.startsWith('EDGELLM_') || k === 'NOTIFY_SOCKET' || k.startsWith('WATCHDOG_')) delete clean[k];
-  return new ServeProcess(process.execPath, [cli, 'serve', '--config', config], { ...clean, ...env });
+  return new ServeProcess(process.execPath, [cli, 'serve', '--config', config, ...args], { ...clean, ...env });
 }
 
 t.test('edgellm serve answers over MQTT 5 with stories260K: streamed, then from the cache', needs.real, async (t) => {
@@ -63,10 +64,14 @@ t.test('edgellm serve answers over MQTT 5 with stories260K: streamed, then from 
   const creds = join(work, 'credentials');
   mkdirSync(creds);
   writeFileSync(join(creds, 'upstream-key'), 'sk-never-logged-42\n');
-  const daemon = serve(writeConfig('real', broker.url), { CREDENTIALS_DIRECTORY: creds, EDGELLM_UPSTREAM_URL: 'https://llm.example/v1' });
+  const httpPort = await freePort();
+  const daemon = serve(writeConfig('real', broker.url), { CREDENTIALS_DIRECTORY: creds, EDGELLM_UPSTREAM_URL: 'https://llm.example/v1', EDGELLM_UPSTREAM_MODEL: 'big' }, ['--http-port', String(httpPort)]);
   t.teardown(() => daemon.kill());
   await daemon.waitForLog(/node real ready/, 60_000);
-  t.match(daemon.log, /upstream https:\/\/llm\.example\/v1: API key present/, 'the upstream key is read from $CREDENTIALS_DIRECTORY');
+  const health = await fetch(`http://127.0.0.1:${httpPort}/healthz`);
+  t.equal(health.status, 200, '--http-port: /healthz is 200 once ready');
+  t.match(await health.json(), { status: 'ok', node: 'real', models: 'loaded', broker: 'connected' });
+  t.match(daemon.log, /upstream https:\/\/llm\.example\/v1 \(model big\): API key present/, 'the upstream key is read from $CREDENTIALS_DIRECTORY');
   t.match(daemon.log, /model stories260K: .*stories260K\.gguf \(context 256\)/, 'engine.context_size reached the engine');
 
   const device = await Device.connect(broker.url, 'serve-real-device', ['real/reply/#']);
@@ -100,9 +105,19 @@ t.test('edgellm serve answers over MQTT 5 with stories260K: streamed, then from 
   const again = await device.final('a2', 30_000);
   t.match(again.body, { type: 'done', text: body.text, cached: true, finish_reason: 'length' }, 'the same request again comes from the cache');
 
+  const m = parsePrometheus(await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text());
+  t.equal(valueOf(m, 'edgellm_requests_total', { outcome: 'done', route: 'local' }), 1, '/metrics: one generated');
+  t.equal(valueOf(m, 'edgellm_requests_total', { outcome: 'cached', route: 'local' }), 1, 'one from the cache');
+  t.equal(valueOf(m, 'edgellm_generated_tokens_total', { route: 'local' }), 24, 'its 24 tokens');
+  t.equal(valueOf(m, 'edgellm_model_info', { model: 'stories260K', context_size: '256' }), 1);
+  t.ok(valueOf(m, 'edgellm_decode_tokens_per_second') > 0, `decode speed ${valueOf(m, 'edgellm_decode_tokens_per_second')} tokens/s`);
+
   const exit = await daemon.stop();
   t.same(exit, { code: 0, signal: null }, 'SIGTERM: drains and exits 0');
   t.notMatch(daemon.log, /sk-never-logged/, 'the key is never logged');
+  const records = daemon.records(); // throws on a line that is not a JSON log record
+  t.ok(records.length > 5 && records.every((r) => r.node === 'real'), `stdout is ${records.length} JSON log lines of node real`);
+  t.ok(records.some((r) => r.level === 'info' && r.msg.startsWith(`http endpoint on http://127.0.0.1:${httpPort}`)), 'the endpoint is logged');
 });
 
 t.test('under systemd: READY=1 only once the broker is connected, watchdog pings, STOPPING=1 on SIGTERM', needs.notify, async (t) => {

@@ -31,9 +31,15 @@ export async function startDaemon(config: DaemonConfig, delayMs = 0): Promise<{ 
 }
 
 export class DaemonProcess {
+  /** stdout and stderr together. */
   output = '';
+  /** The JSON log alone. */
+  stdout = '';
   private constructor(readonly proc: ChildProcess) {
-    proc.stdout?.on('data', (d) => (this.output += d));
+    proc.stdout?.on('data', (d) => {
+      this.output += d;
+      this.stdout += d;
+    });
     proc.stderr?.on('data', (d) => (this.output += d));
   }
 
@@ -46,7 +52,7 @@ export class DaemonProcess {
     );
     const d = new DaemonProcess(proc);
     const until = Date.now() + 30_000;
-    while (!/ ready/.test(d.output)) {
+    while (!/"msg":"node \S+ ready"/.test(d.output)) {
       if (proc.exitCode !== null || Date.now() > until) throw new Error(`the daemon did not start:\n${d.output}`);
       await new Promise((r) => setTimeout(r, 25));
     }

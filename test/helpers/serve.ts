@@ -21,17 +21,54 @@ export function requires(who: string, ok: boolean, missing: string): { skip: str
   return { skip: `SKIPPED: ${missing}` };
 }
 
+/** One line of the daemon's JSON log. */
+export interface LogRecord {
+  level: string;
+  time: string;
+  msg: string;
+  [field: string]: unknown;
+}
+
+/** The daemon's stdout as log records; throws on a line that is not one (the log is JSON lines only). */
+export function logRecords(stdout: string): LogRecord[] {
+  return stdout
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => {
+      let r: unknown;
+      try {
+        r = JSON.parse(l);
+      } catch {
+        throw new Error(`not a JSON log line: ${l}`);
+      }
+      const rec = r as LogRecord;
+      if (typeof rec.level !== 'string' || typeof rec.msg !== 'string' || Number.isNaN(Date.parse(rec.time))) {
+        throw new Error(`a log line without level, time and msg: ${l}`);
+      }
+      return rec;
+    });
+}
+
 export class ServeProcess {
-  /** Everything the daemon wrote to stderr (its log) and stdout. */
+  /** Everything the daemon wrote to stdout (its JSON log) and stderr (a fatal error's one line). */
   log = '';
+  stdout = '';
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   private readonly proc: ChildProcess;
 
   constructor(cmd: string, args: string[], env: NodeJS.ProcessEnv, cwd?: string) {
     this.proc = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'], ...(cwd ? { cwd } : {}) });
-    this.proc.stdout?.on('data', (d: Buffer) => (this.log += d.toString()));
+    this.proc.stdout?.on('data', (d: Buffer) => {
+      this.log += d.toString();
+      this.stdout += d.toString();
+    });
     this.proc.stderr?.on('data', (d: Buffer) => (this.log += d.toString()));
     this.exited = new Promise((res) => this.proc.on('exit', (code, signal) => res({ code, signal })));
+  }
+
+  /** The log so far, parsed (see logRecords). */
+  records(): LogRecord[] {
+    return logRecords(this.stdout);
   }
 
   get pid(): number {

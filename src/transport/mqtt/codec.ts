@@ -81,8 +81,14 @@ export interface DoneFields {
   text: string;
   finish_reason: 'stop' | 'length' | 'cancelled';
   usage: { prompt_tokens: number; completion_tokens: number };
-  route: 'local';
+  /** Where it was answered: this node's model, or the upstream. */
+  route: 'local' | 'cloud';
+  /** Why, in a few words: "fits local model x", "prompt 5120 tokens > max_local_prompt_tokens 2048". */
   route_reason: string;
+  /** Present (true) only when the upstream failed mid-request and the local model answered instead. */
+  fallback?: true;
+  /** What went wrong upstream: "upstream failed (HTTP 500)". */
+  fallback_reason?: string;
   cached: boolean;
   model: string;
   node: string;
@@ -90,6 +96,13 @@ export interface DoneFields {
 }
 
 export const chunkMessage = (id: string, seq: number, text: string) => JSON.stringify({ id, type: 'chunk', seq, text });
+
+/**
+ * The upstream failed after streaming `discarded_chars` characters: the chunks so far are void, and
+ * the local model's chunks follow from its beginning (seq keeps counting).
+ */
+export const fallbackMessage = (id: string, seq: number, reason: string, discardedChars: number) =>
+  JSON.stringify({ id, type: 'fallback', seq, route: 'local', reason, discarded_chars: discardedChars });
 
 export const doneMessage = (id: string, f: DoneFields) => JSON.stringify({ id, type: 'done', ...f });
 

@@ -44,7 +44,7 @@ export class EmbeddedBroker {
     return embeddedBrokerUrl(this.address);
   }
 
-  /** Listens; a port that is taken or not allowed is an E_BROKER that says what to do instead. */
+  /** Listens; a taken port is E_PORT_IN_USE, a port or host it may not use E_CONFIG, each saying what to do instead. */
   async start(): Promise<void> {
     const { host, port } = this.address;
     const aedes = await Aedes.createBroker();
@@ -88,13 +88,13 @@ function listenError(address: EmbeddedBrokerAddress, err: NodeJS.ErrnoException)
     `set broker.url to the broker already there (--broker ${embeddedBrokerUrl(address)}), ` +
     'or broker.embedded.port (EDGELLM_BROKER_EMBEDDED_PORT) to a free port';
   if (err.code === 'EADDRINUSE') {
-    return new EdgeError('E_BROKER', `cannot start the embedded MQTT broker: port ${address.port} on ${address.host} is already in use (another broker such as mosquitto, or another edgellm?): ${instead}`, { cause: err });
+    return new EdgeError('E_PORT_IN_USE', `cannot start the embedded MQTT broker: port ${address.port} on ${address.host} is already in use (another broker such as mosquitto, or another edgellm?): ${instead}`, { cause: err });
   }
   if (err.code === 'EACCES') {
-    return new EdgeError('E_BROKER', `cannot start the embedded MQTT broker on ${where}: not allowed to listen there (ports below 1024 need privileges); set broker.embedded.port to a port above 1023`, { cause: err });
+    return new EdgeError('E_CONFIG', `cannot start the embedded MQTT broker on ${where}: not allowed to listen there (ports below 1024 need privileges); set broker.embedded.port to a port above 1023`, { cause: err });
   }
   if (err.code === 'EADDRNOTAVAIL' || err.code === 'ENOTFOUND' || err.code === 'EAI_AGAIN') {
-    return new EdgeError('E_BROKER', `cannot start the embedded MQTT broker on ${where}: ${address.host} is not an address of this machine; set broker.embedded.host (default 127.0.0.1)`, { cause: err });
+    return new EdgeError('E_CONFIG', `cannot start the embedded MQTT broker on ${where}: ${address.host} is not an address of this machine; set broker.embedded.host (default 127.0.0.1)`, { cause: err });
   }
   return new EdgeError('E_BROKER', `cannot start the embedded MQTT broker on ${where}: ${err.message}`, { cause: err });
 }

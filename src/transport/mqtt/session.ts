@@ -39,6 +39,8 @@ export class MqttSession implements ReplyChannel {
       password: string | undefined;
       models: string[];
       metrics: () => object;
+      /** More fields of the retained online status (the upstream and its breaker). */
+      status?: () => object;
       /** Told when the broker connection comes and goes (systemd's STATUS line). */
       onConnection?: (connected: boolean) => void;
       /** The broker to use instead of broker.url (the embedded broker), and its MQTT version (default 5). */
@@ -217,13 +219,18 @@ export class MqttSession implements ReplyChannel {
     done();
   }
 
+  /** Publishes the retained online status again (its fields changed, e.g. the upstream breaker). */
+  republishStatus(): void {
+    if (this.client?.connected) this.announce();
+  }
+
   private announce(): void {
     this.client?.publish(this.deps.topics.status(), this.statusPayload('online'), { qos: 1, retain: true });
   }
 
   private statusPayload(state: 'online' | 'offline'): string {
     const { config } = this.deps;
-    return JSON.stringify({ state, node: config.node_id, ...(state === 'online' ? { models: this.deps.models, fleet_group: config.fleet.group ?? null } : {}) });
+    return JSON.stringify({ state, node: config.node_id, ...(state === 'online' ? { models: this.deps.models, fleet_group: config.fleet.group ?? null, ...this.deps.status?.() } : {}) });
   }
 
   private flushOutbox(): void {

@@ -1,0 +1,189 @@
+/**
+ * The OpenAI-compatible API's backend: its requests run on this node's local models through the same
+ * RequestQueue as the MQTT requests (batch.max slots, limits.queue_depth waiting, the same limits), so
+ * both kinds share the engine's continuous batching and neither can starve the other of slots. They
+ * are never sent to an upstream: a node that is another node's upstream must not pass the request on.
+ * Nothing is written to the store: an HTTP reply is answered on its connection, or not at all.
+ */
+import { randomUUID } from 'node:crypto';
+import type { DaemonConfig } from './config.js';
+import type { GenerateParams, Generation, LocalModel } from './engine-port.js';
+import type { Logger } from './log.js';
+import { EdgeError } from '../errors.js';
+import type { ChatRequest } from '../http/openai-request.js';
+import type { ChatBackend } from '../http/openai-server.js';
+import type { RequestQueue } from '../scheduler/request-queue.js';
+
+/** Queue priority of API requests: MQTT's default, so both are served in arrival order. */
+const PRIORITY = 5;
+
+interface Running {
+  stop: AbortController;
+  ended: Promise<void>;
+}
+
+export class LocalChat implements ChatBackend {
+  private accepting = true;
+  /** Requests waiting for a slot, by queue key, with the way to refuse them. */
+  private readonly waiting = new Map<string, (err: EdgeError) => void>();
+  private readonly running = new Set<Running>();
+
+  constructor(
+    private readonly deps: {
+      config: Pick<DaemonConfig, 'limits'>;
+      queue: RequestQueue;
+      /** By name; the first is the default. */
+      models: Map<string, LocalModel>;
+      log: Logger;
+    },
+  ) {}
+
+  models(): string[] {
+    return [...this.deps.models.keys()];
+  }
+
+  complete(request: ChatRequest, signal: AbortSignal): Promise<{ model: string; generation: Generation }> {
+    const { queue, config } = this.deps;
+    if (!this.accepting) return Promise.reject(stopping());
+    if (signal.aborted) return Promise.reject(signal.reason);
+    const name = request.model ?? this.models()[0] ?? '';
+    const model = this.deps.models.get(name);
+    if (!model) {
+      return Promise.reject(new EdgeError('E_UNKNOWN_MODEL', `The model "${name}" does not exist on this node; it serves: ${this.models().join(', ')} (GET /v1/models)`));
+    }
+    const promptBytes = request.messages.reduce((n, m) => n + Buffer.byteLength(m.content), 0);
+    if (promptBytes > config.limits.max_prompt_bytes) {
+      return Promise.reject(new EdgeError('E_PROMPT_TOO_LONG', `the messages are ${promptBytes} bytes; this node takes at most ${config.limits.max_prompt_bytes} (limits.max_prompt_bytes)`));
+    }
+    if (request.max_tokens !== undefined && request.max_tokens > config.limits.max_tokens) {
+      return Promise.reject(new EdgeError('E_BAD_REQUEST', `max_tokens is ${request.max_tokens}; this node allows at most ${config.limits.max_tokens} (limits.max_tokens)`));
+    }
+    const params = this.params(request);
+    const key = `openai\u0000${randomUUID()}`;
+
+    return new Promise((resolve, reject) => {
+      const stop = new AbortController();
+      const onAbort = () => {
+        // Waiting: out of the queue at once. Running: the engine ends it 'cancelled' at its next token.
+        if (this.waiting.delete(key)) {
+          queue.remove(key);
+          reject(signal.reason);
+        } else {
+          stop.abort('client');
+        }
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      const run = (): Promise<void> => {
+        this.waiting.delete(key);
+        let generation: Generation;
+        try {
+          generation = model.generate({ ...params, signal: stop.signal });
+        } catch (err) {
+          signal.removeEventListener('abort', onAbort);
+          reject(err);
+          return Promise.resolve();
+        }
+        // The slot is held until the generation is over: its result settles, or its iteration ends.
+        let iterated!: () => void;
+        const iterationOver = new Promise<void>((r) => (iterated = r));
+        const entry: Running = { stop, ended: Promise.race([generation.result.then(noop, noop), iterationOver]) };
+        this.running.add(entry);
+        resolve({ model: model.name, generation: watched(generation, iterated, () => stop.signal.reason === 'shutdown') });
+        return entry.ended.finally(() => {
+          this.running.delete(entry);
+          signal.removeEventListener('abort', onAbort);
+        });
+      };
+      this.waiting.set(key, (err) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      });
+      try {
+        queue.submit({
+          key,
+          priority: PRIORITY,
+          deadlineAt: null,
+          run,
+          expire: () => undefined, // no deadline: the client's disconnect is what ends a wait
+        });
+      } catch (err) {
+        this.waiting.delete(key);
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      }
+    });
+  }
+
+  /**
+   * Takes no more requests and refuses the waiting ones (E_UNAVAILABLE); running generations get
+   * `timeoutMs` to finish, then end with E_UNAVAILABLE too. Call it before the queue is cleared.
+   */
+  async drain(timeoutMs: number): Promise<void> {
+    this.accepting = false;
+    for (const [key, refuse] of this.waiting) {
+      this.deps.queue.remove(key);
+      refuse(stopping());
+    }
+    this.waiting.clear();
+    const all = () => Promise.allSettled([...this.running].map((r) => r.ended));
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([all(), new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))]);
+    clearTimeout(timer);
+    if (this.running.size > 0) this.deps.log.info(`stopping ${this.running.size} OpenAI API request(s) still generating`);
+    for (const r of this.running) r.stop.abort('shutdown');
+    await all();
+  }
+
+  private params(r: ChatRequest): GenerateParams {
+    const limit = this.deps.config.limits.max_tokens;
+    const p: GenerateParams = { messages: r.messages, max_tokens: r.max_tokens ?? limit };
+    // Without max_tokens, the node's limit is only a ceiling: generate what the context has room for.
+    if (r.max_tokens === undefined) p.max_tokens_fits_context = true;
+    for (const k of ['temperature', 'top_p', 'top_k', 'min_p', 'presence_penalty', 'frequency_penalty', 'seed'] as const) {
+      if (r[k] !== undefined) p[k] = r[k];
+    }
+    if (r.stop !== undefined) p.stop = r.stop;
+    return p;
+  }
+}
+
+const noop = () => undefined;
+const stopping = () => new EdgeError('E_UNAVAILABLE', 'this node is stopping and takes no new requests: retry on another node, or once it is back');
+
+/**
+ * The engine's generation, telling `iterated` when the caller's iteration is over, and with a result
+ * that is E_UNAVAILABLE when shutdown cut it short (a cancelled answer is not an answer).
+ */
+function watched(gen: Generation, iterated: () => void, cutByShutdown: () => boolean): Generation {
+  const result = gen.result.then((r) => {
+    if (r.finish_reason === 'cancelled' && cutByShutdown()) {
+      throw new EdgeError('E_UNAVAILABLE', `this node stopped after ${r.usage.completion_tokens} tokens, before the answer was complete: ask again`);
+    }
+    return r;
+  });
+  result.catch(noop);
+  const it: Generation = {
+    next: async () => {
+      try {
+        const r = await gen.next();
+        if (r.done) iterated();
+        return r;
+      } catch (err) {
+        iterated();
+        throw err;
+      }
+    },
+    return: async (value?: unknown) => {
+      try {
+        return gen.return ? await gen.return(value) : { value: undefined, done: true };
+      } finally {
+        iterated();
+      }
+    },
+    [Symbol.asyncIterator]() {
+      return it;
+    },
+    result,
+  };
+  return it;
+}

@@ -1,0 +1,401 @@
+/**
+ * The OpenAI-compatible HTTP API (`edgellm serve --openai-port N`), so anything that speaks OpenAI's
+ * chat completions can use this node: SDKs, curl, and another edgellm node whose upstream this is.
+ *
+ *   POST /v1/chat/completions   a chat.completion, or with "stream": true server-sent events of
+ *                               chat.completion.chunk objects ending with "data: [DONE]"
+ *   GET  /v1/models             the models this node serves; GET /v1/models/<id> one of them
+ *
+ * This module speaks HTTP only: the requests run on a ChatBackend (the daemon's local models behind its
+ * admission queue, src/daemon/local-chat.ts). Errors are OpenAI's shape, {"error": {message, type,
+ * param, code}}, with the matching HTTP status. A client that disconnects cancels its generation.
+ */
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { EdgeError, type ErrorCode } from '../errors.js';
+import type { Generation, GenerateResult } from '../daemon/engine-port.js';
+import type { Logger } from '../daemon/log.js';
+import { Secret } from '../policy/secret.js';
+import { parseChatRequest, RequestFieldError, type ChatRequest } from './openai-request.js';
+
+/** Where requests run. */
+export interface ChatBackend {
+  /** The models a request may name; the first is the default. */
+  models(): string[];
+  /**
+   * Admits a request and resolves once it holds a slot and the engine has accepted it. Rejects with an
+   * EdgeError (E_UNKNOWN_MODEL, E_QUEUE_FULL, E_PROMPT_TOO_LONG, E_BAD_REQUEST, E_UNAVAILABLE), or with
+   * `signal`'s reason when it aborts while the request waits. Aborting `signal` later ends the generation
+   * 'cancelled'. The caller iterates the generation to its end (that is what frees the slot).
+   */
+  complete(request: ChatRequest, signal: AbortSignal): Promise<{ model: string; generation: Generation }>;
+}
+
+export interface OpenAIServerOptions {
+  host: string;
+  port: number;
+  /** Clients must send "Authorization: Bearer <key>"; none = no key asked. */
+  apiKey?: Secret | undefined;
+  maxBodyBytes: number;
+  backend: ChatBackend;
+  log: Logger;
+}
+
+/** OpenAI's error body. */
+interface ApiError {
+  status: number;
+  message: string;
+  type: 'invalid_request_error' | 'authentication_error' | 'rate_limit_error' | 'server_error';
+  param: string | null;
+  code: string | null;
+}
+
+/** A client that went away; the generation it started is cancelled. */
+class ClientGone extends Error {}
+
+export class OpenAIServer {
+  private readonly server: http.Server;
+  /** Handlers still running (a streamed reply, a generation being drained): close() waits for them. */
+  private readonly inFlight = new Set<Promise<void>>();
+  private readonly created = Math.floor(Date.now() / 1000);
+  private readonly keyDigest: Buffer | undefined;
+
+  constructor(private readonly opts: OpenAIServerOptions) {
+    this.keyDigest = opts.apiKey ? digest(opts.apiKey.reveal()) : undefined;
+    this.server = http.createServer((req, res) => {
+      const handled = this.handle(req, res).catch((err: unknown) => {
+        opts.log.warn(`openai: ${req.method} ${req.url} failed: ${(err as Error).message}`);
+        if (!res.headersSent) sendError(res, { status: 500, message: 'internal error', type: 'server_error', param: null, code: 'E_ENGINE' });
+        else res.destroy();
+      });
+      this.inFlight.add(handled);
+      void handled.finally(() => this.inFlight.delete(handled));
+    });
+  }
+
+  /** Listens; a port in use (or one that needs privileges) is E_PORT_IN_USE (any other bind failure E_CONFIG), naming the config key. */
+  async start(): Promise<void> {
+    const { host, port } = this.opts;
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException) => {
+        this.server.off('listening', onListening);
+        const why =
+          err.code === 'EADDRINUSE'
+            ? 'is already in use: stop what listens there, or set another openai.port (--openai-port)'
+            : err.code === 'EACCES'
+              ? 'needs privileges this user does not have: use a port above 1023'
+              : err.code === 'EADDRNOTAVAIL'
+                ? `cannot be bound: ${host} is not an address of this machine (openai.host)`
+                : `cannot be listened on (${err.code ?? err.message})`;
+        reject(new EdgeError(err.code === 'EADDRINUSE' ? 'E_PORT_IN_USE' : 'E_CONFIG', `the OpenAI-compatible API's port ${port} on ${host} ${why}`));
+      };
+      const onListening = () => {
+        this.server.off('error', onError);
+        this.server.on('error', (err) => this.opts.log.warn(`the OpenAI-compatible API: ${err.message}`));
+        resolve();
+      };
+      this.server.once('error', onError);
+      this.server.once('listening', onListening);
+      this.server.listen(port, host);
+    });
+    const where = `http://${host.includes(':') ? `[${host}]` : host}:${this.address().port}/v1`;
+    this.opts.log.info(`OpenAI-compatible API on ${where} (${this.opts.apiKey ? 'API key required' : 'no API key asked'})`);
+    if (!this.opts.apiKey && !isLoopback(host)) {
+      this.opts.log.warn(`the OpenAI-compatible API listens on ${host} without a key: anyone who reaches it can use the models (set openai.api_key_file)`);
+    }
+  }
+
+  address(): AddressInfo {
+    return this.server.address() as AddressInfo;
+  }
+
+  /** Takes no new connections; replies in progress go on. */
+  stopAccepting(): void {
+    if (this.server.listening) this.server.close();
+    this.server.closeIdleConnections();
+  }
+
+  /** Waits for the replies in progress (the backend's drain ends them), then closes every connection. */
+  async close(): Promise<void> {
+    this.stopAccepting();
+    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+    this.server.closeAllConnections();
+  }
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const path = (req.url ?? '/').split('?')[0]!.replace(/\/+$/, '') || '/';
+    if (!this.authorized(req)) {
+      const sent = req.headers.authorization !== undefined;
+      this.opts.log.info(`openai: ${req.method} ${path} from ${req.socket.remoteAddress ?? 'unknown'} refused: ${sent ? 'a wrong' : 'no'} API key`);
+      res.setHeader('www-authenticate', 'Bearer');
+      sendError(res, {
+        status: 401,
+        message: sent
+          ? 'Incorrect API key provided: send the key this node was given (its openai.api_key_file) as "Authorization: Bearer <key>"'
+          : 'No API key provided: this node asks for one; send it as "Authorization: Bearer <key>"',
+        type: 'invalid_request_error',
+        param: null,
+        code: 'invalid_api_key',
+      });
+      return;
+    }
+    if (path === '/v1/chat/completions') {
+      if (req.method !== 'POST') return notAllowed(res, req, 'POST');
+      return this.chatCompletions(req, res);
+    }
+    if (path === '/v1/models') {
+      if (req.method !== 'GET') return notAllowed(res, req, 'GET');
+      sendJson(res, 200, { object: 'list', data: this.opts.backend.models().map((id) => this.modelCard(id)) });
+      return;
+    }
+    if (path.startsWith('/v1/models/')) {
+      if (req.method !== 'GET') return notAllowed(res, req, 'GET');
+      const id = safeDecode(path.slice('/v1/models/'.length));
+      const models = this.opts.backend.models();
+      if (models.includes(id)) sendJson(res, 200, this.modelCard(id));
+      else sendError(res, modelNotFound(id, models));
+      return;
+    }
+    sendError(res, {
+      status: 404,
+      message: `Invalid URL (${req.method} ${path}): this server has POST /v1/chat/completions and GET /v1/models`,
+      type: 'invalid_request_error',
+      param: null,
+      code: null,
+    });
+  }
+
+  private authorized(req: http.IncomingMessage): boolean {
+    if (!this.keyDigest) return true;
+    const m = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '');
+    return m !== null && timingSafeEqual(digest(m[1]!.trim()), this.keyDigest);
+  }
+
+  private modelCard(id: string) {
+    return { id, object: 'model', created: this.created, owned_by: 'edgellm' };
+  }
+
+  private async chatCompletions(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const type = String(req.headers['content-type'] ?? '');
+    if (!/^application\/json\b/i.test(type)) {
+      // Also what keeps a web page from posting here: a JSON content type needs a CORS preflight, never answered.
+      req.resume();
+      sendError(res, { status: 415, message: `the body must be JSON sent with "Content-Type: application/json", got ${type === '' ? 'no content type' : JSON.stringify(type)}`, type: 'invalid_request_error', param: null, code: null });
+      return;
+    }
+    const body = await readBody(req, this.opts.maxBodyBytes);
+    if (body === 'too large') {
+      res.setHeader('connection', 'close');
+      sendError(res, { status: 413, message: `the body is larger than ${this.opts.maxBodyBytes} bytes (openai.max_body_bytes)`, type: 'invalid_request_error', param: null, code: null });
+      return;
+    }
+    if (body === 'aborted') return;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(body);
+    } catch (err) {
+      sendError(res, { status: 400, message: `the body is not valid JSON (${(err as Error).message}); send a JSON object such as {"model": "...", "messages": [...]}`, type: 'invalid_request_error', param: null, code: null });
+      return;
+    }
+    let request: ChatRequest;
+    try {
+      request = parseChatRequest(parsed);
+    } catch (err) {
+      if (!(err instanceof RequestFieldError)) throw err;
+      sendError(res, { status: 400, message: err.message, type: 'invalid_request_error', param: err.param, code: err.code });
+      return;
+    }
+
+    // The client's going away (a closed socket before the reply ended) cancels the generation.
+    const gone = new AbortController();
+    res.on('close', () => {
+      if (!res.writableFinished) gone.abort(new ClientGone('the client disconnected'));
+    });
+    const id = `chatcmpl-${randomUUID().replace(/-/g, '')}`;
+    let started: { model: string; generation: Generation };
+    try {
+      started = await this.opts.backend.complete(request, gone.signal);
+    } catch (err) {
+      if (gone.signal.aborted) {
+        this.opts.log.debug(`openai ${id}: the client disconnected while it waited for a slot`);
+        return;
+      }
+      sendError(res, apiErrorOf(err, request));
+      return;
+    }
+    const { model, generation } = started;
+    const created = Math.floor(Date.now() / 1000);
+    if (request.stream) {
+      await this.stream(res, request, { id, model, created }, generation, gone.signal);
+    } else {
+      while (!(await generation.next()).done); // the result holds the whole text
+      await this.settle(id, generation, gone.signal, (result) => {
+        sendJson(res, 200, {
+          id,
+          object: 'chat.completion',
+          created,
+          model,
+          choices: [{ index: 0, message: { role: 'assistant', content: result.text, refusal: null }, logprobs: null, finish_reason: finishOf(result) }],
+          usage: usageOf(result),
+        });
+      }, (e) => sendError(res, e));
+    }
+  }
+
+  /** Server-sent events: a role chunk, one chunk per piece of text, the finish, the usage if asked, [DONE]. */
+  private async stream(
+    res: http.ServerResponse,
+    request: ChatRequest,
+    head: { id: string; model: string; created: number },
+    generation: Generation,
+    gone: AbortSignal,
+  ): Promise<void> {
+    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' });
+    const usageField = request.include_usage ? { usage: null } : {};
+    const { id, created, model } = head;
+    const chunk = (delta: Record<string, unknown>, finish: string | null) =>
+      event(res, { id, object: 'chat.completion.chunk', created, model, choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }], ...usageField });
+    chunk({ role: 'assistant', content: '' }, null);
+    for await (const piece of generation) {
+      if (!gone.aborted && piece !== '') chunk({ content: piece }, null);
+    }
+    await this.settle(head.id, generation, gone, (result) => {
+      chunk({}, finishOf(result));
+      if (request.include_usage) event(res, { id, object: 'chat.completion.chunk', created, model, choices: [], usage: usageOf(result) });
+      res.end('data: [DONE]\n\n');
+    }, (e) => {
+      // Headers are out: OpenAI's way is an error event; without [DONE] a client knows the reply is incomplete.
+      event(res, { error: { message: e.message, type: e.type, param: e.param, code: e.code } });
+      res.end();
+    });
+  }
+
+  /** The generation's outcome: `ok` with its result, or `failed` with the error; nothing when the client has gone. */
+  private async settle(id: string, generation: Generation, gone: AbortSignal, ok: (r: GenerateResult) => void, failed: (e: ApiError) => void): Promise<void> {
+    let result: GenerateResult;
+    try {
+      result = await generation.result;
+    } catch (err) {
+      if (gone.aborted) return;
+      const e = apiErrorOf(err);
+      this.opts.log.info(`openai ${id}: ${e.code ?? e.type}: ${e.message}`);
+      failed(e);
+      return;
+    }
+    if (gone.aborted) {
+      this.opts.log.debug(`openai ${id}: the client disconnected; cancelled after ${result.usage.completion_tokens} tokens`);
+      return;
+    }
+    this.opts.log.debug(`openai ${id}: ${result.finish_reason}, ${result.usage.prompt_tokens} + ${result.usage.completion_tokens} tokens`);
+    ok(result);
+  }
+}
+
+/** The key file's key (surrounding whitespace dropped), held as a Secret; E_CONFIG when unreadable or blank. */
+export function readOpenAIKey(file: string | undefined): Secret | undefined {
+  if (file === undefined) return undefined;
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new EdgeError('E_CONFIG', `openai.api_key_file ${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'unreadable'}): create it readable by the edgellm user (mode 0600), or remove the setting`);
+  }
+  const key = text.trim();
+  if (key === '') throw new EdgeError('E_CONFIG', `openai.api_key_file ${file} is empty: write the key clients must send into it, or remove the setting to ask for none`);
+  return new Secret(key);
+}
+
+/** The EdgeError codes whose OpenAI status and code differ from a plain 400/500. */
+const STATUS: Partial<Record<ErrorCode, Pick<ApiError, 'status' | 'type'> & { code?: string }>> = {
+  E_BAD_REQUEST: { status: 400, type: 'invalid_request_error' },
+  E_MODEL_UNSUPPORTED: { status: 400, type: 'invalid_request_error' },
+  E_PROMPT_TOO_LONG: { status: 400, type: 'invalid_request_error', code: 'context_length_exceeded' },
+  E_UNKNOWN_MODEL: { status: 404, type: 'invalid_request_error', code: 'model_not_found' },
+  E_QUEUE_FULL: { status: 429, type: 'rate_limit_error' },
+  E_UNAVAILABLE: { status: 503, type: 'server_error' },
+};
+
+function apiErrorOf(err: unknown, request?: ChatRequest): ApiError {
+  const e = err instanceof EdgeError ? err : new EdgeError('E_ENGINE', `the engine failed: ${(err as Error)?.message ?? String(err)}`);
+  const s = STATUS[e.code] ?? { status: 500, type: 'server_error' as const };
+  const param = e.code === 'E_UNKNOWN_MODEL' ? 'model' : e.code === 'E_PROMPT_TOO_LONG' && request ? 'messages' : null;
+  return { status: s.status, type: s.type, message: e.message, param, code: s.code ?? e.code };
+}
+
+function modelNotFound(id: string, models: string[]): ApiError {
+  return { status: 404, message: `The model "${id}" does not exist on this node; it serves: ${models.join(', ')}`, type: 'invalid_request_error', param: 'model', code: 'model_not_found' };
+}
+
+function notAllowed(res: http.ServerResponse, req: http.IncomingMessage, allow: string): void {
+  res.setHeader('allow', allow);
+  sendError(res, { status: 405, message: `${req.method} is not allowed here: use ${allow}`, type: 'invalid_request_error', param: null, code: null });
+}
+
+function finishOf(r: GenerateResult): 'stop' | 'length' {
+  return r.finish_reason === 'length' ? 'length' : 'stop';
+}
+
+function usageOf(r: GenerateResult) {
+  const { prompt_tokens, completion_tokens } = r.usage;
+  return { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens };
+}
+
+function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function sendError(res: http.ServerResponse, e: ApiError): void {
+  if (e.status === 429 || e.status === 503) res.setHeader('retry-after', '1');
+  sendJson(res, e.status, { error: { message: e.message, type: e.type, param: e.param, code: e.code } });
+}
+
+function event(res: http.ServerResponse, body: unknown): void {
+  if (!res.writableEnded && !res.destroyed) res.write(`data: ${JSON.stringify(body)}\n\n`);
+}
+
+/** The body as text, up to `limit` bytes (Content-Length is checked first, then what arrives). */
+function readBody(req: http.IncomingMessage, limit: number): Promise<string | 'too large' | 'aborted'> {
+  const declared = Number(req.headers['content-length']);
+  if (Number.isFinite(declared) && declared > limit) {
+    req.resume();
+    return Promise.resolve('too large');
+  }
+  return new Promise((resolve) => {
+    const parts: Buffer[] = [];
+    let size = 0;
+    req.on('data', (b: Buffer) => {
+      size += b.length;
+      if (size > limit) {
+        req.removeAllListeners('data');
+        req.resume();
+        resolve('too large');
+        return;
+      }
+      parts.push(b);
+    });
+    req.on('end', () => resolve(size > limit ? 'too large' : Buffer.concat(parts).toString('utf8')));
+    req.on('aborted', () => resolve('aborted'));
+    req.on('error', () => resolve('aborted'));
+  });
+}
+
+function digest(s: string): Buffer {
+  return createHash('sha256').update(s).digest();
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host.startsWith('127.');
+}
+
+/** A path segment's text; a malformed %-escape is kept as it is (and then names no model). */
+function safeDecode(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
+}
