@@ -169,7 +169,7 @@ t.test("`npm start`'s command brings the daemon up on a fresh checkout and answe
   t.teardown(() => daemon.kill());
   await daemon.waitForLog(/try it: [^\n]*\n/, 60_000);
   t.ok(existsSync(join(checkout, '.edgellm', 'models', 'edgellm-demo.gguf')), 'the state (and the demo model) went to ./.edgellm');
-  t.match(daemon.log, /try it: npx edgellm request -p Hello"/);
+  t.match(daemon.log, new RegExp(`try it: npx edgellm request -p Hello --broker mqtt://127\\.0\\.0\\.1:${port}"`), 'the log says how to try it');
   const answer = await request(['-p', 'Hello', '--broker', `mqtt://127.0.0.1:${port}`, '--max-tokens', '6']);
   t.equal(answer.status, 0, answer.stderr);
   t.match(answer.stdout, /\S/, 'an answer');
