@@ -385,15 +385,17 @@ export function checkPolicyReferences(config: DaemonConfig): void {
 /** The config as `--print-config` shows it: secrets (a password inside the broker URL) masked. */
 export function maskSecrets(config: DaemonConfig): DaemonConfig {
   const copy = structuredClone(config);
-  if (copy.broker.url === undefined) return copy;
-  try {
-    const url = new URL(copy.broker.url);
-    if (url.password) {
-      url.password = '****';
-      copy.broker.url = url.toString();
+  // No broker.url: the embedded broker, which has no credentials.
+  if (copy.broker.url !== undefined) {
+    try {
+      const url = new URL(copy.broker.url);
+      if (url.password) {
+        url.password = '****';
+        copy.broker.url = url.toString();
+      }
+    } catch {
+      // not a URL we can parse: the broker will say so when we connect
     }
-  } catch {
-    // not a URL we can parse: the broker will say so when we connect
   }
   // The upstream's URL may carry credentials too (user:key@, ?api_key=); the key itself is never in the config.
   copy.upstream.url = redactUrl(copy.upstream.url);
