@@ -40,7 +40,9 @@ export type ErrorCode =
   | 'E_STORE'
   /** The MQTT broker refused the connection or could not be reached. */
   | 'E_BROKER'
-  /** A port the daemon must listen on (http.port, openai.port) is taken by another process: the message names it. */
+  /** `edgellm request` got no final reply within --timeout (the request was cancelled). */
+  | 'E_TIMEOUT'
+  /** A port the daemon must listen on (http.port, openai.port, broker.embedded.port) is taken by another process: the message names it. */
   | 'E_PORT_IN_USE'
   /** A feature this build does not have yet (the message says which). */
   | 'E_NOT_IMPLEMENTED'

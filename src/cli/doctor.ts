@@ -7,6 +7,7 @@ import { CommanderError, type Command } from 'commander';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, statfsSync } from 'node:fs';
 import { loadConfig } from '../daemon/config.js';
+import { embeddedBrokerUrl } from '../transport/mqtt/embedded-broker.js';
 import { connect } from 'node:net';
 import { availableParallelism, freemem, totalmem } from 'node:os';
 import { dirname, resolve } from 'node:path';
@@ -35,6 +36,8 @@ export interface DoctorOptions {
   contextSize?: number;
   /** mqtt://host[:port] (also mqtts, ws, wss, tcp). */
   broker?: string;
+  /** The config has no broker.url: serve runs its own broker at this URL (nothing to check over the network). */
+  embeddedBroker?: string;
   /** The OpenAI-compatible upstream's base URL. */
   upstream?: string;
   /** Where the database and models live. */
@@ -243,7 +246,9 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorCheck[]> {
   const checks: DoctorCheck[] = [checkCpu(), checkCores(), checkMemory(), checkDisk(opts.stateDir ?? '/var/lib/edgellm')];
   checks.push(opts.model ? await checkModel(opts.model, opts) : skip('model', 'no model configured (-m FILE)'));
   const [broker, upstream] = await Promise.all([
-    opts.broker ? checkBroker(opts.broker, timeoutMs) : skip('broker', 'no broker configured (--broker URL)'),
+    opts.broker
+      ? checkBroker(opts.broker, timeoutMs)
+      : skip('broker', opts.embeddedBroker ? `no broker.url: serve runs its own broker on ${opts.embeddedBroker} (loopback, MQTT 3.1.1)` : 'no broker configured (--broker URL)'),
     opts.upstream ? checkUpstream(opts.upstream, timeoutMs) : skip('upstream', 'no upstream configured: local only'),
   ]);
   checks.push(broker, upstream, checkClock(new Date(), ntpSynchronized()));
@@ -285,6 +290,7 @@ export function registerDoctor(program: Command): void {
       const stateDir = flags.stateDir ?? cfg?.state_dir ?? process.env.EDGELLM_STATE_DIR;
       if (model) opts.model = model;
       if (broker) opts.broker = broker;
+      else if (cfg) opts.embeddedBroker = embeddedBrokerUrl(cfg.broker.embedded);
       if (upstream) opts.upstream = upstream;
       if (stateDir) opts.stateDir = stateDir;
       if (flags.sequences) opts.sequences = parsePositiveInt('--sequences', flags.sequences);

@@ -11,6 +11,7 @@ import { registerInspect } from './inspect.js';
 import { registerLogits } from './logits.js';
 import { registerProfile } from './profile.js';
 import { registerQuantize } from './quantize.js';
+import { registerRequest } from './request.js';
 import { registerServe } from './serve.js';
 import { registerTokenize } from './tokenize.js';
 
@@ -34,6 +35,7 @@ export function buildProgram(): Command {
   registerLogits(program);
   registerProfile(program);
   registerQuantize(program);
+  registerRequest(program);
   registerServe(program);
   registerTokenize(program);
   return program;

@@ -3,12 +3,14 @@ import type { Command } from 'commander';
 import { stringify } from 'yaml';
 import { EdgeError } from '../errors.js';
 import { loadConfig, maskSecrets, modelFiles, type ConfigFlags } from '../daemon/config.js';
+import { ensureDemoModel } from '../daemon/demo-model.js';
 import { localModelOpener } from '../daemon/local-model.js';
 import { Service } from '../daemon/service.js';
 
 interface ServeFlags extends ConfigFlags {
   config?: string;
   printConfig?: boolean;
+  demo?: boolean;
 }
 
 export function registerServe(program: Command): void {
@@ -23,6 +25,7 @@ export function registerServe(program: Command): void {
     .option('--node-id <id>', "this node's name in topics and replies (node_id)")
     .option('--http-port <port>', 'serve GET /healthz and GET /metrics on this port of http.host, 127.0.0.1 by default (http.port; 0 = off)')
     .option('--openai-port <port>', 'also serve the OpenAI-compatible HTTP API on this port (openai.port)')
+    .option('--demo', 'with no model configured, serve a small random-weight demo model (written to state_dir/models): nonsense text, working plumbing')
     .option('--print-config', 'print the effective config (secrets masked) and exit')
     .action(async (flags: ServeFlags) => {
       const config = loadConfig({ ...(flags.config ? { file: flags.config } : {}), flags });
@@ -30,10 +33,20 @@ export function registerServe(program: Command): void {
         process.stdout.write(stringify(maskSecrets(config)));
         return;
       }
+      let demoNote: string | undefined;
       if (modelFiles(config).size === 0) {
-        throw new EdgeError('E_CONFIG', 'no model to serve: set model in the config file, EDGELLM_MODEL, or --model FILE');
+        if (!flags.demo) {
+          throw new EdgeError('E_CONFIG', 'no model to serve: set model in the config file, EDGELLM_MODEL, or --model FILE (or --demo for a small demo model that proves the setup works)');
+        }
+        const demo = ensureDemoModel(config.state_dir);
+        config.model = demo.path;
+        demoNote =
+          `no model configured: serving the demo model ${demo.path}${demo.created ? ' (written just now)' : ''}. ` +
+          'Its weights are random, so its answers are nonsense words; it shows the daemon works. ' +
+          'Serve a real GGUF with --model FILE (or model: in a config file).';
       }
       const service = new Service(config, localModelOpener(config));
+      if (demoNote) service.log.warn(demoNote);
       const stopped = new Promise<void>((resolve) => {
         process.once('SIGTERM', resolve);
         process.once('SIGINT', resolve);

@@ -33,13 +33,20 @@ const tls = z
 
 const broker = z
   .object({
-    url: text.default('mqtt://127.0.0.1:1883').describe('broker URL: mqtt://, mqtts://, ws:// or wss://'),
+    url: text.optional().describe('broker URL: mqtt://, mqtts://, ws:// or wss://; unset = edgellm runs its own broker (broker.embedded)'),
     username: text.optional().describe('user name for the broker'),
     password_file: text.optional().describe('file holding the broker password (first line); keeps the secret out of this config'),
     client_id: text.optional().describe('MQTT client id (default: edgellm-<node_id>); must be unique per node'),
     session_expiry_s: wholeAtLeast(1).default(86400).describe('how long the broker keeps this node\'s session and queued requests while it is offline'),
     keepalive_s: wholeAtLeast(5).default(30).describe('MQTT keepalive'),
     tls: tls.prefault({}),
+    embedded: z
+      .object({
+        host: text.default('127.0.0.1').describe('address the embedded broker listens on when broker.url is unset (loopback: only this machine); it has no authentication'),
+        port: wholeAtLeast(1).max(65535, 'must be a port from 1 to 65535').default(1883).describe('port of the embedded broker'),
+      })
+      .strict()
+      .prefault({}),
   })
   .strict();
 
@@ -388,14 +395,17 @@ export function checkPolicyReferences(config: DaemonConfig): void {
 /** The config as `--print-config` shows it: secrets (a password inside the broker URL) masked. */
 export function maskSecrets(config: DaemonConfig): DaemonConfig {
   const copy = structuredClone(config);
-  try {
-    const url = new URL(copy.broker.url);
-    if (url.password) {
-      url.password = '****';
-      copy.broker.url = url.toString();
+  // No broker.url: the embedded broker, which has no credentials.
+  if (copy.broker.url !== undefined) {
+    try {
+      const url = new URL(copy.broker.url);
+      if (url.password) {
+        url.password = '****';
+        copy.broker.url = url.toString();
+      }
+    } catch {
+      // not a URL we can parse: the broker will say so when we connect
     }
-  } catch {
-    // not a URL we can parse: the broker will say so when we connect
   }
   // The upstream's URL may carry credentials too (user:key@, ?api_key=); the key itself is never in the config.
   copy.upstream.url = redactUrl(copy.upstream.url);

@@ -1,6 +1,7 @@
 /**
  * The daemon: starts its parts in order (store -> engine -> policy -> scheduler -> transport) and stops them in
  * reverse, draining running generations first. Every part's constructor only wires; work starts in start().
+ * Without broker.url the embedded broker starts before everything else and stops after the session.
  * systemd hears READY=1 only once the models are loaded and the broker has accepted the session; the
  * optional HTTP endpoint (http.port) answers /healthz and /metrics from before the models load until
  * the end of stop.
@@ -22,6 +23,7 @@ import { SystemdNotifier } from './systemd.js';
 import { OpenAIServer, readOpenAIKey } from '../http/openai-server.js';
 import { RequestQueue } from '../scheduler/request-queue.js';
 import { Store } from '../store/index.js';
+import { DEFAULT_REQUEST_BROKER, EmbeddedBroker, embeddedBrokerFor, EMBEDDED_PROTOCOL_VERSION, isLoopback } from '../transport/mqtt/embedded-broker.js';
 import { MqttSession } from '../transport/mqtt/session.js';
 import { Topics } from '../transport/mqtt/topics.js';
 
@@ -46,6 +48,8 @@ export class Service {
   private readonly models = new Map<string, LocalModel>();
   private responder: Responder | undefined;
   private session: MqttSession | undefined;
+  /** Runs when broker.url is unset; stops after the session. */
+  private embeddedBroker: EmbeddedBroker | undefined;
   /** The OpenAI-compatible API (openai.port), when configured. */
   private chat: LocalChat | undefined;
   private openai: OpenAIServer | undefined;
@@ -94,6 +98,9 @@ export class Service {
     this.readiness.expect(files.keys());
     // Before the store and the models: /healthz says 503 while they load, and a taken port fails fast.
     if (config.http.port > 0) await this.startHttp();
+    // Likewise the embedded broker (no broker.url): a port clash fails in milliseconds, not after a model load.
+    const embedded = embeddedBrokerFor(config.broker, config.fleet.group);
+    if (embedded) await this.startEmbeddedBroker(embedded);
     const openaiKey = readOpenAIKey(config.openai.api_key_file);
     const apiKey = this.noteUpstream();
     systemd.notifyStatus(`opening the store in ${config.state_dir}`);
@@ -142,7 +149,7 @@ export class Service {
     this.responder = responder;
 
     const topics = new Topics(config.prefix, config.node_id, config.fleet.group);
-    const brokerUrl = maskSecrets(config).broker.url;
+    const brokerUrl = this.embeddedBroker ? `${this.embeddedBroker.url} (embedded)` : maskSecrets(config).broker.url!;
     const serving = `serving ${[...this.models.keys()].join(', ')} on ${brokerUrl} as ${config.node_id}`;
     const session = new MqttSession({
       config,
@@ -154,6 +161,7 @@ export class Service {
       models: [...this.models.keys()],
       metrics: () => responder.stats(),
       status: () => ({ upstream: statusOfUpstream(policy) }),
+      ...(this.embeddedBroker ? { broker: { url: this.embeddedBroker.url, protocolVersion: EMBEDDED_PROTOCOL_VERSION } } : {}),
       onConnection: (connected) => {
         this.readiness.connection(connected);
         if (this.started && !this.stopping) systemd.notifyStatus(connected ? serving : `broker ${brokerUrl} unreachable; retrying`);
@@ -167,6 +175,7 @@ export class Service {
       this.openai = new OpenAIServer({ host: config.openai.host, port: config.openai.port, apiKey: openaiKey, maxBodyBytes: config.openai.max_body_bytes, backend: this.chat, log });
       await this.openai.start();
     }
+    this.noteEmbeddedBroker();
     systemd.notifyStatus(`connecting to ${brokerUrl}`);
     await session.start();
     this.readiness.serving();
@@ -175,7 +184,40 @@ export class Service {
     this.breakerTimer.unref();
     this.started = true;
     log.info(`node ${config.node_id} ready`);
+    log.info(`try it: ${this.tryItCommand()}`);
     systemd.notifyReady(serving);
+  }
+
+  private async startEmbeddedBroker(address: { host: string; port: number }): Promise<void> {
+    this.systemd.notifyStatus(`starting the embedded MQTT broker on ${address.host}:${address.port}`);
+    const broker = new EmbeddedBroker(address);
+    await broker.start();
+    this.embeddedBroker = broker;
+  }
+
+  /** Said once the models are loaded, beside the connection line (a model that fails to load is then the only line). */
+  private noteEmbeddedBroker(): void {
+    const broker = this.embeddedBroker;
+    if (!broker) return;
+    this.log.info(`no broker.url: running the embedded MQTT broker (MQTT 3.1.1) on ${broker.url}; set broker.url to use the plant's broker`);
+    if (!isLoopback(broker.address.host)) {
+      this.log.warn(`the embedded broker on ${broker.url} takes any client on the network without a password; for a plant network run a broker with authentication (mosquitto, EMQX) and set broker.url`);
+    }
+  }
+
+  /** The `edgellm request` command line that reaches this node (the broker's password never in it). */
+  private tryItCommand(): string {
+    const { config } = this;
+    const args = ['npx edgellm request -p Hello'];
+    const embedded = this.embeddedBroker?.address;
+    if (embedded && this.embeddedBroker!.url !== DEFAULT_REQUEST_BROKER) args.push(`--broker ${this.embeddedBroker!.url}`);
+    else if (!embedded) args.push(`--broker ${maskSecrets(config).broker.url}`);
+    if (!embedded && config.broker.username) args.push(`--username ${config.broker.username} --password-file FILE`);
+    const tls = config.broker.tls;
+    if (!embedded && tls.ca_file) args.push(`--ca-file ${tls.ca_file}`);
+    if (!embedded && tls.cert_file) args.push(`--cert-file CERT --key-file KEY`);
+    if (config.prefix !== 'edgellm') args.push(`--prefix ${config.prefix}`);
+    return args.join(' ');
   }
 
   private async startHttp(): Promise<void> {
@@ -246,6 +288,7 @@ export class Service {
     await Promise.all([this.chat?.drain(drainMs), this.responder?.drain(drainMs)]);
     await this.openai?.close();
     await this.session?.stop();
+    await this.embeddedBroker?.stop();
     // Until here /healthz said 503 "stopping" and /metrics showed the drain; the store closes next.
     await this.http?.close();
     for (const model of this.models.values()) await model.close();

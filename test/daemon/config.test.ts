@@ -9,6 +9,7 @@ import { resolve } from 'node:path';
 import { EdgeError } from '../../src/errors.js';
 import { loadConfig, maskSecrets, modelFiles, readBrokerPassword, readUpstreamKey } from '../../src/daemon/config.js';
 import { loadOptions } from '../../src/daemon/local-model.js';
+import { freePort } from '../helpers/broker.js';
 import { mkdirSync, readFileSync } from 'node:fs';
 
 type TapLike = Parameters<Extract<Parameters<typeof t.test>[0], (...args: never[]) => unknown>>[0];
@@ -33,7 +34,8 @@ function configError(t: TapLike, fn: () => unknown, re: RegExp) {
 
 t.test('defaults fill every key', async (t) => {
   const c = loadConfig({ env: {} });
-  t.equal(c.broker.url, 'mqtt://127.0.0.1:1883');
+  t.equal(c.broker.url, undefined, 'no broker.url: serve runs the embedded broker');
+  t.same(c.broker.embedded, { host: '127.0.0.1', port: 1883 }, 'the embedded broker listens on loopback only');
   t.equal(c.prefix, 'edgellm');
   t.equal(c.batch.max, 4);
   t.equal(c.limits.queue_depth, 64);
@@ -97,8 +99,10 @@ t.test('`edgellm serve --print-config` prints the effective config masked; witho
   t.notMatch(r.stdout, /pw@/);
   const s = spawnSync(process.execPath, [cli, 'serve', '--state-dir', join(dir, 'state')], { encoding: 'utf8', env: { ...process.env, EDGELLM_MODEL: '' } });
   t.equal(s.status, 2);
-  t.match(s.stderr, /^edgellm: E_CONFIG: no model to serve/);
-  const m = spawnSync(process.execPath, [cli, 'serve', '--model', file('m.gguf', 'GGUF'), '--state-dir', join(dir, 'state')], { encoding: 'utf8' });
+  t.match(s.stderr, /^edgellm: E_CONFIG: no model to serve: .*--demo/, 'the message offers the demo model');
+  // No broker.url: the embedded broker starts first, on a free port (1883 may be taken on a dev machine).
+  const embedded = { ...process.env, EDGELLM_BROKER_EMBEDDED_PORT: String(await freePort()) };
+  const m = spawnSync(process.execPath, [cli, 'serve', '--model', file('m.gguf', 'GGUF'), '--state-dir', join(dir, 'state')], { encoding: 'utf8', env: embedded });
   t.equal(m.status, 2);
   t.equal(m.stderr.trim().split('\n').length, 1, 'one line');
   t.match(m.stderr, /^edgellm: E_MODEL_CORRUPT: /, 'the real engine opens the file and says what is wrong with it');
@@ -110,7 +114,8 @@ t.test('the default /etc/edgellm/config.yaml the bundle ships loads through the 
   const c = loadConfig({ file: shipped, env: {} });
   t.equal(c.model, '/var/lib/edgellm/models/model.gguf');
   t.equal(c.state_dir, '/var/lib/edgellm');
-  t.equal(c.broker.url, 'mqtt://localhost:1883');
+  t.equal(c.broker.url, undefined, 'no broker.url until the admin sets one: the embedded broker');
+  t.same(c.broker.embedded, { host: '127.0.0.1', port: 1883 }, 'on loopback only');
   t.equal(c.upstream.url, '', 'no upstream until one is configured');
   t.same(loadOptions(c), { maxSequences: c.batch.max, contextSize: 2048 }, 'batch.max and engine.context_size reach loadModel');
   // install-offline.sh --model rewrites the model line with sed; the result must still load.

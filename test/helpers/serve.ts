@@ -56,8 +56,8 @@ export class ServeProcess {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   private readonly proc: ChildProcess;
 
-  constructor(cmd: string, args: string[], env: NodeJS.ProcessEnv) {
-    this.proc = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  constructor(cmd: string, args: string[], env: NodeJS.ProcessEnv, cwd?: string) {
+    this.proc = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'], ...(cwd ? { cwd } : {}) });
     this.proc.stdout?.on('data', (d: Buffer) => {
       this.log += d.toString();
       this.stdout += d.toString();

@@ -3,7 +3,7 @@
  * published while the node is away wait at the broker; QoS 1 subscriptions; requests written to SQLite
  * inside MQTT.js's handleMessage hook, whose callback sends the PUBACK, so an acknowledged request is
  * on disk; replies from the outbox, cleared on their PUBACK; presence as a retained status with a
- * Last Will; metrics on a timer.
+ * Last Will; metrics on a timer. MQTT 3.1.1 only for the embedded broker (aedes), which has no MQTT 5.
  */
 import { readFileSync } from 'node:fs';
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
@@ -43,15 +43,19 @@ export class MqttSession implements ReplyChannel {
       status?: () => object;
       /** Told when the broker connection comes and goes (systemd's STATUS line). */
       onConnection?: (connected: boolean) => void;
+      /** The broker to use instead of broker.url (the embedded broker), and its MQTT version (default 5). */
+      broker?: { url: string; protocolVersion: 4 | 5 };
     },
   ) {}
 
   /** Connects and subscribes; resolves on the first CONNACK, rejects if the broker refuses us. */
   async start(): Promise<void> {
     const { config, topics, log } = this.deps;
-    const client = mqtt.connect(config.broker.url, this.options());
+    const url = this.deps.broker?.url ?? config.broker.url;
+    if (url === undefined) throw new EdgeError('E_CONFIG', 'no broker: set broker.url');
+    const client = mqtt.connect(url, this.options());
     // A password written into broker.url must not reach the journal.
-    const shownUrl = redactUrl(config.broker.url);
+    const shownUrl = redactUrl(url);
     this.client = client;
     client.handleMessage = (packet, done) => this.onPublish(packet, done);
     // Reconnect attempts repeat the same error every second: say each one once until we connect.
@@ -78,7 +82,9 @@ export class MqttSession implements ReplyChannel {
       };
       const onError = (err: Error & { code?: unknown }) => {
         // Refusals (bad credentials, not authorized) will not heal by retrying; network errors may.
-        if (typeof err.code === 'number' && err.code >= 128) {
+        // (MQTT 5 reason codes >= 128; MQTT 3.1.1 CONNACK return codes 1-5.)
+        const refusal = this.protocolVersion === 5 ? (c: number) => c >= 128 : (c: number) => c >= 1 && c <= 5;
+        if (typeof err.code === 'number' && refusal(err.code)) {
           client.off('connect', onConnect);
           client.end(true);
           reject(new EdgeError('E_BROKER', `${shownUrl} refused the connection: ${err.message}`));
@@ -134,17 +140,25 @@ export class MqttSession implements ReplyChannel {
     await withTimeout(client.endAsync(false), 3000).catch(() => client.endAsync(true));
   }
 
+  private get protocolVersion(): 4 | 5 {
+    return this.deps.broker?.protocolVersion ?? 5;
+  }
+
   private options(): IClientOptions {
     const { config, topics } = this.deps;
     const tls = config.broker.tls;
     const opts: IClientOptions = {
-      protocolVersion: 5,
+      protocolVersion: this.protocolVersion,
       clean: false,
       clientId: config.broker.client_id ?? `edgellm-${config.node_id}`,
       keepalive: config.broker.keepalive_s,
       reconnectPeriod: 1000,
       connectTimeout: 10_000,
-      properties: { sessionExpiryInterval: config.broker.session_expiry_s, maximumPacketSize: maxPacketBytes(config.limits.max_payload_bytes) },
+      // MQTT 3.1.1 has no session expiry and no packet-size limit: the broker keeps a clean-start-off
+      // session until it restarts, and the payload limit is checked on arrival only.
+      ...(this.protocolVersion === 5
+        ? { properties: { sessionExpiryInterval: config.broker.session_expiry_s, maximumPacketSize: maxPacketBytes(config.limits.max_payload_bytes) } }
+        : {}),
       will: { topic: topics.status(), payload: Buffer.from(this.statusPayload('offline')), qos: 1, retain: true },
       rejectUnauthorized: tls.reject_unauthorized,
     };
