@@ -117,7 +117,7 @@ for (const spec of ARCHS) {
   for (const type of ['F32', 'F16'] as GgufTensorType[]) {
     t.test(`${spec.name} ${type}: edgellm's distributions match llama.cpp's (KL <= 1e-4, argmax >= 99%)`, async (t) => {
       const s = { ...spec, name: `${spec.name} ${type}`, type };
-      const { path } = writeModel(s, dir, { vocab: true });
+      const { path, w } = writeModel(s, dir, { vocab: true });
       const tokens = randomTokens(POSITIONS, s.nVocab, 3);
       const ours = await edgellmRows(path, tokens);
       const theirs = await llamaCppRows(path, tokens, s.nVocab);
@@ -126,7 +126,21 @@ for (const spec of ARCHS) {
       t.comment(`${s.name}: KL(llama.cpp || edgellm) = ${fmt(kl)} nats, argmax agreement ${(agree * 100).toFixed(1)}%, entropy ${meanEntropy(theirs).toFixed(2)} nats`);
       t.ok(meanEntropy(theirs) > 0.3, 'distributions are not degenerate');
       t.ok(kl <= 1e-4, `mean KL ${kl} <= 1e-4`);
-      t.ok(agree >= 0.99, `argmax agreement ${agree} >= 0.99`);
+      // At a near-tie the two engines' rounding can pick different tokens: llama.cpp's F16 matmuls
+      // round the activations to F16 too (its CPU variant decides how), edgellm keeps them in F32.
+      // A position where they disagree counts against edgellm only when edgellm's choice is not the
+      // exact (float64) one; every such position is listed with its top-2 margin.
+      const exact = reference(s, w, tokens).map(logSoftmax);
+      const split = theirs.flatMap((lp, i) => (argmax(lp) === argmax(ours[i]!) ? [] : [i]));
+      for (const i of split) {
+        const top2 = [...exact[i]!].sort((a, b) => b - a);
+        t.comment(
+          `position ${i}: llama.cpp picks ${argmax(theirs[i]!)}, edgellm ${argmax(ours[i]!)}, exact ${argmax(exact[i]!)} (exact top-2 margin ${fmt(top2[0]! - top2[1]!)} nats)`,
+        );
+      }
+      const oursOff = split.filter((i) => argmax(ours[i]!) !== argmax(exact[i]!)).length;
+      const agreeFair = 1 - oursOff / theirs.length;
+      t.ok(agreeFair >= 0.99, `argmax agreement ${agreeFair} >= 0.99 (${split.length} split position(s), ${oursOff} where edgellm is not the exact choice)`);
     });
   }
   for (const type of ['Q4_0', 'Q8_0'] as GgufTensorType[]) {
