@@ -11,8 +11,9 @@
 // convert, FMA per 2 blocks of 1 row x 1 column) needs ~6 per 64.
 //
 // The weights are Q4_0 rows as stored in the file (mmap'ed, read-only), so each 16-row tile
-// regroups a slab of kSlab blocks into that lane-per-row layout on the stack (5 gathers per
-// block: the scales and 4 dword groups of nibbles; the nibbles unpacked once) and then serves
+// regroups a slab of kSlab blocks into that lane-per-row layout on the stack (per block: one
+// gather for the 16 scales; the 16 rows' nibbles loaded 4 rows to a register and transposed
+// with 12 permutes; unpacked once) and then serves
 // every column from it: the regrouping is paid once per 16 rows x kSlab blocks, the
 // multiply-adds once per column. vpdpbusd multiplies unsigned by signed bytes, so the weights
 // go in as their unsigned nibbles n and each block's sum is corrected by -8 x sum(x), computed
@@ -77,11 +78,29 @@ void fill_slab(const GemmArgs& a, int64_t r, int nrows, int64_t b0, int nbs, Sla
   const __m512i offs = _mm512_mullo_epi32(valid, _mm512_set1_epi32((int)a.w_row_bytes));
   const __m512i low4 = _mm512_set1_epi8(0x0F);
   const uint8_t* base = a.w + r * a.w_row_bytes + b0 * sizeof(block_q4_0);
-  for (int j = 0; j < nbs; ++j, base += sizeof(block_q4_0)) {
-    const __m512i dh = _mm512_i32gather_epi32(offs, base, 1);  // low 16 bits: the f16 scale
+  const uint8_t* row[kRows];
+  for (int i = 0; i < kRows; ++i) row[i] = base + (i < nrows ? i : 0) * a.w_row_bytes;
+  // idx[g]: dwords 0..3 = dword g of the 4 rows (128-bit lanes) of the first source, 4..7 = of the second.
+  __m512i idx[4];
+  for (int g = 0; g < 4; ++g)
+    idx[g] = _mm512_setr_epi32(g, 4 + g, 8 + g, 12 + g, 16 + g, 20 + g, 24 + g, 28 + g, g, g, g, g, g, g, g, g);
+  for (int j = 0; j < nbs; ++j) {
+    const int64_t off = j * (int64_t)sizeof(block_q4_0);
+    const __m512i dh = _mm512_i32gather_epi32(offs, base + off, 1);  // low 16 bits: the f16 scale
     s.d[j] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dh));
+    // z[q]: rows 4q .. 4q+3, one 16-byte qs per 128-bit lane.
+    __m512i z[4];
+    for (int q = 0; q < 4; ++q) {
+      auto ld = [&](int i) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(row[i] + off + 2)); };
+      __m512i v = _mm512_castsi128_si512(ld(4 * q));
+      v = _mm512_inserti32x4(v, ld(4 * q + 1), 1);
+      v = _mm512_inserti32x4(v, ld(4 * q + 2), 2);
+      z[q] = _mm512_inserti32x4(v, ld(4 * q + 3), 3);
+    }
     for (int g = 0; g < 4; ++g) {
-      const __m512i q = _mm512_i32gather_epi32(offs, base + 2 + 4 * g, 1);
+      const __m512i r01 = _mm512_permutex2var_epi32(z[0], idx[g], z[1]);  // rows 0..7 in dwords 0..7
+      const __m512i r23 = _mm512_permutex2var_epi32(z[2], idx[g], z[3]);  // rows 8..15
+      const __m512i q = _mm512_shuffle_i64x2(r01, r23, _MM_SHUFFLE(1, 0, 1, 0));
       s.lo[j][g] = _mm512_and_si512(q, low4);
       s.hi[j][g] = _mm512_and_si512(_mm512_srli_epi16(q, 4), low4);
     }
