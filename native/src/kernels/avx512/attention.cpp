@@ -9,7 +9,8 @@
 //
 // Only full caches (no ring, no window: slot = position) with head_dim a multiple of 16 up to 256
 // take this path; everything else (sliding windows, sinks, rings, odd head sizes) runs the avx2
-// kernel, as do rows whose KV-head group has a single row in the task range.
+// kernel, as do the last rows of a KV head's group in the task range when fewer than kMinRows
+// are left (decode: one query per sequence, where 16 lanes would carry mostly padding).
 #include <immintrin.h>
 
 #include <cmath>
@@ -25,6 +26,7 @@ namespace {
 constexpr int kLanes = 16;
 constexpr int64_t kTile = 32;       // keys per softmax tile
 constexpr int64_t kMaxDim = 256;
+constexpr int kMinRows = 4;         // fewer rows of a KV head go through the avx2 kernel one by one
 
 // exp(x) for x <= 0 (scores minus the running max): 2^n x e^r with |r| <= ln2/2 and a degree-7
 // Taylor polynomial (relative error < 1e-8 before rounding); x below -87 gives ~0.
@@ -148,7 +150,7 @@ void attend_group(const AttentionArgs& a, int64_t hk, const int64_t* tasks, int 
 
 void attention(const AttentionArgs& a, int64_t t0, int64_t t1) {
   const int64_t d = a.head_dim;
-  if (a.kv.ring || a.kv.window != 0 || d % 16 != 0 || d > kMaxDim || t1 - t0 < 2) {
+  if (a.kv.ring || a.kv.window != 0 || d % 16 != 0 || d > kMaxDim || t1 - t0 < kMinRows) {
     avx2::attention(a, t0, t1);
     return;
   }
@@ -165,8 +167,9 @@ void attention(const AttentionArgs& a, int64_t t0, int64_t t1) {
         n = 0;
       }
     }
-    if (n == 1) avx2::attention(a, rows[0], rows[0] + 1);
-    else if (n > 1) attend_group(a, hk, rows, n);
+    if (n >= kMinRows) attend_group(a, hk, rows, n);
+    else
+      for (int i = 0; i < n; ++i) avx2::attention(a, rows[i], rows[i] + 1);
   }
 }
 
