@@ -19,7 +19,8 @@
 // go in as their unsigned nibbles n and each block's sum is corrected by -8 x sum(x), computed
 // once per column and block for the whole call (shared by every row tile of the call).
 //
-// Fewer than kMinCols columns (decode) go to the AVX2 kernel, which streams rows for bandwidth.
+// A single column (decode of one sequence) goes to the AVX2 kernel, which streams rows for
+// bandwidth; from 2 columns (several sequences decoding together, prefill) this one is faster.
 #include <immintrin.h>
 
 #include "kernels/avx2/avx2.h"
@@ -33,7 +34,7 @@ namespace {
 constexpr int kRows = 16;     // weight rows per tile: one zmm lane each
 constexpr int kMaxCols = 8;   // columns per register tile
 constexpr int kSlab = 32;     // blocks regrouped at a time (1024 weights of 16 rows: 16 KiB + scales)
-constexpr int64_t kMinCols = 4;
+constexpr int64_t kMinCols = 2;
 
 // A local min: no std:: template instantiated with this file's AVX-512 flags (the linker could
 // hand such a copy to code that runs on CPUs without AVX-512).
