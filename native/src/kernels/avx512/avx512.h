@@ -5,8 +5,8 @@
 #include "kernels/kernels.h"
 
 namespace edgellm::avx512 {
-// Q4_0 x Q8_0 with vpdpbusd on 16-row x 8-column register tiles; a single column (decode of one
-// sequence) runs the avx2 kernel.
+// Q4_0 x Q8_0 with vpdpbusd on 16-row x 8-column register tiles from 4 columns; 1 to 3 columns
+// (decoding 1-3 sequences) run the avx2 streaming kernels.
 void gemm_q4_0(const GemmArgs& a, int64_t r0, int64_t r1);
 // Full-cache attention with 16 (query, head) rows of one KV head per pass, one per zmm lane;
 // rings, windows and head sizes that are not a multiple of 16 run the avx2 kernel.

@@ -19,8 +19,9 @@
 // go in as their unsigned nibbles n and each block's sum is corrected by -8 x sum(x), computed
 // once per column and block for the whole call (shared by every row tile of the call).
 //
-// A single column (decode of one sequence) goes to the AVX2 kernel, which streams rows for
-// bandwidth; from 2 columns (several sequences decoding together, prefill) this one is faster.
+// One column (decode of one sequence) goes to the AVX2 GEMV, which streams rows for bandwidth; 2
+// or 3 (that many sequences decoding together) to the AVX2 kernel in the same streaming order
+// with all columns per tile: the 16-row regrouping costs more than it saves for so few columns.
 #include <immintrin.h>
 
 #include "kernels/avx2/avx2.h"
@@ -34,7 +35,7 @@ namespace {
 constexpr int kRows = 16;     // weight rows per tile: one zmm lane each
 constexpr int kMaxCols = 8;   // columns per register tile
 constexpr int kSlab = 32;     // blocks regrouped at a time (1024 weights of 16 rows: 16 KiB + scales)
-constexpr int64_t kMinCols = 2;
+constexpr int64_t kMinCols = 4;
 
 // A local min: no std:: template instantiated with this file's AVX-512 flags (the linker could
 // hand such a copy to code that runs on CPUs without AVX-512).
@@ -154,8 +155,12 @@ void tile_columns(const GemmArgs& a, const Slab& s, const ColumnSlab& cs, int64_
 }  // namespace
 
 void gemm_q4_0(const GemmArgs& a, int64_t r0, int64_t r1) {
-  if (a.ncols < kMinCols) {
+  if (a.ncols == 1) {
     avx2::gemm_q4_0(a, r0, r1);
+    return;
+  }
+  if (a.ncols < kMinCols) {
+    avx2::gemm_q4_0_few_cols(a, r0, r1);
     return;
   }
   const int64_t nb = a.k / kQK;
