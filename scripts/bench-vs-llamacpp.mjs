@@ -11,12 +11,10 @@
 // Runs on the built package (npm run build). Options: --tokens N (tg), --prompt N (pp),
 // --threads 1,2, --reps N, --keep (leave the temp dir), --json.
 import { mkdtempSync, rmSync } from 'node:fs';
-import { randomFillSync } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { getLlama, LlamaLogLevel } from 'node-llama-cpp';
-import { GgufWriter, meta } from '../dist/engine/gguf-writer.js';
-import { f32ToF16 } from '../dist/engine/quant.js';
+import { DENSE, MOE, writeModel } from './lib/bench-models.mjs';
 import { benchModel } from '../dist/engine/bench-model.js';
 import { benchKernels, cpuInfo } from '../dist/index.js';
 
@@ -32,88 +30,7 @@ const REPS = Number(opt('--reps', '3'));
 const KEEP = args.includes('--keep');
 const JSON_OUT = args.includes('--json');
 
-const MODELS = [
-  // ~122M weights read per token: 8 x (q, o 1024x1024; k, v 256x1024; 3 x 2816x1024) + 32000x1024.
-  { name: 'dense 1024x8, ffn 2816', arch: 'llama', nEmbd: 1024, nLayer: 8, nHead: 16, nHeadKv: 4, nFf: 2816, nVocab: 32000 },
-  // 32 experts of 512 per layer, 4 used per token: ~26M of ~214M weights read per token.
-  { name: 'MoE 32x4, 1024x4, expert ffn 512', arch: 'llama', nEmbd: 1024, nLayer: 4, nHead: 16, nHeadKv: 4, nFf: 512, nVocab: 32000, nExpert: 32, nExpertUsed: 4 },
-];
-
-/** Random Q4_0 blocks of n weights with standard deviation ~std: a scale, then 16 bytes of nibbles. */
-function randomQ4_0(n, std) {
-  const blocks = n / 32;
-  const out = new Uint8Array(blocks * 18);
-  randomFillSync(out);
-  const d = f32ToF16(std / 4.6); // nibbles uniform on -8..7 have a standard deviation of ~4.6
-  for (let b = 0; b < blocks; b++) {
-    out[b * 18] = d & 0xff;
-    out[b * 18 + 1] = d >> 8;
-  }
-  return out;
-}
-
-/** A SentencePiece vocabulary llama.cpp accepts: specials, the 256 byte tokens, made-up pieces. */
-function setVocab(g, nVocab) {
-  const hex = (i) => i.toString(16).toUpperCase().padStart(2, '0');
-  const tokens = Array.from({ length: nVocab }, (_, i) => (i < 3 ? ['<unk>', '<s>', '</s>'][i] : i < 259 ? `<0x${hex(i - 3)}>` : `t${i}`));
-  g.setMeta('tokenizer.ggml.model', meta.string('llama'));
-  g.setMeta('tokenizer.ggml.tokens', meta.array('string', tokens));
-  g.setMeta('tokenizer.ggml.scores', meta.array('float32', tokens.map((_, i) => -i)));
-  g.setMeta('tokenizer.ggml.token_type', meta.array('int32', tokens.map((_, i) => (i === 0 ? 2 : i < 3 ? 3 : i < 259 ? 6 : 1))));
-  g.setMeta('tokenizer.ggml.bos_token_id', meta.uint32(1));
-  g.setMeta('tokenizer.ggml.eos_token_id', meta.uint32(2));
-}
-
-function writeModel(s, path) {
-  const g = new GgufWriter();
-  const p = s.arch + '.';
-  g.setMeta('general.architecture', meta.string(s.arch));
-  g.setMeta(p + 'context_length', meta.uint32(4096));
-  g.setMeta(p + 'embedding_length', meta.uint32(s.nEmbd));
-  g.setMeta(p + 'block_count', meta.uint32(s.nLayer));
-  g.setMeta(p + 'feed_forward_length', meta.uint32(s.nFf));
-  g.setMeta(p + 'attention.head_count', meta.uint32(s.nHead));
-  g.setMeta(p + 'attention.head_count_kv', meta.uint32(s.nHeadKv));
-  g.setMeta(p + 'attention.layer_norm_rms_epsilon', meta.float32(1e-5));
-  if (s.nExpert) {
-    g.setMeta(p + 'expert_count', meta.uint32(s.nExpert));
-    g.setMeta(p + 'expert_used_count', meta.uint32(s.nExpertUsed));
-  }
-  setVocab(g, s.nVocab);
-  const D = s.nEmbd, kd = (D / s.nHead) * s.nHeadKv;
-  const q4 = (name, shape) => {
-    const n = shape.reduce((a, b) => a * b, 1);
-    g.addTensor({ name, type: 'Q4_0', shape, data: () => randomQ4_0(n, 1 / Math.sqrt(shape[0])) });
-  };
-  const ones = (name) => g.addTensor({ name, type: 'F32', shape: [D], data: () => new Float32Array(D).fill(1) });
-  q4('token_embd.weight', [D, s.nVocab]);
-  ones('output_norm.weight');
-  q4('output.weight', [D, s.nVocab]);
-  for (let l = 0; l < s.nLayer; l++) {
-    const b = `blk.${l}.`;
-    ones(b + 'attn_norm.weight');
-    q4(b + 'attn_q.weight', [D, D]);
-    q4(b + 'attn_k.weight', [D, kd]);
-    q4(b + 'attn_v.weight', [D, kd]);
-    q4(b + 'attn_output.weight', [D, D]);
-    ones(b + 'ffn_norm.weight');
-    if (s.nExpert) {
-      const E = s.nExpert;
-      g.addTensor({
-        name: b + 'ffn_gate_inp.weight', type: 'F32', shape: [D, E],
-        data: () => Float32Array.from({ length: D * E }, () => (Math.random() - 0.5) * 0.1),
-      });
-      q4(b + 'ffn_gate_exps.weight', [D, s.nFf, E]);
-      q4(b + 'ffn_up_exps.weight', [D, s.nFf, E]);
-      q4(b + 'ffn_down_exps.weight', [s.nFf, D, E]);
-    } else {
-      q4(b + 'ffn_gate.weight', [D, s.nFf]);
-      q4(b + 'ffn_up.weight', [D, s.nFf]);
-      q4(b + 'ffn_down.weight', [s.nFf, D]);
-    }
-  }
-  g.writeFile(path);
-}
+const MODELS = [DENSE, MOE];
 
 const now = () => performance.now() / 1000;
 const promptTokens = (n, nVocab) => Array.from({ length: n }, (_, i) => (i * 7919 + 1) % nVocab);

@@ -67,7 +67,7 @@ t.test('bench kernels prints a table with the CPU and kernel table', async (t) =
   const r = run(['bench', 'kernels', '--threads', '1', '--shapes', '64x256', '--min-seconds', '0.01',
     '--working-set-mb', '8']);
   t.equal(r.status, 0, r.stderr);
-  t.match(r.stdout, /kernels: (reference|avx2|neon|neon-dotprod)/);
+  t.match(r.stdout, /kernels: (reference|avx2|avx512|neon|neon-dotprod)/);
   t.match(r.stdout, /gemv_q4_0\s+64x256\s+1/);
   t.match(r.stdout, /read_bandwidth/);
 });

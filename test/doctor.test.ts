@@ -118,7 +118,7 @@ t.test('runDoctor checks the CPU, cores, memory, disk and clock even with nothin
     ['cpu', false], ['cores', false], ['memory', false], ['disk', false],
     ['model', true], ['broker', true], ['upstream', true], ['clock', false],
   ]);
-  t.match(byName(checks, 'cpu')?.detail, /kernels: (avx2|neon|neon-dotprod|reference)/);
+  t.match(byName(checks, 'cpu')?.detail, /kernels: (avx2|avx512|neon|neon-dotprod|reference)/);
 });
 
 t.test('a model that does not fit in RAM fails with what to change', { skip: existsSync(stories) ? false : `no ${stories}` }, async (t) => {

@@ -43,6 +43,9 @@ TEST(dispatch, reference_table_is_complete) {
 TEST(dispatch, fast_tables_have_their_own_kernels) {
 #if defined(__x86_64__)
   check_no_reference_entries(kAvx2Kernels);
+  check_no_reference_entries(kAvx512Kernels);
+  // The avx512 table differs from the avx2 one in the Q4_0 GEMM.
+  CHECK(kAvx512Kernels.gemm_q4_0 != kAvx2Kernels.gemm_q4_0);
 #endif
 #if defined(__aarch64__)
   check_no_reference_entries(kNeonKernels);
@@ -60,7 +63,7 @@ TEST(dispatch, picks_the_most_capable_runnable_table) {
   const CpuFeatures& f = cpu_features();
   (void)f;
 #if defined(__x86_64__)
-  if (f.avx2 && f.fma && f.f16c) CHECK(tables.back() == &kAvx2Kernels);
+  if (f.avx2 && f.fma && f.f16c) CHECK(tables.back() == (f.avx512vnni ? &kAvx512Kernels : &kAvx2Kernels));
 #endif
 #if defined(__aarch64__)
   CHECK(tables.back() == (f.dotprod ? &kNeonDotprodKernels : &kNeonKernels));

@@ -197,5 +197,10 @@ TEST(matmul, rows_per_chunk_is_a_multiple_of_4_within_bounds) {
         CHECK(r <= rows);
         CHECK(r == rows || r % 4 == 0);
         CHECK(r == rows || r < 16 || (size_t)r * row_bytes <= 256 * 1024 + 15 * row_bytes);
+        // GEMM chunks: multiples of 16 rows (whole register tiles), at most 1 MiB unless 16 rows are more.
+        const int64_t g = matmul_rows_per_chunk(rows, row_bytes, threads, 64);
+        CHECK(g >= 1 && g <= rows);
+        CHECK(g == rows || g % 16 == 0);
+        CHECK(g == rows || g == 16 || (size_t)g * row_bytes <= 1024 * 1024);
       }
 }

@@ -19,8 +19,9 @@ export interface CpuInfo {
   physicalCores: number;
   /** Threads a model uses unless told otherwise: physical cores, at most 4. */
   defaultThreads: number;
-  features: { avx2: boolean; fma: boolean; f16c: boolean; neon: boolean; dotprod: boolean };
-  /** The kernel table in use: reference, avx2, neon or neon-dotprod. */
+  /** avx512vnni: AVX512F/BW/VL/VNNI present and zmm state saved by the OS (the avx512 table). */
+  features: { avx2: boolean; fma: boolean; f16c: boolean; avx512vnni: boolean; neon: boolean; dotprod: boolean };
+  /** The kernel table in use: reference, avx2, avx512, neon or neon-dotprod. */
   kernels: string;
   runnableKernels: string[];
 }

@@ -29,6 +29,7 @@ static Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   feats.Set("avx2", f.avx2);
   feats.Set("fma", f.fma);
   feats.Set("f16c", f.f16c);
+  feats.Set("avx512vnni", f.avx512vnni);
   feats.Set("neon", f.neon);
   feats.Set("dotprod", f.dotprod);
   o.Set("features", feats);

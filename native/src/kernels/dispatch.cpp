@@ -26,6 +26,7 @@ std::vector<const KernelTable*> runnable_kernel_tables() {
   (void)f;
 #if defined(__x86_64__)
   if (f.avx2 && f.fma && f.f16c) out.push_back(&kAvx2Kernels);
+  if (f.avx2 && f.fma && f.f16c && f.avx512vnni) out.push_back(&kAvx512Kernels);
 #endif
 #if defined(__aarch64__)
   out.push_back(&kNeonKernels);
@@ -43,7 +44,7 @@ static const KernelTable& choose() {
     throw std::runtime_error(std::string("EDGELLM_KERNELS=") + forced +
                              " is not runnable on this CPU; use one of: reference" +
 #if defined(__x86_64__)
-                             ", avx2 (needs AVX2+FMA+F16C)"
+                             ", avx2 (needs AVX2+FMA+F16C), avx512 (needs AVX-512 F/BW/VL/VNNI with OS zmm support)"
 #elif defined(__aarch64__)
                              ", neon, neon-dotprod (needs ARMv8.2 dotprod)"
 #else

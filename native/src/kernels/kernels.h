@@ -75,7 +75,7 @@ struct AttentionArgs {
   float* out;
 };
 
-enum class Isa { Reference, Avx2, Neon, NeonDotprod };
+enum class Isa { Reference, Avx2, Avx512, Neon, NeonDotprod };
 
 struct KernelTable {
   Isa isa;
@@ -121,9 +121,10 @@ struct KernelTable {
   GemmFn gemm_for(DType t) const;
 };
 
-// The table for this CPU (chosen once: AVX2+FMA+F16C on x86-64 when present, NEON on aarch64
-// with the dotprod GEMMs when HWCAP_ASIMDDP is set, the reference elsewhere).
-// EDGELLM_KERNELS=reference|avx2|neon|neon-dotprod forces one (refused if the CPU lacks it).
+// The table for this CPU (chosen once: on x86-64 the avx512 table (AVX-512 VNNI GEMMs) when the
+// CPU has AVX512F/BW/VL/VNNI and the OS saves zmm state, else AVX2+FMA+F16C when present; NEON
+// on aarch64 with the dotprod GEMMs when HWCAP_ASIMDDP is set; the reference elsewhere).
+// EDGELLM_KERNELS=reference|avx2|avx512|neon|neon-dotprod forces one (refused if the CPU lacks it).
 const KernelTable& kernels();
 const KernelTable& reference_kernels();
 // Every table this CPU can run, reference first (the tests compare each against it).
@@ -137,6 +138,7 @@ void rope_cache(int64_t pos, int64_t n_rot, float base, float freq_scale, float*
 extern const KernelTable kReferenceKernels;
 #if defined(__x86_64__)
 extern const KernelTable kAvx2Kernels;
+extern const KernelTable kAvx512Kernels;
 #endif
 #if defined(__aarch64__)
 extern const KernelTable kNeonKernels;

@@ -73,8 +73,16 @@ void gemm_rows(const GemmTask& t, int64_t r0, int64_t r1) {
 
 }  // namespace
 
-int64_t matmul_rows_per_chunk(int64_t rows, size_t row_bytes, int threads) {
+int64_t matmul_rows_per_chunk(int64_t rows, size_t row_bytes, int threads, int64_t ncols) {
   if (threads <= 1 || rows <= 4) return std::max<int64_t>(rows, 1);
+  if (ncols >= kGemmChunkCols) {
+    // At most 1 MiB of weights per chunk (16 rows when a row is larger), for the column groups'
+    // reuse from L2.
+    const int64_t cap = std::max<int64_t>(16, (int64_t)(4 * kMaxChunkBytes / std::max<size_t>(row_bytes, 1)) / 16 * 16);
+    int64_t r = std::max<int64_t>(64, (rows + threads * 4 - 1) / (threads * 4));
+    r = std::min((r + 15) / 16 * 16, cap);
+    return std::min(r, rows);
+  }
   row_bytes = std::max<size_t>(row_bytes, 1);
   const int64_t target = (rows + threads * 16 - 1) / (threads * 16);
   const int64_t min_rows = (int64_t)((kMinChunkBytes + row_bytes - 1) / row_bytes);
@@ -112,7 +120,7 @@ void matmul(ThreadPool& pool, const KernelTable& kt, DType wtype, const void* w,
     task.base.x_col_bytes = (size_t)k * sizeof(float);
   }
 
-  const int64_t grain = matmul_rows_per_chunk(rows, task.base.w_row_bytes, pool.size());
+  const int64_t grain = matmul_rows_per_chunk(rows, task.base.w_row_bytes, pool.size(), ncols);
   pool.parallel_for(rows, grain, [&task](int64_t r0, int64_t r1, int) { gemm_rows(task, r0, r1); });
 }
 

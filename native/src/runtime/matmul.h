@@ -33,6 +33,11 @@ void matmul(ThreadPool& pool, const KernelTable& kt, DType wtype, const void* w,
 // the OS preempts costs little, but each chunk streams at least 16 KiB of weights (so the
 // atomic claim is noise) and at most 256 KiB (so column groups reuse it from L2); a multiple
 // of 4 (16 from 32 rows up, so threads do not share Y cache lines). One chunk for 1 thread.
-int64_t matmul_rows_per_chunk(int64_t rows, size_t row_bytes, int threads);
+// A GEMM of kGemmChunkCols columns or more takes about 4 chunks per thread instead (at least 64
+// rows and at most 1 MiB of weights, a multiple of 16): its kernels prepare the activation columns once per call (the avx512
+// one sums each Q8_0 block of x), which then serves more rows, and a chunk already holds
+// ncols x more work than a GEMV's.
+int64_t matmul_rows_per_chunk(int64_t rows, size_t row_bytes, int threads, int64_t ncols = 1);
+constexpr int64_t kGemmChunkCols = 4;
 
 }  // namespace edgellm

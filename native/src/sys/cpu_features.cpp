@@ -36,6 +36,20 @@ static void read_cpuinfo(CpuFeatures& f) {
   if (!cores.empty()) f.physical_cores = (int)cores.size();
 }
 
+#if defined(__x86_64__)
+// XCR0 bits 1, 2 (SSE, AVX state) and 5, 6, 7 (opmask, upper halves of zmm0-15, zmm16-31): the
+// OS saves all of them on a context switch. Read with xgetbv only when CPUID says OSXSAVE.
+static bool os_saves_zmm() {
+  unsigned eax, ebx, ecx, edx;
+  __asm__ volatile("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(1), "c"(0));
+  if (!(ecx & (1u << 27))) return false;  // OSXSAVE
+  unsigned lo, hi;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  const unsigned need = (1u << 1) | (1u << 2) | (1u << 5) | (1u << 6) | (1u << 7);
+  return (lo & need) == need;
+}
+#endif
+
 static CpuFeatures detect() {
   CpuFeatures f;
   unsigned hw = std::thread::hardware_concurrency();
@@ -47,6 +61,8 @@ static CpuFeatures detect() {
   f.avx2 = __builtin_cpu_supports("avx2");
   f.fma = __builtin_cpu_supports("fma");
   f.f16c = __builtin_cpu_supports("f16c");
+  f.avx512vnni = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") && os_saves_zmm();
 #elif defined(__aarch64__)
   f.arch = "aarch64";
   f.neon = true;

@@ -8,6 +8,8 @@
 // in common/gemm_tiling.h).
 #include <immintrin.h>
 
+#include <type_traits>
+
 #include "kernels/avx2/avx2.h"
 #include "kernels/common/gemm_tiling.h"
 #include "quant/fp16.h"
@@ -281,6 +283,31 @@ void quantize_row_q8_0(const float* x, block_q8_0* y, int64_t n) {
 
 void gemm_q4_0(const GemmArgs& a, int64_t r0, int64_t r1) { common::drive<Q4PairTile, kGemmRows>(a, r0, r1); }
 void gemm_q8_0(const GemmArgs& a, int64_t r0, int64_t r1) { common::drive<Q8Tile, kGemmRows>(a, r0, r1); }
+
+// 2 or 3 columns (as many sequences decoding together): the decode tiling (4 rows a quarter of
+// the range apart, each its own sequential stream) with every column in the tile, so the step
+// stays a streaming pass over the weights.
+void gemm_q4_0_few_cols(const GemmArgs& a, int64_t r0, int64_t r1) {
+  auto tile = [&](auto rows, int64_t r, int64_t rstep) {
+    constexpr int R = decltype(rows)::value;
+    switch (a.ncols) {
+      case 2: Q4PairTile::run<R, 2>(a, r, 0, rstep); break;
+      case 3: Q4PairTile::run<R, 3>(a, r, 0, rstep); break;
+      default: {
+        GemmArgs one = a;
+        one.ncols = 1;
+        for (int64_t c = 0; c < a.ncols; ++c) {
+          one.x = static_cast<const uint8_t*>(a.x) + c * a.x_col_bytes;
+          one.y = a.y + c * a.y_col_stride;
+          Q4PairTile::run<R, 1>(one, r, 0, rstep);
+        }
+      }
+    }
+  };
+  const int64_t q = (r1 - r0) / 4;
+  for (int64_t i = 0; i < q; ++i) tile(std::integral_constant<int, 4>{}, r0 + i, q);
+  for (int64_t r = r0 + 4 * q; r < r1; ++r) tile(std::integral_constant<int, 1>{}, r, 1);
+}
 void gemm_f16(const GemmArgs& a, int64_t r0, int64_t r1) { common::drive<FloatTile<LoadF16>, kGemmRows>(a, r0, r1); }
 void gemm_bf16(const GemmArgs& a, int64_t r0, int64_t r1) { common::drive<FloatTile<LoadBF16>, kGemmRows>(a, r0, r1); }
 void gemm_f32(const GemmArgs& a, int64_t r0, int64_t r1) { common::drive<FloatTile<LoadF32>, kGemmRows>(a, r0, r1); }

@@ -1,0 +1,176 @@
+// AVX-512 attention for prefill: up to 16 (query, head) rows that share a KV head go through the
+// keys together, one row per zmm lane, so each K and V element is loaded (and widened from f16)
+// once per 16 rows and every multiply-add is a full-width FMA with no horizontal sums:
+//   scores:  s[key][lane] += K[key][i] * Q^T[i][lane]      (Q transposed once per row group)
+//   output:  O^T[i][lane] += V[key][i] * p[key][lane]
+// with the online softmax (running max and sum per lane, rescale when the max grows) per tile of
+// kTile keys, as common/attention_online.h does per row. Each lane sees the keys [0, pos] of its
+// own query (causal); the group walks keys up to its largest position and masks the rest.
+//
+// Only full caches (no ring, no window: slot = position) with head_dim a multiple of 16 up to 256
+// take this path; everything else (sliding windows, sinks, rings, odd head sizes) runs the avx2
+// kernel, as do the last rows of a KV head's group in the task range when fewer than kMinRows
+// are left (decode: one query per sequence, where 16 lanes would carry mostly padding).
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "kernels/avx2/avx2.h"
+#include "kernels/avx512/avx512.h"
+
+namespace edgellm::avx512 {
+
+namespace {
+
+constexpr int kLanes = 16;
+constexpr int64_t kTile = 32;       // keys per softmax tile
+constexpr int64_t kMaxDim = 256;
+constexpr int kMinRows = 4;         // fewer rows of a KV head go through the avx2 kernel one by one
+
+// exp(x) for x <= 0 (scores minus the running max): 2^n x e^r with |r| <= ln2/2 and a degree-7
+// Taylor polynomial (relative error < 1e-8 before rounding); x below -87 gives ~0.
+inline __m512 exp_neg(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 5040);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
+// One group of up to 16 rows (tasks) that read KV head hk.
+void attend_group(const AttentionArgs& a, int64_t hk, const int64_t* tasks, int nrows) {
+  const int64_t d = a.head_dim, stride = a.n_head_kv * d;
+  alignas(64) float qt[kMaxDim][kLanes];   // Q^T, pre-scaled
+  alignas(64) float ot[kMaxDim][kLanes];   // O^T accumulators
+  alignas(64) float kf[kTile][kMaxDim];    // the tile's K rows as f32
+  alignas(64) float vf[kTile][kMaxDim];    // and V rows
+  alignas(64) float pt[kTile][kLanes];     // scores, then probabilities, per key and lane
+  alignas(64) int32_t pos_l[kLanes];
+  int64_t max_pos = 0;
+  for (int l = 0; l < kLanes; ++l) {
+    const int64_t t = tasks[l < nrows ? l : 0];
+    const int64_t qi = t / a.n_head, h = t % a.n_head;
+    const float* q = a.q + (qi * a.n_head + h) * d;
+    for (int64_t i = 0; i < d; ++i) qt[i][l] = q[i] * a.scale;
+    pos_l[l] = (int32_t)a.pos[qi];
+    if (l < nrows && a.pos[qi] > max_pos) max_pos = a.pos[qi];
+  }
+  for (int64_t i = 0; i < d; ++i) _mm512_store_ps(ot[i], _mm512_setzero_ps());
+  const __m512i pos_v = _mm512_load_si512(pos_l);
+  __m512 run_max = _mm512_set1_ps(-INFINITY), run_sum = _mm512_setzero_ps();
+
+  for (int64_t t0 = 0; t0 <= max_pos; t0 += kTile) {
+    const int64_t n = max_pos + 1 - t0 < kTile ? max_pos + 1 - t0 : kTile;
+    for (int64_t j = 0; j < n; ++j) {
+      const uint16_t* kr = a.kv.k + (t0 + j) * stride + hk * d;
+      const uint16_t* vr = a.kv.v + (t0 + j) * stride + hk * d;
+      for (int64_t i = 0; i < d; i += 16) {
+        _mm512_store_ps(&kf[j][i], _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kr + i))));
+        _mm512_store_ps(&vf[j][i], _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(vr + i))));
+      }
+    }
+    // Scores, 4 keys at a time (each Q^T row loaded once for 4 FMAs).
+    __m512 tile_max = _mm512_set1_ps(-INFINITY);
+    int64_t j = 0;
+    auto finish = [&](int64_t key, __m512 s) {
+      const __mmask16 vis = _mm512_cmp_epi32_mask(_mm512_set1_epi32((int32_t)(t0 + key)), pos_v, _MM_CMPINT_LE);
+      s = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), vis, s);
+      _mm512_store_ps(pt[key], s);
+      tile_max = _mm512_max_ps(tile_max, s);
+    };
+    for (; j + 4 <= n; j += 4) {
+      __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+      for (int64_t i = 0; i < d; ++i) {
+        const __m512 q = _mm512_load_ps(qt[i]);
+        s0 = _mm512_fmadd_ps(_mm512_set1_ps(kf[j][i]), q, s0);
+        s1 = _mm512_fmadd_ps(_mm512_set1_ps(kf[j + 1][i]), q, s1);
+        s2 = _mm512_fmadd_ps(_mm512_set1_ps(kf[j + 2][i]), q, s2);
+        s3 = _mm512_fmadd_ps(_mm512_set1_ps(kf[j + 3][i]), q, s3);
+      }
+      finish(j, s0), finish(j + 1, s1), finish(j + 2, s2), finish(j + 3, s3);
+    }
+    for (; j < n; ++j) {
+      __m512 s = _mm512_setzero_ps();
+      for (int64_t i = 0; i < d; ++i) s = _mm512_fmadd_ps(_mm512_set1_ps(kf[j][i]), _mm512_load_ps(qt[i]), s);
+      finish(j, s);
+    }
+    // Online softmax per lane. Lanes with no visible key yet keep max -inf and add nothing.
+    const __m512 new_max = _mm512_max_ps(run_max, tile_max);
+    const __mmask16 has = _mm512_cmp_ps_mask(new_max, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+    const __mmask16 grew = _mm512_mask_cmp_ps_mask(has, new_max, run_max, _CMP_GT_OQ);
+    if (grew) {
+      // corr = exp(old - new) (0 where old was -inf)
+      const __m512 corr = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(run_max, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ),
+                                              exp_neg(_mm512_sub_ps(run_max, new_max)));
+      const __m512 c = _mm512_mask_mov_ps(_mm512_set1_ps(1.0f), grew, corr);
+      run_sum = _mm512_mul_ps(run_sum, c);
+      for (int64_t i = 0; i < d; ++i) _mm512_store_ps(ot[i], _mm512_mul_ps(_mm512_load_ps(ot[i]), c));
+    }
+    run_max = new_max;
+    for (int64_t k = 0; k < n; ++k) {
+      const __m512 s = _mm512_load_ps(pt[k]);
+      const __mmask16 vis = _mm512_mask_cmp_ps_mask(has, s, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+      const __m512 p = _mm512_maskz_mov_ps(vis, exp_neg(_mm512_sub_ps(s, new_max)));
+      _mm512_store_ps(pt[k], p);
+      run_sum = _mm512_add_ps(run_sum, p);
+    }
+    // O^T += V^T P, 16 dims at a time held in registers across the tile's keys.
+    for (int64_t i0 = 0; i0 < d; i0 += 16) {
+      __m512 o[16];
+      for (int u = 0; u < 16; ++u) o[u] = _mm512_load_ps(ot[i0 + u]);
+      for (int64_t k = 0; k < n; ++k) {
+        const __m512 p = _mm512_load_ps(pt[k]);
+        for (int u = 0; u < 16; ++u) o[u] = _mm512_fmadd_ps(_mm512_set1_ps(vf[k][i0 + u]), p, o[u]);
+      }
+      for (int u = 0; u < 16; ++u) _mm512_store_ps(ot[i0 + u], o[u]);
+    }
+  }
+  // out = O / sum (no visible key: zeros).
+  const __mmask16 pos_sum = _mm512_cmp_ps_mask(run_sum, _mm512_setzero_ps(), _CMP_GT_OQ);
+  alignas(64) float inv[kLanes];
+  _mm512_store_ps(inv, _mm512_maskz_div_ps(pos_sum, _mm512_set1_ps(1.0f), run_sum));
+  for (int l = 0; l < nrows; ++l) {
+    const int64_t t = tasks[l];
+    float* out = a.out + ((t / a.n_head) * a.n_head + t % a.n_head) * d;
+    for (int64_t i = 0; i < d; ++i) out[i] = ot[i][l] * inv[l];
+  }
+}
+
+}  // namespace
+
+void attention(const AttentionArgs& a, int64_t t0, int64_t t1) {
+  const int64_t d = a.head_dim;
+  if (a.kv.ring || a.kv.window != 0 || d % 16 != 0 || d > kMaxDim || t1 - t0 < kMinRows) {
+    avx2::attention(a, t0, t1);
+    return;
+  }
+  // Tasks of the range grouped by KV head, 16 at a time.
+  const int64_t group = a.n_head / a.n_head_kv;
+  for (int64_t hk = 0; hk < a.n_head_kv; ++hk) {
+    int64_t rows[kLanes];
+    int n = 0;
+    for (int64_t t = t0; t < t1; ++t) {
+      if ((t % a.n_head) / group != hk) continue;
+      rows[n++] = t;
+      if (n == kLanes) {
+        attend_group(a, hk, rows, n);
+        n = 0;
+      }
+    }
+    if (n >= kMinRows) attend_group(a, hk, rows, n);
+    else
+      for (int i = 0; i < n; ++i) avx2::attention(a, rows[i], rows[i] + 1);
+  }
+}
+
+}  // namespace edgellm::avx512

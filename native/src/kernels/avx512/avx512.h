@@ -1,0 +1,14 @@
+// x86-64 AVX-512 fast paths (AVX512F/BW/VL + VNNI), compiled with those flags on top of the
+// AVX2 set; called only when the CPU has them and the OS saves zmm state (cpu_features().avx512vnni).
+// The avx512 table is the avx2 table with these kernels in place of the avx2 ones.
+#pragma once
+#include "kernels/kernels.h"
+
+namespace edgellm::avx512 {
+// Q4_0 x Q8_0 with vpdpbusd on 16-row x 8-column register tiles from 4 columns; 1 to 3 columns
+// (decoding 1-3 sequences) run the avx2 streaming kernels.
+void gemm_q4_0(const GemmArgs& a, int64_t r0, int64_t r1);
+// Full-cache attention with 16 (query, head) rows of one KV head per pass, one per zmm lane;
+// rings, windows and head sizes that are not a multiple of 16 run the avx2 kernel.
+void attention(const AttentionArgs& a, int64_t t0, int64_t t1);
+}  // namespace edgellm::avx512

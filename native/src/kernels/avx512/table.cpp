@@ -1,0 +1,29 @@
+// The avx512 table: the avx2 table (kernels/avx2/) with the AVX-512 VNNI kernels in place of
+// the avx2 ones where they exist. One entry per line in the order of KernelTable (kernels.h).
+#include "kernels/avx2/avx2.h"
+#include "kernels/avx512/avx512.h"
+
+namespace edgellm {
+
+const KernelTable kAvx512Kernels = {
+    Isa::Avx512, "avx512",
+    avx2::quantize_row_q8_0,
+    avx512::gemm_q4_0,
+    avx2::gemm_q8_0,
+    avx2::gemm_f16,
+    avx2::gemm_bf16,
+    avx2::gemm_f32,
+    avx2::f32_to_f16,
+    avx2::f16_to_f32,
+    avx2::rmsnorm,
+    avx2::rope,
+    avx2::swiglu,
+    avx2::geglu,
+    avx2::softmax,
+    avx2::add,
+    avx2::scale,
+    avx2::route_topk,
+    avx512::attention,
+};
+
+}  // namespace edgellm

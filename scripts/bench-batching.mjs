@@ -1,0 +1,116 @@
+// `npm run bench:batching`: aggregate decode tokens/s of one model with 1, 2, 4, 8 concurrent
+// generate() calls (issue #5). The native decode loop advances every active sequence in one step,
+// and a step with n sequences is a GEMM with n columns that reads each weight block once, so the
+// aggregate should grow almost n-fold while decode is bound by reading the weights (target:
+// >= 3x single-stream at 8).
+//
+// The model is the dense random Q4_0 llama of bench:vs-llamacpp (written with the GGUF writer into
+// a temp dir), or --model FILE. Each generation decodes --tokens tokens (greedy, no stop token
+// can end it early: the count is checked) after a short prompt of its own. A run's aggregate is
+// all generated tokens over the wall time from the first submission to the last completion; the
+// per-generation decode rate (native timings, prefill excluded) is printed beside it. Every
+// concurrency is the best of --reps runs (default 3): on a shared machine the slow runs are the
+// ones another process got in the way of.
+// Runs on the built package (npm run build). Options: --model FILE, --threads N (default: the
+// engine's default), --tokens N (default 64), --concurrency 1,2,4,8, --reps N, --json.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DENSE, writeModel } from './lib/bench-models.mjs';
+import { loadModel, cpuInfo } from '../dist/index.js';
+
+const args = process.argv.slice(2);
+const opt = (name, fallback) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : fallback;
+};
+const MODEL = opt('--model', '');
+const THREADS = opt('--threads', '') ? Number(opt('--threads', '')) : undefined;
+const TOKENS = Number(opt('--tokens', '64'));
+const LEVELS = opt('--concurrency', '1,2,4,8').split(',').map(Number);
+const REPS = Number(opt('--reps', '3'));
+const JSON_OUT = args.includes('--json');
+const MAX = Math.max(...LEVELS);
+
+const now = () => performance.now() / 1000;
+
+/** n generations at once; aggregate generated tokens/s over the wall time, and the mean per-generation decode rate. */
+async function run(model, n, rep) {
+  const t0 = now();
+  const gens = Array.from({ length: n }, (_, i) =>
+    // A distinct short prompt per generation (and per rep), so no two sequences are identical.
+    model.generate({ prompt: `t${300 + 37 * i + rep} t${1000 + 11 * i} t${5000 + rep}`, max_tokens: TOKENS, temperature: 0 }),
+  );
+  const results = await Promise.all(gens.map((g) => g.result));
+  const wall = now() - t0;
+  const tokens = results.reduce((s, r) => s + r.usage.completion_tokens, 0);
+  const short = results.filter((r) => r.usage.completion_tokens < TOKENS);
+  if (short.length > 0) {
+    throw new Error(`${short.length} of ${n} generations stopped early (${short[0].finish_reason}); the rate would not compare`);
+  }
+  const perGen = results.reduce((s, r) => s + r.timings.decode_tokens_per_s, 0) / n;
+  return { tokens, wall, tps: tokens / wall, per_gen_decode_tps: perGen };
+}
+
+async function main() {
+  const dir = MODEL ? '' : mkdtempSync(join(tmpdir(), 'edgellm-batching-'));
+  try {
+    let path = MODEL;
+    if (!path) {
+      path = join(dir, 'dense.gguf');
+      const t0 = now();
+      writeModel(DENSE, path);
+      process.stderr.write(`wrote ${path} (${DENSE.name}) in ${(now() - t0).toFixed(1)} s\n`);
+    }
+    const model = await loadModel(path, { threads: THREADS, maxSequences: MAX, batchSize: Math.max(64, MAX), contextSize: TOKENS + 64 });
+    try {
+      const info = cpuInfo();
+      await run(model, 1, -1); // warm-up: first touch of the weights
+      const rows = [];
+      for (const n of LEVELS) {
+        let best;
+        for (let rep = 0; rep < REPS; rep++) {
+          const r = await run(model, n, rep);
+          if (!best || r.tps > best.tps) best = r;
+        }
+        rows.push({ concurrency: n, ...best });
+      }
+      const base = rows.find((r) => r.concurrency === 1)?.tps ?? rows[0].tps;
+      for (const r of rows) r.ratio = r.tps / base;
+      const out = {
+        cpu: `${info.model || info.arch}, ${info.physicalCores} cores, kernels ${info.kernels}`,
+        model: MODEL || DENSE.name,
+        threads: THREADS ?? info.defaultThreads,
+        tokens_per_generation: TOKENS,
+        reps: REPS,
+        rows,
+      };
+      if (JSON_OUT) {
+        process.stdout.write(JSON.stringify(out) + '\n');
+        return;
+      }
+      const f = (x, d = 1) => x.toFixed(d);
+      const lines = [
+        `cpu: ${out.cpu}; model: ${out.model}; ${out.threads} thread(s); ${TOKENS} tokens per generation, best of ${REPS} runs`,
+        '',
+        'concurrent   aggregate t/s   vs 1   per-generation decode t/s',
+        ...rows.map(
+          (r) =>
+            `${String(r.concurrency).padStart(10)}   ${f(r.tps).padStart(13)}   ${f(r.ratio, 2).padStart(4)}x   ${f(r.per_gen_decode_tps).padStart(10)}`,
+        ),
+      ];
+      const at8 = rows.find((r) => r.concurrency === 8);
+      if (at8) lines.push('', `target: >= 3x single-stream at 8 concurrent: ${f(at8.ratio, 2)}x (${at8.ratio >= 3 ? 'met' : 'MISSED'})`);
+      process.stdout.write(lines.join('\n') + '\n');
+    } finally {
+      await model.close();
+    }
+  } finally {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err) => {
+  process.stderr.write(`bench-batching: ${err.stack ?? err}\n`);
+  process.exit(1);
+});
