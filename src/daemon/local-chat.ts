@@ -3,19 +3,25 @@
  * RequestQueue as the MQTT requests (batch.max slots, limits.queue_depth waiting, the same limits), so
  * both kinds share the engine's continuous batching and neither can starve the other of slots. They
  * are never sent to an upstream: a node that is another node's upstream must not pass the request on.
- * Nothing is written to the store: an HTTP reply is answered on its connection, or not at all.
+ * Nothing is written to the request store: an HTTP reply is answered on its connection, or not at all.
+ * Each request is still counted in /metrics (route "local") and leaves one audit record, under the
+ * device name `openai-api` (the API has no device identity; its clients are whoever holds the key).
  */
 import { randomUUID } from 'node:crypto';
 import type { DaemonConfig } from './config.js';
 import type { GenerateParams, Generation, LocalModel } from './engine-port.js';
 import type { Logger } from './log.js';
+import { ignoreRequests, type RequestObserver } from './request-observer.js';
 import { EdgeError } from '../errors.js';
 import type { ChatRequest } from '../http/openai-request.js';
+import type { AuditSink, RequestAudit } from '../policy/audit.js';
 import type { ChatBackend } from '../http/openai-server.js';
 import type { RequestQueue } from '../scheduler/request-queue.js';
 
 /** Queue priority of API requests: MQTT's default, so both are served in arrival order. */
 const PRIORITY = 5;
+/** The audit log's device for requests that came through the OpenAI-compatible API. */
+export const API_DEVICE = 'openai-api';
 
 interface Running {
   stop: AbortController;
@@ -35,6 +41,10 @@ export class LocalChat implements ChatBackend {
       /** By name; the first is the default. */
       models: Map<string, LocalModel>;
       log: Logger;
+      /** Told how each request ended (the /metrics counters). */
+      observer?: RequestObserver;
+      /** Where each request's record goes (the daemon's audit log). */
+      audit?: AuditSink;
     },
   ) {}
 
@@ -43,6 +53,60 @@ export class LocalChat implements ChatBackend {
   }
 
   complete(request: ChatRequest, signal: AbortSignal): Promise<{ model: string; generation: Generation }> {
+    const receivedAt = Date.now();
+    const id = randomUUID();
+    const admitted = this.admit(request, signal, id);
+    admitted.then(
+      ({ model, generation }) => {
+        const queueMs = Date.now() - receivedAt;
+        generation.result.then(
+          (r) => this.report(receivedAt, id, model, { outcome: r.finish_reason === 'cancelled' ? 'cancelled' : 'done', queueMs, ttftMs: queueMs + r.timings.ttft_ms, prompt: r.usage.prompt_tokens, completion: r.usage.completion_tokens }),
+          (err: unknown) => this.report(receivedAt, id, model, { outcome: 'error', queueMs, err }),
+        );
+      },
+      (err: unknown) => this.report(receivedAt, id, request.model, signal.aborted ? { outcome: 'cancelled' } : { outcome: 'error', err }),
+    );
+    return admitted;
+  }
+
+  /** One metrics observation and one audit record per request, however it ended. */
+  private report(
+    receivedAt: number,
+    id: string,
+    model: string | undefined,
+    how: { outcome: 'done' | 'cancelled' | 'error'; queueMs?: number; ttftMs?: number; prompt?: number; completion?: number; err?: unknown },
+  ): void {
+    const code = how.err instanceof EdgeError ? how.err.code : how.outcome === 'error' ? 'E_ENGINE' : undefined;
+    const message = how.err instanceof Error ? how.err.message : how.err === undefined ? '' : String(how.err);
+    const refused = how.outcome === 'error' && how.queueMs === undefined;
+    (this.deps.observer ?? ignoreRequests).onFinished({
+      outcome: how.outcome,
+      ...(code !== undefined ? { code } : {}),
+      route: refused ? 'none' : 'local',
+      queue_ms: how.queueMs,
+      ttft_ms: how.outcome === 'done' ? how.ttftMs : undefined,
+      total_ms: Date.now() - receivedAt,
+      completion_tokens: how.completion ?? 0,
+    });
+    const record: RequestAudit = {
+      type: 'request',
+      time: receivedAt,
+      device: API_DEVICE,
+      id,
+      model,
+      route: 'local',
+      route_reason: 'OpenAI-compatible API (answered here, never forwarded)',
+      allowed: !refused,
+      ...(refused && code !== undefined ? { denied: { code, message } } : {}),
+      ...(!refused && how.outcome === 'error' && code !== undefined ? { error: { code, message } } : {}),
+      prompt_tokens: how.prompt,
+      completion_tokens: how.completion,
+      outcome: refused ? 'denied' : how.outcome === 'done' ? 'ok' : how.outcome,
+    };
+    this.deps.audit?.write(record);
+  }
+
+  private admit(request: ChatRequest, signal: AbortSignal, id: string): Promise<{ model: string; generation: Generation }> {
     const { queue, config } = this.deps;
     if (!this.accepting) return Promise.reject(stopping());
     if (signal.aborted) return Promise.reject(signal.reason);
@@ -59,7 +123,7 @@ export class LocalChat implements ChatBackend {
       return Promise.reject(new EdgeError('E_BAD_REQUEST', `max_tokens is ${request.max_tokens}; this node allows at most ${config.limits.max_tokens} (limits.max_tokens)`));
     }
     const params = this.params(request);
-    const key = `openai\u0000${randomUUID()}`;
+    const key = `openai\u0000${id}`;
 
     return new Promise((resolve, reject) => {
       const stop = new AbortController();

@@ -171,7 +171,7 @@ export class Service {
     responder.attach(session);
     responder.resume();
     if (config.openai.port !== undefined) {
-      this.chat = new LocalChat({ config, queue, models: this.models, log });
+      this.chat = new LocalChat({ config, queue, models: this.models, log, audit, ...(this.metrics ? { observer: this.metrics } : {}) });
       this.openai = new OpenAIServer({ host: config.openai.host, port: config.openai.port, apiKey: openaiKey, maxBodyBytes: config.openai.max_body_bytes, backend: this.chat, log });
       await this.openai.start();
     }

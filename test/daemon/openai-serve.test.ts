@@ -297,6 +297,26 @@ t.test('serve refuses a taken --openai-port, and one that is not a number, with 
   t.match(printed.stdout, /^openai:\n(  .*\n)*  host: 127\.0\.0\.1\n/m, 'openai.host defaults to loopback');
 });
 
+t.test('API requests are audited (device openai-api), refusals too', needs, async (t) => {
+  const { base, model } = await node();
+  const ok = await postJson(`${base}/chat/completions`, { model, ...ask('audit me', { max_tokens: 3 }) }, { key: KEY });
+  t.equal(ok.status, 200);
+  const unknown = await postJson(`${base}/chat/completions`, { model: 'no-such-model', ...ask('x') }, { key: KEY });
+  t.equal(unknown.status, 404);
+  // The daemon writes the record once the generation's result settles, right after the reply.
+  let records: Array<Record<string, any>> = [];
+  for (let i = 0; i < 50; i++) {
+    const r = run(['audit', '--state-dir', join(work, 'state'), '--device', 'openai-api', '--json', '--limit', '1000']);
+    t.equal(r.status, 0, r.stderr);
+    records = r.stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, any>);
+    if (records.some((x) => x.outcome === 'denied') && records.some((x) => x.outcome === 'ok' && x.completion_tokens === 3)) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  t.ok(records.some((x) => x.type === 'request' && x.model === model && x.route === 'local' && x.allowed === true && x.outcome === 'ok' && x.completion_tokens === 3), 'the answered request has its record');
+  t.ok(records.some((x) => x.allowed === false && x.outcome === 'denied' && x.denied?.code === 'E_UNKNOWN_MODEL'), 'the refused one too, with its code');
+  t.notOk(JSON.stringify(records).includes(KEY), 'no key in the audit records');
+});
+
 t.test('SIGTERM stops the daemon and its API cleanly; the key was never logged', needs, async (t) => {
   const { daemon, base } = await node();
   const exit = await daemon.stop();
