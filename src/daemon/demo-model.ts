@@ -10,6 +10,7 @@ import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { GgufWriter, meta } from '../engine/gguf-writer.js';
 import { EdgeError } from '../errors.js';
+import { normalSampler } from '../engine/random.js';
 
 /** The demo model's file name; replies name the model `edgellm-demo`. */
 export const DEMO_MODEL_FILE = 'edgellm-demo.gguf';
@@ -61,23 +62,11 @@ function vocabulary(): { tokens: string[]; types: number[] } {
   return { tokens, types };
 }
 
-/** A deterministic normal sampler (mulberry32 + Box-Muller): the same file every time. */
-function normal(seed: number): () => number {
-  let a = seed >>> 0;
-  const uniform = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = Math.imul(a ^ (a >>> 15), 1 | a);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-  return () => Math.sqrt(-2 * Math.log(uniform() + 1e-12)) * Math.cos(2 * Math.PI * uniform());
-}
-
 /** Writes the demo model to `path` (through `path.tmp`, renamed when complete). */
 export function writeDemoModel(path: string): void {
   const { tokens, types } = vocabulary();
   const nVocab = tokens.length;
-  const rand = normal(SEED);
+  const rand = normalSampler(SEED);
   const g = new GgufWriter();
   g.setMeta('general.architecture', meta.string('llama'));
   g.setMeta('general.name', meta.string('edgellm demo (random weights)'));

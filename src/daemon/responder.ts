@@ -351,16 +351,7 @@ export class Responder {
   private async runCloud(row: StoredRequest, r: WireRequest, admitted: Admitted): Promise<void> {
     const { store, policy } = this.deps;
     const { decision, ticket } = admitted;
-    const key = keyOf(row.device, row.id);
-    const startedAt = Date.now();
-    store.requests.markRunning(row.device, row.id, startedAt);
-    const ac = new AbortController();
-    this.active.set(key, ac);
-    let deadlineTimer: NodeJS.Timeout | undefined;
-    if (row.deadlineAt !== null) {
-      deadlineTimer = setTimeout(() => ac.abort('deadline' satisfies AbortReason), Math.max(0, row.deadlineAt - startedAt));
-    }
-    const outcome = (): AbortReason | undefined => (ac.signal.aborted ? (ac.signal.reason as AbortReason) : undefined);
+    const { key, startedAt, ac, deadlineTimer, outcome } = this.begin(row);
     const report = (f: () => void): void => {
       f();
       this.deps.onBreakerReport?.();
@@ -443,6 +434,25 @@ export class Responder {
     this.active.delete(key);
   }
 
+  /** Marks a request running and arms what can stop it: a cancel, its deadline, the shutdown. */
+  private begin(row: StoredRequest): {
+    key: string;
+    startedAt: number;
+    ac: AbortController;
+    deadlineTimer: NodeJS.Timeout | undefined;
+    outcome: () => AbortReason | undefined;
+  } {
+    const key = keyOf(row.device, row.id);
+    const startedAt = Date.now();
+    this.deps.store.requests.markRunning(row.device, row.id, startedAt);
+    const ac = new AbortController();
+    this.active.set(key, ac);
+    const deadlineTimer =
+      row.deadlineAt !== null ? setTimeout(() => ac.abort('deadline' satisfies AbortReason), Math.max(0, row.deadlineAt - startedAt)) : undefined;
+    const outcome = (): AbortReason | undefined => (ac.signal.aborted ? (ac.signal.reason as AbortReason) : undefined);
+    return { key, startedAt, ac, deadlineTimer, outcome };
+  }
+
   private nextSeq(row: StoredRequest): number {
     const p = this.pending.get(keyOf(row.device, row.id));
     return p ? p.seq++ : 0;
@@ -450,18 +460,9 @@ export class Responder {
 
   private async generate(row: StoredRequest, r: WireRequest, model: LocalModel, params: GenerateParams): Promise<void> {
     const { store } = this.deps;
-    const key = keyOf(row.device, row.id);
-    const startedAt = Date.now();
-    store.requests.markRunning(row.device, row.id, startedAt);
-    const ac = new AbortController();
-    this.active.set(key, ac);
-    let deadlineTimer: NodeJS.Timeout | undefined;
-    if (row.deadlineAt !== null) {
-      deadlineTimer = setTimeout(() => ac.abort('deadline' satisfies AbortReason), Math.max(0, row.deadlineAt - startedAt));
-    }
+    const { key, startedAt, ac, deadlineTimer, outcome } = this.begin(row);
     let text = '';
     let firstAt: number | undefined;
-    const outcome = (): AbortReason | undefined => (ac.signal.aborted ? (ac.signal.reason as AbortReason) : undefined);
     try {
       const generation = model.generate({ ...params, signal: ac.signal });
       for await (const piece of generation) {
