@@ -9,6 +9,7 @@
 import { createHash } from 'node:crypto';
 import { open, stat } from 'node:fs/promises';
 import { readGgufInfo } from './gguf.js';
+import { EdgeError } from '../errors.js';
 
 /** Files with at most this many bytes of weights are hashed whole. */
 const WHOLE_DATA_BYTES = 64 * 2 ** 20;
@@ -42,11 +43,14 @@ export const sameFile = (a: FileStamp, b: FileStamp) => a.dev === b.dev && a.ino
  */
 export async function modelFingerprint(path: string, opts: { wholeDataBytes?: number } = {}): Promise<ModelFingerprint> {
   const wholeDataBytes = Math.max(opts.wholeDataBytes ?? WHOLE_DATA_BYTES, WINDOWS * WINDOW_BYTES);
-  const fh = await open(path, 'r');
+  // First, so a missing, unreadable or corrupt file is the parser's clear E_MODEL_* error.
+  const { dataOffset } = readGgufInfo(path);
+  const fh = await open(path, 'r').catch((err: NodeJS.ErrnoException) => {
+    throw new EdgeError('E_MODEL_NOT_FOUND', `cannot open ${path} (${err.code ?? err.message}): check the path and that this user may read it`, { cause: err });
+  });
   try {
     const s = await fh.stat();
     const file = { dev: s.dev, ino: s.ino, size: s.size, mtimeMs: s.mtimeMs };
-    const { dataOffset } = readGgufInfo(path);
     const hash = createHash('sha256');
     hash.update(`gguf1 size=${s.size} data=${dataOffset}\n`);
     const readRange = async (from: number, bytes: number) => {

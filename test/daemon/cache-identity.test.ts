@@ -33,7 +33,7 @@ t.test('fingerprints: the same bytes give the same id, other weights in the same
   t.match(fa.id, /^gguf1:[0-9a-f]{64}$/);
   t.equal(fc.id, fa.id, 'a copy is the same model');
   t.not(fb.id, fa.id, 'other weights are another model');
-  await t.rejects(modelFingerprint(join(dir, 'missing.gguf')), { code: 'ENOENT' });
+  await t.rejects(modelFingerprint(join(dir, 'missing.gguf')), { code: 'E_MODEL_NOT_FOUND' });
 });
 
 t.test('fingerprints of a file too large to hash whole: windows of the weights still tell models apart', async (t) => {

@@ -106,6 +106,11 @@ t.test('`edgellm serve --print-config` prints the effective config masked; witho
   t.equal(m.status, 2);
   t.equal(m.stderr.trim().split('\n').length, 1, 'one line');
   t.match(m.stderr, /^edgellm: E_MODEL_CORRUPT: /, 'the real engine opens the file and says what is wrong with it');
+  const missing = join(dir, 'no-such-model.gguf');
+  const n = spawnSync(process.execPath, [cli, 'serve', '--model', missing, '--state-dir', join(dir, 'state')], { encoding: 'utf8', env: embedded });
+  t.equal(n.status, 2);
+  t.equal(n.stderr.trim().split('\n').length, 1, 'one line, no stack trace');
+  t.match(n.stderr, /^edgellm: E_MODEL_NOT_FOUND: .*no-such-model\.gguf/, 'a missing model file is E_MODEL_NOT_FOUND naming it');
 });
 
 const shipped = resolve(fileURLToPath(import.meta.url), '..', '..', '..', 'systemd', 'config.yaml');
