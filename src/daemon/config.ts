@@ -446,8 +446,3 @@ export function readUpstreamSecret(config: DaemonConfig, env: NodeJS.ProcessEnv 
   if (config.upstream.url.trim() === '') return undefined;
   return readApiKey({ file: config.upstream.api_key_file, env });
 }
-
-/** readUpstreamSecret's key as text, for callers that must send it. */
-export function readUpstreamKey(config: DaemonConfig, env: NodeJS.ProcessEnv = process.env): string | undefined {
-  return readUpstreamSecret(config, env)?.reveal();
-}

@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { resolve } from 'node:path';
 import { EdgeError } from '../../src/errors.js';
-import { loadConfig, maskSecrets, modelFiles, readBrokerPassword, readUpstreamKey } from '../../src/daemon/config.js';
+import { loadConfig, maskSecrets, modelFiles, readBrokerPassword, readUpstreamSecret } from '../../src/daemon/config.js';
 import { loadOptions } from '../../src/daemon/local-model.js';
 import { freePort } from '../helpers/broker.js';
 import { mkdirSync, readFileSync } from 'node:fs';
@@ -138,12 +138,12 @@ t.test('engine.threads and engine.context_size flow into the model\'s load optio
 t.test('the upstream key comes from $CREDENTIALS_DIRECTORY/upstream-key; blank means no key', async (t) => {
   const creds = join(dir, 'creds');
   const withUrl = loadConfig({ env: { EDGELLM_UPSTREAM_URL: 'https://api.example.com/v1', EDGELLM_UPSTREAM_MODEL: 'big' } });
-  t.equal(readUpstreamKey(loadConfig({ env: {} }), { CREDENTIALS_DIRECTORY: creds }), undefined, 'no upstream.url: no key read');
-  t.equal(readUpstreamKey(withUrl, {}), undefined, 'outside systemd: none');
-  t.equal(readUpstreamKey(withUrl, { CREDENTIALS_DIRECTORY: creds }), undefined, 'no credential file: none');
+  t.equal(readUpstreamSecret(loadConfig({ env: {} }), { CREDENTIALS_DIRECTORY: creds })?.reveal(), undefined, 'no upstream.url: no key read');
+  t.equal(readUpstreamSecret(withUrl, {})?.reveal(), undefined, 'outside systemd: none');
+  t.equal(readUpstreamSecret(withUrl, { CREDENTIALS_DIRECTORY: creds })?.reveal(), undefined, 'no credential file: none');
   mkdirSync(creds);
   writeFileSync(join(creds, 'upstream-key'), '\n');
-  t.equal(readUpstreamKey(withUrl, { CREDENTIALS_DIRECTORY: creds }), undefined, 'the unit\'s blank fallback: none');
+  t.equal(readUpstreamSecret(withUrl, { CREDENTIALS_DIRECTORY: creds })?.reveal(), undefined, 'the unit\'s blank fallback: none');
   writeFileSync(join(creds, 'upstream-key'), 'sk-test-123\n');
-  t.equal(readUpstreamKey(withUrl, { CREDENTIALS_DIRECTORY: creds }), 'sk-test-123');
+  t.equal(readUpstreamSecret(withUrl, { CREDENTIALS_DIRECTORY: creds })?.reveal(), 'sk-test-123');
 });
