@@ -12,6 +12,7 @@ import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { EdgeError } from '../../errors.js';
 import { redactUrl } from '../../policy/secret.js';
 import { isPublishableTopic } from './topics.js';
+import { withDeadline } from './deadline.js';
 
 export interface DeviceConnection {
   url: string;
@@ -224,12 +225,3 @@ function brokerError(url: string, err: unknown): EdgeError {
   return new EdgeError('E_BROKER', `cannot reach the MQTT broker at ${shown}: ${e.message}`, { cause: err });
 }
 
-function withDeadline<T>(p: Promise<T>, ms: number, error: () => Error): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p.finally(() => clearTimeout(timer)),
-    new Promise<T>((_, reject) => {
-      timer = setTimeout(() => reject(error()), Math.max(0, ms));
-    }),
-  ]);
-}

@@ -14,6 +14,7 @@ import { EdgeError } from '../../errors.js';
 import { redactUrl } from '../../policy/secret.js';
 import type { Outbox, OutboxMessage } from '../../store/outbox.js';
 import type { Topics } from './topics.js';
+import { withDeadline } from './deadline.js';
 
 /** What the session hands incoming messages to. */
 export interface RequestSink {
@@ -135,9 +136,9 @@ export class MqttSession implements ReplyChannel {
     if (!client) return;
     this.client = undefined;
     if (client.connected) {
-      await withTimeout(client.publishAsync(this.deps.topics.status(), this.statusPayload('offline'), { qos: 1, retain: true }), 2000).catch(() => undefined);
+      await withDeadline(client.publishAsync(this.deps.topics.status(), this.statusPayload('offline'), { qos: 1, retain: true }), 2000).catch(() => undefined);
     }
-    await withTimeout(client.endAsync(false), 3000).catch(() => client.endAsync(true));
+    await withDeadline(client.endAsync(false), 3000).catch(() => client.endAsync(true));
   }
 
   private get protocolVersion(): 4 | 5 {
@@ -257,12 +258,3 @@ export function maxPacketBytes(maxPayloadBytes: number): number {
   return Math.min(maxPayloadBytes * 16 + 65536, 268435455);
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p.finally(() => clearTimeout(timer)),
-    new Promise<T>((_, reject) => {
-      timer = setTimeout(() => reject(new Error('timed out')), ms);
-    }),
-  ]);
-}
