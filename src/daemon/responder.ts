@@ -351,7 +351,7 @@ export class Responder {
   private async runCloud(row: StoredRequest, r: WireRequest, admitted: Admitted): Promise<void> {
     const { store, policy } = this.deps;
     const { decision, ticket } = admitted;
-    const { key, startedAt, ac, deadlineTimer, outcome } = this.begin(row);
+    const { key, startedAt, ac, end, outcome } = this.begin(row);
     const report = (f: () => void): void => {
       f();
       this.deps.onBreakerReport?.();
@@ -384,7 +384,7 @@ export class Responder {
       const result = await reply.result;
       const reason = outcome();
       report(() => (reason !== undefined || result.finish_reason === 'cancelled' ? ticket?.cancel() : ticket?.success()));
-      this.endCloud(key, deadlineTimer);
+      end();
       if (reason === 'shutdown' || reason === 'deadline') return this.settle(row, r, decision.model, reason, undefined, { startedAt, firstAt, partialText: text });
       this.cloudTotal++;
       const seconds = (Date.now() - (firstAt ?? startedAt)) / 1000;
@@ -402,7 +402,7 @@ export class Responder {
     }
     // The upstream failed (or the request was stopped while it did).
     const reason = outcome();
-    this.endCloud(key, deadlineTimer);
+    end();
     if (reason !== undefined) {
       report(() => ticket?.cancel());
       return this.settle(row, r, decision.model, reason, undefined, { startedAt, firstAt, partialText: text });
@@ -429,17 +429,13 @@ export class Responder {
     this.queueLocal(row, r, decision.fallback_model, admitted.max_tokens, admitted.max_tokens_is_default, true);
   }
 
-  private endCloud(key: string, deadlineTimer: NodeJS.Timeout | undefined): void {
-    clearTimeout(deadlineTimer);
-    this.active.delete(key);
-  }
-
   /** Marks a request running and arms what can stop it: a cancel, its deadline, the shutdown. */
   private begin(row: StoredRequest): {
     key: string;
     startedAt: number;
     ac: AbortController;
-    deadlineTimer: NodeJS.Timeout | undefined;
+    /** Disarms the deadline and forgets the abort: the run is over. */
+    end: () => void;
     outcome: () => AbortReason | undefined;
   } {
     const key = keyOf(row.device, row.id);
@@ -450,7 +446,11 @@ export class Responder {
     const deadlineTimer =
       row.deadlineAt !== null ? setTimeout(() => ac.abort('deadline' satisfies AbortReason), Math.max(0, row.deadlineAt - startedAt)) : undefined;
     const outcome = (): AbortReason | undefined => (ac.signal.aborted ? (ac.signal.reason as AbortReason) : undefined);
-    return { key, startedAt, ac, deadlineTimer, outcome };
+    const end = () => {
+      clearTimeout(deadlineTimer);
+      this.active.delete(key);
+    };
+    return { key, startedAt, ac, end, outcome };
   }
 
   private nextSeq(row: StoredRequest): number {
@@ -460,7 +460,7 @@ export class Responder {
 
   private async generate(row: StoredRequest, r: WireRequest, model: LocalModel, params: GenerateParams): Promise<void> {
     const { store } = this.deps;
-    const { key, startedAt, ac, deadlineTimer, outcome } = this.begin(row);
+    const { key, startedAt, ac, end, outcome } = this.begin(row);
     let text = '';
     let firstAt: number | undefined;
     try {
@@ -495,8 +495,7 @@ export class Responder {
         this.finishError(row, e.code, e.message, 'local');
       }
     } finally {
-      clearTimeout(deadlineTimer);
-      this.active.delete(key);
+      end();
     }
   }
 
