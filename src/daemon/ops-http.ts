@@ -11,6 +11,7 @@ import { EdgeError } from '../errors.js';
 import type { Logger } from './log.js';
 import type { DaemonMetrics } from './metrics.js';
 import type { Readiness } from './readiness.js';
+import { listen, urlHost } from '../net.js';
 
 export class OpsHttpServer {
   private server: Server | undefined;
@@ -23,9 +24,8 @@ export class OpsHttpServer {
     // Scrapers and probes send small GETs: a client that dawdles is cut off rather than held.
     server.requestTimeout = 10_000;
     server.headersTimeout = 10_000;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (err: NodeJS.ErrnoException) => reject(listenError(err, port, host)));
-      server.listen(port, host, () => resolve());
+    await listen(server, port, host).catch((err: NodeJS.ErrnoException) => {
+      throw listenError(err, port, host);
     });
     server.on('error', (err) => this.deps.log.warn(`http endpoint: ${err.message}`));
     this.server = server;
@@ -73,7 +73,7 @@ function send(res: ServerResponse, status: number, type: string, body: string): 
   res.end(res.req.method === 'HEAD' ? undefined : body);
 }
 
-const urlOf = (host: string, port: number) => `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+const urlOf = (host: string, port: number) => `http://${urlHost(host)}:${port}`;
 
 function listenError(err: NodeJS.ErrnoException, port: number, host: string): EdgeError {
   const where = `${host}:${port}`;

@@ -11,14 +11,14 @@
  * param, code}}, with the matching HTTP status. A client that disconnects cancels its generation.
  */
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { EdgeError, type ErrorCode } from '../errors.js';
 import type { Generation, GenerateResult } from '../daemon/engine-port.js';
 import type { Logger } from '../daemon/log.js';
-import { Secret } from '../policy/secret.js';
+import { readKeyFile, type Secret } from '../policy/secret.js';
 import { parseChatRequest, RequestFieldError, type ChatRequest } from './openai-request.js';
+import { listen, urlHost } from '../net.js';
 
 /** Where requests run. */
 export interface ChatBackend {
@@ -78,29 +78,19 @@ export class OpenAIServer {
   /** Listens; a port in use (or one that needs privileges) is E_PORT_IN_USE (any other bind failure E_CONFIG), naming the config key. */
   async start(): Promise<void> {
     const { host, port } = this.opts;
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException) => {
-        this.server.off('listening', onListening);
-        const why =
-          err.code === 'EADDRINUSE'
-            ? 'is already in use: stop what listens there, or set another openai.port (--openai-port)'
-            : err.code === 'EACCES'
-              ? 'needs privileges this user does not have: use a port above 1023'
-              : err.code === 'EADDRNOTAVAIL'
-                ? `cannot be bound: ${host} is not an address of this machine (openai.host)`
-                : `cannot be listened on (${err.code ?? err.message})`;
-        reject(new EdgeError(err.code === 'EADDRINUSE' ? 'E_PORT_IN_USE' : 'E_CONFIG', `the OpenAI-compatible API's port ${port} on ${host} ${why}`));
-      };
-      const onListening = () => {
-        this.server.off('error', onError);
-        this.server.on('error', (err) => this.opts.log.warn(`the OpenAI-compatible API: ${err.message}`));
-        resolve();
-      };
-      this.server.once('error', onError);
-      this.server.once('listening', onListening);
-      this.server.listen(port, host);
+    await listen(this.server, port, host).catch((err: NodeJS.ErrnoException) => {
+      const why =
+        err.code === 'EADDRINUSE'
+          ? 'is already in use: stop what listens there, or set another openai.port (--openai-port)'
+          : err.code === 'EACCES'
+            ? 'needs privileges this user does not have: use a port above 1023'
+            : err.code === 'EADDRNOTAVAIL'
+              ? `cannot be bound: ${host} is not an address of this machine (openai.host)`
+              : `cannot be listened on (${err.code ?? err.message})`;
+      throw new EdgeError(err.code === 'EADDRINUSE' ? 'E_PORT_IN_USE' : 'E_CONFIG', `the OpenAI-compatible API's port ${port} on ${host} ${why}`);
     });
-    const where = `http://${host.includes(':') ? `[${host}]` : host}:${this.address().port}/v1`;
+    this.server.on('error', (err) => this.opts.log.warn(`the OpenAI-compatible API: ${err.message}`));
+    const where = `http://${urlHost(host)}:${this.address().port}/v1`;
     this.opts.log.info(`OpenAI-compatible API on ${where} (${this.opts.apiKey ? 'API key required' : 'no API key asked'})`);
     if (!this.opts.apiKey && !isLoopback(host)) {
       this.opts.log.warn(`the OpenAI-compatible API listens on ${host} without a key: anyone who reaches it can use the models (set openai.api_key_file)`);
@@ -296,15 +286,9 @@ export class OpenAIServer {
 /** The key file's key (surrounding whitespace dropped), held as a Secret; E_CONFIG when unreadable or blank. */
 export function readOpenAIKey(file: string | undefined): Secret | undefined {
   if (file === undefined) return undefined;
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new EdgeError('E_CONFIG', `openai.api_key_file ${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'unreadable'}): create it readable by the edgellm user (mode 0600), or remove the setting`);
-  }
-  const key = text.trim();
-  if (key === '') throw new EdgeError('E_CONFIG', `openai.api_key_file ${file} is empty: write the key clients must send into it, or remove the setting to ask for none`);
-  return new Secret(key);
+  const key = readKeyFile(file, 'openai.api_key_file');
+  if (key === undefined) throw new EdgeError('E_CONFIG', `openai.api_key_file ${file} is empty: write the key clients must send into it, or remove the setting to ask for none`);
+  return key;
 }
 
 /** The EdgeError codes whose OpenAI status and code differ from a plain 400/500. */

@@ -54,19 +54,7 @@ export interface ApiKeySource {
  * a missing credential is simply no key, since the unit sets an empty fallback.
  */
 export function readApiKey(source: ApiKeySource = {}): Secret | undefined {
-  if (source.file !== undefined && source.file !== '') {
-    let text: string;
-    try {
-      text = readFileSync(source.file, 'utf8');
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code ?? 'unreadable';
-      throw new EdgeError(
-        'E_CONFIG',
-        `upstream.api_key_file ${source.file} cannot be read (${code}): create it readable by the edgellm user (mode 0600), or remove the setting`,
-      );
-    }
-    return secretOf(text);
-  }
+  if (source.file !== undefined && source.file !== '') return readKeyFile(source.file, 'upstream.api_key_file');
   const name = source.credential ?? DEFAULT_KEY_CREDENTIAL;
   if (name === '' || name.includes('/') || name === '.' || name === '..') {
     throw new EdgeError('E_CONFIG', `the credential name "${name}" is not a plain file name: use a name such as ${DEFAULT_KEY_CREDENTIAL}`);
@@ -78,6 +66,21 @@ export function readApiKey(source: ApiKeySource = {}): Secret | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The key in `file` (surrounding whitespace dropped; blank = undefined). A file that cannot be read is
+ * E_CONFIG naming `setting` and the path, never the content.
+ */
+export function readKeyFile(file: string, setting: string): Secret | undefined {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'unreadable';
+    throw new EdgeError('E_CONFIG', `${setting} ${file} cannot be read (${code}): create it readable by the edgellm user (mode 0600), or remove the setting`);
+  }
+  return secretOf(text);
 }
 
 function secretOf(text: string): Secret | undefined {

@@ -10,6 +10,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { Aedes } from 'aedes';
 import { EdgeError } from '../../errors.js';
+import { listen, urlHost } from '../../net.js';
 
 /** The MQTT protocol level of MQTT 3.1.1, the newest aedes speaks. */
 export const EMBEDDED_PROTOCOL_VERSION = 4;
@@ -25,7 +26,7 @@ export interface EmbeddedBrokerAddress {
 /** mqtt://host:port a client on this machine reaches the embedded broker at (a wildcard host via loopback). */
 export function embeddedBrokerUrl({ host, port }: EmbeddedBrokerAddress): string {
   const reach = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
-  return `mqtt://${reach.includes(':') ? `[${reach}]` : reach}:${port}`;
+  return `mqtt://${urlHost(reach)}:${port}`;
 }
 
 /** True for addresses only this machine can reach. */
@@ -54,13 +55,7 @@ export class EmbeddedBroker {
       aedes.handle(socket);
     });
     try {
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(port, host, () => {
-          server.off('error', reject);
-          resolve();
-        });
-      });
+      await listen(server, port, host);
     } catch (err) {
       await new Promise<void>((resolve) => aedes.close(() => resolve()));
       throw listenError(this.address, err as NodeJS.ErrnoException);
