@@ -17,7 +17,7 @@ using namespace edgellm;
 namespace {
 
 constexpr DType kAllTypes[] = {DType::Q4_0, DType::Q8_0, DType::F16, DType::BF16, DType::F32};
-constexpr int64_t kAllCols[] = {1, 2, 3, 4, 5, 8, 13, 16, 31, 64};
+constexpr int64_t kAllCols[] = {1, 2, 3, 4, 5, 6, 7, 8, 13, 16, 31, 64};
 
 // Relative to sum |w_i x_i|. Reordering f32 sums moves results by <= ~2e-7 of that (measured);
 // one Q4_0 step on one weight moves them by ~0.4/k of it (3e-5 at k = 14336), a dropped block
@@ -154,6 +154,16 @@ TEST(gemm, wide_rows_of_11008_and_14336_match_reference) {
   for (DType type : kAllTypes)
     for (int64_t k : {11008, 14336})
       for (int64_t ncols : {1, 2, 5, 16, 64}) check_against_reference(make_problem(type, 5, k, ncols), 0, 5);
+}
+
+// Several 16-row tiles over several column-sum slabs (k > 256 blocks), with the last tile partial:
+// the multi-sequence decode kernels (2 to 8 columns) prefetch each next tile while computing one.
+TEST(gemm, many_row_tiles_over_wide_rows_match_reference) {
+  for (int64_t ncols : {2, 4, 7, 8}) {
+    const Problem p = make_problem(DType::Q4_0, 53, 8320, ncols);
+    check_against_reference(p, 0, 53);
+    check_against_reference(p, 16, 48);
+  }
 }
 
 // Decode (ncols == 1) and prefill (ncols > 1) take different tiles; each GEMM column must equal

@@ -4,6 +4,6 @@
 
 namespace edgellm::avx2 {
 #include "kernels/kernel_decls.inc"
-// Q4_0 with 2-3 columns in the decode tiling (the avx512 table's GEMM hands those to it).
+// Q4_0 with 2-3 columns in the decode tiling (gemm_q4_0 hands those to it).
 void gemm_q4_0_few_cols(const GemmArgs& a, int64_t r0, int64_t r1);
 }  // namespace edgellm::avx2

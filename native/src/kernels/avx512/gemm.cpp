@@ -1,4 +1,5 @@
-// AVX-512 VNNI (vpdpbusd) Q4_0 x Q8_0 GEMM for prompt processing; compiled with
+// AVX-512 VNNI (vpdpbusd) Q4_0 x Q8_0 GEMM for several sequences decoding together and for prompt
+// processing; compiled with
 // -mavx512f -mavx512bw -mavx512vl -mavx512vnni (plus the AVX2 set) and called only when the CPU
 // has them and the OS saves zmm state (dispatch.cpp).
 //
@@ -10,8 +11,9 @@
 // That is 11 vector uops per 16 x 32 multiply-adds, where the AVX2 tile (maddubs, madd,
 // convert, FMA per 2 blocks of 1 row x 1 column) needs ~6 per 64.
 //
-// The weights are Q4_0 rows as stored in the file (mmap'ed, read-only), so each 16-row tile
-// regroups a slab of kSlab blocks into that lane-per-row layout on the stack (per block: one
+// The weights are Q4_0 rows as stored in the file (mmap'ed, read-only), so every 16-row block is
+// regrouped into that lane-per-row layout before use. For more than 8 columns (prompt
+// processing) each 16-row tile regroups a slab of kSlab blocks on the stack (per block: one
 // gather for the 16 scales; the 16 rows' nibbles loaded 4 rows to a register and transposed
 // with 12 permutes; unpacked once) and then serves
 // every column from it: the regrouping is paid once per 16 rows x kSlab blocks, the
@@ -19,9 +21,10 @@
 // go in as their unsigned nibbles n and each block's sum is corrected by -8 x sum(x), computed
 // once per column and block for the whole call (shared by every row tile of the call).
 //
-// One column (decode of one sequence) goes to the AVX2 GEMV, which streams rows for bandwidth; 2
-// or 3 (that many sequences decoding together) to the AVX2 kernel in the same streaming order
-// with all columns per tile: the 16-row regrouping costs more than it saves for so few columns.
+// 2 to 8 columns keep each regrouped block in registers instead (gemm_in_registers, below):
+// the stack round trip cost more than the multiply-adds at so few columns. One column (decode of
+// one sequence) goes to the AVX2 GEMV, which streams rows for bandwidth: the regrouping costs
+// more than it saves for a single column.
 #include <immintrin.h>
 
 #include "kernels/avx2/avx2.h"
@@ -35,7 +38,6 @@ namespace {
 constexpr int kRows = 16;     // weight rows per tile: one zmm lane each
 constexpr int kMaxCols = 8;   // columns per register tile
 constexpr int kSlab = 32;     // blocks regrouped at a time (1024 weights of 16 rows: 16 KiB + scales)
-constexpr int64_t kMinCols = 4;
 
 // A local min: no std:: template instantiated with this file's AVX-512 flags (the linker could
 // hand such a copy to code that runs on CPUs without AVX-512).
@@ -51,12 +53,15 @@ struct alignas(64) Slab {
 
 // Per call, per column and block of the current slab: -8 x sum of the block's 32 activations,
 // and the block's scale as f32.
-struct alignas(64) ColumnSlab {
-  int32_t corr[kMaxGemmCols][kSlab];
-  float d[kMaxGemmCols][kSlab];
+template <int NC, int NB>
+struct alignas(64) ColumnSums {
+  int32_t corr[NC][NB];
+  float d[NC][NB];
 };
+using ColumnSlab = ColumnSums<kMaxGemmCols, kSlab>;
 
-void fill_column_slab(const GemmArgs& a, int64_t b0, int nbs, ColumnSlab& cs) {
+template <class CS>
+void fill_column_slab(const GemmArgs& a, int64_t b0, int nbs, CS& cs) {
   const __m256i ones = _mm256_set1_epi8(1);
   for (int64_t c = 0; c < a.ncols; ++c) {
     const block_q8_0* x = common::x_col<block_q8_0>(a, c) + b0;
@@ -152,16 +157,116 @@ void tile_columns(const GemmArgs& a, const Slab& s, const ColumnSlab& cs, int64_
   for (int j = 0; j < C; ++j) _mm512_mask_storeu_ps(common::y_at(a, c + j, r), mask, acc[j]);
 }
 
+// ---- 2 to 8 columns (that many sequences decoding together) ----------------------------------
+// A register tile: each block of 16 rows is regrouped straight into 8 registers and serves every
+// column before the next block is loaded, so nothing goes through the stack. The regrouping
+// here puts row 4q + L of the tile's z[q] in 128-bit lane L and transposes 4x4 dwords inside
+// each 128-bit lane (8 unpacks, no lane-crossing permutes), which leaves row lane_row(l) in dword
+// lane l; accumulators are permuted back to row order once per tile (the mapping is its own
+// inverse). Weights are read in row order, 16 rows of up to kRegSlab blocks per tile, and the next
+// tile's bytes are prefetched a few lines per block while this one computes: a burst of
+// prefetches per tile (or none) leaves this loop waiting on memory at a third of its speed.
+inline int lane_row(int l) { return 4 * (l % 4) + l / 4; }
+
+constexpr int kRegSlab = 256;  // blocks per column-sum slab: k up to 8192 is one slab (one pass per tile)
+using RegColumns = ColumnSums<kMaxCols, kRegSlab>;
+
+// Columns 0..C-1 of rows [r, r + nrows) over blocks [b0, b0 + nbs) (a's x already advanced to
+// b0); accumulates into y unless first. pf: the next tile's first row at b0 (null: none), with
+// pf_rows rows.
+template <int C>
+void tile_in_registers(const GemmArgs& a, const RegColumns& cs, int64_t r, int nrows, int64_t b0, int nbs, bool first,
+                       const uint8_t* pf, int pf_rows) {
+  const __mmask16 mask = (__mmask16)((1u << nrows) - 1);
+  alignas(64) int32_t offs_a[kRows], perm_a[kRows];
+  for (int l = 0; l < kRows; ++l) {
+    const int row = lane_row(l);
+    offs_a[l] = (row < nrows ? row : 0) * (int32_t)a.w_row_bytes;
+    perm_a[l] = row;
+  }
+  const __m512i offs = _mm512_load_si512(offs_a);
+  const __m512i perm = _mm512_load_si512(perm_a);
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  const uint8_t* base = a.w + r * a.w_row_bytes + b0 * sizeof(block_q4_0);
+  const uint8_t* qs[kRows];  // each row's first qs byte (rows past nrows repeat row 0)
+  for (int i = 0; i < kRows; ++i) qs[i] = base + (i < nrows ? i : 0) * a.w_row_bytes + 2;
+  // The next tile, as pf_rows x lines_per_row cache lines spread evenly over this tile's blocks.
+  const int64_t seg = nbs * (int64_t)sizeof(block_q4_0);
+  const int lines_per_row = (int)((seg + 63) / 64) + 1;
+  const int pf_lines = pf ? pf_rows * lines_per_row : 0;
+
+  const block_q8_0* x[C];
+  common::x_cols(a, 0, x);
+  __m512 acc[C];
+  for (int j = 0; j < C; ++j)
+    acc[j] = first ? _mm512_setzero_ps() : _mm512_permutexvar_ps(perm, _mm512_maskz_loadu_ps(mask, common::y_at(a, j, r)));
+  for (int b = 0; b < nbs; ++b) {
+    const int64_t off = b * (int64_t)sizeof(block_q4_0);
+    for (int l = b * pf_lines / nbs, e = (b + 1) * pf_lines / nbs; l < e; ++l) {
+      const int64_t o = (int64_t)(l % lines_per_row) * 64;
+      _mm_prefetch(reinterpret_cast<const char*>(pf + (l / lines_per_row) * (int64_t)a.w_row_bytes + (o < seg ? o : seg - 1)),
+                   _MM_HINT_T0);
+    }
+    const __m512 d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_i32gather_epi32(offs, base + off, 1)));
+    __m512i z[4];
+    for (int q = 0; q < 4; ++q) {
+      auto ld = [&](int i) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs[i] + off)); };
+      __m512i v = _mm512_broadcast_i32x4(ld(4 * q));
+      v = _mm512_mask_broadcast_i32x4(v, 0x00F0, ld(4 * q + 1));
+      v = _mm512_mask_broadcast_i32x4(v, 0x0F00, ld(4 * q + 2));
+      z[q] = _mm512_mask_broadcast_i32x4(v, 0xF000, ld(4 * q + 3));
+    }
+    const __m512i t01l = _mm512_unpacklo_epi32(z[0], z[1]), t01h = _mm512_unpackhi_epi32(z[0], z[1]);
+    const __m512i t23l = _mm512_unpacklo_epi32(z[2], z[3]), t23h = _mm512_unpackhi_epi32(z[2], z[3]);
+    const __m512i t[4] = {_mm512_unpacklo_epi64(t01l, t23l), _mm512_unpackhi_epi64(t01l, t23l),
+                          _mm512_unpacklo_epi64(t01h, t23h), _mm512_unpackhi_epi64(t01h, t23h)};
+    __m512i w[8];  // w[g]: weights 4g..4g+3 (low nibbles); w[4 + g]: 16 + 4g.. (high nibbles)
+    for (int g = 0; g < 4; ++g) {
+      w[g] = _mm512_and_si512(t[g], low4);
+      w[4 + g] = _mm512_and_si512(_mm512_srli_epi16(t[g], 4), low4);
+    }
+    for (int j = 0; j < C; ++j) {
+      const int8_t* q = x[j][b].qs;
+      __m512i i = _mm512_set1_epi32(cs.corr[j][b]);
+      for (int g = 0; g < 8; ++g) i = _mm512_dpbusd_epi32(i, w[g], bcast4(q + 4 * g));
+      const __m512 sc = _mm512_mul_ps(d, _mm512_set1_ps(cs.d[j][b]));
+      acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), sc, acc[j]);
+    }
+  }
+  for (int j = 0; j < C; ++j) _mm512_mask_storeu_ps(common::y_at(a, j, r), mask, _mm512_permutexvar_ps(perm, acc[j]));
+}
+
+template <int C>
+void gemm_in_registers(const GemmArgs& a, int64_t r0, int64_t r1) {
+  const int64_t nb = a.k / kQK;
+  RegColumns cols;
+  for (int64_t b0 = 0; b0 < nb; b0 += kRegSlab) {
+    const int nbs = (int)min64(kRegSlab, nb - b0);
+    fill_column_slab(a, b0, nbs, cols);
+    GemmArgs as = a;  // x columns advanced to the slab's first block
+    as.x = static_cast<const uint8_t*>(a.x) + b0 * sizeof(block_q8_0);
+    prefetch_slab(a, r0, min64(kRows, r1 - r0), b0, nbs);  // the first tile has no predecessor to do it
+    for (int64_t r = r0; r < r1; r += kRows) {
+      const int64_t next = r + kRows;
+      const uint8_t* pf = next < r1 ? a.w + next * a.w_row_bytes + b0 * sizeof(block_q4_0) : nullptr;
+      tile_in_registers<C>(as, cols, r, (int)min64(kRows, r1 - r), b0, nbs, b0 == 0, pf, (int)min64(kRows, r1 - next));
+    }
+  }
+}
+
 }  // namespace
 
 void gemm_q4_0(const GemmArgs& a, int64_t r0, int64_t r1) {
-  if (a.ncols == 1) {
-    avx2::gemm_q4_0(a, r0, r1);
-    return;
-  }
-  if (a.ncols < kMinCols) {
-    avx2::gemm_q4_0_few_cols(a, r0, r1);
-    return;
+  switch (a.ncols) {
+    case 1: avx2::gemm_q4_0(a, r0, r1); return;
+    case 2: gemm_in_registers<2>(a, r0, r1); return;
+    case 3: gemm_in_registers<3>(a, r0, r1); return;
+    case 4: gemm_in_registers<4>(a, r0, r1); return;
+    case 5: gemm_in_registers<5>(a, r0, r1); return;
+    case 6: gemm_in_registers<6>(a, r0, r1); return;
+    case 7: gemm_in_registers<7>(a, r0, r1); return;
+    case 8: gemm_in_registers<8>(a, r0, r1); return;
+    default: break;
   }
   const int64_t nb = a.k / kQK;
   Slab slab;
