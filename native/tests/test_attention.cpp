@@ -182,6 +182,20 @@ TEST(attention, gqa_ratios_1_2_4_8) {
   report("gqa 1/2/4/8", worst);
 }
 
+// Decode: one query, its heads in one or two task ranges (the avx512 table then shares each K/V
+// tile among the heads of a KV head, 16 at a most), positions inside and past the first tiles.
+TEST(attention, decode_one_query_many_heads_per_kv_head) {
+  double worst = 0;
+  for (int64_t D : {16, 64, 128, 256})
+    for (int64_t pos : {0, 15, 16, 17, 70, 299}) {
+      Scenario s{"decode", 40, 2, D};  // 20 heads per KV head
+      s.n_stored = 300;
+      s.qpos = {pos};
+      worst = max_of(worst, run(s));
+    }
+  report("decode 20 heads per kv head", worst);
+}
+
 TEST(attention, sliding_window_longer_sequence) {
   double worst = 0;
   for (int64_t D : {8, 64, 80}) {

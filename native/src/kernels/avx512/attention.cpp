@@ -10,7 +10,10 @@
 // Only full caches (no ring, no window: slot = position) with head_dim a multiple of 16 up to 256
 // take this path; everything else (sliding windows, sinks, rings, odd head sizes) runs the avx2
 // kernel, as do the last rows of a KV head's group in the task range when fewer than kMinRows
-// are left (decode: one query per sequence, where 16 lanes would carry mostly padding).
+// are left. A task range inside one query (decode: one query per sequence, where 16 lanes would
+// carry mostly padding) goes to attend_shared_query instead: dims in lanes, each K/V tile widened
+// once for all the heads that read it (10.5 -> 6.5 us for 16 heads over 4 KV heads at position
+// 56, head_dim 64, one thread).
 #include <immintrin.h>
 
 #include <cmath>
@@ -146,16 +149,108 @@ void attend_group(const AttentionArgs& a, int64_t hk, const int64_t* tasks, int 
   }
 }
 
+// The rows of one query (decode: a sequence's heads) that read KV head hk, all seeing keys
+// [0, pos]. Dims go in lanes: each tile's K and V rows are widened to f32 once and shared by the
+// rows, a score is a dot product of d/16 FMAs and one horizontal sum, the 16 scores of a tile are
+// one exp, and O += p V is d/16 FMAs per key with the row's O held in registers. The 16-lane
+// group above would carry one lane per head here (4 of 16 for 4 heads per KV head).
+constexpr int64_t kKeys = 16;  // keys per tile: one zmm of scores
+
+void attend_shared_query(const AttentionArgs& a, int64_t hk, int64_t qi, const int64_t* heads, int nrows) {
+  const int64_t d = a.head_dim, stride = a.n_head_kv * d, nc = d / 16;
+  const int64_t nkeys = a.pos[qi] + 1;
+  alignas(64) float kf[kKeys][kMaxDim];
+  alignas(64) float vf[kKeys][kMaxDim];
+  alignas(64) float ob[kLanes][kMaxDim];  // O per row
+  alignas(64) float sc[kKeys];
+  float run_max[kLanes], run_sum[kLanes];
+  for (int r = 0; r < nrows; ++r) {
+    run_max[r] = -INFINITY;
+    run_sum[r] = 0;
+    for (int64_t c = 0; c < nc; ++c) _mm512_store_ps(&ob[r][16 * c], _mm512_setzero_ps());
+  }
+  for (int64_t t0 = 0; t0 < nkeys; t0 += kKeys) {
+    const int64_t n = nkeys - t0 < kKeys ? nkeys - t0 : kKeys;
+    for (int64_t j = 0; j < kKeys; ++j) {
+      if (j < n) {
+        const uint16_t* kr = a.kv.k + (t0 + j) * stride + hk * d;
+        const uint16_t* vr = a.kv.v + (t0 + j) * stride + hk * d;
+        for (int64_t i = 0; i < d; i += 16) {
+          _mm512_store_ps(&kf[j][i], _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kr + i))));
+          _mm512_store_ps(&vf[j][i], _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(vr + i))));
+        }
+      } else {
+        for (int64_t i = 0; i < d; i += 16) _mm512_store_ps(&vf[j][i], _mm512_setzero_ps());  // p = 0 there
+      }
+    }
+    const __mmask16 valid = (__mmask16)((1u << n) - 1);
+    for (int r = 0; r < nrows; ++r) {
+      const float* q = a.q + (qi * a.n_head + heads[r]) * d;
+      for (int64_t j = 0; j < n; ++j) {
+        __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(q), _mm512_load_ps(&kf[j][0]));
+        for (int64_t c = 1; c < nc; ++c) acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + 16 * c), _mm512_load_ps(&kf[j][16 * c]), acc);
+        sc[j] = _mm512_reduce_add_ps(acc) * a.scale;
+      }
+      const __m512 s = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), valid, sc);
+      const float new_max = std::fmax(run_max[r], _mm512_reduce_max_ps(s));
+      const float corr = run_max[r] == -INFINITY ? 0.0f : std::exp(run_max[r] - new_max);
+      run_max[r] = new_max;
+      alignas(64) float p[kKeys];
+      const __m512 pv = _mm512_maskz_mov_ps(valid, exp_neg(_mm512_sub_ps(s, _mm512_set1_ps(new_max))));
+      _mm512_store_ps(p, pv);
+      run_sum[r] = run_sum[r] * corr + _mm512_reduce_add_ps(pv);
+      const __m512 cv = _mm512_set1_ps(corr);
+      for (int64_t c0 = 0; c0 < nc; c0 += 4) {  // 4 x 16 dims of O in registers across the tile's keys
+        const int64_t m = nc - c0 < 4 ? nc - c0 : 4;
+        __m512 o[4];
+        for (int64_t u = 0; u < m; ++u) o[u] = _mm512_mul_ps(_mm512_load_ps(&ob[r][16 * (c0 + u)]), cv);
+        for (int64_t j = 0; j < n; ++j) {
+          const __m512 pj = _mm512_set1_ps(p[j]);
+          for (int64_t u = 0; u < m; ++u) o[u] = _mm512_fmadd_ps(pj, _mm512_load_ps(&vf[j][16 * (c0 + u)]), o[u]);
+        }
+        for (int64_t u = 0; u < m; ++u) _mm512_store_ps(&ob[r][16 * (c0 + u)], o[u]);
+      }
+    }
+  }
+  for (int r = 0; r < nrows; ++r) {
+    const __m512 inv = _mm512_set1_ps(1.0f / run_sum[r]);  // key 0 is always visible: run_sum >= 1
+    float* out = a.out + (qi * a.n_head + heads[r]) * d;
+    for (int64_t c = 0; c < nc; ++c) _mm512_storeu_ps(out + 16 * c, _mm512_mul_ps(_mm512_load_ps(&ob[r][16 * c]), inv));
+  }
+}
+
 }  // namespace
 
 void attention(const AttentionArgs& a, int64_t t0, int64_t t1) {
   const int64_t d = a.head_dim;
-  if (a.kv.ring || a.kv.window != 0 || d % 16 != 0 || d > kMaxDim || t1 - t0 < kMinRows) {
+  if (a.kv.ring || a.kv.window != 0 || d % 16 != 0 || d > kMaxDim) {
+    avx2::attention(a, t0, t1);
+    return;
+  }
+  const int64_t group = a.n_head / a.n_head_kv;
+  if (t0 / a.n_head == (t1 - 1) / a.n_head) {  // one query's heads (decode)
+    const int64_t qi = t0 / a.n_head;
+    for (int64_t hk = 0; hk < a.n_head_kv; ++hk) {
+      int64_t heads[kLanes];
+      int n = 0;
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t h = t % a.n_head;
+        if (h / group != hk) continue;
+        heads[n++] = h;
+        if (n == kLanes) {
+          attend_shared_query(a, hk, qi, heads, n);
+          n = 0;
+        }
+      }
+      if (n > 0) attend_shared_query(a, hk, qi, heads, n);
+    }
+    return;
+  }
+  if (t1 - t0 < kMinRows) {
     avx2::attention(a, t0, t1);
     return;
   }
   // Tasks of the range grouped by KV head, 16 at a time.
-  const int64_t group = a.n_head / a.n_head_kv;
   for (int64_t hk = 0; hk < a.n_head_kv; ++hk) {
     int64_t rows[kLanes];
     int n = 0;
