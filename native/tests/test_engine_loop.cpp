@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 #include "gguf_builder.h"
@@ -244,4 +245,63 @@ TEST(engine_loop, the_end_of_a_bounded_context_finishes_with_length) {
   CHECK(c.finished[id].reason == FinishReason::kLength);
   // 10 prompt positions + 6 fed tokens fill 16; the 7th sampled token has no position to go to.
   CHECK_EQ(c.tokens[id].size(), (size_t)7);
+}
+
+// A finished sequence's KV cache and sampler serve the next one admitted: nothing of the first
+// (cache contents, penalty window, RNG state) may reach the second, whatever their sampling.
+TEST(engine_loop, a_reused_cache_and_sampler_start_clean) {
+  auto m = tiny_model();
+  ThreadPool pool(2);
+  ForwardPass f(*m, pool, opts(128, 16));
+  SamplingParams penalized = greedy();
+  penalized.repeat_penalty = 1.3f;
+  penalized.penalty_last_n = 16;
+  SamplingParams random;
+  random.temperature = 0.9f;
+  random.seed = 7;
+  const std::vector<std::pair<std::vector<int32_t>, SamplingParams>> reqs = {
+      {prompt_of(23, 1), penalized}, {prompt_of(6, 2), random}, {prompt_of(9, 3), penalized}, {prompt_of(4, 4), greedy()}};
+  // Each alone in a fresh loop.
+  std::vector<std::vector<int32_t>> want;
+  for (const auto& r : reqs) {
+    std::mutex fmu;
+    Collector c;
+    DecodeLoop loop(f, fmu, {1}, c.notifier());
+    const uint64_t id = loop.submit({r.first, r.second, 9, {}});
+    CHECK(c.wait_finished(loop, 1));
+    want.push_back(c.tokens[id]);
+  }
+  // One after the other through one slot: each reuses the previous one's cache and sampler.
+  std::mutex fmu;
+  Collector c;
+  DecodeLoop loop(f, fmu, {1}, c.notifier());
+  std::vector<uint64_t> ids;
+  for (const auto& r : reqs) ids.push_back(loop.submit({r.first, r.second, 9, {}}));
+  CHECK(c.wait_finished(loop, reqs.size()));
+  for (size_t i = 0; i < reqs.size(); ++i)
+    CHECK_MSG(c.tokens[ids[i]] == want[i], "sequence " + std::to_string(i) + " differs from decoding it in a fresh loop");
+  CHECK_EQ(loop.state().spare, (int64_t)1);
+}
+
+TEST(engine_loop, spare_caches_are_freed_after_the_loop_idles) {
+  auto m = tiny_model();
+  ThreadPool pool(2);
+  ForwardPass f(*m, pool, opts(64, 8));
+  std::mutex fmu;
+  Collector c;
+  DecodeLoopOptions o;
+  o.max_sequences = 3;
+  o.keep_spares = std::chrono::milliseconds(200);
+  DecodeLoop loop(f, fmu, o, c.notifier());
+  for (int i = 0; i < 5; ++i) loop.submit({prompt_of(3 + i, i), greedy(), 4, {}});
+  CHECK(c.wait_finished(loop, 5));
+  CHECK_EQ(loop.state().spare, (int64_t)3);  // at most max_sequences are kept
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (loop.state().spare > 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  CHECK_EQ(loop.state().spare, (int64_t)0);
+  // And the loop still works after giving them back.
+  const uint64_t id = loop.submit({prompt_of(5, 9), greedy(), 3, {}});
+  CHECK(c.wait_finished(loop, 6));
+  CHECK_EQ((int64_t)c.tokens[id].size(), (int64_t)3);
 }

@@ -25,7 +25,7 @@ double ms_between(std::chrono::steady_clock::time_point a, std::chrono::steady_c
 DecodeLoop::DecodeLoop(ForwardPass& forward, std::mutex& forward_mu, const DecodeLoopOptions& opts,
                        std::function<void()> notify)
     : forward_(forward), forward_mu_(forward_mu), max_sequences_(opts.max_sequences),
-      n_vocab_(forward.model().config().n_vocab), notify_(std::move(notify)) {
+      n_vocab_(forward.model().config().n_vocab), notify_(std::move(notify)), keep_spares_(opts.keep_spares) {
   if (max_sequences_ < 1 || max_sequences_ > forward.max_batch())
     throw std::invalid_argument("maxSequences must be from 1 to the batch size (" +
                                 std::to_string(forward.max_batch()) + "), got " + std::to_string(max_sequences_));
@@ -113,7 +113,7 @@ void DecodeLoop::stop() {
 
 DecodeLoopState DecodeLoop::state() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return {n_active_, (int64_t)queue_.size()};
+  return {n_active_, (int64_t)queue_.size(), n_spare_};
 }
 
 void DecodeLoop::post(DecodeEvent&& e) {
@@ -150,18 +150,36 @@ void DecodeLoop::finish(std::unique_ptr<Sequence> s, FinishReason reason, int32_
   e.error_code = code;
   e.error_message = message;
   const bool held_slot = s->holds_slot;
-  s.reset();  // frees the KV cache before anyone hears of the finish
-  if (held_slot) {
+  // The KV cache goes back to the spares (or is freed) before anyone hears of the finish.
+  if (s->cache && (int64_t)spare_caches_.size() < max_sequences_) spare_caches_.push_back(std::move(s->cache));
+  if (s->sampler && (int64_t)spare_samplers_.size() < max_sequences_) spare_samplers_.push_back(std::move(s->sampler));
+  s.reset();
+  {
     std::lock_guard<std::mutex> lock(mu_);
-    --n_active_;
+    if (held_slot) --n_active_;
+    n_spare_ = (int64_t)spare_caches_.size();
   }
   post(std::move(e));
 }
 
 bool DecodeLoop::admit(std::unique_ptr<Sequence>& s) {
   try {
-    s->cache = std::make_unique<KvCache>(forward_.cache_config());
-    s->sampler = std::make_unique<Sampler>(s->req.sampling, (int32_t)n_vocab_);
+    if (!spare_caches_.empty()) {
+      s->cache = std::move(spare_caches_.back());
+      spare_caches_.pop_back();
+      s->cache->clear();
+      std::lock_guard<std::mutex> lock(mu_);
+      n_spare_ = (int64_t)spare_caches_.size();
+    } else {
+      s->cache = std::make_unique<KvCache>(forward_.cache_config());
+    }
+    if (!spare_samplers_.empty()) {
+      s->sampler = std::move(spare_samplers_.back());
+      spare_samplers_.pop_back();
+      s->sampler->reconfigure(s->req.sampling);
+    } else {
+      s->sampler = std::make_unique<Sampler>(s->req.sampling, (int32_t)n_vocab_);
+    }
     // Penalties see the prompt too, as llama.cpp's server and CLI do.
     for (int32_t t : s->req.prompt) s->sampler->accept(t);
     return true;
@@ -183,6 +201,13 @@ void DecodeLoop::fail_batch(const std::string& code, const std::string& message)
   active_.erase(std::remove(active_.begin(), active_.end(), nullptr), active_.end());
 }
 
+void DecodeLoop::release_spares() {
+  spare_caches_.clear();
+  spare_samplers_.clear();
+  std::lock_guard<std::mutex> lock(mu_);
+  n_spare_ = 0;
+}
+
 void DecodeLoop::run() {
   const int64_t max_batch = forward_.max_batch();
   const int64_t context = forward_.context();
@@ -192,7 +217,15 @@ void DecodeLoop::run() {
     bool stopping;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      wake_.wait(lock, [&] { return stopping_ || !cancels_.empty() || !active_.empty() || !queue_.empty(); });
+      const auto has_work = [&] { return stopping_ || !cancels_.empty() || !active_.empty() || !queue_.empty(); };
+      if (!spare_caches_.empty() || !spare_samplers_.empty()) {
+        if (!wake_.wait_for(lock, keep_spares_, has_work)) {  // idle that long: give the memory back
+          lock.unlock();
+          release_spares();
+          lock.lock();
+        }
+      }
+      wake_.wait(lock, has_work);
       stopping = stopping_;
       cancels_now_.swap(cancels_);
       cancels_.clear();

@@ -76,13 +76,7 @@ Sampler::Sampler(const SamplingParams& params, int32_t n_vocab)
   params_.validate();
   if (n_vocab < 1) throw std::invalid_argument("sampling: n_vocab = " + std::to_string(n_vocab) + " must be >= 1");
   cand_.resize((size_t)n_vocab);
-  const bool penalties = params_.penalty_last_n > 0 &&
-                         (params_.repeat_penalty != 1.0f || params_.presence_penalty != 0.0f ||
-                          params_.frequency_penalty != 0.0f);
-  if (penalties) {
-    window_.resize((size_t)params_.penalty_last_n);
-    counts_.assign((size_t)n_vocab, 0);
-  }
+  reconfigure(params);
 }
 
 void Sampler::accept(int32_t token) {
@@ -96,6 +90,22 @@ void Sampler::accept(int32_t token) {
   window_[(size_t)window_head_] = token;
   ++counts_[(size_t)token];
   window_head_ = (window_head_ + 1) % cap;
+}
+
+void Sampler::reconfigure(const SamplingParams& params) {
+  params.validate();
+  params_ = params;
+  const bool penalties = params_.penalty_last_n > 0 &&
+                         (params_.repeat_penalty != 1.0f || params_.presence_penalty != 0.0f ||
+                          params_.frequency_penalty != 0.0f);
+  if (penalties) {
+    window_.assign((size_t)params_.penalty_last_n, 0);
+    counts_.assign((size_t)n_vocab_, 0);
+  } else {
+    window_.clear();
+    counts_.clear();  // empty = penalties off; the capacity stays
+  }
+  reset();
 }
 
 void Sampler::reset() {

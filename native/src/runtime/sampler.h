@@ -82,6 +82,10 @@ class Sampler {
   // the first ones.
   void reset();
 
+  // Becomes a new Sampler(params, n_vocab()) but keeps its buffers (a sequence reusing a finished
+  // one's sampler touches no new memory). Throws std::invalid_argument for bad params, unchanged.
+  void reconfigure(const SamplingParams& params);
+
   const SamplingParams& params() const { return params_; }
   int32_t n_vocab() const { return n_vocab_; }
 
