@@ -116,42 +116,44 @@ void Sampler::reset() {
   rng_.reseed(params_.seed);
 }
 
+// Logit i after NaN -> -inf and the penalties (when penalize).
+inline float Sampler::penalized(const float* logits, int32_t i, bool penalize) const {
+  float l = logits[i];
+  if (std::isnan(l)) l = -INFINITY;
+  if (penalize) {
+    const int32_t c = counts_[(size_t)i];
+    if (c > 0) {
+      // CTRL's repetition penalty with the usual fix for negative logits: always less likely.
+      l = l <= 0.0f ? l * params_.repeat_penalty : l / params_.repeat_penalty;
+      l -= (float)c * params_.frequency_penalty + params_.presence_penalty;
+    }
+  }
+  return l;
+}
+
 void Sampler::load_penalized(const float* logits) {
   const bool penalize = !counts_.empty() && window_len_ > 0;
-  const float rep = params_.repeat_penalty;
-  for (int32_t i = 0; i < n_vocab_; ++i) {
-    float l = logits[i];
-    if (std::isnan(l)) l = -INFINITY;
-    if (penalize) {
-      const int32_t c = counts_[(size_t)i];
-      if (c > 0) {
-        // CTRL's repetition penalty with the usual fix for negative logits: always less likely.
-        l = l <= 0.0f ? l * rep : l / rep;
-        l -= (float)c * params_.frequency_penalty + params_.presence_penalty;
-      }
-    }
-    cand_[(size_t)i] = {i, l, 0.0};
-  }
+  for (int32_t i = 0; i < n_vocab_; ++i) cand_[(size_t)i] = {i, penalized(logits, i, penalize), 0.0};
   n_cand_ = n_vocab_;
 }
 
-int32_t Sampler::argmax() const {
-  int32_t best = 0;
-  for (int32_t i = 1; i < n_cand_; ++i)
-    if (cand_[(size_t)i].logit > cand_[(size_t)best].logit) best = i;  // strict: ties keep the lower id
-  return best;
-}
-
 int32_t Sampler::sample(const float* logits) {
-  load_penalized(logits);
   SamplerCandidate* c = cand_.data();
-
   if (params_.temperature == 0.0f) {
-    const int32_t best = argmax();
-    c[0] = {c[best].id, c[best].logit, 1.0};
+    // Greedy: the largest penalized logit (ties: the lower id), without writing n_vocab
+    // candidates first (a step of 8 sequences spent ~0.4 ms doing that on one thread).
+    const bool penalize = !counts_.empty() && window_len_ > 0;
+    int32_t best = 0;
+    float best_l = penalized(logits, 0, penalize);
+    for (int32_t i = 1; i < n_vocab_; ++i) {
+      const float l = penalized(logits, i, penalize);
+      if (l > best_l) best = i, best_l = l;
+    }
+    c[0] = {best, best_l, 1.0};
     n_cand_ = 1;
-    return c[0].id;
+    return best;
   }
+  load_penalized(logits);
 
   // top-k: select the k best in O(n), then order just those.
   bool sorted = false;

@@ -96,8 +96,8 @@ class Sampler {
   int32_t n_candidates() const { return n_cand_; }
 
  private:
+  float penalized(const float* logits, int32_t i, bool penalize) const;
   void load_penalized(const float* logits);
-  int32_t argmax() const;
 
   SamplingParams params_;
   int32_t n_vocab_;
