@@ -121,7 +121,10 @@ export function parseChatRequest(body: unknown): ChatRequest {
   const max = maxCompletion ?? maxTokens;
   if (max !== undefined) r.max_tokens = max;
   setIf(r, 'temperature', number(body, 'temperature', 0, 2));
-  setIf(r, 'top_p', number(body, 'top_p', 0, 1));
+  const topP = number(body, 'top_p', 0, 1);
+  // The engine's nucleus needs some probability mass: 0 is refused here, not after queueing.
+  if (topP === 0) throw new RequestFieldError('top_p must be a number above 0, at most 1 (1 = off), got 0', 'top_p');
+  setIf(r, 'top_p', topP);
   setIf(r, 'top_k', whole(body, 'top_k', 0));
   setIf(r, 'min_p', number(body, 'min_p', 0, 1));
   setIf(r, 'presence_penalty', number(body, 'presence_penalty', -2, 2));

@@ -25,6 +25,7 @@ t.test('refusals name the field and what it takes', async (t) => {
     [{ id: 'a', prompt: 'x', colour: 'red', size: 2 }, /unknown field "colour"; unknown field "size"/, 'a'],
     [{ id: 'a', prompt: 'x', temperature: 3 }, /field "temperature" must be a number from 0 to 2, got number 3/, 'a'],
     [{ id: 'a', prompt: 'x', top_k: 1.5 }, /field "top_k" must be a whole number >= 0/, 'a'],
+    [{ id: 'a', prompt: 'x', top_p: 0 }, /field "top_p" must be a number above 0, at most 1 \(1 = off\), got number 0/, 'a'],
     [{ id: 'a', prompt: 'x', stop: [''] }, /field "stop\[0\]" must not be empty/, 'a'],
     [{ id: 'a', messages: [{ role: 'user' }] }, /field "messages\[0\]\.content" must be text, got nothing/, 'a'],
     [{ id: 'a', messages: [['user', 'hi']] }, /field "messages\[0\]" must be an object \{role, content\}, got a list/, 'a'],

@@ -109,6 +109,7 @@ t.test('fields this node cannot honour are refused, naming the field', async (t)
   refused(t, { ...user('x'), max_tokens: 8, max_completion_tokens: 9 }, 'max_tokens', /disagree/);
   refused(t, { ...user('x'), temperature: 3 }, 'temperature', 'temperature must be a number from 0 to 2, got number 3');
   refused(t, { ...user('x'), top_p: -0.1 }, 'top_p', /from 0 to 1/);
+  refused(t, { ...user('x'), top_p: 0 }, 'top_p', /above 0, at most 1/);
   refused(t, { ...user('x'), presence_penalty: 2.5 }, 'presence_penalty', /from -2 to 2/);
   refused(t, { ...user('x'), seed: -1 }, 'seed', /from 0 to 4294967295/);
   refused(t, { ...user('x'), stop: [1] }, 'stop', /string or a list of strings/);

@@ -38,7 +38,7 @@ export const requestSchema = z
     model: z.string({ error: 'must be text' }).min(1, 'must not be empty').optional(),
     max_tokens: whole('a whole number >= 1').min(1, 'must be a whole number >= 1').optional(),
     temperature: num('a number from 0 to 2').min(0, 'must be a number from 0 to 2').max(2, 'must be a number from 0 to 2').optional(),
-    top_p: num('a number from 0 to 1').min(0, 'must be a number from 0 to 1').max(1, 'must be a number from 0 to 1').optional(),
+    top_p: num('a number above 0, at most 1').gt(0, 'must be a number above 0, at most 1 (1 = off)').max(1, 'must be a number above 0, at most 1 (1 = off)').optional(),
     top_k: whole('a whole number >= 0').min(0, 'must be a whole number >= 0').optional(),
     min_p: num('a number from 0 to 1').min(0, 'must be a number from 0 to 1').max(1, 'must be a number from 0 to 1').optional(),
     seed: whole('a whole number from 0 to 4294967295').min(0, 'must be a whole number from 0 to 4294967295').max(4294967295, 'must be a whole number from 0 to 4294967295').optional(),
