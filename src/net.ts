@@ -24,3 +24,12 @@ export function listen(server: Server, port: number, host: string): Promise<void
 
 /** A host as it goes into a URL: an IPv6 address in brackets. */
 export const urlHost = (host: string): string => (host.includes(':') ? `[${host}]` : host);
+
+/** The user name in a URL's userinfo ('' when there is none, or the URL does not parse: its connection reports that). */
+export function urlUsername(url: string | undefined): string {
+  try {
+    return url === undefined ? '' : new URL(url).username;
+  } catch {
+    return '';
+  }
+}

@@ -131,6 +131,10 @@ t.test('an error reply is printed with its code and exits non-zero; so are a dea
   const usage = await request(['--broker', broker]);
   t.equal(usage.status, 2);
   t.match(usage.stderr, /^edgellm: E_BAD_ARGUMENT: say what to ask: -p TEXT/);
+
+  const passwordOnly = await request(['-p', 'Hello', '--broker', broker, '--password-file', join(work, 'no-such-file')]);
+  t.equal(passwordOnly.status, 2);
+  t.match(passwordOnly.stderr, /^edgellm: E_BAD_ARGUMENT: --password-file needs --username/);
 });
 
 t.test('serve --demo whose embedded broker port is taken says which port and what to do', async (t) => {

@@ -9,6 +9,7 @@ import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { EdgeError, type ErrorCode } from '../errors.js';
+import { urlUsername } from '../net.js';
 import { askOverMqtt, type DeviceConnection } from '../transport/mqtt/device-client.js';
 import { DEFAULT_REQUEST_BROKER } from '../transport/mqtt/embedded-broker.js';
 import { parsePositiveNumber } from './args.js';
@@ -98,6 +99,9 @@ function buildRequest(flags: RequestFlags): Record<string, unknown> & { id: stri
 function connection(flags: RequestFlags): DeviceConnection {
   const c: DeviceConnection = { url: flags.broker };
   if (flags.username !== undefined) c.username = flags.username;
+  if (flags.passwordFile !== undefined && flags.username === undefined && urlUsername(flags.broker) === '') {
+    throw new EdgeError('E_BAD_ARGUMENT', '--password-file needs --username (or a user in --broker): an MQTT broker takes a password only with a user name');
+  }
   if (flags.passwordFile !== undefined) c.password = readFlagFile('--password-file', flags.passwordFile).toString('utf8').split(/\r?\n/)[0] ?? '';
   if (flags.caFile !== undefined) c.ca = readFlagFile('--ca-file', flags.caFile);
   if (flags.certFile !== undefined) c.cert = readFlagFile('--cert-file', flags.certFile);

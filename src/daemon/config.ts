@@ -8,6 +8,7 @@ import { basename } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { EdgeError } from '../errors.js';
+import { urlUsername } from '../net.js';
 import { describeIssues } from '../validation.js';
 import { readApiKey, redactUrl, type Secret } from '../policy/secret.js';
 
@@ -333,8 +334,24 @@ export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; flags
     };
     throw new EdgeError('E_CONFIG', describeIssues(result.error.issues, raw, 'key', where).join('; '));
   }
+  checkBrokerCredentials(result.data);
   checkPolicyReferences(result.data);
   return result.data;
+}
+
+/**
+ * A password without a user name (neither broker.username nor one in broker.url): MQTT 3.1.1 forbids
+ * it and brokers refuse the connection, which the daemon would retry forever. Refused at load
+ * instead, naming the key to set.
+ */
+export function checkBrokerCredentials(config: DaemonConfig): void {
+  const { url, username, password_file } = config.broker;
+  if (password_file !== undefined && username === undefined && urlUsername(url) === '') {
+    throw new EdgeError(
+      'E_CONFIG',
+      'broker.password_file is set but broker.username is not: an MQTT broker takes a password only with a user name; set broker.username (EDGELLM_BROKER_USERNAME)',
+    );
+  }
 }
 
 /** The value the config's policy.classes use for the upstream. */

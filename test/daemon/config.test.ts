@@ -87,6 +87,14 @@ t.test('a password in the broker URL is masked; the password file is read', asyn
   t.equal(c.broker.url, 'mqtts://dev:s3cret@broker:8883', 'the original is untouched');
   t.equal(readBrokerPassword(c), 'hunter2');
   configError(t, () => readBrokerPassword({ ...c, broker: { ...c.broker, password_file: join(dir, 'nope') } }), /broker\.password_file: cannot read/);
+  // A password without a user name would be refused by the broker on every reconnect, forever.
+  configError(
+    t,
+    () => loadConfig({ env: { EDGELLM_BROKER_URL: 'mqtt://broker:1883', EDGELLM_BROKER_PASSWORD_FILE: file('pw2', 'x\n') } }),
+    /broker\.password_file is set but broker\.username is not: .* set broker\.username \(EDGELLM_BROKER_USERNAME\)/,
+  );
+  const both = loadConfig({ env: { EDGELLM_BROKER_URL: 'mqtt://broker:1883', EDGELLM_BROKER_USERNAME: 'press-4', EDGELLM_BROKER_PASSWORD_FILE: file('pw3', 'x\n') } });
+  t.equal(both.broker.username, 'press-4', 'with a user name the password file is fine');
 });
 
 t.test('`edgellm serve --print-config` prints the effective config masked; without a model serve refuses', async (t) => {
