@@ -6,7 +6,7 @@
  * optional HTTP endpoint (http.port) answers /healthz and /metrics from before the models load until
  * the end of stop.
  */
-import { checkPolicyReferences, maskSecrets, modelFiles, readBrokerPassword, readUpstreamSecret, type DaemonConfig } from './config.js';
+import { checkBrokerCredentials, checkPolicyReferences, maskSecrets, modelFiles, readBrokerPassword, readUpstreamSecret, type DaemonConfig } from './config.js';
 import type { LocalModel, ModelOpener } from './engine-port.js';
 import { LocalChat } from './local-chat.js';
 import { DaemonPolicy } from './hybrid-policy.js';
@@ -92,7 +92,8 @@ export class Service {
     // so a loop that answers is a daemon that is alive (systemd may arm the watchdog before READY).
     systemd.startWatchdog();
     const files = modelFiles(config);
-    checkPolicyReferences(config); // loadConfig checked it too; a config built in code has not been
+    checkBrokerCredentials(config); // loadConfig checked these too; a config built in code has not been
+    checkPolicyReferences(config);
     const password = readBrokerPassword(config);
     log.protect?.(password);
     this.readiness.expect(files.keys());
@@ -122,6 +123,11 @@ export class Service {
     for (const [name, path] of files) {
       systemd.notifyStatus(`loading model ${name} (${path})`);
       const model = await this.openModel(path);
+      if (this.stopping) {
+        // A signal came while it loaded: the shutdown has already closed the models it knew of.
+        await model.close();
+        return;
+      }
       this.models.set(name, model);
       this.readiness.loaded(name);
       this.metrics?.model(name, model.contextSize);
@@ -167,6 +173,7 @@ export class Service {
         if (this.started && !this.stopping) systemd.notifyStatus(connected ? serving : `broker ${brokerUrl} unreachable; retrying`);
       },
     });
+    if (this.stopping) return;
     this.session = session;
     responder.attach(session);
     responder.resume();
@@ -280,6 +287,7 @@ export class Service {
     this.readiness.stopping();
     this.systemd.notifyStopping(`stopping: finishing running requests (up to ${this.config.limits.drain_s} s)`);
     if (this.started) this.log.info('stopping: finishing running requests');
+    else this.log.info('stopping before the start finished: nothing was accepted yet');
     clearInterval(this.pruneTimer);
     clearInterval(this.breakerTimer);
     this.openai?.stopAccepting();

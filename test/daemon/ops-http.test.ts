@@ -151,3 +151,22 @@ t.test('an http.host that is not this machine is E_CONFIG saying so', async (t) 
   // 192.0.2.0/24 is TEST-NET-1: never assigned to a machine.
   await rejects(t, server.listen(0, '192.0.2.1'), 'E_CONFIG', /http\.host 192\.0\.2\.1 is not an address of this machine/);
 });
+
+t.test('a stop while a model loads ends the start there: the model is closed, nothing connects or serves', async (t) => {
+  const port = await freePort();
+  const config = daemonConfig({ broker: { url: `mqtt://127.0.0.1:${await freePort()}` }, state_dir: t.testdir(), http: { port }, models: ['/m/a.gguf', '/m/b.gguf'] });
+  const opened: FakeModel[] = [];
+  const service = new Service(config, async (path) => {
+    await new Promise((r) => setTimeout(r, 300));
+    const m = new FakeModel(path);
+    opened.push(m);
+    return m;
+  }, quiet);
+  const started = service.start();
+  await new Promise((r) => setTimeout(r, 100)); // the first model is loading
+  await service.stop();
+  await started; // returns at the next step instead of connecting
+  t.equal(opened.length, 1, 'the second model was never loaded');
+  t.ok(opened[0]!.closed, 'the model that finished loading after the stop was closed');
+  await t.rejects(fetch(`http://127.0.0.1:${port}/healthz`), 'the ops HTTP server is closed');
+});
