@@ -50,9 +50,23 @@ inline __m512 exp_neg(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
+// K and V rows of positions t0 .. t0 + n - 1 of KV head hk, widened to f32 (full cache: slot =
+// position).
+void widen_keys(const AttentionArgs& a, int64_t hk, int64_t t0, int64_t n, float (*kf)[kMaxDim], float (*vf)[kMaxDim]) {
+  const int64_t d = a.head_dim, stride = a.n_head_kv * d;
+  for (int64_t j = 0; j < n; ++j) {
+    const uint16_t* kr = a.kv.k + (t0 + j) * stride + hk * d;
+    const uint16_t* vr = a.kv.v + (t0 + j) * stride + hk * d;
+    for (int64_t i = 0; i < d; i += 16) {
+      _mm512_store_ps(&kf[j][i], _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kr + i))));
+      _mm512_store_ps(&vf[j][i], _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(vr + i))));
+    }
+  }
+}
+
 // One group of up to 16 rows (tasks) that read KV head hk.
 void attend_group(const AttentionArgs& a, int64_t hk, const int64_t* tasks, int nrows) {
-  const int64_t d = a.head_dim, stride = a.n_head_kv * d;
+  const int64_t d = a.head_dim;
   alignas(64) float qt[kMaxDim][kLanes];   // Q^T, pre-scaled
   alignas(64) float ot[kMaxDim][kLanes];   // O^T accumulators
   alignas(64) float kf[kTile][kMaxDim];    // the tile's K rows as f32
@@ -74,14 +88,7 @@ void attend_group(const AttentionArgs& a, int64_t hk, const int64_t* tasks, int 
 
   for (int64_t t0 = 0; t0 <= max_pos; t0 += kTile) {
     const int64_t n = max_pos + 1 - t0 < kTile ? max_pos + 1 - t0 : kTile;
-    for (int64_t j = 0; j < n; ++j) {
-      const uint16_t* kr = a.kv.k + (t0 + j) * stride + hk * d;
-      const uint16_t* vr = a.kv.v + (t0 + j) * stride + hk * d;
-      for (int64_t i = 0; i < d; i += 16) {
-        _mm512_store_ps(&kf[j][i], _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kr + i))));
-        _mm512_store_ps(&vf[j][i], _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(vr + i))));
-      }
-    }
+    widen_keys(a, hk, t0, n, kf, vf);
     // Scores, 4 keys at a time (each Q^T row loaded once for 4 FMAs).
     __m512 tile_max = _mm512_set1_ps(-INFINITY);
     int64_t j = 0;
@@ -156,9 +163,9 @@ void attend_group(const AttentionArgs& a, int64_t hk, const int64_t* tasks, int 
 // group above would carry one lane per head here (4 of 16 for 4 heads per KV head).
 constexpr int64_t kKeys = 16;  // keys per tile: one zmm of scores
 
-void attend_shared_query(const AttentionArgs& a, int64_t hk, int64_t qi, const int64_t* heads, int nrows) {
-  const int64_t d = a.head_dim, stride = a.n_head_kv * d, nc = d / 16;
-  const int64_t nkeys = a.pos[qi] + 1;
+void attend_shared_query(const AttentionArgs& a, int64_t hk, const int64_t* tasks, int nrows) {
+  const int64_t d = a.head_dim, nc = d / 16;
+  const int64_t nkeys = a.pos[tasks[0] / a.n_head] + 1;
   alignas(64) float kf[kKeys][kMaxDim];
   alignas(64) float vf[kKeys][kMaxDim];
   alignas(64) float ob[kLanes][kMaxDim];  // O per row
@@ -171,21 +178,10 @@ void attend_shared_query(const AttentionArgs& a, int64_t hk, int64_t qi, const i
   }
   for (int64_t t0 = 0; t0 < nkeys; t0 += kKeys) {
     const int64_t n = nkeys - t0 < kKeys ? nkeys - t0 : kKeys;
-    for (int64_t j = 0; j < kKeys; ++j) {
-      if (j < n) {
-        const uint16_t* kr = a.kv.k + (t0 + j) * stride + hk * d;
-        const uint16_t* vr = a.kv.v + (t0 + j) * stride + hk * d;
-        for (int64_t i = 0; i < d; i += 16) {
-          _mm512_store_ps(&kf[j][i], _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kr + i))));
-          _mm512_store_ps(&vf[j][i], _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(vr + i))));
-        }
-      } else {
-        for (int64_t i = 0; i < d; i += 16) _mm512_store_ps(&vf[j][i], _mm512_setzero_ps());  // p = 0 there
-      }
-    }
+    widen_keys(a, hk, t0, n, kf, vf);
     const __mmask16 valid = (__mmask16)((1u << n) - 1);
     for (int r = 0; r < nrows; ++r) {
-      const float* q = a.q + (qi * a.n_head + heads[r]) * d;
+      const float* q = a.q + tasks[r] * d;  // task t = qi * n_head + h
       for (int64_t j = 0; j < n; ++j) {
         __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(q), _mm512_load_ps(&kf[j][0]));
         for (int64_t c = 1; c < nc; ++c) acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + 16 * c), _mm512_load_ps(&kf[j][16 * c]), acc);
@@ -214,8 +210,27 @@ void attend_shared_query(const AttentionArgs& a, int64_t hk, int64_t qi, const i
   }
   for (int r = 0; r < nrows; ++r) {
     const __m512 inv = _mm512_set1_ps(1.0f / run_sum[r]);  // key 0 is always visible: run_sum >= 1
-    float* out = a.out + (qi * a.n_head + heads[r]) * d;
+    float* out = a.out + tasks[r] * d;
     for (int64_t c = 0; c < nc; ++c) _mm512_storeu_ps(out + 16 * c, _mm512_mul_ps(_mm512_load_ps(&ob[r][16 * c]), inv));
+  }
+}
+
+// Tasks [t0, t1) grouped by the KV head they read, up to 16 at a time in task order: f(hk, tasks, n).
+template <class F>
+void for_each_kv_group(const AttentionArgs& a, int64_t t0, int64_t t1, F&& f) {
+  const int64_t group = a.n_head / a.n_head_kv;
+  for (int64_t hk = 0; hk < a.n_head_kv; ++hk) {
+    int64_t tasks[kLanes];
+    int n = 0;
+    for (int64_t t = t0; t < t1; ++t) {
+      if ((t % a.n_head) / group != hk) continue;
+      tasks[n++] = t;
+      if (n == kLanes) {
+        f(hk, tasks, n);
+        n = 0;
+      }
+    }
+    if (n > 0) f(hk, tasks, n);
   }
 }
 
@@ -227,45 +242,19 @@ void attention(const AttentionArgs& a, int64_t t0, int64_t t1) {
     avx2::attention(a, t0, t1);
     return;
   }
-  const int64_t group = a.n_head / a.n_head_kv;
-  if (t0 / a.n_head == (t1 - 1) / a.n_head) {  // one query's heads (decode)
-    const int64_t qi = t0 / a.n_head;
-    for (int64_t hk = 0; hk < a.n_head_kv; ++hk) {
-      int64_t heads[kLanes];
-      int n = 0;
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t h = t % a.n_head;
-        if (h / group != hk) continue;
-        heads[n++] = h;
-        if (n == kLanes) {
-          attend_shared_query(a, hk, qi, heads, n);
-          n = 0;
-        }
-      }
-      if (n > 0) attend_shared_query(a, hk, qi, heads, n);
-    }
+  if (t1 > t0 && t0 / a.n_head == (t1 - 1) / a.n_head) {  // one query's heads (decode)
+    for_each_kv_group(a, t0, t1, [&](int64_t hk, const int64_t* tasks, int n) { attend_shared_query(a, hk, tasks, n); });
     return;
   }
   if (t1 - t0 < kMinRows) {
     avx2::attention(a, t0, t1);
     return;
   }
-  // Tasks of the range grouped by KV head, 16 at a time.
-  for (int64_t hk = 0; hk < a.n_head_kv; ++hk) {
-    int64_t rows[kLanes];
-    int n = 0;
-    for (int64_t t = t0; t < t1; ++t) {
-      if ((t % a.n_head) / group != hk) continue;
-      rows[n++] = t;
-      if (n == kLanes) {
-        attend_group(a, hk, rows, n);
-        n = 0;
-      }
-    }
-    if (n >= kMinRows) attend_group(a, hk, rows, n);
+  for_each_kv_group(a, t0, t1, [&](int64_t hk, const int64_t* tasks, int n) {
+    if (n >= kMinRows) attend_group(a, hk, tasks, n);
     else
-      for (int i = 0; i < n; ++i) avx2::attention(a, rows[i], rows[i] + 1);
-  }
+      for (int i = 0; i < n; ++i) avx2::attention(a, tasks[i], tasks[i] + 1);
+  });
 }
 
 }  // namespace edgellm::avx512

@@ -5,10 +5,12 @@
 #include "kernels/kernels.h"
 
 namespace edgellm::avx512 {
-// Q4_0 x Q8_0 with vpdpbusd on 16-row x 8-column register tiles from 4 columns; 1 to 3 columns
-// (decoding 1-3 sequences) run the avx2 streaming kernels.
+// Q4_0 x Q8_0 with vpdpbusd on 16-row register tiles: 2 to 8 columns (sequences decoding
+// together) with each regrouped block held in registers, more (prompts) through a stack slab;
+// 1 column (decoding one sequence) runs the avx2 streaming GEMV.
 void gemm_q4_0(const GemmArgs& a, int64_t r0, int64_t r1);
-// Full-cache attention with 16 (query, head) rows of one KV head per pass, one per zmm lane;
+// Full-cache attention with 16 (query, head) rows of one KV head per pass, one per zmm lane, or,
+// for the heads of a single query (decode), dims in lanes with each K/V tile shared by the heads;
 // rings, windows and head sizes that are not a multiple of 16 run the avx2 kernel.
 void attention(const AttentionArgs& a, int64_t t0, int64_t t1);
 }  // namespace edgellm::avx512

@@ -77,6 +77,20 @@ void fill_column_slab(const GemmArgs& a, int64_t b0, int nbs, CS& cs) {
   }
 }
 
+// k in slabs of NB blocks: the columns' block sums of each slab into cs, then
+// f(a with x advanced to the slab's first block, b0, nbs).
+template <int NB, class CS, class F>
+void for_each_column_slab(const GemmArgs& a, CS& cs, F&& f) {
+  const int64_t nb = a.k / kQK;
+  for (int64_t b0 = 0; b0 < nb; b0 += NB) {
+    const int nbs = (int)min64(NB, nb - b0);
+    fill_column_slab(a, b0, nbs, cs);
+    GemmArgs as = a;
+    as.x = static_cast<const uint8_t*>(a.x) + b0 * sizeof(block_q8_0);
+    f(as, b0, nbs);
+  }
+}
+
 // Regroups blocks [b0, b0 + nbs) of rows r .. r + nrows - 1 (lanes past nrows repeat row r; their
 // results are never stored).
 void fill_slab(const GemmArgs& a, int64_t r, int nrows, int64_t b0, int nbs, Slab& s) {
@@ -238,20 +252,15 @@ void tile_in_registers(const GemmArgs& a, const RegColumns& cs, int64_t r, int n
 
 template <int C>
 void gemm_in_registers(const GemmArgs& a, int64_t r0, int64_t r1) {
-  const int64_t nb = a.k / kQK;
   RegColumns cols;
-  for (int64_t b0 = 0; b0 < nb; b0 += kRegSlab) {
-    const int nbs = (int)min64(kRegSlab, nb - b0);
-    fill_column_slab(a, b0, nbs, cols);
-    GemmArgs as = a;  // x columns advanced to the slab's first block
-    as.x = static_cast<const uint8_t*>(a.x) + b0 * sizeof(block_q8_0);
+  for_each_column_slab<kRegSlab>(a, cols, [&](const GemmArgs& as, int64_t b0, int nbs) {
     prefetch_slab(a, r0, min64(kRows, r1 - r0), b0, nbs);  // the first tile has no predecessor to do it
     for (int64_t r = r0; r < r1; r += kRows) {
       const int64_t next = r + kRows;
       const uint8_t* pf = next < r1 ? a.w + next * a.w_row_bytes + b0 * sizeof(block_q4_0) : nullptr;
       tile_in_registers<C>(as, cols, r, (int)min64(kRows, r1 - r), b0, nbs, b0 == 0, pf, (int)min64(kRows, r1 - next));
     }
-  }
+  });
 }
 
 }  // namespace
@@ -268,14 +277,9 @@ void gemm_q4_0(const GemmArgs& a, int64_t r0, int64_t r1) {
     case 8: gemm_in_registers<8>(a, r0, r1); return;
     default: break;
   }
-  const int64_t nb = a.k / kQK;
   Slab slab;
   ColumnSlab cols;
-  for (int64_t b0 = 0; b0 < nb; b0 += kSlab) {
-    const int nbs = (int)min64(kSlab, nb - b0);
-    fill_column_slab(a, b0, nbs, cols);
-    GemmArgs as = a;  // x columns advanced to the slab's first block
-    as.x = static_cast<const uint8_t*>(a.x) + b0 * sizeof(block_q8_0);
+  for_each_column_slab<kSlab>(a, cols, [&](const GemmArgs& as, int64_t b0, int nbs) {
     for (int64_t r = r0; r < r1; r += kRows) {
       const int nrows = (int)min64(kRows, r1 - r);
       const __mmask16 mask = (__mmask16)((1u << nrows) - 1);
@@ -295,7 +299,7 @@ void gemm_q4_0(const GemmArgs& a, int64_t r0, int64_t r1) {
         default: break;
       }
     }
-  }
+  });
 }
 
 }  // namespace edgellm::avx512

@@ -1,5 +1,8 @@
 // The avx512 table: the avx2 table (kernels/avx2/) with the AVX-512 VNNI kernels in place of
 // the avx2 ones where they exist. One entry per line in the order of KernelTable (kernels.h).
+// Spelled out rather than copied from kAvx2Kernels at start-up (as neon-dotprod is): this file
+// is compiled with AVX-512 flags, so code run here at static initialization could use zmm
+// instructions on a CPU without them; a constant initializer runs no code.
 #include "kernels/avx2/avx2.h"
 #include "kernels/avx512/avx512.h"
 
