@@ -98,13 +98,9 @@ void Sampler::reconfigure(const SamplingParams& params) {
   const bool penalties = params_.penalty_last_n > 0 &&
                          (params_.repeat_penalty != 1.0f || params_.presence_penalty != 0.0f ||
                           params_.frequency_penalty != 0.0f);
-  if (penalties) {
-    window_.assign((size_t)params_.penalty_last_n, 0);
-    counts_.assign((size_t)n_vocab_, 0);
-  } else {
-    window_.clear();
-    counts_.clear();  // empty = penalties off; the capacity stays
-  }
+  // reset() zeroes the counts; the window is written before it is read.
+  window_.resize(penalties ? (size_t)params_.penalty_last_n : 0);
+  counts_.resize(penalties ? (size_t)n_vocab_ : 0);  // empty = penalties off; the capacity stays
   reset();
 }
 
@@ -132,7 +128,7 @@ inline float Sampler::penalized(const float* logits, int32_t i, bool penalize) c
 }
 
 void Sampler::load_penalized(const float* logits) {
-  const bool penalize = !counts_.empty() && window_len_ > 0;
+  const bool penalize = penalizing();
   for (int32_t i = 0; i < n_vocab_; ++i) cand_[(size_t)i] = {i, penalized(logits, i, penalize), 0.0};
   n_cand_ = n_vocab_;
 }
@@ -142,7 +138,7 @@ int32_t Sampler::sample(const float* logits) {
   if (params_.temperature == 0.0f) {
     // Greedy: the largest penalized logit (ties: the lower id), without writing n_vocab
     // candidates first (a step of 8 sequences spent ~0.4 ms doing that on one thread).
-    const bool penalize = !counts_.empty() && window_len_ > 0;
+    const bool penalize = penalizing();
     int32_t best = 0;
     float best_l = penalized(logits, 0, penalize);
     for (int32_t i = 1; i < n_vocab_; ++i) {

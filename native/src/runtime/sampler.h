@@ -96,6 +96,7 @@ class Sampler {
   int32_t n_candidates() const { return n_cand_; }
 
  private:
+  bool penalizing() const { return !counts_.empty() && window_len_ > 0; }
   float penalized(const float* logits, int32_t i, bool penalize) const;
   void load_penalized(const float* logits);
 
