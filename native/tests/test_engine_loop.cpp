@@ -291,7 +291,7 @@ TEST(engine_loop, spare_caches_are_freed_after_the_loop_idles) {
   Collector c;
   DecodeLoopOptions o;
   o.max_sequences = 3;
-  o.keep_spares = std::chrono::milliseconds(200);
+  o.keep_spares = std::chrono::milliseconds(1000);  // long enough that the count below is read first
   DecodeLoop loop(f, fmu, o, c.notifier());
   for (int i = 0; i < 5; ++i) loop.submit({prompt_of(3 + i, i), greedy(), 4, {}});
   CHECK(c.wait_finished(loop, 5));
