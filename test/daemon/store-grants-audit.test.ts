@@ -6,10 +6,10 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../../src/daemon/config.js';
-import { AccessControl } from '../../src/policy/access.js';
 import type { AuditRecord, RequestAudit } from '../../src/policy/audit.js';
 import { migrations } from '../../src/store/database.js';
 import { Store } from '../../src/store/index.js';
+import { localCloudAccess } from '../helpers/state-dir.js';
 
 const DAY = 86_400_000;
 
@@ -78,14 +78,7 @@ t.test('forgetExpired deletes only grants that have expired', async (t) => {
 t.test('a grant written through one handle is seen by the other handle\'s next read (daemon and CLI)', async (t) => {
   const dir = tempDir(t);
   const daemon = open(t, dir);
-  const access = new AccessControl({
-    config: {
-      roles: { local: { models: ['*'], routes: ['local'] }, cloud: { models: ['*'], routes: ['local', 'cloud'] } },
-      devices: {},
-      default_role: 'local',
-    },
-    grants: daemon.grants,
-  });
+  const access = localCloudAccess(daemon);
   t.same(access.permissions('press-4').routes, ['local']);
   const cli = open(t, dir);
   const now = Date.now();

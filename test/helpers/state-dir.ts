@@ -15,7 +15,12 @@ export function daemonState(t: TapTest) {
   const stateDir = join(dir, 'state');
   const store = Store.open(stateDir, { cacheEntries: 10 });
   t.teardown(() => store.close());
-  const access = new AccessControl({
+  return { dir, stateDir, store, access: localCloudAccess(store) };
+}
+
+/** Access control with two roles, "local" (every device's default) and "cloud", reading the store's grants. */
+export function localCloudAccess(store: Store): AccessControl {
+  return new AccessControl({
     config: {
       roles: { local: { models: ['*'], routes: ['local'] }, cloud: { models: ['*'], routes: ['local', 'cloud'] } },
       devices: {},
@@ -23,7 +28,6 @@ export function daemonState(t: TapTest) {
     },
     grants: store.grants,
   });
-  return { dir, stateDir, store, access };
 }
 
 /** The built CLI with extra environment variables. */
