@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AuditRecord, RequestAudit } from '../../src/policy/audit.js';
 import type { SqliteAuditLog } from '../../src/store/audit.js';
-import { Broker, findMosquitto } from '../helpers/broker.js';
+import { Broker, mosquittoFor } from '../helpers/broker.js';
 import { daemonConfig, startDaemon } from '../helpers/daemon.js';
 import { Device, sleep } from '../helpers/device.js';
 import { CLOUD_CHUNKS, CLOUD_TEXT, closedPortUrl, startFakeUpstream, type FakeUpstream, type UpstreamMode } from '../helpers/policy-fakes.js';
@@ -17,16 +17,9 @@ type TapTest = Parameters<Extract<Parameters<typeof t.test>[0], (...args: never[
 
 const KEY = 'sk-policy-daemon-5e7d1c-SECRET';
 const LONG = 'one two three four five six seven eight nine ten eleven twelve'; // 12 tokens for the fake engine
-const bin = findMosquitto();
+const bin = mosquittoFor('the daemon policy tests');
 
-if (!bin) {
-  if (process.env.CI === 'true') {
-    t.fail('mosquitto is not installed: CI must install it (.ci/run), the policy daemon tests cannot be skipped there');
-  } else {
-    process.stderr.write('\n*** SKIPPED: mosquitto is not installed, so the daemon policy tests did not run (apt-get install mosquitto) ***\n\n');
-    t.test('the daemon policy tests', { skip: 'mosquitto is not installed' }, async () => undefined);
-  }
-} else {
+if (bin) {
   let broker: Broker;
   let n = 0;
   const work = mkdtempSync(join(tmpdir(), 'edgellm-policy-'));

@@ -5,11 +5,29 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import t from 'tap';
 
 /** The mosquitto binary, or undefined when it is not installed. */
 export function findMosquitto(): string | undefined {
   for (const p of [process.env.MOSQUITTO, '/usr/sbin/mosquitto', '/usr/bin/mosquitto', '/usr/local/sbin/mosquitto']) {
     if (p && spawnSync(p, ['-h']).error === undefined) return p;
+  }
+  return undefined;
+}
+
+/**
+ * mosquitto for a test file whose tests all need it (`what` names them), or undefined: then, under
+ * CI=true, a failure (.ci/run installs it, so these tests may not be skipped there); elsewhere a
+ * loud skip.
+ */
+export function mosquittoFor(what: string): string | undefined {
+  const bin = findMosquitto();
+  if (bin) return bin;
+  if (process.env.CI === 'true') {
+    t.fail(`mosquitto is not installed: CI must install it (.ci/run), ${what} cannot be skipped there`);
+  } else {
+    process.stderr.write(`\n*** SKIPPED: mosquitto is not installed, so ${what} did not run (apt-get install mosquitto) ***\n\n`);
+    t.test(what, { skip: 'mosquitto is not installed' }, async () => undefined);
   }
   return undefined;
 }
