@@ -181,6 +181,11 @@ export class Service {
       this.chat = new LocalChat({ config, queue, models: this.models, log, audit, ...(this.metrics ? { observer: this.metrics } : {}) });
       this.openai = new OpenAIServer({ host: config.openai.host, port: config.openai.port, apiKey: openaiKey, maxBodyBytes: config.openai.max_body_bytes, backend: this.chat, log });
       await this.openai.start();
+      // A stop that began while it was binding has already passed the point where it closes it.
+      if (this.stopping) {
+        await this.openai.close();
+        return;
+      }
     }
     this.noteEmbeddedBroker();
     systemd.notifyStatus(`connecting to ${brokerUrl}`);
