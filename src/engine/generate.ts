@@ -286,7 +286,7 @@ export class Generation implements AsyncIterableIterator<string, GenerateResult,
     init.signal?.addEventListener('abort', this.onAbort, { once: true });
   }
 
-  /** Ends the generation now (finish_reason 'cancelled'); its KV cache is freed before the next step. */
+  /** Ends the generation now (finish_reason 'cancelled'); its KV cache is released (kept for the next generation or freed) before the next step. */
   cancel(): void {
     if (this.final === undefined && this.failure === undefined && this.id !== 0) this.native.cancel(this.id);
   }

@@ -16,8 +16,9 @@
 // A sequence finishes on a stop token (kStop; the token is not posted), after max_tokens
 // generated tokens (kLength), at the end of the context of a bounded model (kLength: callers
 // that check prompt + max_tokens against the context up front never reach it), on cancel or
-// stop() (kCancelled), or on an engine failure (kError with a code). Its KvCache is freed before
-// its Finished event is posted, so active() already excludes it when the event arrives.
+// stop() (kCancelled), or on an engine failure (kError with a code). Its KvCache is released (kept
+// as a spare for the next sequence, or freed) before its Finished event is posted, so active()
+// already excludes it when the event arrives.
 //
 // Events go to an outbox; `notify` runs (on the loop thread) whenever the outbox turns
 // non-empty, so a slow consumer gets many tokens per drain instead of one wake-up per token.
