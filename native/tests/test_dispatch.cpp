@@ -17,12 +17,20 @@ std::vector<const void*> entries(const KernelTable& t) {
           (const void*)t.f32_to_f16,        (const void*)t.f16_to_f32, (const void*)t.rmsnorm,
           (const void*)t.rope,              (const void*)t.swiglu,    (const void*)t.geglu,
           (const void*)t.softmax,           (const void*)t.add,       (const void*)t.scale,
-          (const void*)t.route_topk,        (const void*)t.attention};
+          (const void*)t.route_topk,        (const void*)t.attention,
+          (const void*)t.quantize_row_q8_1, (const void*)t.quantize_row_q8_k,
+          (const void*)t.gemm_q4_1,         (const void*)t.gemm_q5_0, (const void*)t.gemm_q5_1,
+          (const void*)t.gemm_iq4_nl,       (const void*)t.gemm_q2_k, (const void*)t.gemm_q3_k,
+          (const void*)t.gemm_q4_k,         (const void*)t.gemm_q5_k, (const void*)t.gemm_q6_k,
+          (const void*)t.gemm_iq4_xs};
 }
 const char* kEntryNames[] = {"quantize_row_q8_0", "gemm_q4_0", "gemm_q8_0", "gemm_f16", "gemm_bf16",
                              "gemm_f32",          "f32_to_f16", "f16_to_f32", "rmsnorm", "rope",
                              "swiglu",            "geglu",     "softmax",   "add",      "scale",
-                             "route_topk",        "attention"};
+                             "route_topk",        "attention", "quantize_row_q8_1", "quantize_row_q8_k",
+                             "gemm_q4_1", "gemm_q5_0", "gemm_q5_1", "gemm_iq4_nl", "gemm_q2_k", "gemm_q3_k",
+                             "gemm_q4_k", "gemm_q5_k", "gemm_q6_k", "gemm_iq4_xs"};
+static_assert(sizeof(kEntryNames) / sizeof(kEntryNames[0]) == 29, "one name per table entry");
 
 void check_no_reference_entries(const KernelTable& t) {
   auto ref = entries(kReferenceKernels);
@@ -36,7 +44,10 @@ void check_no_reference_entries(const KernelTable& t) {
 }  // namespace
 
 TEST(dispatch, reference_table_is_complete) {
-  for (const void* p : entries(kReferenceKernels)) CHECK(p != nullptr);
+  auto ref = entries(kReferenceKernels);
+  for (size_t i = 0; i < ref.size(); ++i) CHECK_MSG(ref[i] != nullptr, std::string("reference.") + kEntryNames[i] + " is null");
+  // Every weight type has a GEMM, and every quantized one an activation quantizer.
+  for (DType t : kWeightTypes) CHECK_MSG(kReferenceKernels.gemm_for(t) != nullptr, std::string("no GEMM for ") + dtype_name(t));
   CHECK(std::strcmp(reference_kernels().name, "reference") == 0);
 }
 
@@ -44,8 +55,11 @@ TEST(dispatch, fast_tables_have_their_own_kernels) {
 #if defined(__x86_64__)
   check_no_reference_entries(kAvx2Kernels);
   check_no_reference_entries(kAvx512Kernels);
-  // The avx512 table differs from the avx2 one in the Q4_0 GEMM.
+  // The avx512 table differs from the avx2 one in the Q4_0 GEMM and the Q4_K/Q5_K/Q6_K ones.
   CHECK(kAvx512Kernels.gemm_q4_0 != kAvx2Kernels.gemm_q4_0);
+  CHECK(kAvx512Kernels.gemm_q4_k != kAvx2Kernels.gemm_q4_k);
+  CHECK(kAvx512Kernels.gemm_q5_k != kAvx2Kernels.gemm_q5_k);
+  CHECK(kAvx512Kernels.gemm_q6_k != kAvx2Kernels.gemm_q6_k);
 #endif
 #if defined(__aarch64__)
   check_no_reference_entries(kNeonKernels);

@@ -138,7 +138,7 @@ TEST(matmul, scratch_is_not_reallocated_for_the_same_size) {
   const Problem p = make_problem(DType::Q4_0, 64, 256, 3);
   std::vector<float> y((size_t)(p.rows * p.ncols));
   matmul(pool, kReferenceKernels, p.t, p.w.data(), p.rows, p.k, p.x.data(), p.ncols, y.data(), scratch);
-  const block_q8_0* first = scratch.xq.data();
+  const uint8_t* first = scratch.xq.data();
   for (int i = 0; i < 3; ++i)
     matmul(pool, kReferenceKernels, p.t, p.w.data(), p.rows, p.k, p.x.data(), p.ncols, y.data(), scratch);
   matmul(pool, kReferenceKernels, p.t, p.w.data(), p.rows, p.k, p.x.data(), 1, y.data(), scratch);  // smaller

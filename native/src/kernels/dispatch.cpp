@@ -16,6 +16,17 @@ GemmFn KernelTable::gemm_for(DType t) const {
     case DType::F16: return gemm_f16;
     case DType::BF16: return gemm_bf16;
     case DType::F32: return gemm_f32;
+    case DType::Q4_1: return gemm_q4_1;
+    case DType::Q5_0: return gemm_q5_0;
+    case DType::Q5_1: return gemm_q5_1;
+    case DType::IQ4_NL: return gemm_iq4_nl;
+    case DType::Q2_K: return gemm_q2_k;
+    case DType::Q3_K: return gemm_q3_k;
+    case DType::Q4_K: return gemm_q4_k;
+    case DType::Q5_K: return gemm_q5_k;
+    case DType::Q6_K: return gemm_q6_k;
+    case DType::IQ4_XS: return gemm_iq4_xs;
+    case DType::Q8_1: case DType::Q8_K: return nullptr;  // activation formats
   }
   return nullptr;
 }

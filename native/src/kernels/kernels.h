@@ -20,8 +20,13 @@ namespace edgellm {
 
 // y[c][r] = sum_i W[r][i] * X[c][i] for columns c in [0, ncols) and rows r in [r0, r1).
 // W rows are `k` elements of `wtype`, `w_row_bytes` apart.
-// For Q4_0 / Q8_0 weights X is quantized activations: ncols rows of k/32 block_q8_0, `x_col_bytes`
-// apart (runtime/matmul quantizes them once per call). For F32 / F16 / BF16 weights X is f32.
+// For quantized weights X is quantized activations in the format dtype_activation(wtype) names
+// (quant/blocks.h): ncols rows of block_q8_0 (Q4_0, Q5_0, Q8_0, IQ4_NL), block_q8_1 (Q4_1,
+// Q5_1) or block_q8_K (the K-quants, IQ4_XS), `x_col_bytes` apart (runtime/matmul quantizes
+// them once per call). For F32 / F16 / BF16 weights X is f32.
+// What a quantized GEMM computes: sum over blocks of the integer dot products of the weight
+// codes with the activation codes, scaled as ggml's vec_dot_<type>_<activation> scales them
+// (the reference kernels in kernels/reference/gemm*.cpp are the definition).
 // y column c starts at y + c * y_col_stride (floats). ncols is 1 (GEMV) to 64 (small GEMM);
 // a GEMM reads each weight block from memory once for all columns.
 struct GemmArgs {
@@ -117,6 +122,22 @@ struct KernelTable {
                      int32_t* idx, float* weights);
 
   void (*attention)(const AttentionArgs& a, int64_t t0, int64_t t1);
+
+  // Activations -> Q8_1 and Q8_K (same bytes as the reference quantizers; n a multiple of 32
+  // and of 256 respectively).
+  void (*quantize_row_q8_1)(const float* x, block_q8_1* y, int64_t n);
+  void (*quantize_row_q8_k)(const float* x, block_q8_K* y, int64_t n);
+  // The GEMMs of the other weight types (same contract as gemm_q4_0).
+  GemmFn gemm_q4_1;
+  GemmFn gemm_q5_0;
+  GemmFn gemm_q5_1;
+  GemmFn gemm_iq4_nl;
+  GemmFn gemm_q2_k;
+  GemmFn gemm_q3_k;
+  GemmFn gemm_q4_k;
+  GemmFn gemm_q5_k;
+  GemmFn gemm_q6_k;
+  GemmFn gemm_iq4_xs;
 
   GemmFn gemm_for(DType t) const;
 };

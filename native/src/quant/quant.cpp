@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
+#include <string>
 
 #include "quant/fp16.h"
 
@@ -14,12 +16,26 @@ const char* dtype_name(DType t) {
     case DType::BF16: return "BF16";
     case DType::Q4_0: return "Q4_0";
     case DType::Q8_0: return "Q8_0";
+    case DType::Q4_1: return "Q4_1";
+    case DType::Q5_0: return "Q5_0";
+    case DType::Q5_1: return "Q5_1";
+    case DType::Q8_1: return "Q8_1";
+    case DType::Q2_K: return "Q2_K";
+    case DType::Q3_K: return "Q3_K";
+    case DType::Q4_K: return "Q4_K";
+    case DType::Q5_K: return "Q5_K";
+    case DType::Q6_K: return "Q6_K";
+    case DType::Q8_K: return "Q8_K";
+    case DType::IQ4_NL: return "IQ4_NL";
+    case DType::IQ4_XS: return "IQ4_XS";
   }
   return "unknown";
 }
 
 bool dtype_is_known(uint32_t raw) {
-  return raw == 0 || raw == 1 || raw == 2 || raw == 8 || raw == 30;
+  for (DType t : kWeightTypes)
+    if ((uint32_t)t == raw) return true;
+  return false;
 }
 
 // ggml's reference: the scale is the signed value of largest magnitude / -8, so that value
@@ -104,7 +120,9 @@ void dequantize_row(DType t, const void* row, float* y, int64_t n) {
     case DType::BF16: return convert_row_bf16_to_f32(static_cast<const uint16_t*>(row), y, n);
     case DType::Q4_0: return dequantize_row_q4_0(static_cast<const block_q4_0*>(row), y, n);
     case DType::Q8_0: return dequantize_row_q8_0(static_cast<const block_q8_0*>(row), y, n);
+    default: break;
   }
+  throw std::invalid_argument(std::string("dequantize_row: no dequantizer for ") + dtype_name(t));
 }
 
 void quantize_row(DType t, const float* x, void* row, int64_t n) {
@@ -118,7 +136,9 @@ void quantize_row(DType t, const float* x, void* row, int64_t n) {
     case DType::BF16: return convert_row_f32_to_bf16(x, static_cast<uint16_t*>(row), n);
     case DType::Q4_0: return quantize_row_q4_0_ref(x, static_cast<block_q4_0*>(row), n);
     case DType::Q8_0: return quantize_row_q8_0_ref(x, static_cast<block_q8_0*>(row), n);
+    default: break;
   }
+  throw std::invalid_argument(std::string("quantize_row: no quantizer for ") + dtype_name(t));
 }
 
 }  // namespace edgellm

@@ -16,6 +16,34 @@ void convert_row_f16_to_f32(const uint16_t* x, float* y, int64_t n);
 void convert_row_f32_to_bf16(const float* x, uint16_t* y, int64_t n);
 void convert_row_bf16_to_f32(const uint16_t* x, float* y, int64_t n);
 
+// The other formats, as ggml's reference code computes them (quantizers: byte-identical with
+// ggml's quantize_row_*_ref, i.e. llama.cpp's quantizer without an importance matrix).
+// n a multiple of the type's block (32, or 256 for the K-quants, Q8_K and IQ4_XS).
+void quantize_row_q8_1_ref(const float* x, block_q8_1* y, int64_t n);
+void quantize_row_q8_K_ref(const float* x, block_q8_K* y, int64_t n);
+void quantize_row_q4_1_ref(const float* x, block_q4_1* y, int64_t n);
+void quantize_row_q5_0_ref(const float* x, block_q5_0* y, int64_t n);
+void quantize_row_q5_1_ref(const float* x, block_q5_1* y, int64_t n);
+void quantize_row_q2_K_ref(const float* x, block_q2_K* y, int64_t n);
+void quantize_row_q3_K_ref(const float* x, block_q3_K* y, int64_t n);
+void quantize_row_q4_K_ref(const float* x, block_q4_K* y, int64_t n);
+void quantize_row_q5_K_ref(const float* x, block_q5_K* y, int64_t n);
+void quantize_row_q6_K_ref(const float* x, block_q6_K* y, int64_t n);
+void quantize_row_iq4_nl_ref(const float* x, block_iq4_nl* y, int64_t n);
+void quantize_row_iq4_xs_ref(const float* x, block_iq4_xs* y, int64_t n);
+void dequantize_row_q8_1(const block_q8_1* x, float* y, int64_t n);
+void dequantize_row_q8_K(const block_q8_K* x, float* y, int64_t n);
+void dequantize_row_q4_1(const block_q4_1* x, float* y, int64_t n);
+void dequantize_row_q5_0(const block_q5_0* x, float* y, int64_t n);
+void dequantize_row_q5_1(const block_q5_1* x, float* y, int64_t n);
+void dequantize_row_q2_K(const block_q2_K* x, float* y, int64_t n);
+void dequantize_row_q3_K(const block_q3_K* x, float* y, int64_t n);
+void dequantize_row_q4_K(const block_q4_K* x, float* y, int64_t n);
+void dequantize_row_q5_K(const block_q5_K* x, float* y, int64_t n);
+void dequantize_row_q6_K(const block_q6_K* x, float* y, int64_t n);
+void dequantize_row_iq4_nl(const block_iq4_nl* x, float* y, int64_t n);
+void dequantize_row_iq4_xs(const block_iq4_xs* x, float* y, int64_t n);
+
 // Any supported type -> f32, for one row of n elements.
 void dequantize_row(DType t, const void* row, float* y, int64_t n);
 // f32 -> any supported type, for one row of n elements (uses the reference quantizers).

@@ -56,7 +56,8 @@ ForwardPass::ForwardPass(const Model& model, ThreadPool& pool, const ForwardOpti
     ye_.resize(x_.size());
   }
   // Grow the matmul's activation buffer to its largest size now, not during the first step.
-  mm_scratch_.xq.reserve((size_t)(n * std::max({c.n_embd, c.q_dim(), n_ff}) / kQK + 1));
+  // Q8_K (292 bytes per 256) is the largest activation format per element.
+  mm_scratch_.xq.reserve((size_t)n * (size_t)(std::max({c.n_embd, c.q_dim(), n_ff}) / kQKK + 1) * sizeof(block_q8_K));
 }
 
 int64_t default_context(const ModelConfig& c) { return std::min<int64_t>(c.context_length, kDefaultContextCap); }

@@ -17,6 +17,29 @@ constexpr size_t kMaxChunkBytes = 256 * 1024;
 
 [[noreturn]] void invalid(const std::string& what) { throw std::invalid_argument("matmul: " + what); }
 
+// One row of activations -> blocks of the activation format `act` (n a multiple of its block).
+using ActQuantizer = void (*)(const KernelTable& kt, const float* x, void* y, int64_t n);
+ActQuantizer activation_quantizer(const KernelTable& kt, DType act) {
+  switch (act) {
+    case DType::Q8_0:
+      if (!kt.quantize_row_q8_0) return nullptr;
+      return [](const KernelTable& t, const float* x, void* y, int64_t n) {
+        t.quantize_row_q8_0(x, static_cast<block_q8_0*>(y), n);
+      };
+    case DType::Q8_1:
+      if (!kt.quantize_row_q8_1) return nullptr;
+      return [](const KernelTable& t, const float* x, void* y, int64_t n) {
+        t.quantize_row_q8_1(x, static_cast<block_q8_1*>(y), n);
+      };
+    case DType::Q8_K:
+      if (!kt.quantize_row_q8_k) return nullptr;
+      return [](const KernelTable& t, const float* x, void* y, int64_t n) {
+        t.quantize_row_q8_k(x, static_cast<block_q8_K*>(y), n);
+      };
+    default: return nullptr;
+  }
+}
+
 void validate(const KernelTable& kt, DType wtype, const void* w, int64_t rows, int64_t k, const float* x,
               int64_t ncols, const float* y) {
   if (!dtype_is_known((uint32_t)wtype) || dtype_block_bytes(wtype) == 0)
@@ -30,8 +53,9 @@ void validate(const KernelTable& kt, DType wtype, const void* w, int64_t rows, i
             dtype_name(wtype) + " weights require");
   if (!kt.gemm_for(wtype))
     invalid(std::string("kernel table '") + (kt.name ? kt.name : "?") + "' has no GEMM for " + dtype_name(wtype));
-  if (block > 1 && !kt.quantize_row_q8_0)
-    invalid(std::string("kernel table '") + (kt.name ? kt.name : "?") + "' has no quantize_row_q8_0");
+  if (block > 1 && !activation_quantizer(kt, dtype_activation(wtype)))
+    invalid(std::string("kernel table '") + (kt.name ? kt.name : "?") + "' has no quantizer for " +
+            dtype_name(dtype_activation(wtype)) + " activations");
   if (rows > 0 && ncols > 0) {
     if (!w) invalid("w is null");
     if (!x) invalid("x is null");
@@ -41,9 +65,12 @@ void validate(const KernelTable& kt, DType wtype, const void* w, int64_t rows, i
 
 struct QuantizeTask {
   const KernelTable* kt;
+  ActQuantizer quantize;
   const float* x;
-  block_q8_0* xq;
-  int64_t nb;  // blocks per column
+  uint8_t* xq;
+  int64_t nb;           // blocks per column
+  int64_t block_elems;  // 32 or 256
+  size_t block_bytes;
 };
 
 // Blocks [b, e) of the flattened [ncols][nb] activation blocks; a chunk may span columns.
@@ -51,7 +78,8 @@ void quantize_blocks(const QuantizeTask& t, int64_t b, int64_t e) {
   while (b < e) {
     const int64_t col = b / t.nb, first = b % t.nb;
     const int64_t count = std::min(e - b, t.nb - first);
-    t.kt->quantize_row_q8_0(t.x + (col * t.nb + first) * kQK, t.xq + col * t.nb + first, count * kQK);
+    t.quantize(*t.kt, t.x + (col * t.nb + first) * t.block_elems, t.xq + (size_t)(col * t.nb + first) * t.block_bytes,
+               count * t.block_elems);
     b += count;
   }
 }
@@ -72,6 +100,12 @@ void gemm_rows(const GemmTask& t, int64_t r0, int64_t r1) {
 }
 
 }  // namespace
+
+size_t matmul_activation_bytes(DType wtype, int64_t k, int64_t ncols) {
+  const DType act = dtype_activation(wtype);
+  if (act == DType::F32) return 0;
+  return dtype_row_bytes(act, k) * (size_t)ncols;
+}
 
 int64_t matmul_rows_per_chunk(int64_t rows, size_t row_bytes, int threads, int64_t ncols) {
   if (threads <= 1 || rows <= 4) return std::max<int64_t>(rows, 1);
@@ -107,14 +141,17 @@ void matmul(ThreadPool& pool, const KernelTable& kt, DType wtype, const void* w,
   task.base.y = y;
   task.base.y_col_stride = rows;
 
-  if (wtype == DType::Q4_0 || wtype == DType::Q8_0) {
-    const int64_t nb = k / kQK;
-    scratch.xq.resize((size_t)(ncols * nb));
-    const QuantizeTask q{&kt, x, scratch.xq.data(), nb};
-    pool.parallel_for(ncols * nb, kQuantizeGrainBlocks,
-                      [&q](int64_t b, int64_t e, int) { quantize_blocks(q, b, e); });
+  const DType act = dtype_activation(wtype);
+  if (act != DType::F32) {
+    const int64_t be = dtype_block_elems(act);
+    const int64_t nb = k / be;
+    scratch.xq.resize(matmul_activation_bytes(wtype, k, ncols));
+    const QuantizeTask q{&kt, activation_quantizer(kt, act), x, scratch.xq.data(), nb, be, dtype_block_bytes(act)};
+    // The grain is in blocks: kQuantizeGrainBlocks 32-float blocks' worth of floats.
+    const int64_t grain = std::max<int64_t>(1, kQuantizeGrainBlocks * kQK / be);
+    pool.parallel_for(ncols * nb, grain, [&q](int64_t b, int64_t e, int) { quantize_blocks(q, b, e); });
     task.base.x = scratch.xq.data();
-    task.base.x_col_bytes = (size_t)nb * sizeof(block_q8_0);
+    task.base.x_col_bytes = dtype_row_bytes(act, k);
   } else {
     task.base.x = x;
     task.base.x_col_bytes = (size_t)k * sizeof(float);

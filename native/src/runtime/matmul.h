@@ -9,22 +9,26 @@
 namespace edgellm {
 
 // Reused between calls so that a decode step does not allocate: it grows to the largest
-// ncols * k / 32 blocks seen and is never shrunk. One scratch per concurrent matmul caller.
+// quantized activations seen (bytes) and is never shrunk. One scratch per concurrent matmul caller.
 struct MatmulScratch {
-  std::vector<block_q8_0> xq;
+  std::vector<uint8_t> xq;
 };
+
+// Bytes of quantized activations that matmul() needs for ncols columns of k against weights of
+// type wtype (0 for float weights).
+size_t matmul_activation_bytes(DType wtype, int64_t k, int64_t ncols);
 
 // W is `rows` rows of `k` elements of `wtype`, contiguous (row bytes = dtype_row_bytes).
 // X is ncols columns of k floats, contiguous ([ncols][k]); Y is [ncols][rows] (column c of Y
 // starts at y + c * rows). Y must not overlap W or X.
 //
-// Quantized weights (Q4_0, Q8_0): X is quantized to Q8_0 once per call with
-// kt.quantize_row_q8_0 (in parallel over blocks, into scratch), then rows are split across the
+// Quantized weights: X is quantized once per call to dtype_activation(wtype) (Q8_0, Q8_1 or
+// Q8_K) with the table's quantize_row_* (in parallel over blocks, into scratch), then rows are split across the
 // pool in chunks; inside a chunk, columns go through the kernel kMaxGemmCols at a time, so a
 // chunk's weights are reused from cache by every column group. Float weights read X directly.
 //
 // Throws std::invalid_argument with the reason when rows < 0, k < 1, ncols < 0, k is not a
-// multiple of 32 for Q4_0 / Q8_0, wtype is not a known type, the table lacks the kernel, or a
+// multiple of the weight type's block (32, or 256 for the K-quants and IQ4_XS), wtype is not a known type, the table lacks the kernel, or a
 // pointer is null while its matrix is non-empty. rows == 0 or ncols == 0 does nothing.
 void matmul(ThreadPool& pool, const KernelTable& kt, DType wtype, const void* w, int64_t rows,
             int64_t k, const float* x, int64_t ncols, float* y, MatmulScratch& scratch);

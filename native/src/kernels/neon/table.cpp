@@ -23,6 +23,19 @@ const KernelTable kNeonKernels = {
     neon::scale,
     neon::route_topk,
     neon::attention,
+    // Not yet implemented: filled in as each ISA's kernels land (test_dispatch fails on a null).
+    nullptr,  // quantize_row_q8_1: neon::
+    nullptr,  // quantize_row_q8_k: neon::
+    nullptr,  // gemm_q4_1: neon::
+    nullptr,  // gemm_q5_0: neon::
+    nullptr,  // gemm_q5_1: neon::
+    nullptr,  // gemm_iq4_nl: neon::
+    nullptr,  // gemm_q2_k: neon::
+    nullptr,  // gemm_q3_k: neon::
+    nullptr,  // gemm_q4_k: neon::
+    nullptr,  // gemm_q5_k: neon::
+    nullptr,  // gemm_q6_k: neon::
+    nullptr,  // gemm_iq4_xs: neon::
 };
 
 // NEON everywhere, with the sdot GEMMs for the quantized types.
