@@ -33,7 +33,7 @@ struct KernelBenchOptions {
 };
 
 struct KernelBenchRow {
-  std::string name;     // "read_bandwidth" or "gemv_q4_0"
+  std::string name;     // "read_bandwidth" or "gemv_q4_0" (run_gemv_bench: "gemv_<type>")
   int64_t rows, cols;   // GEMV shape; 0, 0 for read_bandwidth
   int threads;
   double gbps;          // 1e9 bytes per second: bytes summed, or weight bytes streamed
@@ -52,5 +52,13 @@ size_t default_kernel_bench_working_set_bytes();
 // order. Throws std::invalid_argument for a shape with rows < 1 or cols not a positive multiple
 // of 32, a thread count < 1, or min_seconds < 0.
 std::vector<KernelBenchRow> run_kernel_bench(const KernelBenchOptions& options, const KernelTable& kt);
+
+// The same measurement for GEMVs of other quantized weight types: read_bandwidth for every
+// thread count, then gemv_<type> (e.g. "gemv_iq4_xs", weights of random valid blocks) for every
+// type x shape x thread count, in that order. run_kernel_bench is this with {Q4_0}. Shapes'
+// cols must be multiples of every type's block (256 for the K-quants and IQ4_XS). Throws
+// std::invalid_argument as run_kernel_bench does, and for a type without a quantized GEMM in kt.
+std::vector<KernelBenchRow> run_gemv_bench(const KernelBenchOptions& options, const KernelTable& kt,
+                                           const std::vector<DType>& types);
 
 }  // namespace edgellm

@@ -14,6 +14,8 @@
 // and summed over 8 steps it stays far inside int32.
 #include <immintrin.h>
 
+#include <cstddef>
+
 #include "kernels/avx2/avx2.h"
 #include "kernels/avx2/gemm_common.h"
 #include "kernels/common/gemm_tiling.h"
@@ -88,16 +90,18 @@ struct Q3KFormat {
     __m256i hmask;
   };
   // The 16 6-bit scales: low 4 bits of j < 8 in the low nibbles of bytes 0-7, of j >= 8 in their
-  // high nibbles; the top 2 bits of j in bits 2(j/4) of byte 8 + j%4.
+  // high nibbles; the top 2 bits of j in bits 2(j/4) of byte 8 + j%4. Decoded in one register:
+  // 16 bytes loaded from 2 before scales (the end of qs), so the load stays inside the block.
   static Row prepare(const Block& b) {
-    uint32_t a[3];
-    __builtin_memcpy(a, b.scales, 12);
-    const uint32_t m4 = 0x0F0F0F0F, m2 = 0x03030303;
-    const __m128i sc = _mm_sub_epi8(
-        _mm_setr_epi32((int)((a[0] & m4) | ((a[2] & m2) << 4)), (int)((a[1] & m4) | (((a[2] >> 2) & m2) << 4)),
-                       (int)(((a[0] >> 4) & m4) | (((a[2] >> 4) & m2) << 4)),
-                       (int)(((a[1] >> 4) & m4) | (((a[2] >> 6) & m2) << 4))),
-        _mm_set1_epi8(32));
+    static_assert(offsetof(block_q3_K, scales) >= 2 && offsetof(block_q3_K, scales) + 14 <= sizeof(block_q3_K),
+                  "the 16-byte load around scales stays inside the block");
+    const __m128i v = _mm_srli_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales - 2)), 2);
+    const __m128i low4 = _mm_set1_epi8(0x0F);
+    const __m128i low = _mm_unpacklo_epi64(_mm_and_si128(v, low4), _mm_and_si128(_mm_srli_epi16(v, 4), low4));
+    // Bytes 8-11 in each 32-bit lane g, shifted right by 2g, then bits 0-1 of each byte to 4-5.
+    const __m128i top = _mm_shuffle_epi8(v, _mm_setr_epi8(8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11));
+    const __m128i high = _mm_and_si128(_mm_slli_epi32(_mm_srlv_epi32(top, _mm_setr_epi32(0, 2, 4, 6)), 4), _mm_set1_epi8(0x30));
+    const __m128i sc = _mm_sub_epi8(_mm_or_si128(low, high), _mm_set1_epi8(32));
     return {even_odd_scales(sc), _mm256_cvtepi8_epi16(sc), load256(b.hmask)};
   }
   static __m256i codes(const Block& b, const Row& row, int t) {
