@@ -1,16 +1,18 @@
 // AVX2 GEMV / small GEMM for the 256-weight super-block formats Q2_K, Q3_K and IQ4_XS (x Q8_K).
 //
-// One tile (SuperTile) serves the three: a super-block is 8 steps of 32 weights; a format says
-// how step t's 32 weight codes come out of the block (Format::codes) and supplies the sub-block
-// scales as int16 so that one pshufb picks step t's (a 16-weight sub-block's scale for each
-// 128-bit lane, or a 32-weight one's for both). Each step adds madd(maddubs(codes, x), scales)
-// to an int32 sum per row and column; once per super-block the sum gets its corrections
-// (Q2_K's mins, Q3_K's -4 offset, both from Q8_K's bsums) and its float scale d_w * d_x.
-// The tiling is common::drive's, as for Q4_0 (decode 4 rows a quarter of the range apart).
+// One tile (SuperTile) serves the three: a super-block is 8 steps of 32 weights, each step two
+// groups of 16 weights, one per 128-bit lane, with one sub-block scale per group. A format says
+// where step t's two groups start (Format::group_offsets: the x bytes to load), how their codes
+// come out of the block (Format::codes), and supplies the sub-block scales as int16 so that one
+// pshufb gives step t's pair of scales (Format::scale_index). Each step adds
+// madd(maddubs(codes, x), scales) to an int32 sum per row and column; once per super-block the
+// sum gets its corrections (Q2_K's mins, Q3_K's -4 offset, both from Q8_K's bsums) and its float
+// scale d_w * d_x. The tiling is common::drive's, as for Q4_0 (decode 4 rows a quarter of the
+// range apart).
 //
 // Integer ranges: codes are 0..3 (Q2_K), 0..7 (Q3_K, stored unsigned with the -4 moved into the
-// bsums correction) or the IQ4 book (-127..113, multiplied as |w| times x with w's sign; Q8_K
-// codes are never -128); a maddubs pair is at most 2 * 127 * 127 < 2^15, times a scale <= 32
+// bsums correction) or the IQ4 book (-127..113, multiplied through the sign trick; neither the
+// book nor Q8_K's codes hold -128, so either side's |.| fits a byte); a maddubs pair is at most 2 * 127 * 127 < 2^15, times a scale <= 32
 // and summed over 8 steps it stays far inside int32.
 #include <immintrin.h>
 
@@ -47,16 +49,19 @@ inline __m256i step_scales(__m256i src, int t) {
 inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 
 // ---- the formats ---------------------------------------------------------------------------
-// Format::Row prepare(block) -> what a row needs for all 8 steps (Row::scales as step_scales
-// reads them); codes(block, row, t) -> step t's 32 codes (weights 32t .. 32t+31); finish(...)
-// folds one super-block's int32 sums into the float accumulator. kSigned: codes multiply as
-// |w| times x with w's sign.
+// Format::group_offset(t, lane) -> the first weight of step t's 16-weight group in that lane;
+// scale_index(t) -> the int16 element of each lane of Row::scales that holds the groups' scales;
+// Row prepare(block) -> what a row needs for all 8 steps; codes(block, row, t) -> step t's 32
+// codes, lane by lane; finish(...) folds one super-block's int32 sums into the float
+// accumulator. kSigned: the codes are signed (the sign trick).
 
 // Q2_K: weight 32t + l is bits 2(t%4) of qs[32(t/4) + l]; scales[j] = sc | m << 4 for sub-block j;
 // y += d_x * (d * sum_j sc_j isum_j - dmin * sum_j m_j bsum_j).
 struct Q2KFormat {
   using Block = block_q2_K;
   static constexpr bool kSigned = false;
+  static constexpr int group_offset(int t, int lane) { return 32 * t + 16 * lane; }
+  static constexpr int scale_index(int t) { return t; }
   struct Row {
     __m256i scales;
     __m256i mins;  // int16 in sub-block order, for the bsums
@@ -84,6 +89,8 @@ struct Q2KFormat {
 struct Q3KFormat {
   using Block = block_q3_K;
   static constexpr bool kSigned = false;
+  static constexpr int group_offset(int t, int lane) { return 32 * t + 16 * lane; }
+  static constexpr int scale_index(int t) { return t; }
   struct Row {
     __m256i scales;
     __m256i sc;     // sc - 32 as int16 in sub-block order, for the bsums
@@ -118,11 +125,17 @@ struct Q3KFormat {
   }
 };
 
-// IQ4_XS: 8 sub-blocks of 32 (step t = sub-block t), codes from the IQ4 book by nibble as IQ4_NL,
-// scale ls - 32 with ls = nibble t%2 of scales_l[t/2] | bits 2t..2t+1 of scales_h << 4.
+// IQ4_XS: 8 sub-blocks of 32, codes from the IQ4 book by nibble as IQ4_NL (weight j of
+// sub-block u: low nibble of qs[16u + j] for j < 16, high nibble of qs[16u + j - 16]), scale
+// ls - 32 with ls = nibble u%2 of scales_l[u/2] | bits 2u..2u+1 of scales_h << 4.
+// Steps 2p and 2p+1 share one 32-byte load of sub-blocks 2p and 2p+1: step 2p takes the low
+// nibbles (weights 0-15 of each sub-block, one sub-block per lane), step 2p+1 the high ones; the
+// x groups follow, and both steps take scales [ls_2p | ls_2p+1].
 struct Iq4XsFormat {
   using Block = block_iq4_xs;
   static constexpr bool kSigned = true;
+  static constexpr int group_offset(int t, int lane) { return 64 * (t / 2) + 32 * lane + 16 * (t % 2); }
+  static constexpr int scale_index(int t) { return t / 2; }
   struct Row {
     __m256i scales;
   };
@@ -131,22 +144,21 @@ struct Iq4XsFormat {
     __builtin_memcpy(&sl, b.scales_l, 4);
     const __m128i packed = _mm_cvtsi32_si128((int)sl);
     const __m128i low4 = _mm_set1_epi8(0x0F);
-    // Bytes [lo0 hi0 lo1 hi1 ...] of scales_l = the low 4 bits of ls for t = 0..7.
-    const __m128i low = _mm_cvtepu8_epi16(
-        _mm_unpacklo_epi8(_mm_and_si128(packed, low4), _mm_and_si128(_mm_srli_epi16(packed, 4), low4)));
-    // int16 t: scales_h << (14 - 2t) puts bits 2t, 2t+1 at 14, 15; >> 10 and the mask leave them at 4, 5.
+    // Bytes [lo0 hi0 lo1 hi1 ...] of scales_l = the low 4 bits of ls for u = 0..7.
+    const __m128i low = _mm_unpacklo_epi8(_mm_and_si128(packed, low4), _mm_and_si128(_mm_srli_epi16(packed, 4), low4));
+    // int16 u: scales_h << (14 - 2u) puts bits 2u, 2u+1 at 14, 15; >> 10 and the mask leave them at 4, 5.
     const __m128i high = _mm_and_si128(
         _mm_srli_epi16(_mm_mullo_epi16(_mm_set1_epi16((short)b.scales_h),
                                        _mm_setr_epi16(1 << 14, 1 << 12, 1 << 10, 1 << 8, 1 << 6, 1 << 4, 1 << 2, 1)),
                        10),
         _mm_set1_epi16(0x30));
-    const __m128i ls = _mm_sub_epi16(_mm_or_si128(low, high), _mm_set1_epi16(32));
-    return {_mm256_broadcastsi128_si256(ls)};
+    const __m128i ls = _mm_sub_epi8(_mm_or_si128(low, _mm_packus_epi16(high, high)), _mm_set1_epi8(32));
+    return {_mm256_cvtepi8_epi16(_mm_shuffle_epi8(ls, _mm_setr_epi8(0, 2, 4, 6, -1, -1, -1, -1, 1, 3, 5, 7, -1, -1, -1, -1)))};
   }
   static __m256i codes(const Block& b, const Row&, int t) {
     const __m256i book = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kValuesIq4nl)));
-    const __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs + 16 * t)));
-    const __m256i n = _mm256_and_si256(_mm256_srlv_epi32(q, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)), _mm256_set1_epi8(0x0F));
+    const __m256i q = load256(b.qs + 32 * (t / 2));
+    const __m256i n = _mm256_and_si256(t % 2 ? _mm256_srli_epi16(q, 4) : q, _mm256_set1_epi8(0x0F));
     return _mm256_shuffle_epi8(book, n);
   }
   static __m256 finish(const Block& b, const Row&, const block_q8_K& x, __m256i isum, __m256 acc) {
@@ -182,17 +194,29 @@ struct SuperTile {
         for (int j = 0; j < C; ++j) isum[i][j] = _mm256_setzero_si256();
 #pragma GCC unroll 8
       for (int t = 0; t < kSteps; ++t) {
+        // Signed codes multiply as maddubs(|a|, b with a's sign): a is the weight when the tile
+        // has more columns than rows, else the activation (its |x| then serves all R rows).
+        constexpr bool kAbsX = C <= R;
         __m256i v[R], v_abs[R], sc[R];
         for (int i = 0; i < R; ++i) {
           v[i] = F::codes(w[i][b], row[i], t);
-          if constexpr (F::kSigned) v_abs[i] = _mm256_abs_epi8(v[i]);
-          sc[i] = step_scales(row[i].scales, t);
+          if constexpr (F::kSigned && !kAbsX) v_abs[i] = _mm256_abs_epi8(v[i]);
+          sc[i] = step_scales(row[i].scales, F::scale_index(t));
         }
         for (int j = 0; j < C; ++j) {
-          const __m256i xq = load256(x[j][b].qs + 32 * t);
+          const int8_t* xs = x[j][b].qs;
+          const __m256i xq = F::group_offset(t, 1) == F::group_offset(t, 0) + 16
+                                 ? load256(xs + F::group_offset(t, 0))
+                                 : _mm256_inserti128_si256(
+                                       _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(xs + F::group_offset(t, 0)))),
+                                       _mm_loadu_si128(reinterpret_cast<const __m128i*>(xs + F::group_offset(t, 1))), 1);
+          __m256i x_abs = xq;
+          if constexpr (F::kSigned && kAbsX) x_abs = _mm256_abs_epi8(xq);
           for (int i = 0; i < R; ++i) {
-            const __m256i p = F::kSigned ? _mm256_maddubs_epi16(v_abs[i], _mm256_sign_epi8(xq, v[i]))
-                                         : _mm256_maddubs_epi16(v[i], xq);
+            __m256i p;
+            if constexpr (!F::kSigned) p = _mm256_maddubs_epi16(v[i], xq);
+            else if constexpr (kAbsX) p = _mm256_maddubs_epi16(x_abs, _mm256_sign_epi8(v[i], xq));
+            else p = _mm256_maddubs_epi16(v_abs[i], _mm256_sign_epi8(xq, v[i]));
             isum[i][j] = _mm256_add_epi32(isum[i][j], _mm256_madd_epi16(p, sc[i]));
           }
         }

@@ -71,8 +71,8 @@ inline void fifth_bit_pair(const uint8_t* qh0, const uint8_t* qh1, __m256i& lo, 
 
 // ---- the formats ---------------------------------------------------------------------------
 // Format::codes(block) -> the 32 weight codes in x order; Format::pair(b0, b1, lo, hi) -> those
-// of two blocks in nibble_pair's layout. kSigned says how they multiply, kMaxCode bounds |code|; kMin says the block has
-// an offset m (w = d * q + m) that meets Q8_1's s = d_x * sum(q_x).
+// of two blocks in nibble_pair's layout. kSigned says how they multiply, kMaxCode bounds |code|,
+// kMin says the block has an offset m (w = d * q + m) that meets Q8_1's s = d_x * sum(q_x).
 
 struct Q4_1Format {
   using Block = block_q4_1;
