@@ -8,9 +8,9 @@
 // are converted and scaled once per two blocks.
 //
 // Products: unsigned codes (Q4_1 0..15, Q5_1 0..31) go straight into maddubs (u8 x s8); signed
-// codes (Q5_0 -16..15, IQ4_NL -127..113) as maddubs(|w|, x with w's sign). Activation codes come
-// from the Q8 quantizers and are never -128, so the sign trick cannot overflow, and a pair of
-// products is at most 2 * 127 * 127 < 2^15.
+// codes (Q5_0 -16..15, IQ4_NL -127..113) through the sign trick (pair_products). Activation codes
+// come from the Q8 quantizers and are never -128, and a pair of products is at most
+// 2 * 127 * 127 < 2^15.
 #include <immintrin.h>
 
 #include "kernels/avx2/avx2.h"
@@ -136,11 +136,15 @@ struct Iq4NlFormat {
   }
 };
 
-// 16 int16 sums of adjacent products of weight codes w and activation codes x.
-template <bool kSigned>
-inline __m256i pair_products(__m256i w, __m256i w_abs, __m256i x) {
-  if constexpr (kSigned) return _mm256_maddubs_epi16(w_abs, _mm256_sign_epi8(x, w));
-  else return _mm256_maddubs_epi16(w, x);
+// 16 int16 sums of adjacent products of weight codes w and activation codes x. Signed codes go
+// through the sign trick, maddubs(|a|, b with a's sign), with a = x when kAbsX (|x| computed once
+// per column serves all rows: decode) and a = w otherwise (|w| once per row serves all columns).
+// Neither side is ever -128 (the IQ4 book's least value is -127), so |a| fits a byte.
+template <bool kSigned, bool kAbsX>
+inline __m256i pair_products(__m256i w, __m256i w_abs, __m256i x, __m256i x_abs) {
+  if constexpr (!kSigned) return _mm256_maddubs_epi16(w, x);
+  else if constexpr (kAbsX) return _mm256_maddubs_epi16(x_abs, _mm256_sign_epi8(w, x));
+  else return _mm256_maddubs_epi16(w_abs, _mm256_sign_epi8(x, w));
 }
 
 // ---- the tile ------------------------------------------------------------------------------
@@ -166,6 +170,7 @@ struct LegacyTile {
       for (int i = 0; i < R; ++i) acc[i][j] = _mm256_setzero_ps();
     }
     const __m256i ones = _mm256_set1_epi16(1);
+    constexpr bool kAbsX = F::kSigned && C <= R;
     auto offsets = [&](int64_t b) {  // mins[j] += m_w(rows) * s_x(column j) for block b
       if constexpr (F::kMin) {
         const __m256 m = halves_of_rows<R>(w, b, &Block::m);
@@ -182,7 +187,7 @@ struct LegacyTile {
       __m256i lo[kHeld], hi[kHeld], lo_abs[kHeld], hi_abs[kHeld];
       auto unpack = [&](int i, int slot) {
         F::pair(w[i][b], w[i][b + 1], lo[slot], hi[slot]);
-        if constexpr (F::kSigned) {
+        if constexpr (F::kSigned && !kAbsX) {
           lo_abs[slot] = _mm256_abs_epi8(lo[slot]);
           hi_abs[slot] = _mm256_abs_epi8(hi[slot]);
         }
@@ -207,14 +212,19 @@ struct LegacyTile {
         const __m256i xhi = _mm256_inserti128_si256(
             _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[j][b].qs + 16))),
             _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[j][b + 1].qs + 16)), 1);
+        __m256i xlo_abs = xlo, xhi_abs = xhi;
+        if constexpr (kAbsX) {
+          xlo_abs = _mm256_abs_epi8(xlo);
+          xhi_abs = _mm256_abs_epi8(xhi);
+        }
         // times [x b, x b+1, x b, x b+1, ...]
         const int xd = (int)(x[j][b].d | (uint32_t)x[j][b + 1].d << 16);
         const __m256 s = _mm256_mul_ps(dw, _mm256_cvtph_ps(_mm_set1_epi32(xd)));
         for (int i = 0; i < R; ++i) {
           const int slot = C > 1 ? i : 0;
           if constexpr (C == 1) unpack(i, 0);
-          const __m256i plo = pair_products<F::kSigned>(lo[slot], lo_abs[slot], xlo);
-          const __m256i phi = pair_products<F::kSigned>(hi[slot], hi_abs[slot], xhi);
+          const __m256i plo = pair_products<F::kSigned, kAbsX>(lo[slot], lo_abs[slot], xlo, xlo_abs);
+          const __m256i phi = pair_products<F::kSigned, kAbsX>(hi[slot], hi_abs[slot], xhi, xhi_abs);
           __m256i p;
           if constexpr (F::kMaxCode <= 31)  // 4 products of <= 31 * 127 each fit in int16
             p = _mm256_madd_epi16(_mm256_add_epi16(plo, phi), ones);
@@ -229,15 +239,16 @@ struct LegacyTile {
       __m256i v[R], v_abs[R];
       for (int i = 0; i < R; ++i) {
         v[i] = F::codes(w[i][b]);
-        if constexpr (F::kSigned) v_abs[i] = _mm256_abs_epi8(v[i]);
+        if constexpr (F::kSigned && !kAbsX) v_abs[i] = _mm256_abs_epi8(v[i]);
       }
       const __m256 dw = scales<R>(w, b);
       offsets(b);
       for (int j = 0; j < C; ++j) {
         const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[j][b].qs));
+        const __m256i xq_abs = kAbsX ? _mm256_abs_epi8(xq) : xq;
         const __m256 s = _mm256_mul_ps(dw, _mm256_set1_ps(_cvtsh_ss(x[j][b].d)));
         for (int i = 0; i < R; ++i) {
-          const __m256i p = _mm256_madd_epi16(pair_products<F::kSigned>(v[i], v_abs[i], xq), ones);
+          const __m256i p = _mm256_madd_epi16(pair_products<F::kSigned, kAbsX>(v[i], v_abs[i], xq, xq_abs), ones);
           acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), broadcast_lane(s, i), acc[i][j]);
         }
       }
