@@ -4,7 +4,7 @@
 // groups of 16 weights, one per 128-bit lane, with one sub-block scale per group. A format says
 // where step t's two groups start (Format::group_offsets: the x bytes to load), how their codes
 // come out of the block (Format::codes), and supplies the sub-block scales as int16 so that one
-// pshufb gives step t's pair of scales (Format::scale_index). Each step adds
+// pshufb gives step t's pair of scales (Format::step_scales). Each step adds
 // madd(maddubs(codes, x), scales) to an int32 sum per row and column; once per super-block the
 // sum gets its corrections (Q2_K's mins, Q3_K's -4 offset, both from Q8_K's bsums) and its float
 // scale d_w * d_x. The tiling is common::drive's, as for Q4_0 (decode 4 rows a quarter of the
@@ -42,7 +42,7 @@ inline __m256i even_odd_scales(__m128i bytes_signed) {
 }
 
 // Step t's scales: int16 element t of each 128-bit lane of src, in all 8 int16 of that lane.
-inline __m256i step_scales(__m256i src, int t) {
+inline __m256i lane_scales(__m256i src, int t) {
   return _mm256_shuffle_epi8(src, _mm256_set1_epi16((short)(0x0100 + 0x0202 * t)));
 }
 
@@ -50,8 +50,8 @@ inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<co
 
 // ---- the formats ---------------------------------------------------------------------------
 // Format::group_offset(t, lane) -> the first weight of step t's 16-weight group in that lane;
-// scale_index(t) -> the int16 element of each lane of Row::scales that holds the groups' scales;
-// Row prepare(block) -> what a row needs for all 8 steps; codes(block, row, t) -> step t's 32
+// Row prepare(block) -> what a row needs for all 8 steps; step_scales(row, t) -> the groups'
+// scales as int16, 8 per lane; codes(block, row, t) -> step t's 32
 // codes, lane by lane; finish(...) folds one super-block's int32 sums into the float
 // accumulator. kSigned: the codes are signed (the sign trick).
 
@@ -61,7 +61,8 @@ struct Q2KFormat {
   using Block = block_q2_K;
   static constexpr bool kSigned = false;
   static constexpr int group_offset(int t, int lane) { return 32 * t + 16 * lane; }
-  static constexpr int scale_index(int t) { return t; }
+  template <class Row>
+  static __m256i step_scales(const Row& row, int t) { return lane_scales(row.scales, t); }
   struct Row {
     __m256i scales;
     __m256i mins;  // int16 in sub-block order, for the bsums
@@ -90,7 +91,8 @@ struct Q3KFormat {
   using Block = block_q3_K;
   static constexpr bool kSigned = false;
   static constexpr int group_offset(int t, int lane) { return 32 * t + 16 * lane; }
-  static constexpr int scale_index(int t) { return t; }
+  template <class Row>
+  static __m256i step_scales(const Row& row, int t) { return lane_scales(row.scales, t); }
   struct Row {
     __m256i scales;
     __m256i sc;     // sc - 32 as int16 in sub-block order, for the bsums
@@ -130,30 +132,33 @@ struct Q3KFormat {
 // ls - 32 with ls = nibble u%2 of scales_l[u/2] | bits 2u..2u+1 of scales_h << 4.
 // Steps 2p and 2p+1 share one 32-byte load of sub-blocks 2p and 2p+1: step 2p takes the low
 // nibbles (weights 0-15 of each sub-block, one sub-block per lane), step 2p+1 the high ones; the
-// x groups follow, and both steps take scales [ls_2p | ls_2p+1].
+// x groups follow, and both steps take scales [ls_2p x 8 | ls_2p+1 x 8].
 struct Iq4XsFormat {
   using Block = block_iq4_xs;
   static constexpr bool kSigned = true;
   static constexpr int group_offset(int t, int lane) { return 64 * (t / 2) + 32 * lane + 16 * (t % 2); }
-  static constexpr int scale_index(int t) { return t / 2; }
   struct Row {
     __m256i scales;
   };
+  // ls - 32 of the even sub-blocks in bytes 0-3, of the odd ones in bytes 4-7, worked out in
+  // 32-bit integer registers (the vector ports are this kernel's bottleneck), as int16 in both
+  // lanes; step t takes element t/2 in the low lane and 4 + t/2 in the high one.
   static Row prepare(const Block& b) {
     uint32_t sl;
     __builtin_memcpy(&sl, b.scales_l, 4);
-    const __m128i packed = _mm_cvtsi32_si128((int)sl);
-    const __m128i low4 = _mm_set1_epi8(0x0F);
-    // Bytes [lo0 hi0 lo1 hi1 ...] of scales_l = the low 4 bits of ls for u = 0..7.
-    const __m128i low = _mm_unpacklo_epi8(_mm_and_si128(packed, low4), _mm_and_si128(_mm_srli_epi16(packed, 4), low4));
-    // int16 u: scales_h << (14 - 2u) puts bits 2u, 2u+1 at 14, 15; >> 10 and the mask leave them at 4, 5.
-    const __m128i high = _mm_and_si128(
-        _mm_srli_epi16(_mm_mullo_epi16(_mm_set1_epi16((short)b.scales_h),
-                                       _mm_setr_epi16(1 << 14, 1 << 12, 1 << 10, 1 << 8, 1 << 6, 1 << 4, 1 << 2, 1)),
-                       10),
-        _mm_set1_epi16(0x30));
-    const __m128i ls = _mm_sub_epi8(_mm_or_si128(low, _mm_packus_epi16(high, high)), _mm_set1_epi8(32));
-    return {_mm256_cvtepi8_epi16(_mm_shuffle_epi8(ls, _mm_setr_epi8(0, 2, 4, 6, -1, -1, -1, -1, 1, 3, 5, 7, -1, -1, -1, -1)))};
+    // The 4 nibbles of scales_h in bytes 0-3: bits 2u, 2u+1 of ls_u's top in byte u/2, at 2(u%2).
+    const uint32_t h = b.scales_h;
+    const uint32_t h2 = (h & 0x00FF) | ((h & 0xFF00) << 8);
+    const uint32_t top = (h2 & 0x000F000F) | ((h2 & 0x00F000F0) << 4);
+    const uint32_t even = (sl & 0x0F0F0F0F) | ((top & 0x03030303) << 4);
+    const uint32_t odd = ((sl >> 4) & 0x0F0F0F0F) | (((top >> 2) & 0x03030303) << 4);
+    const __m128i ls = _mm_sub_epi8(_mm_cvtsi64_si128((long long)(even | (uint64_t)odd << 32)), _mm_set1_epi8(32));
+    return {_mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(ls))};
+  }
+  static __m256i step_scales(const Row& row, int t) {
+    const short p = (short)(t / 2);
+    return _mm256_shuffle_epi8(row.scales, _mm256_setr_m128i(_mm_set1_epi16((short)(0x0100 + 0x0202 * p)),
+                                                             _mm_set1_epi16((short)(0x0100 + 0x0202 * (4 + p)))));
   }
   static __m256i codes(const Block& b, const Row&, int t) {
     const __m256i book = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kValuesIq4nl)));
@@ -197,12 +202,17 @@ struct SuperTile {
         // Signed codes multiply as maddubs(|a|, b with a's sign): a is the weight when the tile
         // has more columns than rows, else the activation (its |x| then serves all R rows).
         constexpr bool kAbsX = C <= R;
-        __m256i v[R], v_abs[R], sc[R];
-        for (int i = 0; i < R; ++i) {
-          v[i] = F::codes(w[i][b], row[i], t);
-          if constexpr (F::kSigned && !kAbsX) v_abs[i] = _mm256_abs_epi8(v[i]);
-          sc[i] = step_scales(row[i].scales, F::scale_index(t));
-        }
+        // A GEMM keeps each row's codes and scales in registers across its columns; decode
+        // (C == 1) makes them where they are used, which keeps the 4 sums in registers.
+        constexpr int kHeld = C > 1 ? R : 1;
+        __m256i v[kHeld], v_abs[kHeld], sc[kHeld];
+        auto unpack = [&](int i, int slot) {
+          v[slot] = F::codes(w[i][b], row[i], t);
+          if constexpr (F::kSigned && !kAbsX) v_abs[slot] = _mm256_abs_epi8(v[slot]);
+          sc[slot] = F::step_scales(row[i], t);
+        };
+        if constexpr (C > 1)
+          for (int i = 0; i < R; ++i) unpack(i, i);
         for (int j = 0; j < C; ++j) {
           const int8_t* xs = x[j][b].qs;
           const __m256i xq = F::group_offset(t, 1) == F::group_offset(t, 0) + 16
@@ -213,11 +223,13 @@ struct SuperTile {
           __m256i x_abs = xq;
           if constexpr (F::kSigned && kAbsX) x_abs = _mm256_abs_epi8(xq);
           for (int i = 0; i < R; ++i) {
+            const int slot = C > 1 ? i : 0;
+            if constexpr (C == 1) unpack(i, 0);
             __m256i p;
-            if constexpr (!F::kSigned) p = _mm256_maddubs_epi16(v[i], xq);
-            else if constexpr (kAbsX) p = _mm256_maddubs_epi16(x_abs, _mm256_sign_epi8(v[i], xq));
-            else p = _mm256_maddubs_epi16(v_abs[i], _mm256_sign_epi8(xq, v[i]));
-            isum[i][j] = _mm256_add_epi32(isum[i][j], _mm256_madd_epi16(p, sc[i]));
+            if constexpr (!F::kSigned) p = _mm256_maddubs_epi16(v[slot], xq);
+            else if constexpr (kAbsX) p = _mm256_maddubs_epi16(x_abs, _mm256_sign_epi8(v[slot], xq));
+            else p = _mm256_maddubs_epi16(v_abs[slot], _mm256_sign_epi8(xq, v[slot]));
+            isum[i][j] = _mm256_add_epi32(isum[i][j], _mm256_madd_epi16(p, sc[slot]));
           }
         }
       }
