@@ -288,27 +288,6 @@ TEST(quant, every_table_quantizes_q8_0_activations_to_the_reference_bytes) {
   }
 }
 
-// Q8_1 is Q8_0's block plus s = f16(d * sum of the codes): same cases, every byte.
-TEST(quant, every_table_quantizes_q8_1_activations_to_the_reference_bytes) {
-  const std::vector<float> x = q8_activation_cases();
-  const int64_t n = (int64_t)x.size();
-  std::vector<block_q8_1> want(n / kQK);
-  quantize_row_q8_1_ref(x.data(), want.data(), n);
-  for (const KernelTable* t : runnable_kernel_tables()) {
-    CHECK_MSG(t->quantize_row_q8_1 != nullptr, std::string(t->name) + ".quantize_row_q8_1 is null");
-    if (!t->quantize_row_q8_1) continue;
-    std::vector<block_q8_1> got(n / kQK);
-    t->quantize_row_q8_1(x.data(), got.data(), n);
-    int64_t bad = -1;
-    for (int64_t i = 0; i < n / kQK && bad < 0; ++i)
-      if (!same_bytes(&got[i], &want[i], sizeof(block_q8_1))) bad = i;
-    CHECK_MSG(bad < 0, std::string(t->name) + ": block " + std::to_string(bad) + " differs (d " +
-                           std::to_string(bad < 0 ? 0 : got[bad].d) + " vs " + std::to_string(bad < 0 ? 0 : want[bad].d) +
-                           ", s " + std::to_string(bad < 0 ? 0 : got[bad].s) + " vs " +
-                           std::to_string(bad < 0 ? 0 : want[bad].s) + ")");
-  }
-}
-
 TEST(quant, every_table_converts_f32_to_f16_like_the_scalar_conversion) {
   const std::vector<float> x = f16_conversion_cases();
   const int64_t n = (int64_t)x.size();
