@@ -243,10 +243,10 @@ struct SuperTile {
 
 }  // namespace
 
-void gemm_q2_k(const GemmArgs& a, int64_t r0, int64_t r1) { common::drive<SuperTile<Q2KFormat>, kGemmRows>(a, r0, r1); }
-void gemm_q3_k(const GemmArgs& a, int64_t r0, int64_t r1) { common::drive<SuperTile<Q3KFormat>, kGemmRows>(a, r0, r1); }
+void gemm_q2_k(const GemmArgs& a, int64_t r0, int64_t r1) { common::drive_row_blocks<SuperTile<Q2KFormat>, kGemmRows>(a, r0, r1); }
+void gemm_q3_k(const GemmArgs& a, int64_t r0, int64_t r1) { common::drive_row_blocks<SuperTile<Q3KFormat>, kGemmRows>(a, r0, r1); }
 void gemm_iq4_xs(const GemmArgs& a, int64_t r0, int64_t r1) {
-  common::drive<SuperTile<Iq4XsFormat>, kGemmRows>(a, r0, r1);
+  common::drive_row_blocks<SuperTile<Iq4XsFormat>, kGemmRows>(a, r0, r1);
 }
 
 }  // namespace edgellm::avx2

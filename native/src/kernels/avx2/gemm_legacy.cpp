@@ -275,11 +275,11 @@ void quantize_row_q8_1(const float* x, block_q8_1* y, int64_t n) {
   }
 }
 
-void gemm_q4_1(const GemmArgs& a, int64_t r0, int64_t r1) { common::drive<LegacyTile<Q4_1Format>, kGemmRows>(a, r0, r1); }
-void gemm_q5_0(const GemmArgs& a, int64_t r0, int64_t r1) { common::drive<LegacyTile<Q5_0Format>, kGemmRows>(a, r0, r1); }
-void gemm_q5_1(const GemmArgs& a, int64_t r0, int64_t r1) { common::drive<LegacyTile<Q5_1Format>, kGemmRows>(a, r0, r1); }
+void gemm_q4_1(const GemmArgs& a, int64_t r0, int64_t r1) { common::drive_row_blocks<LegacyTile<Q4_1Format>, kGemmRows>(a, r0, r1); }
+void gemm_q5_0(const GemmArgs& a, int64_t r0, int64_t r1) { common::drive_row_blocks<LegacyTile<Q5_0Format>, kGemmRows>(a, r0, r1); }
+void gemm_q5_1(const GemmArgs& a, int64_t r0, int64_t r1) { common::drive_row_blocks<LegacyTile<Q5_1Format>, kGemmRows>(a, r0, r1); }
 void gemm_iq4_nl(const GemmArgs& a, int64_t r0, int64_t r1) {
-  common::drive<LegacyTile<Iq4NlFormat>, kGemmRows>(a, r0, r1);
+  common::drive_row_blocks<LegacyTile<Iq4NlFormat>, kGemmRows>(a, r0, r1);
 }
 
 }  // namespace edgellm::avx2
