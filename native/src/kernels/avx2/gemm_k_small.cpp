@@ -2,18 +2,18 @@
 //
 // One tile (SuperTile) serves the three: a super-block is 8 steps of 32 weights, each step two
 // groups of 16 weights, one per 128-bit lane, with one sub-block scale per group. A format says
-// where step t's two groups start (Format::group_offsets: the x bytes to load), how their codes
+// where step t's two groups start (Format::group_offset: the x bytes to load), how their codes
 // come out of the block (Format::codes), and supplies the sub-block scales as int16 so that one
 // pshufb gives step t's pair of scales (Format::step_scales). Each step adds
 // madd(maddubs(codes, x), scales) to an int32 sum per row and column; once per super-block the
 // sum gets its corrections (Q2_K's mins, Q3_K's -4 offset, both from Q8_K's bsums) and its float
 // scale d_w * d_x. The tiling is common::drive's, as for Q4_0 (decode 4 rows a quarter of the
-// range apart).
+// range apart), with row blocks for more than 4 columns (common::drive_row_blocks).
 //
 // Integer ranges: codes are 0..3 (Q2_K), 0..7 (Q3_K, stored unsigned with the -4 moved into the
 // bsums correction) or the IQ4 book (-127..113, multiplied through the sign trick; neither the
-// book nor Q8_K's codes hold -128, so either side's |.| fits a byte); a maddubs pair is at most 2 * 127 * 127 < 2^15, times a scale <= 32
-// and summed over 8 steps it stays far inside int32.
+// book nor Q8_K's codes hold -128, so either side's |.| fits a byte); a maddubs pair is at most
+// 2 * 127 * 127 < 2^15, times a scale <= 32 and summed over 8 steps it stays far inside int32.
 #include <immintrin.h>
 
 #include <cstddef>
@@ -51,9 +51,9 @@ inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<co
 // ---- the formats ---------------------------------------------------------------------------
 // Format::group_offset(t, lane) -> the first weight of step t's 16-weight group in that lane;
 // Row prepare(block) -> what a row needs for all 8 steps; step_scales(row, t) -> the groups'
-// scales as int16, 8 per lane; codes(block, row, t) -> step t's 32
-// codes, lane by lane; finish(...) folds one super-block's int32 sums into the float
-// accumulator. kSigned: the codes are signed (the sign trick).
+// scales as int16, 8 per lane; codes(block, row, t) -> step t's 32 codes, lane by lane;
+// finish(...) folds one super-block's int32 sums into the float accumulator. kSigned: the codes
+// are signed (the sign trick).
 
 // Q2_K: weight 32t + l is bits 2(t%4) of qs[32(t/4) + l]; scales[j] = sc | m << 4 for sub-block j;
 // y += d_x * (d * sum_j sc_j isum_j - dmin * sum_j m_j bsum_j).
@@ -61,12 +61,11 @@ struct Q2KFormat {
   using Block = block_q2_K;
   static constexpr bool kSigned = false;
   static constexpr int group_offset(int t, int lane) { return 32 * t + 16 * lane; }
-  template <class Row>
-  static __m256i step_scales(const Row& row, int t) { return lane_scales(row.scales, t); }
   struct Row {
     __m256i scales;
     __m256i mins;  // int16 in sub-block order, for the bsums
   };
+  static __m256i step_scales(const Row& row, int t) { return lane_scales(row.scales, t); }
   static Row prepare(const Block& b) {
     const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales));
     const __m128i low4 = _mm_set1_epi8(0x0F);
@@ -91,13 +90,12 @@ struct Q3KFormat {
   using Block = block_q3_K;
   static constexpr bool kSigned = false;
   static constexpr int group_offset(int t, int lane) { return 32 * t + 16 * lane; }
-  template <class Row>
-  static __m256i step_scales(const Row& row, int t) { return lane_scales(row.scales, t); }
   struct Row {
     __m256i scales;
     __m256i sc;     // sc - 32 as int16 in sub-block order, for the bsums
     __m256i hmask;
   };
+  static __m256i step_scales(const Row& row, int t) { return lane_scales(row.scales, t); }
   // The 16 6-bit scales: low 4 bits of j < 8 in the low nibbles of bytes 0-7, of j >= 8 in their
   // high nibbles; the top 2 bits of j in bits 2(j/4) of byte 8 + j%4. Decoded in one register:
   // 16 bytes loaded from 2 before scales (the end of qs), so the load stays inside the block.

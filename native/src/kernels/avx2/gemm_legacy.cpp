@@ -2,8 +2,9 @@
 // (x Q8_0), and the Q8_1 activation quantizer.
 //
 // One tile (LegacyTile) serves the four formats: a format only says how a block's 32 weight codes
-// become 32 bytes in x order (Format::codes) and whether they are signed. The tiling is the Q4_0
-// one (common::drive: decode 4 rows a quarter of the range apart, GEMM 2 rows x 4 columns), and
+// become 32 bytes in x order (Format::codes, Format::pair) and whether they are signed. The tiling
+// is the Q4_0 one (common::drive: decode 4 rows a quarter of the range apart, GEMM 2 rows x 4
+// columns, in row blocks for more than 4 columns: common::drive_row_blocks), and
 // like Q4PairTile the tile takes blocks in pairs, one block per 128-bit lane, so the int32 sums
 // are converted and scaled once per two blocks.
 //
