@@ -61,14 +61,14 @@ TEST(matmul, kernel_bench_default_working_set_is_at_least_a_gib_or_a_quarter_of_
   CHECK(ws >= std::min(size_t(1) << 30, ram / 4));
 }
 
-TEST(matmul, gemv_bench_reports_each_type_after_the_read_bandwidth) {
+TEST(matmul, kernel_bench_reports_each_type_after_the_read_bandwidth) {
   KernelBenchOptions o;
   o.threads = {1};
   o.shapes = {{17, 512}};
   o.min_seconds = 0.001;
   o.working_set_bytes = 1 << 20;
-  const std::vector<KernelBenchRow> rows =
-      run_gemv_bench(o, kReferenceKernels, {DType::IQ4_XS, DType::Q4_1, DType::Q3_K});
+  o.types = {DType::IQ4_XS, DType::Q4_1, DType::Q3_K};
+  const std::vector<KernelBenchRow> rows = run_kernel_bench(o, kReferenceKernels);
   CHECK_EQ(rows.size(), (size_t)4);
   if (rows.size() != 4) return;
   CHECK(rows[0].name == "read_bandwidth");
@@ -81,14 +81,15 @@ TEST(matmul, gemv_bench_reports_each_type_after_the_read_bandwidth) {
   }
 }
 
-TEST(matmul, gemv_bench_rejects_cols_that_are_not_whole_super_blocks) {
+TEST(matmul, kernel_bench_rejects_cols_that_are_not_whole_super_blocks) {
   KernelBenchOptions o;
   o.threads = {1};
   o.shapes = {{64, 96}};  // whole Q4_1 blocks, not whole IQ4_XS super-blocks
   o.working_set_bytes = 1 << 20;
+  o.types = {DType::Q4_1, DType::IQ4_XS};
   std::string what;
   try {
-    run_gemv_bench(o, kReferenceKernels, {DType::Q4_1, DType::IQ4_XS});
+    run_kernel_bench(o, kReferenceKernels);
   } catch (const std::invalid_argument& e) {
     what = e.what();
   }

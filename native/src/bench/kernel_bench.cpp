@@ -4,10 +4,10 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cctype>
-#include <chrono>
 #include <cstddef>
+#include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -81,52 +81,52 @@ inline uint64_t splitmix64(uint64_t& s) {
   return z ^ (z >> 31);
 }
 
-// Byte offsets of a block's f16 scales (d, and the minimum's scale where the format has one).
+// Byte offsets of the f16 scale fields (d, and m / dmin where the format has one) in a block.
 std::vector<size_t> scale_offsets(DType t) {
   switch (t) {
-    case DType::Q4_1: return {offsetof(block_q4_1, d), offsetof(block_q4_1, m)};
-    case DType::Q5_1: return {offsetof(block_q5_1, d), offsetof(block_q5_1, m)};
+    case DType::Q4_0: case DType::Q5_0: case DType::Q8_0: case DType::IQ4_NL: case DType::IQ4_XS: return {0};
+    case DType::Q4_1: case DType::Q5_1: case DType::Q4_K: case DType::Q5_K: return {0, 2};
     case DType::Q2_K: return {offsetof(block_q2_K, d), offsetof(block_q2_K, dmin)};
     case DType::Q3_K: return {offsetof(block_q3_K, d)};
-    case DType::Q4_K: return {offsetof(block_q4_K, d), offsetof(block_q4_K, dmin)};
-    case DType::Q5_K: return {offsetof(block_q5_K, d), offsetof(block_q5_K, dmin)};
     case DType::Q6_K: return {offsetof(block_q6_K, d)};
-    default: return {0};  // Q4_0, Q5_0, Q8_0, IQ4_NL, IQ4_XS: d first
+    default: return {};
   }
 }
 
-// Fills the buffer as consecutive blocks of type t: random codes (every bit pattern of codes and
-// sub-block scales is a valid block), and f16 scales in [2^-10, 2^-6) with random sign, so every
-// matrix cut from it at a block boundary is sane.
+bool is_benchable(DType t) { return dtype_block_elems(t) > 1 && !scale_offsets(t).empty(); }
+
+// Fills the buffer as consecutive blocks of type t: random bytes, with every f16 scale in
+// [2^-10, 2^-6) with random sign, so every matrix cut from it at a block boundary is sane (no
+// NaN, infinity or subnormal that would change the speed).
 void fill_blocks(ThreadPool& pool, DType t, uint8_t* buf, size_t bytes) {
-  const size_t block = dtype_block_bytes(t);
-  const int64_t n_blocks = (int64_t)(bytes / block);
+  const size_t block_bytes = dtype_block_bytes(t);
   const std::vector<size_t> scales = scale_offsets(t);
+  const int64_t n_blocks = (int64_t)(bytes / block_bytes);
   pool.parallel_for(n_blocks, 1 << 14, [&](int64_t b, int64_t e, int) {
     uint64_t state = 0x243F6A8885A308D3ull ^ (uint64_t)b;
-    for (int64_t i = b; i < e; ++i) {
-      uint8_t* blk = buf + (size_t)i * block;
-      for (size_t o = 0; o < block; o += 8) {
-        const uint64_t r = splitmix64(state);
-        std::memcpy(blk + o, &r, std::min<size_t>(8, block - o));
-      }
+    uint8_t* p = buf + (size_t)b * block_bytes;
+    uint8_t* end = buf + (size_t)e * block_bytes;
+    for (; p + 8 <= end; p += 8) {
+      const uint64_t r = splitmix64(state);
+      std::memcpy(p, &r, 8);
+    }
+    for (; p < end; ++p) *p = (uint8_t)splitmix64(state);
+    for (int64_t i = b; i < e; ++i)
       for (size_t off : scales) {
         const uint64_t r = splitmix64(state);
         const uint32_t exponent = 5 + (uint32_t)(r >> 62);  // 5..8: 2^-10 .. 2^-7 times 1.mantissa
-        const uint16_t h = (uint16_t)(((r >> 61 & 1) << 15) | (exponent << 10) | ((r >> 40) & 0x3FF));
-        std::memcpy(blk + off, &h, 2);
+        const uint16_t d = (uint16_t)(((r >> 61 & 1) << 15) | (exponent << 10) | ((r >> 40) & 0x3FF));
+        std::memcpy(buf + (size_t)i * block_bytes + off, &d, 2);
       }
-    }
   });
   // Bytes past the last whole block are only summed, never used as weights.
-  std::memset(buf + (size_t)n_blocks * block, 0, bytes - (size_t)n_blocks * block);
+  std::memset(buf + (size_t)n_blocks * block_bytes, 0, bytes - (size_t)n_blocks * block_bytes);
 }
 
-// Lower-case type name, as in "gemv_iq4_xs".
-std::string gemv_row_name(DType t) {
-  std::string name = std::string("gemv_") + dtype_name(t);
-  for (char& c : name) c = (char)std::tolower((unsigned char)c);
-  return name;
+std::string lower(const char* s) {
+  std::string out(s);
+  for (char& c : out) c = (char)std::tolower((unsigned char)c);
+  return out;
 }
 
 // Sums 64-bit words with independent accumulators so the loop vectorizes and the memory
@@ -175,7 +175,7 @@ KernelBenchRow measure_read_bandwidth(ThreadPool& pool, const uint8_t* buf, size
   return row;
 }
 
-// GEMV of weight type t through matmul(), one matrix after another from the buffer.
+// GEMV of type t through matmul(), one matrix after another from the buffer.
 KernelBenchRow measure_gemv(ThreadPool& pool, const KernelTable& kt, DType t, const uint8_t* buf, size_t bytes,
                             int64_t rows, int64_t cols, double min_seconds) {
   const size_t matrix_bytes = dtype_row_bytes(t, cols) * (size_t)rows;
@@ -195,7 +195,7 @@ KernelBenchRow measure_gemv(ThreadPool& pool, const KernelTable& kt, DType t, co
     gemv(calls++);
     elapsed = seconds_since(t0);
   } while (elapsed < min_seconds);
-  KernelBenchRow row{gemv_row_name(t), rows, cols, pool.size(), 0, 0, 0, elapsed, kt.name ? kt.name : ""};
+  KernelBenchRow row{"gemv_" + lower(dtype_name(t)), rows, cols, pool.size(), 0, 0, 0, elapsed, kt.name ? kt.name : ""};
   row.gbps = (double)(calls * matrix_bytes) / elapsed / 1e9;
   g_sink.fetch_add((uint64_t)(y[0] != 0), std::memory_order_relaxed);
   return row;
@@ -212,11 +212,6 @@ size_t default_kernel_bench_working_set_bytes() {
 }
 
 std::vector<KernelBenchRow> run_kernel_bench(const KernelBenchOptions& options, const KernelTable& kt) {
-  return run_gemv_bench(options, kt, {DType::Q4_0});
-}
-
-std::vector<KernelBenchRow> run_gemv_bench(const KernelBenchOptions& options, const KernelTable& kt,
-                                           const std::vector<DType>& types) {
   if (!(options.min_seconds >= 0))
     throw std::invalid_argument("kernel bench: min_seconds must be >= 0");
   std::vector<int> threads;
@@ -224,18 +219,18 @@ std::vector<KernelBenchRow> run_gemv_bench(const KernelBenchOptions& options, co
     if (t < 1) throw std::invalid_argument("kernel bench: thread count " + std::to_string(t) + " is not >= 1");
     if (std::find(threads.begin(), threads.end(), t) == threads.end()) threads.push_back(t);
   }
-  for (DType t : types)
-    if (dtype_block_elems(t) == 1 || dtype_activation(t) == DType::F32 || !kt.gemm_for(t))
-      throw std::invalid_argument(std::string("kernel bench: no quantized GEMM for ") + dtype_name(t) + " in the " +
-                                  (kt.name ? kt.name : "") + " table");
+  for (DType t : options.types)
+    if (!is_benchable(t))
+      throw std::invalid_argument(std::string("kernel bench: ") + dtype_name(t) +
+                                  " is not a quantized weight type (try q4_0, q4_k, q6_k, iq4_xs, ...)");
   size_t largest = 0;
   for (const auto& s : options.shapes)
-    for (DType t : types) {
+    for (DType t : options.types) {
       const int64_t block = dtype_block_elems(t);
       if (s.first < 1 || s.second < block || s.second % block != 0)
         throw std::invalid_argument("kernel bench: shape " + std::to_string(s.first) + "x" + std::to_string(s.second) +
                                     " needs rows >= 1 and cols a positive multiple of " + std::to_string(block) +
-                                    " (" + dtype_name(t) + ")");
+                                    " (the " + dtype_name(t) + " block)");
       largest = std::max(largest, dtype_row_bytes(t, s.second) * (size_t)s.first);
     }
   const size_t working_set =
@@ -253,8 +248,7 @@ std::vector<KernelBenchRow> run_gemv_bench(const KernelBenchOptions& options, co
   // Pi) and fewer TLB misses while streaming. Advice only; ignoring a failure is fine.
   madvise(buf.get(), alloc_bytes, MADV_HUGEPAGE);
 #endif
-  ThreadPool& fill_pool = *pools.rbegin()->second;
-  if (!types.empty()) fill_blocks(fill_pool, types[0], buf.get(), bytes);
+  fill_blocks(*pools.rbegin()->second, options.types.empty() ? DType::Q4_0 : options.types.front(), buf.get(), bytes);
 
   std::vector<KernelBenchRow> rows;
   std::map<int, double> peak;
@@ -264,12 +258,13 @@ std::vector<KernelBenchRow> run_gemv_bench(const KernelBenchOptions& options, co
     peak[t] = r.gbps;
     rows.push_back(r);
   }
-  for (size_t i = 0; i < types.size(); ++i) {
-    if (i > 0) fill_blocks(fill_pool, types[i], buf.get(), bytes);
+  for (size_t i = 0; i < options.types.size(); ++i) {
+    const DType type = options.types[i];
+    if (i > 0) fill_blocks(*pools.rbegin()->second, type, buf.get(), bytes);
     for (const auto& s : options.shapes)
       for (int t : threads) {
         KernelBenchRow r =
-            measure_gemv(*pools[t], kt, types[i], buf.get(), bytes, s.first, s.second, options.min_seconds);
+            measure_gemv(*pools[t], kt, type, buf.get(), bytes, s.first, s.second, options.min_seconds);
         r.peak_gbps = peak[t];
         r.ratio = r.peak_gbps > 0 ? r.gbps / r.peak_gbps : 0;
         rows.push_back(r);
