@@ -299,7 +299,7 @@ t.test('refusals reach TypeScript as EdgeErrors with the right code and the file
 
   const w = new GgufWriter();
   w.setMeta('general.architecture', meta.string('llama'));
-  w.addTensor({ name: 'blk.0.ffn_down.weight', type: 'F32', shape: [32, 2], data: new Float32Array(64) });
+  w.addTensor({ name: 'blk.0.ffn_down.weight', type: 'F32', shape: [256, 2], data: new Float32Array(512) });
   const good = w.toBytes();
 
   const cut = writeTemp(good.subarray(0, good.length - 1), 'cut.gguf');
@@ -310,14 +310,19 @@ t.test('refusals reach TypeScript as EdgeErrors with the right code and the file
   const v1Path = writeTemp(v1, 'v1.gguf');
   expectCode(t, () => readGgufInfo(v1Path), 'E_MODEL_UNSUPPORTED', v1Path, /GGUF v1 is obsolete/);
 
-  // Patch the tensor's type to 12 (Q4_K): the u32 after the name, n_dims and two u64 dims.
-  const q4k = good.slice();
-  const nameAt = Buffer.from(q4k).indexOf('blk.0.ffn_down.weight');
+  // Patch the tensor's type to 16 (IQ2_XXS, which edgellm does not run): the u32 after the name,
+  // n_dims and two u64 dims.
+  const iq2 = good.slice();
+  const nameAt = Buffer.from(iq2).indexOf('blk.0.ffn_down.weight');
   const typeAt = nameAt + 'blk.0.ffn_down.weight'.length + 4 + 16;
+  new DataView(iq2.buffer).setUint32(typeAt, 16, true);
+  const iq2Path = writeTemp(iq2, 'iq2.gguf');
+  expectCode(t, () => readGgufInfo(iq2Path), 'E_MODEL_UNSUPPORTED', iq2Path, /'blk\.0\.ffn_down\.weight' has type IQ2_XXS/,
+    /edgellm quantize MODEL-F16\.gguf OUT\.gguf --type q2_k/);
+  // Q4_K (12) is a type edgellm runs.
+  const q4k = good.slice();
   new DataView(q4k.buffer).setUint32(typeAt, 12, true);
-  const q4kPath = writeTemp(q4k, 'q4k.gguf');
-  expectCode(t, () => readGgufInfo(q4kPath), 'E_MODEL_UNSUPPORTED', q4kPath, /Q4_K/,
-    /edgellm quantize IN\.gguf OUT\.gguf --type q4_0/);
+  t.equal(readGgufInfo(writeTemp(q4k, 'q4k.gguf')).tensors[0]!.type, 'Q4_K');
 
   t.throws(() => readGgufInfo(42 as unknown as string), { code: 'E_BAD_ARGUMENT' });
 });
