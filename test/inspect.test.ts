@@ -230,7 +230,7 @@ t.test('a file with a type edgellm does not run: inspect lists it, says which te
   t.equal(r.status, 0, r.stderr);
   t.match(r.stdout, /^\s+IQ2_XXS\s+2 tensors\s+\S+ \S+\s+\(edgellm does not run this type\)$/m);
   t.match(r.stdout, /^\s+Q4_K\s+9 tensors /m);
-  t.match(r.stdout, /^loading:\s+BLOCKED by 2 tensors \('blk\.0\.ffn_gate\.weight', 'blk\.1\.ffn_gate\.weight'\): edgellm does not run IQ2_XXS yet \(it runs F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS\): quantize the F16 or F32 original with `edgellm quantize MODEL-F16\.gguf OUT\.gguf --type q2_k`/m);
+  t.match(r.stdout, /^loading:\s+BLOCKED by 2 tensors \('blk\.0\.ffn_gate\.weight', 'blk\.1\.ffn_gate\.weight'\): edgellm does not support IQ2_XXS yet \(it runs F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS\)\. Use a file of the model in one of those types \(e\.g\. Q4_K_M or Q8_0\), or re-quantize its F16\/F32 original: `edgellm quantize MODEL-F16\.gguf OUT\.gguf --type q2_k`$/m);
   const j = JSON.parse(run(['inspect', path, '--json']).stdout) as ModelRequirements & { loadable: boolean };
   t.equal(j.loadable, false);
   t.same(j.unsupported_tensors.map((u) => `${u.name} ${u.type}`), ['blk.0.ffn_gate.weight IQ2_XXS', 'blk.1.ffn_gate.weight IQ2_XXS']);
@@ -238,6 +238,6 @@ t.test('a file with a type edgellm does not run: inspect lists it, says which te
   // Loading names the tensor, the type and the same fix.
   await t.rejects(loadModel(path, { threads: 1 }), {
     code: 'E_MODEL_UNSUPPORTED',
-    message: /tensor 'blk\.0\.ffn_gate\.weight' has type IQ2_XXS: edgellm does not run IQ2_XXS yet .*--type q2_k/,
+    message: /tensor 'blk\.0\.ffn_gate\.weight' has type IQ2_XXS: edgellm does not support IQ2_XXS yet .*--type q2_k`$/,
   });
 });

@@ -121,6 +121,17 @@ std::string ggml_type_name(uint32_t raw) {
   return "type " + std::to_string(raw);
 }
 
+// "F32, F16, ..., IQ4_NL and IQ4_XS": every weight type a model may hold (kWeightTypes).
+static std::string supported_weight_types() {
+  std::string out;
+  const size_t n = sizeof kWeightTypes / sizeof kWeightTypes[0];
+  for (size_t i = 0; i < n; ++i) {
+    if (i > 0) out += i + 1 == n ? " and " : ", ";
+    out += dtype_name(kWeightTypes[i]);
+  }
+  return out;
+}
+
 bool ggml_type_geometry(uint32_t raw, int64_t* block_elems, size_t* block_bytes) {
   if (dtype_is_known(raw)) {
     *block_elems = dtype_block_elems((DType)raw);
@@ -157,11 +168,9 @@ static const char* nearest_mix(uint32_t raw) {
 }
 
 std::string unrunnable_type_advice(uint32_t raw) {
-  std::string runs;
-  for (DType k : kWeightTypes) runs += std::string(runs.empty() ? "" : ", ") + dtype_name(k);
-  return "edgellm does not run " + ggml_type_name(raw) + " yet (it runs " + runs +
-         "): quantize the F16 or F32 original with `edgellm quantize MODEL-F16.gguf OUT.gguf --type " + nearest_mix(raw) +
-         "` (or download a file in one of those types)";
+  return "edgellm does not support " + ggml_type_name(raw) + " yet (it runs " + supported_weight_types() +
+         "). Use a file of the model in one of those types (e.g. Q4_K_M or Q8_0), or re-quantize its F16/F32 original: "
+         "`edgellm quantize MODEL-F16.gguf OUT.gguf --type " + nearest_mix(raw) + "`";
 }
 
 static bool is_valid_value_type(uint32_t raw) { return raw <= (uint32_t)GgufValueType::F64; }
