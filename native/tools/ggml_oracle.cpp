@@ -130,14 +130,20 @@ std::string exe_dir() {
 // The prebuilt x64 CPU build of node-llama-cpp (a devDependency of edgellm).
 constexpr const char* kBinsSubdir = "node_modules/@node-llama-cpp/linux-x64/bins/linux-x64";
 
-std::string find_lib_dir(const std::string& flag) {
-  if (!flag.empty()) return flag;
-  if (const char* env = std::getenv("EDGELLM_LLAMA_LIB_DIR"); env && *env) return env;
+// The library directory, and where it came from (for error messages).
+struct LibDir {
+  std::string path;
+  std::string origin;
+};
+
+LibDir find_lib_dir(const std::string& flag) {
+  if (!flag.empty()) return {flag, "--lib-dir"};
+  if (const char* env = std::getenv("EDGELLM_LLAMA_LIB_DIR"); env && *env) return {env, "$EDGELLM_LLAMA_LIB_DIR"};
   // build/native/edgellm_ggml_oracle -> the package root two levels up; then the cwd.
   const std::string candidates[] = {exe_dir() + "/../../" + kBinsSubdir, exe_dir() + "/../" + kBinsSubdir,
                                     std::string(kBinsSubdir)};
   for (const std::string& c : candidates)
-    if (is_dir(c)) return c;
+    if (is_dir(c)) return {c, "node-llama-cpp's x64 package"};
   die(std::string("node-llama-cpp's prebuilt libraries were not found (looked for ") + kBinsSubdir +
       " next to the executable and in the working directory); run `npm install` in the edgellm "
       "checkout (node-llama-cpp 3.21.1 is a devDependency, its x64 binaries come in "
@@ -151,15 +157,15 @@ void* sym(void* lib, const char* name, const std::string& file) {
   return p;
 }
 
-Ggml load_ggml(const std::string& dir) {
+Ggml load_ggml(const LibDir& dir) {
   Ggml g;
-  const std::string file = dir + "/libggml-base.so";
+  const std::string file = dir.path + "/libggml-base.so";
   // RTLD_GLOBAL: libllama's DT_NEEDED libggml-base.so then resolves to this very copy.
   g.base = dlopen(file.c_str(), RTLD_NOW | RTLD_GLOBAL);
   if (!g.base)
-    die(std::string("cannot load ") + file + ": " + dlerror() +
+    die("cannot load libggml-base.so from " + dir.path + " (" + dir.origin + "): " + dlerror() +
         " (install the devDependency node-llama-cpp@3.21.1 with `npm install`, which brings "
-        "@node-llama-cpp/linux-x64, or point --lib-dir at its bins/linux-x64)");
+        "@node-llama-cpp/linux-x64, or point --lib-dir / $EDGELLM_LLAMA_LIB_DIR at its bins/linux-x64)");
   g.get_type_traits = reinterpret_cast<decltype(g.get_type_traits)>(sym(g.base, "ggml_get_type_traits", file));
   g.quantize_chunk = reinterpret_cast<decltype(g.quantize_chunk)>(sym(g.base, "ggml_quantize_chunk", file));
   g.quantize_requires_imatrix = reinterpret_cast<decltype(g.quantize_requires_imatrix)>(
@@ -168,7 +174,8 @@ Ggml load_ggml(const std::string& dir) {
   return g;
 }
 
-Llama load_llama(const std::string& dir) {
+Llama load_llama(const LibDir& lib_dir) {
+  const std::string& dir = lib_dir.path;
   // node-llama-cpp ships it with its release in the name (libllama.v0.4.0.so); llama.cpp's own
   // builds call it libllama.so. libllama-common.so is a different library.
   std::string file;
@@ -184,7 +191,7 @@ Llama load_llama(const std::string& dir) {
     closedir(d);
   }
   if (file.empty())
-    die("no libllama*.so in " + dir +
+    die("no libllama*.so in " + dir + " (" + lib_dir.origin + ")" +
         " (install the devDependency node-llama-cpp@3.21.1 with `npm install`, or point --lib-dir at "
         "node_modules/@node-llama-cpp/linux-x64/bins/linux-x64)");
   Llama l;
@@ -360,7 +367,7 @@ int main(int argc, char** argv) {
         "(see the comment at the top of native/tools/ggml_oracle.cpp)");
   const std::string cmd = args[0];
   const std::vector<std::string> rest(args.begin() + 1, args.end());
-  const std::string dir = find_lib_dir(lib_dir_flag);
+  const LibDir dir = find_lib_dir(lib_dir_flag);
   const Ggml g = load_ggml(dir);
   if (cmd == "quantize-rows") return cmd_quantize_rows(g, rest);
   if (cmd == "quantize-ref") return cmd_quantize_ref(g, rest);
