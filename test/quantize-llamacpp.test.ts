@@ -22,7 +22,8 @@ const BASE = { nVocab: 320, nEmbd: 256, nLayer: 8, nHead: 4, nHeadKv: 2, headDim
 /**
  * 8 layers make use_more_bits pick layers 0, 3, 6 and 7; GQA 2 and 4 take both sides of the
  * n_gqa >= 4 rules; 8 experts take the 8-expert bumps; 320 and 200 wide rows take the fallbacks
- * (Q4_K -> Q5_0 ..., and F16 for rows that are not a multiple of 32); gemma3 ties its output.
+ * (Q4_K -> Q5_0 ..., and F16 for rows that are not a multiple of 32); gemma3 ties its output; one
+ * model's matrices are F16, the other input llama.cpp's quantizer takes.
  */
 export const MODELS: Spec[] = [
   { ...BASE, name: 'llama dense gqa2', arch: 'llama' },
@@ -32,6 +33,7 @@ export const MODELS: Spec[] = [
   { ...BASE, name: 'qwen2', arch: 'qwen2', nLayer: 3 },
   { ...BASE, name: 'qwen2 width 320', arch: 'qwen2', nEmbd: 320, nHead: 5, nHeadKv: 1, headDim: 64, nLayer: 3, nFf: 200 },
   { ...BASE, name: 'gemma3 tied', arch: 'gemma3', nLayer: 2, window: 16 },
+  { ...BASE, name: 'llama F16 source', arch: 'llama', nLayer: 2, type: 'F16' },
 ];
 
 /** llama-quantize's name of each mix (the oracle's FTYPE argument). */
