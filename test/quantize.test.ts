@@ -283,3 +283,20 @@ t.test('the writer refuses a stream that yields the wrong number of bytes', asyn
   t.notOk(existsSync(path));
   t.throws(() => w.toBytes(), /streamed/);
 });
+
+t.test('real files: edgellm quantize writes ../shared/models/llamacpp-quantized byte for byte (stories260K Q4_0 and Q4_K_M, TinyLLama-v0 requantized to Q4_K_M)', async (t) => {
+  const stories = requireModel(t, 'stories260K.gguf');
+  const tiny = requireModel(t, 'TinyLLama-v0-Q4_0.gguf');
+  if (!stories || !tiny) return;
+  for (const [src, type, want, allowRequantize] of [
+    [stories, 'q4_0', 'stories260K-Q4_0.gguf', false],
+    [stories, 'q4_k_m', 'stories260K-Q4_K_M.gguf', false],
+    [tiny, 'q4_k_m', 'TinyLLama-v0-Q4_K_M.gguf', true],
+  ] as const) {
+    const expected = requireModel(t, join('llamacpp-quantized', want));
+    if (!expected) continue;
+    const out = join(dir, `real-${want}`);
+    await quantizeModel(src, out, { type, allowRequantize });
+    t.ok(readFileSync(out).equals(readFileSync(expected)), `${want}: identical to llama.cpp's file`);
+  }
+});
