@@ -300,3 +300,16 @@ t.test('real files: edgellm quantize writes ../shared/models/llamacpp-quantized 
     t.ok(readFileSync(out).equals(readFileSync(expected)), `${want}: identical to llama.cpp's file`);
   }
 });
+
+t.test('the CLI: a quantized input is refused with the accuracy warning, and --allow-requantize converts it', async (t) => {
+  const q8 = writeLlama('cli-q8.gguf', { matrixType: 'Q8_0' });
+  const out = join(dir, 'cli-q8-q4.gguf');
+  const refused = run(['quantize', q8.path, out, '--type', 'q4_0']);
+  t.equal(refused.status, 2);
+  t.match(refused.stderr.trim(), /^edgellm: E_MODEL_UNSUPPORTED: .*is already quantized \(Q8_0\); requantizing it to Q4_0 loses accuracy .* or pass --allow-requantize to convert it anyway$/);
+  t.notOk(existsSync(out));
+  const ok = run(['quantize', q8.path, out, '--type', 'q4_0', '--allow-requantize']);
+  t.equal(ok.status, 0, ok.stderr);
+  t.match(ok.stdout, /q4_0 \(file type 2\), 15 of 21 tensors quantized/);
+  t.equal(readGgufInfo(out).tensors.find((x) => x.name === 'blk.0.ffn_up.weight')!.type, 'Q4_0');
+});
