@@ -22,9 +22,10 @@ const BASE = { nVocab: 320, nEmbd: 256, nLayer: 8, nHead: 4, nHeadKv: 2, headDim
 /**
  * 8 layers make use_more_bits pick layers 0, 3, 6 and 7; GQA 2 and 4 take both sides of the
  * n_gqa >= 4 rules; 8 experts take the 8-expert bumps; 320 and 200 wide rows take the fallbacks
- * (Q4_K -> Q5_0 ..., and F16 for rows that are not a multiple of 32); gemma3 ties its output.
+ * (Q4_K -> Q5_0 ..., and F16 for rows that are not a multiple of 32); gemma3 ties its output; one
+ * model's matrices are F16, the other input llama.cpp's quantizer takes.
  */
-export const MODELS: Spec[] = [
+const MODELS: Spec[] = [
   { ...BASE, name: 'llama dense gqa2', arch: 'llama' },
   { ...BASE, name: 'llama dense gqa4', arch: 'llama', nLayer: 3, nHead: 8, nHeadKv: 2 },
   { ...BASE, name: 'llama moe 8x2', arch: 'llama', nLayer: 2, nFf: 64, nExpert: 8, nExpertUsed: 2 },
@@ -32,10 +33,11 @@ export const MODELS: Spec[] = [
   { ...BASE, name: 'qwen2', arch: 'qwen2', nLayer: 3 },
   { ...BASE, name: 'qwen2 width 320', arch: 'qwen2', nEmbd: 320, nHead: 5, nHeadKv: 1, headDim: 64, nLayer: 3, nFf: 200 },
   { ...BASE, name: 'gemma3 tied', arch: 'gemma3', nLayer: 2, window: 16 },
+  { ...BASE, name: 'llama F16 source', arch: 'llama', nLayer: 2, type: 'F16' },
 ];
 
 /** llama-quantize's name of each mix (the oracle's FTYPE argument). */
-export const LLAMA_FTYPE: Record<QuantizeType, string> = {
+const LLAMA_FTYPE: Record<QuantizeType, string> = {
   q4_0: 'Q4_0', q4_1: 'Q4_1', q5_0: 'Q5_0', q5_1: 'Q5_1', q8_0: 'Q8_0', q2_k: 'Q2_K', q3_k_m: 'Q3_K_M',
   q4_k_s: 'Q4_K_S', q4_k_m: 'Q4_K_M', q5_k_m: 'Q5_K_M', q6_k: 'Q6_K', iq4_nl: 'IQ4_NL', iq4_xs: 'IQ4_XS',
 };

@@ -283,3 +283,33 @@ t.test('the writer refuses a stream that yields the wrong number of bytes', asyn
   t.notOk(existsSync(path));
   t.throws(() => w.toBytes(), /streamed/);
 });
+
+t.test('real files: edgellm quantize writes ../shared/models/llamacpp-quantized byte for byte (stories260K Q4_0 and Q4_K_M, TinyLLama-v0 requantized to Q4_K_M)', async (t) => {
+  const stories = requireModel(t, 'stories260K.gguf');
+  const tiny = requireModel(t, 'TinyLLama-v0-Q4_0.gguf');
+  if (!stories || !tiny) return;
+  for (const [src, type, want, allowRequantize] of [
+    [stories, 'q4_0', 'stories260K-Q4_0.gguf', false],
+    [stories, 'q4_k_m', 'stories260K-Q4_K_M.gguf', false],
+    [tiny, 'q4_k_m', 'TinyLLama-v0-Q4_K_M.gguf', true],
+  ] as const) {
+    const expected = requireModel(t, join('llamacpp-quantized', want));
+    if (!expected) continue;
+    const out = join(dir, `real-${want}`);
+    await quantizeModel(src, out, { type, allowRequantize });
+    t.ok(readFileSync(out).equals(readFileSync(expected)), `${want}: identical to llama.cpp's file`);
+  }
+});
+
+t.test('the CLI: a quantized input is refused with the accuracy warning, and --allow-requantize converts it', async (t) => {
+  const q8 = writeLlama('cli-q8.gguf', { matrixType: 'Q8_0' });
+  const out = join(dir, 'cli-q8-q4.gguf');
+  const refused = run(['quantize', q8.path, out, '--type', 'q4_0']);
+  t.equal(refused.status, 2);
+  t.match(refused.stderr.trim(), /^edgellm: E_MODEL_UNSUPPORTED: .*is already quantized \(Q8_0\); requantizing it to Q4_0 loses accuracy .* or pass --allow-requantize to convert it anyway$/);
+  t.notOk(existsSync(out));
+  const ok = run(['quantize', q8.path, out, '--type', 'q4_0', '--allow-requantize']);
+  t.equal(ok.status, 0, ok.stderr);
+  t.match(ok.stdout, /q4_0 \(file type 2\), 15 of 21 tensors quantized/);
+  t.equal(readGgufInfo(out).tensors.find((x) => x.name === 'blk.0.ffn_up.weight')!.type, 'Q4_0');
+});

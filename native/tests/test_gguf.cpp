@@ -514,22 +514,48 @@ TEST(gguf, refuses_other_versions_byte_orders_and_formats) {
 }
 
 TEST(gguf, refuses_unknown_tensor_types_naming_them) {
-  // IQ2_XXS (16) and the repacked Q4_0_4_4 (31) are ggml types edgellm does not run.
-  for (uint32_t type : {16u, 31u}) {
-    TestGguf g;
-    g.tensor({"blk.0.ffn_down.weight", type, {256, 2}, std::vector<uint8_t>(288, 0), {}});
-    EXPECT_ERROR(parse(g.build()), "E_MODEL_UNSUPPORTED", "'blk.0.ffn_down.weight'",
-                 type == 16 ? "has type IQ2_XXS" : "has type Q4_0_4_4", "does not support yet",
-                 "it runs F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS",
-                 "`edgellm quantize MODEL-F16.gguf OUT.gguf --type q4_0`");
-  }
+  // IQ2_XXS (16): a ggml type edgellm does not run (256-weight blocks of 66 bytes); the advice
+  // names the nearest mix edgellm quantize writes.
+  TestGguf g;
+  g.tensor({"blk.0.ffn_down.weight", 16, {256, 2}, std::vector<uint8_t>(132, 0), {}});
+  EXPECT_ERROR(parse(g.build()), "E_MODEL_UNSUPPORTED", "'blk.0.ffn_down.weight'", "has type IQ2_XXS",
+               "does not support IQ2_XXS yet",
+               "it runs F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS",
+               "`edgellm quantize MODEL-F16.gguf OUT.gguf --type q2_k`");
+  // The repacked Q4_0_4_4 (31) was removed from GGUF files by ggml.
+  TestGguf r;
+  r.tensor({"blk.0.ffn_down.weight", 31, {256, 2}, std::vector<uint8_t>(288, 0), {}});
+  EXPECT_ERROR(parse(r.build()), "E_MODEL_UNSUPPORTED", "'blk.0.ffn_down.weight'", "has type Q4_0_4_4",
+               "not a tensor type of GGUF files");
   // Q8_1 and Q8_K are activation formats, never weights.
   TestGguf a;
   a.tensor({"blk.0.ffn_down.weight", 15, {256, 2}, std::vector<uint8_t>(584, 0), {}});
   EXPECT_ERROR(parse(a.build()), "E_MODEL_UNSUPPORTED", "'blk.0.ffn_down.weight'", "has type Q8_K");
   TestGguf h;
   h.tensor({"x", 1000, {32}, std::vector<uint8_t>(64, 0), {}});
-  EXPECT_ERROR(parse(h.build()), "E_MODEL_UNSUPPORTED", "'x'", "type 1000");
+  EXPECT_ERROR(parse(h.build()), "E_MODEL_UNSUPPORTED", "'x'", "type 1000", "not a tensor type of GGUF files");
+}
+
+TEST(gguf, keeps_unknown_tensor_types_for_describing_a_file) {
+  // inspect opens with Keep: the IQ2_XXS tensor is there, not runnable, sized by ggml's geometry,
+  // and the tensor after it is at its aligned offset.
+  TestGguf g;
+  g.tensor({"blk.0.ffn_down.weight", 16, {256, 2}, std::vector<uint8_t>(132, 7), {}});
+  g.tensor({"blk.0.ffn_up.weight", 12, {256, 1}, std::vector<uint8_t>(144, 9), {}});
+  const GgufFile f = GgufFile::from_bytes(g.build(), "mixed.gguf", UnknownTensorTypes::Keep);
+  const GgufTensor& d = f.tensor("blk.0.ffn_down.weight");
+  CHECK(!d.runnable);
+  CHECK_EQ(d.bytes, (uint64_t)132);
+  CHECK(ggml_type_name((uint32_t)d.type) == "IQ2_XXS");
+  CHECK_EQ((int)static_cast<const uint8_t*>(d.data)[131], 7);
+  const GgufTensor& u = f.tensor("blk.0.ffn_up.weight");
+  CHECK(u.runnable);
+  CHECK(u.type == DType::Q4_K);
+  CHECK_EQ((int)static_cast<const uint8_t*>(u.data)[0], 9);
+  // A type ggml removed from GGUF (Q4_0_4_4) has no size: refused either way.
+  TestGguf h;
+  h.tensor({"x", 31, {32}, std::vector<uint8_t>(18, 0), {}});
+  EXPECT_ERROR(GgufFile::from_bytes(h.build(), "r.gguf", UnknownTensorTypes::Keep), "E_MODEL_UNSUPPORTED", "Q4_0_4_4");
 }
 
 TEST(gguf, refuses_rows_that_are_not_whole_blocks) {

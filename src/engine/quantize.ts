@@ -28,7 +28,7 @@ const QUANTIZATION_VERSION = 2;
 const DROPPED_KEYS = new Set(['split.no', 'split.count', 'split.tensors.count', 'general.quantization_version', 'general.file_type']);
 /** Source bytes converted per call: big enough to amortize a call, small enough to bound memory. */
 const CHUNK_BYTES = 4 << 20;
-/** Tensor types that are stored quantized (converting from one loses accuracy). */
+/** The float types: converting from them is quantizing; from any other type it is requantizing. */
 const FLOAT_TYPES: ReadonlySet<GgufTensorType> = new Set(['F32', 'F16', 'BF16']);
 
 export interface QuantizeOptions {
