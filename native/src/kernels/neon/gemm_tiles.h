@@ -23,7 +23,7 @@
 #pragma once
 #include <arm_neon.h>
 
-#include <cstring>
+#include <cstddef>
 #include <type_traits>
 
 #include "kernels/common/gemm_tiling.h"
@@ -130,17 +130,19 @@ inline void nibbles(const uint8_t* qs, uint8x16_t& lo, uint8x16_t& hi) {
 }
 
 // Q5_0 / Q5_1 codes (nibble | fifth bit << 4) - 16, i.e. the nibble with bits 4..7 all set
-// (-16 + nibble as int8) where the fifth bit is clear. Bit j of qh (uint32 LE) is weight j's.
-// Each qh byte is spread over the 8 lanes of its weights (tbl), tested against that lane's bit
-// (cmtst: 0xFF where the inverted bit is set, i.e. the fifth bit clear), and sli writes the
-// result's low 4 bits over bits 4..7 of the nibble lanes (sli also drops the high nibble of lo).
-inline void q5_codes(const uint8_t* qs, const uint8_t* qh, int8x16_t& lo, int8x16_t& hi) {
+// (-16 + nibble as int8) where the fifth bit is clear. Bit j of qh (uint32 LE, kQh bytes into
+// the block) is weight j's. The block's first 16 bytes (d, m, qh: every Q5 block is longer) go
+// into one vector, inverted; tbl spreads each qh byte over the 8 lanes of its weights, cmtst
+// against that lane's bit gives 0xFF where the fifth bit is clear, and sli writes those 4 bits
+// over bits 4..7 of the nibble lanes (which also drops the high nibbles from lo).
+template <int kQh>
+inline void q5_codes(const void* block, const uint8_t* qs, int8x16_t& lo, int8x16_t& hi) {
   static constexpr uint8_t kLaneBit[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
-  static constexpr uint8_t kLoBytes[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
-  static constexpr uint8_t kHiBytes[16] = {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3};
-  uint32_t h;
-  std::memcpy(&h, qh, sizeof h);
-  const uint8x16_t clear = vreinterpretq_u8_u32(vdupq_n_u32(~h));
+  static constexpr uint8_t kLoBytes[16] = {kQh,     kQh,     kQh,     kQh,     kQh,     kQh,     kQh,     kQh,
+                                           kQh + 1, kQh + 1, kQh + 1, kQh + 1, kQh + 1, kQh + 1, kQh + 1, kQh + 1};
+  static constexpr uint8_t kHiBytes[16] = {kQh + 2, kQh + 2, kQh + 2, kQh + 2, kQh + 2, kQh + 2, kQh + 2, kQh + 2,
+                                           kQh + 3, kQh + 3, kQh + 3, kQh + 3, kQh + 3, kQh + 3, kQh + 3, kQh + 3};
+  const uint8x16_t clear = vmvnq_u8(vld1q_u8(static_cast<const uint8_t*>(block)));
   const uint8x16_t bit = vld1q_u8(kLaneBit);
   const uint8x16_t clear_lo = vtstq_u8(vqtbl1q_u8(clear, vld1q_u8(kLoBytes)), bit);
   const uint8x16_t clear_hi = vtstq_u8(vqtbl1q_u8(clear, vld1q_u8(kHiBytes)), bit);
@@ -184,7 +186,7 @@ struct Q5_0Codes {
   static constexpr bool kNibbles = false;
   static constexpr int kOffset = 0;
   static constexpr bool kMin = false;
-  static void unpack(const Block& b, int8x16_t& lo, int8x16_t& hi) { q5_codes(b.qs, b.qh, lo, hi); }
+  static void unpack(const Block& b, int8x16_t& lo, int8x16_t& hi) { q5_codes<offsetof(Block, qh)>(&b, b.qs, lo, hi); }
 };
 
 // Q5_1: w = d * q + m with q = (q5_codes + 16), the +16 folded into the shared x-side start.
@@ -194,7 +196,7 @@ struct Q5_1Codes {
   static constexpr bool kNibbles = false;
   static constexpr int kOffset = -16;
   static constexpr bool kMin = true;
-  static void unpack(const Block& b, int8x16_t& lo, int8x16_t& hi) { q5_codes(b.qs, b.qh, lo, hi); }
+  static void unpack(const Block& b, int8x16_t& lo, int8x16_t& hi) { q5_codes<offsetof(Block, qh)>(&b, b.qs, lo, hi); }
 };
 
 struct Q8_0Codes {
