@@ -7,7 +7,6 @@
 // reference bytes.)
 #include <cmath>
 #include <cstring>
-#include <set>
 #include <string>
 #include <utility>
 #include <vector>
