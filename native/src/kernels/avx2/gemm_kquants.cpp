@@ -130,12 +130,15 @@ struct KQuant45 {
                 isum[j], _mm256_add_epi32(_mm256_madd_epi16(plo, sc_lo), _mm256_madd_epi16(phi, sc_hi)));
           }
         }
-        const float d = _cvtsh_ss(blk.d), dmin = _cvtsh_ss(blk.dmin);
+        // One hadd puts the partial sums of isum in lanes 0, 1, 4, 5 and those of the min term
+        // in lanes 2, 3, 6, 7, scaled by [d, d, -dmin, -dmin] x d_x.
+        const __m256 ddmin = _mm256_cvtph_ps(_mm_set1_epi32((int)(blk.d | (uint32_t)blk.dmin << 16)));
+        const __m256 dpat =
+            _mm256_xor_ps(_mm256_permute_ps(ddmin, 0x50), _mm256_setr_ps(0, 0, -0.0f, -0.0f, 0, 0, -0.0f, -0.0f));
         for (int j = 0; j < C; ++j) {
           const __m256i msum = _mm256_madd_epi16(mins, load256(x[j][b].bsums));
-          const float dx = x[j][b].d;
-          acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_set1_ps(d * dx), acc[i][j]);
-          acc[i][j] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(dmin * dx), acc[i][j]);
+          const __m256 both = _mm256_cvtepi32_ps(_mm256_hadd_epi32(isum[j], msum));
+          acc[i][j] = _mm256_fmadd_ps(both, _mm256_mul_ps(dpat, _mm256_set1_ps(x[j][b].d)), acc[i][j]);
         }
       }
     }
