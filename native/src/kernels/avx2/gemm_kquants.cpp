@@ -7,16 +7,20 @@
 // its 6- or 8-bit sub-block scale in the _mm256_madd_epi16 that widens it to int32, and the
 // per-super-block offset (Q4_K/Q5_K: dmin x min; Q6_K: the -32 of its codes) comes from the
 // Q8_K bsums, so it costs one madd per row and column instead of a pass over the weights. One
-// float FMA per super-block then applies d x d_x. That is ~3 vector uops per 32 multiply-adds per
-// column, plus the unpacking of the weights, which a tile does once per row and super-block for
-// all of its columns.
+// convert and one float FMA per super-block then apply d x d_x (and -dmin x d_x). That is ~3
+// vector uops per 32 multiply-adds per column, plus the unpacking of the weights, which a tile
+// does once per row and super-block for all of its columns.
 //
 // Tiling (see drive below): up to 8 columns (decode of 1 to 8 sequences) run in one tile per
 // 4 rows a quarter of the range apart, the decode order of common::drive, so every weight block
 // is read from memory once for all columns and each row is its own sequential stream; more
 // columns (prompt processing) take 4 adjacent rows x 8-column tiles: the rows stay in L1 while
 // the column tiles walk over them, and each column's Q8_K blocks are loaded from L2 once per
-// 4 rows.
+// 4 rows. Per row and super-block the columns' sums stay in registers (8 int32 vectors; the
+// compiler spills a few at 8 columns); 4-column tiles, the 8 sub-block scales kept on the stack
+// as madd memory operands, fully unrolled chunks and unpacking the whole super-block before the
+// columns were all slower in A/B runs (single thread, 64 columns: 8-column tiles ~66 GMAC/s,
+// the others 53-58).
 #include <immintrin.h>
 
 #include <cstring>
