@@ -109,17 +109,17 @@ t.test('loading an 84 MB Q4_0 model adds <= 64 MB resident; one decode adds only
 });
 
 t.test('a Q4_K_M file adds no more resident memory than the Q4_0 file of the same model (weights stay mapped)', { skip: !linux && 'needs /proc/self/status' }, async (t) => {
-  // Loaded one after the other in this process: each load's growth of the engine's own memory
-  // (RssAnon) after one decode, which allocates the KV cache and the activation scratch.
+  // Both stay loaded, the second on top of the first, so neither load reuses memory the other
+  // freed: each load's growth of the engine's own memory (RssAnon) after one decode, which
+  // allocates the KV cache and the activation scratch.
+  const models: Array<{ close(): void }> = [];
+  t.teardown(() => models.forEach((m) => m.close()));
   const growth = async (path: string) => {
     const before = status();
     const model = await loadModel(path, { threads: 2, contextSize: 512 });
-    try {
-      await model.evalLogits([1]);
-      return { anon: status().anon - before.anon, kv: model.info().kv_bytes_per_sequence };
-    } finally {
-      model.close();
-    }
+    models.push(model);
+    await model.evalLogits([1]);
+    return { anon: status().anon - before.anon, kv: model.info().kv_bytes_per_sequence };
   };
   const q4_0 = join(dir, 'large-q4_0-b.gguf');
   const q4_k_m = join(dir, 'large-q4_k_m.gguf');
