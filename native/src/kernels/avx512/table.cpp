@@ -36,9 +36,9 @@ const KernelTable kAvx512Kernels = {
     nullptr,  // gemm_iq4_nl: avx2:: or avx512::
     nullptr,  // gemm_q2_k: avx2:: or avx512::
     nullptr,  // gemm_q3_k: avx2:: or avx512::
-    nullptr,  // gemm_q4_k: avx2:: or avx512::
-    nullptr,  // gemm_q5_k: avx2:: or avx512::
-    nullptr,  // gemm_q6_k: avx2:: or avx512::
+    avx512::gemm_q4_k,
+    avx512::gemm_q5_k,
+    avx512::gemm_q6_k,
     nullptr,  // gemm_iq4_xs: avx2:: or avx512::
 };
 
