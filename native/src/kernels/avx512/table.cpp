@@ -29,7 +29,7 @@ const KernelTable kAvx512Kernels = {
     avx512::attention,
     // Not yet implemented: filled in as each ISA's kernels land (test_dispatch fails on a null).
     nullptr,  // quantize_row_q8_1: avx2:: or avx512::
-    nullptr,  // quantize_row_q8_k: avx2:: or avx512::
+    avx2::quantize_row_q8_k,
     nullptr,  // gemm_q4_1: avx2:: or avx512::
     nullptr,  // gemm_q5_0: avx2:: or avx512::
     nullptr,  // gemm_q5_1: avx2:: or avx512::
