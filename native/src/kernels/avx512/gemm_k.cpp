@@ -18,14 +18,19 @@
 // The weights are read as the file stores them (mmap'ed): for each super-block, the tile's 16 rows
 // are regrouped into that lane-per-row layout 16 bytes at a time (16 loads and 8 unpacks per 16 rows
 // x 16 bytes, the in-register transpose of gemm.cpp, which leaves row lane_row(l) in lane l), the
-// codes unpacked to bytes and the scales to int32 lanes, into one stack buffer (Decoded, 4 KiB of
-// codes + scales) that every column then reads: the regrouping is paid once per 16 rows x 256
-// weights, the multiply-adds once per column. Up to 8 columns keep their accumulators in registers
-// across the whole row; more go in groups of 8 through y, super-block by super-block.
+// codes unpacked to bytes and the scales to int32 lanes. Up to 8 columns (sequences decoding
+// together) take each sub-block's codes straight from the regrouping to the multiply-adds, with
+// every accumulator in registers; more columns (prompts) regroup a super-block once into a stack
+// buffer (Decoded, 4 KiB of codes + the scales) that serves them 8 at a time, accumulating
+// through y. One column goes to the avx2 GEMV, and so do Q6_K's 2 to 8 (see gemm_q4_k and
+// gemm_q6_k below).
 // The bytes two super-blocks ahead (in the tile order) are prefetched: the regrouping reads 16 rows
 // at once, more streams than the hardware prefetchers follow.
 #include <immintrin.h>
 
+#include <cstring>
+
+#include "kernels/avx2/avx2.h"
 #include "kernels/avx512/avx512.h"
 #include "kernels/common/gemm_tiling.h"
 
@@ -41,10 +46,26 @@ constexpr int kAhead = 2;    // super-blocks prefetched ahead of the one being r
 // hand such a copy to code that runs on CPUs without AVX-512).
 inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
+// The regrouping and multiply-add steps must inline into one loop body per format and column
+// count: out of line, their register arrays go through memory and the sub-block index (which
+// selects shifts and scales) stops being a constant.
+#define KQ_INLINE inline __attribute__((always_inline))
+
 // Dword lane l of a regrouped vector holds row lane_row(l) of the tile (its own inverse).
 inline int lane_row(int l) { return 4 * (l % 4) + l / 4; }
 
-inline __m512i bcast4(const void* p) { return _mm512_set1_epi32(*reinterpret_cast<const int32_t*>(p)); }
+// acc + w . (the 4 bytes at p in every dword lane), with the broadcast folded into vpdpbusd's
+// memory operand ({1to16}): GCC emits a separate vpbroadcastd for _mm512_set1_epi32(*p), a vector
+// uop per multiply-add on the pipe the multiply-adds need (Zen 4).
+KQ_INLINE __m512i dpbusd_bcast(__m512i acc, __m512i w, const int8_t* p) {
+  asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const int32_t*>(p)));
+  return acc;
+}
+// The same for vpdpwssd (int16 pairs).
+KQ_INLINE __m512i dpwssd_bcast(__m512i acc, __m512i w, const int16_t* p) {
+  asm("vpdpwssd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const int32_t*>(p)));
+  return acc;
+}
 
 // 16 rows r .. r + nrows - 1 (rows past nrows repeat row r; their results are never stored).
 struct Tile {
@@ -71,7 +92,7 @@ Tile make_tile(const GemmArgs& a, int64_t r, int nrows) {
 // The 16 bytes at byte `off` of each of the tile's rows, regrouped: t[g] lane l = dword g of row
 // lane_row(l). Rows 4q .. 4q + 3 go in the 128-bit lanes of z[q]; two rounds of unpacks then
 // transpose 4 x 4 dwords inside each 128-bit lane.
-inline void load_chunk(const Tile& t, int64_t off, __m512i out[4]) {
+KQ_INLINE void load_chunk(const Tile& t, int64_t off, __m512i out[4]) {
   __m512i z[4];
   for (int q = 0; q < 4; ++q) {
     auto ld = [&](int i) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(t.row[i] + off)); };
@@ -105,19 +126,23 @@ inline void prefetch_blocks(const GemmArgs& a, int64_t r, int64_t nrows, int64_t
   }
 }
 
+// Every format supplies
+//   Scales: the tile's per-row scales of one super-block, regrouped (lane l = row lane_row(l));
+//   kSub sub-blocks of kSubLen weights, kDw = kSubLen / 4 code dwords each;
+//   codes(t, boff, s, f): fills s, then calls f(j, w) for each sub-block j with its codes
+//     w[e] (lane l = codes 4e .. 4e + 3 of row lane_row(l)) in registers;
+//   finish<C>(s, x, si, acc): acc[c] += the super-block's result from si[c] = sum_j sc_j * isum_j.
+
 // ---- Q4_K and Q5_K: 8 sub-blocks of 32, 6-bit scales and mins -------------------------------
-// One super-block of a tile, regrouped: w[j][e] lane l = codes 4e .. 4e + 3 of sub-block j of row
-// lane_row(l); sc[j] its scale; mm[p] = m_p in both int16 halves (for bsums 2p and 2p + 1, the
-// two halves of sub-block p).
-struct alignas(64) DecodedK4 {
-  __m512i w[8][8];
+// mm[p] = m_p in both int16 halves (for bsums 2p and 2p + 1, the two halves of sub-block p).
+struct alignas(64) ScalesK4 {
   __m512i sc[8];
   __m512i mm[8];
   __m512 d, dmin;
 };
 
 // The 16-byte header (d, dmin, 12 scale bytes; get_scale_min_k4's packing) of both formats.
-inline void decode_scales_k4(const Tile& t, int64_t boff, DecodedK4& o) {
+KQ_INLINE void decode_scales_k4(const Tile& t, int64_t boff, ScalesK4& o) {
   __m512i h[4];
   load_chunk(t, boff, h);  // h[0] = d | dmin << 16, h[1..3] = scales[0..3], [4..7], [8..11]
   o.d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(h[0]));
@@ -135,141 +160,167 @@ inline void decode_scales_k4(const Tile& t, int64_t boff, DecodedK4& o) {
   }
 }
 
-struct Q4K {
-  using Block = block_q4_K;
-  using Decoded = DecodedK4;
-  // qs at byte 16: per 64 weights 32 bytes, low nibbles = sub-block 2p, high = 2p + 1.
-  static void decode(const Tile& t, int64_t boff, Decoded& o) {
-    decode_scales_k4(t, boff, o);
-    const __m512i low4 = _mm512_set1_epi8(0x0F);
-    for (int p = 0; p < 4; ++p)
-      for (int h = 0; h < 2; ++h) {
-        __m512i c[4];
-        load_chunk(t, boff + 16 + 32 * p + 16 * h, c);
-        for (int g = 0; g < 4; ++g) {
-          o.w[2 * p][4 * h + g] = _mm512_and_si512(c[g], low4);
-          o.w[2 * p + 1][4 * h + g] = _mm512_and_si512(_mm512_srli_epi16(c[g], 4), low4);
-        }
-      }
+struct K4Base {
+  using Scales = ScalesK4;
+  static constexpr int kSub = 8, kSubLen = 32, kDw = 8;
+  static constexpr bool kFewColumns = true;  // tile_few_columns serves 2 to 8 columns
+  template <int C>
+  static KQ_INLINE void finish(const Scales& s, const block_q8_K* const (&x)[C], const __m512i (&si)[C], __m512 (&acc)[C]) {
+    for (int c = 0; c < C; ++c) {
+      __m512i mi = _mm512_setzero_si512();
+      for (int p = 0; p < 8; ++p) mi = dpwssd_bcast(mi, s.mm[p], &x[c]->bsums[2 * p]);
+      const __m512 dx = _mm512_set1_ps(x[c]->d);
+      acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(si[c]), _mm512_mul_ps(s.d, dx), acc[c]);
+      acc[c] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mi), _mm512_mul_ps(s.dmin, dx), acc[c]);
+    }
   }
 };
 
-struct Q5K {
+struct Q4K : K4Base {
+  using Block = block_q4_K;
+  // qs at byte 16: per 64 weights 32 bytes, low nibbles = sub-block 2p, high = 2p + 1.
+  template <class Fn>
+  static KQ_INLINE void codes(const Tile& t, int64_t boff, Scales& s, Fn&& f) {
+    decode_scales_k4(t, boff, s);
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+#pragma GCC unroll 4
+    for (int p = 0; p < 4; ++p) {
+      __m512i q[8], w[8];
+      load_chunk(t, boff + 16 + 32 * p, q);
+      load_chunk(t, boff + 16 + 32 * p + 16, q + 4);
+      for (int e = 0; e < 8; ++e) w[e] = _mm512_and_si512(q[e], low4);
+      f(2 * p, w);
+      for (int e = 0; e < 8; ++e) w[e] = _mm512_and_si512(_mm512_srli_epi16(q[e], 4), low4);
+      f(2 * p + 1, w);
+    }
+  }
+};
+
+struct Q5K : K4Base {
   using Block = block_q5_K;
-  using Decoded = DecodedK4;
   // qh at byte 16 (bit 2p / 2p + 1 of qh[l]: the fifth bit of weight l of sub-block 2p / 2p + 1),
   // qs at byte 48 as Q4_K's.
-  template <int P>
-  static void decode_pair(const Tile& t, int64_t boff, const __m512i (&qh)[2][4], Decoded& o) {
+  template <int P, class Fn>
+  static KQ_INLINE void pair(const Tile& t, int64_t boff, const __m512i (&qh)[8], Fn& f) {
     const __m512i low4 = _mm512_set1_epi8(0x0F), bit4 = _mm512_set1_epi8(0x10);
-    for (int h = 0; h < 2; ++h) {
-      __m512i c[4];
-      load_chunk(t, boff + 48 + 32 * P + 16 * h, c);
-      for (int g = 0; g < 4; ++g) {
-        const __m512i lo = _mm512_and_si512(c[g], low4), hi = _mm512_and_si512(_mm512_srli_epi16(c[g], 4), low4);
-        o.w[2 * P][4 * h + g] = _mm512_or_si512(lo, _mm512_and_si512(shift_bytes<4 - 2 * P>(qh[h][g]), bit4));
-        o.w[2 * P + 1][4 * h + g] = _mm512_or_si512(hi, _mm512_and_si512(shift_bytes<3 - 2 * P>(qh[h][g]), bit4));
-      }
-    }
+    __m512i q[8], w[8];
+    load_chunk(t, boff + 48 + 32 * P, q);
+    load_chunk(t, boff + 48 + 32 * P + 16, q + 4);
+    for (int e = 0; e < 8; ++e)
+      w[e] = _mm512_or_si512(_mm512_and_si512(q[e], low4), _mm512_and_si512(shift_bytes<4 - 2 * P>(qh[e]), bit4));
+    f(2 * P, w);
+    for (int e = 0; e < 8; ++e)
+      w[e] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(q[e], 4), low4),
+                             _mm512_and_si512(shift_bytes<3 - 2 * P>(qh[e]), bit4));
+    f(2 * P + 1, w);
   }
-  static void decode(const Tile& t, int64_t boff, Decoded& o) {
-    decode_scales_k4(t, boff, o);
-    __m512i qh[2][4];
-    load_chunk(t, boff + 16, qh[0]);
-    load_chunk(t, boff + 32, qh[1]);
-    decode_pair<0>(t, boff, qh, o);
-    decode_pair<1>(t, boff, qh, o);
-    decode_pair<2>(t, boff, qh, o);
-    decode_pair<3>(t, boff, qh, o);
+  template <class Fn>
+  static KQ_INLINE void codes(const Tile& t, int64_t boff, Scales& s, Fn&& f) {
+    decode_scales_k4(t, boff, s);
+    __m512i qh[8];
+    load_chunk(t, boff + 16, qh);
+    load_chunk(t, boff + 32, qh + 4);
+    pair<0>(t, boff, qh, f);
+    pair<1>(t, boff, qh, f);
+    pair<2>(t, boff, qh, f);
+    pair<3>(t, boff, qh, f);
   }
 };
 
-// Adds one super-block of columns x[0..C) to acc (lane order).
-template <int C>
-inline void accumulate(const DecodedK4& o, const block_q8_K* const (&x)[C], __m512 (&acc)[C]) {
-  __m512i si[C];
-  for (int j = 0; j < 8; ++j) {
-    __m512i w[8];
-    for (int e = 0; e < 8; ++e) w[e] = _mm512_load_si512(&o.w[j][e]);
-    for (int c = 0; c < C; ++c) {
-      const int8_t* q = x[c]->qs + 32 * j;
-      __m512i i = _mm512_setzero_si512();
-      for (int e = 0; e < 8; ++e) i = _mm512_dpbusd_epi32(i, w[e], bcast4(q + 4 * e));
-      const __m512i p = _mm512_mullo_epi32(i, o.sc[j]);
-      si[c] = j == 0 ? p : _mm512_add_epi32(si[c], p);
-    }
-  }
-  for (int c = 0; c < C; ++c) {
-    __m512i mi = _mm512_setzero_si512();
-    for (int p = 0; p < 8; ++p) mi = _mm512_dpwssd_epi32(mi, o.mm[p], bcast4(&x[c]->bsums[2 * p]));
-    const __m512 dx = _mm512_set1_ps(x[c]->d);
-    acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(si[c]), _mm512_mul_ps(o.d, dx), acc[c]);
-    acc[c] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mi), _mm512_mul_ps(o.dmin, dx), acc[c]);
-  }
-}
-
 // ---- Q6_K: 16 sub-blocks of 16, int8 scales, codes stored +32 ---------------------------------
-struct alignas(64) DecodedQ6K {
-  __m512i w[16][4];  // w[s][e] lane l = codes 4e .. 4e + 3 of sub-block s of row lane_row(l)
+struct alignas(64) ScalesQ6K {
   __m512i sc[16];
-  __m512i sp[8];     // (sc[2p], sc[2p + 1]) as int16 halves
+  __m512i sp[8];  // (sc[2p], sc[2p + 1]) as int16 halves
   __m512 d;
 };
 
 struct Q6K {
   using Block = block_q6_K;
-  using Decoded = DecodedQ6K;
+  using Scales = ScalesQ6K;
+  static constexpr int kSub = 16, kSubLen = 16, kDw = 4;
+  static constexpr bool kFewColumns = false;  // gemm_q6_k sends up to 8 columns to avx2
   // Per 128 weights n: ql[64n + l] holds weights l (low nibble) and 64 + l (high), ql[64n + 32 + l]
   // weights 32 + l and 96 + l, and the four 2-bit pairs of qh[32n + l] their high bits (l < 32);
-  // scales at byte 192, d at 208.
-  static void decode(const Tile& t, int64_t boff, Decoded& o) {
+  // scales at byte 192, d at 208. Sub-block 8n + 2g + h holds l = 16h .. 16h + 15 of group g.
+  template <class Fn>
+  static KQ_INLINE void codes(const Tile& t, int64_t boff, Scales& s, Fn&& f) {
+    __m512i sv[4];
+    load_chunk(t, boff + 192, sv);
+    for (int j = 0; j < 16; ++j) s.sc[j] = _mm512_srai_epi32(_mm512_slli_epi32(sv[j / 4], 24 - 8 * (j % 4)), 24);
+    const __m512i low16 = _mm512_set1_epi32(0xFFFF);
+    for (int p = 0; p < 8; ++p) s.sp[p] = _mm512_or_si512(_mm512_and_si512(s.sc[2 * p], low16), _mm512_slli_epi32(s.sc[2 * p + 1], 16));
+    // d (the block's last 2 bytes) with 16 scalar loads: a vpgatherdd cost more than all the
+    // regrouping's vector loads of the block (Zen 4).
+    alignas(32) uint16_t d[kRows];
+    for (int l = 0; l < kRows; ++l) std::memcpy(&d[l], t.row[lane_row(l)] + boff + 208, 2);
+    s.d = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(d)));
+
     const __m512i low4 = _mm512_set1_epi8(0x0F), high2 = _mm512_set1_epi8(0x30);
     auto code = [&](__m512i lo, __m512i hi) { return _mm512_or_si512(_mm512_and_si512(lo, low4), _mm512_and_si512(hi, high2)); };
+#pragma GCC unroll 2
     for (int n = 0; n < 2; ++n)
-      for (int h = 0; h < 2; ++h) {  // l = 16h .. 16h + 15: the first or second half of each sub-block pair
-        __m512i qa[4], qb[4], qh[4];
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        __m512i qa[4], qb[4], qh[4], w[4];
         load_chunk(t, boff + 64 * n + 16 * h, qa);
         load_chunk(t, boff + 64 * n + 32 + 16 * h, qb);
         load_chunk(t, boff + 128 + 32 * n + 16 * h, qh);
-        for (int g = 0; g < 4; ++g) {
-          o.w[8 * n + h][g] = code(qa[g], _mm512_slli_epi16(qh[g], 4));
-          o.w[8 * n + 2 + h][g] = code(qb[g], _mm512_slli_epi16(qh[g], 2));
-          o.w[8 * n + 4 + h][g] = code(_mm512_srli_epi16(qa[g], 4), qh[g]);
-          o.w[8 * n + 6 + h][g] = code(_mm512_srli_epi16(qb[g], 4), _mm512_srli_epi16(qh[g], 2));
-        }
+        for (int e = 0; e < 4; ++e) w[e] = code(qa[e], _mm512_slli_epi16(qh[e], 4));
+        f(8 * n + h, w);
+        for (int e = 0; e < 4; ++e) w[e] = code(qb[e], _mm512_slli_epi16(qh[e], 2));
+        f(8 * n + 2 + h, w);
+        for (int e = 0; e < 4; ++e) w[e] = code(_mm512_srli_epi16(qa[e], 4), qh[e]);
+        f(8 * n + 4 + h, w);
+        for (int e = 0; e < 4; ++e) w[e] = code(_mm512_srli_epi16(qb[e], 4), _mm512_srli_epi16(qh[e], 2));
+        f(8 * n + 6 + h, w);
       }
-    __m512i s[4];
-    load_chunk(t, boff + 192, s);
-    for (int j = 0; j < 16; ++j) o.sc[j] = _mm512_srai_epi32(_mm512_slli_epi32(s[j / 4], 24 - 8 * (j % 4)), 24);
-    const __m512i low16 = _mm512_set1_epi32(0xFFFF);
-    for (int p = 0; p < 8; ++p) o.sp[p] = _mm512_or_si512(_mm512_and_si512(o.sc[2 * p], low16), _mm512_slli_epi32(o.sc[2 * p + 1], 16));
-    // d is the block's last 2 bytes: the gather reads the dword ending there (never past the row).
-    const __m512i dd = _mm512_i32gather_epi32(t.offs, t.row[0] + boff + 206, 1);
-    o.d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dd, 16)));
+  }
+  template <int C>
+  static KQ_INLINE void finish(const Scales& s, const block_q8_K* const (&x)[C], const __m512i (&si)[C], __m512 (&acc)[C]) {
+    for (int c = 0; c < C; ++c) {
+      __m512i off = _mm512_setzero_si512();  // sum_s sc_s * bsum_s: the codes' +32, times 32
+      for (int p = 0; p < 8; ++p) off = dpwssd_bcast(off, s.sp[p], &x[c]->bsums[2 * p]);
+      const __m512i sum = _mm512_sub_epi32(si[c], _mm512_slli_epi32(off, 5));
+      acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(s.d, _mm512_set1_ps(x[c]->d)), acc[c]);
+    }
   }
 };
 
-template <int C>
-inline void accumulate(const DecodedQ6K& o, const block_q8_K* const (&x)[C], __m512 (&acc)[C]) {
-  __m512i si[C];
-  for (int s = 0; s < 16; ++s) {
-    __m512i w[4];
-    for (int e = 0; e < 4; ++e) w[e] = _mm512_load_si512(&o.w[s][e]);
-    for (int c = 0; c < C; ++c) {
-      const int8_t* q = x[c]->qs + 16 * s;
-      __m512i i = _mm512_setzero_si512();
-      for (int e = 0; e < 4; ++e) i = _mm512_dpbusd_epi32(i, w[e], bcast4(q + 4 * e));
-      const __m512i p = _mm512_mullo_epi32(i, o.sc[s]);
-      si[c] = s == 0 ? p : _mm512_add_epi32(si[c], p);
-    }
-  }
+// si[c] += sc_j * (sub-block j's codes w . column c's activations), for C columns.
+template <class F, int C>
+KQ_INLINE void subblock_columns(const typename F::Scales& s, const block_q8_K* const (&x)[C], int j, const __m512i* w,
+                             __m512i (&si)[C]) {
   for (int c = 0; c < C; ++c) {
-    __m512i off = _mm512_setzero_si512();  // sum_s sc_s * bsum_s: the codes' +32, times 32
-    for (int p = 0; p < 8; ++p) off = _mm512_dpwssd_epi32(off, o.sp[p], bcast4(&x[c]->bsums[2 * p]));
-    const __m512i sum = _mm512_sub_epi32(si[c], _mm512_slli_epi32(off, 5));
-    acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(o.d, _mm512_set1_ps(x[c]->d)), acc[c]);
+    const int8_t* q = x[c]->qs + F::kSubLen * j;
+    __m512i i = _mm512_setzero_si512();
+    for (int e = 0; e < F::kDw; ++e) i = dpbusd_bcast(i, w[e], q + 4 * e);
+    si[c] = _mm512_add_epi32(si[c], _mm512_mullo_epi32(i, s.sc[j]));
   }
 }
+
+// One super-block regrouped once for many columns: the codes of every sub-block and the scales.
+template <class F>
+struct alignas(64) Decoded {
+  __m512i w[F::kSub][F::kDw];
+  typename F::Scales s;
+  KQ_INLINE void fill(const Tile& t, int64_t boff) {
+    F::codes(t, boff, s, [&](int j, const __m512i* w_j) {
+      for (int e = 0; e < F::kDw; ++e) _mm512_store_si512(&w[j][e], w_j[e]);
+    });
+  }
+  // Adds the super-block for columns x[0..C) to acc (lane order).
+  template <int C>
+  KQ_INLINE void accumulate(const block_q8_K* const (&x)[C], __m512 (&acc)[C]) const {
+    __m512i si[C];
+    for (int c = 0; c < C; ++c) si[c] = _mm512_setzero_si512();
+    for (int j = 0; j < F::kSub; ++j) {
+      __m512i w_j[F::kDw];
+      for (int e = 0; e < F::kDw; ++e) w_j[e] = _mm512_load_si512(&w[j][e]);
+      subblock_columns<F, C>(s, x, j, w_j, si);
+    }
+    F::template finish<C>(s, x, si, acc);
+  }
+};
 
 // ---- drivers ---------------------------------------------------------------------------------
 // Before regrouping super-block sb of the tile at row r: prefetch the one kAhead super-blocks
@@ -284,27 +335,32 @@ inline void prefetch_ahead(const GemmArgs& a, int64_t r, int64_t r1, int64_t sb,
   if (rr < r1) prefetch_blocks(a, rr, min64(kRows, r1 - rr), s, (int64_t)sizeof(typename F::Block));
 }
 
-// All of the tile's super-blocks for C columns (c .. c + C - 1), accumulators in registers.
+// All of the tile's super-blocks for C (<= 8) columns: each sub-block's codes go from the
+// regrouping straight to the multiply-adds, every accumulator stays in registers.
 template <class F, int C>
-void tile_few_columns(const GemmArgs& a, const Tile& t, int64_t r, int64_t r1, typename F::Decoded& o) {
+void tile_few_columns(const GemmArgs& a, const Tile& t, int64_t r, int64_t r1) {
   const int64_t nb = a.k / kQKK;
   const block_q8_K* x[C];
   common::x_cols(a, 0, x);
   __m512 acc[C];
   for (int c = 0; c < C; ++c) acc[c] = _mm512_setzero_ps();
+  typename F::Scales s;
   for (int64_t sb = 0; sb < nb; ++sb) {
     prefetch_ahead<F>(a, r, r1, sb, nb);
-    F::decode(t, sb * (int64_t)sizeof(typename F::Block), o);
     const block_q8_K* xs[C];
     for (int c = 0; c < C; ++c) xs[c] = x[c] + sb;
-    accumulate<C>(o, xs, acc);
+    __m512i si[C];
+    for (int c = 0; c < C; ++c) si[c] = _mm512_setzero_si512();
+    F::codes(t, sb * (int64_t)sizeof(typename F::Block), s,
+             [&](int j, const __m512i* w) { subblock_columns<F, C>(s, xs, j, w, si); });
+    F::template finish<C>(s, xs, si, acc);
   }
   for (int c = 0; c < C; ++c) _mm512_mask_storeu_ps(common::y_at(a, c, r), t.mask, _mm512_permutexvar_ps(t.perm, acc[c]));
 }
 
 // Columns c .. c + C - 1 of super-block sb, accumulated through y (first: stored).
-template <int C, class D>
-void columns_through_y(const GemmArgs& a, const Tile& t, const D& o, int64_t r, int64_t c, int64_t sb) {
+template <int C, class F>
+void columns_through_y(const GemmArgs& a, const Tile& t, const Decoded<F>& o, int64_t r, int64_t c, int64_t sb) {
   const block_q8_K* x[C];
   common::x_cols(a, c, x);
   for (int j = 0; j < C; ++j) x[j] += sb;
@@ -312,17 +368,17 @@ void columns_through_y(const GemmArgs& a, const Tile& t, const D& o, int64_t r, 
   for (int j = 0; j < C; ++j)
     acc[j] = sb == 0 ? _mm512_setzero_ps()
                      : _mm512_permutexvar_ps(t.perm, _mm512_maskz_loadu_ps(t.mask, common::y_at(a, c + j, r)));
-  accumulate<C>(o, x, acc);
+  o.template accumulate<C>(x, acc);
   for (int j = 0; j < C; ++j) _mm512_mask_storeu_ps(common::y_at(a, c + j, r), t.mask, _mm512_permutexvar_ps(t.perm, acc[j]));
 }
 
 // More than 8 columns: each regrouped super-block serves every column, 8 at a time.
 template <class F>
-void tile_many_columns(const GemmArgs& a, const Tile& t, int64_t r, int64_t r1, typename F::Decoded& o) {
+void tile_many_columns(const GemmArgs& a, const Tile& t, int64_t r, int64_t r1, Decoded<F>& o) {
   const int64_t nb = a.k / kQKK;
   for (int64_t sb = 0; sb < nb; ++sb) {
     prefetch_ahead<F>(a, r, r1, sb, nb);
-    F::decode(t, sb * (int64_t)sizeof(typename F::Block), o);
+    o.fill(t, sb * (int64_t)sizeof(typename F::Block));
     int64_t c = 0;
     for (; c + kMaxCols <= a.ncols; c += kMaxCols) columns_through_y<kMaxCols>(a, t, o, r, c, sb);
     switch (a.ncols - c) {
@@ -340,28 +396,43 @@ void tile_many_columns(const GemmArgs& a, const Tile& t, int64_t r, int64_t r1, 
 
 template <class F>
 void gemm_k(const GemmArgs& a, int64_t r0, int64_t r1) {
-  typename F::Decoded o;
+  Decoded<F> o;
   if (r0 < r1) prefetch_blocks(a, r0, min64(kRows, r1 - r0), 0, (int64_t)sizeof(typename F::Block));
   for (int64_t r = r0; r < r1; r += kRows) {
     const Tile t = make_tile(a, r, (int)min64(kRows, r1 - r));
-    switch (a.ncols) {
-      case 1: tile_few_columns<F, 1>(a, t, r, r1, o); break;
-      case 2: tile_few_columns<F, 2>(a, t, r, r1, o); break;
-      case 3: tile_few_columns<F, 3>(a, t, r, r1, o); break;
-      case 4: tile_few_columns<F, 4>(a, t, r, r1, o); break;
-      case 5: tile_few_columns<F, 5>(a, t, r, r1, o); break;
-      case 6: tile_few_columns<F, 6>(a, t, r, r1, o); break;
-      case 7: tile_few_columns<F, 7>(a, t, r, r1, o); break;
-      case 8: tile_few_columns<F, 8>(a, t, r, r1, o); break;
-      default: tile_many_columns<F>(a, t, r, r1, o); break;
+    if constexpr (F::kFewColumns) {
+      switch (a.ncols) {
+        case 2: tile_few_columns<F, 2>(a, t, r, r1); continue;
+        case 3: tile_few_columns<F, 3>(a, t, r, r1); continue;
+        case 4: tile_few_columns<F, 4>(a, t, r, r1); continue;
+        case 5: tile_few_columns<F, 5>(a, t, r, r1); continue;
+        case 6: tile_few_columns<F, 6>(a, t, r, r1); continue;
+        case 7: tile_few_columns<F, 7>(a, t, r, r1); continue;
+        case 8: tile_few_columns<F, 8>(a, t, r, r1); continue;
+        default: break;
+      }
     }
+    tile_many_columns<F>(a, t, r, r1, o);
   }
 }
 
 }  // namespace
 
-void gemm_q4_k(const GemmArgs& a, int64_t r0, int64_t r1) { gemm_k<Q4K>(a, r0, r1); }
-void gemm_q5_k(const GemmArgs& a, int64_t r0, int64_t r1) { gemm_k<Q5K>(a, r0, r1); }
-void gemm_q6_k(const GemmArgs& a, int64_t r0, int64_t r1) { gemm_k<Q6K>(a, r0, r1); }
+// One column (decoding one sequence) goes to the avx2 GEMV, which streams 4 rows at a time with no
+// regrouping: at one column the regrouping costs more than the lane-per-row tile saves.
+void gemm_q4_k(const GemmArgs& a, int64_t r0, int64_t r1) {
+  if (a.ncols == 1) return avx2::gemm_q4_k(a, r0, r1);
+  gemm_k<Q4K>(a, r0, r1);
+}
+void gemm_q5_k(const GemmArgs& a, int64_t r0, int64_t r1) {
+  if (a.ncols == 1) return avx2::gemm_q5_k(a, r0, r1);
+  gemm_k<Q5K>(a, r0, r1);
+}
+// Q6_K's regrouping (three sources per code, 16 sub-block scales) costs more than the tile saves
+// below 9 columns: there the avx2 kernel measured faster (tools/gemm_bench).
+void gemm_q6_k(const GemmArgs& a, int64_t r0, int64_t r1) {
+  if (a.ncols <= kMaxCols) return avx2::gemm_q6_k(a, r0, r1);
+  gemm_k<Q6K>(a, r0, r1);
+}
 
 }  // namespace edgellm::avx512
