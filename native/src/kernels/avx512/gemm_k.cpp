@@ -70,20 +70,15 @@ KQ_INLINE __m512i dpwssd_bcast(__m512i acc, __m512i w, const int16_t* p) {
 // 16 rows r .. r + nrows - 1 (rows past nrows repeat row r; their results are never stored).
 struct Tile {
   const uint8_t* row[kRows];
-  __m512i offs;  // lane l: byte offset of row lane_row(l) from row[0], for gathers
   __m512i perm;  // lane l: lane_row(l), to put accumulators back in row order
   __mmask16 mask;
 };
 
 Tile make_tile(const GemmArgs& a, int64_t r, int nrows) {
   Tile t;
-  alignas(64) int32_t offs[kRows], perm[kRows];
+  alignas(64) int32_t perm[kRows];
   for (int i = 0; i < kRows; ++i) t.row[i] = a.w + (r + (i < nrows ? i : 0)) * a.w_row_bytes;
-  for (int l = 0; l < kRows; ++l) {
-    perm[l] = lane_row(l);
-    offs[l] = (int32_t)(t.row[lane_row(l)] - t.row[0]);
-  }
-  t.offs = _mm512_load_si512(offs);
+  for (int l = 0; l < kRows; ++l) perm[l] = lane_row(l);
   t.perm = _mm512_load_si512(perm);
   t.mask = (__mmask16)((1u << nrows) - 1);
   return t;
