@@ -5,18 +5,19 @@
 // >= 3x single-stream at 8).
 //
 // The model is the dense random Q4_0 llama of bench:vs-llamacpp (written with the GGUF writer into
-// a temp dir), or --model FILE. Each generation decodes --tokens tokens (greedy, no stop token
+// a temp dir), or that llama as llama.cpp's own quantizer writes it from random F16 weights
+// (--ftype Q4_K_M, Q4_0, ...: the per-tensor mix of a downloaded file), or --model FILE. Each generation decodes --tokens tokens (greedy, no stop token
 // can end it early: the count is checked) after a short prompt of its own. A run's aggregate is
 // all generated tokens over the wall time from the first submission to the last completion; the
 // per-generation decode rate (native timings, prefill excluded) is printed beside it. Every
 // concurrency is the best of --reps runs (default 3), taken in turns across the levels: on a
 // shared machine the slow runs are the ones another process got in the way of.
 // Runs on the built package (npm run build). Options: --model FILE, --threads N (default: the
-// engine's default), --tokens N (default 64), --concurrency 1,2,4,8, --reps N, --json.
+// engine's default), --tokens N (default 64), --concurrency 1,2,4,8, --reps N, --ftype T, --json.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DENSE, writeModel } from './lib/bench-models.mjs';
+import { DENSE, quantizeWithLlamaCpp, writeModel } from './lib/bench-models.mjs';
 import { loadModel, cpuInfo } from '../dist/index.js';
 
 const args = process.argv.slice(2);
@@ -25,6 +26,7 @@ const opt = (name, fallback) => {
   return i >= 0 ? args[i + 1] : fallback;
 };
 const MODEL = opt('--model', '');
+const FTYPE = opt('--ftype', '');
 const THREADS = opt('--threads', '') ? Number(opt('--threads', '')) : undefined;
 const TOKENS = Number(opt('--tokens', '64'));
 const LEVELS = opt('--concurrency', '1,2,4,8').split(',').map(Number);
@@ -59,8 +61,15 @@ async function main() {
     if (!path) {
       path = join(dir, 'dense.gguf');
       const t0 = now();
-      writeModel(DENSE, path);
-      process.stderr.write(`wrote ${path} (${DENSE.name}) in ${(now() - t0).toFixed(1)} s\n`);
+      if (FTYPE) {
+        const f16 = join(dir, 'dense-f16.gguf');
+        writeModel(DENSE, f16, { type: 'F16' });
+        quantizeWithLlamaCpp(f16, path, FTYPE);
+        rmSync(f16);
+      } else {
+        writeModel(DENSE, path);
+      }
+      process.stderr.write(`wrote ${path} (${DENSE.name}${FTYPE ? ', llama.cpp ' + FTYPE : ''}) in ${(now() - t0).toFixed(1)} s\n`);
     }
     const model = await loadModel(path, { threads: THREADS, maxSequences: MAX, batchSize: Math.max(64, MAX), contextSize: TOKENS + 64 });
     try {
@@ -80,7 +89,7 @@ async function main() {
       for (const r of rows) r.ratio = r.tps / base;
       const out = {
         cpu: `${info.model || info.arch}, ${info.physicalCores} cores, kernels ${info.kernels}`,
-        model: MODEL || DENSE.name,
+        model: MODEL || DENSE.name + (FTYPE ? `, llama.cpp ${FTYPE}` : ', random Q4_0'),
         threads: THREADS ?? info.defaultThreads,
         tokens_per_generation: TOKENS,
         reps: REPS,

@@ -1,8 +1,13 @@
-// The random Q4_0 llama models the speed benchmarks run on (bench-vs-llamacpp.mjs,
-// bench-batching.mjs), written with the engine's GGUF writer: random blocks (the values do not
-// change the speed) and a SentencePiece vocabulary that both llama.cpp and edgellm accept.
+// The random llama models the speed benchmarks run on (bench-vs-llamacpp.mjs,
+// bench-batching.mjs), written with the engine's GGUF writer: random Q4_0 blocks (the values do
+// not change the speed) or random F16 weights for a quantizer to turn into a real file's mix
+// (quantizeWithLlamaCpp), and a SentencePiece vocabulary that both llama.cpp and edgellm accept.
 // Runs on the built package (npm run build:ts).
+import { spawnSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { GgufWriter, meta } from '../../dist/engine/gguf-writer.js';
 import { f32ToF16 } from '../../dist/engine/quant.js';
 
@@ -36,7 +41,22 @@ function setVocab(g, nVocab) {
   g.setMeta('tokenizer.ggml.eos_token_id', meta.uint32(2));
 }
 
-export function writeModel(s, path) {
+/** Random F16 weights of n elements, magnitudes 2^-8 .. 2^-4 with random signs (a quantizer's input). */
+function randomF16(n) {
+  const out = new Uint16Array(n);
+  randomFillSync(out);
+  for (let i = 0; i < n; i++) {
+    const r = out[i];
+    out[i] = (r & 0x83ff) | ((7 + ((r >> 10) & 3)) << 10);
+  }
+  return new Uint8Array(out.buffer);
+}
+
+/**
+ * Writes the model with random weights: Q4_0 blocks (type 'Q4_0', the default) or F16 values
+ * (type 'F16': the input of a quantizer, e.g. llama.cpp's, to make the mixes real files have).
+ */
+export function writeModel(s, path, { type = 'Q4_0' } = {}) {
   const g = new GgufWriter();
   const p = s.arch + '.';
   g.setMeta('general.architecture', meta.string(s.arch));
@@ -55,7 +75,8 @@ export function writeModel(s, path) {
   const D = s.nEmbd, kd = (D / s.nHead) * s.nHeadKv;
   const q4 = (name, shape) => {
     const n = shape.reduce((a, b) => a * b, 1);
-    g.addTensor({ name, type: 'Q4_0', shape, data: () => randomQ4_0(n, 1 / Math.sqrt(shape[0])) });
+    if (type === 'F16') g.addTensor({ name, type: 'F16', shape, data: () => randomF16(n) });
+    else g.addTensor({ name, type: 'Q4_0', shape, data: () => randomQ4_0(n, 1 / Math.sqrt(shape[0])) });
   };
   const ones = (name) => g.addTensor({ name, type: 'F32', shape: [D], data: () => new Float32Array(D).fill(1) });
   q4('token_embd.weight', [D, s.nVocab]);
@@ -87,3 +108,16 @@ export function writeModel(s, path) {
   g.writeFile(path);
 }
 
+
+/**
+ * Quantizes `src` (F16) into `dst` with llama.cpp's own quantizer (llama_model_quantize from
+ * node-llama-cpp's prebuilt libllama, through the native test tool edgellm_ggml_oracle that
+ * `npm install` builds): the per-tensor mix a file of that type from a model hub has, e.g. FTYPE
+ * Q4_0 (Q6_K output) or Q4_K_M.
+ */
+export function quantizeWithLlamaCpp(src, dst, ftype, threads = 2) {
+  const oracle = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'build', 'native', 'edgellm_ggml_oracle');
+  if (!existsSync(oracle)) throw new Error(`${oracle} not found: build it with \`npm install\` (or \`npm run build:native\`)`);
+  const r = spawnSync(oracle, ['quantize-model', src, dst, ftype, String(threads)], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`llama.cpp's quantizer failed on ${src} (${ftype}): ${(r.stderr || r.stdout).trim().split('\n').slice(-3).join(' ')}`);
+}

@@ -29,7 +29,7 @@ export function parseShapes(flag: string, value: string): Array<[number, number]
     const rows = parsePositiveInt(flag, m[1] ?? '');
     const cols = parsePositiveInt(flag, m[2] ?? '');
     if (cols % 32 !== 0) {
-      throw new EdgeError('E_BAD_ARGUMENT', `${flag}: cols must be a multiple of 32 (Q4_0 blocks), got ${cols}`);
+      throw new EdgeError('E_BAD_ARGUMENT', `${flag}: cols must be a multiple of 32 (256 for the K-quants and IQ4_XS), got ${cols}`);
     }
     return [rows, cols];
   });

@@ -1,5 +1,6 @@
 /**
- * `edgellm bench kernels`: Q4_0 GEMV speed against the measured memory bandwidth.
+ * `edgellm bench kernels [--types q4_0,q4_k,...]`: GEMV speed per weight type against the measured
+ * memory bandwidth.
  * `edgellm bench -m FILE [-p 512] [-n 128] [--threads N]`: prompt processing (pp) and decode (tg)
  * tokens/s of the forward pass on a model, like llama-bench.
  */
@@ -14,6 +15,7 @@ interface BenchFlags {
   json?: boolean;
   threads?: string;
   shapes?: string;
+  types?: string;
   minSeconds?: string;
   workingSetMb?: string;
   model?: string;
@@ -30,7 +32,7 @@ function parseCount(flag: string, value: string): number {
 export function registerBench(program: Command): void {
   program
     .command('bench')
-    .description('measure speed: `bench kernels` (Q4_0 GEMV vs. bandwidth) or `bench -m FILE` (pp/tg tokens/s)')
+    .description('measure speed: `bench kernels` (GEMV per weight type vs. bandwidth) or `bench -m FILE` (pp/tg tokens/s)')
     .argument('[what]', 'kernels (without -m)')
     .option('-m, --model <file>', 'GGUF model: prompt processing and decode speed')
     .option('-p, --prompt <n>', 'with -m: prompt tokens prefilled for pp (default 512, 0 skips)')
@@ -39,6 +41,7 @@ export function registerBench(program: Command): void {
     .option('--json', 'one JSON object per line instead of a table')
     .option('--threads <list>', 'thread counts to measure, e.g. 1,4 (default: 1 and all cores; with -m: physical cores)')
     .option('--shapes <list>', 'GEMV shapes ROWSxCOLS, e.g. 2048x2048,14336x4096')
+    .option('--types <list>', 'weight types whose GEMV to measure, e.g. q4_0,q4_k,q6_k,iq4_xs (default q4_0)')
     .option('--min-seconds <s>', 'time spent per measurement (default 0.5)')
     .option('--working-set-mb <mb>', 'bytes streamed per pass (default: max(1 GiB, 4x the last-level cache))')
     .action(async (what: string | undefined, flags: BenchFlags) => {
@@ -58,11 +61,12 @@ export function registerBench(program: Command): void {
       const opts: KernelBenchOptions = {};
       if (flags.threads) opts.threads = parseIntList('--threads', flags.threads);
       if (flags.shapes) opts.shapes = parseShapes('--shapes', flags.shapes);
+      if (flags.types) opts.types = flags.types.split(',').map((t) => t.trim().toUpperCase()).filter((t) => t !== '');
       if (flags.minSeconds) opts.minSeconds = parsePositiveNumber('--min-seconds', flags.minSeconds);
       if (flags.workingSetMb) {
         opts.workingSetBytes = Math.round(parsePositiveNumber('--working-set-mb', flags.workingSetMb) * 1048576);
       }
-      const rows = await withStatus('measuring read bandwidth and Q4_0 GEMV', benchKernels(opts));
+      const rows = await withStatus(`measuring read bandwidth and ${(opts.types ?? ['Q4_0']).join(', ')} GEMV`, benchKernels(opts));
       if (flags.json) {
         for (const r of rows) process.stdout.write(JSON.stringify(r) + '\n');
       } else {

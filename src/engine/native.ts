@@ -47,6 +47,8 @@ export interface KernelBenchOptions {
   threads?: number[];
   /** [rows, cols] pairs. */
   shapes?: Array<[number, number]>;
+  /** Quantized weight types whose GEMV to measure, by name (Q4_0, Q4_K, Q6_K, IQ4_XS, ...); default Q4_0. */
+  types?: string[];
   minSeconds?: number;
   workingSetBytes?: number;
 }

@@ -4,6 +4,7 @@
 #include "addon/bindings.h"
 #include "bench/kernel_bench.h"
 #include "kernels/kernels.h"
+#include "quant/quant.h"
 
 namespace edgellm::addon {
 
@@ -66,7 +67,7 @@ static Napi::Array array_arg(Napi::Env env, const Napi::Value& v, const char* wh
   return v.As<Napi::Array>();
 }
 
-// benchKernels({threads?: number[], shapes?: [rows, cols][], minSeconds?, workingSetBytes?})
+// benchKernels({threads?: number[], shapes?: [rows, cols][], types?: string[], minSeconds?, workingSetBytes?})
 static Napi::Value BenchKernels(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   KernelBenchOptions opts;
@@ -89,11 +90,22 @@ static Napi::Value BenchKernels(const Napi::CallbackInfo& info) {
         Napi::Array s = array_arg(env, a.Get(i), "shapes[i] ([rows, cols])");
         const int64_t rows = positive_int(env, s.Get(0u), "shape rows");
         const int64_t cols = positive_int(env, s.Get(1u), "shape cols");
-        if (cols % 32 != 0)
-          throw coded_error(env, "E_BAD_ARGUMENT",
-                            "shape cols must be a multiple of 32 (Q4_0 blocks), got " + std::to_string(cols));
-        opts.shapes.push_back({rows, cols});
+        opts.shapes.push_back({rows, cols});  // run_kernel_bench checks cols against each type's block
       }
+    }
+    if (o.Has("types") && !o.Get("types").IsUndefined()) {
+      Napi::Array a = array_arg(env, o.Get("types"), "types");
+      opts.types.clear();
+      for (uint32_t i = 0; i < a.Length(); ++i) {
+        const Napi::Value v = a.Get(i);
+        DType t;
+        if (!v.IsString() || !dtype_from_name(v.As<Napi::String>().Utf8Value(), &t) || dtype_block_elems(t) == 1)
+          throw coded_error(env, "E_BAD_ARGUMENT",
+                            "types[" + std::to_string(i) + "] must name a quantized weight type (Q4_0, Q4_1, Q5_0, "
+                            "Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS)");
+        opts.types.push_back(t);
+      }
+      if (opts.types.empty()) throw coded_error(env, "E_BAD_ARGUMENT", "types must name at least one type");
     }
     if (o.Has("minSeconds") && o.Get("minSeconds").IsNumber())
       opts.min_seconds = o.Get("minSeconds").As<Napi::Number>().DoubleValue();

@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
+#include <cstddef>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -79,24 +81,52 @@ inline uint64_t splitmix64(uint64_t& s) {
   return z ^ (z >> 31);
 }
 
-// Fills the buffer as consecutive Q4_0 blocks: random nibbles, and f16 scales in
-// [2^-10, 2^-6) with random sign, so every matrix cut from it at a block boundary is sane.
-void fill_q4_0_blocks(ThreadPool& pool, uint8_t* buf, size_t bytes) {
-  const int64_t n_blocks = (int64_t)(bytes / sizeof(block_q4_0));
-  pool.parallel_for(n_blocks, 1 << 16, [buf](int64_t b, int64_t e, int) {
+// Byte offsets of the f16 scale fields (d, and m / dmin where the format has one) in a block.
+std::vector<size_t> scale_offsets(DType t) {
+  switch (t) {
+    case DType::Q4_0: case DType::Q5_0: case DType::Q8_0: case DType::IQ4_NL: case DType::IQ4_XS: return {0};
+    case DType::Q4_1: case DType::Q5_1: case DType::Q4_K: case DType::Q5_K: return {0, 2};
+    case DType::Q2_K: return {offsetof(block_q2_K, d), offsetof(block_q2_K, dmin)};
+    case DType::Q3_K: return {offsetof(block_q3_K, d)};
+    case DType::Q6_K: return {offsetof(block_q6_K, d)};
+    default: return {};
+  }
+}
+
+bool is_benchable(DType t) { return dtype_block_elems(t) > 1 && !scale_offsets(t).empty(); }
+
+// Fills the buffer as consecutive blocks of type t: random bytes, with every f16 scale in
+// [2^-10, 2^-6) with random sign, so every matrix cut from it at a block boundary is sane (no
+// NaN, infinity or subnormal that would change the speed).
+void fill_blocks(ThreadPool& pool, DType t, uint8_t* buf, size_t bytes) {
+  const size_t block_bytes = dtype_block_bytes(t);
+  const std::vector<size_t> scales = scale_offsets(t);
+  const int64_t n_blocks = (int64_t)(bytes / block_bytes);
+  pool.parallel_for(n_blocks, 1 << 14, [&](int64_t b, int64_t e, int) {
     uint64_t state = 0x243F6A8885A308D3ull ^ (uint64_t)b;
-    for (int64_t i = b; i < e; ++i) {
-      block_q4_0 blk;
-      const uint64_t r0 = splitmix64(state), r1 = splitmix64(state);
-      std::memcpy(blk.qs, &r0, 8);
-      std::memcpy(blk.qs + 8, &r1, 8);
-      const uint32_t exponent = 5 + (uint32_t)(r0 >> 62);  // 5..8: 2^-10 .. 2^-7 times 1.mantissa
-      blk.d = (uint16_t)(((r1 >> 63) << 15) | (exponent << 10) | ((r1 >> 40) & 0x3FF));
-      std::memcpy(buf + (size_t)i * sizeof(block_q4_0), &blk, sizeof blk);
+    uint8_t* p = buf + (size_t)b * block_bytes;
+    uint8_t* end = buf + (size_t)e * block_bytes;
+    for (; p + 8 <= end; p += 8) {
+      const uint64_t r = splitmix64(state);
+      std::memcpy(p, &r, 8);
     }
+    for (; p < end; ++p) *p = (uint8_t)splitmix64(state);
+    for (int64_t i = b; i < e; ++i)
+      for (size_t off : scales) {
+        const uint64_t r = splitmix64(state);
+        const uint32_t exponent = 5 + (uint32_t)(r >> 62);  // 5..8: 2^-10 .. 2^-7 times 1.mantissa
+        const uint16_t d = (uint16_t)(((r >> 61 & 1) << 15) | (exponent << 10) | ((r >> 40) & 0x3FF));
+        std::memcpy(buf + (size_t)i * block_bytes + off, &d, 2);
+      }
   });
-  // Bytes past the last whole block (at most 17) are only summed, never used as weights.
-  std::memset(buf + (size_t)n_blocks * sizeof(block_q4_0), 0, bytes - (size_t)n_blocks * sizeof(block_q4_0));
+  // Bytes past the last whole block are only summed, never used as weights.
+  std::memset(buf + (size_t)n_blocks * block_bytes, 0, bytes - (size_t)n_blocks * block_bytes);
+}
+
+std::string lower(const char* s) {
+  std::string out(s);
+  for (char& c : out) c = (char)std::tolower((unsigned char)c);
+  return out;
 }
 
 // Sums 64-bit words with independent accumulators so the loop vectorizes and the memory
@@ -145,18 +175,17 @@ KernelBenchRow measure_read_bandwidth(ThreadPool& pool, const uint8_t* buf, size
   return row;
 }
 
-// Q4_0 GEMV through matmul(), one matrix after another from the buffer.
-KernelBenchRow measure_gemv(ThreadPool& pool, const KernelTable& kt, const uint8_t* buf, size_t bytes,
+// GEMV of type t through matmul(), one matrix after another from the buffer.
+KernelBenchRow measure_gemv(ThreadPool& pool, const KernelTable& kt, DType t, const uint8_t* buf, size_t bytes,
                             int64_t rows, int64_t cols, double min_seconds) {
-  const size_t matrix_bytes = dtype_row_bytes(DType::Q4_0, cols) * (size_t)rows;
+  const size_t matrix_bytes = dtype_row_bytes(t, cols) * (size_t)rows;
   const size_t n_matrices = std::max<size_t>(1, bytes / matrix_bytes);
   std::vector<float> x((size_t)cols), y((size_t)rows);
   uint64_t state = 42;
   for (float& v : x) v = (float)((int64_t)(splitmix64(state) >> 40) - (1 << 23)) / (float)(1 << 23);
   MatmulScratch scratch;
   auto gemv = [&](size_t i) {
-    matmul(pool, kt, DType::Q4_0, buf + (i % n_matrices) * matrix_bytes, rows, cols, x.data(), 1, y.data(),
-           scratch);
+    matmul(pool, kt, t, buf + (i % n_matrices) * matrix_bytes, rows, cols, x.data(), 1, y.data(), scratch);
   };
   gemv(n_matrices - 1);  // warm-up: wakes the threads, sizes the scratch
   size_t calls = 0;
@@ -166,7 +195,7 @@ KernelBenchRow measure_gemv(ThreadPool& pool, const KernelTable& kt, const uint8
     gemv(calls++);
     elapsed = seconds_since(t0);
   } while (elapsed < min_seconds);
-  KernelBenchRow row{"gemv_q4_0", rows, cols, pool.size(), 0, 0, 0, elapsed, kt.name ? kt.name : ""};
+  KernelBenchRow row{"gemv_" + lower(dtype_name(t)), rows, cols, pool.size(), 0, 0, 0, elapsed, kt.name ? kt.name : ""};
   row.gbps = (double)(calls * matrix_bytes) / elapsed / 1e9;
   g_sink.fetch_add((uint64_t)(y[0] != 0), std::memory_order_relaxed);
   return row;
@@ -190,13 +219,20 @@ std::vector<KernelBenchRow> run_kernel_bench(const KernelBenchOptions& options, 
     if (t < 1) throw std::invalid_argument("kernel bench: thread count " + std::to_string(t) + " is not >= 1");
     if (std::find(threads.begin(), threads.end(), t) == threads.end()) threads.push_back(t);
   }
+  for (DType t : options.types)
+    if (!is_benchable(t))
+      throw std::invalid_argument(std::string("kernel bench: ") + dtype_name(t) +
+                                  " is not a quantized weight type (try q4_0, q4_k, q6_k, iq4_xs, ...)");
   size_t largest = 0;
-  for (const auto& s : options.shapes) {
-    if (s.first < 1 || s.second < kQK || s.second % kQK != 0)
-      throw std::invalid_argument("kernel bench: shape " + std::to_string(s.first) + "x" + std::to_string(s.second) +
-                                  " needs rows >= 1 and cols a positive multiple of 32");
-    largest = std::max(largest, dtype_row_bytes(DType::Q4_0, s.second) * (size_t)s.first);
-  }
+  for (const auto& s : options.shapes)
+    for (DType t : options.types) {
+      const int64_t block = dtype_block_elems(t);
+      if (s.first < 1 || s.second < block || s.second % block != 0)
+        throw std::invalid_argument("kernel bench: shape " + std::to_string(s.first) + "x" + std::to_string(s.second) +
+                                    " needs rows >= 1 and cols a positive multiple of " + std::to_string(block) +
+                                    " (the " + dtype_name(t) + " block)");
+      largest = std::max(largest, dtype_row_bytes(t, s.second) * (size_t)s.first);
+    }
   const size_t working_set =
       options.working_set_bytes ? options.working_set_bytes : default_kernel_bench_working_set_bytes();
   const size_t bytes = (std::max(working_set, largest) + 63) / 64 * 64;
@@ -212,7 +248,7 @@ std::vector<KernelBenchRow> run_kernel_bench(const KernelBenchOptions& options, 
   // Pi) and fewer TLB misses while streaming. Advice only; ignoring a failure is fine.
   madvise(buf.get(), alloc_bytes, MADV_HUGEPAGE);
 #endif
-  fill_q4_0_blocks(*pools.rbegin()->second, buf.get(), bytes);
+  fill_blocks(*pools.rbegin()->second, options.types.empty() ? DType::Q4_0 : options.types.front(), buf.get(), bytes);
 
   std::vector<KernelBenchRow> rows;
   std::map<int, double> peak;
@@ -222,13 +258,18 @@ std::vector<KernelBenchRow> run_kernel_bench(const KernelBenchOptions& options, 
     peak[t] = r.gbps;
     rows.push_back(r);
   }
-  for (const auto& s : options.shapes)
-    for (int t : threads) {
-      KernelBenchRow r = measure_gemv(*pools[t], kt, buf.get(), bytes, s.first, s.second, options.min_seconds);
-      r.peak_gbps = peak[t];
-      r.ratio = r.peak_gbps > 0 ? r.gbps / r.peak_gbps : 0;
-      rows.push_back(r);
-    }
+  for (size_t i = 0; i < options.types.size(); ++i) {
+    const DType type = options.types[i];
+    if (i > 0) fill_blocks(*pools.rbegin()->second, type, buf.get(), bytes);
+    for (const auto& s : options.shapes)
+      for (int t : threads) {
+        KernelBenchRow r =
+            measure_gemv(*pools[t], kt, type, buf.get(), bytes, s.first, s.second, options.min_seconds);
+        r.peak_gbps = peak[t];
+        r.ratio = r.peak_gbps > 0 ? r.gbps / r.peak_gbps : 0;
+        rows.push_back(r);
+      }
+  }
   return rows;
 }
 

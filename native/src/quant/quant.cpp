@@ -1,6 +1,7 @@
 #include "quant/quant.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -31,6 +32,19 @@ const char* dtype_name(DType t) {
     case DType::IQ4_XS: return "IQ4_XS";
   }
   return "unknown";
+}
+
+bool dtype_from_name(const std::string& name, DType* out) {
+  for (DType t : kWeightTypes) {
+    const char* n = dtype_name(t);
+    size_t i = 0;
+    while (n[i] && i < name.size() && std::toupper((unsigned char)name[i]) == n[i]) ++i;
+    if (!n[i] && i == name.size()) {
+      *out = t;
+      return true;
+    }
+  }
+  return false;
 }
 
 bool dtype_is_known(uint32_t raw) {

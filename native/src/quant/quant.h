@@ -2,6 +2,7 @@
 // same bytes as ggml's reference quantizer for the same input.
 #pragma once
 #include <cstdint>
+#include <string>
 #include "quant/blocks.h"
 
 namespace edgellm {
@@ -43,6 +44,9 @@ void dequantize_row_q5_K(const block_q5_K* x, float* y, int64_t n);
 void dequantize_row_q6_K(const block_q6_K* x, float* y, int64_t n);
 void dequantize_row_iq4_nl(const block_iq4_nl* x, float* y, int64_t n);
 void dequantize_row_iq4_xs(const block_iq4_xs* x, float* y, int64_t n);
+
+// The type named `name` (a weight type's dtype_name, any case: "Q4_K", "q4_k"); false if none.
+bool dtype_from_name(const std::string& name, DType* out);
 
 // Any supported type -> f32, for one row of n elements.
 void dequantize_row(DType t, const void* row, float* y, int64_t n);
