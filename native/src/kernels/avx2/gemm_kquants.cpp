@@ -7,16 +7,20 @@
 // its 6- or 8-bit sub-block scale in the _mm256_madd_epi16 that widens it to int32, and the
 // per-super-block offset (Q4_K/Q5_K: dmin x min; Q6_K: the -32 of its codes) comes from the
 // Q8_K bsums, so it costs one madd per row and column instead of a pass over the weights. One
-// float FMA per super-block then applies d x d_x. That is ~3 vector uops per 32 multiply-adds per
-// column, plus the unpacking of the weights, which a tile does once per row and super-block for
-// all of its columns.
+// convert and one float FMA per super-block then apply d x d_x (and -dmin x d_x). That is ~3
+// vector uops per 32 multiply-adds per column, plus the unpacking of the weights, which a tile
+// does once per row and super-block for all of its columns.
 //
 // Tiling (see drive below): up to 8 columns (decode of 1 to 8 sequences) run in one tile per
 // 4 rows a quarter of the range apart, the decode order of common::drive, so every weight block
 // is read from memory once for all columns and each row is its own sequential stream; more
 // columns (prompt processing) take 4 adjacent rows x 8-column tiles: the rows stay in L1 while
 // the column tiles walk over them, and each column's Q8_K blocks are loaded from L2 once per
-// 4 rows.
+// 4 rows. Per row and super-block the columns' sums stay in registers (8 int32 vectors; the
+// compiler spills a few at 8 columns); 4-column tiles, the 8 sub-block scales kept on the stack
+// as madd memory operands, fully unrolled chunks and unpacking the whole super-block before the
+// columns were all slower in A/B runs (single thread, 64 columns: 8-column tiles ~66 GMAC/s,
+// the others 53-58).
 #include <immintrin.h>
 
 #include <cstring>
@@ -64,7 +68,8 @@ inline __m256i broadcast_word_control(int s) { return _mm256_set1_epi16((short)(
 // The 12 scale bytes as 8 six-bit scales and 8 six-bit mins (get_scale_min_k4, four at a time):
 // bytes 0-3 hold scales 0-3 in their low 6 bits, bytes 4-7 mins 0-3, and bytes 8-11 the low 4 bits
 // of scale 4+j (low nibble) and min 4+j (high nibble), whose top 2 bits are the top bits of bytes
-// j (scale) and 4+j (min).
+// j (scale) and 4+j (min). Scalar on purpose: the integer ALUs are idle while the vector ports
+// bound the GEMV; the same decode in SSE/AVX2 (16 vector ops) made 1-column GEMV ~13% slower.
 inline void unpack_scales_mins_k4(const uint8_t* packed, uint64_t* scales, uint64_t* mins) {
   uint32_t a, b, c;
   std::memcpy(&a, packed, 4);
@@ -130,12 +135,15 @@ struct KQuant45 {
                 isum[j], _mm256_add_epi32(_mm256_madd_epi16(plo, sc_lo), _mm256_madd_epi16(phi, sc_hi)));
           }
         }
-        const float d = _cvtsh_ss(blk.d), dmin = _cvtsh_ss(blk.dmin);
+        // One hadd puts the partial sums of isum in lanes 0, 1, 4, 5 and those of the min term
+        // in lanes 2, 3, 6, 7, scaled by [d, d, -dmin, -dmin] x d_x.
+        const __m256 ddmin = _mm256_cvtph_ps(_mm_set1_epi32((int)(blk.d | (uint32_t)blk.dmin << 16)));
+        const __m256 dpat =
+            _mm256_xor_ps(_mm256_permute_ps(ddmin, 0x50), _mm256_setr_ps(0, 0, -0.0f, -0.0f, 0, 0, -0.0f, -0.0f));
         for (int j = 0; j < C; ++j) {
           const __m256i msum = _mm256_madd_epi16(mins, load256(x[j][b].bsums));
-          const float dx = x[j][b].d;
-          acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_set1_ps(d * dx), acc[i][j]);
-          acc[i][j] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(dmin * dx), acc[i][j]);
+          const __m256 both = _mm256_cvtepi32_ps(_mm256_hadd_epi32(isum[j], msum));
+          acc[i][j] = _mm256_fmadd_ps(both, _mm256_mul_ps(dpat, _mm256_set1_ps(x[j][b].d)), acc[i][j]);
         }
       }
     }
