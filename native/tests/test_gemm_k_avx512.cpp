@@ -3,7 +3,8 @@
 // the 16-row tile, row sub-ranges, 1 to 9 columns (registers) and 16, 17, 63, 64 (groups of 8
 // through y), strided y. Blocks are random bytes (every code, scale and min value, Q8_K codes down
 // to -128) and the expected result is computed here from the block layouts in double, so these
-// tests do not depend on any other kernel or quantizer.
+// tests do not depend on any other kernel or quantizer. They call the avx512 table's entries, so
+// the columns it hands to the avx2 kernels (1 column; Q6_K up to 8) are held to the same checks.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
