@@ -4,7 +4,7 @@
 // through y), strided y. Blocks are random bytes (every code, scale and min value, Q8_K codes down
 // to -128) and the expected result is computed here from the block layouts in double, so these
 // tests do not depend on any other kernel or quantizer. They call the avx512 table's entries, so
-// the columns it hands to the avx2 kernels (1 column; Q6_K up to 8) are held to the same checks.
+// the columns it hands to the avx2 kernels (1 and 2; Q6_K up to 8) are held to the same checks.
 #include <cmath>
 #include <cstdio>
 #include <cstring>

@@ -22,8 +22,8 @@
 // together) take each sub-block's codes straight from the regrouping to the multiply-adds, with
 // every accumulator in registers; more columns (prompts) regroup a super-block once into a stack
 // buffer (Decoded, 4 KiB of codes + the scales) that serves them 8 at a time, accumulating
-// through y. One column goes to the avx2 GEMV, and so do Q6_K's 2 to 8 (see gemm_q4_k and
-// gemm_q6_k below).
+// through y. One and two columns go to the avx2 kernels, and so do Q6_K's up to 8 (see gemm_q4_k
+// and gemm_q6_k below).
 // The bytes two super-blocks ahead (in the tile order) are prefetched: the regrouping reads 16 rows
 // at once, more streams than the hardware prefetchers follow.
 #include <immintrin.h>
@@ -158,7 +158,7 @@ KQ_INLINE void decode_scales_k4(const Tile& t, int64_t boff, ScalesK4& o) {
 struct K4Base {
   using Scales = ScalesK4;
   static constexpr int kSub = 8, kSubLen = 32, kDw = 8;
-  static constexpr bool kFewColumns = true;  // tile_few_columns serves 2 to 8 columns
+  static constexpr bool kFewColumns = true;  // tile_few_columns serves 3 to 8 columns
   template <int C>
   static KQ_INLINE void finish(const Scales& s, const block_q8_K* const (&x)[C], const __m512i (&si)[C], __m512 (&acc)[C]) {
     for (int c = 0; c < C; ++c) {
@@ -330,7 +330,7 @@ inline void prefetch_ahead(const GemmArgs& a, int64_t r, int64_t r1, int64_t sb,
   if (rr < r1) prefetch_blocks(a, rr, min64(kRows, r1 - rr), s, (int64_t)sizeof(typename F::Block));
 }
 
-// All of the tile's super-blocks for C (<= 8) columns: each sub-block's codes go from the
+// All of the tile's super-blocks for C (3 to 8) columns: each sub-block's codes go from the
 // regrouping straight to the multiply-adds, every accumulator stays in registers.
 template <class F, int C>
 void tile_few_columns(const GemmArgs& a, const Tile& t, int64_t r, int64_t r1) {
@@ -397,7 +397,6 @@ void gemm_k(const GemmArgs& a, int64_t r0, int64_t r1) {
     const Tile t = make_tile(a, r, (int)min64(kRows, r1 - r));
     if constexpr (F::kFewColumns) {
       switch (a.ncols) {
-        case 2: tile_few_columns<F, 2>(a, t, r, r1); continue;
         case 3: tile_few_columns<F, 3>(a, t, r, r1); continue;
         case 4: tile_few_columns<F, 4>(a, t, r, r1); continue;
         case 5: tile_few_columns<F, 5>(a, t, r, r1); continue;
@@ -413,14 +412,16 @@ void gemm_k(const GemmArgs& a, int64_t r0, int64_t r1) {
 
 }  // namespace
 
-// One column (decoding one sequence) goes to the avx2 GEMV, which streams 4 rows at a time with no
-// regrouping: at one column the regrouping costs more than the lane-per-row tile saves.
+// One or two columns (one or two sequences decoding) go to the avx2 kernel, which streams 4 rows a
+// quarter of the range apart with no regrouping: with the weights coming from DRAM (a model larger
+// than the last-level cache) it measured faster there (tools/gemm_bench, 32768 x 4096: 2 columns
+// 0.75-0.9x avx2 here, while from cache 1.3x). Its tile reads 16 adjacent rows at once.
 void gemm_q4_k(const GemmArgs& a, int64_t r0, int64_t r1) {
-  if (a.ncols == 1) return avx2::gemm_q4_k(a, r0, r1);
+  if (a.ncols <= 2) return avx2::gemm_q4_k(a, r0, r1);
   gemm_k<Q4K>(a, r0, r1);
 }
 void gemm_q5_k(const GemmArgs& a, int64_t r0, int64_t r1) {
-  if (a.ncols == 1) return avx2::gemm_q5_k(a, r0, r1);
+  if (a.ncols <= 2) return avx2::gemm_q5_k(a, r0, r1);
   gemm_k<Q5K>(a, r0, r1);
 }
 // Q6_K's regrouping (three sources per code, 16 sub-block scales) costs more than the tile saves
