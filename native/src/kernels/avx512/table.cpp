@@ -36,9 +36,9 @@ const KernelTable kAvx512Kernels = {
     avx2::gemm_iq4_nl,
     avx2::gemm_q2_k,
     avx2::gemm_q3_k,
-    avx2::gemm_q4_k,
-    avx2::gemm_q5_k,
-    avx2::gemm_q6_k,
+    avx512::gemm_q4_k,
+    avx512::gemm_q5_k,
+    avx512::gemm_q6_k,
     avx2::gemm_iq4_xs,
 };
 
