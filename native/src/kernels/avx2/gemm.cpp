@@ -282,6 +282,13 @@ void quantize_row_q8_0(const float* x, block_q8_0* y, int64_t n) {
 }
 
 void gemm_q4_0(const GemmArgs& a, int64_t r0, int64_t r1) {
+  if (a.ncols >= 2) {
+    gemm_q4_0_lanes(a, r0, r1);
+    return;
+  }
+  common::drive<Q4PairTile, kGemmRows>(a, r0, r1);
+}
+void gemm_q4_0_rowtile(const GemmArgs& a, int64_t r0, int64_t r1) {
   if (a.ncols == 2 || a.ncols == 3) {
     gemm_q4_0_few_cols(a, r0, r1);
     return;
