@@ -281,9 +281,16 @@ void quantize_row_q8_0(const float* x, block_q8_0* y, int64_t n) {
   }
 }
 
+// 1 column: the streaming GEMV; 2-3: the same streaming tiling with every column in the tile
+// (faster than the lane GEMM, whose per-block tail is not amortized over so few products);
+// 4 or more: the columns in the vector lanes (gemm_q4_0_lanes.cpp).
 void gemm_q4_0(const GemmArgs& a, int64_t r0, int64_t r1) {
-  if (a.ncols >= 2) {
+  if (a.ncols >= 4) {
     gemm_q4_0_lanes(a, r0, r1);
+    return;
+  }
+  if (a.ncols >= 2) {
+    gemm_q4_0_few_cols(a, r0, r1);
     return;
   }
   common::drive<Q4PairTile, kGemmRows>(a, r0, r1);
