@@ -54,7 +54,8 @@ inline void prefetch_ahead(const void* p) {
 }
 
 // The AVX2 tiling (common::drive): decode 4 rows a quarter of the range apart, GEMM 2 adjacent
-// rows x 4 columns.
+// rows x 4 columns (Q8_0 and the float types; Q4_0 with 4 or more columns puts the columns in the
+// vector lanes instead, gemm_q4_0_lanes.cpp).
 constexpr int kGemmRows = 2;
 
 // ---- Q4_0 x Q8_0 ---------------------------------------------------------------------------
@@ -290,13 +291,6 @@ void gemm_q4_0(const GemmArgs& a, int64_t r0, int64_t r1) {
     return;
   }
   if (a.ncols >= 2) {
-    gemm_q4_0_few_cols(a, r0, r1);
-    return;
-  }
-  common::drive<Q4PairTile, kGemmRows>(a, r0, r1);
-}
-void gemm_q4_0_rowtile(const GemmArgs& a, int64_t r0, int64_t r1) {
-  if (a.ncols == 2 || a.ncols == 3) {
     gemm_q4_0_few_cols(a, r0, r1);
     return;
   }
