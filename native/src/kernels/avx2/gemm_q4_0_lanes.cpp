@@ -17,14 +17,16 @@
 // The activations are regrouped into that layout once per call (an 8x8 dword, 4x4 qword or 2x2
 // 128-bit transpose per block of CE columns, plus the block's scales and corrections as lane
 // vectors), which every row of the call then reads; the weights are unpacked once per tile of
-// 4 rows (nibbles in activation order, scales as f32) and serve every column group. Weights are
+// 4 rows (nibbles in activation order, interleaved by block so one pointer walks them; scales as
+// f32, converted 4 at a time) and serve every column group. Weights are
 // read in row order (rows r..r+3 are contiguous in the file), and the next tile's bytes are
 // prefetched while this one computes. Columns go in groups of 8; a last group of 1-7 takes the
 // narrowest of CE = 1, 2, 4, 8 that holds it, its missing columns repeating column 0.
 //
-// Measured (single thread, thread CPU time, 4096 x 4096 Q4_0 through matmul(), AMD EPYC with the
-// machine shared): 8 columns 38 -> 85 GMAC/s against the row tile, 16: 41 -> 84, 64: 45 -> 104;
-// the prefill GEMMs of the bench:vs-llamacpp dense model 44 -> 90 GMAC/s.
+// Measured against the row tile (single thread, thread CPU time, 4096 x 4096 Q4_0 through
+// matmul(), AMD EPYC with the machine shared): 4 columns 39 -> 63 GMAC/s, 8: 39 -> 95,
+// 16: 42 -> 96, 64: 45 -> 111; instructions per multiply-add (callgrind, 256 x 4096) 0.324 ->
+// 0.243 / 0.174 / 0.156 / 0.143.
 #include <immintrin.h>
 
 #include <cstring>
@@ -103,21 +105,37 @@ void regroup_columns(const block_q8_0* const* cols, int64_t nb, uint8_t* dst) {
   }
 }
 
-// One row's blocks, unpacked: the 32 nibbles of block b in activation order, and its scale.
-struct RowView {
-  const uint8_t* n;  // nb x 32 bytes
-  const float* d;    // nb
+// A tile of R rows, unpacked and interleaved by block: n[(b R + i) 32 ..] = the 32 nibbles of
+// row i's block b in activation order, d[b R + i] = its scale. One pointer per array walks the
+// tile in order.
+struct TileView {
+  const uint8_t* n;
+  const float* d;
 };
 
-// Unpacks blocks [0, nb) of row w into n (32 bytes per block) and d.
-void unpack_row(const block_q4_0* w, int64_t nb, uint8_t* n, float* d) {
+// Unpacks blocks [0, nb) of rows r .. r + R - 1 of a into n and d (TileView's layout).
+template <int R>
+void unpack_tile(const GemmArgs& a, int64_t r, int64_t nb, uint8_t* n, float* d) {
   const __m256i lane_shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
   const __m256i low4 = _mm256_set1_epi8(0x0F);
-  for (int64_t b = 0; b < nb; ++b) {
-    const __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].qs)));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(n + b * kLaneBytes),
-                        _mm256_and_si256(_mm256_srlv_epi32(q, lane_shift), low4));
-    d[b] = _cvtsh_ss(w[b].d);
+  const block_q4_0* w[R];
+  common::w_rows(a, r, 1, w);
+  for (int64_t b = 0; b < nb; ++b, n += R * kLaneBytes, d += R) {
+    __m128i h = _mm_setzero_si128();
+    for (int i = 0; i < R; ++i) {
+      const __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[i][b].qs)));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(n + i * kLaneBytes),
+                          _mm256_and_si256(_mm256_srlv_epi32(q, lane_shift), low4));
+      h = _mm_insert_epi16(h, w[i][b].d, i);
+    }
+    const __m128 f = _mm_cvtph_ps(h);  // R <= 4 scales
+    if constexpr (R == 4) {
+      _mm_storeu_ps(d, f);
+    } else {
+      alignas(16) float tmp[4];
+      _mm_store_ps(tmp, f);
+      for (int i = 0; i < R; ++i) d[i] = tmp[i];
+    }
   }
 }
 
@@ -146,7 +164,7 @@ inline __m256i broadcast_weights(const uint8_t* p) {
 // y[(c + m) * stride + r_i] for the R rows. pf: the next tile's weights to prefetch
 // (pf_bytes of them; null: none).
 template <int R, int CE>
-void tile(const RowView (&w)[R], const uint8_t* xg, int64_t nb, float* y, int64_t stride, int64_t ncols,
+void tile(TileView w, const uint8_t* xg, int64_t nb, float* y, int64_t stride, int64_t ncols,
           const uint8_t* pf, int64_t pf_bytes) {
   constexpr int W = kLaneBytes / CE;
   constexpr int G = kGroupCols / CE;
@@ -156,7 +174,7 @@ void tile(const RowView (&w)[R], const uint8_t* xg, int64_t nb, float* y, int64_
   const size_t xstride = group_block_bytes(CE);
   // Prefetch the next tile a line or two per block, spread over this tile's blocks.
   const int64_t pf_step = pf ? (pf_bytes + nb - 1) / nb : 0;
-  for (int64_t b = 0; b < nb; ++b, xg += xstride) {
+  for (int64_t b = 0; b < nb; ++b, xg += xstride, w.n += R * kLaneBytes, w.d += R) {
     if (pf) {
       const int64_t off = b * pf_step;
       _mm_prefetch(reinterpret_cast<const char*>(pf + off), _MM_HINT_T0);
@@ -168,7 +186,7 @@ void tile(const RowView (&w)[R], const uint8_t* xg, int64_t nb, float* y, int64_
     for (int t = 0; t < CE; ++t) {
       const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg + t * kLaneBytes));
       for (int i = 0; i < R; ++i) {
-        const __m256i p = _mm256_maddubs_epi16(broadcast_weights<CE>(w[i].n + b * kLaneBytes + t * W), x);
+        const __m256i p = _mm256_maddubs_epi16(broadcast_weights<CE>(w.n + i * kLaneBytes + t * W), x);
         s16[i] = t == 0 ? p : _mm256_add_epi16(s16[i], p);
         pin(s16[i]);
       }
@@ -177,7 +195,7 @@ void tile(const RowView (&w)[R], const uint8_t* xg, int64_t nb, float* y, int64_
     const __m256i corr = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg + (CE + 1) * kLaneBytes));
     for (int i = 0; i < R; ++i) {
       const __m256i isum = _mm256_add_epi32(_mm256_madd_epi16(s16[i], ones), corr);
-      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(_mm256_broadcast_ss(w[i].d + b), dx), acc[i]);
+      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(_mm256_broadcast_ss(w.d + i), dx), acc[i]);
     }
   }
   for (int i = 0; i < R; ++i) {
@@ -195,7 +213,7 @@ void tile(const RowView (&w)[R], const uint8_t* xg, int64_t nb, float* y, int64_
 inline int group_width(int64_t n) { return n <= 1 ? 1 : n <= 2 ? 2 : n <= 4 ? 4 : 8; }
 
 template <int R>
-void tile_all_groups(const GemmArgs& a, const RowView (&w)[R], const uint8_t* xbuf, const int64_t* group_off,
+void tile_all_groups(const GemmArgs& a, TileView w, const uint8_t* xbuf, const int64_t* group_off,
                      int64_t ngroups, int64_t r, const uint8_t* pf, int64_t pf_bytes) {
   const int64_t nb = a.k / kQK;
   for (int64_t g = 0; g < ngroups; ++g) {
@@ -222,8 +240,8 @@ namespace {
 void lanes_gemm(const GemmArgs& a, int64_t r0, int64_t r1) {
   const int64_t nb = a.k / kQK;
   const int64_t ngroups = (a.ncols + kGroupCols - 1) / kGroupCols;
-  // One buffer per call: the regrouped activations of every column group, then kTileRows
-  // unpacked rows (32 bytes + a f32 scale per block). ::operator new is not a template, so
+  // One buffer per call: the regrouped activations of every column group, then one unpacked
+  // tile of kTileRows rows (32 bytes + a f32 scale per row and block). ::operator new is not a template, so
   // nothing from this file's ISA leaks into shared code.
   int64_t group_off[kMaxGemmCols / kGroupCols + 1];
   size_t xbytes = 0;
@@ -246,26 +264,18 @@ void lanes_gemm(const GemmArgs& a, int64_t r0, int64_t r1) {
       default: regroup_columns<8>(cols, nb, dst); break;
     }
   }
-  uint8_t* wbuf = buf + xbytes;
-  auto view = [&](int i) {
-    uint8_t* n = wbuf + i * row_bytes;
-    return RowView{n, reinterpret_cast<const float*>(n + nb * kLaneBytes)};
-  };
-  auto unpack = [&](int i, int64_t row) {
-    uint8_t* n = wbuf + i * row_bytes;
-    unpack_row(common::w_row<block_q4_0>(a, row), nb, n, reinterpret_cast<float*>(n + nb * kLaneBytes));
-  };
+  uint8_t* wn = buf + xbytes;
+  float* wd = reinterpret_cast<float*>(wn + kTileRows * nb * kLaneBytes);
+  const TileView w{wn, wd};
   int64_t r = r0;
   for (; r + kTileRows <= r1; r += kTileRows) {
-    for (int i = 0; i < kTileRows; ++i) unpack(i, r + i);
-    const RowView w[kTileRows] = {view(0), view(1), view(2), view(3)};
+    unpack_tile<kTileRows>(a, r, nb, wn, wd);
     const int64_t next = min64(kTileRows, r1 - r - kTileRows);
     const uint8_t* pf = next > 0 ? a.w + (r + kTileRows) * a.w_row_bytes : nullptr;
     tile_all_groups<kTileRows>(a, w, buf, group_off, ngroups, r, pf, next * (int64_t)a.w_row_bytes);
   }
   for (; r < r1; ++r) {
-    unpack(0, r);
-    const RowView w[1] = {view(0)};
+    unpack_tile<1>(a, r, nb, wn, wd);
     tile_all_groups<1>(a, w, buf, group_off, ngroups, r, nullptr, 0);
   }
   ::operator delete(buf);
