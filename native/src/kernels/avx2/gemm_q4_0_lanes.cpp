@@ -116,18 +116,22 @@ struct TileView {
 // Unpacks blocks [0, nb) of rows r .. r + R - 1 of a into n and d (TileView's layout).
 template <int R>
 void unpack_tile(const GemmArgs& a, int64_t r, int64_t nb, uint8_t* n, float* d) {
+  static_assert(R >= 1 && R <= 4, "4 f16 scales per 128-bit convert");
   const __m256i lane_shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
   const __m256i low4 = _mm256_set1_epi8(0x0F);
   const block_q4_0* w[R];
   common::w_rows(a, r, 1, w);
   for (int64_t b = 0; b < nb; ++b, n += R * kLaneBytes, d += R) {
-    __m128i h = _mm_setzero_si128();
     for (int i = 0; i < R; ++i) {
       const __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[i][b].qs)));
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(n + i * kLaneBytes),
                           _mm256_and_si256(_mm256_srlv_epi32(q, lane_shift), low4));
-      h = _mm_insert_epi16(h, w[i][b].d, i);
     }
+    // (insert positions spelled out: they must be immediates even in unoptimized builds)
+    __m128i h = _mm_cvtsi32_si128(w[0][b].d);
+    if constexpr (R > 1) h = _mm_insert_epi16(h, w[1][b].d, 1);
+    if constexpr (R > 2) h = _mm_insert_epi16(h, w[2][b].d, 2);
+    if constexpr (R > 3) h = _mm_insert_epi16(h, w[3][b].d, 3);
     const __m128 f = _mm_cvtph_ps(h);  // R <= 4 scales
     if constexpr (R == 4) {
       _mm_storeu_ps(d, f);
