@@ -9,8 +9,10 @@ import { readGgufInfo, type GgufInfo, type GgufTensorType } from '../src/engine/
 import { GgufWriter, meta } from '../src/engine/gguf-writer.js';
 import { modelsDir, skipOrFail, type TapTest } from './fixtures/paths.js';
 import {
-  bf16ToF32, decodeTensor, f16ToF32, f32ToBf16, f32ToF16, quantizeQ4_0, quantizeQ8_0, typeBytes,
+  bf16ToF32, blockElems, decodeTensor, f16ToF32, f32ToBf16, f32ToF16, quantizeQ4_0, quantizeQ8_0, typeBytes,
 } from '../src/engine/quant.js';
+import { loadModel } from '../src/engine/model.js';
+import { loadAddon } from '../src/engine/native.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'edgellm-gguf-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -299,7 +301,7 @@ t.test('refusals reach TypeScript as EdgeErrors with the right code and the file
 
   const w = new GgufWriter();
   w.setMeta('general.architecture', meta.string('llama'));
-  w.addTensor({ name: 'blk.0.ffn_down.weight', type: 'F32', shape: [32, 2], data: new Float32Array(64) });
+  w.addTensor({ name: 'blk.0.ffn_down.weight', type: 'F32', shape: [256, 2], data: new Float32Array(512) });
   const good = w.toBytes();
 
   const cut = writeTemp(good.subarray(0, good.length - 1), 'cut.gguf');
@@ -310,38 +312,38 @@ t.test('refusals reach TypeScript as EdgeErrors with the right code and the file
   const v1Path = writeTemp(v1, 'v1.gguf');
   expectCode(t, () => readGgufInfo(v1Path), 'E_MODEL_UNSUPPORTED', v1Path, /GGUF v1 is obsolete/);
 
-  // Patch the tensor's type to 12 (Q4_K): the u32 after the name, n_dims and two u64 dims.
-  const q4k = good.slice();
-  const nameAt = Buffer.from(q4k).indexOf('blk.0.ffn_down.weight');
+  // Patch the tensor's type to 16 (IQ2_XXS, which edgellm does not run): the u32 after the name,
+  // n_dims and two u64 dims.
+  const iq2 = good.slice();
+  const nameAt = Buffer.from(iq2).indexOf('blk.0.ffn_down.weight');
   const typeAt = nameAt + 'blk.0.ffn_down.weight'.length + 4 + 16;
+  new DataView(iq2.buffer).setUint32(typeAt, 16, true);
+  const iq2Path = writeTemp(iq2, 'iq2.gguf');
+  expectCode(t, () => readGgufInfo(iq2Path), 'E_MODEL_UNSUPPORTED', iq2Path, /'blk\.0\.ffn_down\.weight' has type IQ2_XXS/,
+    /edgellm quantize MODEL-F16\.gguf OUT\.gguf --type q2_k/);
+  // Q4_K (12) is a type edgellm runs.
+  const q4k = good.slice();
   new DataView(q4k.buffer).setUint32(typeAt, 12, true);
-  const q4kPath = writeTemp(q4k, 'q4k.gguf');
-  expectCode(t, () => readGgufInfo(q4kPath), 'E_MODEL_UNSUPPORTED', q4kPath, /Q4_K/,
-    /edgellm quantize IN\.gguf OUT\.gguf --type q4_0/);
+  t.equal(readGgufInfo(writeTemp(q4k, 'q4k.gguf')).tensors[0]!.type, 'Q4_K');
 
   t.throws(() => readGgufInfo(42 as unknown as string), { code: 'E_BAD_ARGUMENT' });
 });
 
-t.test('fuzz: truncated and mutated files never crash the process', async (t) => {
-  const w = new GgufWriter();
-  w.setMeta('general.architecture', meta.string('llama'))
-    .setMeta('llama.block_count', meta.uint32(1))
-    .setMeta('tokenizer.ggml.tokens', meta.array('string', ['<unk>', '<s>', 'a']))
-    .setMeta('tokenizer.ggml.scores', meta.array('float32', [0, 0, -1]))
-    .setMeta('nested', meta.array('array', [meta.array('uint64', [1n])]));
-  w.addTensor({ name: 'a', type: 'Q4_0', shape: [32, 2], data: randomWeights(64, 1) });
-  w.addTensor({ name: 'b', type: 'F16', shape: [8], data: randomWeights(8, 2) });
-  const good = w.toBytes();
-  const r = rng(4242);
+/**
+ * Truncations and random byte edits of `good`, each read back: a defined result or a coded
+ * E_MODEL_CORRUPT / E_MODEL_UNSUPPORTED naming the file, never anything else.
+ */
+function fuzzHeader(t: TapTest, good: Uint8Array, seed: number, edits = 300): Record<string, number> {
+  const r = rng(seed);
   const counts: Record<string, number> = { ok: 0, E_MODEL_CORRUPT: 0, E_MODEL_UNSUPPORTED: 0 };
   let unexpected = 0;
-  const path = join(dir, 'fuzz.gguf');
+  const path = join(dir, `fuzz-${seed}.gguf`);
   const variants: Uint8Array[] = [];
-  for (let n = 0; n < good.length; n += 3) variants.push(good.subarray(0, n));
-  for (let v = 0; v < 300; v++) {
+  for (let n = 0; n < good.length; n += Math.max(3, Math.floor(good.length / 2000))) variants.push(good.subarray(0, n));
+  for (let v = 0; v < edits; v++) {
     const b = good.slice();
-    const edits = 1 + Math.floor(r() * 6);
-    for (let k = 0; k < edits; k++) {
+    const count = 1 + Math.floor(r() * 6);
+    for (let k = 0; k < count; k++) {
       const at = Math.floor(r() * b.length);
       b[at] = r() < 0.5 ? Math.floor(r() * 256) : [0, 0xff, 0x7f, 0x80, 1][Math.floor(r() * 5)]!;
     }
@@ -366,6 +368,128 @@ t.test('fuzz: truncated and mutated files never crash the process', async (t) =>
   t.equal(unexpected, 0);
   t.ok(counts.E_MODEL_CORRUPT! > 0);
   t.comment(`${variants.length} variants: ${JSON.stringify(counts)}`);
+  return counts;
+}
+
+t.test('fuzz: truncated and mutated files never crash the process', async (t) => {
+  const w = new GgufWriter();
+  w.setMeta('general.architecture', meta.string('llama'))
+    .setMeta('llama.block_count', meta.uint32(1))
+    .setMeta('tokenizer.ggml.tokens', meta.array('string', ['<unk>', '<s>', 'a']))
+    .setMeta('tokenizer.ggml.scores', meta.array('float32', [0, 0, -1]))
+    .setMeta('nested', meta.array('array', [meta.array('uint64', [1n])]));
+  w.addTensor({ name: 'a', type: 'Q4_0', shape: [32, 2], data: randomWeights(64, 1) });
+  w.addTensor({ name: 'b', type: 'F16', shape: [8], data: randomWeights(8, 2) });
+  fuzzHeader(t, w.toBytes(), 4242);
+});
+
+/** Byte offsets of the f16 scale fields in one block of each type (d, and m / dmin where there is one). */
+const SCALE_FIELDS: Partial<Record<GgufTensorType, number[]>> = {
+  Q4_1: [0, 2], Q5_0: [0], Q5_1: [0, 2], IQ4_NL: [0], Q2_K: [80, 82], Q3_K: [108], Q4_K: [0, 2], Q5_K: [0, 2], Q6_K: [208], IQ4_XS: [0],
+};
+
+/**
+ * A 2-layer llama whose tensors hold every new weight type (valid blocks from the native
+ * quantizer), the token embedding Q4_K (its lookup dequantizes one row) and the output Q6_K.
+ */
+async function writeEveryTypeModel(): Promise<{ bytes: Uint8Array; tensors: Array<{ name: string; type: GgufTensorType }> }> {
+  const E = 256, F = 256, V = 64;
+  const types: Array<[string, GgufTensorType, number[]]> = [
+    ['token_embd.weight', 'Q4_K', [E, V]],
+    ['output.weight', 'Q6_K', [E, V]],
+  ];
+  const layer = (l: number, t: GgufTensorType[]) => {
+    const p = `blk.${l}.`;
+    types.push([p + 'attn_q.weight', t[0]!, [E, E]], [p + 'attn_k.weight', t[1]!, [E, E / 2]], [p + 'attn_v.weight', t[2]!, [E, E / 2]],
+      [p + 'attn_output.weight', t[3]!, [E, E]], [p + 'ffn_gate.weight', t[4]!, [E, F]], [p + 'ffn_up.weight', t[5]!, [E, F]],
+      [p + 'ffn_down.weight', t[6]!, [F, E]]);
+  };
+  layer(0, ['Q2_K', 'Q3_K', 'Q5_K', 'IQ4_XS', 'Q4_1', 'Q5_1', 'Q5_0']);
+  layer(1, ['Q4_K', 'Q6_K', 'IQ4_NL', 'Q5_0', 'Q3_K', 'Q2_K', 'IQ4_NL']);
+  const w = new GgufWriter();
+  w.setMeta('general.architecture', meta.string('llama'));
+  w.setMeta('llama.context_length', meta.uint32(64));
+  w.setMeta('llama.embedding_length', meta.uint32(E));
+  w.setMeta('llama.block_count', meta.uint32(2));
+  w.setMeta('llama.feed_forward_length', meta.uint32(F));
+  w.setMeta('llama.attention.head_count', meta.uint32(4));
+  w.setMeta('llama.attention.head_count_kv', meta.uint32(2));
+  let seed = 10;
+  for (const [name, type, shape] of types) {
+    const x = randomWeights(shape[0]! * shape[1]!, seed++).map((v) => v / 16);
+    w.addTensor({ name, type, shape, data: await loadAddon().convertRows(new Uint8Array(x.buffer), 'F32', type, shape[0]!) });
+  }
+  for (let l = 0; l < 2; l++) {
+    w.addTensor({ name: `blk.${l}.attn_norm.weight`, type: 'F32', shape: [E], data: new Float32Array(E).fill(1) });
+    w.addTensor({ name: `blk.${l}.ffn_norm.weight`, type: 'F32', shape: [E], data: new Float32Array(E).fill(1) });
+  }
+  w.addTensor({ name: 'output_norm.weight', type: 'F32', shape: [E], data: new Float32Array(E).fill(1) });
+  return { bytes: w.toBytes(), tensors: types.map(([name, type]) => ({ name, type })) };
+}
+
+t.test('fuzz: K-quant files, header and tensor data corrupted, load and run or fail with a code, never crash', async (t) => {
+  const { bytes: good, tensors } = await writeEveryTypeModel();
+  fuzzHeader(t, good, 777, 200);
+
+  // Tensor data: random bytes, and NaN / Inf / huge values in the blocks' f16 scales. Loading
+  // reads no weights, so each variant loads; evaluating three tokens must give V logits or a coded
+  // error. What the logits are is defined, not necessarily finite: a NaN/Inf output.weight scale
+  // gives NaN/Inf logits; a NaN reaching the hidden state quantizes to zero activations (the Q8
+  // quantizers' amax skips NaN, as ggml's does), so the logits after it are all 0.
+  const path = join(dir, 'fuzz-data.gguf');
+  writeFileSync(path, good);
+  const info = readGgufInfo(path);
+  const clean = await loadModel(path, { threads: 1, contextSize: 16 });
+  const V = clean.info().n_vocab;
+  const base = await clean.evalLogits([1, 2, 3]);
+  clean.close();
+  t.ok(base.length === V && base.every(Number.isFinite), 'the uncorrupted model gives finite logits');
+  const r = rng(31337);
+  const counts: Record<string, number> = { unchanged: 0, changed: 0, nonFinite: 0 };
+  for (let v = 0; v < 60; v++) {
+    const b = good.slice();
+    const view = new DataView(b.buffer);
+    const edits = 1 + Math.floor(r() * 4);
+    for (let k = 0; k < edits; k++) {
+      const name = tensors[Math.floor(r() * tensors.length)]!.name;
+      const ti = info.tensors.find((x) => x.name === name)!;
+      if (r() < 0.5) {
+        b[ti.offset + Math.floor(r() * ti.bytes)] = Math.floor(r() * 256);
+      } else {
+        const fields = SCALE_FIELDS[ti.type]!;
+        const block = Math.floor(r() * (ti.bytes / typeBytes(ti.type, blockElems(ti.type))));
+        const at = ti.offset + block * typeBytes(ti.type, blockElems(ti.type)) + fields[Math.floor(r() * fields.length)]!;
+        view.setUint16(at, [0x7e00, 0x7c00, 0xfc00, 0x7bff, 0xfbff][Math.floor(r() * 5)]!, true);
+      }
+    }
+    writeFileSync(path, b);
+    try {
+      const m = await loadModel(path, { threads: 1, contextSize: 16 });
+      try {
+        const logits = await m.evalLogits([1, 2, 3]);
+        t.equal(logits.length, V);
+        const kind = !logits.every(Number.isFinite) ? 'nonFinite' : logits.every((x, i) => x === base[i]) ? 'unchanged' : 'changed';
+        counts[kind]!++;
+      } finally {
+        m.close();
+      }
+    } catch (err) {
+      const code = err instanceof EdgeError ? err.code : 'uncoded';
+      counts[code] = (counts[code] ?? 0) + 1;
+      if (!(err instanceof EdgeError) || !code.startsWith('E_MODEL_')) t.fail(`unexpected error: ${String(err)}`);
+    }
+  }
+  t.comment(`60 corrupted data variants: ${JSON.stringify(counts)}`);
+  t.ok(counts.changed! + counts.nonFinite! > 0, 'corruptions reach the logits (the corrupted blocks are read)');
+  // A NaN scale in output.weight's first super-block (row 0, token 0) makes logit 0 NaN, and only it.
+  const b = good.slice();
+  const out = info.tensors.find((x) => x.name === 'output.weight')!;
+  new DataView(b.buffer).setUint16(out.offset + SCALE_FIELDS.Q6_K![0]!, 0x7e00, true);
+  writeFileSync(path, b);
+  const m = await loadModel(path, { threads: 1, contextSize: 16 });
+  const logits = await m.evalLogits([1, 2, 3]);
+  m.close();
+  t.ok(Number.isNaN(logits[0]) && logits.subarray(1).every((x, i) => x === base[i + 1]), 'a NaN output scale: logit 0 is NaN, the others as before');
 });
 
 t.test('real models: metadata of stories260K, TinyLLama Q4_0 and the tiny random F16 model', async (t) => {

@@ -4,7 +4,9 @@ import t from 'tap';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { GgufTensorType } from '../src/engine/gguf.js';
 import { GgufWriter, meta } from '../src/engine/gguf-writer.js';
+import { typeBytes } from '../src/engine/quant.js';
 import { loadModel } from '../src/engine/model.js';
 import { deviceMemory, memoryFit, modelRequirements, type ModelRequirements } from '../src/engine/requirements.js';
 import { assertCliBuilt, requireModel as requireSharedModel, run, type TapTest } from './fixtures/paths.js';
@@ -165,4 +167,77 @@ t.test('errors are one line with the reader\'s code and a non-zero exit', async 
     t.equal(r.stderr.trim().split('\n').length, 1, 'one line');
     t.match(r.stderr, re);
   }
+});
+
+/**
+ * A llama whose matrices are in the mixed K-quant types of a Q4_K_M file (random blocks), with
+ * `unrunnable` tensors patched to IQ2_XXS (ggml type 16: 66-byte blocks, fewer bytes than Q4_K's).
+ */
+function writeMixed(path: string, unrunnable: string[] = []): void {
+  const E = 256, L = 2, F = 256, V = 300;
+  const w = new GgufWriter();
+  w.setMeta('general.architecture', meta.string('llama'));
+  w.setMeta('llama.context_length', meta.uint32(128));
+  w.setMeta('llama.embedding_length', meta.uint32(E));
+  w.setMeta('llama.block_count', meta.uint32(L));
+  w.setMeta('llama.feed_forward_length', meta.uint32(F));
+  w.setMeta('llama.attention.head_count', meta.uint32(4));
+  w.setMeta('llama.attention.head_count_kv', meta.uint32(4));
+  let seed = 1;
+  const blocks = (type: GgufTensorType, n: number) => {
+    const bytes = new Uint8Array(typeBytes(type, n)).map(() => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 16) & 255);
+    return bytes;
+  };
+  const add = (name: string, type: GgufTensorType, shape: number[]) =>
+    w.addTensor({ name, type, shape, data: type === 'F32' ? new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(1) : blocks(type, shape.reduce((a, b) => a * b, 1)) });
+  add('token_embd.weight', 'Q4_K', [E, V]);
+  add('output_norm.weight', 'F32', [E]);
+  add('output.weight', 'Q6_K', [E, V]);
+  for (let l = 0; l < L; l++) {
+    add(`blk.${l}.attn_norm.weight`, 'F32', [E]);
+    for (const m of ['attn_q', 'attn_k', 'attn_output']) add(`blk.${l}.${m}.weight`, 'Q4_K', [E, E]);
+    add(`blk.${l}.attn_v.weight`, 'Q6_K', [E, E]);
+    add(`blk.${l}.ffn_norm.weight`, 'F32', [E]);
+    add(`blk.${l}.ffn_gate.weight`, 'Q4_K', [E, F]);
+    add(`blk.${l}.ffn_up.weight`, 'Q4_K', [E, F]);
+    add(`blk.${l}.ffn_down.weight`, 'Q5_0', [F, E]);
+  }
+  const file = w.toBytes();
+  for (const name of unrunnable) {
+    // The type is the u32 after the name, the dimension count and two u64 dimensions.
+    const at = Buffer.from(file).indexOf(Buffer.from(name + '\x02\x00\x00\x00')) + name.length + 4 + 16;
+    new DataView(file.buffer, file.byteOffset).setUint32(at, 16, true);
+  }
+  writeFileSync(path, file);
+}
+
+t.test('a mixed K-quant file: every type with its count and bytes, and loading OK', async (t) => {
+  const path = join(dir, 'mixed.gguf');
+  writeMixed(path);
+  const r = run(['inspect', path]);
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stdout, /^\s+Q4_K\s+11 tensors /m);
+  t.match(r.stdout, /^\s+Q6_K\s+3 tensors /m);
+  t.match(r.stdout, /^\s+Q5_0\s+2 tensors /m);
+  t.match(r.stdout, /^\s+F32\s+5 tensors /m);
+  t.match(r.stdout, /^loading:\s+OK: edgellm runs every tensor type in this file$/m);
+});
+
+t.test('a file with a type edgellm does not run: inspect lists it, says which tensors block loading and what to do', async (t) => {
+  const path = join(dir, 'iq2.gguf');
+  writeMixed(path, ['blk.0.ffn_gate.weight', 'blk.1.ffn_gate.weight']);
+  const r = run(['inspect', path]);
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stdout, /^\s+IQ2_XXS\s+2 tensors\s+\S+ \S+\s+\(edgellm does not run this type\)$/m);
+  t.match(r.stdout, /^\s+Q4_K\s+9 tensors /m);
+  t.match(r.stdout, /^loading:\s+BLOCKED by 2 tensors \('blk\.0\.ffn_gate\.weight', 'blk\.1\.ffn_gate\.weight'\): edgellm does not support IQ2_XXS yet \(it runs F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS\)\. Use a file of the model in one of those types \(e\.g\. Q4_K_M or Q8_0\), or re-quantize its F16\/F32 original: `edgellm quantize MODEL-F16\.gguf OUT\.gguf --type q2_k`$/m);
+  const j = JSON.parse(run(['inspect', path, '--json']).stdout) as ModelRequirements & { loadable: boolean };
+  t.equal(j.loadable, false);
+  t.same(j.unsupported_tensors.map((u) => `${u.name} ${u.type}`), ['blk.0.ffn_gate.weight IQ2_XXS', 'blk.1.ffn_gate.weight IQ2_XXS']);
+  t.equal(j.tensor_types.IQ2_XXS!.bytes, 2 * (256 / 256) * 66 * 256, 'sized by ggml\'s geometry: 66 bytes per 256 weights');
+  // Loading names the tensor, the type and the same fix.
+  await t.rejects(loadModel(path, { threads: 1 }), {
+    code: 'E_MODEL_UNSUPPORTED',
+    message: /tensor 'blk\.0\.ffn_gate\.weight' has type IQ2_XXS: edgellm does not support IQ2_XXS yet .*--type q2_k`$/,
+  });
 });

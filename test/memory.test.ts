@@ -25,12 +25,21 @@ function status(): { rss: number; anon: number; file: number } {
   return { rss: kb('VmRSS'), anon: kb('RssAnon'), file: kb('RssFile') };
 }
 
+/** Block bytes and the byte offsets of the f16 scales (d, dmin) of the types these models use. */
+const BLOCKS = {
+  Q4_0: { elems: 32, bytes: 18, scales: [0] },
+  Q4_K: { elems: 256, bytes: 144, scales: [0, 2] },
+  Q6_K: { elems: 256, bytes: 210, scales: [208] },
+} as const;
+type BlockType = keyof typeof BLOCKS;
+
 /**
- * A dense llama of random Q4_0 blocks (the values do not matter here): 1024 wide, 8 layers,
- * FFN 2816, 32000 tokens: an 84 MB file, 69 MB of it read per decoded token. Blocks are random
- * bytes with a fixed scale, so writing it takes well under a second.
+ * A dense llama of random blocks (the values do not matter here): 1024 wide, 8 layers, FFN 2816,
+ * 32000 tokens: an 84 MB file in Q4_0, 69 MB of it read per decoded token. `typeOf` gives each
+ * matrix's type (Q4_0 everywhere by default; Q4_K with Q6_K output and ffn_down is the shape of a
+ * Q4_K_M file). Blocks are random bytes with fixed scales, so writing it takes well under a second.
  */
-function writeLargeQ4Model(path: string): void {
+function writeLargeQ4Model(path: string, typeOf: (name: string) => BlockType = () => 'Q4_0'): void {
   const D = 1024, F = 2816, V = 32000, L = 8, KD = 256;
   const g = new GgufWriter();
   g.setMeta('general.architecture', meta.string('llama'));
@@ -42,15 +51,18 @@ function writeLargeQ4Model(path: string): void {
   g.setMeta('llama.attention.head_count_kv', meta.uint32(4));
   g.setMeta('llama.attention.layer_norm_rms_epsilon', meta.float32(1e-5));
   const d = f32ToF16(0.005);
-  const q4 = (name: string, shape: number[]) =>
+  const q4 = (name: string, shape: number[]) => {
+    const type = typeOf(name);
+    const { elems, bytes, scales } = BLOCKS[type];
     g.addTensor({
-      name, type: 'Q4_0', shape,
+      name, type, shape,
       data: () => {
-        const out = randomFillSync(new Uint8Array((shape[0]! * shape[1]! / 32) * 18));
-        for (let b = 0; b < out.length; b += 18) (out[b] = d & 0xff), (out[b + 1] = d >> 8);
+        const out = randomFillSync(new Uint8Array((shape[0]! * shape[1]! / elems) * bytes));
+        for (let b = 0; b < out.length; b += bytes) for (const o of scales) (out[b + o] = d & 0xff), (out[b + o + 1] = d >> 8);
         return out;
       },
     });
+  };
   const ones = (name: string) => g.addTensor({ name, type: 'F32', shape: [D], data: () => new Float32Array(D).fill(1) });
   q4('token_embd.weight', [D, V]);
   ones('output_norm.weight');
@@ -94,6 +106,33 @@ t.test('loading an 84 MB Q4_0 model adds <= 64 MB resident; one decode adds only
   t.ok(decoded.anon - before.anon <= 64 * MB + info.kv_bytes_per_sequence, `engine memory after a decode: +${mb(decoded.anon - before.anon)} MB <= 64 MB + KV`);
   t.ok(decoded.rss - before.rss <= 64 * MB + info.kv_bytes_per_sequence + fileBytes, 'RSS after a decode <= 64 MB + KV + the file');
   t.ok(decoded.file - loaded.file >= 0.5 * info.weight_bytes, 'the decode did read the weights through the mapping');
+});
+
+t.test('a Q4_K_M file adds no more resident memory than the Q4_0 file of the same model (weights stay mapped)', { skip: !linux && 'needs /proc/self/status' }, async (t) => {
+  // Both stay loaded, the second on top of the first, so neither load reuses memory the other
+  // freed: each load's growth of the engine's own memory (RssAnon) after one decode, which
+  // allocates the KV cache and the activation scratch.
+  const models: Array<{ close(): void }> = [];
+  t.teardown(() => models.forEach((m) => m.close()));
+  const growth = async (path: string) => {
+    const before = status();
+    const model = await loadModel(path, { threads: 2, contextSize: 512 });
+    models.push(model);
+    await model.evalLogits([1]);
+    return { anon: status().anon - before.anon, kv: model.info().kv_bytes_per_sequence };
+  };
+  const q4_0 = join(dir, 'large-q4_0-b.gguf');
+  const q4_k_m = join(dir, 'large-q4_k_m.gguf');
+  writeLargeQ4Model(q4_0);
+  writeLargeQ4Model(q4_k_m, (name) => (name === 'output.weight' || name.endsWith('ffn_down.weight') ? 'Q6_K' : 'Q4_K'));
+  const a = await growth(q4_0);
+  const b = await growth(q4_k_m);
+  const mb = (x: number) => (x / MB).toFixed(1);
+  t.comment(`engine memory after load + one decode: Q4_0 +${mb(a.anon)} MB, Q4_K_M +${mb(b.anon)} MB (KV ${mb(b.kv)} MB)`);
+  // The only per-type difference allowed is the activation scratch (Q8_K is 292 bytes per 256
+  // floats against Q8_0's 34 per 32: a few KiB here); 4 MB covers the allocator's noise.
+  t.ok(b.anon <= a.anon + 4 * MB, `Q4_K_M +${mb(b.anon)} MB <= Q4_0 +${mb(a.anon)} MB + 4 MB`);
+  t.ok(b.anon <= 64 * MB + b.kv, `Q4_K_M engine memory +${mb(b.anon)} MB <= 64 MB + KV`);
 });
 
 t.test('a sliding-window model generates 100,000 tokens with its KV cache fixed at W slots per layer', async (t) => {

@@ -6,14 +6,20 @@
 // - Q4_0/Q8_0 weights: both quantize activations to Q8_0, each in its own order, so neither is
 //   "the" answer. Both are held to the exact result (the float64 reference forward pass on the
 //   same dequantized weights): KL(exact || edgellm) <= KL(exact || llama.cpp) + 1e-4.
+// - llama.cpp's own mixes (Q4_0 mix, Q4_K_M, Q5_K_M, Q6_K, Q3_K_M, Q2_K, IQ4_XS, IQ4_NL, Q4_1,
+//   Q5_0, Q5_1, Q8_0), written by llama.cpp's quantizer from random F32 models (dense, MoE,
+//   qwen2, and one 320 wide, whose rows take the 256-fallbacks): every weight type edgellm runs.
+//   Both engines quantize activations (Q8_0, Q8_1, Q8_K), so both are held to the exact result:
+//   KL(exact || edgellm) <= 1.1 x KL(exact || llama.cpp) + 1e-4.
 import t from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { getLlama, LlamaLogLevel, type ControlledEvaluateInputItem, type Llama, type Token } from 'node-llama-cpp';
-import type { GgufTensorType } from '../src/engine/gguf.js';
+import { readGgufInfo, type GgufTensorType } from '../src/engine/gguf.js';
 import { loadModel, logSoftmax } from '../src/engine/model.js';
-import { argmax, readModelFile, reference, rng, writeModel, type Spec } from './fixtures/random-model.js';
+import { argmax, readModelFile, readWeights, reference, rng, writeModel, type Spec } from './fixtures/random-model.js';
+import { llamaQuantizeModel, requireOracle } from './fixtures/oracle.js';
 import { modelsDir, requireModels } from './fixtures/paths.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'edgellm-parity-'));
@@ -160,6 +166,43 @@ for (const spec of ARCHS) {
       t.ok(klOurs <= klTheirs + 1e-4, `KL(exact || edgellm) ${klOurs} <= KL(exact || llama.cpp) ${klTheirs} + 1e-4`);
     });
   }
+}
+
+// 256 wide, so the K-quants and IQ4_XS keep their own type; 64 positions keep the float64
+// reference quick (its cost is one model per mix). The MoE's 4 experts are 256 wide too, so its
+// expert tensors take the mixes' types.
+const MIX_BASE = { nVocab: 320, nEmbd: 256, nLayer: 2, nHead: 4, nHeadKv: 2, headDim: 64, nFf: 256, logitScale: 3, contextLength: 512 };
+const MIX_MODELS: Spec[] = [
+  { ...MIX_BASE, name: 'llama dense', arch: 'llama' },
+  { ...MIX_BASE, name: 'llama MoE 4x2', arch: 'llama', nExpert: 4, nExpertUsed: 2 },
+  { ...MIX_BASE, name: 'qwen2', arch: 'qwen2', ropeBase: 1e6 },
+  { ...MIX_BASE, name: 'qwen2 320 wide', arch: 'qwen2', nEmbd: 320, nHead: 5, nHeadKv: 1, ropeBase: 1e6 },
+];
+const LLAMA_MIXES = ['Q4_0', 'Q4_K_M', 'Q5_K_M', 'Q6_K', 'Q3_K_M', 'Q2_K', 'IQ4_XS', 'IQ4_NL', 'Q4_1', 'Q5_0', 'Q5_1', 'Q8_0'];
+const MIX_POSITIONS = 64;
+
+for (const spec of MIX_MODELS) {
+  t.test(`${spec.name}, llama.cpp's own mixes: KL(exact || edgellm) <= 1.1 x KL(exact || llama.cpp) + 1e-4`, async (t) => {
+    if (!requireOracle(t, 'parity on llama.cpp-quantized files')) return;
+    const { path } = writeModel(spec, dir, { vocab: true });
+    const tokens = randomTokens(MIX_POSITIONS, spec.nVocab, 8);
+    for (const mix of LLAMA_MIXES) {
+      const qpath = join(dir, `${spec.name.replace(/\W+/g, '_')}-${mix}.gguf`);
+      llamaQuantizeModel(path, qpath, mix);
+      const types = [...new Set(readGgufInfo(qpath).tensors.map((x) => x.type))].sort().join(' ');
+      const exact = reference(spec, readWeights(qpath), tokens).map(logSoftmax);
+      const ours = await edgellmRows(qpath, tokens);
+      const theirs = await llamaCppRows(qpath, tokens, spec.nVocab);
+      const klOurs = meanKl(exact, ours);
+      const klTheirs = meanKl(exact, theirs);
+      t.comment(
+        `${spec.name} ${mix} (${types}): KL(exact || edgellm) = ${fmt(klOurs)}, KL(exact || llama.cpp) = ${fmt(klTheirs)} nats; ` +
+          `argmax vs exact: edgellm ${(argmaxAgreement(exact, ours) * 100).toFixed(1)}%, llama.cpp ${(argmaxAgreement(exact, theirs) * 100).toFixed(1)}%`,
+      );
+      t.ok(klOurs <= 1.1 * klTheirs + 1e-4, `${mix}: KL(exact || edgellm) ${fmt(klOurs)} <= 1.1 x ${fmt(klTheirs)} + 1e-4`);
+      rmSync(qpath);
+    }
+  });
 }
 
 // llama.cpp's llama architecture ignores `llama.attention.sliding_window` (Mistral): it attends to

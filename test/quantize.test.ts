@@ -1,6 +1,8 @@
 // `edgellm quantize` and quantizeModel: the bytes are the reference encoder's, the rules are
-// llama.cpp's default ones (1-D tensors kept, output at Q8_0 for Q4_0, rows that are not whole
-// blocks kept), metadata is copied, and a failure never leaves an output behind.
+// llama.cpp's default ones (1-D tensors kept, output Q6_K falling back to Q8_0 when its rows are
+// not whole 256-blocks, rows that are not whole 32-blocks as F16), metadata is copied, already
+// quantized tensors are refused without --allow-requantize, and a failure never leaves an output
+// behind. test/quantize-llamacpp.test.ts holds the mixes to llama.cpp's own files byte for byte.
 import t from 'tap';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -106,7 +108,7 @@ async function greedy(model: Model, prompt: number[], n: number): Promise<number
 }
 
 for (const type of ['q4_0', 'q8_0'] as const) {
-  t.test(`F32 -> ${type}: the reference encoder's bytes, norms kept, output at Q8_0, and it loads`, async (t) => {
+  t.test(`F32 -> ${type}: the reference encoder's bytes, norms kept, output at Q8_0 (64 is no Q6_K row), and it loads`, async (t) => {
     const src = writeLlama(`f32-${type}.gguf`);
     const out = join(dir, `out-${type}.gguf`);
     const s = await quantizeModel(src.path, out, { type, threads: 2 });
@@ -128,8 +130,8 @@ for (const type of ['q4_0', 'q8_0'] as const) {
     }
     t.equal(s.quantized, 2 * 7 + 2);
     t.equal(s.copied, 2 * 2 + 1);
-    t.same(s.outputQ8, type === 'q4_0' ? ['output.weight'] : []);
-    t.same(s.keptRows, []);
+    t.same(s.fallbacks, type === 'q4_0' ? [{ name: 'output.weight', wanted: 'Q6_K', type: 'Q8_0', rowLength: E }] : []);
+    t.same(s.types, type === 'q4_0' ? { F32: 5, Q8_0: 1, Q4_0: 15 } : { F32: 5, Q8_0: 16 });
     const model = await loadModel(out, { threads: 1 });
     const logits = await model.evalLogits([1, 2, 3]);
     model.close();
@@ -144,7 +146,11 @@ t.test('metadata is copied with its types; file_type and quantization_version ar
   await quantizeModel(src.path, out, { type: 'q4_0' });
   const a = readGgufInfo(src.path);
   const b = readGgufInfo(out);
-  t.same(Object.keys(b.metadata), [...Object.keys(a.metadata), 'general.quantization_version'], 'keys in order');
+  t.same(
+    Object.keys(b.metadata),
+    [...Object.keys(a.metadata).filter((k) => k !== 'general.file_type'), 'general.quantization_version', 'general.file_type'],
+    'keys in order, the two llama.cpp sets moved to the end',
+  );
   for (const key of Object.keys(a.metadata)) {
     if (key === 'general.file_type') continue;
     t.same(b.metadata[key], a.metadata[key], key);
@@ -153,17 +159,22 @@ t.test('metadata is copied with its types; file_type and quantization_version ar
   t.equal(b.metadata['general.file_type'], 2, 'MOSTLY_Q4_0');
   t.equal(b.metadataTypes['general.file_type'], 'uint32');
   t.equal(b.metadata['general.quantization_version'], 2);
-  t.same(b.tensors.map((x) => x.name), a.tensors.map((x) => x.name), 'tensor order kept');
+  t.same(
+    b.tensors.map((x) => x.name).slice(0, 5),
+    ['output.weight', 'output_norm.weight', 'token_embd.weight', 'blk.0.attn_k.weight', 'blk.0.attn_norm.weight'],
+    'llama.cpp\'s tensor order: non-layer tensors, then by layer, by name within one',
+  );
+  t.equal(b.tensors.length, a.tensors.length);
   const out8 = join(dir, 'meta-q8.gguf');
   await quantizeModel(src.path, out8, { type: 'q8_0' });
   t.equal(readGgufInfo(out8).metadata['general.file_type'], 7, 'MOSTLY_Q8_0');
 });
 
-t.test('F16, BF16 and Q8_0 sources convert through f32 exactly as the reference does', async (t) => {
+t.test('F16, BF16 and (with allowRequantize) Q8_0 sources convert through f32 exactly as the reference does', async (t) => {
   for (const [from, type] of [['F16', 'q4_0'], ['BF16', 'q8_0'], ['Q8_0', 'q4_0']] as Array<[GgufTensorType, 'q4_0' | 'q8_0']>) {
     const src = writeLlama(`${from}.gguf`, { matrixType: from });
     const out = join(dir, `${from}-${type}.gguf`);
-    await quantizeModel(src.path, out, { type });
+    await quantizeModel(src.path, out, { type, allowRequantize: from === 'Q8_0' });
     const info = readGgufInfo(out);
     const v = src.values.get('blk.1.ffn_up.weight')!;
     const want = type === 'q4_0' ? quantizeQ4_0(v) : quantizeQ8_0(v);
@@ -182,17 +193,17 @@ t.test('the native converter and the TS encoder write identical files', async (t
   }
 });
 
-t.test('a tied model keeps token_embd (its output) at Q8_0 for Q4_0', async (t) => {
+t.test('a tied model quantizes token_embd as its output: Q6_K, here Q8_0 (rows of 64)', async (t) => {
   const src = writeLlama('tied.gguf', { tied: true });
   const out = join(dir, 'tied-q4.gguf');
   const s = await quantizeModel(src.path, out, { type: 'q4_0' });
   const info = readGgufInfo(out);
   t.equal(info.tensors.find((x) => x.name === 'token_embd.weight')!.type, 'Q8_0');
   t.equal(info.tensors.find((x) => x.name === 'blk.0.attn_q.weight')!.type, 'Q4_0');
-  t.same(s.outputQ8, ['token_embd.weight']);
+  t.same(s.fallbacks, [{ name: 'token_embd.weight', wanted: 'Q6_K', type: 'Q8_0', rowLength: E }]);
 });
 
-t.test('stories260K -> q8_0: ffn_down (rows of 172) stays F32 and greedy ids from BOS match', async (t) => {
+t.test('stories260K -> q8_0: ffn_down (rows of 172) becomes F16, as llama.cpp does, and greedy ids from BOS match', async (t) => {
   const path = requireModel(t, 'stories260K.gguf');
   if (!path) return;
   const out = join(dir, 'stories-q8.gguf');
@@ -200,9 +211,9 @@ t.test('stories260K -> q8_0: ffn_down (rows of 172) stays F32 and greedy ids fro
   t.equal(r.status, 0, r.stderr);
   t.equal(r.stdout.split('\n').length, 2, 'one summary line (no progress when stdout is not a terminal)');
   t.notMatch(r.stdout, /\r/);
-  t.match(r.stdout, /q8_0, 32 of 48 tensors quantized, 16 copied as they were; 5 left unquantized because their rows are not a multiple of 32 \(F32 rows of 172\)/);
+  t.match(r.stdout, /q8_0 \(file type 7\), 37 of 48 tensors quantized, 11 copied as they were \(32 Q8_0, 11 F32, 5 F16\); 5 fell back because their rows are not whole blocks \(Q8_0 -> F16 for rows of 172\)/);
   const info = readGgufInfo(out);
-  for (let l = 0; l < 5; l++) t.equal(info.tensors.find((x) => x.name === `blk.${l}.ffn_down.weight`)!.type, 'F32');
+  for (let l = 0; l < 5; l++) t.equal(info.tensors.find((x) => x.name === `blk.${l}.ffn_down.weight`)!.type, 'F16');
   t.equal(info.tensors.find((x) => x.name === 'blk.0.ffn_norm.weight')!.type, 'F32');
   t.equal(info.tensors.find((x) => x.name === 'blk.0.ffn_up.weight')!.type, 'Q8_0');
   t.equal(info.tensors.find((x) => x.name === 'output.weight')!.type, 'Q8_0');
@@ -214,7 +225,7 @@ t.test('stories260K -> q8_0: ffn_down (rows of 172) stays F32 and greedy ids fro
   t.same(b, a, 'first 20 greedy ids');
 });
 
-t.test('refusals: bad type, OUT == IN, existing OUT, Q4_0 source, missing input', async (t) => {
+t.test('refusals: bad type, OUT == IN, existing OUT, a quantized source without allowRequantize, missing input', async (t) => {
   const src = writeLlama('refuse.gguf');
   await rejects(t, quantizeModel(src.path, join(dir, 'x.gguf'), { type: 'q4_k' } as unknown as QuantizeOptions), 'E_BAD_ARGUMENT', /q4_k/);
   await rejects(t, quantizeModel(src.path, src.path, { type: 'q4_0' }), 'E_BAD_ARGUMENT', /is the input file/);
@@ -226,8 +237,12 @@ t.test('refusals: bad type, OUT == IN, existing OUT, Q4_0 source, missing input'
   await quantizeModel(src.path, exists, { type: 'q4_0', force: true });
   t.equal(readGgufInfo(exists).metadata['general.file_type'], 2, '--force replaces it');
   const q4 = writeLlama('q4src.gguf', { matrixType: 'Q4_0' });
-  await rejects(t, quantizeModel(q4.path, join(dir, 'q4-q8.gguf'), { type: 'q8_0' }), 'E_MODEL_UNSUPPORTED', /tensor 'token_embd\.weight' is Q4_0/);
+  await rejects(t, quantizeModel(q4.path, join(dir, 'q4-q8.gguf'), { type: 'q8_0' }), 'E_MODEL_UNSUPPORTED',
+    /tensor 'output\.weight' is already quantized \(Q4_0\); requantizing it to Q8_0 loses accuracy .*quantize the F16\/F32 original instead, or pass --allow-requantize/);
   t.notOk(existsSync(join(dir, 'q4-q8.gguf')), 'no output');
+  const re = await quantizeModel(q4.path, join(dir, 'q4-q4.gguf'), { type: 'q4_0', allowRequantize: true });
+  t.same(re.plan.filter((p) => p.action === 'quantize').map((p) => `${p.name} ${p.from}->${p.to}`), ['output.weight Q4_0->Q8_0'],
+    'with allowRequantize a Q4_0 file into the Q4_0 mix converts only what the rules change');
   await rejects(t, quantizeModel(join(dir, 'missing.gguf'), join(dir, 'm.gguf'), { type: 'q8_0' }), 'E_MODEL_NOT_FOUND');
 });
 
@@ -247,7 +262,7 @@ t.test('a failure while writing leaves neither OUT nor OUT.tmp', async (t) => {
 t.test('the CLI: errors are one line and exit 2; an unknown --type names the types it writes', async (t) => {
   const src = writeLlama('cli.gguf');
   for (const [args, re] of [
-    [['quantize', src.path, join(dir, 'c.gguf'), '--type', 'q6_k'], /^edgellm: E_BAD_ARGUMENT: --type q6_k cannot be written: edgellm quantizes to q4_0 or q8_0$/],
+    [['quantize', src.path, join(dir, 'c.gguf'), '--type', 'q3_k_s'], /^edgellm: E_BAD_ARGUMENT: --type q3_k_s cannot be written: edgellm quantizes to q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k_m, q4_k_s, q4_k_m, q5_k_m, q6_k, iq4_nl, iq4_xs$/],
     [['quantize', src.path, src.path, '--type', 'q4_0'], /^edgellm: E_BAD_ARGUMENT: the output .* is the input file/],
     [['quantize', src.path, join(dir, 'c.gguf'), '--type', 'q4_0', '--threads', '0'], /--threads takes a positive whole number/],
   ] as Array<[string[], RegExp]>) {
@@ -267,4 +282,34 @@ t.test('the writer refuses a stream that yields the wrong number of bytes', asyn
   await rejects(t, w.writeFileAsync(path), 'E_BAD_ARGUMENT', /needs 32 bytes, its stream gave 16/);
   t.notOk(existsSync(path));
   t.throws(() => w.toBytes(), /streamed/);
+});
+
+t.test('real files: edgellm quantize writes ../shared/models/llamacpp-quantized byte for byte (stories260K Q4_0 and Q4_K_M, TinyLLama-v0 requantized to Q4_K_M)', async (t) => {
+  const stories = requireModel(t, 'stories260K.gguf');
+  const tiny = requireModel(t, 'TinyLLama-v0-Q4_0.gguf');
+  if (!stories || !tiny) return;
+  for (const [src, type, want, allowRequantize] of [
+    [stories, 'q4_0', 'stories260K-Q4_0.gguf', false],
+    [stories, 'q4_k_m', 'stories260K-Q4_K_M.gguf', false],
+    [tiny, 'q4_k_m', 'TinyLLama-v0-Q4_K_M.gguf', true],
+  ] as const) {
+    const expected = requireModel(t, join('llamacpp-quantized', want));
+    if (!expected) continue;
+    const out = join(dir, `real-${want}`);
+    await quantizeModel(src, out, { type, allowRequantize });
+    t.ok(readFileSync(out).equals(readFileSync(expected)), `${want}: identical to llama.cpp's file`);
+  }
+});
+
+t.test('the CLI: a quantized input is refused with the accuracy warning, and --allow-requantize converts it', async (t) => {
+  const q8 = writeLlama('cli-q8.gguf', { matrixType: 'Q8_0' });
+  const out = join(dir, 'cli-q8-q4.gguf');
+  const refused = run(['quantize', q8.path, out, '--type', 'q4_0']);
+  t.equal(refused.status, 2);
+  t.match(refused.stderr.trim(), /^edgellm: E_MODEL_UNSUPPORTED: .*is already quantized \(Q8_0\); requantizing it to Q4_0 loses accuracy .* or pass --allow-requantize to convert it anyway$/);
+  t.notOk(existsSync(out));
+  const ok = run(['quantize', q8.path, out, '--type', 'q4_0', '--allow-requantize']);
+  t.equal(ok.status, 0, ok.stderr);
+  t.match(ok.stdout, /q4_0 \(file type 2\), 15 of 21 tensors quantized/);
+  t.equal(readGgufInfo(out).tensors.find((x) => x.name === 'blk.0.ffn_up.weight')!.type, 'Q4_0');
 });

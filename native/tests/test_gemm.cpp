@@ -310,3 +310,62 @@ TEST(gemm, tolerance_detects_one_changed_q4_k_code) {
   }
   CHECK_MSG(detected >= trials * 3 / 4, std::to_string(detected) + " of " + std::to_string(trials) + " detected");
 }
+
+// Corrupt blocks (a file's bytes are not checked at load: weights stay mmap views): a NaN or
+// Inf f16 scale (or float weight) must give a defined result, never a crash: that row's outputs
+// are non-finite on every table, the other rows are unaffected and still match the reference.
+TEST(gemm, nan_and_inf_scales_make_their_rows_non_finite_and_leave_the_others_alone) {
+  MissingGemms missing;
+  const uint16_t kNaN = 0x7E00, kInf = 0x7C00, kMinusInf = 0xFC00;
+  for (DType type : kWeightTypes) {
+    const int64_t k = superblocks(2);
+    Problem p = make_problem(type, 5, k, 3);
+    const size_t block = dtype_block_bytes(type);
+    const test::ScaleFields f = test::scale_fields(type);
+    // Rows 0, 1, 3 corrupt (NaN d in the second block, +Inf d in the first, -Inf minimum scale or
+    // a second +Inf d), rows 2 and 4 clean.
+    auto corrupt = [&](int64_t row, size_t byte_in_row, uint16_t half) {
+      test::put_half(p.w.data() + row * p.w_row_bytes + byte_in_row, half);
+    };
+    if (f.count > 0) {
+      corrupt(0, block + f.offset[0], kNaN);
+      corrupt(1, f.offset[0], kInf);
+      corrupt(3, f.count > 1 ? f.offset[1] : f.offset[0], kMinusInf);
+    } else if (type == DType::F32) {
+      const float nan = NAN, inf = INFINITY;
+      std::memcpy(p.w.data() + 0 * p.w_row_bytes + 40, &nan, 4);
+      std::memcpy(p.w.data() + 1 * p.w_row_bytes, &inf, 4);
+      std::memcpy(p.w.data() + 3 * p.w_row_bytes + 8, &inf, 4);
+    } else {  // F16, BF16: the same bit patterns' upper halves
+      const bool bf = type == DType::BF16;
+      corrupt(0, 40, bf ? 0x7FC0 : kNaN);
+      corrupt(1, 0, bf ? 0x7F80 : kInf);
+      corrupt(3, 8, bf ? 0xFF80 : kMinusInf);
+    }
+    // Dequantizing a corrupt row gives non-finite values where the bad scale applies.
+    std::vector<float> row(k);
+    for (int64_t r : {0, 1, 3}) {
+      dequantize_row(type, p.w.data() + r * p.w_row_bytes, row.data(), k);
+      int non_finite = 0;
+      for (float v : row) non_finite += !std::isfinite(v);
+      CHECK_MSG(non_finite > 0, std::string(dtype_name(type)) + " row " + std::to_string(r) + " dequantizes finite");
+    }
+    const std::vector<float> want = run(kReferenceKernels, p, 0, p.rows, p.rows);
+    for (const KernelTable* t : runnable_kernel_tables()) {
+      if (missing.missing(*t, type)) continue;
+      const std::vector<float> got = run(*t, p, 0, p.rows, p.rows);
+      for (int64_t c = 0; c < p.ncols; ++c)
+        for (int64_t r = 0; r < p.rows; ++r) {
+          const float v = got[c * p.rows + r];
+          const bool bad_row = r == 0 || r == 1 || r == 3;
+          CHECK_MSG(bad_row ? !std::isfinite(v) : std::isfinite(v),
+                    where(*t, p, 0, p.rows, c) + ": row " + std::to_string(r) + " gave " + std::to_string(v));
+        }
+      for (int64_t c = 0; c < p.ncols; ++c)
+        for (int64_t r : {2, 4}) {
+          const std::string why = compare_column(p, c, got.data() + c * p.rows, want.data() + c * p.rows, r, r + 1, kRtol);
+          CHECK_MSG(why.empty(), where(*t, p, r, r + 1, c) + ": " + why);
+        }
+    }
+  }
+}

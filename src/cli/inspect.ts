@@ -1,10 +1,12 @@
 /**
  * `edgellm inspect FILE [--context N] [--json]`: what a model is and whether it fits this device,
- * from the file's metadata alone (no weights are read).
+ * from the file's metadata alone (no weights are read). A file with tensor types edgellm does not
+ * run is still described: every type is listed, and a `loading:` line names the tensors that
+ * block loading and what to do.
  */
 import type { Command } from 'commander';
 import { basename } from 'node:path';
-import { deviceMemory, memoryFit, modelRequirements, type MemoryFit } from '../engine/requirements.js';
+import { deviceMemory, memoryFit, modelRequirements, type MemoryFit, type ModelRequirements } from '../engine/requirements.js';
 import { parsePositiveInt } from './args.js';
 import { formatBytes } from './units.js';
 
@@ -37,13 +39,18 @@ export function registerInspect(program: Command): void {
             },
             fits: fit.verdict === 'fits',
             verdict: fit.verdict,
+            loadable: req.unsupported_tensors.length === 0,
           }) + '\n',
         );
         return;
       }
+      const blocked = new Set(req.unsupported_tensors.map((u) => u.type));
       const types = Object.entries(req.tensor_types)
         .sort((a, b) => b[1].bytes - a[1].bytes)
-        .map(([t, v]) => `  ${t.padEnd(6)} ${String(v.count).padStart(5)} tensor${v.count === 1 ? " " : "s"} ${formatBytes(v.bytes).padStart(10)}`);
+        .map(([t, v]) =>
+          `  ${t.padEnd(7)} ${String(v.count).padStart(5)} tensor${v.count === 1 ? ' ' : 's'} ${formatBytes(v.bytes).padStart(10)}` +
+          (blocked.has(t) ? '  (edgellm does not run this type)' : ''),
+        );
       const kvNote = req.swa_layers > 0 ? ` (${req.swa_layers} of ${req.n_layer} layers sliding-window ${req.sliding_window})` : '';
       const lines = [
         `model:         ${basename(file)}${req.name ? ` (${req.name})` : ''}`,
@@ -53,6 +60,7 @@ export function registerInspect(program: Command): void {
         `context:       ${req.context_length} trained; KV cache sized for ${req.context_size}${kvNote}`,
         'tensor types:',
         ...types,
+        `loading:       ${loadingLine(req.unsupported_tensors)}`,
         `file size:     ${formatBytes(req.file_size)} (weights ${formatBytes(req.weight_bytes)})`,
         `memory:        ${formatBytes(fit.neededBytes)} = weights ${formatBytes(req.weight_bytes)} + KV cache ${formatBytes(req.kv_bytes_per_sequence)} per sequence + scratch ${formatBytes(fit.neededBytes - req.weight_bytes - req.kv_bytes_per_sequence)}`,
         `device RAM:    ${formatBytes(mem.totalBytes)} total, ${formatBytes(mem.availableBytes)} available`,
@@ -60,6 +68,15 @@ export function registerInspect(program: Command): void {
       ];
       process.stdout.write(lines.join('\n') + '\n');
     });
+}
+
+/** OK, or which tensors block loading (the first few by name) and the advice for their types. */
+function loadingLine(blocking: ModelRequirements['unsupported_tensors']): string {
+  if (blocking.length === 0) return 'OK: edgellm runs every tensor type in this file';
+  const shown = 3;
+  const names = blocking.slice(0, shown).map((u) => `'${u.name}'`).join(', ') + (blocking.length > shown ? ` and ${blocking.length - shown} more` : '');
+  const byType = [...new Map(blocking.map((u) => [u.type, u.advice])).values()];
+  return `BLOCKED by ${blocking.length} tensor${blocking.length === 1 ? '' : 's'} (${names}): ${byType.join('; ')}`;
 }
 
 function verdictLine(fit: MemoryFit, available: number, total: number): string {

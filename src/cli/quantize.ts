@@ -1,6 +1,7 @@
 /**
- * `edgellm quantize IN.gguf OUT.gguf --type q4_0|q8_0 [--threads N] [--force]`: a progress line on
- * a terminal (nothing when stdout is not one), then one summary line.
+ * `edgellm quantize IN.gguf OUT.gguf --type q4_k_m|q4_0|... [--threads N] [--force]
+ * [--allow-requantize]`: a progress line on a terminal (nothing when stdout is not one), then one
+ * summary line.
  */
 import type { Command } from 'commander';
 import { EdgeError } from '../errors.js';
@@ -12,21 +13,23 @@ interface QuantizeFlags {
   type: string;
   threads?: string;
   force?: boolean;
+  allowRequantize?: boolean;
 }
 
 export function registerQuantize(program: Command): void {
   program
     .command('quantize')
-    .description('write a Q4_0 or Q8_0 copy of a F32/F16/BF16/Q8_0 GGUF model')
+    .description('write a copy of a F32/F16/BF16 GGUF model in one of llama.cpp\'s quantization mixes, with its per-tensor rules')
     .argument('<input>', 'GGUF model to read')
     .argument('<output>', 'GGUF model to write (written to OUTPUT.tmp, renamed when complete)')
-    .requiredOption('--type <type>', `target type: ${QUANTIZE_TYPES.join(' or ')}`)
+    .requiredOption('--type <type>', `the mix, as llama-quantize names it: ${QUANTIZE_TYPES.join(', ')}`)
     .option('--threads <n>', 'chunks converted at once (default: physical cores, at most 4)')
     .option('--force', 'replace the output file if it exists')
+    .option('--allow-requantize', 'convert tensors that are already quantized (loses accuracy: quantize the F16/F32 original if you have it)')
     .action(async (input: string, output: string, flags: QuantizeFlags) => {
       const type = flags.type.toLowerCase();
       if (!(QUANTIZE_TYPES as readonly string[]).includes(type)) {
-        throw new EdgeError('E_BAD_ARGUMENT', `--type ${flags.type} cannot be written: edgellm quantizes to ${QUANTIZE_TYPES.join(' or ')}`);
+        throw new EdgeError('E_BAD_ARGUMENT', `--type ${flags.type} cannot be written: edgellm quantizes to ${QUANTIZE_TYPES.join(', ')}`);
       }
       const tty = process.stdout.isTTY === true;
       let last = 0;
@@ -40,6 +43,7 @@ export function registerQuantize(program: Command): void {
         type: type as QuantizeType,
         ...(flags.threads ? { threads: parsePositiveInt('--threads', flags.threads) } : {}),
         ...(flags.force ? { force: true } : {}),
+        ...(flags.allowRequantize ? { allowRequantize: true } : {}),
         ...(tty ? { onProgress } : {}),
       });
       if (tty) process.stdout.write('\r\x1b[K');
@@ -55,13 +59,16 @@ function progressLine(p: QuantizeProgress): string {
 }
 
 export function summaryLine(s: QuantizeSummary): string {
+  const types = Object.entries(s.types)
+    .sort((a, b) => b[1] - a[1])
+    .map(([type, n]) => `${n} ${type}`)
+    .join(', ');
   const parts = [
-    `${s.output}: ${s.type}, ${s.quantized} of ${s.tensors} tensors quantized, ${s.copied} copied as they were`,
+    `${s.output}: ${s.type} (file type ${s.fileType}), ${s.quantized} of ${s.tensors} tensors quantized, ${s.copied} copied as they were (${types})`,
   ];
-  if (s.outputQ8.length > 0) parts.push(`${s.outputQ8.join(', ')} kept at Q8_0 (no Q6_K in edgellm)`);
-  if (s.keptRows.length > 0) {
-    const rows = [...new Set(s.keptRows.map((k) => `${k.type} rows of ${k.rowLength}`))].join(', ');
-    parts.push(`${s.keptRows.length} left unquantized because their rows are not a multiple of 32 (${rows})`);
+  if (s.fallbacks.length > 0) {
+    const kinds = [...new Set(s.fallbacks.map((f) => `${f.wanted} -> ${f.type} for rows of ${f.rowLength}`))].join(', ');
+    parts.push(`${s.fallbacks.length} fell back because their rows are not whole blocks (${kinds})`);
   }
   parts.push(
     `${formatBytes(s.inBytes)} -> ${formatBytes(s.outBytes)} in ${s.seconds.toFixed(2)} s (${s.mbPerSecond.toFixed(1)} MB/s)`,

@@ -17,7 +17,7 @@ import { closeSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { open, unlink } from 'node:fs/promises';
 import { EdgeError } from '../errors.js';
 import type { GgufTensorType } from './gguf.js';
-import { QK, encodeTensor, typeBytes } from './quant.js';
+import { blockElems, encodeTensor, typeBytes } from './quant.js';
 
 export type GgufNumberType = 'uint8' | 'int8' | 'uint16' | 'int16' | 'uint32' | 'int32' | 'float32' | 'float64';
 export type GgufBigType = 'uint64' | 'int64';
@@ -67,7 +67,7 @@ export interface GgufTensorStream {
 export interface GgufTensorInput {
   name: string;
   type: GgufTensorType;
-  /** ggml's ne: shape[0] is the row length (a multiple of 32 for Q4_0/Q8_0); 1 to 4 dimensions. */
+  /** ggml's ne: shape[0] is the row length (a multiple of the type's block: 32, or 256 for the K-quants and IQ4_XS); 1 to 4 dimensions. */
   shape: number[];
   /** The data, a function producing it when the tensor is written, or a stream of raw chunks. */
   data: GgufTensorData | (() => GgufTensorData) | GgufTensorStream;
@@ -77,7 +77,11 @@ const VALUE_TYPE: Record<GgufItemType, number> = {
   uint8: 0, int8: 1, uint16: 2, int16: 3, uint32: 4, int32: 5, float32: 6, bool: 7,
   string: 8, array: 9, uint64: 10, int64: 11, float64: 12,
 };
-const TENSOR_TYPE: Record<GgufTensorType, number> = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 8, BF16: 30 };
+/** ggml_type numbers, as GGUF stores them. */
+export const GGML_TYPE: Readonly<Record<GgufTensorType, number>> = {
+  F32: 0, F16: 1, Q4_0: 2, Q4_1: 3, Q5_0: 6, Q5_1: 7, Q8_0: 8,
+  Q2_K: 10, Q3_K: 11, Q4_K: 12, Q5_K: 13, Q6_K: 14, IQ4_NL: 20, IQ4_XS: 23, BF16: 30,
+};
 
 const utf8 = new TextEncoder();
 const MAX_TENSOR_NAME_BYTES = 64;
@@ -197,12 +201,12 @@ export class GgufWriter {
       throw bad(`tensor name '${t.name}' is longer than ${MAX_TENSOR_NAME_BYTES} bytes`);
     }
     if (this.tensors.some((p) => p.name === t.name)) throw bad(`tensor '${t.name}' is added twice`);
-    if (!(t.type in TENSOR_TYPE)) throw bad(`tensor '${t.name}': unsupported type ${String(t.type)}`);
+    if (!(t.type in GGML_TYPE)) throw bad(`tensor '${t.name}': unsupported type ${String(t.type)}`);
     if (t.shape.length < 1 || t.shape.length > 4 || !t.shape.every((d) => Number.isSafeInteger(d) && d >= 1)) {
       throw bad(`tensor '${t.name}': shape [${t.shape.join(', ')}] must have 1 to 4 positive dimensions`);
     }
-    if ((t.type === 'Q4_0' || t.type === 'Q8_0') && t.shape[0]! % QK !== 0) {
-      throw bad(`tensor '${t.name}' (${t.type}): row of ${t.shape[0]} elements is not a multiple of ${QK}`);
+    if (t.shape[0]! % blockElems(t.type) !== 0) {
+      throw bad(`tensor '${t.name}' (${t.type}): row of ${t.shape[0]} elements is not a multiple of ${blockElems(t.type)}`);
     }
     const n = t.shape.reduce((a, b) => a * b, 1);
     if (!Number.isSafeInteger(n)) throw bad(`tensor '${t.name}': too many elements`);
@@ -268,7 +272,7 @@ export class GgufWriter {
       head.str(t.name);
       head.u32(t.shape.length);
       for (const d of t.shape) head.u64(BigInt(d));
-      head.u32(TENSOR_TYPE[t.type]);
+      head.u32(GGML_TYPE[t.type]);
       head.u64(BigInt(t.offset));
     }
     head.zeros(this.align(head.length) - head.length);

@@ -5,8 +5,12 @@
 import { fromNative } from '../errors.js';
 import { loadAddon } from './native.js';
 
-/** Tensor element types edgellm runs (ggml's names). */
-export type GgufTensorType = 'F32' | 'F16' | 'BF16' | 'Q4_0' | 'Q8_0';
+/** Tensor element types edgellm runs (ggml's names): every weight type of llama.cpp's usual mixes. */
+export type GgufTensorType =
+  | 'F32' | 'F16' | 'BF16'
+  | 'Q4_0' | 'Q4_1' | 'Q5_0' | 'Q5_1' | 'Q8_0'
+  | 'Q2_K' | 'Q3_K' | 'Q4_K' | 'Q5_K' | 'Q6_K'
+  | 'IQ4_NL' | 'IQ4_XS';
 
 /**
  * A metadata value as JS sees it. Integers are numbers, or bigints beyond 2^53 (uint64/int64).

@@ -1,15 +1,14 @@
 /**
- * Quantizes a GGUF model to Q4_0 or Q8_0, as llama.cpp's quantize does with its default rules,
- * streaming one chunk of rows at a time (memory stays at a few chunks, whatever the model size).
+ * Quantizes a GGUF model into one of llama.cpp's mixes (q4_k_m, q4_0, ...) with llama.cpp's own
+ * per-tensor rules (quant-mix.ts), streaming one chunk of rows at a time (memory stays at a few
+ * chunks, whatever the model size). The file is what llama.cpp's quantizer (llama_model_quantize,
+ * no importance matrix) writes from the same F32/F16 input: the same tensor types, order and bytes,
+ * the same metadata with general.quantization_version and general.file_type moved to the end.
  *
- * Which tensors change (llama.cpp's rule): 2-D+ tensors named *weight, except norms, MoE router
- * (ffn_gate_inp) and positional/token-type embeddings. 1-D tensors (norms, biases) are copied.
- * llama.cpp puts output.weight (or the tied token_embd.weight) at Q6_K; edgellm has no Q6_K, so
- * with Q4_0 it keeps that tensor at Q8_0. A tensor whose rows are not a multiple of 32 elements
- * cannot hold Q4_0/Q8_0 blocks and stays in its type (the summary lists it).
- *
- * Conversion is the native reference quantizer (the same bytes as ggml), several chunks in
- * flight on libuv workers; the TS encoder (quant.ts) gives the same bytes, only slower.
+ * Conversion is the native reference quantizer (ggml's bytes), several chunks in flight on libuv
+ * workers; the TS encoder (quant.ts, Q4_0 and Q8_0 only) gives the same bytes, only slower.
+ * Requantizing a tensor that is already quantized is refused unless allowRequantize: its rounding
+ * error adds to the new type's.
  */
 import { existsSync, realpathSync, statSync } from 'node:fs';
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
@@ -18,17 +17,19 @@ import { EdgeError, fromNative } from '../errors.js';
 import { readGgufInfo, type GgufInfo, type GgufTensorInfo, type GgufTensorType } from './gguf.js';
 import { GgufWriter, meta, type GgufItemType, type GgufWriteArray, type GgufWriteValue } from './gguf-writer.js';
 import { loadAddon } from './native.js';
-import { decodeTensor, encodeTensor, typeBytes, QK } from './quant.js';
+import { MIXES, QUANTIZE_TYPES, chooseTypes, type QuantizeType } from './quant-mix.js';
+import { decodeTensor, encodeTensor, blockElems, typeBytes } from './quant.js';
 
-export type QuantizeType = 'q4_0' | 'q8_0';
-export const QUANTIZE_TYPES: readonly QuantizeType[] = ['q4_0', 'q8_0'];
+export { QUANTIZE_TYPES, type QuantizeType } from './quant-mix.js';
 
-/** ggml's llama_ftype values written to general.file_type. */
-const FILE_TYPE: Record<QuantizeType, number> = { q4_0: 2, q8_0: 7 };
 /** ggml's GGML_QNT_VERSION, written to general.quantization_version. */
 const QUANTIZATION_VERSION = 2;
+/** Keys llama.cpp's quantizer drops (a split model is written whole) or rewrites at the end. */
+const DROPPED_KEYS = new Set(['split.no', 'split.count', 'split.tensors.count', 'general.quantization_version', 'general.file_type']);
 /** Source bytes converted per call: big enough to amortize a call, small enough to bound memory. */
 const CHUNK_BYTES = 4 << 20;
+/** The float types: converting from them is quantizing; from any other type it is requantizing. */
+const FLOAT_TYPES: ReadonlySet<GgufTensorType> = new Set(['F32', 'F16', 'BF16']);
 
 export interface QuantizeOptions {
   type: QuantizeType;
@@ -36,8 +37,10 @@ export interface QuantizeOptions {
   threads?: number;
   /** Replace an existing output file. */
   force?: boolean;
+  /** Convert tensors that are already quantized (through f32: their error adds to the new type's). */
+  allowRequantize?: boolean;
   onProgress?: (p: QuantizeProgress) => void;
-  /** @internal 'js' runs the TS reference encoder (benchmarks and tests); default 'native'. */
+  /** @internal 'js' runs the TS reference encoder (benchmarks and tests; Q4_0/Q8_0 only); default 'native'. */
   encoder?: 'native' | 'js';
 }
 
@@ -60,26 +63,29 @@ export interface TensorPlan {
   from: GgufTensorType;
   to: GgufTensorType;
   action: TensorAction;
-  /** Why a weight matrix is not in the requested type. */
-  note?: 'rows-not-blocks' | 'output-q8_0';
+  /** The type llama.cpp's rules chose when the rows are not whole blocks of it (`to` is its fallback). */
+  wanted?: GgufTensorType;
 }
 
 export interface QuantizeSummary {
   input: string;
   output: string;
   type: QuantizeType;
+  /** llama.cpp's llama_ftype, as written to general.file_type. */
+  fileType: number;
   tensors: number;
   quantized: number;
   copied: number;
-  /** Tensors left in their type because their rows are not a multiple of 32 elements. */
-  keptRows: Array<{ name: string; type: GgufTensorType; rowLength: number }>;
-  /** output.weight (or tied token_embd) written as Q8_0 for a Q4_0 model. */
-  outputQ8: string[];
+  /** Output tensor type -> number of tensors. */
+  types: Partial<Record<GgufTensorType, number>>;
+  /** Tensors whose rows are not whole blocks of the type the rules chose, and what they became. */
+  fallbacks: Array<{ name: string; wanted: GgufTensorType; type: GgufTensorType; rowLength: number }>;
   inBytes: number;
   outBytes: number;
   seconds: number;
   /** Source tensor megabytes (1e6 bytes) per second. */
   mbPerSecond: number;
+  /** In the output's (llama.cpp's) tensor order. */
   plan: TensorPlan[];
 }
 
@@ -87,39 +93,33 @@ function bad(message: string): EdgeError {
   return new EdgeError('E_BAD_ARGUMENT', message);
 }
 
-/** llama.cpp's "should this tensor be quantized" test (the parts that apply to edgellm's architectures). */
-export function isQuantizable(t: Pick<GgufTensorInfo, 'name' | 'shape'>): boolean {
-  const n = t.name;
-  return (
-    n.endsWith('weight') &&
-    t.shape.some((d, i) => i > 0 && d > 1) &&  // ggml_n_dims >= 2
-    !n.includes('_norm.weight') &&
-    !n.includes('ffn_gate_inp.weight') &&
-    n !== 'position_embd.weight' &&
-    n !== 'token_types.weight'
-  );
-}
-
-/** What happens to each tensor. Throws E_MODEL_UNSUPPORTED for a tensor that would need converting from Q4_0. */
-export function planQuantization(info: GgufInfo, type: QuantizeType, path = 'the model'): TensorPlan[] {
-  const target: GgufTensorType = type === 'q4_0' ? 'Q4_0' : 'Q8_0';
-  const hasOutput = info.tensors.some((t) => t.name === 'output.weight');
-  return info.tensors.map((t): TensorPlan => {
-    const base = { name: t.name, shape: t.shape, from: t.type };
-    if (!isQuantizable(t)) return { ...base, to: t.type, action: 'copy' };
-    const isOutput = t.name === 'output.weight' || (!hasOutput && t.name === 'token_embd.weight');
-    const to: GgufTensorType = isOutput && target === 'Q4_0' ? 'Q8_0' : target;
-    const note = to !== target ? { note: 'output-q8_0' as const } : {};
-    if (t.shape[0]! % QK !== 0) return { ...base, to: t.type, action: 'copy', note: 'rows-not-blocks' };
-    if (t.type === to) return { ...base, to, action: 'copy', ...note };
-    if (t.type === 'Q4_0') {
+/**
+ * What happens to each tensor, in the order they are written. Throws E_MODEL_UNSUPPORTED for a
+ * tensor that is already quantized and would change type, unless allowRequantize.
+ */
+export function planQuantization(info: GgufInfo, type: QuantizeType, path = 'the model', opts: { allowRequantize?: boolean } = {}): TensorPlan[] {
+  const byName = new Map(info.tensors.map((t) => [t.name, t]));
+  let choices;
+  try {
+    choices = chooseTypes(info, type);
+  } catch (err) {
+    throw new EdgeError('E_MODEL_UNSUPPORTED', `${path}: ${(err as Error).message}`);
+  }
+  return choices.map((c): TensorPlan => {
+    const t = byName.get(c.name)!;
+    const plan: TensorPlan = {
+      name: t.name, shape: t.shape, from: t.type, to: c.type, action: c.type === t.type ? 'copy' : 'quantize',
+      ...(c.wanted ? { wanted: c.wanted } : {}),
+    };
+    if (plan.action === 'quantize' && !FLOAT_TYPES.has(t.type) && !opts.allowRequantize) {
       throw new EdgeError(
         'E_MODEL_UNSUPPORTED',
-        `${path}: tensor '${t.name}' is Q4_0 and would have to become ${to}; edgellm quantizes from F32, F16, BF16 ` +
-          'or Q8_0 tensors: start from the F16/F32 model',
+        `${path}: tensor '${t.name}' is already quantized (${t.type}); requantizing it to ${c.type} loses accuracy ` +
+          `(${t.type}'s rounding error stays and ${c.type}'s adds to it): quantize the F16/F32 original instead, ` +
+          'or pass --allow-requantize to convert it anyway',
       );
     }
-    return { ...base, to, action: 'quantize', ...note };
+    return plan;
   });
 }
 
@@ -167,9 +167,9 @@ const convertNative: Convert = async (src, from, to, rowLength) => {
   }
 };
 
-// Whole rows whose length is a multiple of 32 are whole blocks, so the chunk converts as one run.
+// Whole rows are whole blocks, so the chunk converts as one run.
 const convertJs: Convert = async (src, from, to) => {
-  const n = from === 'Q4_0' || from === 'Q8_0' ? (src.length / typeBytes(from, QK)) * QK : src.length / typeBytes(from, 1);
+  const n = (src.length / typeBytes(from, blockElems(from))) * blockElems(from);
   return encodeTensor(to, decodeTensor(from, src, n));
 };
 
@@ -207,42 +207,45 @@ async function* tensorChunks(
 }
 
 /**
- * Writes `output`, a copy of `input` with its weight matrices quantized. The file appears only
- * when complete (written to OUTPUT.tmp, then renamed). Throws EdgeError: E_BAD_ARGUMENT (bad type,
- * OUTPUT is INPUT, OUTPUT exists without force), E_MODEL_* from reading INPUT, E_MODEL_UNSUPPORTED
- * for a tensor it cannot convert (before anything is written).
+ * Writes `output`, `input` in mix `opts.type`. The file appears only when complete (written to
+ * OUTPUT.tmp, then renamed). Throws EdgeError: E_BAD_ARGUMENT (bad type, OUTPUT is INPUT, OUTPUT
+ * exists without force), E_MODEL_* from reading INPUT, E_MODEL_UNSUPPORTED for a quantized tensor
+ * without allowRequantize (before anything is written).
  */
 export async function quantizeModel(input: string, output: string, opts: QuantizeOptions): Promise<QuantizeSummary> {
   const type = opts.type;
   if (!QUANTIZE_TYPES.includes(type)) {
-    throw bad(`cannot write type "${String(type)}": edgellm quantizes to ${QUANTIZE_TYPES.join(' or ')}`);
+    throw bad(`cannot write type "${String(type)}": edgellm quantizes to ${QUANTIZE_TYPES.join(', ')}`);
   }
   if (sameFile(input, output)) throw bad(`the output ${output} is the input file; choose another output path`);
   if (existsSync(output) && !opts.force) throw bad(`${output} exists; pass --force to replace it`);
   const info = readGgufInfo(input);
-  const plan = planQuantization(info, type, input);
+  const plan = planQuantization(info, type, input, opts);
   const inFlight = opts.threads ?? loadAddon().cpuInfo().defaultThreads;
   const convert = opts.encoder === 'js' ? convertJs : convertNative;
+  const fileType = MIXES[type].fileType;
 
+  // llama.cpp copies every key, then sets quantization_version and file_type (removed and appended).
   const w = new GgufWriter({ alignment: info.alignment });
   for (const [key, value] of Object.entries(info.metadata)) {
-    if (key === 'general.alignment') continue;  // the writer's constructor owns it
+    if (key === 'general.alignment' || DROPPED_KEYS.has(key)) continue;  // the writer's constructor owns the alignment
     w.setMeta(key, toWriteValue(info.metadataTypes[key]!, value));
   }
-  w.setMeta('general.file_type', meta.uint32(FILE_TYPE[type]));
   w.setMeta('general.quantization_version', meta.uint32(QUANTIZATION_VERSION));
+  w.setMeta('general.file_type', meta.uint32(fileType));
 
+  const tensors = new Map(info.tensors.map((t) => [t.name, t]));
   const bytesTotal = info.tensors.reduce((n, t) => n + t.bytes, 0);
   let bytesDone = 0;
   const started = performance.now();
   const seconds = () => (performance.now() - started) / 1000;
   const fh = await open(input, 'r');
   try {
-    info.tensors.forEach((t, i) => {
-      const p = plan[i]!;
+    plan.forEach((p, i) => {
+      const t = tensors.get(p.name)!;
       const report = (n: number) => {
         bytesDone += n;
-        opts.onProgress?.({ tensor: i + 1, tensors: info.tensors.length, name: t.name, bytesDone, bytesTotal, seconds: seconds() });
+        opts.onProgress?.({ tensor: i + 1, tensors: plan.length, name: t.name, bytesDone, bytesTotal, seconds: seconds() });
       };
       w.addTensor({ name: t.name, type: p.to, shape: t.shape, data: { chunks: () => tensorChunks(fh, t, p, inFlight, convert, report) } });
     });
@@ -259,15 +262,18 @@ export async function quantizeModel(input: string, output: string, opts: Quantiz
   }
 
   const secs = seconds();
+  const types: Partial<Record<GgufTensorType, number>> = {};
+  for (const p of plan) types[p.to] = (types[p.to] ?? 0) + 1;
   return {
     input,
     output,
     type,
+    fileType,
     tensors: plan.length,
     quantized: plan.filter((p) => p.action === 'quantize').length,
     copied: plan.filter((p) => p.action === 'copy').length,
-    keptRows: plan.filter((p) => p.note === 'rows-not-blocks').map((p) => ({ name: p.name, type: p.to, rowLength: p.shape[0]! })),
-    outputQ8: plan.filter((p) => p.note === 'output-q8_0').map((p) => p.name),
+    types,
+    fallbacks: plan.flatMap((p) => (p.wanted ? [{ name: p.name, wanted: p.wanted, type: p.to, rowLength: p.shape[0]! }] : [])),
     inBytes: info.fileSize,
     outBytes: statSync(output).size,
     seconds: secs,

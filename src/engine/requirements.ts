@@ -31,8 +31,10 @@ export interface ModelRequirements extends ModelArchitecture {
   /** Bytes of tensor data (memory-mapped when loaded). */
   weight_bytes: number;
   file_size: number;
-  /** Tensor type -> number of tensors and their bytes. */
+  /** Tensor type (ggml's name, also of types edgellm does not run) -> number of tensors and their bytes. */
   tensor_types: Record<string, { count: number; bytes: number }>;
+  /** Tensors of types edgellm does not run, in file order: they block loading. `advice` says what to do. */
+  unsupported_tensors: Array<{ name: string; type: string; advice: string }>;
   tied_output: boolean;
   context_size: number;
   batch_size: number;

@@ -1,6 +1,6 @@
 // convertRows(src, srcType, dstType, rowLength) -> Promise<Buffer>: whole rows of a tensor from
-// one type to another (any of F32/F16/BF16/Q4_0/Q8_0), through f32, with the reference
-// quantizers (the same bytes as ggml's), on a libuv worker. `edgellm quantize` keeps several
+// one type to another (any weight type: F32/F16/BF16, Q4_0..Q8_0, Q2_K..Q6_K, IQ4_NL, IQ4_XS),
+// through f32, with the reference quantizers (the same bytes as ggml's), on a libuv worker. `edgellm quantize` keeps several
 // chunks of rows in flight to use several cores.
 #include <cstring>
 #include <string>
@@ -13,14 +13,21 @@ namespace edgellm::addon {
 
 namespace {
 
+// A weight type by its GGUF name ("Q4_K"), as dtype_name spells it.
 bool parse_dtype(const std::string& s, DType* t) {
-  if (s == "F32") *t = DType::F32;
-  else if (s == "F16") *t = DType::F16;
-  else if (s == "BF16") *t = DType::BF16;
-  else if (s == "Q4_0") *t = DType::Q4_0;
-  else if (s == "Q8_0") *t = DType::Q8_0;
-  else return false;
-  return true;
+  for (DType w : kWeightTypes) {
+    if (s == dtype_name(w)) {
+      *t = w;
+      return true;
+    }
+  }
+  return false;
+}
+
+std::string weight_type_names() {
+  std::string names;
+  for (DType w : kWeightTypes) names += std::string(names.empty() ? "" : ", ") + dtype_name(w);
+  return names;
 }
 
 class ConvertWorker : public Napi::AsyncWorker {
@@ -41,6 +48,10 @@ class ConvertWorker : public Napi::AsyncWorker {
       }
     } catch (const std::bad_alloc&) {
       SetError("not enough memory to convert a chunk of rows");
+    } catch (const std::exception& e) {
+      // A type this build has no (de)quantizer for: quantize_row / dequantize_row say which.
+      code_ = "E_NOT_IMPLEMENTED";
+      SetError(std::string("convertRows: ") + e.what());
     }
   }
   void OnOK() override {
@@ -51,7 +62,7 @@ class ConvertWorker : public Napi::AsyncWorker {
         Env(), v->data(), v->size(), [](Napi::Env, uint8_t*, std::vector<uint8_t>* p) { delete p; }, v));
   }
   void OnError(const Napi::Error& e) override {
-    deferred_.Reject(coded_error(Env(), "E_OUT_OF_MEMORY", e.Message()).Value());
+    deferred_.Reject(coded_error(Env(), code_, e.Message()).Value());
   }
   ~ConvertWorker() override { delete out_; }
 
@@ -62,6 +73,7 @@ class ConvertWorker : public Napi::AsyncWorker {
   DType from_, to_;
   int64_t row_len_, rows_;
   std::vector<uint8_t>* out_ = nullptr;
+  std::string code_ = "E_OUT_OF_MEMORY";
 };
 
 Napi::Value ConvertRows(const Napi::CallbackInfo& info) {
@@ -73,8 +85,10 @@ Napi::Value ConvertRows(const Napi::CallbackInfo& info) {
     throw coded_error(env, "E_BAD_ARGUMENT", usage);
   DType from, to;
   const std::string fs = info[1].As<Napi::String>().Utf8Value(), ts = info[2].As<Napi::String>().Utf8Value();
-  if (!parse_dtype(fs, &from)) throw coded_error(env, "E_BAD_ARGUMENT", "convertRows: unknown source type " + fs);
-  if (!parse_dtype(ts, &to)) throw coded_error(env, "E_BAD_ARGUMENT", "convertRows: unknown target type " + ts);
+  if (!parse_dtype(fs, &from))
+    throw coded_error(env, "E_BAD_ARGUMENT", "convertRows: unknown source type " + fs + " (known: " + weight_type_names() + ")");
+  if (!parse_dtype(ts, &to))
+    throw coded_error(env, "E_BAD_ARGUMENT", "convertRows: unknown target type " + ts + " (known: " + weight_type_names() + ")");
   const double rl = info[3].As<Napi::Number>().DoubleValue();
   const int64_t row_len = (int64_t)rl;
   if (!(rl >= 1) || rl != (double)row_len || row_len % dtype_block_elems(from) != 0 ||

@@ -27,7 +27,8 @@ Napi::Value ModelConfigOf(const Napi::CallbackInfo& info) {
     fo.sinks = whole_option(env, *o, "sinks", 0, (int64_t)1 << 24, -1);
   }
   try {
-    const GgufFile f = GgufFile::open(path);
+    // Keep tensors of types edgellm does not run: inspect lists them and says they block loading.
+    const GgufFile f = GgufFile::open(path, UnknownTensorTypes::Keep);
     const ModelConfig c = read_model_config(f);
     const ModelStats s = file_stats(f);
     fo.context = context > 0 ? context : default_context(c);
@@ -52,6 +53,15 @@ Napi::Value ModelConfigOf(const Napi::CallbackInfo& info) {
       types.Set(name, t);
     }
     o.Set("tensor_types", types);
+    Napi::Array blocking = Napi::Array::New(env, s.unrunnable.size());
+    for (size_t k = 0; k < s.unrunnable.size(); ++k) {
+      Napi::Object t = Napi::Object::New(env);
+      t.Set("name", s.unrunnable[k]->name);
+      t.Set("type", ggml_type_name((uint32_t)s.unrunnable[k]->type));
+      t.Set("advice", unrunnable_type_advice((uint32_t)s.unrunnable[k]->type));
+      blocking.Set((uint32_t)k, t);
+    }
+    o.Set("unsupported_tensors", blocking);
     o.Set("tied_output", Napi::Boolean::New(env, f.find_tensor("output.weight") == nullptr));
     num("context_size", (double)kv.context);
     num("batch_size", (double)fo.batch);

@@ -115,9 +115,62 @@ std::string ggml_type_name(uint32_t raw) {
       "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S",  "IQ4_NL",  "IQ3_S",  "IQ2_S",    "IQ4_XS",
       "I8",      "I16",    "I32",     "I64",    "F64",     "IQ1_M",  "BF16",     "Q4_0_4_4",
       "Q4_0_4_8", "Q4_0_8_8", "TQ1_0", "TQ2_0", "IQ4_NL_4_4", "IQ4_NL_4_8", "IQ4_NL_8_8", "MXFP4",
+      "NVFP4",   "Q1_0",   "Q2_0",
   };
   if (raw < sizeof names / sizeof names[0]) return names[raw];
   return "type " + std::to_string(raw);
+}
+
+// "F32, F16, ..., IQ4_NL and IQ4_XS": every weight type a model may hold (kWeightTypes).
+static std::string supported_weight_types() {
+  std::string out;
+  const size_t n = sizeof kWeightTypes / sizeof kWeightTypes[0];
+  for (size_t i = 0; i < n; ++i) {
+    if (i > 0) out += i + 1 == n ? " and " : ", ";
+    out += dtype_name(kWeightTypes[i]);
+  }
+  return out;
+}
+
+bool ggml_type_geometry(uint32_t raw, int64_t* block_elems, size_t* block_bytes) {
+  if (dtype_is_known(raw)) {
+    *block_elems = dtype_block_elems((DType)raw);
+    *block_bytes = dtype_block_bytes((DType)raw);
+    return true;
+  }
+  // ggml_blck_size / ggml_type_size of the types edgellm does not run (ggml v0.4.0, as
+  // node-llama-cpp 3.21.1 ships it); 0 bytes: removed from GGUF (Q4_2, Q4_3, the repacked 4x4/4x8/8x8).
+  static const struct {
+    int64_t elems;
+    size_t bytes;
+  } geometry[] = {
+      {1, 4},    {1, 2},     {32, 18},  {32, 20},  {0, 0},    {0, 0},    {32, 22},  {32, 24},   // F32 .. Q5_1
+      {32, 34},  {32, 36},   {256, 84}, {256, 110}, {256, 144}, {256, 176}, {256, 210}, {256, 292},  // Q8_0 .. Q8_K
+      {256, 66}, {256, 74},  {256, 98}, {256, 50}, {32, 18},  {256, 110}, {256, 82}, {256, 136},  // IQ2_XXS .. IQ4_XS
+      {1, 1},    {1, 2},     {1, 4},    {1, 8},    {1, 8},    {256, 56}, {1, 2},    {0, 0},     // I8 .. Q4_0_4_4
+      {0, 0},    {0, 0},     {256, 54}, {256, 66}, {0, 0},    {0, 0},    {0, 0},    {32, 17},   // .. MXFP4
+      {64, 36},  {128, 18},  {64, 18},                                                          // NVFP4, Q1_0, Q2_0
+  };
+  if (raw >= sizeof geometry / sizeof geometry[0] || geometry[raw].bytes == 0) return false;
+  *block_elems = geometry[raw].elems;
+  *block_bytes = geometry[raw].bytes;
+  return true;
+}
+
+// The llama.cpp mix (`edgellm quantize --type`) closest in size to a type edgellm does not run.
+static const char* nearest_mix(uint32_t raw) {
+  const std::string n = ggml_type_name(raw);
+  if (n.rfind("IQ1", 0) == 0 || n.rfind("IQ2", 0) == 0 || n.rfind("TQ", 0) == 0 || n == "Q1_0" || n == "Q2_0")
+    return "q2_k";
+  if (n.rfind("IQ3", 0) == 0) return "q3_k_m";
+  if (n == "MXFP4" || n == "NVFP4") return "iq4_xs";
+  return "q8_0";
+}
+
+std::string unrunnable_type_advice(uint32_t raw) {
+  return "edgellm does not support " + ggml_type_name(raw) + " yet (it runs " + supported_weight_types() +
+         "). Use a file of the model in one of those types (e.g. Q4_K_M or Q8_0), or re-quantize its F16/F32 original: "
+         "`edgellm quantize MODEL-F16.gguf OUT.gguf --type " + nearest_mix(raw) + "`";
 }
 
 static bool is_valid_value_type(uint32_t raw) { return raw <= (uint32_t)GgufValueType::F64; }
@@ -202,7 +255,7 @@ std::string GgufValue::type_string() const {
 
 class GgufParser {
  public:
-  GgufParser(GgufFile& f) : f_(f), base_(f.base_), size_(f.size_) {}
+  GgufParser(GgufFile& f, UnknownTensorTypes unknown) : f_(f), base_(f.base_), size_(f.size_), unknown_(unknown) {}
 
   void parse();
 
@@ -249,6 +302,7 @@ class GgufParser {
   const uint8_t* base_;
   uint64_t size_;
   uint64_t pos_ = 0;
+  UnknownTensorTypes unknown_;
   uint32_t version_ = 0;
   uint64_t n_tensors_ = 0;
   uint64_t n_kv_ = 0;
@@ -442,19 +496,25 @@ void GgufParser::parse_tensor_info(uint64_t i) {
   }
   const uint32_t type = read<uint32_t>(what + " type");
   const std::string shape_note = " (" + ggml_type_name(type) + ")";
-  if (!dtype_is_known(type)) {
+  int64_t block = 0;
+  size_t block_bytes = 0;
+  if (!ggml_type_geometry(type, &block, &block_bytes)) {
     fail(kUnsupported, what + " has type " + ggml_type_name(type) +
-                           ", which edgellm does not support (it runs F32, F16, BF16, Q4_0 and Q8_0). "
-                           "Convert the model with `edgellm quantize IN.gguf OUT.gguf --type q4_0`");
+                           ", which is not a tensor type of GGUF files (ggml does not define it, or removed it)");
+  }
+  if (!dtype_is_known(type)) {
+    if (unknown_ == UnknownTensorTypes::Refuse) {
+      fail(kUnsupported, what + " has type " + ggml_type_name(type) + ": " + unrunnable_type_advice(type));
+    }
+    t.runnable = false;
   }
   t.type = (DType)type;
-  const int64_t block = dtype_block_elems(t.type);
   if (t.ne[0] % block != 0) {
     fail(kCorrupt, what + shape_note + ": row of " + std::to_string(t.ne[0]) +
                        " elements is not a multiple of the block size " + std::to_string(block));
   }
   // bytes = rows * row_bytes; n_elements fits in int64, the byte count may still overflow.
-  const uint64_t row_bytes = (uint64_t)(t.ne[0] / block) * dtype_block_bytes(t.type);
+  const uint64_t row_bytes = (uint64_t)(t.ne[0] / block) * block_bytes;
   if (mul_overflows(row_bytes, n_elements / (uint64_t)t.ne[0], &t.bytes)) {
     fail(kCorrupt, what + shape_note + " is larger than 2^64 bytes (its shape is corrupt)");
   }
@@ -483,7 +543,7 @@ void GgufParser::check_tensor_data() {
   for (size_t k = 0; k < order.size(); ++k) {
     GgufTensor& t = f_.tensors_[k];
     const uint64_t rel = rel_offsets_[k];
-    const std::string what = "tensor " + quoted(tensor_names_[k]) + " (" + dtype_name(t.type) + ")";
+    const std::string what = "tensor " + quoted(tensor_names_[k]) + " (" + ggml_type_name((uint32_t)t.type) + ")";
     if (rel % align) {
       fail(kCorrupt, what + ": data offset " + std::to_string(rel) + " is not a multiple of the alignment " +
                          std::to_string(align));
@@ -526,7 +586,7 @@ void GgufParser::parse() {
 // ---------------------------------------------------------------------------------------------
 // GgufFile
 
-GgufFile GgufFile::open(const std::string& path) {
+GgufFile GgufFile::open(const std::string& path, UnknownTensorTypes unknown) {
   GgufFile f;
   f.path_ = path;
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -556,17 +616,17 @@ GgufFile GgufFile::open(const std::string& path) {
     f.mapped_ = true;
   }
   ::close(fd);  // the mapping keeps the file alive
-  GgufParser(f).parse();
+  GgufParser(f, unknown).parse();
   return f;
 }
 
-GgufFile GgufFile::from_bytes(std::vector<uint8_t> bytes, std::string name) {
+GgufFile GgufFile::from_bytes(std::vector<uint8_t> bytes, std::string name, UnknownTensorTypes unknown) {
   GgufFile f;
   f.path_ = std::move(name);
   f.owned_ = std::move(bytes);
   f.base_ = f.owned_.data();
   f.size_ = f.owned_.size();
-  GgufParser(f).parse();
+  GgufParser(f, unknown).parse();
   return f;
 }
 

@@ -43,6 +43,19 @@ const char* gguf_value_type_name(GgufValueType t);
 size_t gguf_value_type_size(GgufValueType t);
 // The ggml name of any tensor type number ("Q4_K", "IQ2_XS", ...), or "type N" if unknown.
 std::string ggml_type_name(uint32_t raw);
+// ggml's block geometry of any type a GGUF file may hold (elements and bytes per block), including
+// types edgellm does not run (IQ2_XXS, TQ1_0, MXFP4...); false for numbers ggml does not define or
+// has removed from GGUF.
+bool ggml_type_geometry(uint32_t raw, int64_t* block_elems, size_t* block_bytes);
+// What to tell a user whose file holds a ggml type edgellm does not run: the types it runs and the
+// `edgellm quantize --type` mix to make from the F16/F32 original instead.
+std::string unrunnable_type_advice(uint32_t raw);
+
+// What the parser does with a tensor whose type edgellm does not run (a ggml type outside
+// kWeightTypes): Refuse (loading a model: E_MODEL_UNSUPPORTED naming the tensor, the type and a
+// fix), or Keep it with GgufTensor::runnable = false and its size from ggml's geometry (describing
+// a file: `edgellm inspect`).
+enum class UnknownTensorTypes { Refuse, Keep };
 
 // One metadata value. Scalars are decoded; strings and numeric array elements are views into
 // the mapping (numeric elements are little-endian and possibly unaligned: use the *_at accessors).
@@ -129,10 +142,11 @@ class GgufMetadata {
 };
 
 // A tensor: a view of its bytes in the mapping. ne[0] is the contiguous (row) dimension; unused
-// dimensions are 1. Quantized rows hold ne[0] / 32 whole blocks (checked when the file is opened).
+// dimensions are 1. Quantized rows hold whole blocks (checked when the file is opened).
 struct GgufTensor {
   std::string name;
-  DType type = DType::F32;
+  DType type = DType::F32;  // the file's ggml type number (any ggml type when !runnable)
+  bool runnable = true;     // false: a type edgellm does not run (UnknownTensorTypes::Keep only)
   int n_dims = 0;
   int64_t ne[4] = {1, 1, 1, 1};
   uint64_t offset = 0;         // of the data, in bytes from the start of the file
@@ -149,9 +163,10 @@ class GgufFile {
  public:
   // Maps and parses the file. Throws ModelError: E_MODEL_NOT_FOUND if it cannot be opened,
   // E_MODEL_CORRUPT / E_MODEL_UNSUPPORTED if it is not a GGUF v2/v3 file edgellm can use.
-  static GgufFile open(const std::string& path);
+  static GgufFile open(const std::string& path, UnknownTensorTypes unknown = UnknownTensorTypes::Refuse);
   // Parses a file image held in memory (tests, fuzzing); `name` is used in error messages.
-  static GgufFile from_bytes(std::vector<uint8_t> bytes, std::string name);
+  static GgufFile from_bytes(std::vector<uint8_t> bytes, std::string name,
+                             UnknownTensorTypes unknown = UnknownTensorTypes::Refuse);
 
   GgufFile(GgufFile&& other) noexcept;
   GgufFile& operator=(GgufFile&& other) noexcept;

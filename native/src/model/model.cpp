@@ -131,8 +131,10 @@ ModelStats file_stats(const GgufFile& file) {
   for (const GgufTensor& t : file.tensors()) {
     s.n_params += t.n_elements();
     s.weight_bytes += t.bytes;
-    s.tensor_types[dtype_name(t.type)] += 1;
-    s.tensor_type_bytes[dtype_name(t.type)] += t.bytes;
+    const std::string type = ggml_type_name((uint32_t)t.type);  // also types edgellm does not run
+    s.tensor_types[type] += 1;
+    s.tensor_type_bytes[type] += t.bytes;
+    if (!t.runnable) s.unrunnable.push_back(&t);
   }
   return s;
 }

@@ -68,6 +68,8 @@ struct ModelStats {
   uint64_t file_bytes = 0;
   std::map<std::string, int64_t> tensor_types;  // type name -> number of tensors
   std::map<std::string, uint64_t> tensor_type_bytes;  // type name -> bytes of those tensors
+  // Tensors of types edgellm does not run, in file order (a file opened with UnknownTensorTypes::Keep).
+  std::vector<const GgufTensor*> unrunnable;
 };
 
 // The same, from the file's tensor table alone (no weights read).

@@ -220,6 +220,16 @@ void quantize_row(DType t, const float* x, void* row, int64_t n) {
     case DType::BF16: return convert_row_f32_to_bf16(x, static_cast<uint16_t*>(row), n);
     case DType::Q4_0: return quantize_row_q4_0_ref(x, static_cast<block_q4_0*>(row), n);
     case DType::Q8_0: return quantize_row_q8_0_ref(x, static_cast<block_q8_0*>(row), n);
+    case DType::Q4_1: return quantize_row_q4_1_ref(x, static_cast<block_q4_1*>(row), n);
+    case DType::Q5_0: return quantize_row_q5_0_ref(x, static_cast<block_q5_0*>(row), n);
+    case DType::Q5_1: return quantize_row_q5_1_ref(x, static_cast<block_q5_1*>(row), n);
+    case DType::Q2_K: return quantize_row_q2_K_ref(x, static_cast<block_q2_K*>(row), n);
+    case DType::Q3_K: return quantize_row_q3_K_ref(x, static_cast<block_q3_K*>(row), n);
+    case DType::Q4_K: return quantize_row_q4_K_ref(x, static_cast<block_q4_K*>(row), n);
+    case DType::Q5_K: return quantize_row_q5_K_ref(x, static_cast<block_q5_K*>(row), n);
+    case DType::Q6_K: return quantize_row_q6_K_ref(x, static_cast<block_q6_K*>(row), n);
+    case DType::IQ4_NL: return quantize_row_iq4_nl_ref(x, static_cast<block_iq4_nl*>(row), n);
+    case DType::IQ4_XS: return quantize_row_iq4_xs_ref(x, static_cast<block_iq4_xs*>(row), n);
     default: break;
   }
   throw std::invalid_argument(std::string("quantize_row: no quantizer for ") + dtype_name(t));

@@ -17,8 +17,10 @@ void convert_row_f16_to_f32(const uint16_t* x, float* y, int64_t n);
 void convert_row_f32_to_bf16(const float* x, uint16_t* y, int64_t n);
 void convert_row_bf16_to_f32(const uint16_t* x, float* y, int64_t n);
 
-// The other formats, as ggml's reference code computes them (quantizers: byte-identical with
-// ggml's quantize_row_*_ref, i.e. llama.cpp's quantizer without an importance matrix).
+// The other formats, as ggml's reference code computes them (weight quantizers: byte-identical
+// with llama.cpp's quantizer without an importance matrix, i.e. ggml_quantize_chunk with no
+// imatrix: ggml's quantize_row_*_ref, except IQ4_NL, whose model files get the 7-try scale
+// search of quantize_iq4_nl rather than quantize_row_iq4_nl_ref's none).
 // n a multiple of the type's block (32, or 256 for the K-quants, Q8_K and IQ4_XS).
 void quantize_row_q8_1_ref(const float* x, block_q8_1* y, int64_t n);
 void quantize_row_q8_K_ref(const float* x, block_q8_K* y, int64_t n);

@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "kernels/avx2/avx2.h"
+#include "kernels/avx2/gemm_common.h"
 #include "kernels/common/gemm_tiling.h"
 #include "quant/fp16.h"
 
@@ -20,38 +21,6 @@ namespace {
 
 using common::w_rows;
 using common::x_cols;
-
-// ---- small helpers -------------------------------------------------------------------------
-
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-// Lane i of v broadcast to all 8 lanes (i is a constant after unrolling).
-inline __m256 broadcast_lane(__m256 v, int i) { return _mm256_permutevar8x32_ps(v, _mm256_set1_epi32(i)); }
-
-// The f16 scales of block b of up to 4 rows as floats in lanes 0..R-1.
-template <int R, class Block>
-inline __m256 scales(const Block* const* rows, int64_t b) {
-  static_assert(R >= 1 && R <= 4, "tiles have 1 to 4 rows");
-  __m128i h = _mm_cvtsi32_si128(rows[0][b].d);
-  if constexpr (R > 1) h = _mm_insert_epi16(h, rows[1][b].d, 1);
-  if constexpr (R > 2) h = _mm_insert_epi16(h, rows[2][b].d, 2);
-  if constexpr (R > 3) h = _mm_insert_epi16(h, rows[3][b].d, 3);
-  return _mm256_cvtph_ps(h);
-}
-
-// Decode reads 4 weight streams (see common::drive); with the block math in between, the hardware
-// prefetchers alone reach ~0.8 of single-stream read bandwidth. Prefetching 512 bytes ahead in
-// each row (every block: the redundant hits are cheaper than a branch) brings it to ~0.9-1.0
-// (measured on a 14336 x 4096 Q4_0 matrix; 256 is short, 512-1024 equal, 2048 worse).
-constexpr int kPrefetchBytes = 512;
-inline void prefetch_ahead(const void* p) {
-  _mm_prefetch(static_cast<const char*>(p) + kPrefetchBytes, _MM_HINT_T0);
-}
 
 // The AVX2 tiling (common::drive): decode 4 rows a quarter of the range apart, GEMM 2 adjacent
 // rows x 4 columns (Q8_0 and the float types; Q4_0 with 4 or more columns puts the columns in the
@@ -240,46 +209,8 @@ using FloatTile = common::FloatTile<Vec8, L>;
 }  // namespace
 
 // ---- activations -> Q8_0 -------------------------------------------------------------------
-// Bit-exact with quantize_row_q8_0_ref: the same scalar d and id, the same products x * id
-// (no FMA), and round-half-away-from-zero done exactly as trunc(v) + (|v - trunc(v)| >= 0.5 ?
-// sign(v) : 0) (v - trunc(v) is exact in f32).
 void quantize_row_q8_0(const float* x, block_q8_0* y, int64_t n) {
-  const int64_t nb = n / kQK;
-  const __m256 sign_bit = _mm256_set1_ps(-0.0f);
-  const __m256 half = _mm256_set1_ps(0.5f);
-  const __m256 one = _mm256_set1_ps(1.0f);
-  // packs interleave the 128-bit lanes; this restores element order.
-  const __m256i unshuffle = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-  for (int64_t i = 0; i < nb; ++i) {
-    const float* xb = x + i * kQK;
-    __m256 v[4];
-    // max(|x|, amax) keeps amax when x is NaN, as fmax in the reference does.
-    __m256 amax = _mm256_setzero_ps();
-    for (int j = 0; j < 4; ++j) {
-      v[j] = _mm256_loadu_ps(xb + 8 * j);
-      amax = _mm256_max_ps(_mm256_andnot_ps(sign_bit, v[j]), amax);
-    }
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    m = _mm_max_ss(m, _mm_movehdup_ps(m));
-    const float d = _mm_cvtss_f32(m) / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    y[i].d = float_to_half(d);
-    const __m256 vid = _mm256_set1_ps(id);
-    __m256i q[4];
-    for (int j = 0; j < 4; ++j) {
-      const __m256 s = _mm256_mul_ps(v[j], vid);
-      const __m256 t = _mm256_round_ps(s, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-      const __m256 frac = _mm256_andnot_ps(sign_bit, _mm256_sub_ps(s, t));
-      const __m256 away = _mm256_or_ps(_mm256_and_ps(s, sign_bit), one);  // +-1 with the sign of s
-      const __m256 step = _mm256_and_ps(_mm256_cmp_ps(frac, half, _CMP_GE_OQ), away);
-      q[j] = _mm256_cvtps_epi32(_mm256_add_ps(t, step));
-    }
-    const __m256i q16a = _mm256_packs_epi32(q[0], q[1]);
-    const __m256i q16b = _mm256_packs_epi32(q[2], q[3]);
-    const __m256i q8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(q16a, q16b), unshuffle);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y[i].qs), q8);
-  }
+  for (int64_t i = 0; i < n / kQK; ++i) y[i].d = float_to_half(quantize_q8_block(x + i * kQK, y[i].qs));
 }
 
 // 1 column: the streaming GEMV; 2-3: the same streaming tiling with every column in the tile

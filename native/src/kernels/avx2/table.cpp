@@ -23,19 +23,19 @@ const KernelTable kAvx2Kernels = {
     avx2::scale,
     avx2::route_topk,
     avx2::attention,
-    // Not yet implemented: filled in as each ISA's kernels land (test_dispatch fails on a null).
-    nullptr,  // quantize_row_q8_1: avx2::
-    nullptr,  // quantize_row_q8_k: avx2::
-    nullptr,  // gemm_q4_1: avx2::
-    nullptr,  // gemm_q5_0: avx2::
-    nullptr,  // gemm_q5_1: avx2::
-    nullptr,  // gemm_iq4_nl: avx2::
-    nullptr,  // gemm_q2_k: avx2::
-    nullptr,  // gemm_q3_k: avx2::
-    nullptr,  // gemm_q4_k: avx2::
-    nullptr,  // gemm_q5_k: avx2::
-    nullptr,  // gemm_q6_k: avx2::
-    nullptr,  // gemm_iq4_xs: avx2::
+    // The other weight types (quant/blocks.h) and their activation quantizers.
+    avx2::quantize_row_q8_1,
+    avx2::quantize_row_q8_k,
+    avx2::gemm_q4_1,
+    avx2::gemm_q5_0,
+    avx2::gemm_q5_1,
+    avx2::gemm_iq4_nl,
+    avx2::gemm_q2_k,
+    avx2::gemm_q3_k,
+    avx2::gemm_q4_k,
+    avx2::gemm_q5_k,
+    avx2::gemm_q6_k,
+    avx2::gemm_iq4_xs,
 };
 
 }  // namespace edgellm

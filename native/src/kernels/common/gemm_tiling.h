@@ -74,6 +74,37 @@ void drive(const GemmArgs& a, int64_t r0, int64_t r1) {
   for (; r < r1; ++r) run_columns<Tile, 1>(a, r);
 }
 
+// drive() for GEMMs of many columns with the loops swapped inside blocks of kRowBlock rows: each
+// 4-column tile runs over the block's row tiles before the next, so its activation columns stay
+// in L1 while the block's weights (a few tens of KiB) come from L2; drive() instead runs every
+// column tile per row tile, streaming all ncols columns from L2 once per kGemmRows rows.
+// Up to 4 columns (one column tile) and decode go through drive() unchanged.
+template <class Tile, int kGemmRows, int kRowBlock = 16>
+void drive_row_blocks(const GemmArgs& a, int64_t r0, int64_t r1) {
+  static_assert(kRowBlock % kGemmRows == 0, "a row block is whole row tiles");
+  if (a.ncols <= 4) {
+    drive<Tile, kGemmRows>(a, r0, r1);
+    return;
+  }
+  for (int64_t b0 = r0; b0 < r1; b0 += kRowBlock) {
+    const int64_t b1 = b0 + kRowBlock < r1 ? b0 + kRowBlock : r1;
+    for (int64_t c = 0; c + 4 <= a.ncols; c += 4) {
+      int64_t r = b0;
+      for (; r + kGemmRows <= b1; r += kGemmRows) Tile::template run<kGemmRows, 4>(a, r, c);
+      for (; r < b1; ++r) Tile::template run<1, 4>(a, r, c);
+    }
+    const int64_t tail = a.ncols % 4;
+    if (tail) {
+      GemmArgs t = a;  // the last `tail` columns as their own GEMM
+      t.x = static_cast<const uint8_t*>(a.x) + (a.ncols - tail) * a.x_col_bytes;
+      t.y = a.y + (a.ncols - tail) * a.y_col_stride;
+      t.ncols = tail;
+      for (int64_t r = b0; r + kGemmRows <= b1; r += kGemmRows) run_columns<Tile, kGemmRows>(t, r);
+      for (int64_t r = b0 + (b1 - b0) / kGemmRows * kGemmRows; r < b1; ++r) run_columns<Tile, 1>(t, r);
+    }
+  }
+}
+
 // ---- float weights -------------------------------------------------------------------------
 // The f32 / f16 / bf16 GEMM tile: R x C vector accumulators over k in steps of Vec::kLanes, then
 // a horizontal sum and a scalar tail per output. A fast path supplies

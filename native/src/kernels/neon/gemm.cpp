@@ -1,5 +1,5 @@
-// NEON GEMV / small GEMM for any ARMv8-A (Cortex-A72 and up), the Q8_0 activation quantizer and
-// the f16 row conversions. The sdot versions of the quantized GEMMs are in gemm_dotprod.cpp.
+// NEON GEMV / small GEMM for any ARMv8-A (Cortex-A72 and up), the Q8_0 and Q8_1 activation
+// quantizers and the f16 row conversions. The sdot versions of the quantized GEMMs are in gemm_dotprod.cpp.
 //
 // Every GEMM works on a register tile of R rows x C columns and walks the k dimension once per
 // tile: the R weight rows (a few KiB) come from DRAM on the first column tile and from L1/L2 for
@@ -18,15 +18,23 @@ namespace edgellm::neon {
 namespace {
 
 using neon_tiles::kGemmRows;
+using neon_tiles::Iq4NlCodes;
+using neon_tiles::Q4_0Codes;
+using neon_tiles::Q4_1Codes;
+using neon_tiles::Q5_0Codes;
+using neon_tiles::Q5_1Codes;
+using neon_tiles::Q8_0Codes;
 
 // The block dot products with widening multiply-accumulates (see gemm_tiles.h for the interface).
 struct MlalDot {
-  // Nibbles n (0..15) times x with widening multiply-accumulates into int16 lanes, started from
-  // -8 * (pairwise sums of x), so each lane ends as sum (n - 8) x over 4 products (|.| <= 4064).
-  // The x-side start value is shared by the R rows.
+  // Nibble codes n (0..15) times x with widening multiply-accumulates into int16 lanes, four
+  // products per lane (|.| <= 4 * 15 * 127 = 7620), started from -kOffset * (pairwise sums of
+  // x) (|.| <= 4 * 8 * 127 for Q4_0's 8), so each lane ends as sum (n - kOffset) x. The x-side
+  // start value is shared by the R rows.
   using Q4Acc = int16x8_t;
+  template <int kOffset>
   static int16x8_t q4_start(int8x16_t xl, int8x16_t xh) {
-    return vmulq_n_s16(vpadalq_s8(vpaddlq_s8(xl), xh), -8);
+    return vmulq_n_s16(vpadalq_s8(vpaddlq_s8(xl), xh), -kOffset);
   }
   static int16x8_t q4_dot(int16x8_t start, int8x16_t lo, int8x16_t hi, int8x16_t xl, int8x16_t xh) {
     int16x8_t p = vmlal_s8(start, vget_low_s8(lo), vget_low_s8(xl));
@@ -34,7 +42,23 @@ struct MlalDot {
     p = vmlal_s8(p, vget_low_s8(hi), vget_low_s8(xh));
     return vmlal_high_s8(p, hi, xh);
   }
-  // Two products per int16 lane (|.| <= 2 * 128 * 127 < 32768), then pairwise-widened to int32.
+  static int16x8_t q4_dot(int8x16_t lo, int8x16_t hi, int8x16_t xl, int8x16_t xh) {
+    int16x8_t p = vmull_s8(vget_low_s8(lo), vget_low_s8(xl));
+    p = vmlal_high_s8(p, lo, xl);
+    p = vmlal_s8(p, vget_low_s8(hi), vget_low_s8(xh));
+    return vmlal_high_s8(p, hi, xh);
+  }
+  // Any codes: two products per int16 lane (|.| <= 2 * 128 * 127 < 32768), then pairwise-widened
+  // to int32 onto the start value (-kOffset * sums of x, already int32).
+  template <int kOffset>
+  static int32x4_t q8_start(int8x16_t xl, int8x16_t xh) {
+    return vmulq_n_s32(vpaddlq_s16(vpadalq_s8(vpaddlq_s8(xl), xh)), -kOffset);
+  }
+  static int32x4_t q8_dot(int32x4_t start, int8x16_t wl, int8x16_t wh, int8x16_t xl, int8x16_t xh) {
+    const int16x8_t p0 = vmlal_high_s8(vmull_s8(vget_low_s8(wl), vget_low_s8(xl)), wl, xl);
+    const int16x8_t p1 = vmlal_high_s8(vmull_s8(vget_low_s8(wh), vget_low_s8(xh)), wh, xh);
+    return vpadalq_s16(vpadalq_s16(start, p0), p1);
+  }
   static int32x4_t q8_dot(int8x16_t wl, int8x16_t wh, int8x16_t xl, int8x16_t xh) {
     const int16x8_t p0 = vmlal_high_s8(vmull_s8(vget_low_s8(wl), vget_low_s8(xl)), wl, xl);
     const int16x8_t p1 = vmlal_high_s8(vmull_s8(vget_low_s8(wh), vget_low_s8(xh)), wh, xh);
@@ -42,8 +66,8 @@ struct MlalDot {
   }
 };
 
-using Q4Tile = neon_tiles::Q4Tile<MlalDot>;
-using Q8Tile = neon_tiles::Q8Tile<MlalDot>;
+template <class Codes>
+using Tile = neon_tiles::BlockTile<MlalDot, Codes>;
 
 // ---- float weights (common::FloatTile) ----------------------------------------------------
 struct Vec4 {
@@ -74,35 +98,52 @@ using FloatTile = common::FloatTile<Vec4, L>;
 
 }  // namespace
 
-// ---- activations -> Q8_0 -------------------------------------------------------------------
-// Bit-exact with quantize_row_q8_0_ref: maxnm ignores NaN like fmax, d and id are the same
-// scalar expressions, x * id is a plain multiply, and fcvtas rounds half away from zero.
+// ---- activations -> Q8_0 / Q8_1 -------------------------------------------------------------
+// One block of 32 floats -> its codes qs and scale d (returned as f32), bit-exact with
+// quantize_row_q8_0_ref / quantize_row_q8_1_ref: maxnm ignores NaN like fmax, d and id are the
+// same scalar expressions, x * id is a plain multiply, and fcvtas rounds half away from zero.
+// *sum (when not null) gets the sum of the 32 codes (|.| <= 32 * 127, exact in int16 lanes).
+static float quantize_block_q8(const float* xb, int8_t* qs, int32_t* sum) {
+  float32x4_t v[8];
+  float32x4_t amax = vdupq_n_f32(0.0f);
+  for (int j = 0; j < 8; ++j) {
+    v[j] = vld1q_f32(xb + 4 * j);
+    amax = vmaxnmq_f32(vabsq_f32(v[j]), amax);
+  }
+  const float d = vmaxnmvq_f32(amax) / 127.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  int16x8_t q16[4];
+  for (int j = 0; j < 4; ++j) {
+    const int32x4_t q0 = vcvtaq_s32_f32(vmulq_n_f32(v[2 * j], id));
+    const int32x4_t q1 = vcvtaq_s32_f32(vmulq_n_f32(v[2 * j + 1], id));
+    q16[j] = vcombine_s16(vqmovn_s32(q0), vqmovn_s32(q1));
+  }
+  vst1q_s8(qs, vcombine_s8(vqmovn_s16(q16[0]), vqmovn_s16(q16[1])));
+  vst1q_s8(qs + 16, vcombine_s8(vqmovn_s16(q16[2]), vqmovn_s16(q16[3])));
+  if (sum) *sum = vaddlvq_s16(vaddq_s16(vaddq_s16(q16[0], q16[1]), vaddq_s16(q16[2], q16[3])));
+  return d;
+}
+
 void quantize_row_q8_0(const float* x, block_q8_0* y, int64_t n) {
-  const int64_t nb = n / kQK;
-  for (int64_t i = 0; i < nb; ++i) {
-    const float* xb = x + i * kQK;
-    float32x4_t v[8];
-    float32x4_t amax = vdupq_n_f32(0.0f);
-    for (int j = 0; j < 8; ++j) {
-      v[j] = vld1q_f32(xb + 4 * j);
-      amax = vmaxnmq_f32(vabsq_f32(v[j]), amax);
-    }
-    const float d = vmaxnmvq_f32(amax) / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  for (int64_t i = 0; i < n / kQK; ++i) y[i].d = float_to_half(quantize_block_q8(x + i * kQK, y[i].qs, nullptr));
+}
+
+// s = d * sum(qs) from the f32 d (not its f16 rounding), as the reference computes it.
+void quantize_row_q8_1(const float* x, block_q8_1* y, int64_t n) {
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    int32_t sum;
+    const float d = quantize_block_q8(x + i * kQK, y[i].qs, &sum);
     y[i].d = float_to_half(d);
-    int16x8_t q16[4];
-    for (int j = 0; j < 4; ++j) {
-      const int32x4_t q0 = vcvtaq_s32_f32(vmulq_n_f32(v[2 * j], id));
-      const int32x4_t q1 = vcvtaq_s32_f32(vmulq_n_f32(v[2 * j + 1], id));
-      q16[j] = vcombine_s16(vqmovn_s32(q0), vqmovn_s32(q1));
-    }
-    vst1q_s8(y[i].qs, vcombine_s8(vqmovn_s16(q16[0]), vqmovn_s16(q16[1])));
-    vst1q_s8(y[i].qs + 16, vcombine_s8(vqmovn_s16(q16[2]), vqmovn_s16(q16[3])));
+    y[i].s = float_to_half((float)sum * d);
   }
 }
 
-void gemm_q4_0(const GemmArgs& a, int64_t r0, int64_t r1) { common::drive<Q4Tile, kGemmRows>(a, r0, r1); }
-void gemm_q8_0(const GemmArgs& a, int64_t r0, int64_t r1) { common::drive<Q8Tile, kGemmRows>(a, r0, r1); }
+void gemm_q4_0(const GemmArgs& a, int64_t r0, int64_t r1) { common::drive<Tile<Q4_0Codes>, kGemmRows>(a, r0, r1); }
+void gemm_q4_1(const GemmArgs& a, int64_t r0, int64_t r1) { common::drive<Tile<Q4_1Codes>, kGemmRows>(a, r0, r1); }
+void gemm_q5_0(const GemmArgs& a, int64_t r0, int64_t r1) { common::drive<Tile<Q5_0Codes>, kGemmRows>(a, r0, r1); }
+void gemm_q5_1(const GemmArgs& a, int64_t r0, int64_t r1) { common::drive<Tile<Q5_1Codes>, kGemmRows>(a, r0, r1); }
+void gemm_q8_0(const GemmArgs& a, int64_t r0, int64_t r1) { common::drive<Tile<Q8_0Codes>, kGemmRows>(a, r0, r1); }
+void gemm_iq4_nl(const GemmArgs& a, int64_t r0, int64_t r1) { common::drive<Tile<Iq4NlCodes>, kGemmRows>(a, r0, r1); }
 void gemm_f16(const GemmArgs& a, int64_t r0, int64_t r1) { common::drive<FloatTile<LoadF16>, kGemmRows>(a, r0, r1); }
 void gemm_bf16(const GemmArgs& a, int64_t r0, int64_t r1) { common::drive<FloatTile<LoadBF16>, kGemmRows>(a, r0, r1); }
 void gemm_f32(const GemmArgs& a, int64_t r0, int64_t r1) { common::drive<FloatTile<LoadF32>, kGemmRows>(a, r0, r1); }

@@ -1,14 +1,19 @@
 // The quantized NEON GEMM tiles shared by gemm.cpp (any ARMv8-A) and gemm_dotprod.cpp
-// (armv8.2-a+dotprod). The two differ only in the integer dot product of one 32-element block,
-// so the tiles are templates over a Dot primitive that each file defines:
+// (armv8.2-a+dotprod): one tile for every 32-weight block format (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+// IQ4_NL). A format (Codes below) turns one weight block into 32 int8 codes; a Dot primitive,
+// which each file defines, takes the integer dot product of those codes with one activation block:
 //
 //   struct Dot {
-//     using Q4Acc = ...;  // int16x8_t or int32x4_t: one row's partial sums of a Q4_0 block
-//     // -8 * (sums of x), from one x block's halves; shared by the rows of a tile.
-//     static Q4Acc q4_start(int8x16_t xl, int8x16_t xh);
-//     // start + sum n * x for the low / high nibbles n (0..15) of one weight block.
+//     // Codes 0..15 (nibbles): partial sums of one row's block, int16x8_t or int32x4_t.
+//     using Q4Acc = ...;
+//     // -kOffset * (sums of x), from one x block's halves; shared by the rows of a tile.
+//     template <int kOffset> static Q4Acc q4_start(int8x16_t xl, int8x16_t xh);
+//     // [start +] sum c * x for the codes lo (weights 0..15) and hi (16..31) of one block.
 //     static Q4Acc q4_dot(Q4Acc start, int8x16_t lo, int8x16_t hi, int8x16_t xl, int8x16_t xh);
-//     // Partial sums of w * x for one Q8_0 weight block (halves wl, wh).
+//     static Q4Acc q4_dot(int8x16_t lo, int8x16_t hi, int8x16_t xl, int8x16_t xh);
+//     // The same for any codes |c| <= 128, always in int32 lanes.
+//     template <int kOffset> static int32x4_t q8_start(int8x16_t xl, int8x16_t xh);
+//     static int32x4_t q8_dot(int32x4_t start, int8x16_t wl, int8x16_t wh, int8x16_t xl, int8x16_t xh);
 //     static int32x4_t q8_dot(int8x16_t wl, int8x16_t wh, int8x16_t xl, int8x16_t xh);
 //   };
 //
@@ -17,6 +22,9 @@
 // ODR clash, and nothing built for dotprod can be linked into a caller built for armv8-a).
 #pragma once
 #include <arm_neon.h>
+
+#include <cstddef>
+#include <type_traits>
 
 #include "kernels/common/gemm_tiling.h"
 #include "kernels/neon/neon.h"
@@ -54,8 +62,9 @@ inline int32x4_t row_sums(const int32x4_t (&v)[R]) {
   }
 }
 
-// The same from int16 lanes: every partial sum of one row's block fits int16 (|sum (n - 8) x|
-// <= 32 * 8 * 127 = 32512), so the pairwise adds stay 16-bit until the last, widening one.
+// The same from int16 lanes (nibble codes): every partial sum of one row's block fits int16
+// (|sum (n - 8) x| <= 32 * 8 * 127 = 32512 for Q4_0; Q4_1's sums of 16 products n x are at most
+// 16 * 15 * 127 = 30480), so the pairwise adds stay 16-bit until the last, widening one.
 template <int R>
 inline int32x4_t row_sums(const int16x8_t (&p)[R]) {
   const int16x8_t z = vdupq_n_s16(0);
@@ -78,82 +87,219 @@ inline void store_rows(float32x4_t v, float* y, int64_t step) {
   for (int i = 0; i < R; ++i) y[i * step] = lanes[i];
 }
 
-// The f16 scales of block b of up to 4 rows (or columns) as floats in lanes 0..N-1.
+// acc + v * s[lane]; lane is a constant once the tile loops are unrolled.
+inline float32x4_t fma_lane(float32x4_t acc, float32x4_t v, float32x4_t s, int lane) {
+  switch (lane) {
+    case 0: return vfmaq_laneq_f32(acc, v, s, 0);
+    case 1: return vfmaq_laneq_f32(acc, v, s, 1);
+    case 2: return vfmaq_laneq_f32(acc, v, s, 2);
+    default: return vfmaq_laneq_f32(acc, v, s, 3);
+  }
+}
+
+// One f16 field (the scale d, Q4_1/Q5_1's minimum m, Q8_1's s) of block b of up to 4 rows (or
+// columns) as floats in lanes 0..N-1.
 template <int N, class Block>
-inline float32x4_t scales(const Block* const* rows, int64_t b) {
+inline float32x4_t f16_lanes(const Block* const* rows, int64_t b, const uint16_t Block::*field) {
   static_assert(N >= 1 && N <= 4, "tiles have 1 to 4 rows and columns");
-  uint16x4_t h = vld1_dup_u16(&rows[0][b].d);
-  if constexpr (N > 1) h = vld1_lane_u16(&rows[1][b].d, h, 1);
-  if constexpr (N > 2) h = vld1_lane_u16(&rows[2][b].d, h, 2);
-  if constexpr (N > 3) h = vld1_lane_u16(&rows[3][b].d, h, 3);
+  uint16x4_t h = vld1_dup_u16(&(rows[0][b].*field));
+  if constexpr (N > 1) h = vld1_lane_u16(&(rows[1][b].*field), h, 1);
+  if constexpr (N > 2) h = vld1_lane_u16(&(rows[2][b].*field), h, 2);
+  if constexpr (N > 3) h = vld1_lane_u16(&(rows[3][b].*field), h, 3);
   return vcvt_f32_f16(vreinterpret_f16_u16(h));
 }
 
-// ---- Q4_0 x Q8_0 ---------------------------------------------------------------------------
-// Per block: the R weight rows' nibbles are unpacked once and serve all C columns; for each
-// column the x-side start value (Dot::q4_start) is shared by the R rows.
-template <class Dot>
-struct Q4Tile {
-  template <int R, int C>
-  static void run(const GemmArgs& a, int64_t r, int64_t c, int64_t rstep = 1) {
-    const int64_t nb = a.k / kQK;
-    const block_q4_0* w[R];
-    const block_q8_0* x[C];
-    w_rows(a, r, rstep, w);
-    x_cols(a, c, x);
-    float32x4_t acc[C];  // lane i: row i
-    for (int j = 0; j < C; ++j) acc[j] = vdupq_n_f32(0.0f);
-    const uint8x16_t low4 = vdupq_n_u8(0x0F);
-    for (int64_t b = 0; b < nb; ++b) {
-      int8x16_t lo[R], hi[R];
-      for (int i = 0; i < R; ++i) {
-        const uint8x16_t q = vld1q_u8(w[i][b].qs);
-        lo[i] = vreinterpretq_s8_u8(vandq_u8(q, low4));
-        hi[i] = vreinterpretq_s8_u8(vshrq_n_u8(q, 4));
-      }
-      const float32x4_t dw = scales<R>(w, b);
-      const float32x4_t dx = scales<C>(x, b);
-      for (int j = 0; j < C; ++j) {
-        const int8x16_t xl = vld1q_s8(x[j][b].qs);
-        const int8x16_t xh = vld1q_s8(x[j][b].qs + 16);
-        const typename Dot::Q4Acc start = Dot::q4_start(xl, xh);
-        const float32x4_t s = mul_lane(dw, dx, j);
-        typename Dot::Q4Acc p[R];
-        for (int i = 0; i < R; ++i) p[i] = Dot::q4_dot(start, lo[i], hi[i], xl, xh);
-        acc[j] = vfmaq_f32(acc[j], vcvtq_f32_s32(row_sums<R>(p)), s);
-      }
-    }
-    for (int j = 0; j < C; ++j) store_rows<R>(acc[j], y_at(a, c + j, r), rstep);
+// The scales d and minimums m of block b of 4 rows (Q4_1 / Q5_1: d, m are the block's first 4
+// bytes) as floats in lanes 0..3: one 8-byte load per row and three zips, instead of a lane load
+// per row and field.
+template <class Block>
+inline void scales_and_mins(const Block* const (&rows)[4], int64_t b, float32x4_t& d, float32x4_t& m) {
+  static_assert(offsetof(Block, d) == 0 && offsetof(Block, m) == 2 && sizeof(Block) >= 8, "d, m lead the block");
+  uint16x4_t h[4];  // d, m, ...
+  for (int i = 0; i < 4; ++i) h[i] = vld1_u16(reinterpret_cast<const uint16_t*>(&rows[i][b]));
+  const uint32x2_t dm01 = vreinterpret_u32_u16(vzip1_u16(h[0], h[1]));  // d0 d1 m0 m1
+  const uint32x2_t dm23 = vreinterpret_u32_u16(vzip1_u16(h[2], h[3]));  // d2 d3 m2 m3
+  d = vcvt_f32_f16(vreinterpret_f16_u32(vzip1_u32(dm01, dm23)));
+  m = vcvt_f32_f16(vreinterpret_f16_u32(vzip2_u32(dm01, dm23)));
+}
+
+// ---- weight block formats ------------------------------------------------------------------
+// A format says how one weight block becomes 32 int8 codes c (lo: weights 0..15, hi: 16..31)
+// and what they mean:
+//   struct Codes {
+//     using Block = ...;   // the weight block
+//     using XBlock = ...;  // the activation block: block_q8_0, or block_q8_1 when kMin
+//     static constexpr bool kNibbles;  // codes 0..15: Dot's q4_ primitives apply
+//     static constexpr int kOffset;    // w = d * (c - kOffset) (+ m when kMin)
+//     static constexpr bool kMin;      // w = d * (c - kOffset) + m; the block adds m * s_x,
+//                                      // s_x = d_x * sum(x codes) from the Q8_1 block
+//     static void unpack(const Block& b, int8x16_t& lo, int8x16_t& hi);
+//   };
+
+// Nibbles as Q4_0 orders them: weight j in the low nibble of qs[j], weight 16 + j in the high.
+inline void nibbles(const uint8_t* qs, uint8x16_t& lo, uint8x16_t& hi) {
+  const uint8x16_t q = vld1q_u8(qs);
+  lo = vandq_u8(q, vdupq_n_u8(0x0F));
+  hi = vshrq_n_u8(q, 4);
+}
+
+// Q5_0 / Q5_1 codes (nibble | fifth bit << 4) - 16, i.e. the nibble with bits 4..7 all set
+// (-16 + nibble as int8) where the fifth bit is clear. Bit j of qh (uint32 LE, kQh bytes into
+// the block) is weight j's. The block's first 16 bytes (d, m, qh: every Q5 block is longer) go
+// into one vector, inverted; tbl spreads each qh byte over the 8 lanes of its weights, cmtst
+// against that lane's bit gives 0xFF where the fifth bit is clear, and sli writes those 4 bits
+// over bits 4..7 of the nibble lanes (which also drops the high nibbles from lo).
+template <int kQh>
+inline void q5_codes(const void* block, const uint8_t* qs, int8x16_t& lo, int8x16_t& hi) {
+  static constexpr uint8_t kLaneBit[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+  static constexpr uint8_t kLoBytes[16] = {kQh,     kQh,     kQh,     kQh,     kQh,     kQh,     kQh,     kQh,
+                                           kQh + 1, kQh + 1, kQh + 1, kQh + 1, kQh + 1, kQh + 1, kQh + 1, kQh + 1};
+  static constexpr uint8_t kHiBytes[16] = {kQh + 2, kQh + 2, kQh + 2, kQh + 2, kQh + 2, kQh + 2, kQh + 2, kQh + 2,
+                                           kQh + 3, kQh + 3, kQh + 3, kQh + 3, kQh + 3, kQh + 3, kQh + 3, kQh + 3};
+  const uint8x16_t clear = vmvnq_u8(vld1q_u8(static_cast<const uint8_t*>(block)));
+  const uint8x16_t bit = vld1q_u8(kLaneBit);
+  const uint8x16_t clear_lo = vtstq_u8(vqtbl1q_u8(clear, vld1q_u8(kLoBytes)), bit);
+  const uint8x16_t clear_hi = vtstq_u8(vqtbl1q_u8(clear, vld1q_u8(kHiBytes)), bit);
+  const uint8x16_t q = vld1q_u8(qs);
+  lo = vreinterpretq_s8_u8(vsliq_n_u8(q, clear_lo, 4));
+  hi = vreinterpretq_s8_u8(vsliq_n_u8(vshrq_n_u8(q, 4), clear_hi, 4));
+}
+
+struct Q4_0Codes {
+  using Block = block_q4_0;
+  using XBlock = block_q8_0;
+  static constexpr bool kNibbles = true;
+  static constexpr int kOffset = 8;
+  static constexpr bool kMin = false;
+  static void unpack(const Block& b, int8x16_t& lo, int8x16_t& hi) {
+    uint8x16_t l, h;
+    nibbles(b.qs, l, h);
+    lo = vreinterpretq_s8_u8(l);
+    hi = vreinterpretq_s8_u8(h);
   }
 };
 
-// ---- Q8_0 x Q8_0 ---------------------------------------------------------------------------
-template <class Dot>
-struct Q8Tile {
+struct Q4_1Codes {
+  using Block = block_q4_1;
+  using XBlock = block_q8_1;
+  static constexpr bool kNibbles = true;
+  static constexpr int kOffset = 0;
+  static constexpr bool kMin = true;
+  static void unpack(const Block& b, int8x16_t& lo, int8x16_t& hi) {
+    uint8x16_t l, h;
+    nibbles(b.qs, l, h);
+    lo = vreinterpretq_s8_u8(l);
+    hi = vreinterpretq_s8_u8(h);
+  }
+};
+
+// Q5_0: q5_codes are already q - 16.
+struct Q5_0Codes {
+  using Block = block_q5_0;
+  using XBlock = block_q8_0;
+  static constexpr bool kNibbles = false;
+  static constexpr int kOffset = 0;
+  static constexpr bool kMin = false;
+  static void unpack(const Block& b, int8x16_t& lo, int8x16_t& hi) { q5_codes<offsetof(Block, qh)>(&b, b.qs, lo, hi); }
+};
+
+// Q5_1: w = d * q + m with q = (q5_codes + 16), the +16 folded into the shared x-side start.
+struct Q5_1Codes {
+  using Block = block_q5_1;
+  using XBlock = block_q8_1;
+  static constexpr bool kNibbles = false;
+  static constexpr int kOffset = -16;
+  static constexpr bool kMin = true;
+  static void unpack(const Block& b, int8x16_t& lo, int8x16_t& hi) { q5_codes<offsetof(Block, qh)>(&b, b.qs, lo, hi); }
+};
+
+struct Q8_0Codes {
+  using Block = block_q8_0;
+  using XBlock = block_q8_0;
+  static constexpr bool kNibbles = false;
+  static constexpr int kOffset = 0;
+  static constexpr bool kMin = false;
+  static void unpack(const Block& b, int8x16_t& lo, int8x16_t& hi) {
+    lo = vld1q_s8(b.qs);
+    hi = vld1q_s8(b.qs + 16);
+  }
+};
+
+// IQ4_NL: the nibbles index the non-linear code book (tbl over its 16 int8 values).
+struct Iq4NlCodes {
+  using Block = block_iq4_nl;
+  using XBlock = block_q8_0;
+  static constexpr bool kNibbles = false;
+  static constexpr int kOffset = 0;
+  static constexpr bool kMin = false;
+  static void unpack(const Block& b, int8x16_t& lo, int8x16_t& hi) {
+    const int8x16_t book = vld1q_s8(kValuesIq4nl);
+    uint8x16_t l, h;
+    nibbles(b.qs, l, h);
+    lo = vqtbl1q_s8(book, l);
+    hi = vqtbl1q_s8(book, h);
+  }
+};
+
+// ---- the tile ------------------------------------------------------------------------------
+// Per block: the R weight rows are unpacked to codes once and serve all C columns; for each
+// column the x-side start value (the offset times the sums of x) is shared by the R rows.
+template <class Dot, class Codes>
+struct BlockTile {
+  // Nibble codes may use Dot's narrower accumulator; every other format sums in int32 lanes.
+  using Acc = std::conditional_t<Codes::kNibbles, typename Dot::Q4Acc, int32x4_t>;
+
+  static Acc start(int8x16_t xl, int8x16_t xh) {
+    if constexpr (Codes::kNibbles) {
+      return Dot::template q4_start<Codes::kOffset>(xl, xh);
+    } else {
+      return Dot::template q8_start<Codes::kOffset>(xl, xh);
+    }
+  }
+
+  static Acc dot(Acc start, int8x16_t lo, int8x16_t hi, int8x16_t xl, int8x16_t xh) {
+    if constexpr (Codes::kNibbles) {
+      if constexpr (Codes::kOffset == 0) return Dot::q4_dot(lo, hi, xl, xh);
+      else return Dot::q4_dot(start, lo, hi, xl, xh);
+    } else {
+      if constexpr (Codes::kOffset == 0) return Dot::q8_dot(lo, hi, xl, xh);
+      else return Dot::q8_dot(start, lo, hi, xl, xh);
+    }
+  }
+
   template <int R, int C>
   static void run(const GemmArgs& a, int64_t r, int64_t c, int64_t rstep = 1) {
+    using W = typename Codes::Block;
+    using X = typename Codes::XBlock;
     const int64_t nb = a.k / kQK;
-    const block_q8_0* w[R];
-    const block_q8_0* x[C];
+    const W* w[R];
+    const X* x[C];
     w_rows(a, r, rstep, w);
     x_cols(a, c, x);
     float32x4_t acc[C];  // lane i: row i
     for (int j = 0; j < C; ++j) acc[j] = vdupq_n_f32(0.0f);
     for (int64_t b = 0; b < nb; ++b) {
-      int8x16_t wl[R], wh[R];
-      for (int i = 0; i < R; ++i) {
-        wl[i] = vld1q_s8(w[i][b].qs);
-        wh[i] = vld1q_s8(w[i][b].qs + 16);
+      int8x16_t lo[R], hi[R];
+      for (int i = 0; i < R; ++i) Codes::unpack(w[i][b], lo[i], hi[i]);
+      float32x4_t dw;
+      [[maybe_unused]] float32x4_t mw, sx;
+      if constexpr (Codes::kMin && R == 4) {
+        scales_and_mins(w, b, dw, mw);
+      } else {
+        dw = f16_lanes<R>(w, b, &W::d);
+        if constexpr (Codes::kMin) mw = f16_lanes<R>(w, b, &W::m);
       }
-      const float32x4_t dw = scales<R>(w, b);
-      const float32x4_t dx = scales<C>(x, b);
+      const float32x4_t dx = f16_lanes<C>(x, b, &X::d);
+      if constexpr (Codes::kMin) sx = f16_lanes<C>(x, b, &X::s);
       for (int j = 0; j < C; ++j) {
         const int8x16_t xl = vld1q_s8(x[j][b].qs);
         const int8x16_t xh = vld1q_s8(x[j][b].qs + 16);
-        const float32x4_t s = mul_lane(dw, dx, j);
-        int32x4_t isum[R];
-        for (int i = 0; i < R; ++i) isum[i] = Dot::q8_dot(wl[i], wh[i], xl, xh);
-        acc[j] = vfmaq_f32(acc[j], vcvtq_f32_s32(row_sums<R>(isum)), s);
+        Acc s0{};
+        if constexpr (Codes::kOffset != 0) s0 = start(xl, xh);
+        Acc p[R];
+        for (int i = 0; i < R; ++i) p[i] = dot(s0, lo[i], hi[i], xl, xh);
+        acc[j] = vfmaq_f32(acc[j], vcvtq_f32_s32(row_sums<R>(p)), mul_lane(dw, dx, j));
+        if constexpr (Codes::kMin) acc[j] = fma_lane(acc[j], mw, sx, j);
       }
     }
     for (int j = 0; j < C; ++j) store_rows<R>(acc[j], y_at(a, c + j, r), rstep);

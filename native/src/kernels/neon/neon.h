@@ -11,4 +11,8 @@ namespace edgellm::neon {
 namespace edgellm::neon_dotprod {
 void gemm_q4_0(const GemmArgs& a, int64_t r0, int64_t r1);
 void gemm_q8_0(const GemmArgs& a, int64_t r0, int64_t r1);
+void gemm_q4_1(const GemmArgs& a, int64_t r0, int64_t r1);
+void gemm_q5_0(const GemmArgs& a, int64_t r0, int64_t r1);
+void gemm_q5_1(const GemmArgs& a, int64_t r0, int64_t r1);
+void gemm_iq4_nl(const GemmArgs& a, int64_t r0, int64_t r1);
 }  // namespace edgellm::neon_dotprod

@@ -24,12 +24,12 @@ const KernelTable kNeonKernels = {
     neon::route_topk,
     neon::attention,
     // Not yet implemented: filled in as each ISA's kernels land (test_dispatch fails on a null).
-    nullptr,  // quantize_row_q8_1: neon::
+    neon::quantize_row_q8_1,
     nullptr,  // quantize_row_q8_k: neon::
-    nullptr,  // gemm_q4_1: neon::
-    nullptr,  // gemm_q5_0: neon::
-    nullptr,  // gemm_q5_1: neon::
-    nullptr,  // gemm_iq4_nl: neon::
+    neon::gemm_q4_1,
+    neon::gemm_q5_0,
+    neon::gemm_q5_1,
+    neon::gemm_iq4_nl,
     nullptr,  // gemm_q2_k: neon::
     nullptr,  // gemm_q3_k: neon::
     nullptr,  // gemm_q4_k: neon::
@@ -45,6 +45,10 @@ static KernelTable make_dotprod_table() {
   t.name = "neon-dotprod";
   t.gemm_q4_0 = neon_dotprod::gemm_q4_0;
   t.gemm_q8_0 = neon_dotprod::gemm_q8_0;
+  t.gemm_q4_1 = neon_dotprod::gemm_q4_1;
+  t.gemm_q5_0 = neon_dotprod::gemm_q5_0;
+  t.gemm_q5_1 = neon_dotprod::gemm_q5_1;
+  t.gemm_iq4_nl = neon_dotprod::gemm_iq4_nl;
   return t;
 }
 const KernelTable kNeonDotprodKernels = make_dotprod_table();
