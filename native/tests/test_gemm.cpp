@@ -183,6 +183,22 @@ TEST(gemm, odd_super_block_counts_match_reference) {
         check_against_reference(make_problem(type, 7, superblocks(n), ncols), 0, 7, missing);
 }
 
+// Q4_0 GEMMs that put up to 8 columns in the vector lanes (AVX2) regroup the columns in groups
+// of 8 with 1, 2, 4 or 8 columns per register, padding a group's missing columns, and tile rows
+// by 4: column counts on either side of every group width and of the group boundaries, row
+// counts and sub-ranges that end in every partial tile, one block and many.
+TEST(gemm, q4_0_column_groups_and_row_tails_match_reference) {
+  MissingGemms missing;
+  for (int64_t k : {32, 96, 4096 + 32})
+    for (int64_t ncols : {9, 10, 11, 12, 15, 17, 20, 24, 25, 33, 40, 57, 63})
+      for (int64_t rows : {5, 6, 7, 13}) {
+        const Problem p = make_problem(DType::Q4_0, rows, k, ncols);
+        check_against_reference(p, 0, rows, missing);
+        check_against_reference(p, 1, rows, missing);
+        check_against_reference(p, 2, rows - 1, missing);
+      }
+}
+
 TEST(gemm, row_ranges_not_starting_at_zero_match_reference) {
   MissingGemms missing;
   for (DType type : kWeightTypes)

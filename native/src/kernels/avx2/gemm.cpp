@@ -23,7 +23,8 @@ using common::w_rows;
 using common::x_cols;
 
 // The AVX2 tiling (common::drive): decode 4 rows a quarter of the range apart, GEMM 2 adjacent
-// rows x 4 columns.
+// rows x 4 columns (Q8_0 and the float types; Q4_0 with 4 or more columns puts the columns in the
+// vector lanes instead, gemm_q4_0_lanes.cpp).
 constexpr int kGemmRows = 2;
 
 // ---- Q4_0 x Q8_0 ---------------------------------------------------------------------------
@@ -212,8 +213,15 @@ void quantize_row_q8_0(const float* x, block_q8_0* y, int64_t n) {
   for (int64_t i = 0; i < n / kQK; ++i) y[i].d = float_to_half(quantize_q8_block(x + i * kQK, y[i].qs));
 }
 
+// 1 column: the streaming GEMV; 2-3: the same streaming tiling with every column in the tile
+// (faster than the lane GEMM, whose per-block tail is not amortized over so few products);
+// 4 or more: the columns in the vector lanes (gemm_q4_0_lanes.cpp).
 void gemm_q4_0(const GemmArgs& a, int64_t r0, int64_t r1) {
-  if (a.ncols == 2 || a.ncols == 3) {
+  if (a.ncols >= 4) {
+    gemm_q4_0_lanes(a, r0, r1);
+    return;
+  }
+  if (a.ncols >= 2) {
     gemm_q4_0_few_cols(a, r0, r1);
     return;
   }
