@@ -27,7 +27,16 @@ t.test('benchKernels runs off the event loop', async (t) => {
 t.test('benchKernels refuses bad options with E_BAD_ARGUMENT', async (t) => {
   await t.rejects(benchKernels({ threads: [0] }), { code: 'E_BAD_ARGUMENT' });
   await t.rejects(benchKernels({ shapes: [[16, -3]] }), { code: 'E_BAD_ARGUMENT' });
-  await t.rejects(benchKernels({ shapes: [[16, 48]] }), { code: 'E_BAD_ARGUMENT' });
+  await t.rejects(benchKernels({ shapes: [[16, 48]] }), { code: 'E_BAD_ARGUMENT', message: /multiple of 32 \(the Q4_0 block\)/ });
+  await t.rejects(benchKernels({ shapes: [[16, 96]], types: ['Q4_K'] }), { code: 'E_BAD_ARGUMENT', message: /multiple of 256 \(the Q4_K block\)/ });
+  await t.rejects(benchKernels({ types: ['F16'] }), { code: 'E_BAD_ARGUMENT', message: /quantized weight type/ });
+  await t.rejects(benchKernels({ types: [] }), { code: 'E_BAD_ARGUMENT' });
+});
+
+t.test('benchKernels measures the GEMV of each type asked for', async (t) => {
+  const rows = await benchKernels({ threads: [1], shapes: [[64, 512]], types: ['Q4_K', 'IQ4_XS'], minSeconds: 0.01, workingSetBytes: 1 << 20 });
+  t.same(rows.map((r) => r.name), ['read_bandwidth', 'gemv_q4_k', 'gemv_iq4_xs']);
+  for (const r of rows) t.ok(r.gbps > 0, `${r.name}: ${r.gbps} GB/s`);
 });
 
 t.test('a missing addon is E_ADDON_MISSING with the fix in the message', async (t) => {

@@ -90,7 +90,7 @@ static Napi::Value BenchKernels(const Napi::CallbackInfo& info) {
         Napi::Array s = array_arg(env, a.Get(i), "shapes[i] ([rows, cols])");
         const int64_t rows = positive_int(env, s.Get(0u), "shape rows");
         const int64_t cols = positive_int(env, s.Get(1u), "shape cols");
-        opts.shapes.push_back({rows, cols});  // run_kernel_bench checks cols against each type's block
+        opts.shapes.push_back({rows, cols});
       }
     }
     if (o.Has("types") && !o.Get("types").IsUndefined()) {
@@ -107,6 +107,12 @@ static Napi::Value BenchKernels(const Napi::CallbackInfo& info) {
       }
       if (opts.types.empty()) throw coded_error(env, "E_BAD_ARGUMENT", "types must name at least one type");
     }
+    for (const auto& shape : opts.shapes)
+      for (DType t : opts.types)
+        if (shape.second % dtype_block_elems(t) != 0)
+          throw coded_error(env, "E_BAD_ARGUMENT",
+                            "shape cols must be a multiple of " + std::to_string(dtype_block_elems(t)) + " (the " +
+                                dtype_name(t) + " block), got " + std::to_string(shape.second));
     if (o.Has("minSeconds") && o.Get("minSeconds").IsNumber())
       opts.min_seconds = o.Get("minSeconds").As<Napi::Number>().DoubleValue();
     if (o.Has("workingSetBytes") && !o.Get("workingSetBytes").IsUndefined())
