@@ -3,11 +3,13 @@
 #include <cstdint>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "quant/quant.h"
+#include "quant_blocks.h"
 
 namespace edgellm::test {
 
@@ -26,6 +28,11 @@ class GgufBuilder {
     for (int64_t r = 0; r < n / row; ++r)
       quantize_row(type, x.data() + r * row, bytes.data() + (size_t)r * dtype_row_bytes(type, row), row);
     tensors_.push_back({name, std::move(ne), type, std::move(bytes)});
+  }
+
+  // A tensor stored as the given bytes of `type` (whole rows of ne[0] elements).
+  void tensor_bytes(const std::string& name, std::vector<int64_t> ne, DType type, std::vector<uint8_t> data) {
+    tensors_.push_back({name, std::move(ne), type, std::move(data)});
   }
 
   std::vector<uint8_t> bytes() const {
@@ -94,6 +101,9 @@ struct TinyLlamaSpec {
   int64_t sliding_window = 0;
   int64_t context = 256;
   DType matrix_type = DType::F32;
+  // When set, the type of each matrix by tensor name (overrides matrix_type), stored as random
+  // valid blocks (quant_blocks.h) instead of quantized values: any mix of types, no quantizer needed.
+  std::function<DType(const std::string& name)> random_blocks_of;
   uint32_t seed = 1;
 };
 
@@ -127,26 +137,35 @@ inline GgufBuilder tiny_llama(const TinyLlamaSpec& s) {
   const int64_t D = s.n_embd, hd = D / s.n_head, kv = hd * s.n_head_kv;
   const float sd = 1.0f / std::sqrt((float)D), sf = 1.0f / std::sqrt((float)s.n_ff);
   const DType mt = s.matrix_type;
-  b.tensor("token_embd.weight", {D, s.n_vocab}, mt, rnd(D * s.n_vocab, 1.0f));
+  // A weight matrix (or stack of expert matrices) of ggml shape ne.
+  auto matrix = [&](const std::string& name, std::vector<int64_t> ne, std::vector<float> values) {
+    if (!s.random_blocks_of) return b.tensor(name, std::move(ne), mt, values);
+    const DType t = s.random_blocks_of(name);
+    const size_t row_bytes = dtype_row_bytes(t, ne[0]);
+    std::vector<uint8_t> data(row_bytes * (values.size() / (size_t)ne[0]));
+    for (size_t r = 0; r < data.size() / row_bytes; ++r) random_row(t, data.data() + r * row_bytes, ne[0], rng);
+    b.tensor_bytes(name, std::move(ne), t, std::move(data));
+  };
+  matrix("token_embd.weight", {D, s.n_vocab}, rnd(D * s.n_vocab, 1.0f));
   b.tensor("output_norm.weight", {D}, DType::F32, ones(D));
-  b.tensor("output.weight", {D, s.n_vocab}, mt, rnd(D * s.n_vocab, sd));
+  matrix("output.weight", {D, s.n_vocab}, rnd(D * s.n_vocab, sd));
   for (int64_t l = 0; l < s.n_layer; ++l) {
     const std::string p = "blk." + std::to_string((long long)l) + ".";
     b.tensor(p + "attn_norm.weight", {D}, DType::F32, ones(D));
-    b.tensor(p + "attn_q.weight", {D, D}, mt, rnd(D * D, sd));
-    b.tensor(p + "attn_k.weight", {D, kv}, mt, rnd(D * kv, sd));
-    b.tensor(p + "attn_v.weight", {D, kv}, mt, rnd(D * kv, sd));
-    b.tensor(p + "attn_output.weight", {D, D}, mt, rnd(D * D, sd));
+    matrix(p + "attn_q.weight", {D, D}, rnd(D * D, sd));
+    matrix(p + "attn_k.weight", {D, kv}, rnd(D * kv, sd));
+    matrix(p + "attn_v.weight", {D, kv}, rnd(D * kv, sd));
+    matrix(p + "attn_output.weight", {D, D}, rnd(D * D, sd));
     b.tensor(p + "ffn_norm.weight", {D}, DType::F32, ones(D));
     if (s.n_expert) {
       b.tensor(p + "ffn_gate_inp.weight", {D, s.n_expert}, DType::F32, rnd(D * s.n_expert, sd));
-      b.tensor(p + "ffn_gate_exps.weight", {D, s.n_ff, s.n_expert}, mt, rnd(D * s.n_ff * s.n_expert, sd));
-      b.tensor(p + "ffn_up_exps.weight", {D, s.n_ff, s.n_expert}, mt, rnd(D * s.n_ff * s.n_expert, sd));
-      b.tensor(p + "ffn_down_exps.weight", {s.n_ff, D, s.n_expert}, mt, rnd(D * s.n_ff * s.n_expert, sf));
+      matrix(p + "ffn_gate_exps.weight", {D, s.n_ff, s.n_expert}, rnd(D * s.n_ff * s.n_expert, sd));
+      matrix(p + "ffn_up_exps.weight", {D, s.n_ff, s.n_expert}, rnd(D * s.n_ff * s.n_expert, sd));
+      matrix(p + "ffn_down_exps.weight", {s.n_ff, D, s.n_expert}, rnd(D * s.n_ff * s.n_expert, sf));
     } else {
-      b.tensor(p + "ffn_gate.weight", {D, s.n_ff}, mt, rnd(D * s.n_ff, sd));
-      b.tensor(p + "ffn_up.weight", {D, s.n_ff}, mt, rnd(D * s.n_ff, sd));
-      b.tensor(p + "ffn_down.weight", {s.n_ff, D}, mt, rnd(D * s.n_ff, sf));
+      matrix(p + "ffn_gate.weight", {D, s.n_ff}, rnd(D * s.n_ff, sd));
+      matrix(p + "ffn_up.weight", {D, s.n_ff}, rnd(D * s.n_ff, sd));
+      matrix(p + "ffn_down.weight", {s.n_ff, D}, rnd(D * s.n_ff, sf));
     }
   }
   return b;

@@ -11,6 +11,7 @@
 #include "gguf/gguf.h"
 #include "quant/fp16.h"
 #include "quant/quant.h"
+#include "quant_blocks.h"
 #include "test.h"
 
 using namespace edgellm;
@@ -85,6 +86,11 @@ class TestGguf {
     kv_raw(key, (uint32_t)GgufValueType::ARRAY, p);
   }
   void tensor(TensorSpec t) { tensors_.push_back(std::move(t)); }
+  const std::vector<uint8_t>& tensor_data(const std::string& name) const {
+    for (const TensorSpec& t : tensors_)
+      if (t.name == name) return t.data;
+    throw std::invalid_argument("no test tensor " + name);
+  }
 
   std::vector<uint8_t> build() const {
     Bytes out;
@@ -153,6 +159,18 @@ TestGguf small_model() {
   return g;
 }
 
+// One 512 x 3 tensor "w.<TYPE>" of every weight type, random valid blocks (quant_blocks.h).
+TestGguf every_weight_type_model() {
+  TestGguf g;
+  g.kv_str("general.architecture", "llama");
+  for (DType t : kWeightTypes) {
+    std::vector<uint8_t> data(dtype_row_bytes(t, 512) * 3);
+    for (int r = 0; r < 3; ++r) test::random_row(t, data.data() + r * dtype_row_bytes(t, 512), 512);
+    g.tensor({std::string("w.") + dtype_name(t), (uint32_t)t, {512, 3}, data, {}});
+  }
+  return g;
+}
+
 // Runs fn, which must throw a ModelError with `code` whose message contains every `parts`.
 template <typename Fn>
 void expect_error(Fn fn, const std::string& code, std::vector<std::string> parts, const char* file, int line) {
@@ -209,6 +227,12 @@ uint64_t touch_everything(const GgufFile& f) {
     CHECK(t.bytes == (uint64_t)t.row_bytes() * (uint64_t)t.n_rows());
     CHECK(t.offset + t.bytes <= f.file_size());
     CHECK(t.offset % f.alignment() == 0);
+    // Every row dequantizes to a defined result whatever its bytes (NaN / Inf scales included).
+    std::vector<float> row((size_t)t.ne[0]);
+    for (int64_t r = 0; r < t.n_rows(); ++r) {
+      dequantize_row(t.type, t.row(r), row.data(), t.ne[0]);
+      sum += std::isfinite(row[0]) ? 1 : 0;
+    }
   }
   return sum;
 }
@@ -490,10 +514,19 @@ TEST(gguf, refuses_other_versions_byte_orders_and_formats) {
 }
 
 TEST(gguf, refuses_unknown_tensor_types_naming_them) {
-  TestGguf g;
-  g.tensor({"blk.0.ffn_down.weight", 12, {256, 2}, std::vector<uint8_t>(288, 0), {}});
-  EXPECT_ERROR(parse(g.build()), "E_MODEL_UNSUPPORTED", "'blk.0.ffn_down.weight'", "Q4_K",
-               "edgellm quantize IN.gguf OUT.gguf --type q4_0");
+  // IQ2_XXS (16) and the repacked Q4_0_4_4 (31) are ggml types edgellm does not run.
+  for (uint32_t type : {16u, 31u}) {
+    TestGguf g;
+    g.tensor({"blk.0.ffn_down.weight", type, {256, 2}, std::vector<uint8_t>(288, 0), {}});
+    EXPECT_ERROR(parse(g.build()), "E_MODEL_UNSUPPORTED", "'blk.0.ffn_down.weight'",
+                 type == 16 ? "has type IQ2_XXS" : "has type Q4_0_4_4", "does not support yet",
+                 "it runs F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS",
+                 "`edgellm quantize MODEL-F16.gguf OUT.gguf --type q4_0`");
+  }
+  // Q8_1 and Q8_K are activation formats, never weights.
+  TestGguf a;
+  a.tensor({"blk.0.ffn_down.weight", 15, {256, 2}, std::vector<uint8_t>(584, 0), {}});
+  EXPECT_ERROR(parse(a.build()), "E_MODEL_UNSUPPORTED", "'blk.0.ffn_down.weight'", "has type Q8_K");
   TestGguf h;
   h.tensor({"x", 1000, {32}, std::vector<uint8_t>(64, 0), {}});
   EXPECT_ERROR(parse(h.build()), "E_MODEL_UNSUPPORTED", "'x'", "type 1000");
@@ -505,6 +538,30 @@ TEST(gguf, refuses_rows_that_are_not_whole_blocks) {
   EXPECT_ERROR(parse(g.build(), "model.gguf"), "E_MODEL_CORRUPT",
                "model.gguf: tensor 'blk.0.ffn_down.weight' (Q8_0): row of 172 elements is not a multiple of "
                "the block size 32");
+}
+
+TEST(gguf, refuses_super_block_rows_that_are_not_a_multiple_of_256) {
+  // Qwen2.5-0.5B's width 896: llama.cpp stores such tensors as Q5_0 / Q8_0, never as a K-quant.
+  for (uint32_t type : {12u, 14u, 23u}) {
+    TestGguf g;
+    g.tensor({"blk.0.attn_q.weight", type, {896, 2}, std::vector<uint8_t>(4096, 0), {}});
+    EXPECT_ERROR(parse(g.build(), "model.gguf"), "E_MODEL_CORRUPT", "model.gguf: tensor 'blk.0.attn_q.weight' (",
+                 "): row of 896 elements is not a multiple of the block size 256");
+  }
+}
+
+TEST(gguf, accepts_every_weight_type_as_views_of_whole_rows) {
+  const TestGguf g = every_weight_type_model();
+  const std::vector<uint8_t> bytes = g.build();
+  GgufFile f = parse(bytes);
+  CHECK_EQ(f.tensors().size(), sizeof kWeightTypes / sizeof kWeightTypes[0]);
+  for (DType t : kWeightTypes) {
+    const GgufTensor& x = f.tensor(std::string("w.") + dtype_name(t));
+    CHECK(x.type == t);
+    CHECK_EQ(x.row_bytes(), dtype_row_bytes(t, 512));
+    CHECK_EQ(x.n_rows(), 3ll);
+    CHECK(std::memcmp(x.data, g.tensor_data(std::string("w.") + dtype_name(t)).data(), x.bytes) == 0);
+  }
 }
 
 TEST(gguf, refuses_targeted_corruptions) {
@@ -643,6 +700,30 @@ TEST(gguf, fuzz_random_mutations_never_crash) {
   std::printf("     %d mutations: %d accepted, %d corrupt, %d unsupported\n", kVariants, st.ok, st.corrupt,
               st.unsupported);
   CHECK(st.corrupt > 0 && st.ok > 0);
+}
+
+// The same over tensors of every weight type, their scale bytes included: any NaN / Inf f16
+// scale a mutation makes must dequantize to a defined result (touch_everything), not crash.
+TEST(gguf, fuzz_mutations_of_every_weight_type_never_crash) {
+  const std::vector<uint8_t> full = every_weight_type_model().build();
+  std::mt19937 rng(20261206);
+  FuzzStats st;
+  for (size_t n = 0; n < full.size(); n += 61)
+    fuzz_one(std::vector<uint8_t>(full.begin(), full.begin() + (long)n), st, "truncated to " + std::to_string(n));
+  const int kVariants = 3000;
+  for (int v = 0; v < kVariants; ++v) {
+    std::vector<uint8_t> b = full;
+    const int n_mut = 1 + (int)(rng() % 16);
+    for (int k = 0; k < n_mut; ++k) {
+      const size_t at = rng() % b.size();
+      // Half the mutations write 0x7C / 0xFC / 0x7E (f16 Inf / -Inf / NaN high bytes) anywhere.
+      const uint8_t specials[] = {0x7C, 0xFC, 0x7E, 0xFF};
+      b[at] = rng() % 2 ? specials[rng() % 4] : (uint8_t)rng();
+    }
+    fuzz_one(b, st, "mutation " + std::to_string(v));
+  }
+  std::printf("     every-type mutations: %d accepted, %d corrupt, %d unsupported\n", st.ok, st.corrupt, st.unsupported);
+  CHECK(st.ok > 0);
 }
 
 TEST(gguf, fuzz_through_the_file_mapping) {

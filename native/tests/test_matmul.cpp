@@ -1,5 +1,7 @@
 // matmul(): splitting rows across the pool and columns into groups of kMaxGemmCols gives the
-// same Y as one reference kernel call over everything, for every weight type.
+// same Y as one reference kernel call over everything, for every weight type (kWeightTypes,
+// random valid blocks from quant_blocks.h) with X quantized to its activation format.
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
@@ -10,13 +12,12 @@
 #include "quant/quant.h"
 #include "runtime/matmul.h"
 #include "runtime/thread_pool.h"
+#include "quant_blocks.h"
 #include "test.h"
 
 using namespace edgellm;
 
 namespace {
-
-const DType kAllTypes[] = {DType::F32, DType::F16, DType::BF16, DType::Q4_0, DType::Q8_0};
 
 struct Problem {
   DType t;
@@ -29,11 +30,7 @@ Problem make_problem(DType t, int64_t rows, int64_t k, int64_t ncols) {
   Problem p{t, rows, k, ncols, {}, {}};
   const size_t row_bytes = dtype_row_bytes(t, k);
   p.w.resize(row_bytes * (size_t)rows);
-  std::vector<float> row((size_t)k);
-  for (int64_t r = 0; r < rows; ++r) {
-    test::fill_normal(row.data(), k, 0.5f);
-    quantize_row(t, row.data(), p.w.data() + (size_t)r * row_bytes, k);
-  }
+  for (int64_t r = 0; r < rows; ++r) test::random_row(t, p.w.data() + (size_t)r * row_bytes, k);
   p.x.resize((size_t)(k * ncols));
   test::fill_normal(p.x.data(), k * ncols, 1.0f);
   return p;
@@ -42,7 +39,7 @@ Problem make_problem(DType t, int64_t rows, int64_t k, int64_t ncols) {
 // Y from one call of the reference kernel over all rows and all columns.
 std::vector<float> reference_y(const Problem& p) {
   std::vector<float> y((size_t)(p.rows * p.ncols));
-  std::vector<block_q8_0> xq;
+  std::vector<uint8_t> xq;
   GemmArgs a{};
   a.w = p.w.data();
   a.w_row_bytes = dtype_row_bytes(p.t, p.k);
@@ -50,16 +47,12 @@ std::vector<float> reference_y(const Problem& p) {
   a.ncols = p.ncols;
   a.y = y.data();
   a.y_col_stride = p.rows;
-  if (p.t == DType::Q4_0 || p.t == DType::Q8_0) {
-    const int64_t nb = p.k / kQK;
-    xq.resize((size_t)(nb * p.ncols));
-    for (int64_t c = 0; c < p.ncols; ++c) quantize_row_q8_0_ref(p.x.data() + c * p.k, xq.data() + c * nb, p.k);
-    a.x = xq.data();
-    a.x_col_bytes = (size_t)nb * sizeof(block_q8_0);
-  } else {
-    a.x = p.x.data();
-    a.x_col_bytes = (size_t)p.k * sizeof(float);
-  }
+  const DType act = dtype_activation(p.t);
+  a.x_col_bytes = test::activation_row_bytes(act, p.k);
+  xq.resize(a.x_col_bytes * (size_t)p.ncols);
+  for (int64_t c = 0; c < p.ncols; ++c)
+    test::quantize_activation(act, p.x.data() + c * p.k, xq.data() + (size_t)c * a.x_col_bytes, p.k);
+  a.x = xq.data();
   kReferenceKernels.gemm_for(p.t)(a, 0, p.rows);
   return y;
 }
@@ -71,13 +64,14 @@ std::string describe(const Problem& p, int threads, const KernelTable& kt) {
 
 // The shapes under test: all of rows x ncols for a small k, and the long k (FFN down
 // projections) where rows * k * ncols stays small enough for the scalar reference under qemu.
-std::vector<std::vector<int64_t>> shapes() {
+// The smallest k is one block of the type (32, or 256 for the super-block formats).
+std::vector<std::vector<int64_t>> shapes(DType t) {
   std::vector<std::vector<int64_t>> out;
-  for (int64_t k : {32, 11008, 14336})
+  for (int64_t k : {std::max<int64_t>(32, dtype_block_elems(t)), (int64_t)11008, (int64_t)14336})
     for (int64_t rows : {1, 5, 33, 1001})
       for (int64_t ncols : {1, 2, 64, 65, 130}) {
         if (k == 14336 && rows > 5) continue;  // few rows for the longest k
-        if (k > 32 && rows * k * ncols > 3000000 && !(ncols == 1)) continue;
+        if (k > 256 && rows * k * ncols > 3000000 && !(ncols == 1)) continue;
         out.push_back({rows, k, ncols});
       }
   return out;
@@ -101,8 +95,8 @@ TEST(matmul, pool_sizes_match_one_reference_call_exactly) {
   std::unique_ptr<ThreadPool> pools[] = {std::make_unique<ThreadPool>(1), std::make_unique<ThreadPool>(2),
                                          std::make_unique<ThreadPool>(3)};
   MatmulScratch scratch;
-  for (DType t : kAllTypes)
-    for (const auto& s : shapes()) {
+  for (DType t : kWeightTypes)
+    for (const auto& s : shapes(t)) {
       const Problem p = make_problem(t, s[0], s[1], s[2]);
       const std::vector<float> want = reference_y(p);
       for (auto& pool : pools) {
@@ -120,8 +114,13 @@ TEST(matmul, every_kernel_table_through_the_pool_matches_reference) {
   ThreadPool pool(3);
   MatmulScratch scratch;
   for (const KernelTable* kt : runnable_kernel_tables())
-    for (DType t : kAllTypes)
-      for (const auto& s : std::vector<std::vector<int64_t>>{{33, 64, 130}, {1001, 256, 2}, {5, 11008, 65}}) {
+    for (DType t : kWeightTypes) {
+      if (!kt->gemm_for(t)) {
+        test::fail(__FILE__, __LINE__, std::string(kt->name) + " has no GEMM for " + dtype_name(t));
+        continue;
+      }
+      const int64_t k0 = std::max<int64_t>(64, dtype_block_elems(t));
+      for (const auto& s : std::vector<std::vector<int64_t>>{{33, k0, 130}, {1001, 256, 2}, {5, 11008, 65}}) {
         const Problem p = make_problem(t, s[0], s[1], s[2]);
         const std::vector<float> want = reference_y(p);
         std::vector<float> y(want.size(), -12345.0f);
@@ -130,6 +129,7 @@ TEST(matmul, every_kernel_table_through_the_pool_matches_reference) {
         if (!test::near_all(y.data(), want.data(), (int64_t)y.size(), 1e-4, 1e-4, &why))
           test::fail(__FILE__, __LINE__, describe(p, pool.size(), *kt) + ": " + why);
       }
+    }
 }
 
 TEST(matmul, scratch_is_not_reallocated_for_the_same_size) {
@@ -169,7 +169,7 @@ TEST(matmul, rejects_invalid_arguments_with_the_reason) {
   CHECK_MSG(throws_invalid(call(DType::F32, -1, 32, 1, w.data(), x.data(), y.data()), "rows must be >= 0", &got), got);
   CHECK_MSG(throws_invalid(call(DType::F32, 2, 0, 1, w.data(), x.data(), y.data()), "k must be >= 1", &got), got);
   CHECK_MSG(throws_invalid(call(DType::F16, 2, 32, -3, w.data(), x.data(), y.data()), "ncols must be >= 0", &got), got);
-  CHECK_MSG(throws_invalid(call(DType(3), 2, 32, 1, w.data(), x.data(), y.data()), "unsupported weight type 3", &got), got);
+  CHECK_MSG(throws_invalid(call(DType(4), 2, 32, 1, w.data(), x.data(), y.data()), "unsupported weight type 4", &got), got);
   CHECK_MSG(throws_invalid(call(DType::BF16, 2, 32, 1, nullptr, x.data(), y.data()), "w is null", &got), got);
   CHECK_MSG(throws_invalid(call(DType::BF16, 2, 32, 1, w.data(), nullptr, y.data()), "x is null", &got), got);
   CHECK_MSG(throws_invalid(call(DType::BF16, 2, 32, 1, w.data(), x.data(), nullptr), "y is null", &got), got);
@@ -180,6 +180,20 @@ TEST(matmul, rejects_invalid_arguments_with_the_reason) {
     matmul(pool, missing, DType::BF16, w.data(), 2, 32, x.data(), 1, y.data(), scratch);
   } catch (const std::invalid_argument& e) {
     threw = std::strstr(e.what(), "no GEMM for BF16") != nullptr;
+  }
+  CHECK(threw);
+  // Super-block formats need k a multiple of 256; Q8_1 / Q8_K are activation formats.
+  CHECK_MSG(throws_invalid(call(DType::Q4_K, 2, 96, 1, w.data(), x.data(), y.data()),
+                           "k = 96 is not a multiple of 256, which Q4_K weights require", &got), got);
+  CHECK_MSG(throws_invalid(call(DType::Q8_K, 2, 256, 1, w.data(), x.data(), y.data()), "unsupported weight type 15", &got), got);
+  CHECK_MSG(throws_invalid(call(DType::Q8_1, 2, 32, 1, w.data(), x.data(), y.data()), "unsupported weight type 9", &got), got);
+  missing = kReferenceKernels;
+  missing.quantize_row_q8_k = nullptr;
+  threw = false;
+  try {
+    matmul(pool, missing, DType::Q6_K, w.data(), 2, 256, x.data(), 1, y.data(), scratch);
+  } catch (const std::invalid_argument& e) {
+    threw = std::strstr(e.what(), "no quantizer for Q8_K activations") != nullptr;
   }
   CHECK(threw);
   // Float weights take any k.

@@ -120,6 +120,17 @@ std::string ggml_type_name(uint32_t raw) {
   return "type " + std::to_string(raw);
 }
 
+// "F32, F16, ..., IQ4_NL and IQ4_XS": every weight type a model may hold (kWeightTypes).
+static std::string supported_weight_types() {
+  std::string out;
+  const size_t n = sizeof kWeightTypes / sizeof kWeightTypes[0];
+  for (size_t i = 0; i < n; ++i) {
+    if (i > 0) out += i + 1 == n ? " and " : ", ";
+    out += dtype_name(kWeightTypes[i]);
+  }
+  return out;
+}
+
 static bool is_valid_value_type(uint32_t raw) { return raw <= (uint32_t)GgufValueType::F64; }
 
 static bool is_signed_type(GgufValueType t) {
@@ -443,9 +454,10 @@ void GgufParser::parse_tensor_info(uint64_t i) {
   const uint32_t type = read<uint32_t>(what + " type");
   const std::string shape_note = " (" + ggml_type_name(type) + ")";
   if (!dtype_is_known(type)) {
-    fail(kUnsupported, what + " has type " + ggml_type_name(type) +
-                           ", which edgellm does not support (it runs F32, F16, BF16, Q4_0 and Q8_0). "
-                           "Convert the model with `edgellm quantize IN.gguf OUT.gguf --type q4_0`");
+    fail(kUnsupported, what + " has type " + ggml_type_name(type) + ", which edgellm does not support yet (it runs " +
+                           supported_weight_types() +
+                           "). Use a file of the model in one of those types (e.g. Q4_K_M or Q8_0), or re-quantize "
+                           "its F16/F32 original: `edgellm quantize MODEL-F16.gguf OUT.gguf --type q4_0`");
   }
   t.type = (DType)type;
   const int64_t block = dtype_block_elems(t.type);

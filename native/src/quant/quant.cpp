@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -77,6 +78,63 @@ void quantize_row_q8_0_ref(const float* x, block_q8_0* y, int64_t n) {
   }
 }
 
+// ggml's reference: as Q8_0, plus s = d * (sum of the 32 codes) for the minimum term of the
+// Q4_1 / Q5_1 dot products.
+void quantize_row_q8_1_ref(const float* x, block_q8_1* y, int64_t n) {
+  const int64_t nb = n / kQK;
+  for (int64_t i = 0; i < nb; ++i) {
+    float amax = 0.0f;
+    for (int j = 0; j < kQK; ++j) amax = std::fmax(amax, std::fabs(x[i * kQK + j]));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y[i].d = float_to_half(d);
+    int sum = 0;
+    for (int j = 0; j < kQK; ++j) {
+      y[i].qs[j] = (int8_t)std::round(x[i * kQK + j] * id);
+      sum += y[i].qs[j];
+    }
+    y[i].s = float_to_half((float)sum * d);
+  }
+}
+
+// ggml's nearest_int: adding 1.5 * 2^23 leaves round(v) (ties to even) in the low mantissa bits.
+// Valid for |v| < 2^22; a NaN comes out as 0.
+static int nearest_int(float v) {
+  const float shifted = v + 12582912.0f;
+  int32_t bits;
+  std::memcpy(&bits, &shifted, sizeof bits);
+  return (bits & 0x007FFFFF) - 0x00400000;
+}
+
+// ggml's reference: the signed value of largest magnitude maps to -127 (iscale = -127 / max),
+// codes are clamped above at 127, d = 1 / iscale (f32), bsums are the sums of each 16 codes.
+// An all-zero block (or one of zeros and NaNs) is all zeros: ggml writes d and qs and leaves
+// bsums unwritten there; zero is their only consistent value.
+void quantize_row_q8_K_ref(const float* x, block_q8_K* y, int64_t n) {
+  const int64_t nb = n / kQKK;
+  for (int64_t i = 0; i < nb; ++i) {
+    const float* xb = x + i * kQKK;
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < kQKK; ++j)
+      if (std::fabs(xb[j]) > amax) {
+        amax = std::fabs(xb[j]);
+        max = xb[j];
+      }
+    if (amax == 0.0f) {
+      std::memset(&y[i], 0, sizeof y[i]);
+      continue;
+    }
+    const float iscale = -127.0f / max;
+    for (int j = 0; j < kQKK; ++j) y[i].qs[j] = (int8_t)std::min(127, nearest_int(iscale * xb[j]));
+    for (int g = 0; g < kQKK / 16; ++g) {
+      int sum = 0;
+      for (int l = 0; l < 16; ++l) sum += y[i].qs[16 * g + l];
+      y[i].bsums[g] = (int16_t)sum;
+    }
+    y[i].d = 1.0f / iscale;
+  }
+}
+
 void dequantize_row_q4_0(const block_q4_0* x, float* y, int64_t n) {
   const int64_t nb = n / kQK;
   for (int64_t i = 0; i < nb; ++i) {
@@ -120,6 +178,18 @@ void dequantize_row(DType t, const void* row, float* y, int64_t n) {
     case DType::BF16: return convert_row_bf16_to_f32(static_cast<const uint16_t*>(row), y, n);
     case DType::Q4_0: return dequantize_row_q4_0(static_cast<const block_q4_0*>(row), y, n);
     case DType::Q8_0: return dequantize_row_q8_0(static_cast<const block_q8_0*>(row), y, n);
+    case DType::Q4_1: return dequantize_row_q4_1(static_cast<const block_q4_1*>(row), y, n);
+    case DType::Q5_0: return dequantize_row_q5_0(static_cast<const block_q5_0*>(row), y, n);
+    case DType::Q5_1: return dequantize_row_q5_1(static_cast<const block_q5_1*>(row), y, n);
+    case DType::Q8_1: return dequantize_row_q8_1(static_cast<const block_q8_1*>(row), y, n);
+    case DType::Q2_K: return dequantize_row_q2_K(static_cast<const block_q2_K*>(row), y, n);
+    case DType::Q3_K: return dequantize_row_q3_K(static_cast<const block_q3_K*>(row), y, n);
+    case DType::Q4_K: return dequantize_row_q4_K(static_cast<const block_q4_K*>(row), y, n);
+    case DType::Q5_K: return dequantize_row_q5_K(static_cast<const block_q5_K*>(row), y, n);
+    case DType::Q6_K: return dequantize_row_q6_K(static_cast<const block_q6_K*>(row), y, n);
+    case DType::Q8_K: return dequantize_row_q8_K(static_cast<const block_q8_K*>(row), y, n);
+    case DType::IQ4_NL: return dequantize_row_iq4_nl(static_cast<const block_iq4_nl*>(row), y, n);
+    case DType::IQ4_XS: return dequantize_row_iq4_xs(static_cast<const block_iq4_xs*>(row), y, n);
     default: break;
   }
   throw std::invalid_argument(std::string("dequantize_row: no dequantizer for ") + dtype_name(t));

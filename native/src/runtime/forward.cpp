@@ -98,7 +98,8 @@ size_t forward_scratch_bytes(const ModelConfig& c, int64_t n) {
              (size_t)c.n_expert * sizeof(int64_t) + (size_t)(c.n_expert * n) * (sizeof(int64_t) + sizeof(float)) +
              2 * (size_t)(n * c.n_embd) * sizeof(float);
   }
-  bytes += (size_t)(n * std::max({c.n_embd, c.q_dim(), n_ff}) / kQK + 1) * sizeof(block_q8_0);
+  // The matmul's activations, as reserved above (Q8_K: the largest format per element).
+  bytes += (size_t)(n * std::max({c.n_embd, c.q_dim(), n_ff}) / kQKK + 1) * sizeof(block_q8_K);
   return bytes;
 }
 

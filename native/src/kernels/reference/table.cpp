@@ -22,19 +22,18 @@ const KernelTable kReferenceKernels = {
     ref::scale,
     ref::route_topk,
     ref::attention,
-    // Not yet implemented: the reference kernels of the other types land first.
-    nullptr,  // quantize_row_q8_1: ref::
-    nullptr,  // quantize_row_q8_k: ref::
-    nullptr,  // gemm_q4_1: ref::
-    nullptr,  // gemm_q5_0: ref::
-    nullptr,  // gemm_q5_1: ref::
-    nullptr,  // gemm_iq4_nl: ref::
-    nullptr,  // gemm_q2_k: ref::
-    nullptr,  // gemm_q3_k: ref::
-    nullptr,  // gemm_q4_k: ref::
-    nullptr,  // gemm_q5_k: ref::
-    nullptr,  // gemm_q6_k: ref::
-    nullptr,  // gemm_iq4_xs: ref::
+    ref::quantize_row_q8_1,
+    ref::quantize_row_q8_k,
+    ref::gemm_q4_1,
+    ref::gemm_q5_0,
+    ref::gemm_q5_1,
+    ref::gemm_iq4_nl,
+    ref::gemm_q2_k,
+    ref::gemm_q3_k,
+    ref::gemm_q4_k,
+    ref::gemm_q5_k,
+    ref::gemm_q6_k,
+    ref::gemm_iq4_xs,
 };
 
 }  // namespace edgellm
