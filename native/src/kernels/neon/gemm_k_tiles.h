@@ -26,11 +26,19 @@
 #pragma once
 #include <arm_neon.h>
 
+#include <array>
 #include <cstring>
 #include <utility>
 
 #include "kernels/neon/gemm_tiles.h"
-#include "quant/fp16.h"
+
+// scripts/arm-model.mjs compiles this with -DEDGELLM_MCA_MARKERS to find the decode loop in the
+// assembly (asm comments only; no build defines it).
+#if defined(EDGELLM_MCA_MARKERS)
+#define EDGELLM_MCA_MARK(what) asm volatile("// edgellm-mca " what)
+#else
+#define EDGELLM_MCA_MARK(what)
+#endif
 
 namespace edgellm::neon_tiles {
 namespace {
@@ -56,12 +64,11 @@ inline uint8x16_t shr(uint8x16_t v) {
   }
 }
 
-// What a format decodes per row and super-block.
+// What a format decodes per row and super-block (its f16 d and dm it points to: F::d, F::dm).
 template <int NSub>
 struct KRow {
   int16x8_t sc[NSub / 8];    // sub-block scales
   int16x8_t mins[NSub / 8];  // per sub-block, multiplied by bsum_s and dm
-  float d, dm;
 };
 
 // ---- formats ---------------------------------------------------------------------------------
@@ -71,6 +78,8 @@ struct Q4KFormat {
   using Block = block_q4_K;
   static constexpr int kSub = 32, kChunk = 64, kMaxCode = 15;
   static constexpr bool kHasMins = true;
+  static const uint16_t* d(const Block& b) { return &b.d; }
+  static const uint16_t* dm(const Block& b) { return &b.dmin; }
   // The 6-bit scales and mins of get_scale_min_k4, four at a time in 32-bit words: scales 0..3
   // and mins 0..3 are the low 6 bits of bytes 0..3 and 4..7; scales 4..7 and mins 4..7 take
   // their low 4 bits from the nibbles of bytes 8..11 and their high 2 from the top of 0..3 / 4..7.
@@ -85,8 +94,6 @@ struct Q4KFormat {
   }
   static void row(const Block& b, KRow<8>& r) {
     scales_mins(b.scales, r.sc[0], r.mins[0]);
-    r.d = half_to_float(b.d);
-    r.dm = half_to_float(b.dmin);
   }
   template <int T>
   static void codes(const Block& b, int8x16_t (&w)[4]) {
@@ -104,10 +111,10 @@ struct Q5KFormat {
   using Block = block_q5_K;
   static constexpr int kSub = 32, kChunk = 64, kMaxCode = 31;
   static constexpr bool kHasMins = true;
+  static const uint16_t* d(const Block& b) { return &b.d; }
+  static const uint16_t* dm(const Block& b) { return &b.dmin; }
   static void row(const Block& b, KRow<8>& r) {
     Q4KFormat::scales_mins(b.scales, r.sc[0], r.mins[0]);
-    r.d = half_to_float(b.d);
-    r.dm = half_to_float(b.dmin);
   }
   template <int T>
   static void codes(const Block& b, int8x16_t (&w)[4]) {
@@ -124,42 +131,48 @@ struct Q5KFormat {
   }
 };
 
-// Q6_K: 16 sub-blocks of 16 with int8 scales. Per 128 weights (chunk T = half): ql[64T..] and
-// qh[32T..]; weight 32q + l (l < 32) has low 4 bits from ql[l + 32 (q & 1)] (low nibble for
-// q < 2, high for q >= 2) and high 2 bits from qh[l] >> 2q. Codes stay 0..63 (see the top).
+// Q6_K: 16 sub-blocks of 16 with int8 scales. Per 128 weights (half n): ql[64n..] and qh[32n..];
+// weight 32q + l (l < 32) has low 4 bits from ql[l + 32 (q & 1)] (low nibble for q < 2, high
+// for q >= 2) and high 2 bits from qh[l] >> 2q. Codes stay 0..63 (see the top). Chunk T is
+// q = 0, 1 (T even) or q = 2, 3 (T odd) of half T / 2: 64 weights, so that the codes and the
+// activations of a chunk fit in registers beside the scales.
 struct Q6KFormat {
   using Block = block_q6_K;
-  static constexpr int kSub = 16, kChunk = 128, kMaxCode = 63;
+  static constexpr int kSub = 16, kChunk = 64, kMaxCode = 63;
   static constexpr bool kHasMins = true;
+  static const uint16_t* d(const Block& b) { return &b.d; }
+  static const uint16_t* dm(const Block& b) { return &b.d; }
   static void row(const Block& b, KRow<16>& r) {
     const int8x16_t s = vld1q_s8(b.scales);
     r.sc[0] = vmovl_s8(vget_low_s8(s));
     r.sc[1] = vmovl_high_s8(s);
     r.mins[0] = vshlq_n_s16(r.sc[0], 5);
     r.mins[1] = vshlq_n_s16(r.sc[1], 5);
-    r.d = half_to_float(b.d);
-    r.dm = r.d;
   }
   template <int T>
-  static void codes(const Block& b, int8x16_t (&w)[8]) {
-    const uint8_t* ql = b.ql + 64 * T;
-    const uint8_t* qh = b.qh + 32 * T;
+  static void codes(const Block& b, int8x16_t (&w)[4]) {
+    const uint8_t* ql = b.ql + 64 * (T / 2);
+    const uint8_t* qh = b.qh + 32 * (T / 2);
     const uint8x16_t l0 = vld1q_u8(ql), l1 = vld1q_u8(ql + 16), l2 = vld1q_u8(ql + 32),
                      l3 = vld1q_u8(ql + 48);
     const uint8x16_t h0 = vld1q_u8(qh), h1 = vld1q_u8(qh + 16);
-    const uint8x16_t m2 = vdupq_n_u8(0x03), m30 = vdupq_n_u8(0x30), m3f = vdupq_n_u8(0x3F);
-    // q = 0: ((h & 3) << 4) | (l & 15)
-    w[0] = vreinterpretq_s8_u8(vsliq_n_u8(l0, vandq_u8(h0, m2), 4));
-    w[1] = vreinterpretq_s8_u8(vsliq_n_u8(l1, vandq_u8(h1, m2), 4));
-    // q = 1: ((h >> 2) << 4 | (l & 15)) & 63
-    w[2] = vreinterpretq_s8_u8(vandq_u8(vsliq_n_u8(l2, vshrq_n_u8(h0, 2), 4), m3f));
-    w[3] = vreinterpretq_s8_u8(vandq_u8(vsliq_n_u8(l3, vshrq_n_u8(h1, 2), 4), m3f));
-    // q = 2: (h & 0x30) | (l >> 4)
-    w[4] = vreinterpretq_s8_u8(vsriq_n_u8(vandq_u8(h0, m30), l0, 4));
-    w[5] = vreinterpretq_s8_u8(vsriq_n_u8(vandq_u8(h1, m30), l1, 4));
-    // q = 3: ((h >> 2) & 0xF0) | (l >> 4): bits 6, 7 of h land at 4, 5; the top two are zero.
-    w[6] = vreinterpretq_s8_u8(vsriq_n_u8(vshrq_n_u8(h0, 2), l2, 4));
-    w[7] = vreinterpretq_s8_u8(vsriq_n_u8(vshrq_n_u8(h1, 2), l3, 4));
+    if constexpr (T % 2 == 0) {
+      const uint8x16_t m2 = vdupq_n_u8(0x03), m3f = vdupq_n_u8(0x3F);
+      // q = 0: ((h & 3) << 4) | (l & 15)
+      w[0] = vreinterpretq_s8_u8(vsliq_n_u8(l0, vandq_u8(h0, m2), 4));
+      w[1] = vreinterpretq_s8_u8(vsliq_n_u8(l1, vandq_u8(h1, m2), 4));
+      // q = 1: ((h >> 2) << 4 | (l & 15)) & 63
+      w[2] = vreinterpretq_s8_u8(vandq_u8(vsliq_n_u8(l2, vshrq_n_u8(h0, 2), 4), m3f));
+      w[3] = vreinterpretq_s8_u8(vandq_u8(vsliq_n_u8(l3, vshrq_n_u8(h1, 2), 4), m3f));
+    } else {
+      const uint8x16_t m30 = vdupq_n_u8(0x30);
+      // q = 2: (h & 0x30) | (l >> 4)
+      w[0] = vreinterpretq_s8_u8(vsriq_n_u8(vandq_u8(h0, m30), l0, 4));
+      w[1] = vreinterpretq_s8_u8(vsriq_n_u8(vandq_u8(h1, m30), l1, 4));
+      // q = 3: ((h >> 2) & 0xF0) | (l >> 4): bits 6, 7 of h land at 4, 5; the top two are zero.
+      w[2] = vreinterpretq_s8_u8(vsriq_n_u8(vshrq_n_u8(h0, 2), l2, 4));
+      w[3] = vreinterpretq_s8_u8(vsriq_n_u8(vshrq_n_u8(h1, 2), l3, 4));
+    }
   }
 };
 
@@ -169,6 +182,8 @@ struct Q2KFormat {
   using Block = block_q2_K;
   static constexpr int kSub = 16, kChunk = 128, kMaxCode = 3;
   static constexpr bool kHasMins = true;
+  static const uint16_t* d(const Block& b) { return &b.d; }
+  static const uint16_t* dm(const Block& b) { return &b.dmin; }
   static void row(const Block& b, KRow<16>& r) {
     const uint8x16_t s = vld1q_u8(b.scales);
     const uint8x16_t sc = vandq_u8(s, vdupq_n_u8(0x0F)), m = vshrq_n_u8(s, 4);
@@ -176,8 +191,6 @@ struct Q2KFormat {
     r.sc[1] = vreinterpretq_s16_u16(vmovl_high_u8(sc));
     r.mins[0] = vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(m)));
     r.mins[1] = vreinterpretq_s16_u16(vmovl_high_u8(m));
-    r.d = half_to_float(b.d);
-    r.dm = half_to_float(b.dmin);
   }
   template <int T>
   static void codes(const Block& b, int8x16_t (&w)[8]) {
@@ -203,6 +216,8 @@ struct Q3KFormat {
   using Block = block_q3_K;
   static constexpr int kSub = 16, kChunk = 128, kMaxCode = 7;
   static constexpr bool kHasMins = true;
+  static const uint16_t* d(const Block& b) { return &b.d; }
+  static const uint16_t* dm(const Block& b) { return &b.d; }
   static void row(const Block& b, KRow<16>& r) {
     const uint8x8_t lo8 = vld1_u8(b.scales);
     const uint8x16_t lo = vcombine_u8(vand_u8(lo8, vdup_n_u8(0x0F)), vshr_n_u8(lo8, 4));
@@ -217,8 +232,6 @@ struct Q3KFormat {
     r.sc[1] = vmovl_high_s8(s);
     r.mins[0] = vshlq_n_s16(r.sc[0], 2);
     r.mins[1] = vshlq_n_s16(r.sc[1], 2);
-    r.d = half_to_float(b.d);
-    r.dm = r.d;
   }
   template <int T>
   static void codes(const Block& b, int8x16_t (&w)[8]) {
@@ -242,6 +255,8 @@ struct Iq4XsFormat {
   using Block = block_iq4_xs;
   static constexpr int kSub = 32, kChunk = 64, kMaxCode = 127;
   static constexpr bool kHasMins = false;
+  static const uint16_t* d(const Block& b) { return &b.d; }
+  static const uint16_t* dm(const Block& b) { return &b.d; }
   static void row(const Block& b, KRow<8>& r) {
     uint32_t lw;
     std::memcpy(&lw, b.scales_l, 4);
@@ -252,8 +267,6 @@ struct Iq4XsFormat {
     const uint16x8_t lo = vandq_u16(vshlq_u16(l2, vld1q_s16(kLowShift)), vdupq_n_u16(0x0F));
     const uint16x8_t hi = vandq_u16(vshlq_u16(vdupq_n_u16(b.scales_h), vld1q_s16(kHighShift)), vdupq_n_u16(0x03));
     r.sc[0] = vsubq_s16(vreinterpretq_s16_u16(vsliq_n_u16(lo, hi, 4)), vdupq_n_s16(32));
-    r.d = half_to_float(b.d);
-    r.dm = 0.0f;
   }
   template <int T>
   static void codes(const Block& b, int8x16_t (&w)[4]) {
@@ -269,10 +282,9 @@ struct Iq4XsFormat {
 
 // ---- the tile ----------------------------------------------------------------------------------
 
-// The mins term of one row and column: sum_s min_s * bsum_s in int32 lanes. Sub-blocks of 32
-// pair the bsums of 16 (vpaddq: lane s = bsums[2s] + bsums[2s + 1]).
+// The mins term of one row and column: sum_s min_s * bsum_s in int32 lanes.
 template <int NSub>
-inline int32x4_t mins_dot(const int16x8_t (&mins)[NSub / 8], const int16x8_t (&bs)[NSub / 8]) {
+inline int32x4_t mins_dot(const int16x8_t (&mins)[NSub / 8], const std::array<int16x8_t, NSub / 8>& bs) {
   int32x4_t m = vmull_s16(vget_low_s16(mins[0]), vget_low_s16(bs[0]));
   m = vmlal_high_s16(m, mins[0], bs[0]);
   if constexpr (NSub == 16) {
@@ -280,6 +292,18 @@ inline int32x4_t mins_dot(const int16x8_t (&mins)[NSub / 8], const int16x8_t (&b
     m = vmlal_high_s16(m, mins[1], bs[1]);
   }
   return m;
+}
+
+// Q8_K's bsums in the sub-block grouping of a format: as stored for sub-blocks of 16, pairwise
+// summed for sub-blocks of 32 (lane s = bsums[2s] + bsums[2s + 1]).
+template <int NSub>
+inline std::array<int16x8_t, NSub / 8> bsums(const block_q8_K& x) {
+  const int16x8_t b0 = vld1q_s16(x.bsums), b1 = vld1q_s16(x.bsums + 8);
+  if constexpr (NSub == 8) {
+    return {vpaddq_s16(b0, b1)};
+  } else {
+    return {b0, b1};
+  }
 }
 
 // R rows (rstep apart) x C columns of a Q8_K-activation GEMM, in the style of Q4Tile (gemm_tiles.h):
@@ -291,8 +315,10 @@ struct KTile {
   static constexpr int kPerSub = F::kSub / 16;      // code vectors per sub-block
   static constexpr int kSubsPerChunk = F::kChunk / F::kSub;
 
+  // flatten: the static_for lambdas must be inlined (GCC outlines the large ones otherwise, and
+  // the lane / shift immediates and the registers they hold go through a call).
   template <int R, int C>
-  static void run(const GemmArgs& a, int64_t r, int64_t c, int64_t rstep = 1) {
+  __attribute__((flatten)) static void run(const GemmArgs& a, int64_t r, int64_t c, int64_t rstep = 1) {
     using Block = typename F::Block;
     const int64_t nb = a.k / kQKK;
     const Block* w[R];
@@ -302,51 +328,48 @@ struct KTile {
     float32x4_t acc[C];  // lane i: row i
     for (int j = 0; j < C; ++j) acc[j] = vdupq_n_f32(0.0f);
     for (int64_t b = 0; b < nb; ++b) {
-      KRow<kNSub> row[R];
-      typename Dot::template Scales<kNSub> sc[R];
-      float dw_l[4] = {0, 0, 0, 0}, dm_l[4] = {0, 0, 0, 0};
-      for (int i = 0; i < R; ++i) {
-        F::row(w[i][b], row[i]);
-        sc[i] = Dot::template scales<kNSub>(row[i].sc);
-        dw_l[i] = row[i].d;
-        dm_l[i] = row[i].dm;
+      if constexpr (R == 4 && C == 1) {
+        EDGELLM_MCA_MARK("superblock-begin");
       }
-      int32x4_t isum[C][R];
-      for (int j = 0; j < C; ++j)
-        for (int i = 0; i < R; ++i) isum[j][i] = vdupq_n_s32(0);
-      static_for<kQKK / F::kChunk>([&](auto TC) {
-        constexpr int T = decltype(TC)::value;
-        for (int i = 0; i < R; ++i) {
+      // Row by row: one row's scales, codes and sums are live at a time (the activation vectors
+      // are reloaded from L1 for each row rather than held for all R).
+      uint16x4_t dh = vdup_n_u16(0), mh = vdup_n_u16(0);  // the rows' f16 d and dm, lanes 0..R-1
+      int32x4_t isum[C][R], msum[C][R];
+      static_for<R>([&](auto I) {
+        constexpr int i = decltype(I)::value;
+        const Block& blk = w[i][b];
+        KRow<kNSub> row;
+        F::row(blk, row);
+        const auto sc = Dot::template scales<kNSub>(row.sc);
+        dh = vld1_lane_u16(F::d(blk), dh, i);
+        if constexpr (F::kHasMins) {
+          mh = vld1_lane_u16(F::dm(blk), mh, i);
+          for (int j = 0; j < C; ++j) msum[j][i] = mins_dot<kNSub>(row.mins, bsums<kNSub>(x[j][b]));
+        }
+        for (int j = 0; j < C; ++j) isum[j][i] = vdupq_n_s32(0);
+        static_for<kQKK / F::kChunk>([&](auto TC) {
+          constexpr int T = decltype(TC)::value;
           int8x16_t wv[kVecs];
-          F::template codes<T>(w[i][b], wv);
+          F::template codes<T>(blk, wv);
           for (int j = 0; j < C; ++j) {
             const int8_t* xq = x[j][b].qs + T * F::kChunk;
             static_for<kSubsPerChunk>([&](auto SC) {
               constexpr int S = decltype(SC)::value;
               isum[j][i] = Dot::template sub<kPerSub, T * kSubsPerChunk + S, F::kMaxCode>(
-                  isum[j][i], wv + S * kPerSub, xq + S * F::kSub, sc[i]);
+                  isum[j][i], wv + S * kPerSub, xq + S * F::kSub, sc);
             });
           }
-        }
+        });
       });
-      const float32x4_t dw = vld1q_f32(dw_l);
-      const float32x4_t dm = vld1q_f32(dm_l);
+      const float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u16(dh));
+      const float32x4_t dm = vcvt_f32_f16(vreinterpret_f16_u16(mh));
       for (int j = 0; j < C; ++j) {
         float32x4_t t = vmulq_f32(dw, vcvtq_f32_s32(row_sums<R>(isum[j])));
-        if constexpr (F::kHasMins) {
-          int16x8_t bs[kNSub / 8];
-          const int16x8_t b0 = vld1q_s16(x[j][b].bsums), b1 = vld1q_s16(x[j][b].bsums + 8);
-          if constexpr (kNSub == 8) {
-            bs[0] = vpaddq_s16(b0, b1);
-          } else {
-            bs[0] = b0;
-            bs[kNSub / 8 - 1] = b1;
-          }
-          int32x4_t msum[R];
-          for (int i = 0; i < R; ++i) msum[i] = mins_dot<kNSub>(row[i].mins, bs);
-          t = vfmsq_f32(t, dm, vcvtq_f32_s32(row_sums<R>(msum)));
-        }
+        if constexpr (F::kHasMins) t = vfmsq_f32(t, dm, vcvtq_f32_s32(row_sums<R>(msum[j])));
         acc[j] = vfmaq_n_f32(acc[j], t, x[j][b].d);
+      }
+      if constexpr (R == 4 && C == 1) {
+        EDGELLM_MCA_MARK("superblock-end");
       }
     }
     for (int j = 0; j < C; ++j) store_rows<R>(acc[j], common::y_at(a, c + j, r), rstep);
