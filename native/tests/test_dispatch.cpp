@@ -68,6 +68,14 @@ TEST(dispatch, fast_tables_have_their_own_kernels) {
   CHECK(kNeonDotprodKernels.gemm_q8_0 != kNeonKernels.gemm_q8_0);
   CHECK(kNeonDotprodKernels.gemm_q4_0 != kReferenceKernels.gemm_q4_0);
   CHECK(kNeonDotprodKernels.gemm_q8_0 != kReferenceKernels.gemm_q8_0);
+  // ... and in every other quantized weight type's GEMM.
+  for (DType t : kWeightTypes) {
+    if (dtype_block_elems(t) == 1) continue;
+    CHECK_MSG(kNeonDotprodKernels.gemm_for(t) != kNeonKernels.gemm_for(t),
+              std::string("neon-dotprod's ") + dtype_name(t) + " GEMM is the plain NEON one");
+    CHECK_MSG(kNeonDotprodKernels.gemm_for(t) != kReferenceKernels.gemm_for(t),
+              std::string("neon-dotprod's ") + dtype_name(t) + " GEMM is the reference one");
+  }
 #endif
 }
 

@@ -11,8 +11,16 @@ namespace edgellm::neon {
 namespace edgellm::neon_dotprod {
 void gemm_q4_0(const GemmArgs& a, int64_t r0, int64_t r1);
 void gemm_q8_0(const GemmArgs& a, int64_t r0, int64_t r1);
+// The 32-weight-block types (gemm_dotprod.cpp).
 void gemm_q4_1(const GemmArgs& a, int64_t r0, int64_t r1);
 void gemm_q5_0(const GemmArgs& a, int64_t r0, int64_t r1);
 void gemm_q5_1(const GemmArgs& a, int64_t r0, int64_t r1);
 void gemm_iq4_nl(const GemmArgs& a, int64_t r0, int64_t r1);
+// The Q8_K-activation types (gemm_k_dotprod.cpp).
+void gemm_q2_k(const GemmArgs& a, int64_t r0, int64_t r1);
+void gemm_q3_k(const GemmArgs& a, int64_t r0, int64_t r1);
+void gemm_q4_k(const GemmArgs& a, int64_t r0, int64_t r1);
+void gemm_q5_k(const GemmArgs& a, int64_t r0, int64_t r1);
+void gemm_q6_k(const GemmArgs& a, int64_t r0, int64_t r1);
+void gemm_iq4_xs(const GemmArgs& a, int64_t r0, int64_t r1);
 }  // namespace edgellm::neon_dotprod

@@ -23,19 +23,19 @@ const KernelTable kNeonKernels = {
     neon::scale,
     neon::route_topk,
     neon::attention,
-    // Not yet implemented: filled in as each ISA's kernels land (test_dispatch fails on a null).
+    // The other weight types (quant/blocks.h) and their activation quantizers.
     neon::quantize_row_q8_1,
-    nullptr,  // quantize_row_q8_k: neon::
+    neon::quantize_row_q8_k,
     neon::gemm_q4_1,
     neon::gemm_q5_0,
     neon::gemm_q5_1,
     neon::gemm_iq4_nl,
-    nullptr,  // gemm_q2_k: neon::
-    nullptr,  // gemm_q3_k: neon::
-    nullptr,  // gemm_q4_k: neon::
-    nullptr,  // gemm_q5_k: neon::
-    nullptr,  // gemm_q6_k: neon::
-    nullptr,  // gemm_iq4_xs: neon::
+    neon::gemm_q2_k,
+    neon::gemm_q3_k,
+    neon::gemm_q4_k,
+    neon::gemm_q5_k,
+    neon::gemm_q6_k,
+    neon::gemm_iq4_xs,
 };
 
 // NEON everywhere, with the sdot GEMMs for the quantized types.
@@ -49,6 +49,12 @@ static KernelTable make_dotprod_table() {
   t.gemm_q5_0 = neon_dotprod::gemm_q5_0;
   t.gemm_q5_1 = neon_dotprod::gemm_q5_1;
   t.gemm_iq4_nl = neon_dotprod::gemm_iq4_nl;
+  t.gemm_q2_k = neon_dotprod::gemm_q2_k;
+  t.gemm_q3_k = neon_dotprod::gemm_q3_k;
+  t.gemm_q4_k = neon_dotprod::gemm_q4_k;
+  t.gemm_q5_k = neon_dotprod::gemm_q5_k;
+  t.gemm_q6_k = neon_dotprod::gemm_q6_k;
+  t.gemm_iq4_xs = neon_dotprod::gemm_iq4_xs;
   return t;
 }
 const KernelTable kNeonDotprodKernels = make_dotprod_table();
