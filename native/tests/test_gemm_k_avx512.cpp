@@ -5,6 +5,8 @@
 // to -128) and the expected result is computed here from the block layouts in double, so these
 // tests do not depend on any other kernel or quantizer. They call the avx512 table's entries, so
 // the columns it hands to the avx2 kernels (1 and 2; Q6_K up to 8) are held to the same checks.
+// x86-64 only: there is no avx512 table elsewhere.
+#if defined(__x86_64__)
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -23,7 +25,7 @@ namespace {
 const KernelTable* avx512_table() {
   for (const KernelTable* t : runnable_kernel_tables())
     if (t->isa == Isa::Avx512) return t;
-  std::fprintf(stderr, "SKIPPED: the AVX-512 K-quant GEMM tests (this CPU lacks AVX512F/BW/VL/VNNI or the OS does not save zmm state)\n");
+  std::fprintf(stderr, "SKIPPED: the AVX-512 K-quant GEMM tests (this CPU lacks AVX512F/BW/VL/VNNI or the OS does not save zmm state, so the avx512 table is not used here)\n");
   return nullptr;
 }
 
@@ -200,3 +202,5 @@ TEST(gemm, avx512_k_quants_row_sub_ranges) {
       check(*t, p, 49, 50);
     }
 }
+
+#endif  // __x86_64__
