@@ -3,11 +3,12 @@
 // test_gemm's shapes do not single out: the decode tile's four row streams with 1..3 rows left
 // over and sub-ranges, column windows inside a 64-column activation matrix with strided outputs,
 // and the largest codes times the largest activations of either sign (the plain-NEON GEMMs keep
-// partial sums of code x activation products in int16 lanes, e.g. IQ4_XS 2 x 127 x 128 = 32512).
+// partial sums of code x activation products in int16 lanes, e.g. IQ4_XS 2 x 127 x 127 = 32258).
 //
 // Weights are random bytes (every code and scale bit pattern occurs) with sane f16 scales;
-// activations are Q8_K blocks built directly from codes (so -128 and constant blocks occur) with
-// their bsums.
+// activations are Q8_K blocks built directly from codes (constant blocks occur) with their bsums.
+// Activation codes stay in [-127, 127]: the Q8_K quantizers (ggml's and every table's) never write
+// -128 (the largest magnitude maps to -127), and the AVX2 kernels' sign trick relies on it.
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -163,11 +164,11 @@ TEST(gemm, kquant_column_sub_ranges_and_strided_outputs_match) {
 }
 
 // Every byte 0x00, 0xFF or 0x88 (the largest codes of each format, either sign for IQ4_XS and
-// Q3_K/Q6_K's offsets, the largest scales) against constant activations of -128 or 127.
+// Q3_K/Q6_K's offsets, the largest scales) against constant activations of -127 or 127.
 TEST(gemm, kquant_extreme_codes_and_activations_do_not_overflow) {
   for (DType type : kKTypes)
     for (uint8_t fill : {0x00, 0xFF, 0x88})
-      for (int xv : {-128, 127}) {
+      for (int xv : {-127, 127}) {
         const Problem p = make_problem(type, 5, 768, 5, xv, xv, fill);
         check(p, 0, p.rows, 0, p.ncols, p.rows);
       }

@@ -23,7 +23,8 @@ namespace edgellm {
 // For quantized weights X is quantized activations in the format dtype_activation(wtype) names
 // (quant/blocks.h): ncols rows of block_q8_0 (Q4_0, Q5_0, Q8_0, IQ4_NL), block_q8_1 (Q4_1,
 // Q5_1) or block_q8_K (the K-quants, IQ4_XS), `x_col_bytes` apart (runtime/matmul quantizes
-// them once per call). For F32 / F16 / BF16 weights X is f32.
+// them once per call; their codes are in [-127, 127]: no quantizer writes -128, and the AVX2
+// kernels' sign trick relies on that). For F32 / F16 / BF16 weights X is f32.
 // What a quantized GEMM computes: sum over blocks of the integer dot products of the weight
 // codes with the activation codes, scaled as ggml's vec_dot_<type>_<activation> scales them
 // (the reference kernels in kernels/reference/gemm*.cpp are the definition).

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "quant/fp16.h"
+#include "quant/rounding.h"
 
 namespace edgellm {
 
@@ -58,14 +59,8 @@ bool dtype_is_known(uint32_t raw) {
 void quantize_row_q4_0_ref(const float* x, block_q4_0* y, int64_t n) {
   const int64_t nb = n / kQK;
   for (int64_t i = 0; i < nb; ++i) {
-    float amax = 0.0f, max = 0.0f;
-    for (int j = 0; j < kQK; ++j) {
-      const float v = x[i * kQK + j];
-      if (amax < std::fabs(v)) {
-        amax = std::fabs(v);
-        max = v;
-      }
-    }
+    float amax;
+    const float max = signed_absmax(x + i * kQK, kQK, &amax);
     const float d = max / -8.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     y[i].d = float_to_half(d);
@@ -111,15 +106,6 @@ void quantize_row_q8_1_ref(const float* x, block_q8_1* y, int64_t n) {
   }
 }
 
-// ggml's nearest_int: adding 1.5 * 2^23 leaves round(v) (ties to even) in the low mantissa bits.
-// Valid for |v| < 2^22; a NaN comes out as 0.
-static int nearest_int(float v) {
-  const float shifted = v + 12582912.0f;
-  int32_t bits;
-  std::memcpy(&bits, &shifted, sizeof bits);
-  return (bits & 0x007FFFFF) - 0x00400000;
-}
-
 // ggml's reference: the signed value of largest magnitude maps to -127 (iscale = -127 / max),
 // codes are clamped above at 127, d = 1 / iscale (f32), bsums are the sums of each 16 codes.
 // An all-zero block (or one of zeros and NaNs) is all zeros: ggml writes d and qs and leaves
@@ -128,12 +114,8 @@ void quantize_row_q8_K_ref(const float* x, block_q8_K* y, int64_t n) {
   const int64_t nb = n / kQKK;
   for (int64_t i = 0; i < nb; ++i) {
     const float* xb = x + i * kQKK;
-    float amax = 0.0f, max = 0.0f;
-    for (int j = 0; j < kQKK; ++j)
-      if (std::fabs(xb[j]) > amax) {
-        amax = std::fabs(xb[j]);
-        max = xb[j];
-      }
+    float amax;
+    const float max = signed_absmax(xb, kQKK, &amax);
     if (amax == 0.0f) {
       std::memset(&y[i], 0, sizeof y[i]);
       continue;

@@ -25,14 +25,8 @@ constexpr int kIq4Tries = 7;
 float fit_iq4_block_scale(const float* xb) {
   float weight[32];
   for (int j = 0; j < 32; ++j) weight[j] = xb[j] * xb[j];
-  float amax = 0, max = 0;
-  for (int j = 0; j < 32; ++j) {
-    const float ax = std::fabs(xb[j]);
-    if (ax > amax) {
-      amax = ax;
-      max = xb[j];
-    }
-  }
+  float amax;
+  const float max = signed_absmax(xb, 32, &amax);
   if (amax < kGroupMaxEps) return 0;
   const int8_t* values = kValuesIq4nl;
   float d = -max / values[0];

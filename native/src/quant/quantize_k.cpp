@@ -99,14 +99,8 @@ float fit_scale_min(int n, int nmax, const float* x, const float* weights, uint8
 // sumlx^2/suml2 kept. Returns the least-squares scale of the chosen codes; all-zero input gives
 // codes 0 and scale 0. (ggml's make_qx_quants with rmse_type 1 and no weights.)
 float fit_symmetric_scale(int n, int nmax, const float* x, int8_t* L) {
-  float max = 0, amax = 0;
-  for (int i = 0; i < n; ++i) {
-    const float ax = std::fabs(x[i]);
-    if (ax > amax) {
-      amax = ax;
-      max = x[i];
-    }
-  }
+  float amax;
+  const float max = signed_absmax(x, n, &amax);
   if (amax < kGroupMaxEps) {
     for (int i = 0; i < n; ++i) L[i] = 0;
     return 0.f;
@@ -151,14 +145,8 @@ float fit_symmetric_scale(int n, int nmax, const float* x, int8_t* L) {
 // sumlx^2/suml2. Codes are returned +nmax; all-zero input gives codes 0 (not +nmax) and scale 0.
 // (ggml's make_q3_quants with do_rmse.)
 float fit_q3_scale(int n, int nmax, const float* x, int8_t* L) {
-  float max = 0, amax = 0;
-  for (int i = 0; i < n; ++i) {
-    const float ax = std::fabs(x[i]);
-    if (ax > amax) {
-      amax = ax;
-      max = x[i];
-    }
-  }
+  float amax;
+  const float max = signed_absmax(x, n, &amax);
   if (amax < kGroupMaxEps) {
     for (int i = 0; i < n; ++i) L[i] = 0;
     return 0.f;

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "quant/fp16.h"
+#include "quant/rounding.h"
 #include "quant/quant.h"
 
 namespace edgellm {
@@ -57,13 +58,8 @@ void quantize_row_q4_1_ref(const float* x, block_q4_1* y, int64_t n) {
 void quantize_row_q5_0_ref(const float* x, block_q5_0* y, int64_t n) {
   const int64_t nb = n / kQK;
   for (int64_t i = 0; i < nb; ++i, x += kQK) {
-    float amax = 0.0f, max = 0.0f;
-    for (int j = 0; j < kQK; ++j) {
-      if (amax < std::fabs(x[j])) {
-        amax = std::fabs(x[j]);
-        max = x[j];
-      }
-    }
+    float amax;
+    const float max = signed_absmax(x, kQK, &amax);
     const float d = max / -16;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     y[i].d = float_to_half(d);

@@ -1,6 +1,7 @@
 // Rounding helpers shared by the weight quantizers. They reproduce ggml's reference behaviour
 // bit for bit: the quantizers' output is compared byte for byte with ggml's.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -16,6 +17,21 @@ inline int nearest_int(float v) {
   int32_t bits;
   std::memcpy(&bits, &biased, sizeof(bits));
   return (bits & 0x007fffff) - 0x00400000;
+}
+
+// The value of largest magnitude among x[0..n) (the first one on a tie, 0 for all-zero or NaN
+// input), with its magnitude in *amax: what every ggml quantizer scales a group by.
+inline float signed_absmax(const float* x, int n, float* amax) {
+  float max = 0.0f;
+  *amax = 0.0f;
+  for (int i = 0; i < n; ++i) {
+    const float ax = std::fabs(x[i]);
+    if (ax > *amax) {
+      *amax = ax;
+      max = x[i];
+    }
+  }
+  return max;
 }
 
 // Index of the value of the ascending code book `values` (n entries) nearest to x; a tie goes
