@@ -112,6 +112,12 @@ t.test('the linux-x64 bundle installs into a --root tree and runs from it', requ
   t.match(unit, /^MemoryMax=2G$/m);
   t.match(unit, /^CPUQuota=300%$/m);
   t.notMatch(unit, /@[A-Z_]+@/, 'every placeholder substituted');
+  // The installed unit's sandbox, as `systemd-analyze security` rates it (OK is <= 2.5), with
+  // V8's JIT allowed (test/systemd.test.ts checks the rating has teeth).
+  const rating = sh('systemd-analyze', ['security', '--offline=yes', '--no-pager', join(tree, 'etc/systemd/system/edgellm.service')]);
+  const level = /Overall exposure level for edgellm\.service: ([0-9.]+)/.exec(`${rating.stdout}${rating.stderr}`);
+  t.ok(level !== null && Number(level[1]) <= 2.5, `systemd-analyze security: ${level?.[1] ?? rating.stderr.trim()} <= 2.5`);
+  t.notMatch(unit, /^MemoryDenyWriteExecute=/m, "no MemoryDenyWriteExecute: V8's JIT needs W+X pages");
   t.match(readFileSync(join(tree, 'etc/edgellm/config.yaml'), 'utf8'), /^model: \/var\/lib\/edgellm\/models\/stories260K\.gguf$/m,
     'the new config names the copied model');
   t.same(readFileSync(join(tree, 'var/lib/edgellm/models/stories260K.gguf')), readFileSync(model), 'the model is copied');
