@@ -1,5 +1,5 @@
 // The upstream client against a real HTTP server on loopback speaking OpenAI's streaming protocol
-// (src/policy/upstream.ts), and the API key's handling (src/policy/secret.ts).
+// (src/policy/upstream.ts), and the API key's handling (src/secret.ts).
 import t from 'tap';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

@@ -13,9 +13,9 @@ import { configLoadRecord, type AuditSink } from '../policy/audit.js';
 import { CircuitBreaker, type BreakerState, type BreakerStatus } from '../policy/breaker.js';
 import { HybridRunner, type LocalModelPort } from '../policy/hybrid.js';
 import { CLOUD_TARGET, LocalRates, RoutePolicy } from '../policy/router.js';
-import { redactUrl, type Secret } from '../policy/secret.js';
+import { redactUrl, type Secret } from '../secret.js';
 import { UpstreamClient } from '../policy/upstream.js';
-import { UPSTREAM_CLASS_TARGET, type DaemonConfig } from './config.js';
+import { UPSTREAM_CLASS_TARGET, type DaemonConfig } from '../config.js';
 import type { LocalModel } from './engine-port.js';
 
 /** What the status topic and stats() say about the upstream; null when none is configured. */

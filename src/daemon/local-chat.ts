@@ -8,14 +8,14 @@
  * device name `openai-api` (the API has no device identity; its clients are whoever holds the key).
  */
 import { randomUUID } from 'node:crypto';
-import type { DaemonConfig } from './config.js';
+import type { DaemonConfig } from '../config.js';
 import type { GenerateParams, Generation, LocalModel } from './engine-port.js';
-import type { Logger } from './log.js';
+import type { Logger } from '../log.js';
 import { ignoreRequests, type RequestObserver } from './request-observer.js';
 import { EdgeError } from '../errors.js';
-import type { ChatRequest } from '../http/openai-request.js';
+import type { ChatRequest } from '../transport/http/openai-request.js';
 import type { AuditSink, RequestAudit } from '../policy/audit.js';
-import type { ChatBackend } from '../http/openai-server.js';
+import type { ChatBackend } from '../transport/http/openai-server.js';
 import type { RequestQueue } from '../scheduler/request-queue.js';
 
 /** Queue priority of API requests: MQTT's default, so both are served in arrival order. */

@@ -8,7 +8,7 @@ import { loadModel, type LoadModelOptions, type Model } from '../engine/model.js
 import type { ChatMessage } from '../engine/chat.js';
 import type { GenerateRequest, Generation as EngineGeneration } from '../engine/generate.js';
 import { EdgeError } from '../errors.js';
-import type { DaemonConfig } from './config.js';
+import type { DaemonConfig } from '../config.js';
 import type { GenerateParams, GenerateResult, Generation, LocalModel, ModelOpener } from './engine-port.js';
 
 /** loadModel options from the config: engine.threads, engine.context_size, batch.max sequences. */

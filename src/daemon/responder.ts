@@ -5,40 +5,19 @@
  * and its replies handed to the transport. `receive` does all its writes before it returns, so the
  * transport may acknowledge the message as soon as it does. Every request leaves one audit record.
  */
-import type { DaemonConfig } from './config.js';
+import type { DaemonConfig } from '../config.js';
 import type { GenerateParams, GenerateResult, LocalModel } from './engine-port.js';
-import type { Logger } from './log.js';
+import type { Logger } from '../log.js';
 import { ignoreRequests, type RequestObserver, type RequestRoute } from './request-observer.js';
 import { EdgeError, type ErrorCode } from '../errors.js';
 import type { RequestQueue } from '../scheduler/request-queue.js';
 import { cacheKey, isDeterministic, type Store, type StoredRequest } from '../store/index.js';
-import type { OutboxMessage } from '../store/outbox.js';
-import { chunkMessage, decodeRequest, doneMessage, errorMessage, fallbackMessage, type DoneFields, type WireRequest } from '../transport/mqtt/codec.js';
+import type { IncomingRequest, ReplyChannel } from '../transport/mqtt/session.js';
+import { chunkMessage, decodeRequest, doneMessage, errorMessage, fallbackMessage, type DoneFields, type WireRequest } from '../protocol/codec.js';
 import type { RequestAudit } from '../policy/audit.js';
 import type { BreakerState } from '../policy/breaker.js';
 import { failureOf, promptText, upstreamRequest, type Admitted } from '../policy/hybrid.js';
 import type { DaemonPolicy, UpstreamStatus } from './hybrid-policy.js';
-
-/** A request as the transport received it. */
-export interface IncomingRequest {
-  device: string;
-  payload: Buffer;
-  /** MQTT 5 Response Topic, when the publisher set one. */
-  responseTopic?: string | undefined;
-  correlation?: Buffer | undefined;
-  /** MQTT 5 Message Expiry Interval left when the broker forwarded it, in seconds. */
-  expirySeconds?: number | undefined;
-  /** The broker's redelivery of a message we may already have acknowledged (the DUP flag). */
-  redelivered?: boolean | undefined;
-}
-
-/** How replies leave; the transport implements it. */
-export interface ReplyChannel {
-  /** A streamed piece: best effort (the final reply repeats the whole text). */
-  chunk(topic: string, correlation: Buffer | null, payload: string): void;
-  /** A final reply already in the outbox: publish it and clear it from the outbox once acknowledged. */
-  deliver(message: OutboxMessage): void;
-}
 
 /** Until a transport is attached, chunks go nowhere and finals wait in the outbox. */
 const offline: ReplyChannel = { chunk: () => undefined, deliver: () => undefined };

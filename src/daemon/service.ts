@@ -6,26 +6,26 @@
  * optional HTTP endpoint (http.port) answers /healthz and /metrics from before the models load until
  * the end of stop.
  */
-import { checkBrokerCredentials, checkPolicyReferences, maskSecrets, modelFiles, readBrokerPassword, readUpstreamSecret, type DaemonConfig } from './config.js';
+import { checkBrokerCredentials, checkPolicyReferences, maskSecrets, modelFiles, readBrokerPassword, readUpstreamSecret, type DaemonConfig } from '../config.js';
 import type { LocalModel, ModelOpener } from './engine-port.js';
 import { LocalChat } from './local-chat.js';
 import { DaemonPolicy } from './hybrid-policy.js';
 import type { GrantStore } from '../policy/access.js';
 import type { AuditSink } from '../policy/audit.js';
 import { breakerStateValue, type BreakerState } from '../policy/breaker.js';
-import { redactUrl, type Secret } from '../policy/secret.js';
-import { createLogger, type Logger } from './log.js';
+import { redactUrl, type Secret } from '../secret.js';
+import { createLogger, type Logger } from '../log.js';
 import { DaemonMetrics } from './metrics.js';
 import { OpsHttpServer } from './ops-http.js';
 import { Readiness } from './readiness.js';
 import { Responder } from './responder.js';
 import { SystemdNotifier } from './systemd.js';
-import { OpenAIServer, readOpenAIKey } from '../http/openai-server.js';
+import { OpenAIServer, readOpenAIKey } from '../transport/http/openai-server.js';
 import { RequestQueue } from '../scheduler/request-queue.js';
 import { Store } from '../store/index.js';
 import { DEFAULT_REQUEST_BROKER, EmbeddedBroker, embeddedBrokerFor, EMBEDDED_PROTOCOL_VERSION, isLoopback } from '../transport/mqtt/embedded-broker.js';
 import { MqttSession } from '../transport/mqtt/session.js';
-import { Topics } from '../transport/mqtt/topics.js';
+import { Topics } from '../protocol/topics.js';
 
 /** Answered requests are remembered this long, so a late duplicate still gets the same answer. */
 const KEEP_ANSWERS_MS = 7 * 24 * 3600 * 1000;

@@ -16,10 +16,10 @@
 import * as http from 'node:http';
 import * as https from 'node:https';
 import { EdgeError } from '../errors.js';
-import { redact, redactUrl, type Secret } from './secret.js';
+import { redact, redactUrl, type Secret } from '../secret.js';
 import { PushStream } from './stream.js';
 
-export { readApiKey, redact, redactText, redactUrl, Secret, REDACTED, DEFAULT_KEY_CREDENTIAL, type ApiKeySource } from './secret.js';
+export { readApiKey, redact, redactText, redactUrl, Secret, REDACTED, DEFAULT_KEY_CREDENTIAL, type ApiKeySource } from '../secret.js';
 
 /** Milliseconds. */
 export interface UpstreamTimeouts {

@@ -12,7 +12,7 @@ import { CircuitBreaker } from '../../src/policy/breaker.js';
 import { HybridRunner, type ReplyEvent } from '../../src/policy/hybrid.js';
 import { LocalRates, RoutePolicy } from '../../src/policy/router.js';
 import { UpstreamClient, type UpstreamError } from '../../src/policy/upstream.js';
-import { Secret } from '../../src/policy/secret.js';
+import { Secret } from '../../src/secret.js';
 import { assertCliBuilt, cli, run } from '../fixtures/paths.js';
 import { writeModel, type Spec } from '../fixtures/random-model.js';
 import { Broker, findMosquitto, freePort } from '../helpers/broker.js';
