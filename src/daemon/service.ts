@@ -18,7 +18,7 @@ import { createLogger, type Logger } from '../log.js';
 import { DaemonMetrics } from './metrics.js';
 import { OpsHttpServer } from './ops-http.js';
 import { Readiness } from './readiness.js';
-import { Responder } from './responder.js';
+import { Responder } from './request/responder.js';
 import { SystemdNotifier } from './systemd.js';
 import { OpenAIServer, readOpenAIKey } from '../transport/http/openai-server.js';
 import { RequestQueue } from '../scheduler/request-queue.js';
