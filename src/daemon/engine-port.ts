@@ -58,8 +58,8 @@ export interface LocalModel {
 export type ModelOpener = (path: string) => Promise<LocalModel>;
 
 /** The sampling fields a request may carry, copied to the engine as they are. */
-const SAMPLING = ['temperature', 'top_p', 'top_k', 'min_p', 'seed', 'presence_penalty', 'frequency_penalty', 'stop'] as const;
-type Sampling = Pick<GenerateParams, (typeof SAMPLING)[number]>;
+export const SAMPLING_FIELDS = ['temperature', 'top_p', 'top_k', 'min_p', 'seed', 'presence_penalty', 'frequency_penalty', 'stop'] as const;
+type Sampling = Pick<GenerateParams, (typeof SAMPLING_FIELDS)[number]>;
 
 /** What is asked: a bare prompt or chat messages, and sampling fields. */
 export type AskedFor = Sampling & Pick<GenerateParams, 'prompt' | 'messages'>;
@@ -73,7 +73,7 @@ export function generateParams(asked: AskedFor, maxTokens: number, maxIsDefault:
   if (maxIsDefault) p.max_tokens_fits_context = true;
   if (asked.prompt !== undefined) p.prompt = asked.prompt;
   if (asked.messages !== undefined) p.messages = asked.messages;
-  for (const k of SAMPLING) if (asked[k] !== undefined) (p as Record<string, unknown>)[k] = asked[k];
+  for (const k of SAMPLING_FIELDS) if (asked[k] !== undefined) (p as Record<string, unknown>)[k] = asked[k];
   return p;
 }
 
