@@ -1,5 +1,5 @@
 // The upstream client against a real HTTP server on loopback speaking OpenAI's streaming protocol
-// (src/policy/upstream.ts), and the API key's handling (src/policy/secret.ts).
+// (src/policy/upstream.ts), and the API key's handling (src/secret.ts).
 import t from 'tap';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { inspect } from 'node:util';
 import { EdgeError } from '../src/errors.js';
 import { UpstreamClient, UpstreamError, readApiKey, redact, redactUrl, Secret, type UpstreamResult } from '../src/policy/upstream.js';
+import { MemoryAuditSink, configLoadRecord } from '../src/policy/audit.js';
 import { CLOUD_CHUNKS, CLOUD_TEXT, closedPortUrl, startFakeUpstream, type FakeUpstream } from './helpers/policy-fakes.js';
 
 const KEY = 'sk-test-0123456789-SECRET';
@@ -221,4 +222,16 @@ t.test('every produced error is an EdgeError', async (t) => {
   server.mode = '500';
   const { err } = await failure(client().chat({ prompt: 'Hi' }));
   t.ok(err instanceof EdgeError);
+});
+
+t.test('the key appears nowhere: describe(), inspect, JSON, a config-load audit record, redacted config', async (t) => {
+  const upstream = client();
+  const audit = new MemoryAuditSink();
+  const config = { upstream: { url: server.url, model: 'big-model', api_key: KEY, api_key_file: '/etc/edgellm/upstream.key' }, access: { default_role: 'local' } };
+  const rec = configLoadRecord(config, '/etc/edgellm/config.yaml', 0, [KEY]);
+  audit.write(rec);
+  const produced = [JSON.stringify(upstream.describe()), inspect(upstream), JSON.stringify(upstream), JSON.stringify(rec), JSON.stringify(redact(config, [KEY])), JSON.stringify(audit.records)];
+  t.equal(rec.digest.length, 64);
+  t.equal(configLoadRecord(config, 'x', 0, [KEY]).digest, rec.digest, 'the same config gives the same digest');
+  for (const s of produced) t.notOk(s.includes(KEY), `no key in ${s.slice(0, 80)}`);
 });

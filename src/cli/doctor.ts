@@ -6,7 +6,7 @@
 import { CommanderError, type Command } from 'commander';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, statfsSync } from 'node:fs';
-import { loadConfig } from '../daemon/config.js';
+import { loadConfig } from '../config.js';
 import { embeddedBrokerUrl } from '../transport/mqtt/embedded-broker.js';
 import { connect } from 'node:net';
 import { availableParallelism, freemem, totalmem } from 'node:os';

@@ -6,7 +6,7 @@
  */
 import type { Command } from 'commander';
 import type { Grant } from '../policy/access.js';
-import type { DaemonConfig } from '../daemon/config.js';
+import type { DaemonConfig } from '../config.js';
 import { EdgeError } from '../errors.js';
 import { formatDuration, isoSeconds, parseDuration } from './duration.js';
 import { loadStateConfig, operatorName, stateOptions, withStateStore, type StateFlags } from './state-store.js';

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { stringify } from 'yaml';
 import { EdgeError } from '../errors.js';
-import { loadConfig, maskSecrets, modelFiles, type ConfigFlags } from '../daemon/config.js';
+import { loadConfig, maskSecrets, modelFiles, type ConfigFlags } from '../config.js';
 import { ensureDemoModel } from '../daemon/demo-model.js';
 import { localModelOpener } from '../daemon/local-model.js';
 import { Service } from '../daemon/service.js';

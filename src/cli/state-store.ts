@@ -5,7 +5,7 @@
  */
 import type { Command } from 'commander';
 import { userInfo } from 'node:os';
-import { loadConfig, type DaemonConfig } from '../daemon/config.js';
+import { loadConfig, type DaemonConfig } from '../config.js';
 import { EdgeError } from '../errors.js';
 import { Store } from '../store/index.js';
 

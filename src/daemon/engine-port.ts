@@ -1,7 +1,9 @@
 /**
- * What the daemon needs from the engine, and nothing more. The real implementation will be an adapter
- * over the engine's generate API; tests use a deterministic fake (test/helpers/fake-model.ts).
+ * What the daemon needs from the engine, and nothing more: local-model.ts adapts the engine's Model to
+ * it; tests use a deterministic fake (test/helpers/fake-model.ts). generateParams() is the one place a
+ * request's fields become the engine's parameters, for MQTT and the OpenAI endpoint alike.
  */
+import { EdgeError } from '../errors.js';
 
 export interface GenerateParams {
   prompt?: string;
@@ -54,3 +56,30 @@ export interface LocalModel {
 
 /** Opens the model file a config names; the Service calls it once per model at start. */
 export type ModelOpener = (path: string) => Promise<LocalModel>;
+
+/** The sampling fields a request may carry, copied to the engine as they are. */
+export const SAMPLING_FIELDS = ['temperature', 'top_p', 'top_k', 'min_p', 'seed', 'presence_penalty', 'frequency_penalty', 'stop'] as const;
+type Sampling = Pick<GenerateParams, (typeof SAMPLING_FIELDS)[number]>;
+
+/** What is asked: a bare prompt or chat messages, and sampling fields. */
+export type AskedFor = Sampling & Pick<GenerateParams, 'prompt' | 'messages'>;
+
+/**
+ * The engine's parameters for a request: max_tokens as access control or the limits settled it; when
+ * it is the node's default rather than the request's, it may shrink to the room the context has left.
+ */
+export function generateParams(asked: AskedFor, maxTokens: number, maxIsDefault: boolean): GenerateParams {
+  const p: GenerateParams = { max_tokens: maxTokens };
+  if (maxIsDefault) p.max_tokens_fits_context = true;
+  if (asked.prompt !== undefined) p.prompt = asked.prompt;
+  if (asked.messages !== undefined) p.messages = asked.messages;
+  for (const k of SAMPLING_FIELDS) if (asked[k] !== undefined) (p as Record<string, unknown>)[k] = asked[k];
+  return p;
+}
+
+/** limits.max_prompt_bytes, checked before tokenizing: a prompt too large to be worth counting. */
+export function promptTooLarge(asked: Pick<GenerateParams, 'prompt' | 'messages'>, maxPromptBytes: number): EdgeError | undefined {
+  const bytes = asked.prompt !== undefined ? Buffer.byteLength(asked.prompt) : (asked.messages ?? []).reduce((n, m) => n + Buffer.byteLength(m.content), 0);
+  if (bytes <= maxPromptBytes) return undefined;
+  return new EdgeError('E_PROMPT_TOO_LONG', `the prompt is ${bytes} bytes; this node takes at most ${maxPromptBytes} (limits.max_prompt_bytes)`);
+}

@@ -1,9 +1,9 @@
 /**
  * The daemon's hybrid-cloud policy, built from the config: access control (roles, devices, grants,
  * limits, rate limit), the route policy (classes, max_local_prompt_tokens, slo_ms), the local speeds
- * it learns, and the upstream client behind its circuit breaker. The responder asks it to admit each
- * request (HybridRunner.admit: access -> route, audited when refused) and runs the decision itself,
- * so local work still goes through the RequestQueue.
+ * it learns, and the upstream client behind its circuit breaker. The admit stage asks it to admit each
+ * request (Admission.admit: access -> route, audited when refused); the run stages run the decision,
+ * so local work goes through the RequestQueue and cloud work through the upstream client here.
  *
  * The upstream API key lives only inside the UpstreamClient (a Secret); status() and the log show
  * whether one is set, never what it is.
@@ -11,11 +11,11 @@
 import { AccessControl, type GrantStore } from '../policy/access.js';
 import { configLoadRecord, type AuditSink } from '../policy/audit.js';
 import { CircuitBreaker, type BreakerState, type BreakerStatus } from '../policy/breaker.js';
-import { HybridRunner, type LocalModelPort } from '../policy/hybrid.js';
+import { Admission } from '../policy/admission.js';
 import { CLOUD_TARGET, LocalRates, RoutePolicy } from '../policy/router.js';
-import { redactUrl, type Secret } from '../policy/secret.js';
+import { redactUrl, type Secret } from '../secret.js';
 import { UpstreamClient } from '../policy/upstream.js';
-import { UPSTREAM_CLASS_TARGET, type DaemonConfig } from './config.js';
+import { UPSTREAM_CLASS_TARGET, type DaemonConfig } from '../config.js';
 import type { LocalModel } from './engine-port.js';
 
 /** What the status topic and stats() say about the upstream; null when none is configured. */
@@ -42,7 +42,7 @@ export class DaemonPolicy {
   readonly breaker: CircuitBreaker;
   readonly rates: LocalRates;
   readonly upstream: UpstreamClient | undefined;
-  readonly runner: HybridRunner;
+  readonly admission: Admission;
   readonly audit: AuditSink;
   private readonly apiKey: Secret | undefined;
 
@@ -85,11 +85,9 @@ export class DaemonPolicy {
       slo_ms: config.policy.slo_ms,
       fallback_local: config.policy.fallback_local,
     });
-    this.runner = new HybridRunner({
+    this.admission = new Admission({
       access: this.access,
       policy: this.router,
-      locals: Object.fromEntries([...models].map(([name, m]) => [name, m as LocalModelPort])),
-      upstream: this.upstream,
       breaker: this.breaker,
       rates: this.rates,
       audit: deps.audit,

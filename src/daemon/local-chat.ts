@@ -8,14 +8,14 @@
  * device name `openai-api` (the API has no device identity; its clients are whoever holds the key).
  */
 import { randomUUID } from 'node:crypto';
-import type { DaemonConfig } from './config.js';
-import type { GenerateParams, Generation, LocalModel } from './engine-port.js';
-import type { Logger } from './log.js';
+import type { DaemonConfig } from '../config.js';
+import { generateParams, promptTooLarge, type Generation, type LocalModel } from './engine-port.js';
+import type { Logger } from '../log.js';
 import { ignoreRequests, type RequestObserver } from './request-observer.js';
 import { EdgeError } from '../errors.js';
-import type { ChatRequest } from '../http/openai-request.js';
+import type { ChatRequest } from '../transport/http/openai-request.js';
 import type { AuditSink, RequestAudit } from '../policy/audit.js';
-import type { ChatBackend } from '../http/openai-server.js';
+import type { ChatBackend } from '../transport/http/openai-server.js';
 import type { RequestQueue } from '../scheduler/request-queue.js';
 
 /** Queue priority of API requests: MQTT's default, so both are served in arrival order. */
@@ -115,14 +115,13 @@ export class LocalChat implements ChatBackend {
     if (!model) {
       return Promise.reject(new EdgeError('E_UNKNOWN_MODEL', `The model "${name}" does not exist on this node; it serves: ${this.models().join(', ')} (GET /v1/models)`));
     }
-    const promptBytes = request.messages.reduce((n, m) => n + Buffer.byteLength(m.content), 0);
-    if (promptBytes > config.limits.max_prompt_bytes) {
-      return Promise.reject(new EdgeError('E_PROMPT_TOO_LONG', `the messages are ${promptBytes} bytes; this node takes at most ${config.limits.max_prompt_bytes} (limits.max_prompt_bytes)`));
-    }
+    const tooLarge = promptTooLarge(request, config.limits.max_prompt_bytes);
+    if (tooLarge) return Promise.reject(tooLarge);
     if (request.max_tokens !== undefined && request.max_tokens > config.limits.max_tokens) {
       return Promise.reject(new EdgeError('E_BAD_REQUEST', `max_tokens is ${request.max_tokens}; this node allows at most ${config.limits.max_tokens} (limits.max_tokens)`));
     }
-    const params = this.params(request);
+    // Without max_tokens, the node's limit is only a ceiling: generate what the context has room for.
+    const params = generateParams(request, request.max_tokens ?? config.limits.max_tokens, request.max_tokens === undefined);
     const key = `openai\u0000${id}`;
 
     return new Promise((resolve, reject) => {
@@ -196,18 +195,6 @@ export class LocalChat implements ChatBackend {
     if (this.running.size > 0) this.deps.log.info(`stopping ${this.running.size} OpenAI API request(s) still generating`);
     for (const r of this.running) r.stop.abort('shutdown');
     await all();
-  }
-
-  private params(r: ChatRequest): GenerateParams {
-    const limit = this.deps.config.limits.max_tokens;
-    const p: GenerateParams = { messages: r.messages, max_tokens: r.max_tokens ?? limit };
-    // Without max_tokens, the node's limit is only a ceiling: generate what the context has room for.
-    if (r.max_tokens === undefined) p.max_tokens_fits_context = true;
-    for (const k of ['temperature', 'top_p', 'top_k', 'min_p', 'presence_penalty', 'frequency_penalty', 'seed'] as const) {
-      if (r[k] !== undefined) p[k] = r[k];
-    }
-    if (r.stop !== undefined) p.stop = r.stop;
-    return p;
   }
 }
 

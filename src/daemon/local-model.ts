@@ -8,8 +8,8 @@ import { loadModel, type LoadModelOptions, type Model } from '../engine/model.js
 import type { ChatMessage } from '../engine/chat.js';
 import type { GenerateRequest, Generation as EngineGeneration } from '../engine/generate.js';
 import { EdgeError } from '../errors.js';
-import type { DaemonConfig } from './config.js';
-import type { GenerateParams, GenerateResult, Generation, LocalModel, ModelOpener } from './engine-port.js';
+import type { DaemonConfig } from '../config.js';
+import { SAMPLING_FIELDS, type GenerateParams, type GenerateResult, type Generation, type LocalModel, type ModelOpener } from './engine-port.js';
 
 /** loadModel options from the config: engine.threads, engine.context_size, batch.max sequences. */
 export function loadOptions(config: Pick<DaemonConfig, 'engine' | 'batch'>): LoadModelOptions {
@@ -19,21 +19,14 @@ export function loadOptions(config: Pick<DaemonConfig, 'engine' | 'batch'>): Loa
   return opts;
 }
 
-/** The engine's request for the daemon's parameters: only the fields the port defines. */
+/** The engine's request for the daemon's parameters: only the fields the port defines (the engine refuses others). */
 export function engineRequest(p: GenerateParams): GenerateRequest {
   const r: GenerateRequest = {};
   if (p.prompt !== undefined) r.prompt = p.prompt;
   // Roles are checked by the engine (validateMessages), which names a bad one.
   if (p.messages !== undefined) r.messages = p.messages as ChatMessage[];
   if (p.max_tokens !== undefined) r.max_tokens = p.max_tokens;
-  if (p.temperature !== undefined) r.temperature = p.temperature;
-  if (p.top_p !== undefined) r.top_p = p.top_p;
-  if (p.top_k !== undefined) r.top_k = p.top_k;
-  if (p.min_p !== undefined) r.min_p = p.min_p;
-  if (p.seed !== undefined) r.seed = p.seed;
-  if (p.presence_penalty !== undefined) r.presence_penalty = p.presence_penalty;
-  if (p.frequency_penalty !== undefined) r.frequency_penalty = p.frequency_penalty;
-  if (p.stop !== undefined) r.stop = p.stop;
+  for (const k of SAMPLING_FIELDS) if (p[k] !== undefined) (r as Record<string, unknown>)[k] = p[k];
   if (p.signal !== undefined) r.signal = p.signal;
   return r;
 }

@@ -8,7 +8,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { EdgeError } from '../errors.js';
-import type { Logger } from './log.js';
+import type { Logger } from '../log.js';
 import type { DaemonMetrics } from './metrics.js';
 import type { Readiness } from './readiness.js';
 import { listen, urlHost } from '../net.js';

@@ -1,31 +1,32 @@
 /**
- * The daemon: starts its parts in order (store -> engine -> policy -> scheduler -> transport) and stops them in
- * reverse, draining running generations first. Every part's constructor only wires; work starts in start().
- * Without broker.url the embedded broker starts before everything else and stops after the session.
- * systemd hears READY=1 only once the models are loaded and the broker has accepted the session; the
- * optional HTTP endpoint (http.port) answers /healthz and /metrics from before the models load until
- * the end of stop.
+ * The daemon: an ordered list of parts (parts.ts), started in order and stopped in reverse once each
+ * has drained what it owns: the store, the ops HTTP endpoint (/healthz and /metrics, answering from
+ * before the models load), the embedded broker (no broker.url), the models, the policy, the queue and
+ * the MQTT request path (src/daemon/request/), the OpenAI endpoint, and last the MQTT session, whose
+ * connection is what lets devices in. The constructor only wires; work starts in start(). systemd hears
+ * READY=1 only once the models are loaded and the broker has accepted the session.
  */
-import { checkBrokerCredentials, checkPolicyReferences, maskSecrets, modelFiles, readBrokerPassword, readUpstreamSecret, type DaemonConfig } from './config.js';
+import { checkBrokerCredentials, checkPolicyReferences, maskSecrets, modelFiles, readBrokerPassword, readUpstreamSecret, type DaemonConfig } from '../config.js';
 import type { LocalModel, ModelOpener } from './engine-port.js';
 import { LocalChat } from './local-chat.js';
 import { DaemonPolicy } from './hybrid-policy.js';
 import type { GrantStore } from '../policy/access.js';
 import type { AuditSink } from '../policy/audit.js';
 import { breakerStateValue, type BreakerState } from '../policy/breaker.js';
-import { redactUrl, type Secret } from '../policy/secret.js';
-import { createLogger, type Logger } from './log.js';
+import { redactUrl, type Secret } from '../secret.js';
+import { createLogger, type Logger } from '../log.js';
 import { DaemonMetrics } from './metrics.js';
 import { OpsHttpServer } from './ops-http.js';
 import { Readiness } from './readiness.js';
-import { Responder } from './responder.js';
+import { PartList, type Part } from './parts.js';
+import { Responder } from './request/responder.js';
 import { SystemdNotifier } from './systemd.js';
-import { OpenAIServer, readOpenAIKey } from '../http/openai-server.js';
+import { OpenAIServer, readOpenAIKey } from '../transport/http/openai-server.js';
 import { RequestQueue } from '../scheduler/request-queue.js';
 import { Store } from '../store/index.js';
 import { DEFAULT_REQUEST_BROKER, EmbeddedBroker, embeddedBrokerFor, EMBEDDED_PROTOCOL_VERSION, isLoopback } from '../transport/mqtt/embedded-broker.js';
 import { MqttSession } from '../transport/mqtt/session.js';
-import { Topics } from '../transport/mqtt/topics.js';
+import { Topics } from '../protocol/topics.js';
 
 /** Answered requests are remembered this long, so a late duplicate still gets the same answer. */
 const KEEP_ANSWERS_MS = 7 * 24 * 3600 * 1000;
@@ -44,24 +45,20 @@ function pruneAudit(store: Store, retentionDays: number, log: Logger): void {
 }
 
 export class Service {
+  private readonly parts = new PartList();
   private store: Store | undefined;
   private readonly models = new Map<string, LocalModel>();
+  private queue: RequestQueue | undefined;
   private responder: Responder | undefined;
   private session: MqttSession | undefined;
   /** Runs when broker.url is unset; stops after the session. */
   private embeddedBroker: EmbeddedBroker | undefined;
-  /** The OpenAI-compatible API (openai.port), when configured. */
-  private chat: LocalChat | undefined;
-  private openai: OpenAIServer | undefined;
   private stopping: Promise<void> | undefined;
   private started = false;
-  private pruneTimer: NodeJS.Timeout | undefined;
   private metrics: DaemonMetrics | undefined;
-  private http: OpsHttpServer | undefined;
   /** What /healthz reports. */
   readonly readiness: Readiness;
   private boundHttpPort: number | undefined;
-  private breakerTimer: NodeJS.Timeout | undefined;
   private lastBreaker: BreakerState | 'none' = 'none';
   /** Access control, routing, the upstream and its breaker; set once start() has loaded the models. */
   policy: DaemonPolicy | undefined;
@@ -97,114 +94,223 @@ export class Service {
     const password = readBrokerPassword(config);
     log.protect?.(password);
     this.readiness.expect(files.keys());
-    // Before the store and the models: /healthz says 503 while they load, and a taken port fails fast.
-    if (config.http.port > 0) await this.startHttp();
-    // Likewise the embedded broker (no broker.url): a port clash fails in milliseconds, not after a model load.
-    const embedded = embeddedBrokerFor(config.broker, config.fleet.group);
-    if (embedded) await this.startEmbeddedBroker(embedded);
     const openaiKey = readOpenAIKey(config.openai.api_key_file);
     const apiKey = this.noteUpstream();
-    systemd.notifyStatus(`opening the store in ${config.state_dir}`);
-    const store = Store.open(config.state_dir, {
-      cacheEntries: config.cache.max_entries,
-      auditPrompts: config.audit.store_prompts,
-      onAuditError: (err, r) => log.error(`audit log: could not record a ${r.type} record: ${err.message}`, { audit_type: r.type }),
-    });
-    this.store = store;
-    const prune = () => {
-      const pruned = store.requests.prune(Date.now() - KEEP_ANSWERS_MS);
-      if (pruned > 0) log.debug(`forgot ${pruned} answered request(s) older than 7 days`);
-      pruneAudit(store, config.audit.retention_days, log);
-    };
-    prune();
-    this.pruneTimer = setInterval(prune, 3600 * 1000);
-    this.pruneTimer.unref();
-
-    for (const [name, path] of files) {
-      systemd.notifyStatus(`loading model ${name} (${path})`);
-      const model = await this.openModel(path);
-      if (this.stopping) {
-        // A signal came while it loaded: the shutdown has already closed the models it knew of.
-        await model.close();
-        return;
-      }
-      this.models.set(name, model);
-      this.readiness.loaded(name);
-      this.metrics?.model(name, model.contextSize);
-      log.info(`model ${name}: ${path} (context ${model.contextSize})`);
-    }
-
-    // Both in SQLite: `edgellm grant`/`revoke` from another process count on the next request.
-    const grants: GrantStore = store.grants;
-    const audit: AuditSink = store.audit;
-    this.grants = grants;
-    this.audit = audit;
-    const policy = new DaemonPolicy({ config, models: this.models, grants, audit, apiKey });
-    this.policy = policy;
-    this.lastBreaker = policy.breakerState();
-    policy.auditConfigLoad(config, 'serve');
-    if (config.upstream.url.trim() !== '') {
-      this.metrics?.liveGauge('edgellm_upstream_breaker_state', 'upstream circuit breaker: 0 closed, 1 half-open, 2 open', () => {
-        const state = policy.breakerState();
-        return state === 'none' ? 0 : breakerStateValue(state);
-      });
-    }
-
-    const queue = new RequestQueue({ slots: config.batch.max, maxWaiting: config.limits.queue_depth });
-    const responder = new Responder({ config, store, queue, models: this.models, log, policy, onBreakerReport: () => this.watchBreaker(), ...(this.metrics ? { observer: this.metrics } : {}) });
-    this.responder = responder;
-
-    const topics = new Topics(config.prefix, config.node_id, config.fleet.group);
-    const brokerUrl = this.embeddedBroker ? `${this.embeddedBroker.url} (embedded)` : maskSecrets(config).broker.url!;
-    const serving = `serving ${[...this.models.keys()].join(', ')} on ${brokerUrl} as ${config.node_id}`;
-    const session = new MqttSession({
-      config,
-      topics,
-      outbox: store.outbox,
-      sink: responder,
-      log,
-      password,
-      models: [...this.models.keys()],
-      metrics: () => responder.stats(),
-      status: () => ({ upstream: statusOfUpstream(policy) }),
-      ...(this.embeddedBroker ? { broker: { url: this.embeddedBroker.url, protocolVersion: EMBEDDED_PROTOCOL_VERSION } } : {}),
-      onConnection: (connected) => {
-        this.readiness.connection(connected);
-        if (this.started && !this.stopping) systemd.notifyStatus(connected ? serving : `broker ${brokerUrl} unreachable; retrying`);
-      },
-    });
-    if (this.stopping) return;
-    this.session = session;
-    responder.attach(session);
-    responder.resume();
-    if (config.openai.port !== undefined) {
-      this.chat = new LocalChat({ config, queue, models: this.models, log, audit, ...(this.metrics ? { observer: this.metrics } : {}) });
-      this.openai = new OpenAIServer({ host: config.openai.host, port: config.openai.port, apiKey: openaiKey, maxBodyBytes: config.openai.max_body_bytes, backend: this.chat, log });
-      await this.openai.start();
-      // A stop that began while it was binding has already passed the point where it closes it.
-      if (this.stopping) {
-        await this.openai.close();
-        return;
-      }
-    }
-    this.noteEmbeddedBroker();
-    systemd.notifyStatus(`connecting to ${brokerUrl}`);
-    await session.start();
-    this.readiness.serving();
-    // An open circuit turns half-open with time alone: look every second, republish on a change.
-    this.breakerTimer = setInterval(() => this.watchBreaker(), 1000);
-    this.breakerTimer.unref();
+    const embedded = embeddedBrokerFor(config.broker, config.fleet.group);
+    const parts: Part[] = [
+      this.storePart(),
+      // Before the models: /healthz says 503 while they load, and a taken port fails in milliseconds.
+      ...(config.http.port > 0 ? [this.opsHttpPart()] : []),
+      ...(embedded ? [this.embeddedBrokerPart(embedded)] : []),
+      this.modelsPart(files),
+      this.policyPart(apiKey),
+      this.requestsPart(password),
+      ...(config.openai.port !== undefined ? [this.openaiPart(openaiKey)] : []),
+      this.sessionPart(),
+    ];
+    if (!(await this.parts.start(parts))) return; // a stop came while a part started
     this.started = true;
     log.info(`node ${config.node_id} ready`);
     log.info(`try it: ${this.tryItCommand()}`);
-    systemd.notifyReady(serving);
+    systemd.notifyReady(this.servingLine());
   }
 
-  private async startEmbeddedBroker(address: { host: string; port: number }): Promise<void> {
-    this.systemd.notifyStatus(`starting the embedded MQTT broker on ${address.host}:${address.port}`);
-    const broker = new EmbeddedBroker(address);
-    await broker.start();
-    this.embeddedBroker = broker;
+  private storePart(): Part {
+    const { config, log } = this;
+    let pruneTimer: NodeJS.Timeout | undefined;
+    return {
+      name: 'store',
+      start: async () => {
+        this.systemd.notifyStatus(`opening the store in ${config.state_dir}`);
+        const store = Store.open(config.state_dir, {
+          cacheEntries: config.cache.max_entries,
+          auditPrompts: config.audit.store_prompts,
+          onAuditError: (err, r) => log.error(`audit log: could not record a ${r.type} record: ${err.message}`, { audit_type: r.type }),
+        });
+        this.store = store;
+        const prune = () => {
+          const pruned = store.requests.prune(Date.now() - KEEP_ANSWERS_MS);
+          if (pruned > 0) log.debug(`forgot ${pruned} answered request(s) older than 7 days`);
+          pruneAudit(store, config.audit.retention_days, log);
+        };
+        prune();
+        pruneTimer = setInterval(prune, 3600 * 1000);
+        pruneTimer.unref();
+      },
+      stop: async () => {
+        clearInterval(pruneTimer);
+        this.store?.close();
+      },
+    };
+  }
+
+  private opsHttpPart(): Part {
+    const { config, readiness } = this;
+    let http: OpsHttpServer | undefined;
+    return {
+      name: 'ops HTTP',
+      start: async () => {
+        const metrics = new DaemonMetrics({
+          node: config.node_id,
+          live: () => this.responder?.stats(),
+          connected: () => readiness.connected,
+          ready: () => readiness.report().status === 'ok',
+        });
+        this.metrics = metrics;
+        http = new OpsHttpServer({ readiness, metrics, log: this.log });
+        this.boundHttpPort = await http.listen(config.http.port, config.http.host);
+      },
+      // Until here /healthz said 503 "stopping" and /metrics showed the drain; the store closes next.
+      stop: async () => http?.close(),
+    };
+  }
+
+  private embeddedBrokerPart(address: { host: string; port: number }): Part {
+    return {
+      name: 'embedded broker',
+      start: async () => {
+        this.systemd.notifyStatus(`starting the embedded MQTT broker on ${address.host}:${address.port}`);
+        const broker = new EmbeddedBroker(address);
+        await broker.start();
+        this.embeddedBroker = broker;
+      },
+      stop: async () => this.embeddedBroker?.stop(),
+    };
+  }
+
+  /** Loads the models one by one; a stop that comes meanwhile ends the start after the model loading then. */
+  private modelsPart(files: Map<string, string>): Part {
+    return {
+      name: 'models',
+      start: async () => {
+        for (const [name, path] of files) {
+          this.systemd.notifyStatus(`loading model ${name} (${path})`);
+          const model = await this.openModel(path);
+          this.models.set(name, model);
+          if (this.parts.stopping) return;
+          this.readiness.loaded(name);
+          this.metrics?.model(name, model.contextSize);
+          this.log.info(`model ${name}: ${path} (context ${model.contextSize})`);
+        }
+      },
+      stop: async () => {
+        for (const model of this.models.values()) await model.close();
+        this.models.clear();
+      },
+    };
+  }
+
+  private policyPart(apiKey: Secret | undefined): Part {
+    const { config } = this;
+    return {
+      name: 'policy',
+      start: async () => {
+        // Both in SQLite: `edgellm grant`/`revoke` from another process count on the next request.
+        const store = this.store!;
+        this.grants = store.grants;
+        this.audit = store.audit;
+        const policy = new DaemonPolicy({ config, models: this.models, grants: store.grants, audit: store.audit, apiKey });
+        this.policy = policy;
+        this.lastBreaker = policy.breakerState();
+        policy.auditConfigLoad(config, 'serve');
+        if (config.upstream.url.trim() !== '') {
+          this.metrics?.liveGauge('edgellm_upstream_breaker_state', 'upstream circuit breaker: 0 closed, 1 half-open, 2 open', () => {
+            const state = policy.breakerState();
+            return state === 'none' ? 0 : breakerStateValue(state);
+          });
+        }
+      },
+      stop: async () => undefined,
+    };
+  }
+
+  /**
+   * The queue and the MQTT request path; the session it replies through is built here too (not yet
+   * connected), so the requests accepted before the last stop are taken back before anything new arrives.
+   */
+  private requestsPart(password: string | undefined): Part {
+    const { config, log } = this;
+    return {
+      name: 'requests',
+      start: async () => {
+        const store = this.store!;
+        const policy = this.policy!;
+        this.queue = new RequestQueue({ slots: config.batch.max, maxWaiting: config.limits.queue_depth });
+        const responder = new Responder({ config, store, queue: this.queue, models: this.models, log, policy, onBreakerReport: () => this.watchBreaker(), ...(this.metrics ? { observer: this.metrics } : {}) });
+        this.responder = responder;
+        const session = new MqttSession({
+          config,
+          topics: new Topics(config.prefix, config.node_id, config.fleet.group),
+          outbox: store.outbox,
+          sink: responder,
+          log,
+          password,
+          models: [...this.models.keys()],
+          metrics: () => responder.stats(),
+          status: () => ({ upstream: statusOfUpstream(policy) }),
+          ...(this.embeddedBroker ? { broker: { url: this.embeddedBroker.url, protocolVersion: EMBEDDED_PROTOCOL_VERSION } } : {}),
+          onConnection: (connected) => {
+            this.readiness.connection(connected);
+            if (this.started && !this.stopping) this.systemd.notifyStatus(connected ? this.servingLine() : `broker ${this.brokerUrl()} unreachable; retrying`);
+          },
+        });
+        this.session = session;
+        responder.attach(session);
+        responder.resume();
+      },
+      drain: async () => this.responder?.drain(this.config.limits.drain_s * 1000),
+      stop: async () => undefined,
+    };
+  }
+
+  private openaiPart(apiKey: Secret | undefined): Part {
+    const { config, log } = this;
+    let chat: LocalChat | undefined;
+    let openai: OpenAIServer | undefined;
+    return {
+      name: 'OpenAI endpoint',
+      start: async () => {
+        chat = new LocalChat({ config, queue: this.queue!, models: this.models, log, audit: this.audit!, ...(this.metrics ? { observer: this.metrics } : {}) });
+        openai = new OpenAIServer({ host: config.openai.host, port: config.openai.port!, apiKey, maxBodyBytes: config.openai.max_body_bytes, backend: chat, log });
+        await openai.start();
+      },
+      // Newer than the requests part, so it drains first: the API's waiting requests are refused
+      // before the responder's drain forgets what waits in the queue.
+      drain: async () => {
+        openai?.stopAccepting();
+        await chat?.drain(this.config.limits.drain_s * 1000);
+      },
+      stop: async () => openai?.close(),
+    };
+  }
+
+  /** The connection that lets devices in: last to start, first to stop once the drain has published what it could. */
+  private sessionPart(): Part {
+    let breakerTimer: NodeJS.Timeout | undefined;
+    return {
+      name: 'MQTT session',
+      start: async () => {
+        this.noteEmbeddedBroker();
+        this.systemd.notifyStatus(`connecting to ${this.brokerUrl()}`);
+        await this.session!.start();
+        this.readiness.serving();
+        // An open circuit turns half-open with time alone: look every second, republish on a change.
+        breakerTimer = setInterval(() => this.watchBreaker(), 1000);
+        breakerTimer.unref();
+      },
+      stop: async () => {
+        clearInterval(breakerTimer);
+        await this.session?.stop();
+      },
+    };
+  }
+
+  private brokerUrl(): string {
+    return this.embeddedBroker ? `${this.embeddedBroker.url} (embedded)` : maskSecrets(this.config).broker.url!;
+  }
+
+  private servingLine(): string {
+    return `serving ${[...this.models.keys()].join(', ')} on ${this.brokerUrl()} as ${this.config.node_id}`;
   }
 
   /** Said once the models are loaded, beside the connection line (a model that fails to load is then the only line). */
@@ -230,22 +336,6 @@ export class Service {
     if (!embedded && tls.cert_file) args.push(`--cert-file CERT --key-file KEY`);
     if (config.prefix !== 'edgellm') args.push(`--prefix ${config.prefix}`);
     return args.join(' ');
-  }
-
-  private async startHttp(): Promise<void> {
-    const { config, readiness } = this;
-    const metrics = new DaemonMetrics({
-      node: config.node_id,
-      live: () => this.responder?.stats(),
-      connected: () => readiness.connected,
-      ready: () => readiness.report().status === 'ok',
-    });
-    this.metrics = metrics;
-    const http = new OpsHttpServer({ readiness, metrics, log: this.log });
-    this.boundHttpPort = await http.listen(config.http.port, config.http.host);
-    this.http = http;
-    // A stop that began while it was binding has already passed the point where it closes it.
-    if (this.stopping) await http.close();
   }
 
   /** Reads the upstream's key and says whether there is an upstream and a key; the key itself is never logged. */
@@ -293,20 +383,7 @@ export class Service {
     this.systemd.notifyStopping(`stopping: finishing running requests (up to ${this.config.limits.drain_s} s)`);
     if (this.started) this.log.info('stopping: finishing running requests');
     else this.log.info('stopping before the start finished: nothing was accepted yet');
-    clearInterval(this.pruneTimer);
-    clearInterval(this.breakerTimer);
-    this.openai?.stopAccepting();
-    const drainMs = this.config.limits.drain_s * 1000;
-    // The API's waiting requests are refused before the responder's drain forgets what waits in the queue.
-    await Promise.all([this.chat?.drain(drainMs), this.responder?.drain(drainMs)]);
-    await this.openai?.close();
-    await this.session?.stop();
-    await this.embeddedBroker?.stop();
-    // Until here /healthz said 503 "stopping" and /metrics showed the drain; the store closes next.
-    await this.http?.close();
-    for (const model of this.models.values()) await model.close();
-    this.models.clear();
-    this.store?.close();
+    await this.parts.stop((part, err) => this.log.error(`stopping the ${part.name}: ${err.message}`));
     this.systemd.stop();
     if (this.started) this.log.info('stopped');
   }

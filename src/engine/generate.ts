@@ -15,28 +15,9 @@ import { EdgeError, type ErrorCode } from '../errors.js';
 import { chatStopStrings, chatStopTokens, renderChatFor, validateMessages, type ChatMessage } from './chat.js';
 import { StopMatcher } from './stop.js';
 import type { StreamDecoder, Tokenizer } from './tokenizer/index.js';
+import type { SamplingSettings, NativeFinish, NativeDecoder } from './native.js';
+export type { SamplingSettings, NativeDecoder, DecodeState } from './native.js';
 
-/** The sampling parameters of a generation; every result carries them with the defaults filled in. */
-export interface SamplingSettings {
-  /** >= 0; 0 = greedy (argmax). */
-  temperature: number;
-  /** Keep the k most likely tokens; 0 = the whole vocabulary. */
-  top_k: number;
-  /** Nucleus sampling: keep the smallest set of tokens whose probability sums to top_p; 1 = off. */
-  top_p: number;
-  /** Drop tokens less likely than min_p x the most likely one; 0 = off. */
-  min_p: number;
-  /** Divides positive / multiplies negative logits of recent tokens (> 0); 1 = off. */
-  repeat_penalty: number;
-  /** Subtracted once from the logit of every recent token, in [-2, 2]; 0 = off. */
-  presence_penalty: number;
-  /** Subtracted per occurrence of a recent token, in [-2, 2]; 0 = off. */
-  frequency_penalty: number;
-  /** How many recent tokens (prompt included) the penalties look at; 0 = no penalties. */
-  penalty_last_n: number;
-  /** The random generator's seed; the same seed and request give the same text. */
-  seed: number;
-}
 
 /**
  * Defaults of every sampling parameter (llama.cpp's). The seed has no fixed default: a request
@@ -108,44 +89,8 @@ export interface GenerateResult {
   sampling: SamplingSettings;
 }
 
-/** What the addon's decode channel reports when a sequence ends (decode_channel.h). */
-interface NativeFinish {
-  reason: 'stop' | 'length' | 'cancelled' | 'error';
-  code?: string;
-  message?: string;
-  stop_token: number;
-  prompt_tokens: number;
-  completion_tokens: number;
-  queue_ms: number;
-  prompt_ms: number;
-  ttft_ms: number;
-  total_ms: number;
-  decode_ms: number;
-}
 
-/** @internal the decode half of the addon's Model */
-export interface NativeDecoder {
-  generate(
-    request: {
-      tokens: Int32Array;
-      stopTokens: Int32Array;
-      maxTokens: number;
-    } & SamplingSettings,
-    callback: (tokens: Int32Array, finish?: NativeFinish) => void,
-  ): number;
-  cancel(id: number): void;
-  decodeState(): DecodeState;
-}
 
-/** The native decode loop's load. */
-export interface DecodeState {
-  /** Sequences holding a KV cache (being prefilled or decoded). */
-  active: number;
-  /** Sequences waiting for a slot. */
-  queued: number;
-  /** Most sequences decoded together (LoadModelOptions.maxSequences). */
-  max_sequences: number;
-}
 
 /** @internal what the Model hands to startGeneration */
 export interface GenerationContext {

@@ -9,84 +9,15 @@
 import { EdgeError, fromNative } from '../errors.js';
 import { startGeneration, type DecodeState, type GenerateRequest, type Generation, type NativeDecoder } from './generate.js';
 import { readGgufInfo } from './gguf.js';
-import { loadAddon } from './native.js';
+import { callNative, loadAddon } from './native.js';
 import { Tokenizer } from './tokenizer/index.js';
+import type { LoadModelOptions, ModelInfo, EvalLogitsOptions, NativeModel } from './native.js';
+export type { LoadModelOptions, ModelArchitecture, ModelInfo, EvalLogitsOptions, NativeModel, NativeLoadOptions } from './native.js';
 
-export interface LoadModelOptions {
-  /** Threads of the model's pool (default: physical cores, at most 4). */
-  threads?: number;
-  /** Positions per sequence for full-attention layers (default: the model's context, at most 4096). */
-  contextSize?: number;
-  /**
-   * StreamingLLM: keep the first `sinks` positions plus the most recent ones, so sequences never
-   * hit E_CONTEXT_FULL and their KV memory stays fixed. Off by default.
-   */
-  sinks?: number;
-  /** Most tokens evaluated in one step: the prefill chunk (default 64). */
-  batchSize?: number;
-  /**
-   * Most generations decoded together, one token each per step (default 4, at most batchSize);
-   * more wait in a queue. Each active one holds a KV cache of kv_bytes_per_sequence.
-   */
-  maxSequences?: number;
-}
 
-/** The hyperparameters the engine reads from a file (Model.info() and modelRequirements()). */
-export interface ModelArchitecture {
-  arch: string;
-  n_vocab: number;
-  n_embd: number;
-  n_layer: number;
-  n_head: number;
-  n_head_kv: number;
-  head_dim: number;
-  /** FFN width (of one expert for MoE models). */
-  n_ff: number;
-  n_expert: number;
-  n_expert_used: number;
-  /** The context the model was trained with. */
-  context_length: number;
-  /** 0 when no layer uses sliding-window attention. */
-  sliding_window: number;
-}
 
-/** What the file holds and how it was loaded. */
-export interface ModelInfo extends ModelArchitecture {
-  /** Elements of all tensors in the file. */
-  n_params: number;
-  /** Tensor type name -> number of tensors. */
-  tensor_types: Record<string, number>;
-  /** Bytes of tensor data. */
-  weight_bytes: number;
-  file_size: number;
-  /** The output classifier is the token embedding matrix. */
-  tied_output: boolean;
-  /** Positions a sequence may hold (the contextSize in use). */
-  context_size: number;
-  batch_size: number;
-  threads: number;
-  /** KV cache bytes each sequence allocates. */
-  kv_bytes_per_sequence: number;
-  /** Most generations decoded together. */
-  max_sequences: number;
-  /** Every layer keeps bounded KV (sliding window or sinks): no E_CONTEXT_FULL. */
-  unbounded: boolean;
-}
 
-export interface EvalLogitsOptions {
-  /** Logits of every position (n x n_vocab) instead of the last one only (1 x n_vocab). */
-  allPositions?: boolean;
-}
 
-/** @internal the addon's object */
-export interface NativeModel extends NativeDecoder {
-  info(): ModelInfo;
-  evalLogits(tokens: Int32Array, opts?: EvalLogitsOptions): Promise<Float32Array>;
-  evalSequences(seqs: Array<{ tokens: Int32Array; prefill: number }>): Promise<Float32Array[]>;
-  close(): void;
-}
-/** @internal */
-export type NativeLoadOptions = LoadModelOptions;
 
 export class Model {
   private native: NativeModel | undefined;
@@ -100,11 +31,7 @@ export class Model {
   }
 
   info(): ModelInfo {
-    try {
-      return this.live().info();
-    } catch (err) {
-      throw fromNative(err);
-    }
+    return callNative(() => this.live().info());
   }
 
   /**
@@ -115,11 +42,7 @@ export class Model {
    */
   async evalLogits(tokens: Int32Array | readonly number[], opts: EvalLogitsOptions = {}): Promise<Float32Array> {
     const ids = tokens instanceof Int32Array ? tokens : Int32Array.from(tokens);
-    try {
-      return await this.live().evalLogits(ids, opts);
-    } catch (err) {
-      throw fromNative(err);
-    }
+    return await callNative(() => this.live().evalLogits(ids, opts));
   }
 
   /**
@@ -133,11 +56,7 @@ export class Model {
       tokens: s.tokens instanceof Int32Array ? s.tokens : Int32Array.from(s.tokens),
       prefill: s.prefill ?? 0,
     }));
-    try {
-      return await this.live().evalSequences(native);
-    } catch (err) {
-      throw fromNative(err);
-    }
+    return await callNative(() => this.live().evalSequences(native));
   }
 
   /** The model's tokenizer, built from its GGUF metadata on first use. */
@@ -155,23 +74,15 @@ export class Model {
   generate(request: GenerateRequest): Generation {
     const native = this.live();
     const info = this.info();
-    try {
-      return startGeneration(
+    return callNative(() => startGeneration(
         { native, tokenizer: this.tokenizer, contextSize: info.context_size, unbounded: info.unbounded },
         request,
-      );
-    } catch (err) {
-      throw fromNative(err);
-    }
+      ));
   }
 
   /** How many generations the native loop is decoding and how many wait. */
   decodeState(): DecodeState {
-    try {
-      return this.live().decodeState();
-    } catch (err) {
-      throw fromNative(err);
-    }
+    return callNative(() => this.live().decodeState());
   }
 
   /**

@@ -1,16 +1,283 @@
 /**
- * Loads the C++ addon (build/Release/edgellm.node, built by cmake-js at `npm install`).
- * EDGELLM_ADDON overrides the path (the offline bundle sets it).
+ * The addon's contract, in one file: every type that crosses into or out of the C++ addon
+ * (build/Release/edgellm.node, built by cmake-js at `npm install`; EDGELLM_ADDON overrides the path,
+ * the offline bundle sets it), loadAddon(), and callNative(), the one way a call into it turns the
+ * addon's {code, message} errors into EdgeErrors. The engine's modules import from here; nothing here
+ * imports them.
  */
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { EdgeError } from '../errors.js';
-import type { GgufInfo } from './gguf.js';
-import type { NativeModel, NativeLoadOptions } from './model.js';
-import type { ModelRequirements, ModelRequirementsOptions } from './requirements.js';
-import type { ModelBenchOptions, ModelBenchResult } from './bench-model.js';
+import { EdgeError, fromNative } from '../errors.js';
+
+// ---- GGUF files (ggufInfo)
+
+/** Tensor element types edgellm runs (ggml's names): every weight type of llama.cpp's usual mixes. */
+export type GgufTensorType =
+  | 'F32' | 'F16' | 'BF16'
+  | 'Q4_0' | 'Q4_1' | 'Q5_0' | 'Q5_1' | 'Q8_0'
+  | 'Q2_K' | 'Q3_K' | 'Q4_K' | 'Q5_K' | 'Q6_K'
+  | 'IQ4_NL' | 'IQ4_XS';
+
+/**
+ * A metadata value as JS sees it. Integers are numbers, or bigints beyond 2^53 (uint64/int64).
+ * Arrays of float32 / float64 are Float32Array / Float64Array; arrays of int8, uint8, int16, uint16
+ * and int32 are Int32Array (so token scores and types stay compact); other arrays are plain arrays
+ * (uint32, uint64, int64, bool, string, and nested arrays).
+ */
+export type GgufMetadataValue =
+  | number
+  | bigint
+  | boolean
+  | string
+  | Float32Array
+  | Float64Array
+  | Int32Array
+  | GgufMetadataValue[];
+
+export interface GgufTensorInfo {
+  name: string;
+  type: GgufTensorType;
+  /** ggml's ne: shape[0] is the contiguous (row) dimension. 1 to 4 entries. */
+  shape: number[];
+  /** Byte offset of the tensor's data from the start of the file. */
+  offset: number;
+  /** Bytes of data. */
+  bytes: number;
+}
+
+export interface GgufInfo {
+  /** GGUF format version: 2 or 3. */
+  version: number;
+  /** Data alignment in bytes (general.alignment, default 32). */
+  alignment: number;
+  fileSize: number;
+  /** Byte offset of the tensor data section. */
+  dataOffset: number;
+  /** Key -> value, in file order. */
+  metadata: Record<string, GgufMetadataValue>;
+  /** Key -> GGUF type: "uint32", "string", "array[float32]", "array[array[int32]]"... */
+  metadataTypes: Record<string, string>;
+  /** In file order. */
+  tensors: GgufTensorInfo[];
+}
+
+// ---- Models (loadModel)
+
+export interface LoadModelOptions {
+  /** Threads of the model's pool (default: physical cores, at most 4). */
+  threads?: number;
+  /** Positions per sequence for full-attention layers (default: the model's context, at most 4096). */
+  contextSize?: number;
+  /**
+   * StreamingLLM: keep the first `sinks` positions plus the most recent ones, so sequences never
+   * hit E_CONTEXT_FULL and their KV memory stays fixed. Off by default.
+   */
+  sinks?: number;
+  /** Most tokens evaluated in one step: the prefill chunk (default 64). */
+  batchSize?: number;
+  /**
+   * Most generations decoded together, one token each per step (default 4, at most batchSize);
+   * more wait in a queue. Each active one holds a KV cache of kv_bytes_per_sequence.
+   */
+  maxSequences?: number;
+}
+
+/** The hyperparameters the engine reads from a file (Model.info() and modelRequirements()). */
+export interface ModelArchitecture {
+  arch: string;
+  n_vocab: number;
+  n_embd: number;
+  n_layer: number;
+  n_head: number;
+  n_head_kv: number;
+  head_dim: number;
+  /** FFN width (of one expert for MoE models). */
+  n_ff: number;
+  n_expert: number;
+  n_expert_used: number;
+  /** The context the model was trained with. */
+  context_length: number;
+  /** 0 when no layer uses sliding-window attention. */
+  sliding_window: number;
+}
+
+/** What the file holds and how it was loaded. */
+export interface ModelInfo extends ModelArchitecture {
+  /** Elements of all tensors in the file. */
+  n_params: number;
+  /** Tensor type name -> number of tensors. */
+  tensor_types: Record<string, number>;
+  /** Bytes of tensor data. */
+  weight_bytes: number;
+  file_size: number;
+  /** The output classifier is the token embedding matrix. */
+  tied_output: boolean;
+  /** Positions a sequence may hold (the contextSize in use). */
+  context_size: number;
+  batch_size: number;
+  threads: number;
+  /** KV cache bytes each sequence allocates. */
+  kv_bytes_per_sequence: number;
+  /** Most generations decoded together. */
+  max_sequences: number;
+  /** Every layer keeps bounded KV (sliding window or sinks): no E_CONTEXT_FULL. */
+  unbounded: boolean;
+}
+
+export interface EvalLogitsOptions {
+  /** Logits of every position (n x n_vocab) instead of the last one only (1 x n_vocab). */
+  allPositions?: boolean;
+}
+
+/** @internal the addon's object */
+export interface NativeModel extends NativeDecoder {
+  info(): ModelInfo;
+  evalLogits(tokens: Int32Array, opts?: EvalLogitsOptions): Promise<Float32Array>;
+  evalSequences(seqs: Array<{ tokens: Int32Array; prefill: number }>): Promise<Float32Array[]>;
+  close(): void;
+}
+
+/** @internal */
+export type NativeLoadOptions = LoadModelOptions;
+
+// ---- The decode loop (a model's generate/cancel/decodeState)
+
+/** The sampling parameters of a generation; every result carries them with the defaults filled in. */
+export interface SamplingSettings {
+  /** >= 0; 0 = greedy (argmax). */
+  temperature: number;
+  /** Keep the k most likely tokens; 0 = the whole vocabulary. */
+  top_k: number;
+  /** Nucleus sampling: keep the smallest set of tokens whose probability sums to top_p; 1 = off. */
+  top_p: number;
+  /** Drop tokens less likely than min_p x the most likely one; 0 = off. */
+  min_p: number;
+  /** Divides positive / multiplies negative logits of recent tokens (> 0); 1 = off. */
+  repeat_penalty: number;
+  /** Subtracted once from the logit of every recent token, in [-2, 2]; 0 = off. */
+  presence_penalty: number;
+  /** Subtracted per occurrence of a recent token, in [-2, 2]; 0 = off. */
+  frequency_penalty: number;
+  /** How many recent tokens (prompt included) the penalties look at; 0 = no penalties. */
+  penalty_last_n: number;
+  /** The random generator's seed; the same seed and request give the same text. */
+  seed: number;
+}
+
+/** What the addon's decode channel reports when a sequence ends (decode_channel.h). */
+export interface NativeFinish {
+  reason: 'stop' | 'length' | 'cancelled' | 'error';
+  code?: string;
+  message?: string;
+  stop_token: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+  queue_ms: number;
+  prompt_ms: number;
+  ttft_ms: number;
+  total_ms: number;
+  decode_ms: number;
+}
+
+/** @internal the decode half of the addon's Model */
+export interface NativeDecoder {
+  generate(
+    request: {
+      tokens: Int32Array;
+      stopTokens: Int32Array;
+      maxTokens: number;
+    } & SamplingSettings,
+    callback: (tokens: Int32Array, finish?: NativeFinish) => void,
+  ): number;
+  cancel(id: number): void;
+  decodeState(): DecodeState;
+}
+
+/** The native decode loop's load. */
+export interface DecodeState {
+  /** Sequences holding a KV cache (being prefilled or decoded). */
+  active: number;
+  /** Sequences waiting for a slot. */
+  queued: number;
+  /** Most sequences decoded together (LoadModelOptions.maxSequences). */
+  max_sequences: number;
+}
+
+// ---- Requirements from metadata alone (modelConfig)
+
+export interface ModelRequirementsOptions {
+  /** Positions per sequence (default: the model's context, at most 4096, as loadModel does). */
+  contextSize?: number;
+  /** Prefill chunk (default 64, as loadModel). */
+  batchSize?: number;
+  /** StreamingLLM sinks, as loadModel. */
+  sinks?: number;
+}
+
+export interface ModelRequirements extends ModelArchitecture {
+  /** general.name ('' when absent). */
+  name: string;
+  /** Layers attending to the last sliding_window positions only (their KV is a ring). */
+  swa_layers: number;
+  /** Elements of all tensors. */
+  n_params: number;
+  /** Bytes of tensor data (memory-mapped when loaded). */
+  weight_bytes: number;
+  file_size: number;
+  /** Tensor type (ggml's name, also of types edgellm does not run) -> number of tensors and their bytes. */
+  tensor_types: Record<string, { count: number; bytes: number }>;
+  /** Tensors of types edgellm does not run, in file order: they block loading. `advice` says what to do. */
+  unsupported_tensors: Array<{ name: string; type: string; advice: string }>;
+  tied_output: boolean;
+  context_size: number;
+  batch_size: number;
+  /** KV cache one sequence allocates at context_size (f16 K and V; ring layers hold W + batch - 1). */
+  kv_bytes_per_sequence: number;
+  /** The forward pass's activations for batch_size tokens. */
+  scratch_bytes: number;
+  unbounded: boolean;
+}
+
+// ---- Model benchmarks (benchModel)
+
+export interface ModelBenchOptions {
+  /** Threads of the pool (default: physical cores, at most 4). */
+  threads?: number;
+  /** Prompt tokens for pp (default 512; 0 skips it). */
+  promptTokens?: number;
+  /** Decoded tokens for tg (default 128; 0 skips it). */
+  genTokens?: number;
+  /** Prefill chunk (default 64). */
+  batchSize?: number;
+}
+
+export interface ModelBenchResult {
+  arch: string;
+  kernels: string;
+  threads: number;
+  n_prompt: number;
+  n_gen: number;
+  batch_size: number;
+  load_seconds: number;
+  pp_seconds: number;
+  tg_seconds: number;
+  /** Prompt tokens per second. */
+  pp_tps: number;
+  /** Decoded tokens per second. */
+  tg_tps: number;
+  /** Bytes of all tensor data in the file. */
+  weight_bytes: number;
+  /** Bytes of weights one decoded token reads (MoE: the router and n_expert_used experts per layer). */
+  weight_bytes_per_token: number;
+  /** weight_bytes_per_token x tg_tps, in GB/s (1e9 bytes). */
+  effective_gbps: number;
+  /** One sequence's KV cache, bytes. */
+  kv_bytes: number;
+}
+
+// ---- The machine (cpuInfo, benchKernels)
 
 export interface CpuInfo {
   arch: string;
@@ -98,4 +365,29 @@ export function loadAddon(): NativeAddon {
     );
   }
   return cached;
+}
+
+/**
+ * Runs one call into the addon (or into an object it returned) and gives its failures the engine's
+ * shape: a throw or a rejected promise becomes an EdgeError with the addon's E_ code (E_ENGINE when it
+ * had none); an EdgeError (E_ADDON_MISSING from loadAddon) passes through as it is.
+ */
+export function callNative<T>(call: () => T): T {
+  let out: T;
+  try {
+    out = call();
+  } catch (err) {
+    throw fromNative(err);
+  }
+  if (out instanceof Promise) {
+    return out.catch((err: unknown) => {
+      throw fromNative(err);
+    }) as T;
+  }
+  return out;
+}
+
+/** callNative on the addon itself: `callAddon((a) => a.ggufInfo(path))`. */
+export function callAddon<T>(call: (addon: NativeAddon) => T): T {
+  return callNative(() => call(loadAddon()));
 }

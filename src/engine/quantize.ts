@@ -13,10 +13,10 @@
 import { existsSync, realpathSync, statSync } from 'node:fs';
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { EdgeError, fromNative } from '../errors.js';
+import { EdgeError } from '../errors.js';
 import { readGgufInfo, type GgufInfo, type GgufTensorInfo, type GgufTensorType } from './gguf.js';
 import { GgufWriter, meta, type GgufItemType, type GgufWriteArray, type GgufWriteValue } from './gguf-writer.js';
-import { loadAddon } from './native.js';
+import { callAddon, loadAddon } from './native.js';
 import { MIXES, QUANTIZE_TYPES, chooseTypes, type QuantizeType } from './quant-mix.js';
 import { decodeTensor, encodeTensor, blockElems, typeBytes } from './quant.js';
 
@@ -160,11 +160,7 @@ async function readFully(fh: FileHandle, buf: Uint8Array, position: number): Pro
 type Convert = (src: Uint8Array, from: GgufTensorType, to: GgufTensorType, rowLength: number) => Promise<Uint8Array>;
 
 const convertNative: Convert = async (src, from, to, rowLength) => {
-  try {
-    return await loadAddon().convertRows(src, from, to, rowLength);
-  } catch (err) {
-    throw fromNative(err);
-  }
+  return await callAddon((addon) => addon.convertRows(src, from, to, rowLength));
 };
 
 // Whole rows are whole blocks, so the chunk converts as one run.

@@ -8,50 +8,16 @@
  */
 import { readFileSync } from 'node:fs';
 import { freemem, totalmem } from 'node:os';
-import { fromNative } from '../errors.js';
 import type { ModelArchitecture } from './model.js';
-import { loadAddon } from './native.js';
+import { callAddon } from './native.js';
+import type { ModelRequirementsOptions, ModelRequirements } from './native.js';
+export type { ModelRequirementsOptions, ModelRequirements } from './native.js';
 
-export interface ModelRequirementsOptions {
-  /** Positions per sequence (default: the model's context, at most 4096, as loadModel does). */
-  contextSize?: number;
-  /** Prefill chunk (default 64, as loadModel). */
-  batchSize?: number;
-  /** StreamingLLM sinks, as loadModel. */
-  sinks?: number;
-}
 
-export interface ModelRequirements extends ModelArchitecture {
-  /** general.name ('' when absent). */
-  name: string;
-  /** Layers attending to the last sliding_window positions only (their KV is a ring). */
-  swa_layers: number;
-  /** Elements of all tensors. */
-  n_params: number;
-  /** Bytes of tensor data (memory-mapped when loaded). */
-  weight_bytes: number;
-  file_size: number;
-  /** Tensor type (ggml's name, also of types edgellm does not run) -> number of tensors and their bytes. */
-  tensor_types: Record<string, { count: number; bytes: number }>;
-  /** Tensors of types edgellm does not run, in file order: they block loading. `advice` says what to do. */
-  unsupported_tensors: Array<{ name: string; type: string; advice: string }>;
-  tied_output: boolean;
-  context_size: number;
-  batch_size: number;
-  /** KV cache one sequence allocates at context_size (f16 K and V; ring layers hold W + batch - 1). */
-  kv_bytes_per_sequence: number;
-  /** The forward pass's activations for batch_size tokens. */
-  scratch_bytes: number;
-  unbounded: boolean;
-}
 
 /** Reads the requirements; throws EdgeError E_MODEL_* (naming the file) or E_BAD_ARGUMENT. */
 export function modelRequirements(path: string, opts: ModelRequirementsOptions = {}): ModelRequirements {
-  try {
-    return loadAddon().modelConfig(path, opts);
-  } catch (err) {
-    throw fromNative(err);
-  }
+  return callAddon((addon) => addon.modelConfig(path, opts));
 }
 
 export interface DeviceMemory {

@@ -4,7 +4,7 @@
  * are plain JSON values, built only from redacted data (prompt text only when configured).
  */
 import { createHash } from 'node:crypto';
-import { redact, type Secret } from './secret.js';
+import { redact, type Secret } from '../secret.js';
 import type { Route } from './router.js';
 
 export type RequestOutcome = 'ok' | 'denied' | 'error' | 'cancelled';

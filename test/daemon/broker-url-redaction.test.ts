@@ -1,10 +1,10 @@
 // A password written into broker.url never reaches the daemon's log.
 import t from 'tap';
 import { createServer } from 'node:net';
-import { loadConfig } from '../../src/daemon/config.js';
-import { createLogger, type Logger } from '../../src/daemon/log.js';
+import { loadConfig } from '../../src/config.js';
+import { createLogger, type Logger } from '../../src/log.js';
 import { MqttSession } from '../../src/transport/mqtt/session.js';
-import { Topics } from '../../src/transport/mqtt/topics.js';
+import { Topics } from '../../src/protocol/topics.js';
 import type { Outbox } from '../../src/store/outbox.js';
 
 /** A loopback port with nothing listening on it. */

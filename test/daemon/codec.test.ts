@@ -1,7 +1,7 @@
 // The request schema: what is accepted, and errors that name the field and what it takes.
 import t from 'tap';
-import { decodeRequest, errorMessage } from '../../src/transport/mqtt/codec.js';
-import { Topics } from '../../src/transport/mqtt/topics.js';
+import { decodeRequest, errorMessage } from '../../src/protocol/codec.js';
+import { Topics } from '../../src/protocol/topics.js';
 
 const LIMITS = { maxPayloadBytes: 262144 };
 const decode = (v: unknown) => decodeRequest(Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)), LIMITS);

@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { resolve } from 'node:path';
 import { EdgeError } from '../../src/errors.js';
-import { loadConfig, maskSecrets, modelFiles, readBrokerPassword, readUpstreamSecret } from '../../src/daemon/config.js';
+import { loadConfig, maskSecrets, modelFiles, readBrokerPassword, readUpstreamSecret } from '../../src/config.js';
 import { loadOptions } from '../../src/daemon/local-model.js';
 import { freePort } from '../helpers/broker.js';
 import { mkdirSync, readFileSync } from 'node:fs';

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { EdgeError } from '../../src/errors.js';
 import { EmbeddedBroker, embeddedBrokerFor, embeddedBrokerUrl } from '../../src/transport/mqtt/embedded-broker.js';
-import { createLogger } from '../../src/daemon/log.js';
+import { createLogger } from '../../src/log.js';
 import { Service } from '../../src/daemon/service.js';
 import { freePort } from '../helpers/broker.js';
 import { daemonConfig, startDaemon } from '../helpers/daemon.js';

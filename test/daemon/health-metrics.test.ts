@@ -5,7 +5,7 @@ import t from 'tap';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
-import { createLogger } from '../../src/daemon/log.js';
+import { createLogger } from '../../src/log.js';
 import { Service } from '../../src/daemon/service.js';
 import { Broker, mosquittoFor, freePort } from '../helpers/broker.js';
 import { daemonConfig, DaemonProcess } from '../helpers/daemon.js';

@@ -1,6 +1,6 @@
 // The daemon's log: JSON lines (pino) with level, time and msg, filtered by level, and no secret in any.
 import t from 'tap';
-import { createLogger } from '../../src/daemon/log.js';
+import { createLogger } from '../../src/log.js';
 
 function capture(level: Parameters<typeof createLogger>[0], base?: Record<string, unknown>) {
   const lines: string[] = [];

@@ -103,6 +103,8 @@ t.test('thousands of malformed requests: each gets its specific error, the daemo
   let sent = 0;
   const wrong: string[] = [];
   const perKind = new Map<string, number>();
+  /** "kind: code" -> how many replies: the figures issue #13 compares before and after. */
+  const codes = new Map<string, number>();
 
   /** Publishes `rounds` x every kind (the reply address set per case), waits for all replies, checks them. */
   async function batch(first: number, rounds: number): Promise<void> {
@@ -141,6 +143,8 @@ t.test('thousands of malformed requests: each gets its specific error, the daemo
         c.message.test(error.message ?? '');
       if (!ok) wrong.push(`${corr}: expected ${c.code} ${c.message} id ${c.id} on ${c.replyTo ?? replyTopic}, got ${replies.length} on ${r.topic}: ${JSON.stringify(r.body).slice(0, 300)}`);
       perKind.set(c.kind, (perKind.get(c.kind) ?? 0) + 1);
+      const code = `${c.kind}: ${error?.code ?? 'no code'}`;
+      codes.set(code, (codes.get(code) ?? 0) + 1);
     }
   }
 
@@ -190,6 +194,7 @@ t.test('thousands of malformed requests: each gets its specific error, the daemo
   t.same([...perKind.values()], [...perKind.keys()].map(() => rounds * 9), `each of the ${perKind.size} kinds ${rounds * 9} times`);
   t.equal(daemon.proc.exitCode, null, 'the daemon is still running');
   t.equal(daemon.proc.signalCode, null, 'and was not killed');
+  t.comment(`malformed figures: ${sent} sent, ${sent - wrong.length} rejected with their own error; ${[...codes].map(([k, n]) => `${k} x${n}`).join('; ')}`);
   t.comment(`heap in use after each collection: ${heaps.map((h) => (h / 2 ** 20).toFixed(1)).join(', ')} MiB`);
   t.comment(`${sent} malformed requests; daemon VmRSS after the warm-up ${(warm / 1024).toFixed(1)} MiB, after each batch of ${rounds * 13}: ${samples.slice(1).map((k) => (k / 1024).toFixed(1)).join(', ')} MiB`);
   // A leak of what each request carries (4680 requests, ~30 MB of payloads, ~24 MB of them "huge") would

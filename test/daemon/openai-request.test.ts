@@ -5,10 +5,10 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
-import { loadConfig } from '../../src/daemon/config.js';
+import { loadConfig } from '../../src/config.js';
 import { EdgeError } from '../../src/errors.js';
-import { parseChatRequest, RequestFieldError } from '../../src/http/openai-request.js';
-import { readOpenAIKey } from '../../src/http/openai-server.js';
+import { parseChatRequest, RequestFieldError } from '../../src/transport/http/openai-request.js';
+import { readOpenAIKey } from '../../src/transport/http/openai-server.js';
 import type { TapTest } from '../fixtures/paths.js';
 
 const user = (content: unknown) => ({ messages: [{ role: 'user', content }] });

@@ -1,23 +1,19 @@
 // `edgellm serve --openai-port N` as a user runs it: the built CLI in its own process, the real engine on
 // a small random GGUF, a real mosquitto. The OpenAI-compatible API answers in OpenAI's shapes, the
-// project's own UpstreamClient can use it (so one edgellm node can be another's upstream), and bad
+// project's own UpstreamClient and another daemon's cloud route use it (so one edgellm node can be
+// another's upstream), and bad
 // requests get OpenAI-style errors.
 import t from 'tap';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AccessControl, MemoryGrantStore } from '../../src/policy/access.js';
-import { MemoryAuditSink } from '../../src/policy/audit.js';
-import { CircuitBreaker } from '../../src/policy/breaker.js';
-import { HybridRunner, type ReplyEvent } from '../../src/policy/hybrid.js';
-import { LocalRates, RoutePolicy } from '../../src/policy/router.js';
 import { UpstreamClient, type UpstreamError } from '../../src/policy/upstream.js';
-import { Secret } from '../../src/policy/secret.js';
+import { Secret } from '../../src/secret.js';
 import { assertCliBuilt, cli, run } from '../fixtures/paths.js';
 import { writeModel, type Spec } from '../fixtures/random-model.js';
 import { Broker, findMosquitto, freePort } from '../helpers/broker.js';
+import { daemonConfig, startDaemon } from '../helpers/daemon.js';
 import { Device } from '../helpers/device.js';
-import { FakeLocalModel } from '../helpers/policy-fakes.js';
 import { deltaOf, getJson, postJson, postStream, streamedText, type SseEvent } from '../helpers/openai-client.js';
 import { requires, ServeProcess } from '../helpers/serve.js';
 
@@ -192,30 +188,35 @@ t.test("edgellm's own UpstreamClient uses it as its upstream, streamed and whole
   t.match(unknown, { status: 404, message: /HTTP 404: The model "gpt-4o" does not exist/ });
 });
 
-t.test("a Pi's hybrid runner sends what its own model cannot hold to this node, its cloud", needs, async (t) => {
-  const { base, model } = await node();
+t.test("a Pi's daemon sends what its own model cannot hold to this node, its cloud, and relays the answer", needs, async (t) => {
+  const { base, model, broker } = await node();
   const direct = await postJson(`${base}/chat/completions`, ask('Once upon a time', { max_tokens: 20 }), { key: KEY });
-  const audit = new MemoryAuditSink();
-  const runner = new HybridRunner({
-    access: new AccessControl({ config: { roles: { line: { models: ['*'], routes: ['local', 'cloud'] } }, devices: {}, default_role: 'line' }, grants: new MemoryGrantStore(), audit }),
-    policy: new RoutePolicy({ local_models: [{ name: 'pi-model', context_size: 256 }], upstream: { model }, max_local_prompt_tokens: 128, fallback_local: true }),
-    locals: { 'pi-model': new FakeLocalModel('pi-model') },
-    upstream: new UpstreamClient({ url: base, model, apiKey: new Secret(KEY), timeouts: { first_byte_ms: 30_000 } }),
-    breaker: new CircuitBreaker(),
-    rates: new LocalRates(),
-    audit,
-  });
-  const reply = runner.run({
-    id: 'r1', device: 'press-4', model: 'pi-model', messages: [{ role: 'user', content: 'Once upon a time' }],
-    max_tokens: 20, temperature: 0, payload_bytes: 100, prompt_tokens: 300,
-  });
-  const events: ReplyEvent[] = [];
-  for await (const ev of reply) events.push(ev);
-  const result = await reply.result;
-  t.match(result, { route: 'cloud', fallback: false, route_reason: /prompt \+ max_tokens|context/ }, `routed to the big box: ${result.route_reason}`);
-  const text = events.map((e) => (e.type === 'chunk' ? e.text : '')).join('');
-  t.equal(text, (direct.body.choices as Array<{ message: { content: string } }>)[0]!.message.content, "the big box's answer, relayed");
-  t.match(audit.requests().at(-1), { route: 'cloud', outcome: 'ok' });
+  // The Pi: the daemon in this process with a fake local model, this node's API as its upstream.
+  const keyFile = join(work, 'pi-upstream.key');
+  writeFileSync(keyFile, `${KEY}\n`, { mode: 0o600 });
+  const pi = await startDaemon(
+    daemonConfig({
+      broker: { url: broker.url },
+      prefix: 'pi',
+      node_id: 'pi-4',
+      state_dir: join(work, 'pi-state'),
+      upstream: { url: base, model, api_key_file: keyFile, timeouts: { first_byte_ms: 30_000 } },
+      policy: { max_local_prompt_tokens: 2 },
+      access: { roles: { line: { models: ['*'], routes: ['local', 'cloud'] } }, devices: {}, default_role: 'line' },
+    }),
+  );
+  t.teardown(() => pi.service.stop());
+  const device = await Device.connect(broker.url, 'pi-press-4', ['pi/response/#']);
+  t.teardown(() => device.close());
+  await device.publish('pi/request/press-4', { id: 'r1', messages: [{ role: 'user', content: 'Once upon a time' }], max_tokens: 20, temperature: 0, stream: true });
+  const done = (await device.final('r1', 60_000)).body as Record<string, unknown>;
+  t.match(done, { type: 'done', route: 'cloud', model, route_reason: /max_local_prompt_tokens 2/ }, `routed to the big box: ${String(done.route_reason)}`);
+  const expected = (direct.body.choices as Array<{ message: { content: string } }>)[0]!.message.content;
+  t.equal(done.text, expected, "the big box's answer, relayed");
+  const chunks = device.for('r1').filter((r) => r.body.type === 'chunk').map((r) => r.body.text).join('');
+  t.equal(chunks, expected, 'streamed to the device chunk by chunk');
+  const audit = pi.service.audit as unknown as { query(q: { type: string }): Array<{ record: Record<string, unknown> }> };
+  t.match(audit.query({ type: 'request' }).at(-1)?.record, { device: 'press-4', route: 'cloud', outcome: 'ok' });
 });
 
 t.test('bad requests get OpenAI-style errors with the right status', needs, async (t) => {

@@ -2,8 +2,8 @@
 // the exposition format, and a port that is already taken.
 import t from 'tap';
 import { createServer, type Server } from 'node:net';
-import { loadConfig } from '../../src/daemon/config.js';
-import { createLogger } from '../../src/daemon/log.js';
+import { loadConfig } from '../../src/config.js';
+import { createLogger } from '../../src/log.js';
 import { DaemonMetrics } from '../../src/daemon/metrics.js';
 import { OpsHttpServer } from '../../src/daemon/ops-http.js';
 import { Readiness } from '../../src/daemon/readiness.js';

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { EdgeError } from '../../src/errors.js';
-import { checkPolicyReferences, configSchema, loadConfig, readUpstreamSecret } from '../../src/daemon/config.js';
+import { checkPolicyReferences, configSchema, loadConfig, readUpstreamSecret } from '../../src/config.js';
 import { assertCliBuilt, cli, root, type TapTest } from '../fixtures/paths.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'edgellm-policy-config-'));

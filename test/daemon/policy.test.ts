@@ -1,7 +1,8 @@
 // The daemon's hybrid-cloud policy as a device sees it: a real mosquitto, a real OpenAI-compatible
 // upstream on loopback (test/helpers/policy-fakes.ts, which counts its requests and can misbehave),
 // the fake engine, and access control with in-process grants. Upstream timeouts are short, so every
-// failure mode ends within a few seconds.
+// failure mode ends within a few seconds. These are the tests of the one cloud path production runs
+// (src/daemon/request/run-cloud.ts); the OpenAI endpoint as an upstream is in openai-serve.test.ts.
 import t from 'tap';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -260,13 +261,66 @@ if (bin) {
       t.match(await final('gw-1', id), { fallback: true });
     }
     await device.waitFor((r) => r.topic.startsWith(`${prefix}/status/`) && (r.body as any).upstream?.breaker === 'open', 3000, 'open');
-    fake.mode = 'normal';
+    // The trial's first byte comes late, so a request that arrives meanwhile finds the one trial taken.
+    fake.mode = 'slow-first-byte';
+    fake.first_byte_delay_ms = 150;
     await sleep(1100);
+    const before = fake.requests;
     await ask('gw-1', { id: 'trial', prompt: LONG });
+    await ask('gw-1', { id: 'meanwhile', prompt: LONG });
+    t.match(await final('gw-1', 'meanwhile'), { route: 'local', route_reason: /, but upstream circuit open$/ }, 'only one trial while it runs');
     t.match(await final('gw-1', 'trial'), { route: 'cloud', text: CLOUD_TEXT }, 'the half-open trial');
+    t.equal(fake.requests, before + 1, 'one request reached the upstream');
+    fake.mode = 'normal';
     await device.waitFor((r) => r.topic.startsWith(`${prefix}/status/`) && (r.body as any).upstream?.breaker === 'closed', 3000, 'closed again in the status');
     await ask('gw-1', { id: 'next', prompt: LONG });
     t.match(await final('gw-1', 'next'), { route: 'cloud' });
+  });
+
+  t.test('a failed half-open trial re-opens the breaker and still answers locally', async (t) => {
+    const { ask, final, daemon } = await setup(t, { mode: 'cut', breaker: { cooldown_ms: 1000 } });
+    for (const id of ['a', 'b']) {
+      await ask('gw-1', { id, prompt: LONG });
+      t.match(await final('gw-1', id), { fallback: true });
+    }
+    await sleep(1100);
+    t.equal(daemon.service.policy!.breakerState(), 'half_open');
+    await ask('gw-1', { id: 'trial', prompt: LONG });
+    t.match(await final('gw-1', 'trial'), { type: 'done', route: 'local', fallback: true, fallback_reason: /stream cut/ });
+    t.match(daemon.service.policy!.upstreamStatus()!.breaker, { state: 'open', opened_total: 2 });
+  });
+
+  // 12 prompt tokens + 4090 to generate do not fit the fake model's 4096: only the upstream can answer.
+  const BEYOND_LOCAL = { prompt: LONG, max_tokens: 4090 };
+  const BIG_LIMITS = { limits: { max_tokens: 8192 } };
+
+  t.test('a cloud request local cannot hold fails with E_UPSTREAM when the upstream fails, saying why', async (t) => {
+    const { ask, final, requestsOf } = await setup(t, { mode: 'cut', over: BIG_LIMITS });
+    await ask('gw-1', { id: 'big', ...BEYOND_LOCAL });
+    t.match(await final('gw-1', 'big'), { type: 'error', error: { code: 'E_UPSTREAM', message: /stream.*; it cannot be answered locally \(prompt \d+ \+ max_tokens 4090 tokens > context 4096 of fake\): retry later$/ } });
+    t.match(requestsOf('gw-1'), [{ id: 'big', allowed: true, route: 'cloud', outcome: 'error', error: { code: 'E_UPSTREAM' } }]);
+  });
+
+  t.test('breaker open and local unable: E_NO_ROUTE at once, audited', async (t) => {
+    const { ask, final, requestsOf, fake } = await setup(t, { mode: '500', over: BIG_LIMITS });
+    for (const id of ['a', 'b']) {
+      await ask('gw-1', { id, prompt: LONG });
+      t.match(await final('gw-1', id), { fallback: true });
+    }
+    const calls = fake.requests;
+    await ask('gw-1', { id: 'big', ...BEYOND_LOCAL });
+    t.match(await final('gw-1', 'big'), { type: 'error', error: { code: 'E_NO_ROUTE' } });
+    t.equal(fake.requests, calls, 'nothing went upstream');
+    t.match(requestsOf('gw-1').at(-1), { id: 'big', allowed: false, denied: { code: 'E_NO_ROUTE' }, outcome: 'denied' });
+  });
+
+  t.test('no upstream configured: a long prompt stays local and says why; forced cloud is E_NO_ROUTE', async (t) => {
+    const { ask, final, fake } = await setup(t, { over: { upstream: { url: '' } } });
+    await ask('gw-1', { id: 'l', prompt: LONG });
+    t.match(await final('gw-1', 'l'), { type: 'done', route: 'local', route_reason: /but no upstream configured$/ });
+    await ask('gw-1', { id: 'c', prompt: 'hi', route: 'cloud' });
+    t.match(await final('gw-1', 'c'), { type: 'error', error: { code: 'E_NO_ROUTE' } });
+    t.equal(fake.requests, 0);
   });
 
   t.test('a forced cloud request whose upstream fails is a clear E_UPSTREAM error, never a hang', async (t) => {

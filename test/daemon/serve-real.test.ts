@@ -161,8 +161,8 @@ t.test('under systemd: READY=1 only once the broker is connected, watchdog pings
 });
 
 t.test('in process: the engine adapter counts tokens, and a prompt the context cannot hold is an E_PROMPT_TOO_LONG reply', needs.real, async (t) => {
-  const { configSchema } = await import('../../src/daemon/config.js');
-  const { createLogger } = await import('../../src/daemon/log.js');
+  const { configSchema } = await import('../../src/config.js');
+  const { createLogger } = await import('../../src/log.js');
   const { localModelOpener, openLocalModel } = await import('../../src/daemon/local-model.js');
   const { Service } = await import('../../src/daemon/service.js');
 

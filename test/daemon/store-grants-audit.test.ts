@@ -5,7 +5,7 @@ import Database from 'better-sqlite3';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig } from '../../src/daemon/config.js';
+import { loadConfig } from '../../src/config.js';
 import type { AuditRecord, RequestAudit } from '../../src/policy/audit.js';
 import { migrations } from '../../src/store/database.js';
 import { Store } from '../../src/store/index.js';

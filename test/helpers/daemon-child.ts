@@ -1,7 +1,7 @@
 // The daemon as its own process, for tests that kill it: argv[2] is the config (JSON), argv[3] the fake
 // model's delay per chunk in ms. Stops (drains) on SIGTERM like `edgellm serve`.
 import { basename } from 'node:path';
-import { configSchema } from '../../src/daemon/config.js';
+import { configSchema } from '../../src/config.js';
 import { Service } from '../../src/daemon/service.js';
 import { FakeModel } from './fake-model.js';
 

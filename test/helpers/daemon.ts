@@ -3,8 +3,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { basename, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { configSchema, type DaemonConfig } from '../../src/daemon/config.js';
-import { createLogger } from '../../src/daemon/log.js';
+import { configSchema, type DaemonConfig } from '../../src/config.js';
+import { createLogger } from '../../src/log.js';
 import { Service } from '../../src/daemon/service.js';
 import { FakeModel } from './fake-model.js';
 

@@ -1,8 +1,7 @@
 // Test doubles for the policy tests: an OpenAI-compatible upstream on loopback that speaks the
-// streaming protocol (with ways to misbehave), and a deterministic local model.
+// streaming protocol (with ways to misbehave).
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import type { LocalGenerateParams, LocalGeneration, LocalModelPort } from '../../src/policy/hybrid.js';
 
 export type UpstreamMode =
   /** Streams CLOUD_CHUNKS, a finish_reason, a usage-only chunk, then [DONE]. */
@@ -155,48 +154,4 @@ export async function closedPortUrl(): Promise<string> {
   const port = (server.address() as AddressInfo).port;
   await new Promise<void>((resolve) => server.close(() => resolve()));
   return `http://127.0.0.1:${port}/v1`;
-}
-
-/**
- * A local model that answers "local <name> answer: w1 w2 ..." one word per chunk, max_tokens words at
- * most, a chunk every `delayMs`; it honours the signal like the engine (finish 'cancelled').
- */
-export class FakeLocalModel implements LocalModelPort {
-  calls: LocalGenerateParams[] = [];
-
-  constructor(
-    readonly name: string,
-    private readonly opts: { delayMs?: number; words?: number; prompt_ms?: number; decode_tokens_per_s?: number } = {},
-  ) {}
-
-  generate(params: LocalGenerateParams): LocalGeneration {
-    this.calls.push(params);
-    const words = Math.min(params.max_tokens, this.opts.words ?? 4);
-    const pieces = [`local ${this.name} answer:`, ...Array.from({ length: words - 1 }, (_, i) => ` w${i + 1}`)];
-    const delay = this.opts.delayMs ?? 0;
-    const { prompt_ms = 100, decode_tokens_per_s = 20 } = this.opts;
-    const promptTokens = (params.prompt ?? params.messages?.map((m) => m.content).join(' ') ?? '').split(/\s+/).length;
-    let resolveResult!: (r: Awaited<LocalGeneration['result']>) => void;
-    const result = new Promise<Awaited<LocalGeneration['result']>>((r) => (resolveResult = r));
-    const signal = params.signal;
-    async function* run(): AsyncGenerator<string> {
-      let text = '';
-      let n = 0;
-      for (const p of pieces) {
-        if (delay > 0) await new Promise((r) => setTimeout(r, delay));
-        if (signal?.aborted) break;
-        text += p;
-        n++;
-        yield p;
-      }
-      resolveResult({
-        text,
-        finish_reason: signal?.aborted ? 'cancelled' : n >= params.max_tokens ? 'length' : 'stop',
-        usage: { prompt_tokens: promptTokens, completion_tokens: n },
-        timings: { prompt_ms, decode_tokens_per_s },
-      });
-    }
-    const it = run();
-    return { [Symbol.asyncIterator]: () => it, result };
-  }
 }

@@ -10,8 +10,8 @@
 import { randomBytes } from 'node:crypto';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { EdgeError } from '../../errors.js';
-import { redactUrl } from '../../policy/secret.js';
-import { isPublishableTopic } from './topics.js';
+import { redactUrl } from '../../secret.js';
+import { isPublishableTopic } from '../../protocol/topics.js';
 import { withDeadline } from './deadline.js';
 
 export interface DeviceConnection {

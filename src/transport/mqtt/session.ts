@@ -7,16 +7,37 @@
  */
 import { readFileSync } from 'node:fs';
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
-import type { DaemonConfig } from '../../daemon/config.js';
-import type { Logger } from '../../daemon/log.js';
-import type { IncomingRequest, ReplyChannel } from '../../daemon/responder.js';
+import type { DaemonConfig } from '../../config.js';
+import type { Logger } from '../../log.js';
 import { EdgeError } from '../../errors.js';
-import { redactUrl } from '../../policy/secret.js';
+import { redactUrl } from '../../secret.js';
 import type { Outbox, OutboxMessage } from '../../store/outbox.js';
-import type { Topics } from './topics.js';
+import type { Topics } from '../../protocol/topics.js';
 import { withDeadline } from './deadline.js';
 
 /** What the session hands incoming messages to. */
+/** A request as the transport received it: the payload still bytes (the daemon's intake decodes it). */
+export interface IncomingRequest {
+  device: string;
+  payload: Buffer;
+  /** MQTT 5 Response Topic, when the publisher set one. */
+  responseTopic?: string | undefined;
+  correlation?: Buffer | undefined;
+  /** MQTT 5 Message Expiry Interval left when the broker forwarded it, in seconds. */
+  expirySeconds?: number | undefined;
+  /** The broker's redelivery of a message we may already have acknowledged (the DUP flag). */
+  redelivered?: boolean | undefined;
+}
+
+/** How replies leave; the session implements it, the daemon calls it. */
+export interface ReplyChannel {
+  /** A streamed piece: best effort (the final reply repeats the whole text). */
+  chunk(topic: string, correlation: Buffer | null, payload: string): void;
+  /** A final reply already in the outbox: publish it and clear it from the outbox once acknowledged. */
+  deliver(message: OutboxMessage): void;
+}
+
+/** Where the session hands what arrives: the daemon's intake. */
 export interface RequestSink {
   receive(msg: IncomingRequest, defaultReplyTopic: string): void;
   cancel(device: string, id: string): void;

@@ -4,7 +4,7 @@
  * anything this node cannot honour (n > 1, logprobs, tools, JSON mode, images) is refused with an
  * error that names the field (OpenAI's `param`), as is any field OpenAI does not define.
  */
-import { describeValue as kind } from '../validation.js';
+import { describeValue as kind } from '../../validation.js';
 
 /** A checked request: the fields the local engine runs with. */
 export interface ChatRequest {

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
-import { EdgeError } from '../errors.js';
+import { EdgeError } from './errors.js';
 
 export const REDACTED = '[redacted]';
 

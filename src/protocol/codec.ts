@@ -4,8 +4,8 @@
  */
 import { isUtf8 } from 'node:buffer';
 import { z } from 'zod';
-import type { ErrorCode } from '../../errors.js';
-import { describeIssues } from '../../validation.js';
+import type { ErrorCode } from '../errors.js';
+import { describeIssues } from '../validation.js';
 import { isPublishableTopic } from './topics.js';
 
 const num = (what: string) => z.number({ error: `must be ${what}` });

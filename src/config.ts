@@ -7,10 +7,10 @@ import { hostname } from 'node:os';
 import { basename } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { EdgeError } from '../errors.js';
-import { urlUsername } from '../net.js';
-import { describeIssues } from '../validation.js';
-import { readApiKey, redactUrl, type Secret } from '../policy/secret.js';
+import { EdgeError } from './errors.js';
+import { urlUsername } from './net.js';
+import { describeIssues } from './validation.js';
+import { readApiKey, redactUrl, type Secret } from './secret.js';
 
 const wholeAtLeast = (min: number) =>
   z.number({ error: `must be a whole number >= ${min}` }).int(`must be a whole number >= ${min}`).min(min, `must be a whole number >= ${min}`);

@@ -7,7 +7,7 @@
  * an error body cannot leak the password or the upstream key. Other CLI commands print for humans.
  */
 import pino from 'pino';
-import { redact, redactText } from '../policy/secret.js';
+import { redact, redactText } from './secret.js';
 
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
 /** Structured fields of one line (plain JSON values). */

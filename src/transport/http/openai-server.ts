@@ -13,12 +13,23 @@
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { EdgeError, type ErrorCode } from '../errors.js';
-import type { Generation, GenerateResult } from '../daemon/engine-port.js';
-import type { Logger } from '../daemon/log.js';
-import { readKeyFile, type Secret } from '../policy/secret.js';
+import { EdgeError, type ErrorCode } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { readKeyFile, type Secret } from '../../secret.js';
 import { parseChatRequest, RequestFieldError, type ChatRequest } from './openai-request.js';
-import { listen, urlHost } from '../net.js';
+import { listen, urlHost } from '../../net.js';
+
+/** What an answer ends with, as this endpoint reports it (the daemon's GenerateResult fits). */
+export interface GenerateResult {
+  text: string;
+  finish_reason: 'stop' | 'length' | 'cancelled';
+  usage: { prompt_tokens: number; completion_tokens: number };
+}
+
+/** Text pieces as they are decoded; `result` settles once the generation has ended. */
+export interface Generation extends AsyncIterableIterator<string> {
+  result: Promise<GenerateResult>;
+}
 
 /** Where requests run. */
 export interface ChatBackend {

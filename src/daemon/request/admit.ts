@@ -1,0 +1,58 @@
+/**
+ * Admit: the limits this node checks itself (prompt bytes, a deadline already past), the prompt's
+ * tokens, then access control and the route policy (DaemonPolicy, audited when they refuse); an
+ * admitted job goes to run-local or run-cloud. Every refusal is a final error reply.
+ */
+import { EdgeError } from '../../errors.js';
+import { promptText, type Admitted } from '../../policy/admission.js';
+import { promptTooLarge } from '../engine-port.js';
+import { finishError, refuse } from './finish.js';
+import { defaultModel, type Job, type RequestContext } from './job.js';
+import { runCloud } from './run-cloud.js';
+import { queueWaitMs, runLocal } from './run-local.js';
+
+export function admit(ctx: RequestContext, job: Job): void {
+  const { row, request: r } = job;
+  const tooLarge = promptTooLarge(r, ctx.config.limits.max_prompt_bytes);
+  if (tooLarge) return refuse(ctx, job, tooLarge.code, tooLarge.message);
+  if (row.deadlineAt !== null && row.deadlineAt <= Date.now()) {
+    return refuse(ctx, job, 'E_DEADLINE', 'the deadline passed before the request could start');
+  }
+  // Prompt tokens as the named local model (else the default one) counts them; a chat's template adds a few.
+  const counter = (r.model !== undefined ? ctx.models.get(r.model) : undefined) ?? ctx.models.get(defaultModel(ctx));
+  let promptTokens = 0;
+  try {
+    promptTokens = counter ? counter.countTokens(promptText(r)) : 0;
+  } catch (err) {
+    // Never let one prompt stop the message from being acknowledged (it would come back forever).
+    return refuse(ctx, job, 'E_BAD_REQUEST', `the prompt could not be tokenized (${(err as Error).message}): check its text`);
+  }
+  let admitted: Admitted;
+  try {
+    admitted = ctx.policy.admission.admit({
+      id: r.id,
+      device: row.device,
+      ...(r.prompt !== undefined ? { prompt: r.prompt } : {}),
+      ...(r.messages !== undefined ? { messages: r.messages } : {}),
+      ...(r.model !== undefined ? { model: r.model } : {}),
+      ...(r.max_tokens !== undefined ? { max_tokens: r.max_tokens } : {}),
+      ...(r.route !== undefined ? { route: r.route } : {}),
+      ...(r.local_only !== undefined ? { local_only: r.local_only } : {}),
+      payload_bytes: Buffer.byteLength(row.payload),
+      prompt_tokens: promptTokens,
+      queue_wait_ms: queueWaitMs(ctx),
+      // Counted when it arrived; a request taken back after a restart is not counted again.
+      rate_limited: !job.resumed,
+    });
+  } catch (err) {
+    if (!(err instanceof EdgeError)) throw err;
+    ctx.counters.denied++;
+    return finishError(ctx, job, err.code, err.message); // admission audited the refusal
+  }
+  const { decision } = admitted;
+  job.admitted = admitted;
+  job.route = { route: decision.route, route_reason: decision.reason, model: decision.model };
+  ctx.jobs.set(job.key, job);
+  if (decision.route === 'cloud') return runCloud(ctx, job);
+  runLocal(ctx, job, decision.model, job.resumed);
+}
