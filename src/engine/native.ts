@@ -58,7 +58,7 @@ export interface NativeAddon {
   benchKernels(opts?: KernelBenchOptions): Promise<KernelBenchRow[]>;
   ggufInfo(path: string): GgufInfo;
   loadModel(path: string, opts?: NativeLoadOptions): Promise<NativeModel>;
-  modelConfig(path: string, opts?: ModelRequirementsOptions): ModelRequirements;
+  modelConfig(path: string, opts?: ModelRequirementsOptions): Omit<ModelRequirements, 'tokenizer'>;
   /** Whole rows of `rowLength` elements from one tensor type to another, off the event loop. */
   convertRows(src: Uint8Array, srcType: string, dstType: string, rowLength: number): Promise<Uint8Array>;
   /** Sends a datagram to $NOTIFY_SOCKET: true when sent, false when the variable is unset. */

@@ -8,8 +8,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { freemem, totalmem } from 'node:os';
-import { fromNative } from '../errors.js';
-import type { ModelArchitecture } from './model.js';
+import { EdgeError, fromNative } from '../errors.js';
+import { modelTokenizer, type ModelArchitecture } from './model.js';
 import { loadAddon } from './native.js';
 
 export interface ModelRequirementsOptions {
@@ -43,14 +43,38 @@ export interface ModelRequirements extends ModelArchitecture {
   /** The forward pass's activations for batch_size tokens. */
   scratch_bytes: number;
   unbounded: boolean;
+  /** Whether loadModel can build the file's tokenizer (a tokenizer it cannot build blocks loading). */
+  tokenizer: TokenizerStatus;
 }
+
+export type TokenizerStatus =
+  | { status: 'ok'; model: 'spm' | 'bpe'; pre: string; n_tokens: number }
+  /** No tokenizer.ggml.model: the model loads and evaluates token ids, but cannot take text. */
+  | { status: 'none' }
+  | { status: 'blocked'; code: string; message: string }
+  /** Not read: tensors of types edgellm does not run block loading first. */
+  | { status: 'unchecked' };
 
 /** Reads the requirements; throws EdgeError E_MODEL_* (naming the file) or E_BAD_ARGUMENT. */
 export function modelRequirements(path: string, opts: ModelRequirementsOptions = {}): ModelRequirements {
+  let req: Omit<ModelRequirements, 'tokenizer'>;
   try {
-    return loadAddon().modelConfig(path, opts);
+    req = loadAddon().modelConfig(path, opts);
   } catch (err) {
     throw fromNative(err);
+  }
+  // The metadata reader refuses tensor types edgellm does not run: those block loading first.
+  return { ...req, tokenizer: req.unsupported_tensors.length > 0 ? { status: 'unchecked' } : tokenizerStatus(path) };
+}
+
+function tokenizerStatus(path: string): TokenizerStatus {
+  try {
+    const tk = modelTokenizer(path);
+    if (!tk) return { status: 'none' };
+    return { status: 'ok', model: tk.vocab.model, pre: tk.vocab.pre?.name ?? 'spm', n_tokens: tk.size };
+  } catch (err) {
+    if (err instanceof EdgeError) return { status: 'blocked', code: err.code, message: err.message };
+    throw err;
   }
 }
 
