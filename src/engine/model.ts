@@ -197,8 +197,8 @@ export class Model {
 }
 
 /**
- * Loads a GGUF model (llama incl. Mistral/Mixtral, qwen2, qwen3, qwen3moe, gemma3) off the event
- * loop, and builds its tokenizer. Rejects with E_MODEL_NOT_FOUND, E_MODEL_CORRUPT (naming the
+ * Loads a GGUF model (llama incl. Mistral/Mixtral, qwen2, qwen3, qwen3moe, gemma3, phi3, gemma2,
+ * olmoe, smollm3) off the event loop, and builds its tokenizer. Rejects with E_MODEL_NOT_FOUND, E_MODEL_CORRUPT (naming the
  * tensor or key) or E_MODEL_UNSUPPORTED (naming the architecture, type, or the tokenizer key and
  * value), so a model that loads can also take text.
  */
