@@ -11,84 +11,27 @@ import t from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { getLlama, LlamaLogLevel, type ControlledEvaluateInputItem, type Llama, type Token } from 'node-llama-cpp';
 import { readGgufInfo, type GgufTensorType } from '../src/engine/gguf.js';
 import { GgufWriter, meta, writeValueOf } from '../src/engine/gguf-writer.js';
-import { loadModel, logSoftmax } from '../src/engine/model.js';
-import { argmax, readWeights, rng, writeModel, type Spec, type Weights } from './fixtures/random-model.js';
+import { loadModel } from '../src/engine/model.js';
+import {
+  argmaxAgreement,
+  disposeLlamaCpp,
+  edgellmRows,
+  fmt,
+  llamaCppRows,
+  meanEntropy,
+  meanKl,
+  randomTokens,
+} from './fixtures/parity.js';
+import { readWeights, writeModel, type Spec, type Weights } from './fixtures/random-model.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'edgellm-parity-archs-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
 const POSITIONS = 144;
 
-let llama: Llama | undefined;
-t.before(async () => {
-  llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
-});
-t.teardown(async () => {
-  await llama?.dispose();
-});
-
-type Rows = Float64Array[];
-
-async function edgellmRows(path: string, tokens: number[]): Promise<Rows> {
-  const model = await loadModel(path, { threads: 2, contextSize: tokens.length });
-  try {
-    const V = model.info().n_vocab;
-    const logits = await model.evalLogits(Int32Array.from(tokens), { allPositions: true });
-    return tokens.map((_, p) => logSoftmax(logits.subarray(p * V, (p + 1) * V)));
-  } finally {
-    model.close();
-  }
-}
-
-/** llama.cpp's next-token distributions over the whole vocabulary (see parity.test.ts). */
-async function llamaCppRows(path: string, tokens: number[], nVocab: number): Promise<Rows> {
-  const model = await llama!.loadModel({ modelPath: path, gpuLayers: 0 });
-  try {
-    const ctx = await model.createContext({ contextSize: Math.max(256, tokens.length), batchSize: tokens.length, threads: 2 });
-    try {
-      const input: ControlledEvaluateInputItem[] = tokens.map((tok) => [tok as Token, { generateNext: { probabilities: true } }]);
-      const out = await ctx.getSequence().controlledEvaluate(input);
-      return out.map((r, p) => {
-        const probs = r?.next.probabilities;
-        if (!probs || probs.size !== nVocab) throw new Error(`llama.cpp gave ${probs?.size ?? 0} probabilities at position ${p}, not ${nVocab}`);
-        const row = new Float64Array(nVocab).fill(-Infinity);
-        for (const [id, pr] of probs) row[id] = Math.log(pr);
-        return row;
-      });
-    } finally {
-      await ctx.dispose();
-    }
-  } finally {
-    await model.dispose();
-  }
-}
-
-function meanKl(p: Rows, q: Rows): number {
-  let sum = 0;
-  p.forEach((lp, i) => {
-    const lq = q[i]!;
-    let kl = 0;
-    for (let j = 0; j < lp.length; j++) if (lp[j]! > -Infinity) kl += Math.exp(lp[j]!) * (lp[j]! - lq[j]!);
-    sum += kl;
-  });
-  return sum / p.length;
-}
-
-function argmaxAgreement(p: Rows, q: Rows): number {
-  return p.filter((lp, i) => argmax(lp) === argmax(q[i]!)).length / p.length;
-}
-
-function meanEntropy(p: Rows): number {
-  return p.reduce((a, lp) => a - lp.reduce((h, l) => (l > -Infinity ? h + Math.exp(l) * l : h), 0), 0) / p.length;
-}
-
-function randomTokens(n: number, nVocab: number, seed: number): number[] {
-  const normal = rng(seed);
-  return Array.from({ length: n }, () => Math.floor(Math.abs(normal() * 7919)) % nVocab);
-}
+t.teardown(disposeLlamaCpp);
 
 /** The same model with every tensor as F32 holding `w` (the exact values of a quantized file). */
 function writeF32Copy(path: string, w: Weights, out: string): string {
@@ -99,8 +42,6 @@ function writeF32Copy(path: string, w: Weights, out: string): string {
   g.writeFile(out);
   return out;
 }
-
-const fmt = (x: number) => x.toExponential(2);
 
 // Shapes like the real models' (head size 64-256 scaled to 16-32, GQA where they have it).
 const BASE = { nVocab: 320, nEmbd: 64, nLayer: 2, nHead: 4, nHeadKv: 2, headDim: 16, nFf: 96, logitScale: 3, contextLength: 512 };
