@@ -16,6 +16,12 @@ export const DENSE = { name: 'dense 1024x8, ffn 2816', arch: 'llama', nEmbd: 102
 /** 32 experts of 512 per layer, 4 used per token: ~26M of ~214M weights read per token. */
 export const MOE = { name: 'MoE 32x4, 1024x4, expert ffn 512', arch: 'llama', nEmbd: 1024, nLayer: 4, nHead: 16, nHeadKv: 4, nFf: 512, nVocab: 32000, nExpert: 32, nExpertUsed: 4 };
 
+/**
+ * OLMoE-1B-7B's layout scaled down (its 2048 x 16 layers, 64 experts of 1024, top 8): no GQA,
+ * full-width QK-norm, 64 experts of 512 per layer, 8 used per token: ~21M of ~425M weights per token.
+ */
+export const OLMOE = { name: 'olmoe 64x8, 1024x4, expert ffn 512', arch: 'olmoe', nEmbd: 1024, nLayer: 4, nHead: 16, nHeadKv: 16, nFf: 512, nVocab: 32000, nExpert: 64, nExpertUsed: 8 };
+
 /** Random Q4_0 blocks of n weights with standard deviation ~std: a scale, then 16 bytes of nibbles. */
 function randomQ4_0(n, std) {
   const blocks = n / 32;
@@ -78,7 +84,7 @@ export function writeModel(s, path, { type = 'Q4_0' } = {}) {
     if (type === 'F16') g.addTensor({ name, type: 'F16', shape, data: () => randomF16(n) });
     else g.addTensor({ name, type: 'Q4_0', shape, data: () => randomQ4_0(n, 1 / Math.sqrt(shape[0])) });
   };
-  const ones = (name) => g.addTensor({ name, type: 'F32', shape: [D], data: () => new Float32Array(D).fill(1) });
+  const ones = (name, n = D) => g.addTensor({ name, type: 'F32', shape: [n], data: () => new Float32Array(n).fill(1) });
   q4('token_embd.weight', [D, s.nVocab]);
   ones('output_norm.weight');
   q4('output.weight', [D, s.nVocab]);
@@ -89,6 +95,10 @@ export function writeModel(s, path, { type = 'Q4_0' } = {}) {
     q4(b + 'attn_k.weight', [D, kd]);
     q4(b + 'attn_v.weight', [D, kd]);
     q4(b + 'attn_output.weight', [D, D]);
+    if (s.arch === 'olmoe') {
+      ones(b + 'attn_q_norm.weight');
+      ones(b + 'attn_k_norm.weight', kd);
+    }
     ones(b + 'ffn_norm.weight');
     if (s.nExpert) {
       const E = s.nExpert;

@@ -142,7 +142,7 @@ export async function checkModel(path: string, opts: DoctorOptions): Promise<Doc
     model.close();
   } catch (err) {
     const e = err as EdgeError;
-    return { name: 'model', status: 'fail', detail: `${e.code ?? 'error'}: ${e.message}`, fix: 'point -m / model: at a GGUF file edgellm runs (F16, BF16, Q8_0, Q4_0)' };
+    return { name: 'model', status: 'fail', detail: `${e.code ?? 'error'}: ${e.message}`, fix: 'point -m / model: at a GGUF file edgellm runs (`edgellm inspect FILE` says what blocks this one)' };
   }
   const total = totalmem();
   const fit = modelFit({ weightBytes: info.weight_bytes, kvBytesPerSequence: info.kv_bytes_per_sequence, sequences }, total, availableMemory());

@@ -6,7 +6,14 @@
  */
 import type { Command } from 'commander';
 import { basename } from 'node:path';
-import { deviceMemory, memoryFit, modelRequirements, type MemoryFit, type ModelRequirements } from '../engine/requirements.js';
+import {
+  deviceMemory,
+  memoryFit,
+  modelRequirements,
+  type MemoryFit,
+  type ModelRequirements,
+  type TokenizerStatus,
+} from '../engine/requirements.js';
 import { parsePositiveInt } from './args.js';
 import { formatBytes } from './units.js';
 
@@ -39,7 +46,7 @@ export function registerInspect(program: Command): void {
             },
             fits: fit.verdict === 'fits',
             verdict: fit.verdict,
-            loadable: req.unsupported_tensors.length === 0,
+            loadable: req.unsupported_tensors.length === 0 && req.tokenizer.status !== 'blocked',
           }) + '\n',
         );
         return;
@@ -60,7 +67,8 @@ export function registerInspect(program: Command): void {
         `context:       ${req.context_length} trained; KV cache sized for ${req.context_size}${kvNote}`,
         'tensor types:',
         ...types,
-        `loading:       ${loadingLine(req.unsupported_tensors)}`,
+        `tokenizer:     ${tokenizerLine(req.tokenizer)}`,
+        `loading:       ${loadingLine(req.unsupported_tensors, req.tokenizer)}`,
         `file size:     ${formatBytes(req.file_size)} (weights ${formatBytes(req.weight_bytes)})`,
         `memory:        ${formatBytes(fit.neededBytes)} = weights ${formatBytes(req.weight_bytes)} + KV cache ${formatBytes(req.kv_bytes_per_sequence)} per sequence + scratch ${formatBytes(fit.neededBytes - req.weight_bytes - req.kv_bytes_per_sequence)}`,
         `device RAM:    ${formatBytes(mem.totalBytes)} total, ${formatBytes(mem.availableBytes)} available`,
@@ -70,13 +78,34 @@ export function registerInspect(program: Command): void {
     });
 }
 
-/** OK, or which tensors block loading (the first few by name) and the advice for their types. */
-function loadingLine(blocking: ModelRequirements['unsupported_tensors']): string {
-  if (blocking.length === 0) return 'OK: edgellm runs every tensor type in this file';
-  const shown = 3;
-  const names = blocking.slice(0, shown).map((u) => `'${u.name}'`).join(', ') + (blocking.length > shown ? ` and ${blocking.length - shown} more` : '');
-  const byType = [...new Map(blocking.map((u) => [u.type, u.advice])).values()];
-  return `BLOCKED by ${blocking.length} tensor${blocking.length === 1 ? '' : 's'} (${names}): ${byType.join('; ')}`;
+function tokenizerLine(tk: TokenizerStatus): string {
+  switch (tk.status) {
+    case 'ok':
+      return `${tk.model === 'spm' ? 'SentencePiece' : `byte-level BPE, pre-tokenizer ${tk.pre}`}, ${tk.n_tokens} tokens`;
+    case 'none':
+      return 'none: the model evaluates token ids but cannot take text (generate and serve need a tokenizer)';
+    case 'blocked':
+      return `${tk.code}: ${tk.message}`;
+    case 'unchecked':
+      return 'not checked (the tensor types below block loading first)';
+  }
+}
+
+/**
+ * OK, or what blocks loading: the tensors of types edgellm does not run (the first few by name)
+ * with the advice for their types, and a tokenizer it cannot build.
+ */
+function loadingLine(blocking: ModelRequirements['unsupported_tensors'], tk: TokenizerStatus): string {
+  const reasons: string[] = [];
+  if (blocking.length > 0) {
+    const shown = 3;
+    const names = blocking.slice(0, shown).map((u) => `'${u.name}'`).join(', ') + (blocking.length > shown ? ` and ${blocking.length - shown} more` : '');
+    const byType = [...new Map(blocking.map((u) => [u.type, u.advice])).values()];
+    reasons.push(`${blocking.length} tensor${blocking.length === 1 ? '' : 's'} (${names}): ${byType.join('; ')}`);
+  }
+  if (tk.status === 'blocked') reasons.push('its tokenizer (see tokenizer: above)');
+  if (reasons.length === 0) return 'OK: edgellm runs every tensor type in this file';
+  return `BLOCKED by ${reasons.join(', and by ')}`;
 }
 
 function verdictLine(fit: MemoryFit, available: number, total: number): string {

@@ -56,6 +56,18 @@ export const meta = {
     ({ type: 'array', itemType, value }) as GgufWriteArray,
 };
 
+/** A metadata value as read by readGgufInfo, with its GGUF type name, back to a writer value. */
+export function writeValueOf(type: string, value: unknown): GgufWriteValue {
+  const m = /^array\[(.*)\]$/.exec(type);
+  if (!m) return { type, value } as GgufWriteValue;
+  const item = m[1]!;
+  if (item.startsWith('array[')) {
+    const items = (value as unknown[]).map((v) => writeValueOf(item, v) as GgufWriteArray);
+    return meta.array('array', items);
+  }
+  return meta.array(item as GgufItemType, value as ArrayLike<unknown>);
+}
+
 /** Tensor data: f32 values to encode as `type`, or the raw bytes already in `type`. */
 export type GgufTensorData = Float32Array | number[] | Uint8Array;
 

@@ -21,13 +21,14 @@ export type { LoadModelOptions, ModelArchitecture, ModelInfo, EvalLogitsOptions,
 
 export class Model {
   private native: NativeModel | undefined;
-  private tokenizerCache: Tokenizer | undefined;
+  private readonly tokenizerBuilt: Tokenizer | undefined;
   readonly path: string;
 
   /** @internal use loadModel() */
-  constructor(native: NativeModel, path: string) {
+  constructor(native: NativeModel, path: string, tokenizer: Tokenizer | undefined) {
     this.native = native;
     this.path = path;
+    this.tokenizerBuilt = tokenizer;
   }
 
   info(): ModelInfo {
@@ -59,10 +60,15 @@ export class Model {
     return await callNative(() => this.live().evalSequences(native));
   }
 
-  /** The model's tokenizer, built from its GGUF metadata on first use. */
+  /**
+   * The model's tokenizer, built by loadModel. Throws E_MODEL_CORRUPT for a file without one
+   * (random test models: they can be evaluated, not prompted).
+   */
   get tokenizer(): Tokenizer {
-    if (!this.tokenizerCache) this.tokenizerCache = Tokenizer.fromMetadata(readGgufInfo(this.path).metadata);
-    return this.tokenizerCache;
+    if (!this.tokenizerBuilt) {
+      throw new EdgeError('E_MODEL_CORRUPT', `${this.path}: tokenizer.ggml.model is missing: the file has no tokenizer, so it cannot take text`);
+    }
+    return this.tokenizerBuilt;
   }
 
   /**
@@ -102,24 +108,39 @@ export class Model {
 }
 
 /**
- * Loads a GGUF model (llama incl. Mistral/Mixtral, qwen2, qwen3, qwen3moe, gemma3) off the event
- * loop. Rejects with E_MODEL_NOT_FOUND, E_MODEL_CORRUPT (naming the tensor or key) or
- * E_MODEL_UNSUPPORTED (naming the architecture or type).
+ * Loads a GGUF model (llama incl. Mistral/Mixtral, qwen2, qwen3, qwen3moe, gemma3, phi3, gemma2,
+ * olmoe, smollm3) off the event loop, and builds its tokenizer. Rejects with E_MODEL_NOT_FOUND, E_MODEL_CORRUPT (naming the
+ * tensor or key) or E_MODEL_UNSUPPORTED (naming the architecture, type, or the tokenizer key and
+ * value), so a model that loads can also take text.
  */
 export async function loadModel(path: string, opts: LoadModelOptions = {}): Promise<Model> {
+  let native: NativeModel;
   try {
-    const native = await loadAddon().loadModel(path, opts);
-    const model = new Model(native, path);
-    // Build the tokenizer now, so the first generate() does not pay for it on the event loop.
-    // Files without tokenizer metadata (test models) load anyway; generate() then reports why.
-    try {
-      void model.tokenizer;
-    } catch {
-      /* reported by generate() */
-    }
-    return model;
+    native = await loadAddon().loadModel(path, opts);
   } catch (err) {
     throw fromNative(err);
+  }
+  try {
+    return new Model(native, path, modelTokenizer(path));
+  } catch (err) {
+    native.close();
+    throw err;
+  }
+}
+
+/**
+ * The tokenizer a GGUF file describes, or undefined when it has none (no tokenizer.ggml.model: test
+ * models, which can be evaluated but not prompted). A tokenizer that cannot be built is an error of
+ * the file: EdgeError E_MODEL_UNSUPPORTED / E_MODEL_CORRUPT naming the file and the key.
+ */
+export function modelTokenizer(path: string): Tokenizer | undefined {
+  const metadata = readGgufInfo(path).metadata;
+  if (metadata['tokenizer.ggml.model'] === undefined) return undefined;
+  try {
+    return Tokenizer.fromMetadata(metadata);
+  } catch (err) {
+    if (err instanceof EdgeError) throw new EdgeError(err.code, `${path}: ${err.message}`, { cause: err });
+    throw err;
   }
 }
 

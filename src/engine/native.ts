@@ -216,6 +216,7 @@ export interface ModelRequirementsOptions {
   sinks?: number;
 }
 
+/** What the addon reads from a model's header (requirements.ts adds the tokenizer's status). */
 export interface ModelRequirements extends ModelArchitecture {
   /** general.name ('' when absent). */
   name: string;

@@ -15,7 +15,7 @@ import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { EdgeError } from '../errors.js';
 import { readGgufInfo, type GgufInfo, type GgufTensorInfo, type GgufTensorType } from './gguf.js';
-import { GgufWriter, meta, type GgufItemType, type GgufWriteArray, type GgufWriteValue } from './gguf-writer.js';
+import { GgufWriter, meta, writeValueOf } from './gguf-writer.js';
 import { callAddon, loadAddon } from './native.js';
 import { MIXES, QUANTIZE_TYPES, chooseTypes, type QuantizeType } from './quant-mix.js';
 import { decodeTensor, encodeTensor, blockElems, typeBytes } from './quant.js';
@@ -123,18 +123,6 @@ export function planQuantization(info: GgufInfo, type: QuantizeType, path = 'the
   });
 }
 
-/** A metadata value as read by readGgufInfo, with its GGUF type name, back to a writer value. */
-function toWriteValue(type: string, value: unknown): GgufWriteValue {
-  const m = /^array\[(.*)\]$/.exec(type);
-  if (!m) return { type, value } as GgufWriteValue;
-  const item = m[1]!;
-  if (item.startsWith('array[')) {
-    const items = (value as unknown[]).map((v) => toWriteValue(item, v) as GgufWriteArray);
-    return meta.array('array', items);
-  }
-  return meta.array(item as GgufItemType, value as ArrayLike<unknown>);
-}
-
 function sameFile(a: string, b: string): boolean {
   if (resolve(a) === resolve(b)) return true;
   if (!existsSync(b)) return false;
@@ -225,7 +213,7 @@ export async function quantizeModel(input: string, output: string, opts: Quantiz
   const w = new GgufWriter({ alignment: info.alignment });
   for (const [key, value] of Object.entries(info.metadata)) {
     if (key === 'general.alignment' || DROPPED_KEYS.has(key)) continue;  // the writer's constructor owns the alignment
-    w.setMeta(key, toWriteValue(info.metadataTypes[key]!, value));
+    w.setMeta(key, writeValueOf(info.metadataTypes[key]!, value));
   }
   w.setMeta('general.quantization_version', meta.uint32(QUANTIZATION_VERSION));
   w.setMeta('general.file_type', meta.uint32(fileType));

@@ -8,16 +8,43 @@
  */
 import { readFileSync } from 'node:fs';
 import { freemem, totalmem } from 'node:os';
-import type { ModelArchitecture } from './model.js';
+import { EdgeError } from '../errors.js';
+import { modelTokenizer } from './model.js';
 import { callAddon } from './native.js';
-import type { ModelRequirementsOptions, ModelRequirements } from './native.js';
-export type { ModelRequirementsOptions, ModelRequirements } from './native.js';
+import type { ModelRequirementsOptions, ModelRequirements as NativeModelRequirements } from './native.js';
+export type { ModelRequirementsOptions } from './native.js';
 
 
+/** What the addon reads from the file, plus whether loadModel can build its tokenizer. */
+export interface ModelRequirements extends NativeModelRequirements {
+  /** Whether loadModel can build the file's tokenizer (a tokenizer it cannot build blocks loading). */
+  tokenizer: TokenizerStatus;
+}
+
+export type TokenizerStatus =
+  | { status: 'ok'; model: 'spm' | 'bpe'; pre: string; n_tokens: number }
+  /** No tokenizer.ggml.model: the model loads and evaluates token ids, but cannot take text. */
+  | { status: 'none' }
+  | { status: 'blocked'; code: string; message: string }
+  /** Not read: tensors of types edgellm does not run block loading first. */
+  | { status: 'unchecked' };
 
 /** Reads the requirements; throws EdgeError E_MODEL_* (naming the file) or E_BAD_ARGUMENT. */
 export function modelRequirements(path: string, opts: ModelRequirementsOptions = {}): ModelRequirements {
-  return callAddon((addon) => addon.modelConfig(path, opts));
+  const req = callAddon((addon) => addon.modelConfig(path, opts));
+  // The metadata reader refuses tensor types edgellm does not run: those block loading first.
+  return { ...req, tokenizer: req.unsupported_tensors.length > 0 ? { status: 'unchecked' } : tokenizerStatus(path) };
+}
+
+function tokenizerStatus(path: string): TokenizerStatus {
+  try {
+    const tk = modelTokenizer(path);
+    if (!tk) return { status: 'none' };
+    return { status: 'ok', model: tk.vocab.model, pre: tk.vocab.pre?.name ?? 'spm', n_tokens: tk.size };
+  } catch (err) {
+    if (err instanceof EdgeError) return { status: 'blocked', code: err.code, message: err.message };
+    throw err;
+  }
 }
 
 export interface DeviceMemory {

@@ -79,6 +79,7 @@ struct AttentionArgs {
   float scale;
   KvView kv;
   float* out;
+  float softcap = 0.0f;  // > 0: scores become softcap * tanh(scores / softcap) (gemma2)
 };
 
 enum class Isa { Reference, Avx2, Avx512, Neon, NeonDotprod };

@@ -53,6 +53,21 @@ class Binder {
     return ExpertMatrices{WeightMatrix{t->type, t->data, rows, cols}, n_expert};
   }
 
+  // Consecutive row ranges of one [cols, sum of rows] matrix, as matrices of their own: phi3's
+  // fused attn_qkv (Q, K, V rows) and ffn_up (gate rows, then up rows). Views, nothing copied.
+  std::vector<WeightMatrix> split_rows(const std::string& name, int64_t cols, std::initializer_list<int64_t> parts) const {
+    int64_t total = 0;
+    for (int64_t r : parts) total += r;
+    const WeightMatrix whole = matrix(name, cols, total);
+    std::vector<WeightMatrix> out;
+    int64_t first = 0;
+    for (int64_t r : parts) {
+      out.push_back(WeightMatrix{whole.type, whole.row(first), r, cols});
+      first += r;
+    }
+    return out;
+  }
+
   // A vector of n values as f32 (empty when absent and optional).
   std::vector<float> vector(const std::string& name, int64_t n, bool required = true) const {
     const GgufTensor* t = find(name, {n}, required);
@@ -87,15 +102,24 @@ std::unique_ptr<Model> Model::from_file(GgufFile file) {
     w.tied_output = true;
   }
   if (c.rope_freq_factors) w.rope_freq_factors = b.vector("rope_freqs.weight", c.n_rot / 2);
+  if (c.rope_orig_context > 0) {
+    w.rope_factors_long = b.vector("rope_factors_long.weight", c.n_rot / 2);
+    w.rope_factors_short = b.vector("rope_factors_short.weight", c.n_rot / 2);
+  }
 
   w.layers.resize((size_t)c.n_layer);
   for (int64_t l = 0; l < c.n_layer; ++l) {
     LayerWeights& L = w.layers[(size_t)l];
     const std::string p = "blk." + std::to_string((long long)l) + ".";
     L.attn_norm = b.vector(p + "attn_norm.weight", c.n_embd);
-    L.wq = b.matrix(p + "attn_q.weight", c.n_embd, c.q_dim());
-    L.wk = b.matrix(p + "attn_k.weight", c.n_embd, c.kv_dim());
-    L.wv = b.matrix(p + "attn_v.weight", c.n_embd, c.kv_dim());
+    if (m->file_.find_tensor(p + "attn_qkv.weight")) {  // phi3: one matrix, Q rows then K then V
+      const std::vector<WeightMatrix> qkv = b.split_rows(p + "attn_qkv.weight", c.n_embd, {c.q_dim(), c.kv_dim(), c.kv_dim()});
+      L.wq = qkv[0], L.wk = qkv[1], L.wv = qkv[2];
+    } else {
+      L.wq = b.matrix(p + "attn_q.weight", c.n_embd, c.q_dim());
+      L.wk = b.matrix(p + "attn_k.weight", c.n_embd, c.kv_dim());
+      L.wv = b.matrix(p + "attn_v.weight", c.n_embd, c.kv_dim());
+    }
     L.wo = b.matrix(p + "attn_output.weight", c.q_dim(), c.n_embd);
     // QKV biases: qwen2 always has them; other llama-likes may.
     const bool need_bias = c.arch == Arch::Qwen2;
@@ -105,6 +129,10 @@ std::unique_ptr<Model> Model::from_file(GgufFile file) {
     if (c.qk_norm) {
       L.q_norm = b.vector(p + "attn_q_norm.weight", c.head_dim);
       L.k_norm = b.vector(p + "attn_k_norm.weight", c.head_dim);
+    }
+    if (c.qk_norm_full) {  // olmoe: one norm over all heads
+      L.q_norm = b.vector(p + "attn_q_norm.weight", c.q_dim());
+      L.k_norm = b.vector(p + "attn_k_norm.weight", c.kv_dim());
     }
     if (c.post_norms) {
       L.attn_post_norm = b.vector(p + "post_attention_norm.weight", c.n_embd);
@@ -116,6 +144,10 @@ std::unique_ptr<Model> Model::from_file(GgufFile file) {
       L.gate_exps = b.experts(p + "ffn_gate_exps.weight", c.n_embd, c.n_ff_expert, c.n_expert);
       L.up_exps = b.experts(p + "ffn_up_exps.weight", c.n_embd, c.n_ff_expert, c.n_expert);
       L.down_exps = b.experts(p + "ffn_down_exps.weight", c.n_ff_expert, c.n_embd, c.n_expert);
+    } else if (c.arch == Arch::Phi3) {  // one matrix: the gate rows, then the up rows
+      const std::vector<WeightMatrix> gate_up = b.split_rows(p + "ffn_up.weight", c.n_embd, {c.n_ff, c.n_ff});
+      L.ffn_gate = gate_up[0], L.ffn_up = gate_up[1];
+      L.ffn_down = b.matrix(p + "ffn_down.weight", c.n_ff, c.n_embd);
     } else {
       L.ffn_gate = b.matrix(p + "ffn_gate.weight", c.n_embd, c.n_ff);
       L.ffn_up = b.matrix(p + "ffn_up.weight", c.n_embd, c.n_ff);

@@ -58,6 +58,9 @@ struct ModelWeights {
   WeightMatrix output;      // [n_vocab rows][n_embd]; token_embd when tied
   bool tied_output = false;
   std::vector<float> rope_freq_factors;  // [n_rot / 2] when present
+  // phi3 LongRoPE, [n_rot / 2] each when config.rope_orig_context > 0: the forward pass picks one
+  // by its context (long beyond the original context).
+  std::vector<float> rope_factors_long, rope_factors_short;
   std::vector<LayerWeights> layers;
 };
 

@@ -19,6 +19,61 @@ std::string str(int64_t v) { return std::to_string((long long)v); }
 // gemma3 alternates 5 sliding-window layers with 1 global layer (llama.cpp's swa pattern 6).
 constexpr int64_t kGemma3SwaPattern = 6;
 constexpr float kGemma3SwaRopeBase = 10000.0f;
+// gemma2: every other layer is sliding-window unless attention.sliding_window_pattern says
+// otherwise, with llama.cpp's defaults for the window and the soft-caps when their keys are absent.
+constexpr int64_t kGemma2SwaPattern = 2;
+constexpr int64_t kGemma2SlidingWindow = 4096;
+constexpr float kGemma2AttnSoftcap = 50.0f;
+constexpr float kGemma2FinalSoftcap = 30.0f;
+// smollm3: layers 3, 7, 11, ... (every 4th) use no positional encoding at all (NoPE).
+constexpr int64_t kSmollm3NoRopeStep = 4;
+
+// Layer l attends to a window when l % pattern < pattern - 1 (llama.cpp's set_swa_pattern).
+void set_swa_pattern(ModelConfig& c, int64_t pattern) {
+  for (int64_t l = 0; l < c.n_layer; ++l) c.layer_is_swa[(size_t)l] = l % pattern < pattern - 1;
+}
+
+// Phi-3/3.5/4-mini: NeoX RoPE; the 128k models carry LongRoPE factors (rope_factors_long/short)
+// with the original context they switch at, and a cos/sin scale (rope.scaling.attn_factor).
+// llama.cpp ignores attention.sliding_window for phi3 (its Phi SWA is disabled), so does edgellm:
+// every layer attends to the whole context, as in the oracle.
+void read_phi3(const GgufFile& f, ModelConfig& c) {
+  const GgufMetadata& m = f.metadata();
+  const std::string p = c.arch_name + ".";
+  c.rope_mode = RopeMode::NeoX;
+  c.sliding_window = 0;
+  c.rope.attn_factor = m.get_f32(p + "rope.scaling.attn_factor", 1.0f);
+  const bool has_long = f.find_tensor("rope_factors_long.weight") != nullptr;
+  const bool has_short = f.find_tensor("rope_factors_short.weight") != nullptr;
+  if (has_long != has_short) corrupt(f, "rope_factors_long.weight and rope_factors_short.weight come as a pair");
+  if (has_long && !c.rope_freq_factors) {
+    c.rope_orig_context = m.get_u32(p + "rope.scaling.original_context_length", (uint32_t)c.context_length);
+    if (c.rope_orig_context <= 0) corrupt(f, "rope.scaling.original_context_length must be positive");
+  }
+  c.rope_swa = c.rope;
+}
+
+// Gemma 2: gemma3's post-norms, GeGLU and sqrt(n_embd) embedding scale, without QK-norm, with
+// soft-capped attention scores and logits, and every other layer sliding-window.
+void read_gemma2(const GgufFile& f, ModelConfig& c) {
+  const GgufMetadata& m = f.metadata();
+  const std::string p = c.arch_name + ".";
+  c.rope_mode = RopeMode::NeoX;
+  c.post_norms = true;
+  c.ffn_act = FfnActivation::GeGlu;
+  c.embd_scale = std::sqrt((float)c.n_embd);
+  c.attn_softcap = m.get_f32(p + "attn_logit_softcapping", kGemma2AttnSoftcap);
+  c.final_softcap = m.get_f32(p + "final_logit_softcapping", kGemma2FinalSoftcap);
+  if (!(c.attn_softcap > 0.0f) || !(c.final_softcap > 0.0f)) corrupt(f, "the logit soft-capping values must be positive");
+  c.sliding_window = m.get_u32(p + "attention.sliding_window", (uint32_t)kGemma2SlidingWindow);
+  const int64_t pattern = m.get_u32(p + "attention.sliding_window_pattern", (uint32_t)kGemma2SwaPattern);
+  if (pattern < 1) corrupt(f, "attention.sliding_window_pattern must be at least 1");
+  if (c.sliding_window > 0) set_swa_pattern(c, pattern);
+  c.rope_swa = c.rope;
+  c.rope_swa.base = m.get_f32(p + "rope.freq_base_swa", c.rope.base);
+  // Gemma 2 27B (46 layers) scales queries by 1/sqrt(n_embd / n_head) (query_pre_attn_scalar).
+  if (c.n_layer == 46) c.attn_scale = 1.0f / std::sqrt((float)(c.n_embd / c.n_head));
+}
 
 }  // namespace
 
@@ -29,6 +84,10 @@ const char* arch_name(Arch a) {
     case Arch::Qwen3: return "qwen3";
     case Arch::Qwen3Moe: return "qwen3moe";
     case Arch::Gemma3: return "gemma3";
+    case Arch::Phi3: return "phi3";
+    case Arch::Gemma2: return "gemma2";
+    case Arch::Olmoe: return "olmoe";
+    case Arch::Smollm3: return "smollm3";
   }
   return "?";
 }
@@ -55,8 +114,12 @@ ModelConfig read_model_config(const GgufFile& f) {
   else if (a == "qwen3") c.arch = Arch::Qwen3;
   else if (a == "qwen3moe") c.arch = Arch::Qwen3Moe;
   else if (a == "gemma3") c.arch = Arch::Gemma3;
+  else if (a == "phi3") c.arch = Arch::Phi3;
+  else if (a == "gemma2") c.arch = Arch::Gemma2;
+  else if (a == "olmoe") c.arch = Arch::Olmoe;
+  else if (a == "smollm3") c.arch = Arch::Smollm3;
   else
-    unsupported(f, "architecture '" + a + "' is not supported (edgellm runs llama, qwen2, qwen3, qwen3moe and gemma3)");
+    unsupported(f, "architecture '" + a + "' is not supported (edgellm runs llama, qwen2, qwen3, qwen3moe, gemma3, phi3, gemma2, olmoe and smollm3)");
   const std::string p = a + ".";
 
   c.n_embd = m.get_u32(p + "embedding_length");
@@ -109,6 +172,7 @@ ModelConfig read_model_config(const GgufFile& f) {
   c.attn_scale = 1.0f / std::sqrt((float)c.head_dim);
   c.sliding_window = m.get_u32(p + "attention.sliding_window", 0);
   c.layer_is_swa.assign((size_t)c.n_layer, false);
+  c.layer_uses_rope.assign((size_t)c.n_layer, true);
 
   switch (c.arch) {
     case Arch::Llama:
@@ -137,17 +201,31 @@ ModelConfig read_model_config(const GgufFile& f) {
       c.post_norms = true;
       c.ffn_act = FfnActivation::GeGlu;
       c.embd_scale = std::sqrt((float)c.n_embd);
-      if (c.sliding_window > 0) {
-        for (int64_t l = 0; l < c.n_layer; ++l)
-          c.layer_is_swa[(size_t)l] = l % kGemma3SwaPattern < kGemma3SwaPattern - 1;
-      }
+      if (c.sliding_window > 0) set_swa_pattern(c, kGemma3SwaPattern);
       c.rope_swa = RopeSpec{kGemma3SwaRopeBase, 1.0f};
       // Gemma 3 27B scales queries by 1/sqrt(n_embd / n_head) instead of 1/sqrt(head_dim)
       // (query_pre_attn_scalar); the 27B is the 62-layer model.
       if (c.n_layer == 62) c.attn_scale = 1.0f / std::sqrt((float)(c.n_embd / c.n_head));
       break;
+    case Arch::Phi3:
+      read_phi3(f, c);
+      break;
+    case Arch::Gemma2:
+      read_gemma2(f, c);
+      break;
+    case Arch::Olmoe:
+      c.rope_mode = RopeMode::NeoX;
+      c.qk_norm_full = true;
+      c.expert_weights_norm = false;  // the softmax over all experts, not renormalized over the top k
+      c.sliding_window = 0;
+      if (c.n_expert == 0) corrupt(f, "olmoe needs expert_count and expert_used_count");
+      break;
+    case Arch::Smollm3:
+      c.sliding_window = 0;
+      for (int64_t l = 0; l < c.n_layer; ++l) c.layer_uses_rope[(size_t)l] = (l + 1) % kSmollm3NoRopeStep != 0;
+      break;
   }
-  if (c.n_expert > 0 && c.arch != Arch::Llama && c.arch != Arch::Qwen3Moe)
+  if (c.n_expert > 0 && c.arch != Arch::Llama && c.arch != Arch::Qwen3Moe && c.arch != Arch::Olmoe)
     unsupported(f, "experts (expert_count) are not supported for architecture '" + a + "'");
 
   const GgufTensor* embd = f.find_tensor("token_embd.weight");

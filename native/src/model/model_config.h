@@ -13,7 +13,7 @@
 
 namespace edgellm {
 
-enum class Arch { Llama, Qwen2, Qwen3, Qwen3Moe, Gemma3 };
+enum class Arch { Llama, Qwen2, Qwen3, Qwen3Moe, Gemma3, Phi3, Gemma2, Olmoe, Smollm3 };
 
 // The feed-forward gate activation: silu(gate) * up or gelu_tanh(gate) * up.
 enum class FfnActivation { SwiGlu, GeGlu };
@@ -23,6 +23,7 @@ enum class FfnActivation { SwiGlu, GeGlu };
 struct RopeSpec {
   float base = 10000.0f;
   float freq_scale = 1.0f;  // 1 / linear scaling factor
+  float attn_factor = 1.0f;  // multiplies cos and sin (phi3 LongRoPE: rope.scaling.attn_factor)
 };
 
 struct ModelConfig {
@@ -57,6 +58,15 @@ struct ModelConfig {
   bool qk_norm = false;      // RMS-norm each head of Q and K before RoPE (qwen3, gemma3)
   bool post_norms = false;   // RMS-norm the attention and FFN outputs before the residual (gemma3)
   bool expert_weights_norm = true;  // top-k router weights renormalized to sum to 1
+
+  // Appended per architecture (keep the order: other branches append here too).
+  std::vector<bool> layer_uses_rope;  // per layer; smollm3's NoPE layers (every 4th) are false
+  bool qk_norm_full = false;   // olmoe: RMS-norm all of Q and all of K (not per head) before RoPE
+  float attn_softcap = 0.0f;   // gemma2: scores = c * tanh(scores / c); 0 = off
+  float final_softcap = 0.0f;  // gemma2: logits = c * tanh(logits / c); 0 = off
+  // phi3 LongRoPE: rope_factors_long.weight divides the frequencies when the context is longer
+  // than this (the original context), rope_factors_short.weight otherwise. 0 = no such factors.
+  int64_t rope_orig_context = 0;
 
   int64_t q_dim() const { return n_head * head_dim; }
   int64_t kv_dim() const { return n_head_kv * head_dim; }

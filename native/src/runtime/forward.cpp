@@ -20,6 +20,11 @@ bool has_full_layer(const KvCacheConfig& c) {
   return false;
 }
 
+// c * tanh(x / c) in place (gemma2's soft-capping of logits).
+void soft_cap(float* x, int64_t n, float c) {
+  for (int64_t i = 0; i < n; ++i) x[i] = c * std::tanh(x[i] / c);
+}
+
 }  // namespace
 
 ForwardPass::ForwardPass(const Model& model, ThreadPool& pool, const ForwardOptions& opts, const KernelTable& kt)
@@ -27,6 +32,10 @@ ForwardPass::ForwardPass(const Model& model, ThreadPool& pool, const ForwardOpti
   cache_config_ = forward_cache_config(cfg_, opts);
   max_batch_ = opts.batch;
   const ModelConfig& c = cfg_;
+  rope_factors_ = &model.weights().rope_freq_factors;
+  if (c.rope_orig_context > 0)  // LongRoPE: the long factors only when the context outgrows the original
+    rope_factors_ = cache_config_.context > c.rope_orig_context ? &model.weights().rope_factors_long
+                                                                 : &model.weights().rope_factors_short;
 
   const int64_t n = max_batch_;
   const int64_t n_ff = std::max(c.n_ff, c.n_ff_expert);
@@ -109,23 +118,27 @@ void ForwardPass::mm(const WeightMatrix& w, const float* x, int64_t ncols, float
   matmul(pool_, kt_, w.type, w.data, w.rows, w.cols, x, ncols, y, mm_scratch_);
 }
 
-// cos/sin of each rotated pair at `pos`, as ggml computes them; llama 3's frequency factors
-// divide each pair's angle.
+// cos/sin of each rotated pair at `pos`, as ggml computes them; frequency factors (llama 3's
+// rope_freqs, phi3's LongRoPE factors) divide each pair's angle, and phi3's attn_factor scales
+// both cos and sin.
 void ForwardPass::rope_table(int64_t pos, const RopeSpec& spec, float* cs) const {
-  const std::vector<float>& ff = model_.weights().rope_freq_factors;
+  const std::vector<float>& ff = *rope_factors_;
   if (ff.empty()) {
     rope_cache(pos, cfg_.n_rot, spec.base, spec.freq_scale, cs);
-    return;
+  } else {
+    const float theta_scale = std::pow(spec.base, -2.0f / (float)cfg_.n_rot);
+    float theta_base = (float)pos;
+    for (int64_t i = 0; i < cfg_.n_rot / 2; ++i) {
+      const float theta = spec.freq_scale * (theta_base / ff[(size_t)i]);
+      cs[2 * i] = std::cos(theta);
+      cs[2 * i + 1] = std::sin(theta);
+      theta_base *= theta_scale;
+    }
   }
-  const float theta_scale = std::pow(spec.base, -2.0f / (float)cfg_.n_rot);
-  float theta_base = (float)pos;
-  for (int64_t i = 0; i < cfg_.n_rot / 2; ++i) {
-    const float theta = spec.freq_scale * (theta_base / ff[(size_t)i]);
-    cs[2 * i] = std::cos(theta);
-    cs[2 * i + 1] = std::sin(theta);
-    theta_base *= theta_scale;
-  }
+  if (spec.attn_factor != 1.0f)
+    for (int64_t i = 0; i < cfg_.n_rot; ++i) cs[i] *= spec.attn_factor;
 }
+
 
 // Validates a whole request before anything runs, so a refusal leaves every cache unchanged.
 void ForwardPass::check(const BatchToken* batch, int64_t n) {
@@ -220,6 +233,11 @@ int64_t ForwardPass::step_block(const BatchToken* batch, int64_t n, float* logit
         for (int64_t h = 0; h < c.n_head; ++h) kt_.rmsnorm(q + h * hd, L.q_norm.data(), q + h * hd, hd, c.rms_eps);
         for (int64_t h = 0; h < c.n_head_kv; ++h) kt_.rmsnorm(k + h * hd, L.k_norm.data(), k + h * hd, hd, c.rms_eps);
       }
+      if (c.qk_norm_full) {  // olmoe: all heads normed together
+        kt_.rmsnorm(q, L.q_norm.data(), q, c.q_dim(), c.rms_eps);
+        kt_.rmsnorm(k, L.k_norm.data(), k, c.kv_dim(), c.rms_eps);
+      }
+      if (!c.layer_uses_rope[(size_t)l]) continue;  // smollm3's NoPE layers
       const float* cs = swa ? &cs_swa_[(size_t)(i * c.n_rot)] : &cs_full_[(size_t)(i * c.n_rot)];
       kt_.rope(q, c.n_head, hd, c.n_rot, cs, c.rope_mode);
       kt_.rope(k, c.n_head_kv, hd, c.n_rot, cs, c.rope_mode);
@@ -246,7 +264,10 @@ int64_t ForwardPass::step_block(const BatchToken* batch, int64_t n, float* logit
     kt_.rmsnorm(&x_[(size_t)(i * D)], w.output_norm.data(), &xb_[(size_t)(rows * D)], D, c.rms_eps);
     ++rows;
   }
-  if (rows > 0 && logits) mm(w.output, xb_.data(), rows, logits);
+  if (rows > 0 && logits) {
+    mm(w.output, xb_.data(), rows, logits);
+    if (c.final_softcap > 0.0f) soft_cap(logits, rows * c.n_vocab, c.final_softcap);
+  }
   return rows;
 }
 
@@ -270,6 +291,7 @@ void ForwardPass::attention_block(int64_t layer, int64_t n) {
     a.n_head_kv = c.n_head_kv;
     a.head_dim = c.head_dim;
     a.scale = c.attn_scale;
+    a.softcap = c.attn_softcap;
     a.kv = run.cache->view(layer);
     a.out = &att_[(size_t)(run.begin * c.q_dim())];
   }

@@ -107,6 +107,7 @@ class ForwardPass {
   const KernelTable& kt_;
   KvCacheConfig cache_config_;
   int64_t max_batch_;
+  const std::vector<float>* rope_factors_;  // dividing RoPE frequencies: none, rope_freqs, or LongRoPE's pick
 
   // Scratch for up to max_batch_ tokens (llama2.c's RunState).
   std::vector<float> x_;        // [n][n_embd] the residual stream

@@ -32,12 +32,27 @@ export const REGEX_LLAMA3 =
 export const REGEX_QWEN2 =
   CONTRACTIONS_CASED +
   '|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+';
+/**
+ * DeepSeek LLM (V1, V2): newlines alone, letters of the cased scripts (an explicit code point list,
+ * not \p{L}) with an optional leading space, ASCII and full-width punctuation, trailing
+ * whitespace, CJK runs, then digit runs. Only the last uses a \p{..} class, so the first five run
+ * on the full text (llama.cpp's std::wregex path) and the last on the collapsed one. Written with
+ * escapes: several of these code points (U+1FD3, U+2126, U+212A...) change under NFC normalization.
+ */
+const REGEXES_DEEPSEEK_LLM = [
+  '[\r\n]',
+  '\\s?[A-Za-z\u00B5\u00C0-\u00D6\u00D8-\u00F6\u00F8-\u01BA\u01BC-\u01BF\u01C4-\u0293\u0295-\u02AF\u0370-\u0373\u0376\u0377\u037B-\u037D\u037F\u0386\u0388-\u038A\u038C\u038E-\u03A1\u03A3-\u03F5\u03F7-\u0481\u048A-\u052F\u0531-\u0556\u10A0-\u10C5\u13A0-\u13F5\u13F8-\u13FD\u1C90-\u1CBA\u1CBD-\u1CBF\u1D00-\u1D2B\u1D6B-\u1D77\u1D79-\u1D9A\u1E00-\u1F15\u1F18-\u1F1D\u1F20-\u1F45\u1F48-\u1F4D\u1F50-\u1F57\u1F59\u1F5B\u1F5D\u1F5F-\u1F7D\u1F80-\u1FB4\u1FB6-\u1FBC\u1FBE\u1FC2-\u1FC4\u1FC6-\u1FCC\u1FD0-\u1FD3\u1FD6-\u1FDB\u1FE0-\u1FEC\u1FF2-\u1FF4\u1FF6-\u1FFC\u2102\u2107\u210A-\u2113\u2115\u2119-\u211D\u2124\u2126\u2128\u212A-\u212D\u212F-\u2134\u2139\u213C-\u213F\u2145-\u2149\u214E\u2183\u2184\u2C00-\u2C7B\u2C7E-\u2CE4\u2CEB-\u2CEE\u2CF2\u2CF3\uA640-\uA66D\uA680-\uA69B\uA722-\uA76F\uA771-\uA787\uA78B-\uA78E\uAB70-\uABBF\uFB00-\uFB06\uFB13-\uFB17\uFF21-\uFF3A\uFF41-\uFF5A\u{10400}-\u{1044F}\u{104B0}-\u{104D3}\u{104D8}-\u{104FB}\u{10C80}-\u{10CB2}\u{10CC0}-\u{10CF2}\u{118A0}-\u{118DF}\u{1E900}-\u{1E943}]+',
+  '\\s?[!-/:-~\uFF01-\uFF0F\uFF1A-\uFF5E\u2018-\u201F\u3000-\u3002]+',
+  '\\s+$',
+  '[\u4E00-\u9FA5\u0800-\u4E00\uAC00-\uD7FF]+',
+  '\\p{N}+',
+];
 const REGEX_LLAMA3_ORIGINAL =
   "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 /** What a `tokenizer.ggml.pre` value means for encoding and decoding. */
 export interface PreTokenizer {
-  /** The family name used here: 'default', 'gpt-2', 'llama3', 'qwen2', 'dbrx'. */
+  /** The family name used here: 'default', 'gpt-2', 'llama3', 'qwen2', 'dbrx', 'smollm', 'deepseek-llm'. */
   name: string;
   regexes: string[];
   /** A word that is itself a token is emitted whole, without merges (Llama-3). */
@@ -79,6 +94,15 @@ const FAMILIES: Array<{ names: string[]; pre: PreTokenizer }> = [
     names: ['qwen2', 'deepseek-r1-qwen', 'megrez', 'stablelm2'],
     pre: { name: 'qwen2', regexes: [REGEX_QWEN2], ignoreMerges: false, cleanSpaces: false },
   },
+  {
+    // SmolLM: every digit is its own word, then GPT-2's split of the rest.
+    names: ['smollm'],
+    pre: { name: 'smollm', regexes: ['\\p{N}', REGEX_GPT2], ignoreMerges: false, cleanSpaces: false },
+  },
+  {
+    names: ['deepseek-llm'],
+    pre: { name: 'deepseek-llm', regexes: REGEXES_DEEPSEEK_LLM, ignoreMerges: false, cleanSpaces: false },
+  },
 ];
 
 /** The pre-tokenizer for a `tokenizer.ggml.pre` value (missing means llama.cpp's default). */
@@ -91,10 +115,12 @@ export function preTokenizerFor(pre: string | undefined): PreTokenizer {
       return fam.pre;
     }
   }
+  // Guessing a split would give other tokens than the model was trained on: refuse instead.
   throw new EdgeError(
     'E_MODEL_UNSUPPORTED',
-    `pre-tokenizer "${key}" (tokenizer.ggml.pre) is not supported: edgellm knows ` +
-      FAMILIES.flatMap((f) => f.names).join(', '),
+    `tokenizer.ggml.pre = "${key}" is a pre-tokenizer edgellm does not know (it knows ` +
+      FAMILIES.flatMap((f) => f.names).join(', ') +
+      '): use a GGUF of a model whose tokenizer.ggml.pre is one of those (`edgellm inspect FILE` shows it)',
   );
 }
 

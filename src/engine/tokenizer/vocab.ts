@@ -81,7 +81,7 @@ export function vocabFromMetadata(meta: Meta, opts: VocabBuildOptions = {}): Voc
   else {
     throw new EdgeError(
       'E_MODEL_UNSUPPORTED',
-      `tokenizer "${model}" (tokenizer.ggml.model) is not supported: edgellm runs "llama" (SentencePiece) and "gpt2" (BPE) vocabularies`,
+      `tokenizer.ggml.model = "${model}" is a tokenizer edgellm does not run: it runs "llama" (SentencePiece) and "gpt2" (BPE) vocabularies; use a GGUF of a model with one of those`,
     );
   }
   const preName = str(meta, 'tokenizer.ggml.pre');

@@ -238,7 +238,8 @@ void for_each_kv_group(const AttentionArgs& a, int64_t t0, int64_t t1, F&& f) {
 
 void attention(const AttentionArgs& a, int64_t t0, int64_t t1) {
   const int64_t d = a.head_dim;
-  if (a.kv.ring || a.kv.window != 0 || d % 16 != 0 || d > kMaxDim) {
+  // Rings, windows and soft-capped scores (gemma2) take the AVX2 path, which handles them.
+  if (a.kv.ring || a.kv.window != 0 || a.softcap > 0.0f || d % 16 != 0 || d > kMaxDim) {
     avx2::attention(a, t0, t1);
     return;
   }

@@ -93,6 +93,7 @@ struct OnlineAttention {
         const int64_t slot = slots.next();
         slot_of[j] = slot;
         score[j] = Ops::dot_f16(q, kv.k + slot * stride + hk * d, d) * a.scale;
+        if (a.softcap > 0.0f) score[j] = a.softcap * std::tanh(score[j] / a.softcap);  // gemma2
         tile_max = std::fmax(tile_max, score[j]);
       }
       if (tile_max == -INFINITY) continue;  // nothing to add (also avoids -inf - -inf)

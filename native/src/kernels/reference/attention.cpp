@@ -28,7 +28,9 @@ void attention(const AttentionArgs& a, int64_t t0, int64_t t1) {
       const uint16_t* k = kv.k + slot * slot_stride + hk * a.head_dim;
       double s = 0.0;
       for (int64_t d = 0; d < a.head_dim; ++d) s += (double)q[d] * (double)half_to_float(k[d]);
-      scores.push_back(s * a.scale);
+      s *= a.scale;
+      if (a.softcap > 0.0f) s = a.softcap * std::tanh(s / a.softcap);
+      scores.push_back(s);
       slots.push_back(slot);
     }
     double max = -INFINITY;
