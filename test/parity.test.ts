@@ -15,10 +15,11 @@ import t from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { getLlama, LlamaLogLevel, type ControlledEvaluateInputItem, type Llama, type Token } from 'node-llama-cpp';
+import { getLlama, LlamaLogLevel, type Llama } from 'node-llama-cpp';
 import { readGgufInfo, type GgufTensorType } from '../src/engine/gguf.js';
-import { loadModel, logSoftmax } from '../src/engine/model.js';
-import { argmax, readModelFile, readWeights, reference, rng, writeModel, type Spec } from './fixtures/random-model.js';
+import { logSoftmax } from '../src/engine/model.js';
+import { argmax, readModelFile, readWeights, reference, writeModel, type Spec } from './fixtures/random-model.js';
+import { argmaxAgreement, edgellmRows, llamaCppRows as llamaCppRowsOf, meanEntropy, meanKl, randomTokens } from './fixtures/parity.js';
 import { llamaQuantizeModel, requireOracle } from './fixtures/oracle.js';
 import { modelsDir, requireModels } from './fixtures/paths.js';
 
@@ -34,73 +35,7 @@ t.before(async () => {
 t.teardown(async () => {
   await llama?.dispose();
 });
-
-/** Log-probabilities (float64) of the next token at every position, one row per position. */
-type Rows = Float64Array[];
-
-async function edgellmRows(path: string, tokens: number[]): Promise<Rows> {
-  const model = await loadModel(path, { threads: 2, contextSize: tokens.length });
-  try {
-    const V = model.info().n_vocab;
-    const logits = await model.evalLogits(Int32Array.from(tokens), { allPositions: true });
-    return tokens.map((_, p) => logSoftmax(logits.subarray(p * V, (p + 1) * V)));
-  } finally {
-    model.close();
-  }
-}
-
-/**
- * llama.cpp's next-token distributions. With the default sampler settings (temperature 0: a greedy
- * chain with nothing that removes candidates) `probabilities` is the softmax over the whole
- * vocabulary, in float32.
- */
-async function llamaCppRows(path: string, tokens: number[], nVocab: number): Promise<Rows> {
-  const model = await llama!.loadModel({ modelPath: path, gpuLayers: 0 });
-  try {
-    const ctx = await model.createContext({ contextSize: Math.max(256, tokens.length), batchSize: tokens.length, threads: 2 });
-    try {
-      const input: ControlledEvaluateInputItem[] = tokens.map((tok) => [tok as Token, { generateNext: { probabilities: true } }]);
-      const out = await ctx.getSequence().controlledEvaluate(input);
-      return out.map((r, p) => {
-        const probs = r?.next.probabilities;
-        if (!probs || probs.size !== nVocab) throw new Error(`llama.cpp gave ${probs?.size ?? 0} probabilities at position ${p}, not ${nVocab}`);
-        const row = new Float64Array(nVocab).fill(-Infinity);
-        for (const [id, pr] of probs) row[id] = Math.log(pr);
-        return row;
-      });
-    } finally {
-      await ctx.dispose();
-    }
-  } finally {
-    await model.dispose();
-  }
-}
-
-/** Mean over positions of KL(p || q) in nats, both given as log-probabilities. */
-function meanKl(p: Rows, q: Rows): number {
-  let sum = 0;
-  p.forEach((lp, i) => {
-    const lq = q[i]!;
-    let kl = 0;
-    for (let j = 0; j < lp.length; j++) if (lp[j]! > -Infinity) kl += Math.exp(lp[j]!) * (lp[j]! - lq[j]!);
-    sum += kl;
-  });
-  return sum / p.length;
-}
-
-function argmaxAgreement(p: Rows, q: Rows): number {
-  return p.filter((lp, i) => argmax(lp) === argmax(q[i]!)).length / p.length;
-}
-
-/** Mean entropy (nats): the distributions must not be degenerate for a KL bound to mean anything. */
-function meanEntropy(p: Rows): number {
-  return p.reduce((a, lp) => a - lp.reduce((h, l) => (l > -Infinity ? h + Math.exp(l) * l : h), 0), 0) / p.length;
-}
-
-function randomTokens(n: number, nVocab: number, seed: number): number[] {
-  const normal = rng(seed);
-  return Array.from({ length: n }, () => Math.floor(Math.abs(normal() * 7919)) % nVocab);
-}
+const llamaCppRows = (path: string, tokens: number[], nVocab: number) => llamaCppRowsOf(llama!, path, tokens, nVocab);
 
 // Logits are spread by a few nats (logitScale 3: a standard deviation of ~3 over 320 tokens),
 // giving entropies of ~1-3 nats: neither uniform nor one-hot.

@@ -29,6 +29,7 @@ const char* arch_name(Arch a) {
     case Arch::Qwen3: return "qwen3";
     case Arch::Qwen3Moe: return "qwen3moe";
     case Arch::Gemma3: return "gemma3";
+    case Arch::Deepseek2: return "deepseek2";
   }
   return "?";
 }
@@ -55,9 +56,14 @@ ModelConfig read_model_config(const GgufFile& f) {
   else if (a == "qwen3") c.arch = Arch::Qwen3;
   else if (a == "qwen3moe") c.arch = Arch::Qwen3Moe;
   else if (a == "gemma3") c.arch = Arch::Gemma3;
+  else if (a == "deepseek2") c.arch = Arch::Deepseek2;
   else
-    unsupported(f, "architecture '" + a + "' is not supported (edgellm runs llama, qwen2, qwen3, qwen3moe and gemma3)");
+    unsupported(f, "architecture '" + a + "' is not supported (edgellm runs llama, qwen2, qwen3, qwen3moe, gemma3 and deepseek2)");
   const std::string p = a + ".";
+  if (c.arch == Arch::Deepseek2) {
+    read_mla_config(f, c);
+    return c;
+  }
 
   c.n_embd = m.get_u32(p + "embedding_length");
   c.n_layer = m.get_u32(p + "block_count");
@@ -145,6 +151,8 @@ ModelConfig read_model_config(const GgufFile& f) {
       // Gemma 3 27B scales queries by 1/sqrt(n_embd / n_head) instead of 1/sqrt(head_dim)
       // (query_pre_attn_scalar); the 27B is the 62-layer model.
       if (c.n_layer == 62) c.attn_scale = 1.0f / std::sqrt((float)(c.n_embd / c.n_head));
+      break;
+    case Arch::Deepseek2:  // read by read_mla_config
       break;
   }
   if (c.n_expert > 0 && c.arch != Arch::Llama && c.arch != Arch::Qwen3Moe)
