@@ -48,6 +48,11 @@ export interface ModelArchitecture {
   context_length: number;
   /** 0 when no layer uses sliding-window attention. */
   sliding_window: number;
+  /**
+   * Multi-head latent attention (deepseek2): the latent each position caches (with the rope dims)
+   * instead of per-head K and V; 0 for every other architecture.
+   */
+  kv_lora_rank: number;
 }
 
 /** What the file holds and how it was loaded. */

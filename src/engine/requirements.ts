@@ -40,6 +40,8 @@ export interface ModelRequirements extends ModelArchitecture {
   batch_size: number;
   /** KV cache one sequence allocates at context_size (f16 K and V; ring layers hold W + batch - 1). */
   kv_bytes_per_sequence: number;
+  /** What each position adds to it on the full layers (deepseek2: the compressed latent and rope key). */
+  kv_bytes_per_token: number;
   /** The forward pass's activations for batch_size tokens. */
   scratch_bytes: number;
   unbounded: boolean;

@@ -91,7 +91,7 @@ KvCacheConfig forward_cache_config(const ModelConfig& c, const ForwardOptions& o
 }
 
 // Mirrors the constructor's buffers (the per-run bookkeeping, a few bytes per token, aside).
-size_t forward_scratch_bytes(const ModelConfig& c, int64_t n) {
+size_t forward_scratch_bytes(const ModelConfig& c, int64_t n, int64_t context) {
   const int64_t n_ff = std::max(c.n_ff, c.n_ff_expert);
   size_t floats = 3 * (size_t)(n * c.n_embd)       // x, xb, out
                   + 2 * (size_t)(n * c.q_dim())    // q, att
@@ -106,7 +106,7 @@ size_t forward_scratch_bytes(const ModelConfig& c, int64_t n) {
   }
   // The matmul's activations, as reserved above (Q8_K: the largest format per element).
   bytes += (size_t)(n * std::max({c.n_embd, c.q_dim(), n_ff}) / kQKK + 1) * sizeof(block_q8_K);
-  if (c.arch == Arch::Deepseek2) bytes += mla_scratch_floats(c, n, std::min(c.context_length, kDefaultContextCap)) * sizeof(float);
+  if (c.arch == Arch::Deepseek2) bytes += mla_scratch_floats(c, n, context > 0 ? context : default_context(c)) * sizeof(float);
   return bytes;
 }
 

@@ -52,8 +52,9 @@ int64_t default_context(const ModelConfig& c);
 KvCacheConfig forward_cache_config(const ModelConfig& c, const ForwardOptions& opts);
 
 // Bytes of scratch a ForwardPass allocates for `batch` tokens (activations, MoE routing and the
-// matmul's quantized activations; not the logits, which the caller owns).
-size_t forward_scratch_bytes(const ModelConfig& c, int64_t batch);
+// matmul's quantized activations; not the logits, which the caller owns). deepseek2's latent
+// attention also holds one sequence's cache in f32 for `context` positions (0: default_context).
+size_t forward_scratch_bytes(const ModelConfig& c, int64_t batch, int64_t context = 0);
 
 // cos/sin pairs for one position with YaRN (ggml's rope_yarn: per pair a blend of interpolated and
 // extrapolated angles, magnitude spec.attn_factor times 1 + 0.1 ln(1 / freq_scale) when

@@ -47,6 +47,18 @@ size_t KvCache::bytes_for(const KvCacheConfig& cfg) {
   return total;
 }
 
+size_t KvCache::bytes_per_position(const KvCacheConfig& cfg) {
+  check_config(cfg);
+  size_t total = 0;
+  for (int64_t l = 0; l < cfg.n_layer; ++l) {
+    int64_t capacity;
+    bool ring;
+    layer_shape(cfg, l, &capacity, &ring);
+    if (!ring) total += (cfg.latent ? 1 : 2) * (size_t)(cfg.n_head_kv * cfg.head_dim) * sizeof(uint16_t);
+  }
+  return total;
+}
+
 KvCache::KvCache(const KvCacheConfig& cfg, const KernelTable& kt) : cfg_(cfg), kt_(&kt) {
   check_config(cfg_);
   layers_.resize((size_t)cfg_.n_layer);

@@ -46,6 +46,8 @@ class KvCache {
 
   // Memory the cache will allocate for cfg, in bytes (to budget several sequences).
   static size_t bytes_for(const KvCacheConfig& cfg);
+  // Bytes each position adds on the full (non-ring) layers: what a longer context costs.
+  static size_t bytes_per_position(const KvCacheConfig& cfg);
 
   // K and V of one position: k, v are [n_head_kv][head_dim] floats (v is ignored for a latent cache).
   // pos must be <= length(layer) (append, or rewrite a position the layer still holds).
