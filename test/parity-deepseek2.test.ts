@@ -7,27 +7,20 @@ import t, { type Test } from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { getLlama, LlamaLogLevel, type Llama } from 'node-llama-cpp';
 import type { GgufTensorType } from '../src/engine/gguf.js';
 import { loadModel, logSoftmax } from '../src/engine/model.js';
 import { readGgufInfo } from '../src/engine/gguf.js';
 import { argmax, readWeights } from './fixtures/random-model.js';
 import { referenceDeepseek2, writeDeepseek2, type MlaSpec } from './fixtures/random-deepseek2.js';
 import { llamaQuantizeModel, requireOracle } from './fixtures/oracle.js';
-import { argmaxAgreement, edgellmRows, llamaCppRows, meanEntropy, meanKl, randomTokens, type Rows } from './fixtures/parity.js';
+import { argmaxAgreement, edgellmRows, llamaCppRows, meanEntropy, meanKl, randomTokens, useLlamaCpp, type Rows } from './fixtures/parity.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'edgellm-parity-ds2-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
 const POSITIONS = 144;
 
-let llama: Llama | undefined;
-t.before(async () => {
-  llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
-});
-t.teardown(async () => {
-  await llama?.dispose();
-});
+const llama = useLlamaCpp(t);
 
 const fmt = (x: number) => x.toExponential(2);
 
@@ -71,7 +64,7 @@ for (const spec of SPECS) {
       const { path, w } = writeDeepseek2(s, dir);
       const tokens = randomTokens(POSITIONS, s.nVocab, 3);
       const ours = await edgellmRows(path, tokens);
-      const theirs = await llamaCppRows(llama!, path, tokens, s.nVocab);
+      const theirs = await llamaCppRows(llama(), path, tokens, s.nVocab);
       const exact = referenceDeepseek2(s, w, tokens).map(logSoftmax);
       const kl = meanKl(theirs, ours);
       t.comment(
@@ -115,7 +108,7 @@ for (const spec of SPECS.slice(0, 2)) {
       model.close();
     }
     for (let i = 0; i < seqs.length; i++) {
-      const theirs = await llamaCppRows(llama!, path, seqs[i]!, s.nVocab);
+      const theirs = await llamaCppRows(llama(), path, seqs[i]!, s.nVocab);
       const exact = referenceDeepseek2(s, w, seqs[i]!).map(logSoftmax);
       const kl = meanKl(theirs, ours[i]!);
       t.comment(`${s.name} sequence ${i} (${seqs[i]!.length} positions): KL(llama.cpp || edgellm) = ${fmt(kl)}, argmax ${(argmaxAgreement(theirs, ours[i]!) * 100).toFixed(1)}%`);
@@ -182,7 +175,7 @@ t.test(`${MIX.name}, llama.cpp's Q4_K_M: KL(exact || edgellm) <= 1.1 x KL(exact 
   const tokens = randomTokens(64, MIX.nVocab, 8);
   const exact = referenceDeepseek2(MIX, readWeights(qpath), tokens).map(logSoftmax);
   const ours = await edgellmRows(qpath, tokens);
-  const theirs = await llamaCppRows(llama!, qpath, tokens, MIX.nVocab);
+  const theirs = await llamaCppRows(llama(), qpath, tokens, MIX.nVocab);
   const klOurs = meanKl(exact, ours);
   const klTheirs = meanKl(exact, theirs);
   t.comment(

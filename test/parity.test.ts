@@ -15,11 +15,10 @@ import t from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { getLlama, LlamaLogLevel, type Llama } from 'node-llama-cpp';
 import { readGgufInfo, type GgufTensorType } from '../src/engine/gguf.js';
 import { logSoftmax } from '../src/engine/model.js';
 import { argmax, readModelFile, readWeights, reference, writeModel, type Spec } from './fixtures/random-model.js';
-import { argmaxAgreement, edgellmRows, llamaCppRows as llamaCppRowsOf, meanEntropy, meanKl, randomTokens } from './fixtures/parity.js';
+import { argmaxAgreement, edgellmRows, llamaCppRows as llamaCppRowsOf, meanEntropy, meanKl, randomTokens, useLlamaCpp } from './fixtures/parity.js';
 import { llamaQuantizeModel, requireOracle } from './fixtures/oracle.js';
 import { modelsDir, requireModels } from './fixtures/paths.js';
 
@@ -28,14 +27,8 @@ t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
 const POSITIONS = 144;
 
-let llama: Llama | undefined;
-t.before(async () => {
-  llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
-});
-t.teardown(async () => {
-  await llama?.dispose();
-});
-const llamaCppRows = (path: string, tokens: number[], nVocab: number) => llamaCppRowsOf(llama!, path, tokens, nVocab);
+const llama = useLlamaCpp(t);
+const llamaCppRows = (path: string, tokens: number[], nVocab: number) => llamaCppRowsOf(llama(), path, tokens, nVocab);
 
 // Logits are spread by a few nats (logitScale 3: a standard deviation of ~3 over 320 tokens),
 // giving entropies of ~1-3 nats: neither uniform nor one-hot.

@@ -22,6 +22,16 @@ const V2_LITE = {
   experts: 64, used: 6, shared: 2, moeFf: 1408, denseLead: 1, denseFf: 10944, vocab: 102400,
 };
 
+/** The embeddings, the final norm and the classifier, V2-Lite's width and vocabulary. */
+function outerTensors(): ShapeTensor[] {
+  const D = V2_LITE.hidden;
+  return [
+    { name: 'token_embd.weight', shape: [D, V2_LITE.vocab] },
+    { name: 'output_norm.weight', shape: [D] },
+    { name: 'output.weight', shape: [D, V2_LITE.vocab] },
+  ];
+}
+
 function v2LiteShape(): { metadata: Record<string, GgufWriteValue>; tensors: ShapeTensor[] } {
   const s = V2_LITE, p = 'deepseek2.';
   const D = s.hidden, H = s.heads, R = s.kvLoraRank, hd = s.qkNope + s.qkRope;
@@ -53,11 +63,7 @@ function v2LiteShape(): { metadata: Record<string, GgufWriteValue>; tensors: Sha
     [p + 'expert_shared_count']: meta.uint32(s.shared),
     [p + 'expert_weights_scale']: meta.float32(1),
   };
-  const tensors: ShapeTensor[] = [
-    { name: 'token_embd.weight', shape: [D, s.vocab] },
-    { name: 'output_norm.weight', shape: [D] },
-    { name: 'output.weight', shape: [D, s.vocab] },
-  ];
+  const tensors = outerTensors();
   for (let l = 0; l < s.layers; l++) {
     const b = `blk.${l}.`;
     tensors.push(
@@ -107,11 +113,7 @@ function plainShape(nHeadKv: number, ffn: number): { metadata: Record<string, Gg
     [p + 'attention.head_count']: meta.uint32(s.heads),
     [p + 'attention.head_count_kv']: meta.uint32(nHeadKv),
   };
-  const tensors: ShapeTensor[] = [
-    { name: 'token_embd.weight', shape: [D, s.vocab] },
-    { name: 'output_norm.weight', shape: [D] },
-    { name: 'output.weight', shape: [D, s.vocab] },
-  ];
+  const tensors = outerTensors();
   for (let l = 0; l < s.layers; l++) {
     const b = `blk.${l}.`;
     tensors.push(

@@ -1,4 +1,5 @@
 #include "model/model_config.h"
+#include "model/config_errors.h"
 
 #include <cmath>
 #include <string>
@@ -7,14 +8,9 @@ namespace edgellm {
 
 namespace {
 
-std::string str(int64_t v) { return std::to_string((long long)v); }
-
-[[noreturn]] void corrupt(const GgufFile& f, const std::string& what) {
-  throw ModelError("E_MODEL_CORRUPT", f.path() + ": " + what);
-}
-[[noreturn]] void unsupported(const GgufFile& f, const std::string& what) {
-  throw ModelError("E_MODEL_UNSUPPORTED", f.path() + ": " + what);
-}
+std::string str(int64_t v) { return config_str(v); }
+[[noreturn]] void corrupt(const GgufFile& f, const std::string& what) { config_corrupt(f, what); }
+[[noreturn]] void unsupported(const GgufFile& f, const std::string& what) { config_unsupported(f, what); }
 
 // gemma3 alternates 5 sliding-window layers with 1 global layer (llama.cpp's swa pattern 6).
 constexpr int64_t kGemma3SwaPattern = 6;

@@ -4,19 +4,11 @@
 #include <string>
 
 #include "model/model_config.h"
+#include "model/config_errors.h"
 
 namespace edgellm {
 
 namespace {
-
-std::string str(int64_t v) { return std::to_string((long long)v); }
-
-[[noreturn]] void corrupt(const GgufFile& f, const std::string& what) {
-  throw ModelError("E_MODEL_CORRUPT", f.path() + ": " + what);
-}
-[[noreturn]] void unsupported(const GgufFile& f, const std::string& what) {
-  throw ModelError("E_MODEL_UNSUPPORTED", f.path() + ": " + what);
-}
 
 // YaRN's magnitude correction for a context extended by `factor` (HF's yarn_get_mscale).
 float yarn_mscale(float factor, float mscale) { return factor <= 1.0f ? 1.0f : 0.1f * mscale * std::log(factor) + 1.0f; }
@@ -35,7 +27,7 @@ void read_mla_config(const GgufFile& f, ModelConfig& c) {
   c.rms_eps = m.get_f32(p + "attention.layer_norm_rms_epsilon", 1e-6f);
   c.n_ff = m.get_u32(p + "feed_forward_length", 0);
   if (c.n_embd <= 0 || c.n_layer <= 0 || c.n_head <= 0)
-    corrupt(f, "embedding_length, block_count and head_count must be positive");
+    config_corrupt(f, "embedding_length, block_count and head_count must be positive");
 
   a.q_lora_rank = m.get_u32(p + "attention.q_lora_rank", 0);
   a.kv_lora_rank = m.get_u32(p + "attention.kv_lora_rank");
@@ -52,8 +44,8 @@ void read_mla_config(const GgufFile& f, ModelConfig& c) {
   }
   a.qk_nope = c.head_dim - c.n_rot;
   if (a.kv_lora_rank <= 0 || c.n_rot <= 0 || c.n_rot % 2 != 0 || a.qk_nope <= 0 || a.v_dim <= 0)
-    corrupt(f, "kv_lora_rank " + str(a.kv_lora_rank) + ", rope.dimension_count " + str(c.n_rot) + " and key_length " +
-                   str(c.head_dim) + " must give positive latent, even rope and positive no-rope dims");
+    config_corrupt(f, "kv_lora_rank " + config_str(a.kv_lora_rank) + ", rope.dimension_count " + config_str(c.n_rot) + " and key_length " +
+                   config_str(c.head_dim) + " must give positive latent, even rope and positive no-rope dims");
   // The attention scores treat the latent row as an MQA key of one head.
   c.n_head_kv = 1;
 
@@ -65,16 +57,16 @@ void read_mla_config(const GgufFile& f, ModelConfig& c) {
   a.expert_weights_scale = m.get_f32(p + "expert_weights_scale", 0.0f);
   c.expert_weights_norm = m.get_bool(p + "expert_weights_norm", false);
   const uint32_t gating = m.get_u32(p + "expert_gating_func", 0);  // 0: absent (V2, V2.5): softmax
-  if (gating > 2) unsupported(f, "expert_gating_func " + str(gating) + " is not supported (1 softmax, 2 sigmoid)");
+  if (gating > 2) config_unsupported(f, "expert_gating_func " + config_str(gating) + " is not supported (1 softmax, 2 sigmoid)");
   a.gating = gating == 2 ? ExpertGating::Sigmoid : ExpertGating::Softmax;
-  if (a.n_layer_dense_lead > c.n_layer) corrupt(f, "leading_dense_block_count is larger than block_count");
+  if (a.n_layer_dense_lead > c.n_layer) config_corrupt(f, "leading_dense_block_count is larger than block_count");
   if (a.n_layer_dense_lead < c.n_layer) {
     if (c.n_expert <= 0 || c.n_expert > 256 || c.n_expert_used <= 0 || c.n_expert_used > c.n_expert)
-      corrupt(f, "expert_count " + str(c.n_expert) + " must be in 1..256 and expert_used_count " + str(c.n_expert_used) +
+      config_corrupt(f, "expert_count " + config_str(c.n_expert) + " must be in 1..256 and expert_used_count " + config_str(c.n_expert_used) +
                      " in 1..expert_count");
-    if (c.n_ff_expert <= 0) corrupt(f, "expert_feed_forward_length is missing or zero");
+    if (c.n_ff_expert <= 0) config_corrupt(f, "expert_feed_forward_length is missing or zero");
   }
-  if (a.n_layer_dense_lead > 0 && c.n_ff <= 0) corrupt(f, "feed_forward_length is missing or zero");
+  if (a.n_layer_dense_lead > 0 && c.n_ff <= 0) config_corrupt(f, "feed_forward_length is missing or zero");
 
   // RoPE, on the n_rot dims of each head only, adjacent pairs (llama.cpp's NORM for deepseek2).
   c.rope_mode = RopeMode::Normal;
@@ -83,10 +75,10 @@ void read_mla_config(const GgufFile& f, ModelConfig& c) {
   float factor = 1.0f;
   if (scaling == "yarn" || scaling == "linear") {
     factor = m.get_f32(p + "rope.scaling.factor", 1.0f);
-    if (!(factor > 0.0f)) corrupt(f, "rope.scaling.factor must be positive");
+    if (!(factor > 0.0f)) config_corrupt(f, "rope.scaling.factor must be positive");
     c.rope.freq_scale = 1.0f / factor;
   } else if (scaling != "none") {
-    unsupported(f, "RoPE scaling '" + scaling + "' is not supported for deepseek2 (yarn, linear)");
+    config_unsupported(f, "RoPE scaling '" + scaling + "' is not supported for deepseek2 (yarn, linear)");
   }
   // The converter writes 0.1 * mscale_all_dim; llama.cpp divides it back.
   if (m.has(p + "rope.scaling.yarn_log_multiplier"))
@@ -110,7 +102,7 @@ void read_mla_config(const GgufFile& f, ModelConfig& c) {
   c.layer_is_swa.assign((size_t)c.n_layer, false);
 
   const GgufTensor* embd = f.find_tensor("token_embd.weight");
-  if (!embd) corrupt(f, "tensor 'token_embd.weight' is missing");
+  if (!embd) config_corrupt(f, "tensor 'token_embd.weight' is missing");
   c.n_vocab = embd->ne[1];
 }
 

@@ -33,31 +33,26 @@ void check_config(const KvCacheConfig& cfg) {
                                 str(cfg.n_layer) + " layers");
 }
 
+// Bytes of all layers (full_only: of the full layers, one slot each: what a position adds).
+size_t cache_bytes(const KvCacheConfig& cfg, bool full_only) {
+  check_config(cfg);
+  const size_t slot_bytes = (cfg.latent ? 1 : 2) * (size_t)(cfg.n_head_kv * cfg.head_dim) * sizeof(uint16_t);
+  size_t total = 0;
+  for (int64_t l = 0; l < cfg.n_layer; ++l) {
+    int64_t capacity;
+    bool ring;
+    layer_shape(cfg, l, &capacity, &ring);
+    if (!full_only) total += (size_t)capacity * slot_bytes;
+    else if (!ring) total += slot_bytes;
+  }
+  return total;
+}
+
 }  // namespace
 
-size_t KvCache::bytes_for(const KvCacheConfig& cfg) {
-  check_config(cfg);
-  size_t total = 0;
-  for (int64_t l = 0; l < cfg.n_layer; ++l) {
-    int64_t capacity;
-    bool ring;
-    layer_shape(cfg, l, &capacity, &ring);
-    total += (cfg.latent ? 1 : 2) * (size_t)capacity * (size_t)(cfg.n_head_kv * cfg.head_dim) * sizeof(uint16_t);
-  }
-  return total;
-}
+size_t KvCache::bytes_for(const KvCacheConfig& cfg) { return cache_bytes(cfg, false); }
 
-size_t KvCache::bytes_per_position(const KvCacheConfig& cfg) {
-  check_config(cfg);
-  size_t total = 0;
-  for (int64_t l = 0; l < cfg.n_layer; ++l) {
-    int64_t capacity;
-    bool ring;
-    layer_shape(cfg, l, &capacity, &ring);
-    if (!ring) total += (cfg.latent ? 1 : 2) * (size_t)(cfg.n_head_kv * cfg.head_dim) * sizeof(uint16_t);
-  }
-  return total;
-}
+size_t KvCache::bytes_per_position(const KvCacheConfig& cfg) { return cache_bytes(cfg, true); }
 
 KvCache::KvCache(const KvCacheConfig& cfg, const KernelTable& kt) : cfg_(cfg), kt_(&kt) {
   check_config(cfg_);
