@@ -55,6 +55,8 @@ const SPECS: MlaSpec[] = [
   { ...BASE, name: 'deepseek2 q-LoRA split', qLoraRank: 48, splitKvB: true, weightsScale: 2.5, yarn: { factor: 4, origCtx: 64, mscaleAllDim: 0.707 } },
   // V3-style router: sigmoid, a selection bias, renormalized and scaled; no YaRN.
   { ...BASE, name: 'deepseek2 sigmoid bias', qLoraRank: 48, splitKvB: true, gating: 'sigmoid', probsBias: true, weightsNorm: true, weightsScale: 2.5 },
+  // YaRN without yarn_log_multiplier: llama.cpp keeps ggml's magnitude on the rope part.
+  { ...BASE, name: 'deepseek2 yarn without log multiplier', splitKvB: true, yarn: { factor: 8, origCtx: 32 } },
 ];
 
 for (const spec of SPECS) {
