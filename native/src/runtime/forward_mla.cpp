@@ -6,9 +6,10 @@
 // value W_vb,h c, so a score q_nope . (W_kb,h c) is (W_kb,h^T q_nope) . c: each query is absorbed
 // into latent space once, attention runs over latents as one shared (MQA) head of
 // kv_lora_rank + n_rot, and the attended latent is mapped to the head's value by W_vb,h after the
-// softmax. Prefill and decode both take this path: for a prompt it does the same work as expanding
-// K and V for every cached position (the expansion is kv_lora_rank x (qk_nope + v_dim) per head and
-// position, the absorption that per head and query), and there is one path to test.
+// softmax. Prefill and decode both take this path: per cached position a chunk of n queries costs
+// n_head * n * (2 kv_lora_rank + n_rot) multiply-adds absorbed, against n_head * kv_lora_rank *
+// (qk_nope + v_dim) + n_head * n * (qk_nope + n_rot + v_dim) expanded, so for DeepSeek-V2's shape
+// expanding only pays past ~170 queries per chunk (the prefill chunk is 64), and there is one path to test.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
