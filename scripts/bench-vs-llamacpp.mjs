@@ -8,8 +8,9 @@
 // read per token and a 32-expert top-4 MoE with random Q4_0 blocks (the values do not change the
 // speed), and the same dense llama as llama.cpp's own quantizer writes it from random F16
 // weights: its Q4_0 mix (Q6_K output) and Q4_K_M (Q4_K/Q6_K with Q5_0/Q8_0 where it must), the
-// files users download, and an OLMoE (64 experts, top 8). --models picks some: dense, moe, olmoe,
-// dense-q4_0-mix, dense-q4_k_m.
+// files users download; an OLMoE (64 experts, top 8) and a deepseek2 (multi-head latent attention,
+// DeepSeek-V2-Lite's layout at half width) with random Q4_0 blocks. --models picks some: dense, moe,
+// olmoe, dense-q4_0-mix, dense-q4_k_m, deepseek2.
 // With EDGELLM_KERNELS=avx2, llama.cpp runs its AVX2 build (libggml-cpu-haswell.so) too, for a
 // like-for-like comparison on CPUs without AVX-512; the table names both engines' kernels.
 // Every measurement is the best of --reps runs (default 3): on a shared machine the slow runs are
@@ -19,7 +20,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DENSE, MOE, OLMOE, quantizeWithLlamaCpp, writeModel } from './lib/bench-models.mjs';
+import { DEEPSEEK2, DENSE, MOE, OLMOE, quantizeWithLlamaCpp, writeModel } from './lib/bench-models.mjs';
 import { benchLlamaCppChild, haswellTree } from './lib/llamacpp-bench.mjs';
 import { benchModel } from '../dist/engine/bench-model.js';
 import { benchKernels, cpuInfo } from '../dist/index.js';
@@ -43,6 +44,7 @@ const MODELS = [
   { id: 'olmoe', spec: OLMOE, name: OLMOE.name + ', random Q4_0' },
   { id: 'dense-q4_0-mix', spec: DENSE, name: DENSE.name + ', llama.cpp Q4_0 mix', ftype: 'Q4_0' },
   { id: 'dense-q4_k_m', spec: DENSE, name: DENSE.name + ', llama.cpp Q4_K_M', ftype: 'Q4_K_M' },
+  { id: 'deepseek2', spec: DEEPSEEK2, name: DEEPSEEK2.name + ', random Q4_0' },
 ];
 const PICKED = opt('--models', MODELS.map((m) => m.id).join(',')).split(',');
 for (const id of PICKED) {

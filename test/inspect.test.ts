@@ -9,6 +9,7 @@ import { GgufWriter, meta } from '../src/engine/gguf-writer.js';
 import { typeBytes } from '../src/engine/quant.js';
 import { loadModel } from '../src/engine/model.js';
 import { deviceMemory, memoryFit, modelRequirements, type ModelRequirements } from '../src/engine/requirements.js';
+import { writeDeepseek2 } from './fixtures/random-deepseek2.js';
 import { assertCliBuilt, requireModel as requireSharedModel, run, type TapTest } from './fixtures/paths.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'edgellm-inspect-'));
@@ -59,7 +60,7 @@ t.test('stories260K: architecture, 292,800 parameters, 48 F32 tensors and a fits
   t.match(r.stdout, /^architecture:\s+llama$/m);
   t.match(r.stdout, /^parameters:\s+292,800$/m);
   t.match(r.stdout, /^\s+F32\s+48 tensors\s+1\.12 MiB$/m);
-  t.match(r.stdout, /^context:\s+2048 trained; KV cache sized for 2048$/m);
+  t.match(r.stdout, /^context:\s+2048 trained; KV cache sized for 2048, 640 B per token$/m);
   t.match(r.stdout, /^device RAM:\s+\S+ \S+ total, \S+ \S+ available$/m);
   t.match(r.stdout, /^verdict:\s+FITS: needs 2\.57 MiB of .* available$/m);
 });
@@ -73,7 +74,7 @@ t.test('TinyLLama-v0: 4,621,376 parameters, 58 Q4_0 and 17 F32 tensors', async (
   t.match(r.stdout, /^parameters:\s+4,621,376$/m);
   t.match(r.stdout, /^\s+Q4_0\s+58 tensors /m);
   t.match(r.stdout, /^\s+F32\s+17 tensors /m);
-  t.match(r.stdout, /KV cache sized for 512$/m);
+  t.match(r.stdout, /KV cache sized for 512, 2\.00 KiB per token$/m);
   t.match(r.stdout, /^verdict:\s+FITS: /m);
 });
 
@@ -240,4 +241,22 @@ t.test('a file with a type edgellm does not run: inspect lists it, says which te
     code: 'E_MODEL_UNSUPPORTED',
     message: /tensor 'blk\.0\.ffn_gate\.weight' has type IQ2_XXS: edgellm does not support IQ2_XXS yet .*--type q2_k`$/,
   });
+});
+
+t.test('deepseek2: the KV line counts the compressed latent per token, not per-head K and V', async (t) => {
+  assertCliBuilt();
+  const dir = mkdtempSync(join(tmpdir(), 'edgellm-inspect-mla-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const { path } = writeDeepseek2(
+    {
+      name: 'mla', nVocab: 320, nEmbd: 64, nLayer: 3, nHead: 4, qLoraRank: 0, kvLoraRank: 32, qkNope: 16, qkRope: 8, vDim: 16,
+      nFf: 128, nFfExp: 32, nExpert: 8, nExpertUsed: 2, nShared: 1, denseLead: 1, weightsScale: 1, weightsNorm: false, splitKvB: true,
+    },
+    dir,
+  );
+  const r = run(['inspect', path, '--context', '256']);
+  t.equal(r.status, 0, r.stderr);
+  // 3 layers x (32 + 8) x 2 bytes = 240 B per position.
+  t.match(r.stdout, /KV cache sized for 256, 240 B per token \(latent attention: 32 latent \+ 8 rope values per layer, not per-head K and V\)$/m);
+  t.match(r.stdout, /memory: .* KV cache 60\.0 KiB per sequence/);
 });

@@ -170,3 +170,23 @@ TEST(kvcache, sequences_are_independent) {
   CHECK_EQ(half_to_float(b.view(0).k[0]), 2.0f);
   CHECK(a.view(0).k != b.view(0).k);
 }
+
+TEST(kvcache, latent_cache_stores_one_row_per_position_and_no_values) {
+  // deepseek2: one "head" of kv_lora_rank + rope dims (here 12) per position and layer.
+  KvCacheConfig c = config(3, 1, 12, 16, 4);
+  c.latent = true;
+  KvCache cache(c);
+  CHECK_EQ(cache.bytes(), (size_t)(3 * 16 * 12 * 2));
+  CHECK_EQ(KvCache::bytes_for(c), cache.bytes());
+  CHECK_EQ(KvCache::bytes_per_position(c), (size_t)(3 * 12 * 2));
+  std::vector<float> rows(2 * 12);
+  for (size_t i = 0; i < rows.size(); ++i) rows[i] = (float)i * 0.5f;
+  cache.store_block(1, 0, 2, rows.data(), nullptr);
+  const KvView view = cache.view(1);
+  CHECK(view.v == nullptr);
+  for (int64_t i = 0; i < 24; ++i) CHECK_EQ(half_to_float(view.k[i]), (float)i * 0.5f);
+  CHECK_EQ(cache.length(1), 2);
+  // A plain cache of the same shape holds K and V: twice the bytes.
+  CHECK_EQ(KvCache::bytes_for(config(3, 1, 12, 16, 4)), 2 * cache.bytes());
+  CHECK_EQ(KvCache::bytes_per_position(config(3, 1, 12, 16, 4, {{8, 0}, {}, {}})), (size_t)(2 * 2 * 12 * 2));
+}

@@ -22,6 +22,17 @@ export const MOE = { name: 'MoE 32x4, 1024x4, expert ffn 512', arch: 'llama', nE
  */
 export const OLMOE = { name: 'olmoe 64x8, 1024x4, expert ffn 512', arch: 'olmoe', nEmbd: 1024, nLayer: 4, nHead: 16, nHeadKv: 16, nFf: 512, nVocab: 32000, nExpert: 64, nExpertUsed: 8 };
 
+/**
+ * DeepSeek-V2-Lite's layout at half its width and 4 layers: multi-head latent attention (no q LoRA,
+ * kv_lora_rank 512, 128 + 64 rope dims per query/key head, 128 per value head, the split
+ * attn_k_b / attn_v_b of newer converters), the first layer dense, then 64 experts of 512 top-6 plus
+ * 2 shared: ~29M of ~70M weights read per token.
+ */
+export const DEEPSEEK2 = {
+  name: 'deepseek2 MLA, 1024x4, 64x6 + 2 shared of 512', arch: 'deepseek2', nEmbd: 1024, nLayer: 4, nHead: 8, nHeadKv: 1, nFf: 2816,
+  nVocab: 32000, nExpert: 64, nExpertUsed: 6, nShared: 2, nFfExp: 512, denseLead: 1, kvLoraRank: 512, qkNope: 128, qkRope: 64, vDim: 128,
+};
+
 /** Random Q4_0 blocks of n weights with standard deviation ~std: a scale, then 16 bytes of nibbles. */
 function randomQ4_0(n, std) {
   const blocks = n / 32;
@@ -78,6 +89,11 @@ export function writeModel(s, path, { type = 'Q4_0' } = {}) {
     g.setMeta(p + 'expert_used_count', meta.uint32(s.nExpertUsed));
   }
   setVocab(g, s.nVocab);
+  if (s.arch === 'deepseek2') {
+    writeDeepseek2Layers(g, s, type);
+    g.writeFile(path);
+    return;
+  }
   const D = s.nEmbd, kd = (D / s.nHead) * s.nHeadKv;
   const q4 = (name, shape) => {
     const n = shape.reduce((a, b) => a * b, 1);
@@ -118,6 +134,60 @@ export function writeModel(s, path, { type = 'Q4_0' } = {}) {
   g.writeFile(path);
 }
 
+/** deepseek2's keys and tensors (writeModel's general keys and vocabulary are already set). */
+function writeDeepseek2Layers(g, s, type) {
+  const p = 'deepseek2.', D = s.nEmbd, H = s.nHead, R = s.kvLoraRank, hd = s.qkNope + s.qkRope;
+  g.setMeta(p + 'attention.q_lora_rank', meta.uint32(0));
+  g.setMeta(p + 'attention.kv_lora_rank', meta.uint32(R));
+  g.setMeta(p + 'attention.key_length', meta.uint32(R + s.qkRope));
+  g.setMeta(p + 'attention.value_length', meta.uint32(R));
+  g.setMeta(p + 'attention.key_length_mla', meta.uint32(hd));
+  g.setMeta(p + 'attention.value_length_mla', meta.uint32(s.vDim));
+  g.setMeta(p + 'rope.dimension_count', meta.uint32(s.qkRope));
+  g.setMeta(p + 'leading_dense_block_count', meta.uint32(s.denseLead));
+  g.setMeta(p + 'expert_count', meta.uint32(s.nExpert));
+  g.setMeta(p + 'expert_used_count', meta.uint32(s.nExpertUsed));
+  g.setMeta(p + 'expert_feed_forward_length', meta.uint32(s.nFfExp));
+  g.setMeta(p + 'expert_shared_count', meta.uint32(s.nShared));
+  g.setMeta(p + 'expert_weights_scale', meta.float32(1));
+  const mat = (name, shape) => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    if (type === 'F16') g.addTensor({ name, type: 'F16', shape, data: () => randomF16(n) });
+    else g.addTensor({ name, type: 'Q4_0', shape, data: () => randomQ4_0(n, 1 / Math.sqrt(shape[0])) });
+  };
+  const ones = (name, n) => g.addTensor({ name, type: 'F32', shape: [n], data: () => new Float32Array(n).fill(1) });
+  mat('token_embd.weight', [D, s.nVocab]);
+  ones('output_norm.weight', D);
+  mat('output.weight', [D, s.nVocab]);
+  for (let l = 0; l < s.nLayer; l++) {
+    const b = `blk.${l}.`;
+    ones(b + 'attn_norm.weight', D);
+    mat(b + 'attn_q.weight', [D, H * hd]);
+    mat(b + 'attn_kv_a_mqa.weight', [D, R + s.qkRope]);
+    ones(b + 'attn_kv_a_norm.weight', R);
+    mat(b + 'attn_k_b.weight', [s.qkNope, R, H]);
+    mat(b + 'attn_v_b.weight', [R, s.vDim, H]);
+    mat(b + 'attn_output.weight', [H * s.vDim, D]);
+    ones(b + 'ffn_norm.weight', D);
+    if (l < s.denseLead) {
+      mat(b + 'ffn_gate.weight', [D, s.nFf]);
+      mat(b + 'ffn_up.weight', [D, s.nFf]);
+      mat(b + 'ffn_down.weight', [s.nFf, D]);
+      continue;
+    }
+    const E = s.nExpert, F = s.nFfExp, FS = F * s.nShared;
+    g.addTensor({
+      name: b + 'ffn_gate_inp.weight', type: 'F32', shape: [D, E],
+      data: () => Float32Array.from({ length: D * E }, () => (Math.random() - 0.5) * 0.1),
+    });
+    mat(b + 'ffn_gate_exps.weight', [D, F, E]);
+    mat(b + 'ffn_up_exps.weight', [D, F, E]);
+    mat(b + 'ffn_down_exps.weight', [F, D, E]);
+    mat(b + 'ffn_gate_shexp.weight', [D, FS]);
+    mat(b + 'ffn_up_shexp.weight', [D, FS]);
+    mat(b + 'ffn_down_shexp.weight', [FS, D]);
+  }
+}
 
 /**
  * Quantizes `src` (F16) into `dst` with llama.cpp's own quantizer (llama_model_quantize from

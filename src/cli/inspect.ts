@@ -58,7 +58,12 @@ export function registerInspect(program: Command): void {
           `  ${t.padEnd(7)} ${String(v.count).padStart(5)} tensor${v.count === 1 ? ' ' : 's'} ${formatBytes(v.bytes).padStart(10)}` +
           (blocked.has(t) ? '  (edgellm does not run this type)' : ''),
         );
-      const kvNote = req.swa_layers > 0 ? ` (${req.swa_layers} of ${req.n_layer} layers sliding-window ${req.sliding_window})` : '';
+      const kvNote =
+        (req.swa_layers > 0 ? ` (${req.swa_layers} of ${req.n_layer} layers sliding-window ${req.sliding_window})` : '') +
+        `, ${formatBytes(req.kv_bytes_per_token)} per token` +
+        (req.kv_lora_rank > 0
+          ? ` (latent attention: ${req.kv_lora_rank} latent + ${req.kv_bytes_per_token / (2 * req.n_layer) - req.kv_lora_rank} rope values per layer, not per-head K and V)`
+          : '');
       const lines = [
         `model:         ${basename(file)}${req.name ? ` (${req.name})` : ''}`,
         `architecture:  ${req.arch}${req.n_expert > 0 ? `, ${req.n_expert} experts (${req.n_expert_used} used)` : ''}`,

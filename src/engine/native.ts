@@ -101,6 +101,11 @@ export interface ModelArchitecture {
   context_length: number;
   /** 0 when no layer uses sliding-window attention. */
   sliding_window: number;
+  /**
+   * Multi-head latent attention (deepseek2): the latent each position caches (with the rope dims)
+   * instead of per-head K and V; 0 for every other architecture.
+   */
+  kv_lora_rank: number;
 }
 
 /** What the file holds and how it was loaded. */
@@ -236,6 +241,8 @@ export interface ModelRequirements extends ModelArchitecture {
   batch_size: number;
   /** KV cache one sequence allocates at context_size (f16 K and V; ring layers hold W + batch - 1). */
   kv_bytes_per_sequence: number;
+  /** What each position adds to it on the full layers (deepseek2: the compressed latent and rope key). */
+  kv_bytes_per_token: number;
   /** The forward pass's activations for batch_size tokens. */
   scratch_bytes: number;
   unbounded: boolean;

@@ -52,6 +52,10 @@ uint64_t bytes_per_token(const Model& m) {
   for (const LayerWeights& L : w.layers) {
     b += matrix_bytes(L.wq) + matrix_bytes(L.wk) + matrix_bytes(L.wv) + matrix_bytes(L.wo);
     b += matrix_bytes(L.ffn_gate) + matrix_bytes(L.ffn_up) + matrix_bytes(L.ffn_down);
+    const MlaLayerWeights& M = L.mla;  // deepseek2: latent attention, every head's k_b / v_b, shared experts
+    b += matrix_bytes(M.wq_a) + matrix_bytes(M.wq_b) + matrix_bytes(M.wkv_a) + matrix_bytes(M.gate_shexp) +
+         matrix_bytes(M.up_shexp) + matrix_bytes(M.down_shexp) +
+         (uint64_t)M.k_b.n_head * (matrix_bytes(M.k_b.first) + matrix_bytes(M.v_b.first));
     if (c.is_moe()) {
       b += matrix_bytes(L.router);
       b += (uint64_t)c.n_expert_used *

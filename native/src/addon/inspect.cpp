@@ -66,7 +66,8 @@ Napi::Value ModelConfigOf(const Napi::CallbackInfo& info) {
     num("context_size", (double)kv.context);
     num("batch_size", (double)fo.batch);
     num("kv_bytes_per_sequence", (double)KvCache::bytes_for(kv));
-    num("scratch_bytes", (double)forward_scratch_bytes(c, fo.batch));
+    num("kv_bytes_per_token", (double)KvCache::bytes_per_position(kv));
+    num("scratch_bytes", (double)forward_scratch_bytes(c, fo.batch, kv.context));
     bool unbounded = true;
     for (const KvLayerSpec& l : kv.layers) unbounded = unbounded && l.window > 0;
     o.Set("unbounded", Napi::Boolean::New(env, unbounded && !kv.layers.empty()));

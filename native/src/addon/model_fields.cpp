@@ -15,6 +15,7 @@ void set_architecture_fields(Napi::Env env, Napi::Object& o, const ModelConfig& 
   num("n_expert_used", (double)c.n_expert_used);
   num("context_length", (double)c.context_length);
   num("sliding_window", (double)c.sliding_window);
+  num("kv_lora_rank", (double)c.mla.kv_lora_rank);
 }
 
 }  // namespace edgellm::addon

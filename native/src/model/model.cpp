@@ -81,6 +81,66 @@ class Binder {
   const GgufFile& f_;
 };
 
+// deepseek2's layer: latent attention (q with or without LoRA, attn_kv_b or its split form) and
+// a dense FFN in the leading layers, routed + shared experts after them.
+void bind_mla_layer(const Binder& b, const ModelConfig& c, int64_t l, LayerWeights& L) {
+  const MlaConfig& a = c.mla;
+  MlaLayerWeights& M = L.mla;
+  const std::string p = "blk." + std::to_string((long long)l) + ".";
+  const int64_t q_dim = c.n_head * c.head_dim, nope = a.qk_nope, r = a.kv_lora_rank;
+  L.attn_norm = b.vector(p + "attn_norm.weight", c.n_embd);
+  if (a.q_lora_rank > 0) {
+    M.wq_a = b.matrix(p + "attn_q_a.weight", c.n_embd, a.q_lora_rank);
+    M.q_a_norm = b.vector(p + "attn_q_a_norm.weight", a.q_lora_rank);
+    M.wq_b = b.matrix(p + "attn_q_b.weight", a.q_lora_rank, q_dim);
+  } else {
+    L.wq = b.matrix(p + "attn_q.weight", c.n_embd, q_dim);
+  }
+  M.wkv_a = b.matrix(p + "attn_kv_a_mqa.weight", c.n_embd, a.cache_dim(c.n_rot));
+  M.kv_a_norm = b.vector(p + "attn_kv_a_norm.weight", r);
+  if (a.split_kv_b) {
+    const GgufTensor* kb = b.find(p + "attn_k_b.weight", {nope, r, c.n_head}, true);
+    const GgufTensor* vb = b.find(p + "attn_v_b.weight", {r, a.v_dim, c.n_head}, true);
+    M.k_b = HeadMatrices{WeightMatrix{kb->type, kb->data, r, nope}, c.n_head, (size_t)r * dtype_row_bytes(kb->type, nope)};
+    M.v_b = HeadMatrices{WeightMatrix{vb->type, vb->data, a.v_dim, r}, c.n_head, (size_t)a.v_dim * dtype_row_bytes(vb->type, r)};
+  } else {
+    // Head h's rows of attn_kv_b: qk_nope rows of K, then v_dim rows of V, each of kv_lora_rank.
+    const WeightMatrix kv = b.matrix(p + "attn_kv_b.weight", r, c.n_head * (nope + a.v_dim));
+    const size_t head_bytes = (size_t)(nope + a.v_dim) * kv.row_bytes();
+    M.v_b = HeadMatrices{WeightMatrix{kv.type, kv.row(nope), a.v_dim, r}, c.n_head, head_bytes};
+    // The absorbed path multiplies by K's transpose: [kv_lora_rank rows][qk_nope] per head, f32.
+    M.k_b_owned.assign((size_t)(c.n_head * r * nope), 0.0f);
+    std::vector<float> row((size_t)r);
+    for (int64_t h = 0; h < c.n_head; ++h) {
+      float* kt = &M.k_b_owned[(size_t)(h * r * nope)];
+      for (int64_t i = 0; i < nope; ++i) {
+        dequantize_row(kv.type, kv.row(h * (nope + a.v_dim) + i), row.data(), r);
+        for (int64_t j = 0; j < r; ++j) kt[j * nope + i] = row[(size_t)j];
+      }
+    }
+    M.k_b = HeadMatrices{WeightMatrix{DType::F32, M.k_b_owned.data(), r, nope}, c.n_head, (size_t)(r * nope) * sizeof(float)};
+  }
+  L.wo = b.matrix(p + "attn_output.weight", c.n_head * a.v_dim, c.n_embd);
+  L.ffn_norm = b.vector(p + "ffn_norm.weight", c.n_embd);
+  if (l < a.n_layer_dense_lead) {
+    L.ffn_gate = b.matrix(p + "ffn_gate.weight", c.n_embd, c.n_ff);
+    L.ffn_up = b.matrix(p + "ffn_up.weight", c.n_embd, c.n_ff);
+    L.ffn_down = b.matrix(p + "ffn_down.weight", c.n_ff, c.n_embd);
+    return;
+  }
+  L.router = b.matrix(p + "ffn_gate_inp.weight", c.n_embd, c.n_expert);
+  M.exp_probs_b = b.vector(p + "exp_probs_b.bias", c.n_expert, /*required=*/false);
+  L.gate_exps = b.experts(p + "ffn_gate_exps.weight", c.n_embd, c.n_ff_expert, c.n_expert);
+  L.up_exps = b.experts(p + "ffn_up_exps.weight", c.n_embd, c.n_ff_expert, c.n_expert);
+  L.down_exps = b.experts(p + "ffn_down_exps.weight", c.n_ff_expert, c.n_embd, c.n_expert);
+  if (a.n_expert_shared > 0) {
+    const int64_t fs = c.n_ff_expert * a.n_expert_shared;
+    M.gate_shexp = b.matrix(p + "ffn_gate_shexp.weight", c.n_embd, fs);
+    M.up_shexp = b.matrix(p + "ffn_up_shexp.weight", c.n_embd, fs);
+    M.down_shexp = b.matrix(p + "ffn_down_shexp.weight", fs, c.n_embd);
+  }
+}
+
 }  // namespace
 
 Model::Model(GgufFile file) : file_(std::move(file)) {}
@@ -108,6 +168,10 @@ std::unique_ptr<Model> Model::from_file(GgufFile file) {
   }
 
   w.layers.resize((size_t)c.n_layer);
+  if (c.arch == Arch::Deepseek2) {
+    for (int64_t l = 0; l < c.n_layer; ++l) bind_mla_layer(b, c, l, w.layers[(size_t)l]);
+    return m;
+  }
   for (int64_t l = 0; l < c.n_layer; ++l) {
     LayerWeights& L = w.layers[(size_t)l];
     const std::string p = "blk." + std::to_string((long long)l) + ".";

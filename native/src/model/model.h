@@ -39,6 +39,34 @@ struct ExpertMatrices {
   }
 };
 
+// One matrix per attention head, `stride_bytes` apart (deepseek2's per-head absorption matrices:
+// a 3-D tensor, or every head's slice of attn_kv_b).
+struct HeadMatrices {
+  WeightMatrix first;  // head 0
+  int64_t n_head = 0;
+  size_t stride_bytes = 0;
+
+  WeightMatrix head(int64_t h) const {
+    WeightMatrix w = first;
+    w.data = static_cast<const uint8_t*>(first.data) + (size_t)h * stride_bytes;
+    return w;
+  }
+};
+
+// deepseek2's multi-head latent attention and shared experts (MlaConfig).
+struct MlaLayerWeights {
+  WeightMatrix wq_a, wq_b;           // q LoRA (q_lora_rank > 0); else LayerWeights::wq
+  std::vector<float> q_a_norm;       // [q_lora_rank]
+  WeightMatrix wkv_a;                // attn_kv_a_mqa: [kv_lora_rank + n_rot rows][n_embd]
+  std::vector<float> kv_a_norm;      // [kv_lora_rank]
+  // Per head: k_b maps a head's no-rope query into latent space ([kv_lora_rank rows][qk_nope]);
+  // v_b maps the attended latent to the head's value ([v_dim rows][kv_lora_rank]).
+  HeadMatrices k_b, v_b;
+  std::vector<float> k_b_owned;      // k_b transposed out of attn_kv_b (older files), f32
+  std::vector<float> exp_probs_b;    // [n_expert] selection bias, when present
+  WeightMatrix gate_shexp, up_shexp, down_shexp;  // shared experts (MoE layers)
+};
+
 struct LayerWeights {
   std::vector<float> attn_norm;
   WeightMatrix wq, wk, wv, wo;
@@ -50,6 +78,7 @@ struct LayerWeights {
   WeightMatrix router;                      // MoE: [n_expert rows][n_embd]
   ExpertMatrices gate_exps, up_exps, down_exps;
   std::vector<float> ffn_post_norm;        // when post_norms
+  MlaLayerWeights mla;                     // deepseek2
 };
 
 struct ModelWeights {

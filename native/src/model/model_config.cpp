@@ -1,4 +1,5 @@
 #include "model/model_config.h"
+#include "model/config_errors.h"
 
 #include <cmath>
 #include <string>
@@ -7,14 +8,9 @@ namespace edgellm {
 
 namespace {
 
-std::string str(int64_t v) { return std::to_string((long long)v); }
-
-[[noreturn]] void corrupt(const GgufFile& f, const std::string& what) {
-  throw ModelError("E_MODEL_CORRUPT", f.path() + ": " + what);
-}
-[[noreturn]] void unsupported(const GgufFile& f, const std::string& what) {
-  throw ModelError("E_MODEL_UNSUPPORTED", f.path() + ": " + what);
-}
+std::string str(int64_t v) { return config_str(v); }
+[[noreturn]] void corrupt(const GgufFile& f, const std::string& what) { config_corrupt(f, what); }
+[[noreturn]] void unsupported(const GgufFile& f, const std::string& what) { config_unsupported(f, what); }
 
 // gemma3 alternates 5 sliding-window layers with 1 global layer (llama.cpp's swa pattern 6).
 constexpr int64_t kGemma3SwaPattern = 6;
@@ -88,6 +84,7 @@ const char* arch_name(Arch a) {
     case Arch::Gemma2: return "gemma2";
     case Arch::Olmoe: return "olmoe";
     case Arch::Smollm3: return "smollm3";
+    case Arch::Deepseek2: return "deepseek2";
   }
   return "?";
 }
@@ -118,9 +115,15 @@ ModelConfig read_model_config(const GgufFile& f) {
   else if (a == "gemma2") c.arch = Arch::Gemma2;
   else if (a == "olmoe") c.arch = Arch::Olmoe;
   else if (a == "smollm3") c.arch = Arch::Smollm3;
+  else if (a == "deepseek2") c.arch = Arch::Deepseek2;
   else
-    unsupported(f, "architecture '" + a + "' is not supported (edgellm runs llama, qwen2, qwen3, qwen3moe, gemma3, phi3, gemma2, olmoe and smollm3)");
+    unsupported(f, "architecture '" + a + "' is not supported (edgellm runs llama, qwen2, qwen3, qwen3moe, gemma3, phi3, gemma2, olmoe, smollm3 and deepseek2)");
   const std::string p = a + ".";
+  if (c.arch == Arch::Deepseek2) {
+    read_mla_config(f, c);
+    c.layer_uses_rope.assign((size_t)c.n_layer, true);  // every layer ropes its key part
+    return c;
+  }
 
   c.n_embd = m.get_u32(p + "embedding_length");
   c.n_layer = m.get_u32(p + "block_count");
@@ -223,6 +226,8 @@ ModelConfig read_model_config(const GgufFile& f) {
     case Arch::Smollm3:
       c.sliding_window = 0;
       for (int64_t l = 0; l < c.n_layer; ++l) c.layer_uses_rope[(size_t)l] = (l + 1) % kSmollm3NoRopeStep != 0;
+      break;
+    case Arch::Deepseek2:  // read by read_mla_config
       break;
   }
   if (c.n_expert > 0 && c.arch != Arch::Llama && c.arch != Arch::Qwen3Moe && c.arch != Arch::Olmoe)

@@ -13,7 +13,7 @@
 
 namespace edgellm {
 
-enum class Arch { Llama, Qwen2, Qwen3, Qwen3Moe, Gemma3, Phi3, Gemma2, Olmoe, Smollm3 };
+enum class Arch { Llama, Qwen2, Qwen3, Qwen3Moe, Gemma3, Phi3, Gemma2, Olmoe, Smollm3, Deepseek2 };
 
 // The feed-forward gate activation: silu(gate) * up or gelu_tanh(gate) * up.
 enum class FfnActivation { SwiGlu, GeGlu };
@@ -23,7 +23,35 @@ enum class FfnActivation { SwiGlu, GeGlu };
 struct RopeSpec {
   float base = 10000.0f;
   float freq_scale = 1.0f;  // 1 / linear scaling factor
-  float attn_factor = 1.0f;  // multiplies cos and sin (phi3 LongRoPE: rope.scaling.attn_factor)
+  // attn_factor multiplies cos and sin (phi3 LongRoPE: rope.scaling.attn_factor). YaRN
+  // (rope.scaling.type "yarn"): ext_factor 1 blends interpolated and extrapolated angles per pair
+  // between the correction dims of beta_fast / beta_slow at n_ctx_orig, and attn_factor is the
+  // cos/sin magnitude ggml is handed (it multiplies in 1 + 0.1 ln(1 / freq_scale) itself).
+  float ext_factor = 0.0f;
+  float attn_factor = 1.0f;
+  float beta_fast = 32.0f;
+  float beta_slow = 1.0f;
+  int64_t n_ctx_orig = 0;
+};
+
+// How a deepseek2 router turns logits into expert probabilities (expert_gating_func: 1, 2).
+enum class ExpertGating { Softmax = 1, Sigmoid = 2 };
+
+// Multi-head latent attention (deepseek2): K and V come from one normed latent of kv_lora_rank
+// per token, shared by every head, plus one roped key part of n_rot shared by every head.
+struct MlaConfig {
+  int64_t q_lora_rank = 0;   // 0: queries come from attn_q directly
+  int64_t kv_lora_rank = 0;
+  int64_t qk_nope = 0;       // per-head query/key dims without RoPE (head_dim = qk_nope + n_rot)
+  int64_t v_dim = 0;         // per-head value dims
+  bool split_kv_b = false;   // attn_k_b / attn_v_b (newer converters) instead of attn_kv_b
+  int64_t n_layer_dense_lead = 0;  // the first layers have a dense FFN of n_ff
+  int64_t n_expert_shared = 0;     // shared experts: one dense FFN of n_ff_expert * n_expert_shared
+  float expert_weights_scale = 0.0f;  // routed weights are multiplied by this (0: not scaled)
+  ExpertGating gating = ExpertGating::Softmax;
+  float yarn_log_mul = 0.0f;  // mscale_all_dim (the file's rope.scaling.yarn_log_multiplier / 0.1)
+  // The latent cache row: kv_lora_rank normed latent, then n_rot roped key dims.
+  int64_t cache_dim(int64_t n_rot) const { return kv_lora_rank + n_rot; }
 };
 
 struct ModelConfig {
@@ -58,6 +86,7 @@ struct ModelConfig {
   bool qk_norm = false;      // RMS-norm each head of Q and K before RoPE (qwen3, gemma3)
   bool post_norms = false;   // RMS-norm the attention and FFN outputs before the residual (gemma3)
   bool expert_weights_norm = true;  // top-k router weights renormalized to sum to 1
+  MlaConfig mla;             // deepseek2 only
 
   // Appended per architecture (keep the order: other branches append here too).
   std::vector<bool> layer_uses_rope;  // per layer; smollm3's NoPE layers (every 4th) are false
@@ -78,6 +107,8 @@ struct ModelConfig {
 // Reads the hyperparameters. Throws ModelError: E_MODEL_UNSUPPORTED for an architecture (or a
 // feature of one) edgellm does not run, naming it; E_MODEL_CORRUPT for missing or inconsistent keys.
 ModelConfig read_model_config(const GgufFile& file);
+// deepseek2's keys (model_config_mla.cpp), on a config whose arch and arch_name are set.
+void read_mla_config(const GgufFile& file, ModelConfig& c);
 
 const char* arch_name(Arch a);
 

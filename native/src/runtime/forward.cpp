@@ -64,6 +64,7 @@ ForwardPass::ForwardPass(const Model& model, ThreadPool& pool, const ForwardOpti
     xe_.resize(x_.size());
     ye_.resize(x_.size());
   }
+  if (c.arch == Arch::Deepseek2) init_mla_scratch();
   // Grow the matmul's activation buffer to its largest size now, not during the first step.
   // Q8_K (292 bytes per 256) is the largest activation format per element.
   mm_scratch_.xq.reserve((size_t)n * (size_t)(std::max({c.n_embd, c.q_dim(), n_ff}) / kQKK + 1) * sizeof(block_q8_K));
@@ -82,6 +83,11 @@ KvCacheConfig forward_cache_config(const ModelConfig& c, const ForwardOptions& o
   kv.n_layer = c.n_layer;
   kv.n_head_kv = c.n_head_kv;
   kv.head_dim = c.head_dim;
+  if (c.arch == Arch::Deepseek2) {  // the compressed latent and the roped key, one row per position
+    if (opts.sinks >= 0) throw std::invalid_argument("sinks are not supported for deepseek2's latent cache");
+    kv.head_dim = c.mla.cache_dim(c.n_rot);
+    kv.latent = true;
+  }
   kv.context = context;
   kv.max_block = opts.batch;
   for (int64_t l = 0; l < c.n_layer; ++l) {
@@ -94,7 +100,7 @@ KvCacheConfig forward_cache_config(const ModelConfig& c, const ForwardOptions& o
 }
 
 // Mirrors the constructor's buffers (the per-run bookkeeping, a few bytes per token, aside).
-size_t forward_scratch_bytes(const ModelConfig& c, int64_t n) {
+size_t forward_scratch_bytes(const ModelConfig& c, int64_t n, int64_t context) {
   const int64_t n_ff = std::max(c.n_ff, c.n_ff_expert);
   size_t floats = 3 * (size_t)(n * c.n_embd)       // x, xb, out
                   + 2 * (size_t)(n * c.q_dim())    // q, att
@@ -109,6 +115,7 @@ size_t forward_scratch_bytes(const ModelConfig& c, int64_t n) {
   }
   // The matmul's activations, as reserved above (Q8_K: the largest format per element).
   bytes += (size_t)(n * std::max({c.n_embd, c.q_dim(), n_ff}) / kQKK + 1) * sizeof(block_q8_K);
+  if (c.arch == Arch::Deepseek2) bytes += mla_scratch_floats(c, n, context > 0 ? context : default_context(c)) * sizeof(float);
   return bytes;
 }
 
@@ -122,6 +129,12 @@ void ForwardPass::mm(const WeightMatrix& w, const float* x, int64_t ncols, float
 // rope_freqs, phi3's LongRoPE factors) divide each pair's angle, and phi3's attn_factor scales
 // both cos and sin.
 void ForwardPass::rope_table(int64_t pos, const RopeSpec& spec, float* cs) const {
+  // YaRN (deepseek2). Without ext_factor ggml's YaRN angle is the plain one scaled by
+  // attn_factor, which the path below computes (and it also takes frequency factors).
+  if (spec.ext_factor != 0.0f) {
+    rope_cache_yarn(pos, cfg_.n_rot, spec, cs);
+    return;
+  }
   const std::vector<float>& ff = *rope_factors_;
   if (ff.empty()) {
     rope_cache(pos, cfg_.n_rot, spec.base, spec.freq_scale, cs);
@@ -212,6 +225,10 @@ int64_t ForwardPass::step_block(const BatchToken* batch, int64_t n, float* logit
   }
 
   for (int64_t l = 0; l < c.n_layer; ++l) {
+    if (c.arch == Arch::Deepseek2) {
+      layer_mla(l, n);
+      continue;
+    }
     const LayerWeights& L = w.layers[(size_t)l];
     const bool swa = c.layer_is_swa[(size_t)l];
 
@@ -321,18 +338,26 @@ void ForwardPass::feed_forward_dense(const LayerWeights& L, int64_t n) {
 // it serves (a GEMM over those columns) and adds its output, weighted, to theirs.
 void ForwardPass::feed_forward_moe(const LayerWeights& L, int64_t n) {
   const ModelConfig& c = cfg_;
-  const int64_t D = c.n_embd, F = c.n_ff_expert, E = c.n_expert, K = c.n_expert_used;
+  const int64_t E = c.n_expert, K = c.n_expert_used;
   mm(L.router, xb_.data(), n, router_logits_.data());
+  for (int64_t i = 0; i < n; ++i)
+    kt_.route_topk(&router_logits_[(size_t)(i * E)], E, K, c.expert_weights_norm, &expert_idx_[(size_t)(i * K)],
+                   &expert_w_[(size_t)(i * K)]);
+  moe_experts(L, n);
+}
+
+// Runs each expert that expert_idx_ chose once over the tokens it serves (a GEMM over those
+// columns); out_ = per token the sum of its experts' outputs weighted by expert_w_.
+void ForwardPass::moe_experts(const LayerWeights& L, int64_t n) {
+  const ModelConfig& c = cfg_;
+  const int64_t D = c.n_embd, F = c.n_ff_expert, E = c.n_expert, K = c.n_expert_used;
   std::fill(expert_count_.begin(), expert_count_.end(), 0);
   for (int64_t i = 0; i < n; ++i) {
-    int32_t* idx = &expert_idx_[(size_t)(i * K)];
-    float* wt = &expert_w_[(size_t)(i * K)];
-    kt_.route_topk(&router_logits_[(size_t)(i * E)], E, K, c.expert_weights_norm, idx, wt);
     for (int64_t j = 0; j < K; ++j) {
-      const int64_t e = idx[j];
+      const int64_t e = expert_idx_[(size_t)(i * K + j)];
       const int64_t slot = e * max_batch_ + expert_count_[(size_t)e]++;
       expert_tokens_[(size_t)slot] = i;
-      expert_token_w_[(size_t)slot] = wt[j];
+      expert_token_w_[(size_t)slot] = expert_w_[(size_t)(i * K + j)];
     }
   }
   std::fill(out_.begin(), out_.begin() + n * D, 0.0f);

@@ -52,8 +52,17 @@ int64_t default_context(const ModelConfig& c);
 KvCacheConfig forward_cache_config(const ModelConfig& c, const ForwardOptions& opts);
 
 // Bytes of scratch a ForwardPass allocates for `batch` tokens (activations, MoE routing and the
-// matmul's quantized activations; not the logits, which the caller owns).
-size_t forward_scratch_bytes(const ModelConfig& c, int64_t batch);
+// matmul's quantized activations; not the logits, which the caller owns). deepseek2's latent
+// attention also holds one sequence's cache in f32 for `context` positions (0: default_context).
+size_t forward_scratch_bytes(const ModelConfig& c, int64_t batch, int64_t context = 0);
+
+// cos/sin pairs for one position with YaRN (ggml's rope_yarn: per pair a blend of interpolated and
+// extrapolated angles, magnitude spec.attn_factor times 1 + 0.1 ln(1 / freq_scale) when
+// ext_factor is set). cs holds n_rot floats.
+void rope_cache_yarn(int64_t pos, int64_t n_rot, const RopeSpec& spec, float* cs);
+
+// Floats of deepseek2's latent-attention scratch for `batch` tokens and `context` positions.
+size_t mla_scratch_floats(const ModelConfig& c, int64_t batch, int64_t context);
 
 // One token of a step. A sequence's tokens must be contiguous in the batch with consecutive
 // positions that continue its cache (the first one at cache->length(0)).
@@ -98,6 +107,13 @@ class ForwardPass {
   void attention_block(int64_t layer, int64_t n);
   void feed_forward_dense(const LayerWeights& L, int64_t n);
   void feed_forward_moe(const LayerWeights& L, int64_t n);
+  void moe_experts(const LayerWeights& L, int64_t n);  // the experts expert_idx_/expert_w_ chose
+  // deepseek2 (forward_mla.cpp): one whole layer, its latent attention, its router.
+  void init_mla_scratch();
+  void layer_mla(int64_t layer, int64_t n);
+  void attention_mla(int64_t layer, int64_t n);
+  void attend_latent_run(const Run& run, int64_t layer);
+  void route_mla(const LayerWeights& L, int64_t n);
   void mm(const WeightMatrix& w, const float* x, int64_t ncols, float* y);
   void rope_table(int64_t pos, const RopeSpec& spec, float* cs) const;
 
@@ -132,6 +148,16 @@ class ForwardPass {
   std::vector<float> xe_;              // [n][n_embd] tokens gathered for one expert
   std::vector<float> ye_;              // [n][n_embd] that expert's output
   MatmulScratch mm_scratch_;
+  // deepseek2's latent attention (sizes in forward_mla.cpp's init_mla_scratch).
+  std::vector<float> mla_kv_;      // [n][kv_lora_rank + n_rot] latent (normed) and roped key part
+  std::vector<float> mla_qa_;      // [n][q_lora_rank] the q LoRA's inner activations
+  std::vector<float> mla_head_in_, mla_head_out_;  // [n][max dims] one head's gathered input / output
+  std::vector<float> mla_q_;       // [n][n_head][kv_lora_rank + n_rot] queries in latent space
+  std::vector<float> mla_lat_;     // [n][n_head][kv_lora_rank] attended latents
+  std::vector<float> mla_keys_;    // [context][kv_lora_rank + n_rot] one sequence's cache in f32
+  std::vector<float> mla_lat_t_;   // [kv_lora_rank][context] its latents transposed (the values)
+  std::vector<float> mla_scores_;  // [n][n_head][context]
+  std::vector<float> mla_sh_gate_, mla_sh_up_;  // [n][n_ff_expert * n_expert_shared]
 };
 
 }  // namespace edgellm

@@ -33,19 +33,26 @@ void check_config(const KvCacheConfig& cfg) {
                                 str(cfg.n_layer) + " layers");
 }
 
-}  // namespace
-
-size_t KvCache::bytes_for(const KvCacheConfig& cfg) {
+// Bytes of all layers (full_only: of the full layers, one slot each: what a position adds).
+size_t cache_bytes(const KvCacheConfig& cfg, bool full_only) {
   check_config(cfg);
+  const size_t slot_bytes = (cfg.latent ? 1 : 2) * (size_t)(cfg.n_head_kv * cfg.head_dim) * sizeof(uint16_t);
   size_t total = 0;
   for (int64_t l = 0; l < cfg.n_layer; ++l) {
     int64_t capacity;
     bool ring;
     layer_shape(cfg, l, &capacity, &ring);
-    total += 2 * (size_t)capacity * (size_t)(cfg.n_head_kv * cfg.head_dim) * sizeof(uint16_t);
+    if (!full_only) total += (size_t)capacity * slot_bytes;
+    else if (!ring) total += slot_bytes;
   }
   return total;
 }
+
+}  // namespace
+
+size_t KvCache::bytes_for(const KvCacheConfig& cfg) { return cache_bytes(cfg, false); }
+
+size_t KvCache::bytes_per_position(const KvCacheConfig& cfg) { return cache_bytes(cfg, true); }
 
 KvCache::KvCache(const KvCacheConfig& cfg, const KernelTable& kt) : cfg_(cfg), kt_(&kt) {
   check_config(cfg_);
@@ -59,7 +66,7 @@ KvCache::KvCache(const KvCacheConfig& cfg, const KernelTable& kt) : cfg_(cfg), k
       L.window = cfg_.layers[(size_t)l].window;
     }
     L.k.assign((size_t)L.capacity * slot_elems, 0);
-    L.v.assign((size_t)L.capacity * slot_elems, 0);
+    if (!cfg_.latent) L.v.assign((size_t)L.capacity * slot_elems, 0);
   }
 }
 
@@ -91,7 +98,7 @@ void KvCache::store(int64_t layer, int64_t pos, const float* k, const float* v) 
   const int64_t n = cfg_.n_head_kv * cfg_.head_dim;
   const int64_t slot = slot_of(L, pos);
   kt_->f32_to_f16(k, L.k.data() + slot * n, n);
-  kt_->f32_to_f16(v, L.v.data() + slot * n, n);
+  if (!cfg_.latent) kt_->f32_to_f16(v, L.v.data() + slot * n, n);
   if (pos == L.length) L.length = pos + 1;
 }
 
@@ -100,12 +107,12 @@ void KvCache::store_block(int64_t layer, int64_t pos0, int64_t n, const float* k
     throw std::invalid_argument("KvCache: block of " + str(n) + " positions is larger than max_block " +
                                 str(cfg_.max_block) + "; split it or raise max_block");
   const int64_t stride = cfg_.n_head_kv * cfg_.head_dim;
-  for (int64_t i = 0; i < n; ++i) store(layer, pos0 + i, k + i * stride, v + i * stride);
+  for (int64_t i = 0; i < n; ++i) store(layer, pos0 + i, k + i * stride, v ? v + i * stride : nullptr);
 }
 
 KvView KvCache::view(int64_t layer) const {
   const Layer& L = layer_at(layer);
-  return KvView{L.k.data(), L.v.data(), L.capacity, L.sinks, L.window, L.ring};
+  return KvView{L.k.data(), cfg_.latent ? nullptr : L.v.data(), L.capacity, L.sinks, L.window, L.ring};
 }
 
 int64_t KvCache::length(int64_t layer) const { return layer_at(layer).length; }

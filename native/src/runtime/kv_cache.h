@@ -33,6 +33,9 @@ struct KvCacheConfig {
   int64_t context = 0;    // positions a full layer holds (positions 0 .. context-1)
   int64_t max_block = 1;  // most positions stored between two attention calls (prefill chunk)
   std::vector<KvLayerSpec> layers;  // one per layer; empty = every layer full
+  // Multi-head latent attention (deepseek2): one row of head_dim per slot (n_head_kv = 1), the
+  // compressed latent and the roped key part; no V (attention reads the latent back as its value).
+  bool latent = false;
 };
 
 class KvCache {
@@ -43,8 +46,10 @@ class KvCache {
 
   // Memory the cache will allocate for cfg, in bytes (to budget several sequences).
   static size_t bytes_for(const KvCacheConfig& cfg);
+  // Bytes each position adds on the full (non-ring) layers: what a longer context costs.
+  static size_t bytes_per_position(const KvCacheConfig& cfg);
 
-  // K and V of one position: k, v are [n_head_kv][head_dim] floats.
+  // K and V of one position: k, v are [n_head_kv][head_dim] floats (v is ignored for a latent cache).
   // pos must be <= length(layer) (append, or rewrite a position the layer still holds).
   // Throws std::out_of_range when a full layer reaches its context or a ring layer no longer
   // holds pos, std::invalid_argument for a gap.
