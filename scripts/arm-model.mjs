@@ -1,20 +1,25 @@
-// Is K-quant decode memory-bound on a Raspberry Pi? A static model from the compiled code (issue
-// #12's ARM criterion), for machines without an ARM CPU: it compiles the NEON K-quant GEMMs to
-// aarch64 assembly, takes the GEMV's super-block loop (the 4-row decode tile, ncols == 1) exactly
-// as the compiler emitted it, prices one iteration with llvm-mca, and turns that into the
-// weight bytes one core can consume per cycle and per second, next to the DRAM bandwidth.
+// A static cost model of edgellm's NEON hot loops, for machines without an ARM CPU (issue #18):
+// it compiles the NEON GEMM files to aarch64 assembly, takes each tile's inner loop exactly as the
+// compiler emitted it, and prices one iteration with llvm-mca-19, on neoverse-n1 (the server twin
+// of the Pi 5's Cortex-A76: llvm-mca has no cortex-a76 model with sdot timings of its own) and
+// cortex-a72 (Pi 4).
 //
-// The loop is found through markers that gemm_k_tiles.h emits only under -DEDGELLM_MCA_MARKERS
-// (asm comments "edgellm-mca superblock-begin/-end" in KTile::run<4, 1>): the loop is the span
-// from the label that the first backward branch after the end marker jumps to, up to that
-// branch, so loop-carried bookkeeping that the compiler moved around the markers is included.
-// One iteration is one super-block of 4 weight rows = 1024 weights.
+// Each loop is found through markers that gemm_tiles.h emits only under -DEDGELLM_MCA_MARKERS
+// (asm comments "edgellm-mca <what>-begin r<R> c<C>" / "-end", R rows x C columns): the loop is
+// the span from the label that the first backward branch after the end marker jumps to, up to
+// that branch. Nothing depends on the compiler's label names.
+//
+// Default output: one JSON line per kernel and CPU model,
+//   {kernel, type, columns, cpu_model, weights_per_iter, cycles_per_block, bottleneck, ...}
+// cycles_per_block: cycles per 32 weights of one row and per activation column (for the K-quants
+// too: a super-block is 8 such blocks); weights_per_iter: weights of all rows one iteration reads
+// (each serves `columns` columns); bottleneck: "resource <unit>" when the busiest llvm-mca resource
+// accounts for the cycles, else "dependency".
+// --bandwidth: the K-quant GEMV report of issue #12 instead (weight bytes one core consumes per
+// second next to the DRAM bandwidth). --ghz 2.4 (Pi 5; Pi 4: 1.5 or 1.8), --dram 17,10 (GB/s).
 //
 // Needs aarch64-linux-gnu-g++ (Debian g++-aarch64-linux-gnu) and llvm-mca-19 (Debian llvm-19);
-// installs nothing. Usage: node scripts/arm-model.mjs [--ghz 2.4] [--dram 17,10] [--json]
-//   --ghz    core clock (Pi 5: 2.4; Pi 4: 1.5 or 1.8)
-//   --dram   DRAM read bandwidths in GB/s to compare with (Pi 5 LPDDR4X-4267: ~17 theoretical,
-//            ~10-12 measured with 4 cores)
+// installs nothing. Usage: node scripts/arm-model.mjs [--bandwidth [--ghz G] [--dram A,B] [--json]]
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -30,19 +35,26 @@ const opt = (name, fallback) => {
 const GHZ = Number(opt('--ghz', '2.4'));
 const DRAM = opt('--dram', '17,10').split(',').map(Number);
 const JSON_OUT = args.includes('--json');
+const BANDWIDTH = args.includes('--bandwidth');
 const ITERATIONS = 200;
 
-// Weight bytes per 256 weights (one super-block) of each type the model covers.
-const TYPES = [
-  { type: 'q4_k', fn: 'gemm_q4_k', format: 'Q4KFormat', bytes: 144 },
-  { type: 'q6_k', fn: 'gemm_q6_k', format: 'Q6KFormat', bytes: 210 },
-];
-// The two ARM tables: the dotprod file for a Cortex-A76 (Pi 5; llvm-mca has no cortex-a76 model
-// with sdot timings of its own, neoverse-n1 is the same core design) and the plain file for a
-// Cortex-A72 (Pi 4).
+// The two ARM tables per source pair: the dotprod files for a Cortex-A76 (Pi 5), the plain files
+// for a Cortex-A72 (Pi 4).
 const TARGETS = [
-  { table: 'neon-dotprod', source: 'gemm_k_dotprod.cpp', march: 'armv8.2-a+dotprod', mcpu: 'neoverse-n1', core: 'Cortex-A76 (Pi 5)' },
-  { table: 'neon', source: 'gemm_k.cpp', march: 'armv8-a', mcpu: 'cortex-a72', core: 'Cortex-A72 (Pi 4)' },
+  { table: 'neon-dotprod', suffix: '_dotprod', march: 'armv8.2-a+dotprod', mcpu: 'neoverse-n1', core: 'Cortex-A76 (Pi 5)' },
+  { table: 'neon', suffix: '', march: 'armv8-a', mcpu: 'cortex-a72', core: 'Cortex-A72 (Pi 4)' },
+];
+
+// The loops priced. source: the file without its table suffix; fn: a substring of the function
+// (or of the out-of-line tile's name) holding the loop; what/rows/cols: its markers; weights: of
+// one row per iteration; columns: the activation columns a block serves (the 16-column GEMM runs
+// the same 4-column tile four times today).
+const KERNELS = [
+  { kernel: 'gemv', type: 'q4_0', source: 'gemm', fn: ['gemm_q4_0', 'Q4_0Codes'], what: 'block', rows: 4, cols: 1, weights: 32, columns: 1 },
+  { kernel: 'gemm', type: 'q4_0', source: 'gemm', fn: ['gemm_q4_0', 'Q4_0Codes'], what: 'block', rows: 4, cols: 4, weights: 32, columns: 4 },
+  { kernel: 'gemm', type: 'q4_0', source: 'gemm', fn: ['gemm_q4_0', 'Q4_0Codes'], what: 'block', rows: 4, cols: 4, weights: 32, columns: 16 },
+  { kernel: 'gemv', type: 'q4_k', source: 'gemm_k', fn: ['gemm_q4_k', 'Q4KFormat'], what: 'superblock', rows: 4, cols: 1, weights: 256, columns: 1, bytes: 144 },
+  { kernel: 'gemv', type: 'q6_k', source: 'gemm_k', fn: ['gemm_q6_k', 'Q6KFormat'], what: 'superblock', rows: 4, cols: 1, weights: 256, columns: 1, bytes: 210 },
 ];
 
 function need(cmd) {
@@ -56,12 +68,13 @@ function need(cmd) {
 }
 
 // Assembly of one NEON source with the markers, as the build compiles it (-O3, no FP contraction).
-function compile(target, dir) {
-  const out = join(dir, target.source.replace(/\.cpp$/, '.s'));
+function compile(source, target, dir) {
+  const file = `${source}${target.suffix}.cpp`;
+  const out = join(dir, file.replace(/\.cpp$/, '.s'));
   execFileSync('aarch64-linux-gnu-g++', [
     '-std=c++17', '-O3', `-march=${target.march}`, '-ffp-contract=off', '-fno-math-errno',
     '-DEDGELLM_MCA_MARKERS', '-I', join(root, 'native/src'), '-S',
-    join(root, 'native/src/kernels/neon', target.source), '-o', out,
+    join(root, 'native/src/kernels/neon', file), '-o', out,
   ]);
   return readFileSync(out, 'utf8').split('\n');
 }
@@ -85,15 +98,16 @@ function functions(lines) {
 const isInstruction = (l) => /^\s+[a-z]/.test(l) && !/^\s+\./.test(l);
 const branchTarget = (l) => /^\s+(?:b(?:\.?(?:eq|ne|lt|le|gt|ge|hi|ls|lo|hs|cc|cs|mi|pl|vs|vc))?|cbn?z|tbn?z)\s+(?:[^,]+,\s*)*(\.L\w+)\s*$/.exec(l)?.[1];
 
-// The loops around the markers in one function's lines: for each begin/end pair (the compiler
-// may emit more than one copy, e.g. a peeled first iteration), the span from the label that the
-// first backward branch after the end marker jumps to, up to that branch. Copies without such a
-// branch run once per call and are not the loop.
-function markedLoops(body) {
-  const at = (what) => body.flatMap((l, i) => (l.includes(`edgellm-mca superblock-${what}`) ? [i] : []));
+// The loops around one tile's markers ("edgellm-mca <what>-begin r<R> c<C>", gemm_tiles.h) in one
+// function's lines: for each begin/end pair (the compiler may emit more than one copy, e.g. a
+// peeled first iteration), the span from the label that the first backward branch after the end
+// marker jumps to, up to that branch, so loop-carried bookkeeping that the compiler moved around
+// the markers is included. Copies without such a branch run once per call and are not the loop.
+function markedLoops(body, what, tile) {
+  const at = (edge) => body.flatMap((l, i) => (l.includes(`edgellm-mca ${what}-${edge} ${tile}`) && /\S\s*$/.test(l) && l.trimEnd().endsWith(tile) ? [i] : []));
   const begins = at('begin'), ends = at('end');
   if (begins.length === 0 || begins.length !== ends.length) {
-    return { error: `unpaired markers: ${begins.length} begin / ${ends.length} end` };
+    return { error: `unpaired markers ${what} ${tile}: ${begins.length} begin / ${ends.length} end` };
   }
   const labels = new Map(body.flatMap((l, i) => (/^(\.L\w+):/.test(l) ? [[/^(\.L\w+):/.exec(l)[1], i]] : [])));
   const loops = [];
@@ -104,12 +118,13 @@ function markedLoops(body) {
         loops.push({ from: t, loop: body.slice(labels.get(t), i + 1).filter((l) => isInstruction(l) || /^\.L\w+:/.test(l)) });
         return;
       }
-      if (t && labels.has(t) && labels.get(t) > i) continue;  // a forward branch inside the body
     }
   });
-  return loops.length ? { loops } : { error: 'no backward branch around the markers' };
+  return loops.length ? { loops } : { error: `no backward branch around the ${what} ${tile} markers` };
 }
 
+// llvm-mca's figures for one loop: cycles and instructions per iteration, and the busiest
+// resource (from "Resource pressure per iteration").
 function mca(mcpu, loopLines, dir) {
   const file = join(dir, `loop-${mcpu}.s`);
   writeFileSync(file, loopLines.join('\n') + '\n');
@@ -117,11 +132,22 @@ function mca(mcpu, loopLines, dir) {
     encoding: 'utf8',
   });
   const num = (re) => Number(re.exec(out)?.[1]);
+  const names = new Map([...out.matchAll(/^\[([\d.]+)\]\s+-\s+(\S+)/gm)].map((m) => [m[1], m[2]]));
+  const pressure = /Resource pressure per iteration:\n(.*)\n(.*)\n/.exec(out);
+  let busiest = { unit: '?', cycles: 0 };
+  if (pressure) {
+    const units = pressure[1].trim().split(/\s+/).map((u) => u.replace(/[[\]]/g, ''));
+    const values = pressure[2].trim().split(/\s+/).map((v) => (v === '-' ? 0 : Number(v)));
+    units.forEach((u, i) => {
+      if (values[i] > busiest.cycles) busiest = { unit: names.get(u) ?? u, cycles: values[i] };
+    });
+  }
   return {
     totalCycles: num(/Total Cycles:\s+(\d+)/),
     instructions: num(/Instructions:\s+(\d+)/) / ITERATIONS,
     blockRThroughput: num(/Block RThroughput:\s+([\d.]+)/),
     ipc: num(/IPC:\s+([\d.]+)/),
+    busiest,
   };
 }
 
@@ -137,53 +163,71 @@ function mix(loop) {
   };
 }
 
+// The priced loop of kernel k in one target's assembly (the slowest copy when there are several).
+function price(k, target, fns, dir) {
+  const tile = `r${k.rows} c${k.cols}`;
+  const marker = `edgellm-mca ${k.what}-begin ${tile}`;
+  const candidates = [...fns.entries()].filter(
+    ([name, body]) => k.fn.some((f) => name.includes(f)) && body.some((l) => l.trimEnd().endsWith(marker)),
+  );
+  if (candidates.length !== 1) throw new Error(`${k.source}${target.suffix}.cpp ${k.type} ${tile}: ${candidates.length} functions hold the markers`);
+  const [name, body] = candidates[0];
+  const found = markedLoops(body, k.what, tile);
+  if (found.error) throw new Error(`${k.source}${target.suffix}.cpp ${k.type} (${name}): ${found.error}`);
+  const priced = found.loops.map((l) => ({ ...l, m: mca(target.mcpu, l.loop, dir) }));
+  priced.sort((x, y) => y.m.totalCycles - x.m.totalCycles);
+  return { copies: found.loops.length, ...priced[0] };
+}
+
 need('aarch64-linux-gnu-g++');
 need('llvm-mca-19');
 const dir = mkdtempSync(join(tmpdir(), 'edgellm-arm-model-'));
 const rows = [];
 try {
   for (const target of TARGETS) {
-    const fns = functions(compile(target, dir));
-    for (const t of TYPES) {
-      // The tile may be inlined into gemm_q*_k or stay a function of its own (KTile<Format, ...>).
-      const candidates = [...fns.entries()].filter(
-        ([name, body]) => (name.includes(t.fn) || name.includes(t.format)) && body.some((l) => l.includes('edgellm-mca')),
-      );
-      if (candidates.length !== 1) throw new Error(`${target.source} ${t.type}: ${candidates.length} functions hold the markers`);
-      const [name, body] = candidates[0];
-      const found = markedLoops(body);
-      if (found.error) throw new Error(`${target.source} ${t.type} (${name}): ${found.error}`);
-      // With several copies of the loop, price the slowest.
-      const priced = found.loops.map((l) => ({ ...l, m: mca(target.mcpu, l.loop, dir) }));
-      priced.sort((x, y) => y.m.totalCycles - x.m.totalCycles);
-      const { m, loop } = priced[0];
+    const listings = new Map();
+    for (const k of KERNELS) {
+      if (BANDWIDTH && k.bytes === undefined) continue;
+      if (!listings.has(k.source)) listings.set(k.source, functions(compile(k.source, target, dir)));
+      const { copies, m, loop } = price(k, target, listings.get(k.source), dir);
       const cyclesPerIter = m.totalCycles / ITERATIONS;
-      const cyclesPer256 = cyclesPerIter / 4;
-      const bytesPerCycle = t.bytes / cyclesPer256;
-      const gbPerCore = (bytesPerCycle * GHZ * 1e9) / 1e9;
-      rows.push({
-        core: target.core, table: target.table, mcpu: target.mcpu, type: t.type,
-        loopCopies: found.loops.length, instructionsPerIteration: m.instructions, ...mix(loop),
-        cyclesPer256Weights: +cyclesPer256.toFixed(1), blockRThroughputPer256: +(m.blockRThroughput / 4).toFixed(1),
-        ipc: m.ipc, bytesPer256: t.bytes, bytesPerCycle: +bytesPerCycle.toFixed(2),
-        gbPerSecPerCore: +gbPerCore.toFixed(1),
-        coresToSaturate: Object.fromEntries(DRAM.map((d) => [`${d}GBs`, +(d / gbPerCore).toFixed(2)])),
-      });
+      const blocks = (k.rows * k.weights) / 32;  // 32-weight blocks of one row, all rows
+      const row = {
+        kernel: k.kernel, type: k.type, columns: k.columns, cpu_model: target.mcpu,
+        weights_per_iter: k.rows * k.weights,
+        cycles_per_block: +(cyclesPerIter / (blocks * k.cols)).toFixed(2),
+        bottleneck: m.busiest.cycles >= 0.9 * cyclesPerIter ? `resource ${m.busiest.unit}` : 'dependency',
+        table: target.table, tile: `${k.rows}x${k.cols}`, loop_copies: copies,
+        instructions_per_iter: m.instructions, ...mix(loop), ipc: m.ipc,
+      };
+      if (BANDWIDTH) {
+        const cyclesPer256 = cyclesPerIter / k.rows;
+        const bytesPerCycle = k.bytes / cyclesPer256;
+        const gbPerCore = bytesPerCycle * GHZ;
+        Object.assign(row, {
+          core: target.core, cyclesPer256Weights: +cyclesPer256.toFixed(1), bytesPer256: k.bytes,
+          bytesPerCycle: +bytesPerCycle.toFixed(2), gbPerSecPerCore: +gbPerCore.toFixed(1),
+          coresToSaturate: Object.fromEntries(DRAM.map((d) => [`${d}GBs`, +(d / gbPerCore).toFixed(2)])),
+        });
+      }
+      rows.push(row);
     }
   }
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }
 
-if (JSON_OUT) {
+if (!BANDWIDTH) {
+  for (const r of rows) console.log(JSON.stringify(r));
+} else if (JSON_OUT) {
   console.log(JSON.stringify({ ghz: GHZ, dram: DRAM, iterations: ITERATIONS, rows }, null, 2));
 } else {
   console.log(`K-quant GEMV loop, one iteration = 4 rows x 256 weights; llvm-mca-19, ${ITERATIONS} iterations; clock ${GHZ} GHz`);
   for (const r of rows) {
     console.log(
-      `${r.core.padEnd(18)} ${r.table.padEnd(12)} ${r.type}: ${r.instructionsPerIteration} instr/iter ` +
+      `${r.core.padEnd(18)} ${r.table.padEnd(12)} ${r.type}: ${r.instructions_per_iter} instr/iter ` +
         `(loads ${r.loads}, sdot ${r.sdot}, smull/smlal ${r.smull_smlal}, mla ${r.mla}, stack ${r.stack}), ` +
-        `${r.cyclesPer256Weights} cycles/256 w (RThroughput ${r.blockRThroughputPer256}), IPC ${r.ipc}, ` +
+        `${r.cyclesPer256Weights} cycles/256 w, IPC ${r.ipc}, ` +
         `${r.bytesPer256} B/256 w -> ${r.bytesPerCycle} B/cycle = ${r.gbPerSecPerCore} GB/s per core; ` +
         `cores to reach ${DRAM.map((d) => `${d} GB/s: ${r.coresToSaturate[`${d}GBs`]}`).join(', ')}`,
     );

@@ -32,14 +32,6 @@
 
 #include "kernels/neon/gemm_tiles.h"
 
-// scripts/arm-model.mjs compiles this with -DEDGELLM_MCA_MARKERS to find the decode loop in the
-// assembly (asm comments only; no build defines it).
-#if defined(EDGELLM_MCA_MARKERS)
-#define EDGELLM_MCA_MARK(what) asm volatile("// edgellm-mca " what)
-#else
-#define EDGELLM_MCA_MARK(what)
-#endif
-
 namespace edgellm::neon_tiles {
 namespace {
 
@@ -329,7 +321,7 @@ struct KTile {
     for (int j = 0; j < C; ++j) acc[j] = vdupq_n_f32(0.0f);
     for (int64_t b = 0; b < nb; ++b) {
       if constexpr (R == 4 && C == 1) {
-        EDGELLM_MCA_MARK("superblock-begin");
+        EDGELLM_MCA_TILE("superblock-begin", R, C);
       }
       // Row by row: one row's scales, codes and sums are live at a time (the activation vectors
       // are reloaded from L1 for each row rather than held for all R).
@@ -369,7 +361,7 @@ struct KTile {
         acc[j] = vfmaq_n_f32(acc[j], t, x[j][b].d);
       }
       if constexpr (R == 4 && C == 1) {
-        EDGELLM_MCA_MARK("superblock-end");
+        EDGELLM_MCA_TILE("superblock-end", R, C);
       }
     }
     for (int j = 0; j < C; ++j) store_rows<R>(acc[j], common::y_at(a, c + j, r), rstep);

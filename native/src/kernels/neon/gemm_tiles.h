@@ -29,6 +29,16 @@
 #include "kernels/common/gemm_tiling.h"
 #include "kernels/neon/neon.h"
 
+// scripts/arm-model.mjs compiles the NEON files with -DEDGELLM_MCA_MARKERS to find each tile's
+// hot loop in the assembly: asm comments "// edgellm-mca <what> r<R> c<C>" (R rows x C columns,
+// the template arguments as immediates) at the start and end of one iteration. Comments only;
+// no build defines it.
+#if defined(EDGELLM_MCA_MARKERS)
+#define EDGELLM_MCA_TILE(what, R, C) asm volatile("// edgellm-mca " what " r%c0 c%c1" ::"i"(R), "i"(C))
+#else
+#define EDGELLM_MCA_TILE(what, R, C)
+#endif
+
 namespace edgellm::neon_tiles {
 namespace {
 
@@ -279,6 +289,7 @@ struct BlockTile {
     float32x4_t acc[C];  // lane i: row i
     for (int j = 0; j < C; ++j) acc[j] = vdupq_n_f32(0.0f);
     for (int64_t b = 0; b < nb; ++b) {
+      EDGELLM_MCA_TILE("block-begin", R, C);
       int8x16_t lo[R], hi[R];
       for (int i = 0; i < R; ++i) Codes::unpack(w[i][b], lo[i], hi[i]);
       float32x4_t dw;
@@ -301,6 +312,7 @@ struct BlockTile {
         acc[j] = vfmaq_f32(acc[j], vcvtq_f32_s32(row_sums<R>(p)), mul_lane(dw, dx, j));
         if constexpr (Codes::kMin) acc[j] = fma_lane(acc[j], mw, sx, j);
       }
+      EDGELLM_MCA_TILE("block-end", R, C);
     }
     for (int j = 0; j < C; ++j) store_rows<R>(acc[j], y_at(a, c + j, r), rstep);
   }
