@@ -49,10 +49,12 @@ constexpr int kColStep = 2;    // columns whose sums stay in registers together
 
 KR_INLINE __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 
-// [16 bytes at lo | 16 bytes at hi].
+// [16 bytes at lo | 16 bytes at hi], as a blend of two 32-byte loads (lo and hi - 16) rather than
+// a load and an insert: the insert takes a shuffle port, which the transposes keep busy. Reads
+// 16 bytes past lo + 16 and 16 before hi: callers pass rows of one tile with lo's row before
+// hi's (so both stray ranges lie inside the weight rows of the tile or their padding).
 KR_INLINE __m256i load_2x128(const uint8_t* lo, const uint8_t* hi) {
-  return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lo))),
-                                 _mm_loadu_si128(reinterpret_cast<const __m128i*>(hi)), 1);
+  return _mm256_blend_epi32(load256(lo), load256(hi - 16), 0xF0);
 }
 
 // An empty asm that the value passes through: GCC otherwise reassociates a chain of integer
@@ -72,6 +74,8 @@ KR_INLINE __m256i broadcast4(const int8_t* p) {
 
 // 16 bytes at offset `off` of 8 blocks (rows 0-7 of a half) with dword j of row l in dword lane
 // l of out[j]: in each 128-bit lane (rows 0-3 low, 4-7 high) a 4x4 transpose of dwords.
+// The loads stray up to 16 bytes outside the 16 (load_2x128): after rows 0-3's and before rows
+// 4-7's, which are rows of the same tile.
 KR_INLINE void transpose_8x16(const uint8_t* const* blk, size_t off, __m256i out[4]) {
   __m256i m[4];
   for (int i = 0; i < 4; ++i) m[i] = load_2x128(blk[i] + off, blk[i + 4] + off);
@@ -282,7 +286,8 @@ void tile(const GemmArgs& a, int64_t r, int64_t r_end) {
   for (int64_t j = 0; j < a.ncols; ++j)
     for (int h = 0; h < kHalves; ++h) acc[j][h] = _mm256_setzero_ps();
   // The next tile of this range: 16 rows from r + 16, one contiguous range of bytes, prefetched
-  // into L2 a slice per super-block.
+  // into L2 a slice per super-block (from DRAM, 8 columns, Q6_K 32000 x 1024: without it 27
+  // GMAC/s, with it 50-55; into L1 instead, 35; two tiles ahead or into L3, the same).
   const bool next = r + 2 * kRows <= r_end;
   const uint8_t* next_base = a.w + (r + kRows) * a.w_row_bytes;
   const size_t next_bytes = kRows * a.w_row_bytes, slice = (next_bytes + nb - 1) / nb;
