@@ -42,6 +42,7 @@ constexpr int kRows = 16;      // rows per tile: two halves of 8, one row per in
 constexpr int kHalves = 2;     // 8-row halves per tile
 constexpr int kGroups = kQKK / 4;  // 4-weight groups per super-block
 constexpr int kColStep = 2;    // columns whose sums stay in registers together
+constexpr int kAheadTiles = 2; // prefetch distance (see tile)
 
 // The regrouping and the column loops must inline into one body per format and column count:
 // out of line, their arrays go through memory and the sub-block indices stop being constants.
@@ -285,11 +286,12 @@ void tile(const GemmArgs& a, int64_t r, int64_t r_end) {
   __m256 acc[kMaxGemmCols][kHalves];
   for (int64_t j = 0; j < a.ncols; ++j)
     for (int h = 0; h < kHalves; ++h) acc[j][h] = _mm256_setzero_ps();
-  // The next tile of this range: 16 rows from r + 16, one contiguous range of bytes, prefetched
-  // into L2 a slice per super-block (from DRAM, 8 columns, Q6_K 32000 x 1024: without it 27
-  // GMAC/s, with it 50-55; into L1 instead, 35; two tiles ahead or into L3, the same).
-  const bool next = r + 2 * kRows <= r_end;
-  const uint8_t* next_base = a.w + (r + kRows) * a.w_row_bytes;
+  // The tile kAheadTiles after this one in the range (16 rows, one contiguous range of bytes) is
+  // prefetched into L2 a slice per super-block. From DRAM (8 columns, Q6_K 32000 x 1024, other
+  // processes loading memory): without it 27 GMAC/s; 1 tile ahead 35-36, 2 or more 40-42; into
+  // L1 instead of L2, a third slower.
+  const bool next = r + (1 + kAheadTiles) * kRows <= r_end;
+  const uint8_t* next_base = a.w + (r + kAheadTiles * kRows) * a.w_row_bytes;
   const size_t next_bytes = kRows * a.w_row_bytes, slice = (next_bytes + nb - 1) / nb;
   for (int64_t b = 0; b < nb; ++b) {
     if (next)
@@ -318,6 +320,11 @@ void tile(const GemmArgs& a, int64_t r, int64_t r_end) {
 
 template <class F>
 void drive(const GemmArgs& a, int64_t r0, int64_t r1) {
+  // The tiles before the first kAheadTiles have nothing ahead of them: their bytes now, except
+  // the first tile's, which is read at once.
+  const int64_t first = r0 + kRows, last = r1 < r0 + kAheadTiles * kRows ? r1 : r0 + kAheadTiles * kRows;
+  for (int64_t off = 0; first < last && off < (last - first) * (int64_t)a.w_row_bytes; off += 64)
+    _mm_prefetch(reinterpret_cast<const char*>(a.w + first * a.w_row_bytes + off), _MM_HINT_T1);
   for (int64_t r = r0; r + kRows <= r1; r += kRows) tile<F>(a, r, r1);
 }
 
