@@ -6,8 +6,8 @@
 // multiply-adds of a column it spends a maddubs, a madd with the sub-block scale and an add, and
 // the madd is half of the multiplies (Q4_K: 16 per 256 multiply-adds per column). Here a tile is
 // 16 adjacent rows and one register holds 4 consecutive codes of 8 of them, one row per int32
-// lane; a column's 4 matching activation bytes are broadcast to every lane (vpbroadcastd from
-// memory, a pure load, which serves both 8-row halves). The maddubs of one sub-block then sum in
+// lane; a column's 4 matching activation bytes are broadcast to every lane (one vpbroadcastd from
+// memory serves both 8-row halves). The maddubs of one sub-block then sum in
 // int16 before one madd applies every row's scale at once (a vector of per-lane scales), so per
 // 256 multiply-adds per column Q4_K needs 8 maddubs + 1 madd (a 32-weight sub-block: 8 maddubs,
 // |sum| <= 8 x 2 x 15 x 127 < 2^15) and Q6_K 8 + 4 (its 6-bit codes let only 2 maddubs share an
@@ -24,8 +24,8 @@
 //   Q6_K: y += d_x * d * (sum_s sc_s * isum_s  -  32 * sum_s sc_s * bsum_s)
 // Columns go 2 at a time: their 4 int32 sums (2 columns x 2 halves), 4 int16 partial sums and the
 // 2 weight registers of a step fit the 16 ymm registers without spills.
-// The next tile's bytes (16 adjacent rows: one contiguous range) are prefetched into L2 a slice
-// per super-block while this one computes.
+// The bytes of the tile 2 ahead (16 adjacent rows: one contiguous range) are prefetched into L2 a
+// slice per super-block while this one computes.
 #include <immintrin.h>
 
 #include <cstddef>
@@ -88,9 +88,8 @@ KR_INLINE void transpose_8x16(const uint8_t* const* blk, size_t off, __m256i out
   out[3] = _mm256_unpackhi_epi64(a1, a3);
 }
 
-// pshufb control that puts byte b (0..3) of each dword at the positions `pattern` names: a
-// pattern nibble 0-3 is a byte offset inside the dword, 8 is zero. Written per dword as
-// (byte0, byte1, byte2, byte3) selectors.
+// pshufb control that builds each dword from bytes of the same dword: byte i of the result is
+// byte b_i (0..3) of the source dword, or zero for b_i = -1.
 KR_INLINE __m256i dword_bytes(int b0, int b1, int b2, int b3) {
   auto sel = [](int b, int lane_dword) { return (char)(b < 0 ? 0x80 : 4 * lane_dword + b); };
   return _mm256_setr_epi8(sel(b0, 0), sel(b1, 0), sel(b2, 0), sel(b3, 0), sel(b0, 1), sel(b1, 1), sel(b2, 1), sel(b3, 1),
