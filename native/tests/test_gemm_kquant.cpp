@@ -171,5 +171,9 @@ TEST(gemm, kquant_extreme_codes_and_activations_do_not_overflow) {
       for (int xv : {-127, 127}) {
         const Problem p = make_problem(type, 5, 768, 5, xv, xv, fill);
         check(p, 0, p.rows, 0, p.ncols, p.rows);
+        // 16-row tiles with the rows in the lanes (avx2 Q4_K / Q6_K, several columns), whose
+        // int16 sums hold 8 (Q4_K) or 4 (Q6_K) products.
+        const Problem tall = make_problem(type, 35, 512, 8, xv, xv, fill);
+        check(tall, 0, tall.rows, 0, tall.ncols, tall.rows);
       }
 }

@@ -144,6 +144,19 @@ TEST(gemm, kquant_row_sub_ranges_write_only_their_rows) {
   }
 }
 
+// Several columns of Q4_K / Q6_K go to the avx2 tile of 16 rows in the vector lanes
+// (gemm_kquants_rows.cpp) for whole tiles, the rest to the row tiles: ranges of 1, 2 and 3 tiles
+// with 0..15 rows left over, starting on and off a multiple of 16, with every column count
+// around its column pairs and thresholds.
+TEST(gemm, kquant_sixteen_row_tiles_with_leftover_rows_and_columns) {
+  for (DType type : kKTypes) {
+    const Problem p = make_problem(type, 53, kQKK * 3, 17);
+    for (int64_t ncols : {2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17})
+      for (auto range : {std::pair<int64_t, int64_t>{0, 16}, {0, 32}, {3, 51}, {16, 31}, {1, 53}, {37, 53}})
+        check_all_tables(p, range.first, range.second, 17 - ncols, ncols);
+  }
+}
+
 // Wide rows (Llama FFN down projection k = 14336 = 56 super-blocks): the per-super-block f32
 // accumulation stays within the tolerance.
 TEST(gemm, kquant_wide_rows_match) {

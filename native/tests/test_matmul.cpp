@@ -211,6 +211,10 @@ TEST(matmul, rows_per_chunk_is_a_multiple_of_4_within_bounds) {
         CHECK(r <= rows);
         CHECK(r == rows || r % 4 == 0);
         CHECK(r == rows || r < 16 || (size_t)r * row_bytes <= 256 * 1024 + 15 * row_bytes);
+        // 2 columns: whole 16-row tiles from 16 rows up.
+        const int64_t r2 = matmul_rows_per_chunk(rows, row_bytes, threads, 2);
+        CHECK(r2 >= 1 && r2 <= rows);
+        CHECK(r2 == rows || r2 % (r2 >= 16 ? 16 : 4) == 0);
         // GEMM chunks: multiples of 16 rows (whole register tiles), at most 1 MiB unless 16 rows are more.
         const int64_t g = matmul_rows_per_chunk(rows, row_bytes, threads, 64);
         CHECK(g >= 1 && g <= rows);

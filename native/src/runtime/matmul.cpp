@@ -123,7 +123,9 @@ int64_t matmul_rows_per_chunk(int64_t rows, size_t row_bytes, int threads, int64
   const int64_t max_rows = std::max<int64_t>(1, (int64_t)(kMaxChunkBytes / row_bytes));
   int64_t r = std::min(std::max(target, min_rows), std::max(max_rows, (int64_t)1));
   r = (r + 3) / 4 * 4;
-  if (r >= 32) r = (r + 15) / 16 * 16;
+  // Several columns (2 or 3 sequences decoding) use 16-row tiles for some types (the avx2
+  // Q4_K tile): whole tiles, no leftover rows for a narrower tile.
+  if (r >= 32 || (ncols > 1 && r >= 16)) r = (r + 15) / 16 * 16;
   return std::min(r, rows);
 }
 

@@ -36,7 +36,8 @@ void matmul(ThreadPool& pool, const KernelTable& kt, DType wtype, const void* w,
 // Rows per chunk that matmul() hands to a thread: about 16 chunks per thread so that a thread
 // the OS preempts costs little, but each chunk streams at least 16 KiB of weights (so the
 // atomic claim is noise) and at most 256 KiB (so column groups reuse it from L2); a multiple
-// of 4 (16 from 32 rows up, so threads do not share Y cache lines). One chunk for 1 thread.
+// of 4 (16 from 32 rows up, so threads do not share Y cache lines, and from 16 rows up for 2 or
+// more columns, whole 16-row tiles). One chunk for 1 thread.
 // A GEMM of kGemmChunkCols columns or more takes about 4 chunks per thread instead (at least 64
 // rows and at most 1 MiB of weights, a multiple of 16): its kernels prepare the activation columns once per call (the avx512
 // one sums each Q8_0 block of x), which then serves more rows, and a chunk already holds

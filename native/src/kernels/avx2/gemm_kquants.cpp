@@ -11,6 +11,9 @@
 // vector uops per 32 multiply-adds per column, plus the unpacking of the weights, which a tile
 // does once per row and super-block for all of its columns.
 //
+// With several columns, Q4_K and Q6_K go to the 16-row tile with the rows in the vector lanes
+// (gemm_kquants_rows.cpp; the thresholds and figures at drive_rows_first) for whole tiles; Q5_K,
+// one column and the rows left over take the tiles here.
 // Tiling (see drive below): up to 8 columns (decode of 1 to 8 sequences) run in one tile per
 // 4 rows a quarter of the range apart, the decode order of common::drive, so every weight block
 // is read from memory once for all columns and each row is its own sequential stream; more
@@ -258,10 +261,28 @@ void drive(const GemmArgs& a, int64_t r0, int64_t r1) {
   for (; r < r1; ++r) run_all_columns<Tile, 1>(a, r, 1);
 }
 
+// Several columns: whole 16-row tiles with the rows in the vector lanes (gemm_kquants_rows.cpp),
+// from min_cols columns on, the rest here. The thresholds are where that tile measured faster
+// (tools/gemm_bench, 2048 x 1024, single thread, AMD EPYC Zen 4): Q4_K from 2 columns (2: 49 -> 62
+// GMAC/s, 8: 58 -> 102, 64: 55 -> 121); Q6_K from 5 (its regrouping of three sources per code
+// costs more: 4 columns 53 -> 52, 5: 53 -> 56, 8: 51 -> 68, 64: 49 -> 101). From DRAM (Q4_K
+// 8192 x 2816, Q6_K 32000 x 1024, 8 columns) the gains were smaller: Q4_K 52 -> 89, Q6_K 52 -> 54.
+template <class Tile>
+void drive_rows_first(GemmFn rows_tiles, int64_t min_cols, const GemmArgs& a, int64_t r0, int64_t r1) {
+  if (a.ncols >= min_cols) {
+    const int64_t r = r0 + (r1 - r0) / 16 * 16;
+    rows_tiles(a, r0, r);
+    r0 = r;
+  }
+  if (r0 < r1) drive<Tile>(a, r0, r1);
+}
+
 }  // namespace
 
-void gemm_q4_k(const GemmArgs& a, int64_t r0, int64_t r1) { drive<KQuant45<block_q4_K>>(a, r0, r1); }
+void gemm_q4_k(const GemmArgs& a, int64_t r0, int64_t r1) {
+  drive_rows_first<KQuant45<block_q4_K>>(gemm_q4_k_rows, 2, a, r0, r1);
+}
 void gemm_q5_k(const GemmArgs& a, int64_t r0, int64_t r1) { drive<KQuant45<block_q5_K>>(a, r0, r1); }
-void gemm_q6_k(const GemmArgs& a, int64_t r0, int64_t r1) { drive<KQuant6>(a, r0, r1); }
+void gemm_q6_k(const GemmArgs& a, int64_t r0, int64_t r1) { drive_rows_first<KQuant6>(gemm_q6_k_rows, 5, a, r0, r1); }
 
 }  // namespace edgellm::avx2
