@@ -10,7 +10,7 @@ import type { UpstreamStatus } from '../hybrid-policy.js';
 import { ignoreRequests } from '../request-observer.js';
 import { finishDone, round } from './finish.js';
 import { intake, resume } from './intake.js';
-import type { AbortReason, RequestContext, RequestDeps } from './job.js';
+import { defaultModel, type AbortReason, type RequestContext, type RequestDeps } from './job.js';
 
 export interface ResponderStats {
   queue_depth: number;
@@ -76,7 +76,7 @@ export class Responder implements RequestSink {
       return;
     }
     if (ctx.queue.remove(job.key)) {
-      finishDone(ctx, job, job.route?.model ?? job.request.model ?? '', { text: '', finish_reason: 'cancelled', usage: { prompt_tokens: 0, completion_tokens: 0 } }, {
+      finishDone(ctx, job, job.route?.model ?? job.request.model ?? defaultModel(ctx), { text: '', finish_reason: 'cancelled', usage: { prompt_tokens: 0, completion_tokens: 0 } }, {
         cached: false,
         startedAt: Date.now(),
         firstAt: undefined,

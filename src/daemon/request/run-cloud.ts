@@ -6,10 +6,9 @@
  * drain reach it.
  */
 import { EdgeError } from '../../errors.js';
-import { chunkMessage, fallbackMessage } from '../../protocol/codec.js';
+import { chunkMessage, fallbackMessage, type WireRequest } from '../../protocol/codec.js';
 import { failureOf } from '../../policy/admission.js';
 import type { UpstreamRequest } from '../../policy/upstream.js';
-import type { WireRequest } from '../../protocol/codec.js';
 import { finishDone, finishError, settle } from './finish.js';
 import { nextSeq, startRunning, type Job, type RequestContext } from './job.js';
 import { runLocal } from './run-local.js';
