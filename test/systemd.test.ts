@@ -153,6 +153,7 @@ t.test('systemd/edgellm.service passes systemd-analyze verify once installed', n
     ['NotifyAccess', 'main'],
     ['WatchdogSec', '30'],
     ['Restart', 'on-failure'],
+    ['RestartPreventExitStatus', '2'],
     ['User', 'edgellm'],
     ['StateDirectory', 'edgellm'],
     ['ConfigurationDirectory', 'edgellm'],

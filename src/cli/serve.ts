@@ -6,6 +6,7 @@ import { loadConfig, maskSecrets, modelFiles, type ConfigFlags } from '../config
 import { ensureDemoModel } from '../daemon/demo-model.js';
 import { localModelOpener } from '../daemon/local-model.js';
 import { Service } from '../daemon/service.js';
+import { SystemdNotifier } from '../daemon/systemd.js';
 
 interface ServeFlags extends ConfigFlags {
   config?: string;
@@ -45,7 +46,8 @@ export function registerServe(program: Command): void {
           'Its weights are random, so its answers are nonsense words; it shows the daemon works. ' +
           'Serve a real GGUF with --model FILE (or model: in a config file).';
       }
-      const service = new Service(config, localModelOpener(config));
+      const systemd = new SystemdNotifier();
+      const service = new Service(config, localModelOpener(config), undefined, systemd);
       if (demoNote) service.log.warn(demoNote);
       const stopped = new Promise<void>((resolve) => {
         process.once('SIGTERM', resolve);
@@ -54,7 +56,13 @@ export function registerServe(program: Command): void {
       // A signal during start (say, while the broker is still unreachable) stops it too.
       const first = await Promise.race([service.start().then(() => 'started' as const), stopped.then(() => 'signal' as const)]).catch(
         async (err: unknown) => {
+          // What `systemctl status edgellm` shows. The exit status is 2 for an EdgeError (a missing
+          // model, a taken port, a bad config): the unit's RestartPreventExitStatus=2 keeps systemd
+          // from restarting into the same refusal every RestartSec.
+          // Sent after the stop's own STOPPING status, so it is the last one systemd shows.
           await service.stop();
+          const why = err instanceof EdgeError ? `${err.code}: ${err.message}` : String(err);
+          systemd.notifyStatus(`failed to start: ${why}`);
           throw err;
         },
       );

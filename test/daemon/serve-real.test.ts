@@ -1,7 +1,7 @@
 // `edgellm serve` as systemd runs it: the built CLI in its own process, the real engine on
 // stories260K.gguf, a real mosquitto, and (for the notify test) python3 as the service manager.
 import t from 'tap';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Broker, findMosquitto, freePort } from '../helpers/broker.js';
@@ -203,4 +203,24 @@ t.test('in process: the engine adapter counts tokens, and a prompt the context c
   const fits = await device.final('fits', 30_000);
   t.match(fits.body, { type: 'done', finish_reason: 'length', usage: { completion_tokens: 8 } });
   t.ok(String(fits.body.text).startsWith(', there was'), JSON.stringify(fits.body.text));
+});
+
+// A unit whose model is missing must fail once, say why, and not be restarted every RestartSec:
+// exit 2 is in the unit's RestartPreventExitStatus=, and the reason reaches `systemctl status`.
+t.test('under systemd, a missing model fails the start once: STATUS= says why, exit 2 (not restarted)', needs.notify, async (t) => {
+  const socket = join(work, 'notify-missing.sock');
+  const listener = await listenNotify(socket, 60);
+  t.teardown(() => listener.child.kill());
+  const config = join(work, 'missing-model.yaml');
+  writeFileSync(config, readFileSync(writeConfig('missing', 'mqtt://127.0.0.1:9'), 'utf8').replace(`model: ${stories}`, `model: ${join(work, 'gone.gguf')}`));
+  const daemon = serve(config, { NOTIFY_SOCKET: socket });
+  t.teardown(() => daemon.kill());
+  const exited = await daemon.exited;
+  t.same(exited, { code: 2, signal: null }, 'exit status 2, which RestartPreventExitStatus=2 keeps systemd from restarting');
+  t.match(daemon.log, /E_MODEL_NOT_FOUND/, 'the error is on stderr');
+  const until = Date.now() + 5_000;
+  const statuses = () => listener.received.flatMap((d) => d.msg.split('\n')).filter((l) => l.startsWith('STATUS='));
+  while (!statuses().some((m) => m.startsWith('STATUS=failed to start')) && Date.now() < until) await sleep(25);
+  t.match(statuses().at(-1), /^STATUS=failed to start: E_MODEL_NOT_FOUND: .*gone\.gguf/, `the last STATUS names the reason: ${JSON.stringify(statuses())}`);
+  t.notOk(listener.received.some((d) => d.msg.split('\n').includes('READY=1')), 'never READY');
 });
