@@ -2,7 +2,7 @@
 # Builds the offline bundle for a Pi with no network: one tarball
 # DIR/edgellm-<version>-linux-<arch>.tar.gz holding everything the device needs.
 #
-#   scripts/bundle-offline.sh --arch arm64|x64 --out DIR
+#   scripts/bundle-offline.sh --arch arm64|x64 --out DIR [--model FILE.gguf]
 #
 # edgellm-<version>-linux-<arch>/
 #   bin/edgellm               launcher: the bundled node + app + addon
@@ -10,6 +10,7 @@
 #   app/dist/ app/package.json app/node_modules/ (production only; native modules built for <arch>)
 #   app/build/Release/edgellm.node
 #   systemd/edgellm.service   config.yaml (default)   install-offline.sh
+#   models/FILE.gguf          with --model: the model install-offline.sh installs and serves
 #   BUNDLE                    version=, arch=, node=
 #   SHA256SUMS                every other file
 #
@@ -21,16 +22,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$PWD"
 
-arch='' out=''
+arch='' out='' model=''
 while [ $# -gt 0 ]; do
   case "$1" in
     --arch) arch=${2:-}; shift 2 ;;
     --out) out=${2:-}; shift 2 ;;
-    *) echo "bundle-offline: unknown option $1 (usage: --arch arm64|x64 --out DIR)" >&2; exit 2 ;;
+    --model) model=${2:-}; shift 2 ;;
+    *) echo "bundle-offline: unknown option $1 (usage: --arch arm64|x64 --out DIR [--model FILE.gguf])" >&2; exit 2 ;;
   esac
 done
 case "$arch" in arm64|x64) ;; *) echo "bundle-offline: --arch arm64|x64" >&2; exit 2 ;; esac
 [ -n "$out" ] || { echo "bundle-offline: --out DIR" >&2; exit 2; }
+if [ -n "$model" ]; then
+  [ -f "$model" ] || { echo "bundle-offline: --model $model: no such file" >&2; exit 2; }
+  [[ $model == *.gguf ]] || { echo "bundle-offline: --model $model: the file name must end in .gguf" >&2; exit 2; }
+  [ "$(head -c 4 "$model")" = GGUF ] || { echo "bundle-offline: --model $model is not a GGUF file" >&2; exit 2; }
+fi
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 
@@ -84,6 +91,11 @@ install -m 0755 scripts/install-offline.sh "$stage/install-offline.sh"
 install -m 0644 systemd/edgellm.service "$stage/systemd/edgellm.service"
 install -m 0644 systemd/config.yaml "$stage/config.yaml"
 printf 'version=%s\narch=%s\nnode=%s\n' "$version" "$arch" "$node_version" >"$stage/BUNDLE"
+if [ -n "$model" ]; then
+  mkdir -p "$stage/models"
+  install -m 0644 "$model" "$stage/models/$(basename "$model")"
+  log "model $(basename "$model") included"
+fi
 
 # 5. The manifest, then one tarball (root-owned, fixed order and times: the same inputs give the same bytes).
 (cd "$stage" && find . -type f ! -name SHA256SUMS -printf '%P\n' | LC_ALL=C sort | xargs -d '\n' sha256sum >SHA256SUMS)

@@ -4,6 +4,7 @@
 # config is written only when absent, and the unit is rewritten with the same content.
 #
 #   sudo ./install-offline.sh [--model FILE] [--memory-max 75%] [--cpu-quota 400%] [--no-enable]
+#   (without --model: the model inside the bundle, if `bundle-offline.sh --model` put one there)
 #   sudo /opt/edgellm/current/install-offline.sh --rollback     # back to the previous version
 #   sudo /opt/edgellm/current/install-offline.sh --uninstall    # keeps /etc/edgellm, /var/lib/edgellm
 #   ./install-offline.sh --root DIR ...                         # into a directory tree (tests, images)
@@ -13,6 +14,8 @@
 # /etc/edgellm/config.yaml, /etc/systemd/system/edgellm.service, /var/lib/edgellm/models/.
 # With --root every path is under DIR and nothing outside it is touched: useradd, chown and
 # systemctl are not run but recorded, one command a line, in DIR/edgellm-install.actions.
+# The service is enabled only with a model it can open (the one config.yaml names): otherwise
+# everything is installed, the service is left disabled with what to do, and the exit status is 3.
 set -euo pipefail
 umask 022
 
@@ -83,6 +86,34 @@ verify_tree() {  # verify_tree DIR
   [ "$listed" -eq "$present" ] || { echo "install-offline: $dir has $present files, SHA256SUMS lists $listed" >&2; return 1; }
 }
 
+# The model a bundle carries (bundle-offline.sh --model): models/NAME.gguf, checksummed with the rest.
+bundled_model() {
+  local found=("$bundle"/models/*.gguf)
+  [ -f "${found[0]}" ] && [ ${#found[@]} -eq 1 ] && echo "${found[0]}"
+  return 0
+}
+
+# The version directory holds the program, not the bundle's model (that goes to state/models):
+# its SHA256SUMS lists everything but models/.
+program_sums() { grep -v '^[0-9a-f]*  models/' "$1/SHA256SUMS" || true; }
+
+# model_problem DEST: why the model config.yaml names cannot be served, or nothing. The file must
+# exist, be a GGUF file, and (when this machine can run the bundle) open in `edgellm inspect`.
+model_problem() {
+  local dest=$1 m path out
+  m=$(sed -n 's/^model:[[:space:]]*\([^#[:space:]]*\).*/\1/p' "$etc/config.yaml" | head -1)
+  m=${m%\"}; m=${m#\"}; m=${m%\'}; m=${m#\'}
+  [ -n "$m" ] || { echo "/etc/edgellm/config.yaml names no model"; return 0; }
+  case "$m" in /*) path="$root$m" ;; *) path="$state/$m"; m="/var/lib/edgellm/$m" ;; esac
+  [ -f "$path" ] || { echo "the configured model $m does not exist"; return 0; }
+  [ -r "$path" ] || { echo "the configured model $m is not readable"; return 0; }
+  [ "$(head -c 4 "$path" 2>/dev/null)" = GGUF ] || { echo "the configured model $m is not a GGUF file"; return 0; }
+  if "$dest/bin/edgellm" --version >/dev/null 2>&1; then
+    out=$("$dest/bin/edgellm" inspect "$path" 2>&1 >/dev/null) || { echo "the configured model $m does not open: ${out##*$'\n'}"; return 0; }
+  fi
+  return 0
+}
+
 # swap_link NAME TARGET: points $opt/NAME at TARGET (relative) with one rename(2).
 swap_link() {
   ln -sfn "$2" "$opt/.$1.tmp.$$"
@@ -114,12 +145,14 @@ install_bundle() {
   # 1. The version directory: copied beside its final name, then renamed into place.
   dest="$opt/$version"
   mkdir -p "$opt"
-  if [ -d "$dest" ] && cmp -s "$dest/SHA256SUMS" "$bundle/SHA256SUMS" && verify_tree "$dest"; then
+  if [ -d "$dest" ] && [ "$(program_sums "$bundle")" = "$(cat "$dest/SHA256SUMS")" ] && verify_tree "$dest"; then
     say "$dest already installed and intact"
   else
     tmp="$opt/.$version.tmp.$$"
     rm -rf "$tmp"
     cp -R "$bundle/." "$tmp"
+    rm -rf "$tmp/models"
+    program_sums "$bundle" >"$tmp/SHA256SUMS"
     [ -n "$root" ] || chown -R root:root "$tmp"
     rm -rf "$dest"
     mv "$tmp" "$dest"
@@ -134,13 +167,21 @@ install_bundle() {
 
   # 3. Config (only when absent: the admin's edits win) and state.
   mkdir -p "$etc" "$state/models"
+  if [ -z "$model" ]; then
+    model=$(bundled_model)
+    [ -z "$model" ] || say "the bundle carries the model $(basename "$model")"
+  fi
   if [ -n "$model" ]; then
     [ -f "$model" ] || die "--model $model: no such file"
     local name
     name=$(basename "$model")
-    cp "$model" "$state/models/.$name.tmp.$$"
-    mv "$state/models/.$name.tmp.$$" "$state/models/$name"
-    say "model copied to /var/lib/edgellm/models/$name"
+    if cmp -s "$model" "$state/models/$name"; then
+      say "model /var/lib/edgellm/models/$name already in place"
+    else
+      cp "$model" "$state/models/.$name.tmp.$$"
+      mv "$state/models/.$name.tmp.$$" "$state/models/$name"
+      say "model copied to /var/lib/edgellm/models/$name"
+    fi
   fi
   if [ ! -e "$etc/config.yaml" ]; then
     if [ -n "$model" ]; then
@@ -182,14 +223,22 @@ install_bundle() {
     [ -L "$opt/$d" ] || [ "$d" = "$version" ] || [ "$d" = "$prev" ] || { rm -rf "${opt:?}/$d"; say "removed old version $d"; }
   done
 
-  # 6. systemd.
+  # 6. systemd: never a service that would fail to start and restart every RestartSec forever.
+  local problem
+  problem=$(model_problem "$dest")
   if have_systemctl; then
     host systemctl daemon-reload
-    if [ "$enable" -eq 1 ]; then
+    if [ "$enable" -eq 1 ] && [ -n "$problem" ]; then
+      echo "install-offline: WARNING: edgellm is installed but NOT enabled: $problem." >&2
+      echo "install-offline: copy a GGUF model with: $0 --model FILE.gguf (it is copied to /var/lib/edgellm/models/ and" >&2
+      echo "install-offline: named in /etc/edgellm/config.yaml), or set 'model:' there; then: systemctl enable --now edgellm" >&2
+      exit 3
+    elif [ "$enable" -eq 1 ]; then
       if [ "$changed" -eq 1 ]; then host systemctl try-restart edgellm; fi
       host systemctl enable --now edgellm
     else
       say "--no-enable: start it with: systemctl enable --now edgellm"
+      [ -z "$problem" ] || say "note: $problem; set 'model:' in /etc/edgellm/config.yaml first"
     fi
   else
     say "systemctl not found: the unit is installed but not enabled"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# `npm test`: a strict typecheck of src/ and test/, the C++ unit tests (CTest), the TypeScript tests (tap),
-# the C++ kernel tests
-# cross-compiled for aarch64 and run under qemu as a Cortex-A76 and a Cortex-A72, and the offline bundles
-# (npm run test:bundle: x64 and arm64 built, installed into a --root tree, run).
+# `npm test`: builds the C++ tests and tools (npm install builds only the addon), then runs a
+# zero-warnings build with clang (x86-64 and aarch64), a strict typecheck of src/ and test/, the C++
+# unit tests (CTest), the TypeScript tests (tap), the C++ kernel tests cross-compiled for aarch64
+# and run under qemu as a Cortex-A76 and a Cortex-A72, and the offline bundles (npm run
+# test:bundle: x64 and arm64 built, installed into a --root tree, run).
 # Runs every step even when one fails, then prints one summary line.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -20,11 +21,26 @@ step() {  # step NAME COMMAND...
   return 0
 }
 
-if [ ! -f build/Release/edgellm.node ] || [ ! -f build/native/CTestTestfile.cmake ]; then
-  echo "npm test: the native build is missing; run \`npm install\` (or \`npm run build\`) first" >&2
+if [ ! -f build/Release/edgellm.node ] || [ ! -f dist/index.js ]; then
+  echo "npm test: the build is missing; run \`npm install\` (or \`npm run build\`) first" >&2
   exit 1
 fi
 
+# `npm install` builds only the addon; the C++ tests and the tools some TypeScript tests run (the
+# ggml oracle) are built here. A build failure stops the run: every later step needs them. In CI
+# (a fresh clone after `npm ci`) finding them already built means the install built them.
+if [ "${CI:-}" = "true" ] && [ -e build/native/edgellm_tests ] && [ ! -e build/native/.built-by-tests ]; then
+  echo "npm test: build/native/edgellm_tests exists before build:tests: \`npm install\` built the C++ tests (it must build only the addon)" >&2
+  status=1
+fi
+echo "=== build:tests: bash scripts/build-tests.sh"
+if ! bash scripts/build-tests.sh; then
+  echo "npm test: building the C++ tests failed (see above)" >&2
+  echo "edgellm: 0 passed, 1 failed, 0 skipped"
+  exit 1
+fi
+
+step warnings bash scripts/check-warnings.sh
 step types npx tsc -p tsconfig.test.json
 step native ctest --test-dir build --output-on-failure
 step ts npx tap
@@ -41,7 +57,11 @@ for f in "$log/arm64.txt"; do
     passed=$((passed + p)); failed=$((failed + q))
   done < <(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$f" || true)
 done
-if grep -q 'SKIPPED' "$log/arm64.txt"; then skipped=$((skipped + 1)); fi
+for f in arm64 warnings; do
+  if grep -q 'SKIPPED' "$log/$f.txt"; then skipped=$((skipped + 1)); fi
+done
+# The warnings check is one test: passed when it built everything without one.
+if grep -q '^check-warnings: no warnings$' "$log/warnings.txt"; then passed=$((passed + 1)); fi
 for run in ts bundle; do
   tap_pass=$(grep -oE '# \{ total: [0-9]+, pass: [0-9]+' "$log/$run.txt" | tail -1 | grep -oE '[0-9]+$' || echo 0)
   tap_total=$(grep -oE '# \{ total: [0-9]+' "$log/$run.txt" | tail -1 | grep -oE '[0-9]+$' || echo 0)

@@ -29,9 +29,9 @@ const benchArgs = ['bench', 'kernels', '--threads', '1', '--shapes', '64x256', '
 
 const work = mkdtempSync(join(tmpdir(), 'edgellm-bundle-'));
 t.teardown(() => rmSync(work, { recursive: true, force: true }));
-// --model copies whatever it is given; the installer does not parse GGUF.
-const model = join(work, 'stories260K.gguf');
-writeFileSync(model, Buffer.from('GGUF stand-in for the installer test'));
+// The model the x64 bundle carries (bundle-offline.sh --model) and the installer checks with the
+// bundled `edgellm inspect` before it enables the service.
+const model = stories;
 
 function sh(cmd: string, args: string[], opts: SpawnSyncOptions = {}) {
   const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 << 20, ...opts });
@@ -47,9 +47,9 @@ function requires(ok: boolean, missing: string): { skip: string | false } {
 }
 
 /** Builds the bundle for arch and unpacks it; returns the unpacked bundle directory. */
-function buildBundle(t: Test, arch: 'x64' | 'arm64'): string {
+function buildBundle(t: Test, arch: 'x64' | 'arm64', extra: string[] = []): string {
   const out = join(work, `out-${arch}`);
-  const r = sh('bash', [join(root, 'scripts', 'bundle-offline.sh'), '--arch', arch, '--out', out], { cwd: root });
+  const r = sh('bash', [join(root, 'scripts', 'bundle-offline.sh'), '--arch', arch, '--out', out, ...extra], { cwd: root });
   if (r.status !== 0) t.comment(r.stderr.slice(-4000));
   t.equal(r.status, 0, `bundle-offline.sh --arch ${arch}`);
   const tarball = join(out, `edgellm-${version}-linux-${arch}.tar.gz`);
@@ -91,19 +91,25 @@ function install(bundle: string, args: string[]) {
   return sh('bash', [join(bundle, 'install-offline.sh'), ...args]);
 }
 
-t.test('the linux-x64 bundle installs into a --root tree and runs from it', requires(process.arch === 'x64', 'the x64 bundle is built on x86-64'), async (t) => {
-  const bundle = buildBundle(t, 'x64');
+t.test('the linux-x64 bundle installs into a --root tree and runs from it',
+  requires(process.arch === 'x64' && hasStories(), `an x86-64 machine and ${stories}`), async (t) => {
+  const bundle = buildBundle(t, 'x64', ['--model', model]);
   for (const f of ['bin/edgellm', 'runtime/bin/node', 'app/dist/cli/main.js', 'app/build/Release/edgellm.node',
-    'app/node_modules/commander/package.json', 'systemd/edgellm.service', 'config.yaml', 'install-offline.sh', 'BUNDLE', 'SHA256SUMS']) {
+    'app/node_modules/commander/package.json', 'systemd/edgellm.service', 'config.yaml', 'install-offline.sh', 'BUNDLE', 'SHA256SUMS',
+    'models/stories260K.gguf']) {
     t.ok(existsSync(join(bundle, f)), `bundle has ${f}`);
   }
   t.notOk(existsSync(join(bundle, 'app/node_modules/typescript')), 'no dev dependencies');
   t.match(readFileSync(join(bundle, 'BUNDLE'), 'utf8'), new RegExp(`^version=${version.replaceAll('.', '\\.')}\narch=x64\nnode=v20\\.`));
 
   const tree = join(work, 'root-x64');
-  const r = install(bundle, ['--root', tree, '--model', model, '--memory-max', '2G', '--cpu-quota', '300%']);
+  t.match(readFileSync(join(bundle, 'SHA256SUMS'), 'utf8'), /  models\/stories260K\.gguf$/m, 'the bundled model is checksummed');
+  // No --model: the bundle's own model is installed and served.
+  const r = install(bundle, ['--root', tree, '--memory-max', '2G', '--cpu-quota', '300%']);
   t.equal(r.status, 0, r.stderr);
   t.match(r.stdout, /verified/, 'checksums verified');
+  t.match(r.stdout, /the bundle carries the model stories260K\.gguf/);
+  t.notOk(existsSync(join(tree, 'opt', 'edgellm', version, 'models')), 'the model is not kept twice (only in state/models)');
 
   const opt = join(tree, 'opt', 'edgellm');
   t.ok(lstatSync(join(opt, 'current')).isSymbolicLink(), 'current is a symlink');
@@ -112,6 +118,12 @@ t.test('the linux-x64 bundle installs into a --root tree and runs from it', requ
   t.match(unit, /^MemoryMax=2G$/m);
   t.match(unit, /^CPUQuota=300%$/m);
   t.notMatch(unit, /@[A-Z_]+@/, 'every placeholder substituted');
+  // The installed unit's sandbox, as `systemd-analyze security` rates it (OK is <= 2.5), with
+  // V8's JIT allowed (test/systemd.test.ts checks the rating has teeth).
+  const rating = sh('systemd-analyze', ['security', '--offline=yes', '--no-pager', join(tree, 'etc/systemd/system/edgellm.service')]);
+  const level = /Overall exposure level for edgellm\.service: ([0-9.]+)/.exec(`${rating.stdout}${rating.stderr}`);
+  t.ok(level !== null && Number(level[1]) <= 2.5, `systemd-analyze security: ${level?.[1] ?? rating.stderr.trim()} <= 2.5`);
+  t.notMatch(unit, /^MemoryDenyWriteExecute=/m, "no MemoryDenyWriteExecute: V8's JIT needs W+X pages");
   t.match(readFileSync(join(tree, 'etc/edgellm/config.yaml'), 'utf8'), /^model: \/var\/lib\/edgellm\/models\/stories260K\.gguf$/m,
     'the new config names the copied model');
   t.same(readFileSync(join(tree, 'var/lib/edgellm/models/stories260K.gguf')), readFileSync(model), 'the model is copied');
@@ -158,6 +170,26 @@ t.test('the linux-x64 bundle installs into a --root tree and runs from it', requ
   t.equal(readlinkSync(join(opt, 'previous')), '9.9.9');
   t.match(readFileSync(join(tree, 'edgellm-install.actions'), 'utf8'), /systemctl try-restart edgellm/, 'restarts after a rollback');
   t.equal(sh(launcher, ['--version']).stdout.trim(), version, 'the rolled-back version runs');
+
+  // Never a service without a model it can open: installed, not enabled, exit 3, and what to do.
+  const bare = join(work, 'bare-x64');
+  cpSync(bundle, bare, { recursive: true });
+  rmSync(join(bare, 'models'), { recursive: true });
+  t.equal(sh('bash', ['-c', "find . -type f ! -name SHA256SUMS -printf '%P\\n' | LC_ALL=C sort | xargs -d '\\n' sha256sum > SHA256SUMS"], { cwd: bare }).status, 0);
+  const noModel = install(bare, ['--root', join(work, 'root-nomodel')]);
+  t.equal(noModel.status, 3, `no model: exit 3 (${noModel.stderr.trim()})`);
+  t.match(noModel.stderr, /installed but NOT enabled: the configured model \/var\/lib\/edgellm\/models\/model\.gguf does not exist/);
+  t.match(noModel.stderr, /--model FILE\.gguf/, 'says what to do');
+  t.notMatch(readFileSync(join(work, 'root-nomodel', 'edgellm-install.actions'), 'utf8'), /enable/, 'not enabled');
+  t.ok(existsSync(join(work, 'root-nomodel', 'opt', 'edgellm', 'current', 'bin', 'edgellm')), 'the program is installed');
+  const junk = join(work, 'junk.gguf');
+  writeFileSync(junk, 'GGUF but nothing after the magic');
+  const badModel = install(bare, ['--root', join(work, 'root-badmodel'), '--model', junk]);
+  t.equal(badModel.status, 3, 'a model that does not open: exit 3');
+  t.match(badModel.stderr, /the configured model \/var\/lib\/edgellm\/models\/junk\.gguf does not open: edgellm: E_MODEL_(CORRUPT|UNSUPPORTED): /);
+  const noEnable = install(bare, ['--root', join(work, 'root-noenable'), '--no-enable']);
+  t.equal(noEnable.status, 0, '--no-enable without a model is not an error');
+  t.match(noEnable.stdout, /note: the configured model .* does not exist/);
 
   // A changed file is refused before anything is installed.
   const tampered = join(work, 'tampered-x64');

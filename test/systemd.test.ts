@@ -169,3 +169,35 @@ t.test('systemd/edgellm.service passes systemd-analyze verify once installed', n
   t.not(verify(installed.replace('WatchdogSec=', 'WatchdogSecs='), dir).complaints, [], 'unknown key');
   t.not(verify(installed.replace(exe, join(dir, 'missing')), dir).status, 0, 'missing ExecStart');
 });
+
+// `systemd-analyze security` rates a unit's sandbox from 0 (locked down) to 10 (exposed); 2.5 or
+// less is "OK". Rated offline on the unit as install-offline.sh writes it.
+function exposure(unitText: string, dir: string): { level: number; output: string } {
+  const unit = join(dir, 'edgellm.service');
+  writeFileSync(unit, unitText);
+  const r = spawnSync('systemd-analyze', ['security', '--offline=yes', '--no-pager', unit], { encoding: 'utf8' });
+  const output = `${r.stdout}${r.stderr}`;
+  const m = /Overall exposure level for edgellm\.service: ([0-9.]+)/.exec(output);
+  return { level: m ? Number(m[1]) : Number.NaN, output };
+}
+
+t.test('the installed unit rates OK (<= 2.5) in systemd-analyze security, JIT allowed', needs.systemdAnalyze, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'edgellm-unit-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const installed = readFileSync(join(root, 'systemd', 'edgellm.service'), 'utf8')
+    .replaceAll('@MEMORY_MAX@', '75%')
+    .replaceAll('@CPU_QUOTA@', '400%');
+  const rated = exposure(installed, dir);
+  t.ok(rated.level <= 2.5, `exposure ${rated.level} <= 2.5\n${rated.output.split('\n').slice(-2).join('\n')}`);
+  for (const key of ['CapabilityBoundingSet=', 'SystemCallFilter=@system-service', 'SystemCallFilter=~@privileged']) {
+    t.match(installed, new RegExp(`^${key}$`, 'm'), key);
+  }
+  t.notMatch(installed, /^MemoryDenyWriteExecute=/m, "MemoryDenyWriteExecute would kill V8's JIT");
+  // The rating has teeth: without the capability and system-call lines the unit is exposed again.
+  const loose = installed
+    .split('\n')
+    .filter((l) => !/^(CapabilityBoundingSet|AmbientCapabilities|SystemCallFilter|SystemCallErrorNumber)=/.test(l))
+    .join('\n');
+  const worse = exposure(loose, dir);
+  t.ok(worse.level > 2.5, `without them: exposure ${worse.level} > 2.5`);
+});

@@ -122,12 +122,12 @@ export function writeModel(s, path, { type = 'Q4_0' } = {}) {
 /**
  * Quantizes `src` (F16) into `dst` with llama.cpp's own quantizer (llama_model_quantize from
  * node-llama-cpp's prebuilt libllama, through the native test tool edgellm_ggml_oracle that
- * `npm install` builds): the per-tensor mix a file of that type from a model hub has, e.g. FTYPE
+ * `npm run build:tests` builds): the per-tensor mix a file of that type from a model hub has, e.g. FTYPE
  * Q4_0 (Q6_K output) or Q4_K_M.
  */
 export function quantizeWithLlamaCpp(src, dst, ftype, threads = 2) {
   const oracle = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'build', 'native', 'edgellm_ggml_oracle');
-  if (!existsSync(oracle)) throw new Error(`${oracle} not found: build it with \`npm install\` (or \`npm run build:native\`)`);
+  if (!existsSync(oracle)) throw new Error(`${oracle} not found: build it with \`npm run build:tests\``);
   const r = spawnSync(oracle, ['quantize-model', src, dst, ftype, String(threads)], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`llama.cpp's quantizer failed on ${src} (${ftype}): ${(r.stderr || r.stdout).trim().split('\n').slice(-3).join(' ')}`);
 }

@@ -14,7 +14,7 @@
 // carry mostly padding) goes to attend_shared_query instead: dims in lanes, each K/V tile widened
 // once for all the heads that read it (10.5 -> 6.5 us for 16 heads over 4 KV heads at position
 // 56, head_dim 64, one thread).
-#include <immintrin.h>
+#include "kernels/avx512/intrinsics.h"  // first: see there
 
 #include <cmath>
 #include <cstdint>

@@ -25,7 +25,7 @@
 // the stack round trip cost more than the multiply-adds at so few columns. One column (decode of
 // one sequence) goes to the AVX2 GEMV, which streams rows for bandwidth: the regrouping costs
 // more than it saves for a single column.
-#include <immintrin.h>
+#include "kernels/avx512/intrinsics.h"  // first: see there
 
 #include "kernels/avx2/avx2.h"
 #include "kernels/avx512/avx512.h"

@@ -28,7 +28,7 @@
 // weights are prefetched in software: the next tile's bytes (16 adjacent rows, one contiguous
 // range) into L2, a slice per super-block of this one, and the first tile of a range two
 // super-blocks ahead into L1 (see prefetch_next_tile).
-#include <immintrin.h>
+#include "kernels/avx512/intrinsics.h"  // first: see there
 
 #include <cstring>
 
