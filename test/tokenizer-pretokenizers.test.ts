@@ -1,4 +1,5 @@
-// The pre-tokenizers of SmolLM (`smollm`), OLMo/OLMoE (`olmo`) and DeepSeek LLM/V2 (`deepseek-llm`),
+// The pre-tokenizers of SmolLM (`smollm`), OLMo/OLMoE (`olmo`), DeepSeek LLM/V2 (`deepseek-llm`) and
+// Phi-4-mini (`gpt-4o`),
 // and Gemma's SentencePiece without a space prefix, held to llama.cpp (node-llama-cpp, pinned).
 // ../shared/models has no vocabularies of these families, so each is the GPT-2 (or Llama SPM)
 // vocabulary re-written with the family's tokenizer.ggml.pre (or add_space_prefix): the split
@@ -41,6 +42,8 @@ const VARIANTS: Array<{ name: string; file: string; overrides: Record<string, Gg
   { name: 'smollm', file: 'ggml-vocab-gpt-2.gguf', overrides: { 'tokenizer.ggml.pre': meta.string('smollm') }, family: 'smollm' },
   { name: 'olmo', file: 'ggml-vocab-gpt-2.gguf', overrides: { 'tokenizer.ggml.pre': meta.string('olmo') }, family: 'gpt-2' },
   { name: 'deepseek-llm', file: 'ggml-vocab-gpt-2.gguf', overrides: { 'tokenizer.ggml.pre': meta.string('deepseek-llm') }, family: 'deepseek-llm' },
+  // Phi-4-mini's BPE vocabulary.
+  { name: 'gpt-4o', file: 'ggml-vocab-gpt-2.gguf', overrides: { 'tokenizer.ggml.pre': meta.string('gpt-4o') }, family: 'gpt-4o' },
   // Gemma (2 and 3) GGUFs: a "llama" SentencePiece vocabulary with add_space_prefix = false.
   { name: 'gemma-spm', file: 'ggml-vocab-llama-spm.gguf', overrides: { 'tokenizer.ggml.add_space_prefix': meta.bool(false) }, family: 'spm' },
 ];
@@ -79,7 +82,7 @@ t.test('the families split differently on these strings (the comparisons above c
   if (!requireModels(t, 'pre-tokenizer differences')) return;
   const tk = (name: string) => Tokenizer.fromMetadata(readGgufInfo(join(dir, `${name}.gguf`)).metadata);
   const olmo = tk('olmo');
-  for (const name of ['smollm', 'deepseek-llm']) {
+  for (const name of ['smollm', 'deepseek-llm', 'gpt-4o']) {
     const other = tk(name);
     const differ = STRINGS().filter((s) => JSON.stringify(other.encode(s)) !== JSON.stringify(olmo.encode(s)));
     t.comment(`${name} vs olmo (GPT-2's split): ${differ.length} strings tokenize differently`);

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/kernels.h"
@@ -176,28 +177,19 @@ TEST(attention, full_causal) {
 // prefill blocks, one decode query with many heads, and a window, so every fast path (and the
 // avx512 table's routing of capped calls) is held to the brute force.
 TEST(attention, soft_capped_scores) {
+  auto capped = [](const char* name, int64_t n_head, int64_t D, int64_t window, int64_t n_stored, std::vector<int64_t> qpos) {
+    Scenario s{name, n_head, 2, D, 0, window};
+    s.n_stored = n_stored;
+    s.qpos = std::move(qpos);
+    s.q_std = 4.0f;
+    s.softcap = 2.0f;
+    return s;
+  };
   double worst = 0;
   for (int64_t D : {8, 64, 128, 256}) {
-    Scenario prefill{"softcap prefill", 8, 2, D};
-    prefill.n_stored = 150;
-    prefill.qpos = range(100, 150);
-    prefill.q_std = 4.0f;
-    prefill.softcap = 2.0f;
-    worst = max_of(worst, run(prefill));
-    Scenario decode{"softcap decode", 40, 2, D};
-    decode.n_stored = 300;
-    // One-element qpos via assign(1, x) in this file: GCC 12 -O3 reports a false -Wnonnull on
-    // `qpos = {x}` once these scenarios are inlined together.
-    decode.qpos.assign(1, 299);
-    decode.q_std = 4.0f;
-    decode.softcap = 2.0f;
-    worst = max_of(worst, run(decode));
-    Scenario window{"softcap window", 4, 2, D, 0, 16};
-    window.n_stored = 100;
-    window.qpos = {0, 15, 16, 99};
-    window.q_std = 4.0f;
-    window.softcap = 2.0f;
-    worst = max_of(worst, run(window));
+    worst = max_of(worst, run(capped("softcap prefill", 8, D, 0, 150, range(100, 150))));
+    worst = max_of(worst, run(capped("softcap decode", 40, D, 0, 300, range(299, 300))));
+    worst = max_of(worst, run(capped("softcap window", 4, D, 16, 100, range(0, 100))));
   }
   report("soft-capped scores", worst);
 }

@@ -47,12 +47,18 @@ const REGEXES_DEEPSEEK_LLM = [
   '[\u4E00-\u9FA5\u0800-\u4E00\uAC00-\uD7FF]+',
   '\\p{N}+',
 ];
+/**
+ * GPT-4o (Phi-4-mini, Llama 4): words split at case changes (lookaheads on \p{L}), digits in
+ * threes; llama.cpp's adaptation of the tokenizer.json regex, run on the collapsed text.
+ */
+const REGEX_GPT4O =
+  '[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))*((?=[\\p{L}])([^A-Z]))+(?:\'[sS]|\'[tT]|\'[rR][eE]|\'[vV][eE]|\'[mM]|\'[lL][lL]|\'[dD])?|[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))+((?=[\\p{L}])([^A-Z]))*(?:\'[sS]|\'[tT]|\'[rR][eE]|\'[vV][eE]|\'[mM]|\'[lL][lL]|\'[dD])?|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+';
 const REGEX_LLAMA3_ORIGINAL =
   "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 /** What a `tokenizer.ggml.pre` value means for encoding and decoding. */
 export interface PreTokenizer {
-  /** The family name used here: 'default', 'gpt-2', 'llama3', 'qwen2', 'dbrx', 'smollm', 'deepseek-llm'. */
+  /** The family name used here: 'default', 'gpt-2', 'llama3', 'qwen2', 'dbrx', 'smollm', 'deepseek-llm', 'gpt-4o'. */
   name: string;
   regexes: string[];
   /** A word that is itself a token is emitted whole, without merges (Llama-3). */
@@ -98,6 +104,10 @@ const FAMILIES: Array<{ names: string[]; pre: PreTokenizer }> = [
     // SmolLM: every digit is its own word, then GPT-2's split of the rest.
     names: ['smollm'],
     pre: { name: 'smollm', regexes: ['\\p{N}', REGEX_GPT2], ignoreMerges: false, cleanSpaces: false },
+  },
+  {
+    names: ['gpt-4o', 'llama4'],
+    pre: { name: 'gpt-4o', regexes: [REGEX_GPT4O], ignoreMerges: false, cleanSpaces: false },
   },
   {
     names: ['deepseek-llm'],
