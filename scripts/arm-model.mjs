@@ -53,6 +53,10 @@ const KERNELS = [
   { kernel: 'gemv', type: 'q4_0', source: 'gemm', fn: ['gemm_q4_0', 'Q4_0Codes'], what: 'block', rows: 4, cols: 1, weights: 32, columns: 1 },
   { kernel: 'gemm', type: 'q4_0', source: 'gemm', fn: ['gemm_q4_0', 'Q4_0Codes'], what: 'block', rows: 4, cols: 4, weights: 32, columns: 4 },
   { kernel: 'gemm', type: 'q4_0', source: 'gemm', fn: ['gemm_q4_0', 'Q4_0Codes'], what: 'block', rows: 4, cols: 4, weights: 32, columns: 16 },
+  // Q4_0 repacked at load (Q4_0_X4, dotprod table only): 4-row groups, 8-column prompt tiles.
+  { kernel: 'gemv', type: 'q4_0_x4', source: 'gemm_repacked', fn: ['gemm_q4_0_x4', 'group_tile', 'run_group'], what: 'x4block', rows: 4, cols: 1, weights: 32, columns: 1, only: 'neon-dotprod' },
+  { kernel: 'gemm', type: 'q4_0_x4', source: 'gemm_repacked', fn: ['gemm_q4_0_x4', 'group_tile', 'run_group'], what: 'x4block', rows: 4, cols: 4, weights: 32, columns: 4, only: 'neon-dotprod' },
+  { kernel: 'gemm', type: 'q4_0_x4', source: 'gemm_repacked', fn: ['gemm_q4_0_x4', 'group_tile', 'run_group'], what: 'x4block', rows: 4, cols: 8, weights: 32, columns: 16, only: 'neon-dotprod' },
   { kernel: 'gemv', type: 'q4_k', source: 'gemm_k', fn: ['gemm_q4_k', 'Q4KFormat'], what: 'superblock', rows: 4, cols: 1, weights: 256, columns: 1, bytes: 144 },
   { kernel: 'gemv', type: 'q6_k', source: 'gemm_k', fn: ['gemm_q6_k', 'Q6KFormat'], what: 'superblock', rows: 4, cols: 1, weights: 256, columns: 1, bytes: 210 },
 ];
@@ -170,10 +174,14 @@ function price(k, target, fns, dir) {
   const candidates = [...fns.entries()].filter(
     ([name, body]) => k.fn.some((f) => name.includes(f)) && body.some((l) => l.trimEnd().endsWith(marker)),
   );
-  if (candidates.length !== 1) throw new Error(`${k.source}${target.suffix}.cpp ${k.type} ${tile}: ${candidates.length} functions hold the markers`);
-  const [name, body] = candidates[0];
-  const found = markedLoops(body, k.what, tile);
-  if (found.error) throw new Error(`${k.source}${target.suffix}.cpp ${k.type} (${name}): ${found.error}`);
+  // The compiler may clone a function (constprop, isra): every copy counts.
+  if (candidates.length === 0) throw new Error(`${k.source}${target.suffix}.cpp ${k.type} ${tile}: no function holds the markers`);
+  const found = { loops: [] };
+  for (const [name, body] of candidates) {
+    const f = markedLoops(body, k.what, tile);
+    if (f.error) throw new Error(`${k.source}${target.suffix}.cpp ${k.type} (${name}): ${f.error}`);
+    found.loops.push(...f.loops);
+  }
   const priced = found.loops.map((l) => ({ ...l, m: mca(target.mcpu, l.loop, dir) }));
   priced.sort((x, y) => y.m.totalCycles - x.m.totalCycles);
   return { copies: found.loops.length, ...priced[0] };
@@ -188,6 +196,7 @@ try {
     const listings = new Map();
     for (const k of KERNELS) {
       if (BANDWIDTH && k.bytes === undefined) continue;
+      if (k.only && k.only !== target.table) continue;
       if (!listings.has(k.source)) listings.set(k.source, functions(compile(k.source, target, dir)));
       const { copies, m, loop } = price(k, target, listings.get(k.source), dir);
       const cyclesPerIter = m.totalCycles / ITERATIONS;

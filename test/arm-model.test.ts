@@ -52,8 +52,14 @@ if (missing.length > 0) {
       ['gemm', 'q4_0', 16],
       ['gemv', 'q4_k', 1],
     ] as const;
+    // Q4_0 repacked at load (Q4_0_X4) runs only on the dotprod table.
+    const repacked = [
+      ['gemv', 'q4_0_x4', 1],
+      ['gemm', 'q4_0_x4', 4],
+      ['gemm', 'q4_0_x4', 16],
+    ] as const;
     for (const cpu of ['neoverse-n1', 'cortex-a72']) {
-      for (const [kernel, type, columns] of want) {
+      for (const [kernel, type, columns] of cpu === 'neoverse-n1' ? [...want, ...repacked] : want) {
         const row = rows.find((x) => x.cpu_model === cpu && x.kernel === kernel && x.type === type && x.columns === columns);
         if (!t.ok(row, `${cpu} ${type} ${kernel} ${columns} column(s) priced`) || !row) continue;
         // A 32-weight block takes a few SIMD instructions per column: far from 0 and from 50 cycles.

@@ -188,6 +188,8 @@ class GgufFile {
 
   // Asks the kernel to read the tensor data ahead (MADV_WILLNEED); a hint, never an error.
   void prefetch() const;
+  // Whether the tensor data is a private file mapping (open) rather than bytes held in memory.
+  bool mapped() const { return mapped_; }
 
  private:
   friend class GgufParser;

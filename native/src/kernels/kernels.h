@@ -140,6 +140,11 @@ struct KernelTable {
   GemmFn gemm_q5_k;
   GemmFn gemm_q6_k;
   GemmFn gemm_iq4_xs;
+  // Q4_0 repacked at load to Q4_0_X4 (quant/repack.h), in whole 4-row groups: a.w is the first
+  // group, rows [r0, r1) may start and end inside a group; matmul() runs the plain Q4_0 GEMM on
+  // the rows % 4 tail rows. Null in tables that run Q4_0 as the file stores it; a table that sets
+  // it gets its Q4_0 weights repacked at load (model.cpp) unless EDGELLM_REPACK=0.
+  GemmFn gemm_q4_0_x4;
 
   GemmFn gemm_for(DType t) const;
 };

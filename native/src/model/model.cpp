@@ -1,9 +1,16 @@
 #include "model/model.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
 #include <initializer_list>
 #include <string>
 
+#include "kernels/kernels.h"
 #include "quant/quant.h"
+#include "quant/repack.h"
 
 namespace edgellm {
 
@@ -141,6 +148,48 @@ void bind_mla_layer(const Binder& b, const ModelConfig& c, int64_t l, LayerWeigh
   }
 }
 
+// EDGELLM_REPACK: "0" keeps every matrix as the file stores it; "force" repacks Q4_0 whatever the
+// table (tests and memory measurements on hosts without the dotprod table); otherwise Q4_0 is
+// repacked when this process runs the neon-dotprod table, whose sdot kernels want Q4_0_X4.
+bool repack_q4_0() {
+  const char* e = std::getenv("EDGELLM_REPACK");
+  if (e && std::strcmp(e, "0") == 0) return false;
+  if (e && std::strcmp(e, "force") == 0) return true;
+  return kernels().isa == Isa::NeonDotprod;
+}
+
+// Repacks `count` consecutive Q4_0 matrices of m's shape to Q4_0_X4 in place. The file mapping
+// is private: the writes go to private copies of its pages, which replace the file's pages in
+// this process (RSS stays one copy of the weights; the file is never written), and the range
+// is made read-only again afterwards. When the pages cannot be made writable (no memory for
+// the copies), the matrix stays Q4_0, which every table runs.
+void repack_matrix(const GgufFile& file, WeightMatrix& m, int64_t count) {
+  if (!m.present() || m.type != DType::Q4_0) return;
+  auto* p = const_cast<uint8_t*>(static_cast<const uint8_t*>(m.data));
+  const size_t bytes = (size_t)count * (size_t)m.rows * m.row_bytes();
+  uintptr_t lo = 0, hi = 0;
+  if (file.mapped()) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    lo = (uintptr_t)p & ~(page - 1);
+    hi = ((uintptr_t)p + bytes + page - 1) & ~(page - 1);
+    if (mprotect(reinterpret_cast<void*>(lo), hi - lo, PROT_READ | PROT_WRITE) != 0) return;
+  }
+  for (int64_t e = 0; e < count; ++e)
+    repack_q4_0_x4(p + (size_t)e * (size_t)m.rows * m.row_bytes(), m.rows, m.cols, p + (size_t)e * (size_t)m.rows * m.row_bytes());
+  if (file.mapped()) mprotect(reinterpret_cast<void*>(lo), hi - lo, PROT_READ);
+  m.type = DType::Q4_0_X4;
+}
+
+// Every matrix only matmul() reads: not the embeddings (read by row), nor a tied classifier.
+void repack_weights(const GgufFile& file, ModelWeights& w) {
+  if (!w.tied_output) repack_matrix(file, w.output, 1);
+  for (LayerWeights& L : w.layers) {
+    for (WeightMatrix* m : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down, &L.router})
+      repack_matrix(file, *m, 1);
+    for (ExpertMatrices* e : {&L.gate_exps, &L.up_exps, &L.down_exps}) repack_matrix(file, e->first, e->n_expert);
+  }
+}
+
 }  // namespace
 
 Model::Model(GgufFile file) : file_(std::move(file)) {}
@@ -218,6 +267,7 @@ std::unique_ptr<Model> Model::from_file(GgufFile file) {
       L.ffn_down = b.matrix(p + "ffn_down.weight", c.n_ff, c.n_embd);
     }
   }
+  if (repack_q4_0()) repack_weights(m->file_, w);
   return m;
 }
 

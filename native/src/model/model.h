@@ -1,8 +1,10 @@
 // A loaded model: its GGUF file (memory-mapped), hyperparameters, and weights bound to tensor
 // views with every shape checked against the hyperparameters.
 //
-// Matrices stay in the mapping in their file type (F32/F16/BF16/Q4_0/Q8_0); only the small
-// vectors (norm weights, biases, RoPE frequency factors) are converted to f32 copies.
+// Matrices stay in the mapping in their file type; only the small vectors (norm weights, biases,
+// RoPE frequency factors) are converted to f32 copies. Exception: with the neon-dotprod table
+// the Q4_0 matrices that only matmul() reads are repacked in place to Q4_0_X4 (quant/repack.h;
+// EDGELLM_REPACK=0 turns it off), in private copies of the mapping's pages.
 #pragma once
 #include <cstdint>
 #include <map>

@@ -171,6 +171,9 @@ enum class DType : uint32_t {
   IQ4_NL = 20,
   IQ4_XS = 23,
   BF16 = 30,
+  // Internal weight layouts, never in a file (outside GGUF's numbering; dtype_is_known refuses
+  // them): Q4_0 repacked at load for a kernel table (quant/repack.h).
+  Q4_0_X4 = 0x10002,
 };
 
 // The weight types a model may hold (every one has a GEMM in every kernel table), in a fixed
@@ -184,7 +187,7 @@ inline int64_t dtype_block_elems(DType t) {
   switch (t) {
     case DType::F32: case DType::F16: case DType::BF16: return 1;
     case DType::Q4_0: case DType::Q4_1: case DType::Q5_0: case DType::Q5_1: case DType::Q8_0:
-    case DType::Q8_1: case DType::IQ4_NL: return kQK;
+    case DType::Q8_1: case DType::IQ4_NL: case DType::Q4_0_X4: return kQK;
     case DType::Q2_K: case DType::Q3_K: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K:
     case DType::Q8_K: case DType::IQ4_XS: return kQKK;
   }
@@ -209,6 +212,8 @@ inline size_t dtype_block_bytes(DType t) {
     case DType::Q8_K: return sizeof(block_q8_K);
     case DType::IQ4_NL: return sizeof(block_iq4_nl);
     case DType::IQ4_XS: return sizeof(block_iq4_xs);
+    // Per row and block: a 4-row group of blocks is 4 Q4_0 blocks' bytes, so a tensor keeps its size.
+    case DType::Q4_0_X4: return sizeof(block_q4_0);
   }
   return 0;
 }
@@ -222,7 +227,7 @@ inline size_t dtype_row_bytes(DType t, int64_t n) {
 inline DType dtype_activation(DType t) {
   switch (t) {
     case DType::F32: case DType::F16: case DType::BF16: return DType::F32;
-    case DType::Q4_0: case DType::Q5_0: case DType::Q8_0: case DType::IQ4_NL: return DType::Q8_0;
+    case DType::Q4_0: case DType::Q5_0: case DType::Q8_0: case DType::IQ4_NL: case DType::Q4_0_X4: return DType::Q8_0;
     case DType::Q4_1: case DType::Q5_1: return DType::Q8_1;
     default: return DType::Q8_K;  // Q2_K .. Q6_K, IQ4_XS
   }

@@ -31,6 +31,7 @@ const char* dtype_name(DType t) {
     case DType::Q8_K: return "Q8_K";
     case DType::IQ4_NL: return "IQ4_NL";
     case DType::IQ4_XS: return "IQ4_XS";
+    case DType::Q4_0_X4: return "Q4_0_X4";
   }
   return "unknown";
 }

@@ -1,6 +1,9 @@
 #include "runtime/matmul.h"
 
+#include "quant/repack.h"
+
 #include <algorithm>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -42,7 +45,7 @@ ActQuantizer activation_quantizer(const KernelTable& kt, DType act) {
 
 void validate(const KernelTable& kt, DType wtype, const void* w, int64_t rows, int64_t k, const float* x,
               int64_t ncols, const float* y) {
-  if (!dtype_is_known((uint32_t)wtype) || dtype_block_bytes(wtype) == 0)
+  if ((!dtype_is_known((uint32_t)wtype) && wtype != DType::Q4_0_X4) || dtype_block_bytes(wtype) == 0)
     invalid("unsupported weight type " + std::to_string((uint32_t)wtype));
   if (rows < 0) invalid("rows must be >= 0, got " + std::to_string(rows));
   if (ncols < 0) invalid("ncols must be >= 0, got " + std::to_string(ncols));
@@ -52,7 +55,10 @@ void validate(const KernelTable& kt, DType wtype, const void* w, int64_t rows, i
     invalid("k = " + std::to_string(k) + " is not a multiple of " + std::to_string(block) + ", which " +
             dtype_name(wtype) + " weights require");
   if (!kt.gemm_for(wtype))
-    invalid(std::string("kernel table '") + (kt.name ? kt.name : "?") + "' has no GEMM for " + dtype_name(wtype));
+    invalid(std::string("kernel table '") + (kt.name ? kt.name : "?") + "' has no GEMM for " + dtype_name(wtype) +
+            (wtype == DType::Q4_0_X4 ? " (weights repacked at load for another table; load with EDGELLM_REPACK=0)" : ""));
+  if (wtype == DType::Q4_0_X4 && rows % 4 != 0 && !kt.gemm_q4_0)
+    invalid(std::string("kernel table '") + (kt.name ? kt.name : "?") + "' has no Q4_0 GEMM for the rows past the last 4-row group");
   if (block > 1 && !activation_quantizer(kt, dtype_activation(wtype)))
     invalid(std::string("kernel table '") + (kt.name ? kt.name : "?") + "' has no quantizer for " +
             dtype_name(dtype_activation(wtype)) + " activations");
@@ -87,15 +93,29 @@ void quantize_blocks(const QuantizeTask& t, int64_t b, int64_t e) {
 struct GemmTask {
   GemmFn gemm;
   GemmArgs base;  // all columns; ncols may exceed kMaxGemmCols
+  // Repacked weights (Q4_0_X4): rows from tail_row on are plain rows of tail_gemm's type.
+  int64_t tail_row = INT64_MAX;
+  GemmFn tail_gemm = nullptr;
 };
 
+void gemm_columns(GemmFn gemm, const GemmArgs& base, int64_t r0, int64_t r1) {
+  for (int64_t c0 = 0; c0 < base.ncols; c0 += kMaxGemmCols) {
+    GemmArgs a = base;
+    a.x = static_cast<const uint8_t*>(base.x) + c0 * base.x_col_bytes;
+    a.ncols = std::min<int64_t>(kMaxGemmCols, base.ncols - c0);
+    a.y = base.y + c0 * base.y_col_stride;
+    gemm(a, r0, r1);
+  }
+}
+
 void gemm_rows(const GemmTask& t, int64_t r0, int64_t r1) {
-  for (int64_t c0 = 0; c0 < t.base.ncols; c0 += kMaxGemmCols) {
+  if (r0 < t.tail_row) gemm_columns(t.gemm, t.base, r0, std::min(r1, t.tail_row));
+  if (r1 > t.tail_row) {
+    // The tail as a matrix of its own: its row 0 is row tail_row.
     GemmArgs a = t.base;
-    a.x = static_cast<const uint8_t*>(t.base.x) + c0 * t.base.x_col_bytes;
-    a.ncols = std::min<int64_t>(kMaxGemmCols, t.base.ncols - c0);
-    a.y = t.base.y + c0 * t.base.y_col_stride;
-    t.gemm(a, r0, r1);
+    a.w = t.base.w + t.tail_row * t.base.w_row_bytes;
+    a.y = t.base.y + t.tail_row;
+    gemm_columns(t.tail_gemm, a, std::max(r0, t.tail_row) - t.tail_row, r1 - t.tail_row);
   }
 }
 
@@ -142,6 +162,10 @@ void matmul(ThreadPool& pool, const KernelTable& kt, DType wtype, const void* w,
   task.base.ncols = ncols;
   task.base.y = y;
   task.base.y_col_stride = rows;
+  if (wtype == DType::Q4_0_X4) {
+    task.tail_row = q4_0_x4_group_rows(rows);
+    task.tail_gemm = kt.gemm_q4_0;
+  }
 
   const DType act = dtype_activation(wtype);
   if (act != DType::F32) {

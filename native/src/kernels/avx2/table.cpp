@@ -36,6 +36,7 @@ const KernelTable kAvx2Kernels = {
     avx2::gemm_q5_k,
     avx2::gemm_q6_k,
     avx2::gemm_iq4_xs,
+    nullptr,  // gemm_q4_0_x4: Q4_0 runs as the file stores it (no repack on x86)
 };
 
 }  // namespace edgellm

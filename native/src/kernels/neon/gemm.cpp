@@ -12,6 +12,7 @@
 #include "kernels/neon/gemm_tiles.h"
 #include "kernels/neon/neon.h"
 #include "quant/fp16.h"
+#include "quant/repack.h"
 
 namespace edgellm::neon {
 
@@ -175,5 +176,7 @@ void f16_to_f32(const uint16_t* x, float* y, int64_t n) {
   }
   for (; i < n; ++i) y[i] = half_to_float(x[i]);
 }
+
+void gemm_q4_0_x4(const GemmArgs& a, int64_t r0, int64_t r1) { gemm_q4_0_x4_via_rows(gemm_q4_0, a, r0, r1); }
 
 }  // namespace edgellm::neon

@@ -1,0 +1,48 @@
+// Weight layouts repacked at load for a kernel table's GEMMs (issue #18). Plain C++: the layout
+// code runs (and is tested) on any host; only the kernels over it are per ISA.
+//
+// Q4_0_X4: Q4_0 rows interleaved 4 at a time for sdot with an activation lane
+// (vdotq_laneq_s32): rows 4g..4g+3 (a group) become nb blocks of block_q4_0x4, block b holding
+// block b of the 4 rows. One 16-byte vector of a block is 4 rows x 4 consecutive weights, so
+// one sdot by lane v of an activation vector is the 4 rows' dot products over those 4 weights:
+//   qs[16 v + 4 i + t], row i, t < 4:  low nibble  = weight 4 v + t,
+//                                     high nibble = weight 16 + 4 v + t,
+// each nibble being the Q4_0 code n xor 8, i.e. n - 8 as a 4-bit two's complement: `v << 4`
+// and `v & 0xF0` read as int8 are then 16 (n - 8) for the low and high nibbles, signed codes
+// with no offset term (the kernels divide the block's integer sum by 16, exactly).
+// d[i] is row i's f16 scale, the 4 next to each other for one load.
+//
+// A group is 4 rows' bytes (72 bytes per block = 4 x 18), so a repacked tensor has the size of
+// the original, experts stay rows x row_bytes apart, and the repack can run in place. Rows past
+// the last whole group (rows % 4 of them) stay plain Q4_0 rows at their usual offsets.
+#pragma once
+#include <cstdint>
+
+#include "kernels/kernels.h"
+#include "quant/blocks.h"
+
+namespace edgellm {
+
+struct block_q4_0x4 {
+  uint16_t d[4];    // f16 scales of the group's rows 0..3
+  uint8_t qs[64];   // see above
+};
+static_assert(sizeof(block_q4_0x4) == 4 * sizeof(block_q4_0), "a repacked group keeps the size of its 4 rows");
+
+// Rows of a Q4_0 matrix that form whole 4-row groups.
+inline int64_t q4_0_x4_group_rows(int64_t rows) { return rows / 4 * 4; }
+
+// rows x k Q4_0 (k a multiple of 32) -> Q4_0_X4. dst may be src (in place: one group at a time
+// through a small buffer) or a separate buffer of the same size.
+void repack_q4_0_x4(const void* src, int64_t rows, int64_t k, void* dst);
+
+// The nb blocks of one repacked group back to 4 plain Q4_0 rows, out[i * nb + b] (row i, block b).
+void unpack_q4_0_x4_group(const block_q4_0x4* group, int64_t nb, block_q4_0* out);
+
+// A Q4_0_X4 GEMM (KernelTable::gemm_q4_0_x4's contract) through a Q4_0 one: each group of
+// [r0, r1) back to its 4 rows, then gemm_q4_0 on them. The reference's, and the plain NEON
+// table's (a Pi 4 never repacks; this serves a model repacked for the dotprod table that a
+// test then runs through the plain table).
+void gemm_q4_0_x4_via_rows(GemmFn gemm_q4_0, const GemmArgs& a, int64_t r0, int64_t r1);
+
+}  // namespace edgellm

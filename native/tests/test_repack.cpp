@@ -1,0 +1,330 @@
+// Q4_0 repacked at load (quant/repack.h): the layout round-trips, and every table's GEMM over it
+// (neon-dotprod's sdot tiles under qemu -cpu cortex-a76, the reference everywhere) computes what
+// the reference Q4_0 GEMM computes on the file's rows: row counts and sub-ranges that start and
+// end inside 4-row groups, odd block counts, 1..64 columns with strided y, codes at both ends
+// of their range against activations of +-127; and matmul() with rows % 4 tail rows.
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gguf_builder.h"
+#include "kernels/kernels.h"
+#include "model/model.h"
+#include "quant/fp16.h"
+#include "quant/quant.h"
+#include "quant/repack.h"
+#include "quant_blocks.h"
+#include "runtime/forward.h"
+#include "runtime/kv_cache.h"
+#include "runtime/matmul.h"
+#include "test.h"
+
+using namespace edgellm;
+using test::TinyLlamaSpec;
+using test::tiny_llama;
+
+namespace {
+
+enum class Codes { Random, High, Low };
+
+struct Problem {
+  int64_t rows, k, ncols;
+  std::vector<uint8_t> w, packed;  // Q4_0 rows as the file has them; the same repacked
+  std::vector<uint8_t> x;          // Q8_0 activation columns
+  std::vector<float> xf;
+};
+
+Problem make_problem(int64_t rows, int64_t k, int64_t ncols, Codes codes = Codes::Random) {
+  Problem p{rows, k, ncols, {}, {}, {}, {}};
+  const size_t row_bytes = dtype_row_bytes(DType::Q4_0, k);
+  p.w.resize(row_bytes * rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    uint8_t* row = p.w.data() + r * row_bytes;
+    test::random_row(DType::Q4_0, row, k);
+    if (codes != Codes::Random)
+      for (int64_t b = 0; b < k / kQK; ++b)
+        std::memset(row + b * sizeof(block_q4_0) + 2, codes == Codes::High ? 0xFF : 0x00, kQK / 2);
+  }
+  p.packed.resize(p.w.size());
+  repack_q4_0_x4(p.w.data(), rows, k, p.packed.data());
+  p.xf.resize(k * ncols);
+  test::fill_normal(p.xf.data(), k * ncols, 1.0f);
+  if (codes != Codes::Random)
+    for (float& v : p.xf) v = codes == Codes::High ? 1.0f : -1.0f;
+  p.x.resize(dtype_row_bytes(DType::Q8_0, k) * ncols);
+  for (int64_t c = 0; c < ncols; ++c)
+    quantize_row_q8_0_ref(p.xf.data() + c * k, reinterpret_cast<block_q8_0*>(p.x.data() + c * dtype_row_bytes(DType::Q8_0, k)), k);
+  return p;
+}
+
+GemmArgs args(const Problem& p, const std::vector<uint8_t>& w, float* y, int64_t y_stride) {
+  return GemmArgs{w.data(), dtype_row_bytes(DType::Q4_0, p.k), p.k, p.x.data(), dtype_row_bytes(DType::Q8_0, p.k),
+                  p.ncols, y, y_stride};
+}
+
+// The scale of the terms of y[c][r]: sum over blocks of |d_w d_x| * sum |q_w q_x|, so that the
+// tolerance follows what a different summation order can change.
+double magnitude(const Problem& p, int64_t r, int64_t c) {
+  const auto* w = reinterpret_cast<const block_q4_0*>(p.w.data() + r * dtype_row_bytes(DType::Q4_0, p.k));
+  const auto* x = reinterpret_cast<const block_q8_0*>(p.x.data() + c * dtype_row_bytes(DType::Q8_0, p.k));
+  double m = 0;
+  for (int64_t b = 0; b < p.k / kQK; ++b) {
+    double s = 0;
+    for (int j = 0; j < kQK / 2; ++j)
+      s += std::abs(((w[b].qs[j] & 15) - 8) * x[b].qs[j]) + std::abs(((w[b].qs[j] >> 4) - 8) * x[b].qs[j + kQK / 2]);
+    m += s * std::abs(half_to_float(w[b].d) * half_to_float(x[b].d));
+  }
+  return m;
+}
+
+std::string describe(const KernelTable& kt, const Problem& p, int64_t r0, int64_t r1) {
+  return std::string(kt.name) + " rows=" + std::to_string(p.rows) + " k=" + std::to_string(p.k) + " ncols=" +
+         std::to_string(p.ncols) + " range=[" + std::to_string(r0) + "," + std::to_string(r1) + ")";
+}
+
+// kt.gemm_q4_0_x4 over the packed rows [r0, r1) against the reference Q4_0 GEMM over the
+// file's rows; y outside the range must stay untouched.
+void check_range(const KernelTable& kt, const Problem& p, int64_t r0, int64_t r1) {
+  const int64_t stride = p.rows + 3;  // strided y columns
+  const float kUntouched = -12345.0f;
+  std::vector<float> want((size_t)(stride * p.ncols), kUntouched), got(want.size(), kUntouched);
+  kReferenceKernels.gemm_q4_0(args(p, p.w, want.data(), stride), r0, r1);
+  kt.gemm_q4_0_x4(args(p, p.packed, got.data(), stride), r0, r1);
+  for (int64_t c = 0; c < p.ncols; ++c)
+    for (int64_t r = 0; r < stride; ++r) {
+      const float g = got[c * stride + r], w = want[c * stride + r];
+      if (r < r0 || r >= r1) {
+        if (g != kUntouched) {
+          test::fail(__FILE__, __LINE__, describe(kt, p, r0, r1) + ": wrote y outside the range at row " + std::to_string(r));
+          return;
+        }
+        continue;
+      }
+      const double tol = 1e-6 * magnitude(p, r, c) + 1e-30;
+      if (!(std::abs((double)g - (double)w) <= tol)) {
+        test::fail(__FILE__, __LINE__, describe(kt, p, r0, r1) + ": y[" + std::to_string(c) + "][" + std::to_string(r) +
+                                           "] = " + std::to_string(g) + ", reference " + std::to_string(w));
+        return;
+      }
+    }
+}
+
+std::vector<const KernelTable*> repacking_tables() {
+  std::vector<const KernelTable*> out;
+  for (const KernelTable* kt : runnable_kernel_tables())
+    if (kt->gemm_q4_0_x4) out.push_back(kt);
+  return out;
+}
+
+}  // namespace
+
+TEST(repack, q4_0_x4_round_trips_in_place_and_keeps_the_tail_rows) {
+  for (int64_t rows : {1, 3, 4, 5, 8, 11}) {
+    for (int64_t k : {32, 96, 224}) {
+      const Problem p = make_problem(rows, k, 1);
+      const int64_t nb = k / kQK;
+      const size_t row_bytes = dtype_row_bytes(DType::Q4_0, k);
+      std::vector<uint8_t> in_place = p.w;
+      repack_q4_0_x4(in_place.data(), rows, k, in_place.data());
+      CHECK_MSG(in_place == p.packed, "in-place repack differs, rows=" + std::to_string(rows) + " k=" + std::to_string(k));
+      std::vector<block_q4_0> back((size_t)(4 * nb));
+      for (int64_t g = 0; g < rows / 4; ++g) {
+        unpack_q4_0_x4_group(reinterpret_cast<const block_q4_0x4*>(p.packed.data() + g * 4 * row_bytes), nb, back.data());
+        CHECK_MSG(std::memcmp(back.data(), p.w.data() + g * 4 * row_bytes, 4 * row_bytes) == 0,
+                  "group " + std::to_string(g) + " does not unpack to its rows");
+      }
+      const size_t tail = (size_t)q4_0_x4_group_rows(rows) * row_bytes;
+      CHECK_MSG(std::memcmp(p.packed.data() + tail, p.w.data() + tail, p.w.size() - tail) == 0, "tail rows changed");
+      if (rows >= 4) CHECK_MSG(std::memcmp(p.packed.data(), p.w.data(), 4 * row_bytes) != 0, "the first group was not repacked");
+    }
+  }
+}
+
+TEST(repack, q4_0_x4_gemms_match_the_q4_0_reference) {
+  const auto tables = repacking_tables();
+  CHECK(!tables.empty());  // the reference always has one
+  for (const KernelTable* kt : tables) {
+    for (int64_t k : {32, 96, 224, 1024})
+      for (int64_t ncols : {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 16, 17, 24, 64}) {
+        if (k == 1024 && ncols > 8 && ncols != 64) continue;
+        const Problem p = make_problem(12, k, ncols);
+        for (const auto& range : std::vector<std::pair<int64_t, int64_t>>{{0, 12}, {1, 12}, {0, 11}, {2, 3}, {5, 11}, {3, 9}, {4, 8}, {6, 7}})
+          check_range(*kt, p, range.first, range.second);
+      }
+    // Codes at both ends of their range with activations of +-127 (the int32 sums stay exact).
+    for (Codes codes : {Codes::High, Codes::Low})
+      for (int64_t ncols : {1, 4, 8, 11}) check_range(*kt, make_problem(8, 4096, ncols, codes), 0, 8);
+  }
+}
+
+TEST(repack, matmul_runs_q4_0_x4_with_tail_rows_like_q4_0) {
+  MatmulScratch scratch;
+  for (int threads : {1, 2}) {
+    ThreadPool pool(threads);
+    for (const KernelTable* kt : repacking_tables())
+      for (int64_t rows : {1, 2, 3, 4, 5, 7, 13, 30, 66})
+        for (int64_t ncols : {1, 3, 17}) {
+          const Problem p = make_problem(rows, 96, ncols);
+          std::vector<float> want((size_t)(rows * ncols)), got(want.size(), -1.0f);
+          matmul(pool, kReferenceKernels, DType::Q4_0, p.w.data(), rows, p.k, p.xf.data(), ncols, want.data(), scratch);
+          matmul(pool, *kt, DType::Q4_0_X4, p.packed.data(), rows, p.k, p.xf.data(), ncols, got.data(), scratch);
+          std::string why;
+          if (!test::near_all(got.data(), want.data(), (int64_t)got.size(), 1e-5, 1e-5, &why))
+            test::fail(__FILE__, __LINE__, std::string(kt->name) + " rows=" + std::to_string(rows) + " ncols=" +
+                                               std::to_string(ncols) + " threads=" + std::to_string(threads) + ": " + why);
+        }
+  }
+}
+
+TEST(repack, matmul_refuses_q4_0_x4_for_a_table_without_its_gemm) {
+  KernelTable t = kReferenceKernels;
+  t.name = "no-repack";
+  t.gemm_q4_0_x4 = nullptr;
+  ThreadPool pool(1);
+  MatmulScratch scratch;
+  const Problem p = make_problem(4, 32, 1);
+  std::vector<float> y(4);
+  std::string what;
+  try {
+    matmul(pool, t, DType::Q4_0_X4, p.packed.data(), 4, 32, p.xf.data(), 1, y.data(), scratch);
+  } catch (const std::invalid_argument& e) {
+    what = e.what();
+  }
+  CHECK_MSG(what.find("EDGELLM_REPACK=0") != std::string::npos, "got: " + what);
+}
+
+// ---- models: which matrices are repacked, the logits, and the memory ----------------------
+namespace {
+
+// Sets EDGELLM_REPACK for one scope.
+struct RepackEnv {
+  explicit RepackEnv(const char* v) { setenv("EDGELLM_REPACK", v, 1); }
+  ~RepackEnv() { unsetenv("EDGELLM_REPACK"); }
+};
+
+std::vector<float> logits_of(const Model& m, const KernelTable& kt, const std::vector<int32_t>& prompt) {
+  ThreadPool pool(2);
+  ForwardOptions o;
+  o.context = 32;
+  o.batch = 8;
+  ForwardPass f(m, pool, o, kt);
+  KvCache seq(f.cache_config());
+  const int64_t V = m.config().n_vocab;
+  std::vector<float> out(2 * (size_t)V);
+  f.prefill(seq, prompt.data(), (int64_t)prompt.size(), false, out.data());
+  BatchToken t{&seq, (int64_t)prompt.size(), 3, true};
+  f.step(&t, 1, out.data() + V);
+  return out;
+}
+
+// kB of a /proc/self/status field (VmRSS, VmHWM); -1 when there is none.
+int64_t status_kb(const char* field) {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (!f) return -1;
+  char line[256];
+  int64_t kb = -1;
+  const size_t n = std::strlen(field);
+  while (std::fgets(line, sizeof line, f))
+    if (std::strncmp(line, field, n) == 0 && line[n] == ':') kb = std::atoll(line + n + 1);
+  std::fclose(f);
+  return kb;
+}
+
+// Reads one byte per page of every matrix, as a first forward pass would.
+uint64_t touch(const ModelWeights& w) {
+  uint64_t sum = 0;
+  auto read = [&](const WeightMatrix& m, int64_t count) {
+    if (!m.present()) return;
+    const auto* p = static_cast<const volatile uint8_t*>(m.data);
+    const size_t bytes = (size_t)count * (size_t)m.rows * m.row_bytes();
+    for (size_t i = 0; i < bytes; i += 4096) sum += p[i];
+  };
+  read(w.token_embd, 1);
+  read(w.output, 1);
+  for (const LayerWeights& L : w.layers)
+    for (const WeightMatrix* m : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) read(*m, 1);
+  return sum;
+}
+
+}  // namespace
+
+TEST(repack, a_model_repacks_its_q4_0_matrices_and_keeps_its_logits) {
+  TinyLlamaSpec s;
+  s.n_vocab = 98;  // the classifier ends with 2 plain rows
+  s.random_blocks_of = [](const std::string&) { return DType::Q4_0; };
+  const std::vector<uint8_t> bytes = tiny_llama(s).bytes();
+  const std::vector<int32_t> prompt = {5, 17, 42, 3, 77};
+  std::unique_ptr<Model> plain, packed;
+  {
+    RepackEnv off("0");
+    plain = Model::from_file(GgufFile::from_bytes(bytes, "tiny.gguf"));
+  }
+  {
+    RepackEnv on("force");
+    packed = Model::from_file(GgufFile::from_bytes(bytes, "tiny.gguf"));
+  }
+  CHECK(plain->weights().layers[0].wq.type == DType::Q4_0);
+  CHECK(packed->weights().layers[0].wq.type == DType::Q4_0_X4);
+  CHECK(packed->weights().layers[1].ffn_down.type == DType::Q4_0_X4);
+  CHECK(packed->weights().output.type == DType::Q4_0_X4);
+  CHECK(packed->weights().token_embd.type == DType::Q4_0);  // read by row: never repacked
+  const std::vector<float> want = logits_of(*plain, kReferenceKernels, prompt);
+  for (const KernelTable* kt : repacking_tables()) {
+    const std::vector<float> got = logits_of(*packed, *kt, prompt);
+    std::string why;
+    if (!test::near_all(got.data(), want.data(), (int64_t)want.size(), 1e-3, 1e-4, &why))
+      test::fail(__FILE__, __LINE__, std::string(kt->name) + ": " + why);
+  }
+}
+
+// A repacked model must not hold its weights twice: the in-place repack writes private copies of
+// the mapping's pages, which replace the file's pages. Steady RSS after every weight page is
+// read, repack on vs off, for a ~17 MB Q4_0 file (RSS is the same under qemu-user).
+TEST(repack, a_repacked_model_costs_no_more_rss_than_the_file) {
+  TinyLlamaSpec s;
+  s.n_vocab = 2000;
+  s.n_embd = 768;
+  s.n_ff = 2048;
+  s.n_layer = 4;
+  s.random_blocks_of = [](const std::string&) { return DType::Q4_0; };
+  const std::string path = "/tmp/edgellm-repack-rss-" + std::to_string((long)getpid()) + ".gguf";
+  int64_t file_kb = 0;
+  {
+    const std::vector<uint8_t> bytes = tiny_llama(s).bytes();
+    std::FILE* f = std::fopen(path.c_str(), "wb");
+    CHECK(f && std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size());
+    if (f) std::fclose(f);
+    file_kb = (int64_t)bytes.size() / 1024;
+  }
+  int64_t grew_kb[2] = {0, 0};
+  const char* modes[2] = {"0", "force"};
+  for (int i = 0; i < 2; ++i) {
+    RepackEnv env(modes[i]);
+    const int64_t before = status_kb("VmRSS");
+    const auto t0 = std::chrono::steady_clock::now();
+    std::unique_ptr<Model> m = Model::load(path);
+    const double load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    const uint64_t sum = touch(m->weights());
+    grew_kb[i] = status_kb("VmRSS") - before;
+    std::printf("  repack=%s: file %lld KiB, load %.0f ms, RSS +%lld KiB after reading every weight page (%llu)\n",
+                modes[i], (long long)file_kb, load_ms, (long long)grew_kb[i], (unsigned long long)(sum & 1));
+    CHECK(m->weights().layers[0].wq.type == (i == 0 ? DType::Q4_0 : DType::Q4_0_X4));
+  }
+  std::remove(path.c_str());
+  if (status_kb("VmRSS") < 0) {
+    std::printf("  SKIPPED: no /proc/self/status VmRSS\n");
+    return;
+  }
+  CHECK_MSG(grew_kb[1] <= file_kb + 64 * 1024, "repacked RSS grew by " + std::to_string(grew_kb[1]) + " KiB for a " +
+                                                    std::to_string(file_kb) + " KiB file");
+  // Twice the weights would be ~file_kb more; allow page-table and allocator noise.
+  CHECK_MSG(grew_kb[1] <= grew_kb[0] + file_kb / 10 + 2048,
+            "repacked RSS +" + std::to_string(grew_kb[1]) + " KiB vs +" + std::to_string(grew_kb[0]) + " KiB as stored");
+}
