@@ -8,7 +8,9 @@
 // Tests hold every table to the reference table.
 //
 // Kernels work on ranges (rows [r0, r1), tasks [t0, t1)) so that runtime/ can split a call
-// across the thread pool; a fast path never allocates and never spawns threads.
+// across the thread pool; a fast path never spawns threads and never allocates per call (one
+// that needs a buffer larger than its stack keeps a per-thread one that only grows, so a decode
+// step, which repeats its shapes, allocates nothing).
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -240,13 +240,33 @@ void tile_all_groups(const GemmArgs& a, TileView w, const uint8_t* xbuf, const i
 
 namespace {
 
+// The call's buffer, kept per thread: it grows to the largest call this thread has run and is
+// then reused, so a decode step, which repeats the same shapes, allocates nothing (kernels.h).
+// Raw ::operator new / delete, not std::vector: a template instantiated in this file would carry
+// AVX2 code that the linker may pick for shared code.
+struct ThreadScratch {
+  uint8_t* p = nullptr;
+  size_t bytes = 0;
+  ~ThreadScratch() { ::operator delete(p); }
+};
+
+uint8_t* thread_scratch(size_t bytes) {
+  static thread_local ThreadScratch s;
+  if (s.bytes < bytes) {
+    ::operator delete(s.p);
+    s.p = nullptr;
+    s.p = static_cast<uint8_t*>(::operator new(bytes));
+    s.bytes = bytes;
+  }
+  return s.p;
+}
+
 // At most kMaxGemmCols columns (the contract; group_off is sized for it).
 void lanes_gemm(const GemmArgs& a, int64_t r0, int64_t r1) {
   const int64_t nb = a.k / kQK;
   const int64_t ngroups = (a.ncols + kGroupCols - 1) / kGroupCols;
-  // One buffer per call: the regrouped activations of every column group, then one unpacked
-  // tile of kTileRows rows (32 bytes + a f32 scale per row and block). ::operator new is not a template, so
-  // nothing from this file's ISA leaks into shared code.
+  // One buffer per call (the thread's scratch): the regrouped activations of every column group,
+  // then one unpacked tile of kTileRows rows (32 bytes + a f32 scale per row and block).
   int64_t group_off[kMaxGemmCols / kGroupCols + 1];
   size_t xbytes = 0;
   for (int64_t g = 0; g < ngroups; ++g) {
@@ -254,7 +274,7 @@ void lanes_gemm(const GemmArgs& a, int64_t r0, int64_t r1) {
     xbytes += (size_t)nb * group_block_bytes(group_width(min64(kGroupCols, a.ncols - g * kGroupCols)));
   }
   const size_t row_bytes = (size_t)nb * (kLaneBytes + sizeof(float));
-  uint8_t* buf = static_cast<uint8_t*>(::operator new(xbytes + kTileRows * row_bytes));
+  uint8_t* buf = thread_scratch(xbytes + kTileRows * row_bytes);
   for (int64_t g = 0; g < ngroups; ++g) {
     const int64_t c = g * kGroupCols;
     const int64_t n = min64(kGroupCols, a.ncols - c);
@@ -282,7 +302,6 @@ void lanes_gemm(const GemmArgs& a, int64_t r0, int64_t r1) {
     unpack_tile<1>(a, r, nb, wn, wd);
     tile_all_groups<1>(a, w, buf, group_off, ngroups, r, nullptr, 0);
   }
-  ::operator delete(buf);
 }
 
 }  // namespace
