@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstring>
+#include <random>
 #include <set>
 #include <string>
 #include <utility>
@@ -276,7 +277,17 @@ TEST(gemm, reference_equals_the_dot_product_of_the_dequantized_rows) {
 
 // Guards the tolerance itself: changing one Q4_0 nibble of a wide row must fail the comparison
 // that check_against_reference uses.
+// The random problem comes from a generator of its own seed, whatever ran before: the count of
+// detected changes depends on the draw (15-19 of 20 over seeds 1-12 for Q4_K), and the shared
+// generator's state moves whenever a test is added before these.
+struct OwnSeed {
+  explicit OwnSeed(unsigned seed) : saved(test::rng()) { test::rng().seed(seed); }
+  ~OwnSeed() { test::rng() = saved; }
+  std::mt19937 saved;
+};
+
 TEST(gemm, tolerance_detects_one_changed_nibble) {
+  const OwnSeed seeded(1);
   Problem p = make_problem(DType::Q4_0, 4, 14336, 1);
   const std::vector<float> before = run(kReferenceKernels, p, 0, 4, 4);
   int detected = 0;
@@ -290,12 +301,13 @@ TEST(gemm, tolerance_detects_one_changed_nibble) {
     if (!compare_column(p, 0, after.data(), before.data(), 0, 4, kRtol).empty()) ++detected;
   }
   // A step times a small activation can hide below the tolerance; most must show.
-  CHECK(detected >= trials * 3 / 4);
+  CHECK_MSG(detected >= trials * 3 / 4, std::to_string(detected) + " of " + std::to_string(trials) + " detected");
 }
 
 // The same for a super-block format: one Q4_K code moved by one step in a row of 4352 (a Q4_K
 // step is d * sc against weights of up to d * 63 * 15 + dmin * 63: relatively smaller than Q4_0's).
 TEST(gemm, tolerance_detects_one_changed_q4_k_code) {
+  const OwnSeed seeded(1);
   Problem p = make_problem(DType::Q4_K, 4, 4096 + 256, 1);
   const std::vector<float> before = run(kReferenceKernels, p, 0, 4, 4);
   int detected = 0;
