@@ -44,6 +44,18 @@ const float* activation_scales(const GemmArgs& a) {
   return scales.data();
 }
 
+// A zero int32x4 loaded from memory: sdot overwrites its accumulator, so each column's chain
+// needs a fresh zero per block, and a register copy (mov / movi) of one costs a SIMD-pipe slot
+// of the 12 the column spends per block; a load takes a load-pipe slot instead (two of those per
+// cycle on a Cortex-A76 / Neoverse N1, here mostly idle). asm volatile: the compiler would
+// otherwise share one load between the chains and copy it again.
+alignas(16) constexpr int32_t kZeros[4] = {0, 0, 0, 0};
+inline int32x4_t zero_from_memory() {
+  int32x4_t z;
+  asm volatile("ldr %q0, %1" : "=w"(z) : "m"(*reinterpret_cast<const int32x4_t*>(kZeros)));
+  return z;
+}
+
 // acc[j] (lane i: row i of the group) = the group's 4 rows . column j, for C columns. Column j's
 // activation blocks start x_col_bytes * j after x0 and its scales nb * j floats after dx0: two
 // running pointers instead of 2C (C = 8 ran out of general registers and spilled).
@@ -67,7 +79,7 @@ inline void group_tile(const block_q4_0x4* w, int64_t nb, const uint8_t* x0, siz
       const block_q8_0& x = *reinterpret_cast<const block_q8_0*>(xb);
       const int8x16_t xl = vld1q_s8(x.qs);
       const int8x16_t xh = vld1q_s8(x.qs + 16);
-      int32x4_t s = vdotq_laneq_s32(vdupq_n_s32(0), lo[0], xl, 0);
+      int32x4_t s = vdotq_laneq_s32(zero_from_memory(), lo[0], xl, 0);
       s = vdotq_laneq_s32(s, lo[1], xl, 1);
       s = vdotq_laneq_s32(s, lo[2], xl, 2);
       s = vdotq_laneq_s32(s, lo[3], xl, 3);
