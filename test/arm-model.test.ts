@@ -39,7 +39,7 @@ if (missing.length > 0) {
     t.fail(`arm-model: ${missing.map((m) => m.cmd).join(', ')} missing although .ci/run installs ${pkgs}`);
   } else {
     console.error(`arm-model.test: SKIPPED: ${missing.map((m) => m.cmd).join(', ')} not found (apt-get install ${pkgs})`);
-    t.skip(`needs ${pkgs}`);
+    t.skip(`needs ${pkgs}`, () => {});
   }
 } else {
   // Compiling the K-quant NEON files alone takes over a minute (gemm_k_dotprod.cpp ~70 s on one
