@@ -118,7 +118,6 @@ struct Regrouped {
 struct Q4K {
   using Block = block_q4_K;
   static constexpr int kSubBlocks = 8;
-  static constexpr int kPairs = 4;  // (m_2p, m_2p+1) pairs
 
   KR_INLINE static void regroup(const uint8_t* const* blk, Regrouped<kSubBlocks>& o, int h) {
     const __m256i low4 = _mm256_set1_epi8(0x0F);
