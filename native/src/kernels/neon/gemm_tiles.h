@@ -175,18 +175,21 @@ inline void q5_codes(const void* block, const uint8_t* qs, int8x16_t& lo, int8x1
   hi = vreinterpretq_s8_u8(vsliq_n_u8(vshrq_n_u8(q, 4), clear_hi, 4));
 }
 
+// The 32 nibble codes of a Q4_0 / Q4_1 block as signed bytes (0..15; the offset is kOffset).
+inline void nibble_codes(const uint8_t* qs, int8x16_t& lo, int8x16_t& hi) {
+  uint8x16_t l, h;
+  nibbles(qs, l, h);
+  lo = vreinterpretq_s8_u8(l);
+  hi = vreinterpretq_s8_u8(h);
+}
+
 struct Q4_0Codes {
   using Block = block_q4_0;
   using XBlock = block_q8_0;
   static constexpr bool kNibbles = true;
   static constexpr int kOffset = 8;
   static constexpr bool kMin = false;
-  static void unpack(const Block& b, int8x16_t& lo, int8x16_t& hi) {
-    uint8x16_t l, h;
-    nibbles(b.qs, l, h);
-    lo = vreinterpretq_s8_u8(l);
-    hi = vreinterpretq_s8_u8(h);
-  }
+  static void unpack(const Block& b, int8x16_t& lo, int8x16_t& hi) { nibble_codes(b.qs, lo, hi); }
 };
 
 struct Q4_1Codes {
@@ -195,12 +198,7 @@ struct Q4_1Codes {
   static constexpr bool kNibbles = true;
   static constexpr int kOffset = 0;
   static constexpr bool kMin = true;
-  static void unpack(const Block& b, int8x16_t& lo, int8x16_t& hi) {
-    uint8x16_t l, h;
-    nibbles(b.qs, l, h);
-    lo = vreinterpretq_s8_u8(l);
-    hi = vreinterpretq_s8_u8(h);
-  }
+  static void unpack(const Block& b, int8x16_t& lo, int8x16_t& hi) { nibble_codes(b.qs, lo, hi); }
 };
 
 // Q5_0: q5_codes are already q - 16.
