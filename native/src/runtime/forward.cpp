@@ -152,7 +152,6 @@ void ForwardPass::rope_table(int64_t pos, const RopeSpec& spec, float* cs) const
     for (int64_t i = 0; i < cfg_.n_rot; ++i) cs[i] *= spec.attn_factor;
 }
 
-
 // Validates a whole request before anything runs, so a refusal leaves every cache unchanged.
 void ForwardPass::check(const BatchToken* batch, int64_t n) {
   const bool full = has_full_layer(cache_config_);
