@@ -9,6 +9,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { EdgeError } from './errors.js';
 import { urlUsername } from './net.js';
+import { didYouMean } from './suggest.js';
 import { describeIssues } from './validation.js';
 import { readApiKey, redactUrl, type Secret } from './secret.js';
 
@@ -225,6 +226,9 @@ export interface ConfigFlags {
   httpPort?: string;
   /** A number once commander's parser has read it; text that is not a number is left for the schema to refuse. */
   openaiPort?: number | string;
+  prefix?: string;
+  embeddedBrokerPort?: string;
+  logLevel?: string;
 }
 
 const flagKeys: Record<keyof ConfigFlags, [string, string]> = {
@@ -235,6 +239,9 @@ const flagKeys: Record<keyof ConfigFlags, [string, string]> = {
   nodeId: ['node_id', '--node-id'],
   httpPort: ['http.port', '--http-port'],
   openaiPort: ['openai.port', '--openai-port'],
+  prefix: ['prefix', '--prefix'],
+  embeddedBrokerPort: ['broker.embedded.port', '--embedded-broker-port'],
+  logLevel: ['log.level', '--log-level'],
 };
 
 /** A record (access.roles, policy.classes, ...) is set from a variable as JSON. */
@@ -244,6 +251,7 @@ interface Def {
   type: string;
   innerType?: z.ZodType;
   shape?: Record<string, z.ZodType>;
+  valueType?: z.ZodType;
 }
 const defOf = (s: z.ZodType): Def => (s as unknown as { _zod: { def: Def } })._zod.def;
 
@@ -259,6 +267,42 @@ function leaves(schema: z.ZodType, path: string[] = []): Leaf[] {
 }
 
 export const envName = (path: string[]) => 'EDGELLM_' + path.join('_').toUpperCase();
+
+/** The keys a mapping at `path` of the schema may hold (a record's entries take its value's keys), or none. */
+function keysAt(schema: z.ZodType, path: ReadonlyArray<PropertyKey>): string[] {
+  let def = defOf(schema);
+  for (let i = 0; ; ) {
+    if (def.type === 'optional' || def.type === 'default' || def.type === 'prefault') def = defOf(def.innerType!);
+    else if (i === path.length) return def.type === 'object' ? Object.keys(def.shape!) : [];
+    else if (def.type === 'object' && def.shape![String(path[i])]) def = defOf(def.shape![String(path[i++])]!);
+    else if (def.type === 'record') (def = defOf(def.valueType!)), i++;
+    else return [];
+  }
+}
+
+/**
+ * EDGELLM_* variables edgellm reads that are not config keys: engine switches read at run time
+ * (docs/architecture.md) and build switches (npm install, scripts/). Neither gets an "unknown" warning.
+ */
+const OTHER_VARIABLES = [
+  'EDGELLM_ADDON', 'EDGELLM_KERNELS', 'EDGELLM_REPACK', 'EDGELLM_SPIN_US',
+  'EDGELLM_WERROR', 'EDGELLM_TESTS', 'EDGELLM_STATIC', 'EDGELLM_CLANG',
+];
+
+/**
+ * One warning per EDGELLM_* variable edgellm does not know (a misspelt one would otherwise be
+ * ignored without a word), with the nearest real names from the schema's key list.
+ */
+export function unknownEnvironmentWarnings(env: NodeJS.ProcessEnv): string[] {
+  const known = new Set([...leaves(configSchema).map((l) => envName(l.path)), ...OTHER_VARIABLES]);
+  return Object.keys(env)
+    .filter((name) => name.startsWith('EDGELLM_') && !known.has(name))
+    .sort()
+    .map((name) => {
+      const hint = didYouMean(name, known);
+      return `${name} is not a variable edgellm reads, so it is ignored${hint ? `: ${hint}` : ''}`;
+    });
+}
 
 function setPath(obj: Record<string, unknown>, path: string[], value: unknown): void {
   let o = obj;
@@ -332,7 +376,12 @@ export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; flags
       const src = sources.get(p) ?? (opts.file && p !== '' ? opts.file : undefined);
       return src ? ` (from ${src})` : '';
     };
-    throw new EdgeError('E_CONFIG', describeIssues(result.error.issues, raw, 'key', where).join('; '));
+    const suggest = (path: ReadonlyArray<PropertyKey>, key: string) => {
+      const parent = path.map(String).join('.');
+      const hint = didYouMean(key, keysAt(configSchema, path), (k) => `"${parent ? `${parent}.` : ''}${k}"`);
+      return hint ? ` (${hint})` : '';
+    };
+    throw new EdgeError('E_CONFIG', describeIssues(result.error.issues, raw, 'key', where, suggest).join('; '));
   }
   checkBrokerCredentials(result.data);
   checkPolicyReferences(result.data);

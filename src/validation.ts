@@ -32,20 +32,22 @@ function valueAt(root: unknown, path: ReadonlyArray<PropertyKey>): unknown {
 
 /**
  * One sentence per issue. `noun` is what the thing is called in the sentence ("field", "key");
- * `where` may add the source of a key (a file, a variable, a flag).
+ * `where` may add the source of a key (a file, a variable, a flag); `suggest` may add a "did you
+ * mean" to an unknown key (given the path of its mapping and the key).
  */
 export function describeIssues(
   issues: ReadonlyArray<z.core.$ZodIssue>,
   input: unknown,
   noun: string,
   where: (path: string) => string = () => '',
+  suggest: (path: ReadonlyArray<PropertyKey>, key: string) => string = () => '',
 ): string[] {
   const out: string[] = [];
   for (const issue of issues) {
     if (issue.code === 'unrecognized_keys') {
       for (const k of issue.keys) {
         const p = fieldPath([...issue.path, k]);
-        out.push(`unknown ${noun} "${p}"${where(p)}`);
+        out.push(`unknown ${noun} "${p}"${where(p)}${suggest(issue.path, k)}`);
       }
       continue;
     }

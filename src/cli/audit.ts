@@ -11,6 +11,7 @@ import { parsePositiveInt } from './args.js';
 import { isoSeconds, parseSince } from './duration.js';
 import { loadStateConfig, stateOptions, withStateStore, type StateFlags } from './state-store.js';
 import { table } from './table.js';
+import { withExamples } from './help.js';
 
 /** Without --since or --limit, the newest this many: a year of requests is not a screenful. */
 const DEFAULT_LIMIT = 100;
@@ -26,8 +27,11 @@ interface AuditFlags extends StateFlags {
 
 export function registerAudit(program: Command): void {
   stateOptions(
-    program
-      .command('audit')
+    withExamples(program.command('audit'), [
+      ['edgellm audit --since 1h -c config.yaml', 'the last hour'],
+      ['edgellm audit --device press-4 --type request --limit 20 -c config.yaml', 'a device\'s last 20 requests'],
+      ['edgellm audit --since 2026-12-01T08:00Z --json -c config.yaml', 'since a time, as JSON'],
+    ])
       .description('show the audit log: requests (allowed or denied, and how they ended), grants, revokes, config loads')
       .option('--since <when>', 'records from this long ago (30m, 2h, 7d) or since an ISO 8601 time (2026-12-01T08:00:00Z; local time without an offset)')
       .option('--device <device>', "only this device's records")

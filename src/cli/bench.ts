@@ -1,15 +1,17 @@
 /**
  * `edgellm bench kernels [--types q4_0,q4_k,...]`: GEMV speed per weight type against the measured
  * memory bandwidth.
- * `edgellm bench -m FILE [-p 512] [-n 128] [--threads N]`: prompt processing (pp) and decode (tg)
- * tokens/s of the forward pass on a model, like llama-bench.
+ * `edgellm bench -m FILE [--n-prompt 512] [-n 128] [--threads N]`: prompt processing (pp) and decode
+ * (tg) tokens/s of the forward pass on a model, like llama-bench (whose -p/--n-prompt and -n/--n-gen
+ * these are; -p is a prompt's text everywhere in edgellm, so the count is only --n-prompt here).
  */
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { benchKernels, cpuInfo, type KernelBenchOptions, type KernelBenchRow } from '../index.js';
 import { benchModel, type ModelBenchResult } from '../engine/bench-model.js';
 import { withStatus } from './progress.js';
 import { EdgeError } from '../errors.js';
 import { parseIntList, parsePositiveInt, parsePositiveNumber, parseShapes } from './args.js';
+import { withExamples } from './help.js';
 
 interface BenchFlags {
   json?: boolean;
@@ -19,24 +21,27 @@ interface BenchFlags {
   minSeconds?: string;
   workingSetMb?: string;
   model?: string;
+  nPrompt?: string;
+  nGen?: string;
+  /** -p: refused with the flag to use (a count here, a prompt's text in generate). */
   prompt?: string;
-  gen?: string;
   batchSize?: string;
 }
 
-/** A whole number >= 0 (-p 0 / -n 0 skip that test). */
+/** A whole number >= 0 (--n-prompt 0 / -n 0 skip that test). */
 function parseCount(flag: string, value: string): number {
   return value.trim() === '0' ? 0 : parsePositiveInt(flag, value);
 }
 
 export function registerBench(program: Command): void {
-  program
+  const cmd = program
     .command('bench')
     .description('measure speed: `bench kernels` (GEMV per weight type vs. bandwidth) or `bench -m FILE` (pp/tg tokens/s)')
     .argument('[what]', 'kernels (without -m)')
     .option('-m, --model <file>', 'GGUF model: prompt processing and decode speed')
-    .option('-p, --prompt <n>', 'with -m: prompt tokens prefilled for pp (default 512, 0 skips)')
-    .option('-n, --gen <n>', 'with -m: tokens decoded one at a time for tg (default 128, 0 skips)')
+    .option('--n-prompt <n>', 'with -m: prompt tokens prefilled for pp (default 512, 0 skips)')
+    .option('-n, --n-gen <n>', 'with -m: tokens decoded one at a time for tg (default 128, 0 skips)')
+    .addOption(new Option('-p, --prompt <n>').hideHelp())
     .option('--batch-size <n>', 'with -m: prefill chunk (default 64)')
     .option('--json', 'one JSON object per line instead of a table')
     .option('--threads <list>', 'thread counts to measure, e.g. 1,4 (default: 1 and all cores; with -m: physical cores)')
@@ -45,6 +50,9 @@ export function registerBench(program: Command): void {
     .option('--min-seconds <s>', 'time spent per measurement (default 0.5)')
     .option('--working-set-mb <mb>', 'bytes streamed per pass (default: max(1 GiB, 4x the last-level cache))')
     .action(async (what: string | undefined, flags: BenchFlags) => {
+      if (flags.prompt !== undefined) {
+        throw new EdgeError('E_BAD_ARGUMENT', `bench counts prompt tokens with --n-prompt ${flags.prompt} (-p is a prompt's text in edgellm): see \`edgellm bench --help\``);
+      }
       if (flags.model !== undefined) {
         if (what !== undefined && what !== 'model') {
           throw new EdgeError('E_BAD_ARGUMENT', `\`bench ${what}\` does not take -m; use \`edgellm bench -m FILE\``);
@@ -73,6 +81,11 @@ export function registerBench(program: Command): void {
         process.stdout.write(formatTable(rows));
       }
     });
+  withExamples(cmd, [
+    ['edgellm bench kernels', 'Q4_0 GEMV GB/s against the measured read bandwidth'],
+    ['edgellm bench kernels --types q4_k,q6_k --threads 1,4', 'other weight types, 1 and 4 threads'],
+    ['edgellm bench -m model.gguf --n-prompt 128 -n 64 --threads 1,2', "llama-bench's pp/tg tokens/s"],
+  ]);
 }
 
 export function formatTable(rows: KernelBenchRow[]): string {
@@ -93,8 +106,8 @@ export function formatTable(rows: KernelBenchRow[]): string {
 
 async function runModelBench(flags: BenchFlags): Promise<void> {
   const threads = flags.threads ? parseIntList('--threads', flags.threads) : [undefined];
-  const promptTokens = flags.prompt ? parseCount('-p', flags.prompt) : 512;
-  const genTokens = flags.gen ? parseCount('-n', flags.gen) : 128;
+  const promptTokens = flags.nPrompt ? parseCount('--n-prompt', flags.nPrompt) : 512;
+  const genTokens = flags.nGen ? parseCount('-n', flags.nGen) : 128;
   const batchSize = flags.batchSize ? parsePositiveInt('--batch-size', flags.batchSize) : undefined;
   const results: ModelBenchResult[] = [];
   for (const n of threads) {

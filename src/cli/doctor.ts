@@ -5,16 +5,19 @@
  */
 import { CommanderError, type Command } from 'commander';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, statfsSync } from 'node:fs';
-import { loadConfig } from '../config.js';
+import { existsSync, statfsSync } from 'node:fs';
+import { loadConfig, readUpstreamSecret } from '../config.js';
 import { embeddedBrokerUrl } from '../transport/mqtt/embedded-broker.js';
 import { connect } from 'node:net';
-import { availableParallelism, freemem, totalmem } from 'node:os';
+import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { cpuInfo } from '../index.js';
-import { loadModel } from '../engine/model.js';
+import { describeNeeds, deviceMemory, memoryFit, modelRequirements, type DeviceMemory } from '../engine/requirements.js';
 import { EdgeError } from '../errors.js';
+import type { Secret } from '../secret.js';
 import { parsePositiveInt } from './args.js';
+import { formatBytes } from './units.js';
+import { withExamples } from './help.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail' | 'skip';
 
@@ -38,8 +41,10 @@ export interface DoctorOptions {
   broker?: string;
   /** The config has no broker.url: serve runs its own broker at this URL (nothing to check over the network). */
   embeddedBroker?: string;
-  /** The OpenAI-compatible upstream's base URL. */
+  /** The OpenAI-compatible upstream's base URL, as upstream.url (…/v1). */
   upstream?: string;
+  /** Its API key (from the config's upstream.api_key_file or the systemd credential). */
+  upstreamKey?: Secret;
   /** Where the database and models live. */
   stateDir?: string;
   /** Per network check. */
@@ -48,8 +53,6 @@ export interface DoctorOptions {
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
-/** Node, V8's heap, the store and the engine's scratch beside the weights and KV caches. */
-export const RUNTIME_OVERHEAD_BYTES = 300 * MiB;
 
 const fmt = (bytes: number) => (bytes >= GiB ? `${(bytes / GiB).toFixed(1)} GiB` : `${Math.round(bytes / MiB)} MiB`);
 
@@ -78,20 +81,9 @@ export function checkCores(): DoctorCheck {
   return { name: 'cores', status: 'ok', detail };
 }
 
-/** MemAvailable from /proc/meminfo (what can be allocated without swapping), else os.freemem(). */
-export function availableMemory(): number {
-  try {
-    const m = /^MemAvailable:\s+(\d+) kB$/m.exec(readFileSync('/proc/meminfo', 'utf8'));
-    if (m) return Number(m[1]) * 1024;
-  } catch {
-    // not Linux
-  }
-  return freemem();
-}
-
-export function checkMemory(total = totalmem(), available = availableMemory()): DoctorCheck {
-  const detail = `${fmt(total)} RAM, ${fmt(available)} available`;
-  if (total < 2 * GiB) {
+export function checkMemory(mem: DeviceMemory = deviceMemory()): DoctorCheck {
+  const detail = `${fmt(mem.totalBytes)} RAM, ${fmt(mem.availableBytes)} available`;
+  if (mem.totalBytes < 2 * GiB) {
     return { name: 'memory', status: 'warn', detail, fix: 'under 2 GiB: only the smallest models (about 1B parameters at Q4_0) fit' };
   }
   return { name: 'memory', status: 'ok', detail };
@@ -119,41 +111,32 @@ export function checkDisk(stateDir: string): DoctorCheck {
 }
 
 /**
- * Whether weights (memory-mapped, so they count against RAM to run at speed) plus one KV cache per
- * sequence plus the runtime fit: fail beyond total RAM, warn beyond what is available now.
+ * Whether the model runs here: its file's metadata read as `edgellm inspect` reads it, and its memory
+ * (weights + one KV cache per sequence + scratch + runtime) by the same memoryFit, so the two commands
+ * print the same figures. Fail beyond total RAM or when the file cannot be loaded, warn beyond what
+ * is available now.
  */
-export function modelFit(
-  m: { weightBytes: number; kvBytesPerSequence: number; sequences: number },
-  total: number,
-  available: number,
-): { status: CheckStatus; need: number } {
-  const need = m.weightBytes + m.kvBytesPerSequence * m.sequences + RUNTIME_OVERHEAD_BYTES;
-  if (need > total) return { status: 'fail', need };
-  if (need > available) return { status: 'warn', need };
-  return { status: 'ok', need };
-}
-
-export async function checkModel(path: string, opts: DoctorOptions): Promise<DoctorCheck> {
+export function checkModel(path: string, opts: DoctorOptions, mem: DeviceMemory = deviceMemory()): DoctorCheck {
   const sequences = opts.sequences ?? 1;
-  let info;
+  let req;
   try {
-    const model = await loadModel(path, { threads: 1, ...(opts.contextSize ? { contextSize: opts.contextSize } : {}) });
-    info = model.info();
-    model.close();
+    req = modelRequirements(path, opts.contextSize ? { contextSize: opts.contextSize } : {});
   } catch (err) {
     const e = err as EdgeError;
     return { name: 'model', status: 'fail', detail: `${e.code ?? 'error'}: ${e.message}`, fix: 'point -m / model: at a GGUF file edgellm runs (`edgellm inspect FILE` says what blocks this one)' };
   }
-  const total = totalmem();
-  const fit = modelFit({ weightBytes: info.weight_bytes, kvBytesPerSequence: info.kv_bytes_per_sequence, sequences }, total, availableMemory());
+  if (req.unsupported_tensors.length > 0 || req.tokenizer.status === 'blocked') {
+    const why = req.tokenizer.status === 'blocked' ? `its tokenizer: ${req.tokenizer.message}` : `${req.unsupported_tensors.length} tensor(s) of types edgellm does not run`;
+    return { name: 'model', status: 'fail', detail: `${path} cannot be loaded: ${why}`, fix: `\`edgellm inspect ${path}\` names what blocks it and what to do` };
+  }
+  const fit = memoryFit(req, mem, sequences);
   const detail =
-    `${info.arch}, ${(info.n_params / 1e6).toFixed(info.n_params < 1e7 ? 2 : 0)}M params: needs ${fmt(fit.need)} = weights ${fmt(info.weight_bytes)}` +
-    ` + KV ${fmt(info.kv_bytes_per_sequence)} x ${sequences} sequence(s) of ${info.context_size} positions + runtime ${fmt(RUNTIME_OVERHEAD_BYTES)}` +
-    ` (RAM ${fmt(total)})`;
-  if (fit.status === 'fail') {
+    `${req.arch}, ${(req.n_params / 1e6).toFixed(req.n_params < 1e7 ? 2 : 0)}M params: needs ${describeNeeds(fit, req.context_size, formatBytes)}` +
+    ` (RAM ${formatBytes(mem.totalBytes)}, ${formatBytes(mem.availableBytes)} available)`;
+  if (fit.verdict === 'too-big') {
     return { name: 'model', status: 'fail', detail, fix: 'use a smaller model or quantization (Q4_0), a shorter context, or fewer sequences (batch.max)' };
   }
-  if (fit.status === 'warn') {
+  if (fit.verdict === 'tight') {
     return { name: 'model', status: 'warn', detail, fix: 'more than is free now: stop other services, or expect the model to be paged from disk' };
   }
   return { name: 'model', status: 'ok', detail };
@@ -198,19 +181,43 @@ export async function checkBroker(url: string, timeoutMs: number): Promise<Docto
   }
 }
 
-export async function checkUpstream(url: string, timeoutMs: number): Promise<DoctorCheck> {
+/**
+ * GET <url>/models, what the daemon's upstream client would reach (<url>/chat/completions): only a
+ * 2xx passes. A refused key (401/403), a wrong base URL (404) or a server error is a failure that
+ * says what to change; the key, when one is configured, is sent as the daemon sends it.
+ */
+export async function checkUpstream(url: string, timeoutMs: number, key?: Secret): Promise<DoctorCheck> {
+  let models: URL;
+  try {
+    models = new URL(url);
+  } catch {
+    return { name: 'upstream', status: 'fail', detail: `"${url}" is not a URL`, fix: 'write it as the API base, e.g. https://api.example.com/v1' };
+  }
+  models.pathname = `${models.pathname.replace(/\/+$/, '')}/models`;
+  const shown = `${models.origin}${models.pathname}`;
+  const fail = (detail: string, fix: string): DoctorCheck => ({ name: 'upstream', status: 'fail', detail, fix });
   try {
     const t0 = Date.now();
-    // Any HTTP answer (401 without a key, 404 on the base URL) proves the server is reachable.
-    const r = await fetch(url, { method: 'HEAD', signal: AbortSignal.timeout(timeoutMs), redirect: 'manual' });
-    return { name: 'upstream', status: 'ok', detail: `${url} answered HTTP ${r.status} (${Date.now() - t0} ms)` };
+    const r = await fetch(models, {
+      signal: AbortSignal.timeout(timeoutMs),
+      redirect: 'manual',
+      ...(key ? { headers: { authorization: `Bearer ${key.reveal()}` } } : {}),
+    });
+    await r.body?.cancel();
+    const answered = `GET ${shown} answered HTTP ${r.status}`;
+    if (r.status >= 200 && r.status < 300) return { name: 'upstream', status: 'ok', detail: `${answered} (${Date.now() - t0} ms)` };
+    if (r.status === 401 || r.status === 403) {
+      return fail(answered, key ? 'the upstream refuses the API key: check upstream.api_key_file (or the upstream-key credential)' : 'the upstream wants an API key: set upstream.api_key_file (doctor -c CONFIG reads it)');
+    }
+    if (r.status === 404) {
+      const v1 = /\/v\d+$/.test(models.pathname.replace(/\/models$/, '')) ? '' : ` (it usually ends in /v1: try ${url.replace(/\/+$/, '')}/v1)`;
+      return fail(answered, `upstream.url must be the OpenAI-compatible API's base, the path before /chat/completions and /models${v1}`);
+    }
+    return fail(answered, 'the upstream is reachable but not answering OpenAI-compatible requests: check its logs and upstream.url');
   } catch (err) {
     const e = err as Error & { cause?: { code?: string; message?: string } };
     const why = e.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : (e.cause?.code ?? e.cause?.message ?? e.message);
-    return {
-      name: 'upstream', status: 'fail', detail: `${url}: ${why}`,
-      fix: 'check upstream.url, DNS and the network; requests routed to the cloud will fall back or fail',
-    };
+    return fail(`${shown}: ${why}`, 'check upstream.url, DNS and the network; requests routed to the cloud will fall back or fail');
   }
 }
 
@@ -244,12 +251,12 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorCheck[]> {
   const timeoutMs = opts.timeoutMs ?? 3000;
   const skip = (name: string, detail: string): DoctorCheck => ({ name, status: 'skip', detail });
   const checks: DoctorCheck[] = [checkCpu(), checkCores(), checkMemory(), checkDisk(opts.stateDir ?? '/var/lib/edgellm')];
-  checks.push(opts.model ? await checkModel(opts.model, opts) : skip('model', 'no model configured (-m FILE)'));
+  checks.push(opts.model ? checkModel(opts.model, opts) : skip('model', 'no model configured (-m FILE)'));
   const [broker, upstream] = await Promise.all([
     opts.broker
       ? checkBroker(opts.broker, timeoutMs)
       : skip('broker', opts.embeddedBroker ? `no broker.url: serve runs its own broker on ${opts.embeddedBroker} (loopback, MQTT 3.1.1)` : 'no broker configured (--broker URL)'),
-    opts.upstream ? checkUpstream(opts.upstream, timeoutMs) : skip('upstream', 'no upstream configured: local only'),
+    opts.upstream ? checkUpstream(opts.upstream, timeoutMs, opts.upstreamKey) : skip('upstream', 'no upstream configured: local only'),
   ]);
   checks.push(broker, upstream, checkClock(new Date(), ntpSynchronized()));
   return checks;
@@ -268,16 +275,19 @@ interface DoctorFlags {
 }
 
 export function registerDoctor(program: Command): void {
-  program
-    .command('doctor')
+  withExamples(program.command('doctor'), [
+      ['edgellm doctor', 'this machine: CPU, memory, disk, clock'],
+      ['edgellm doctor -m model.gguf --broker mqtt://localhost:1883', 'and a model\'s fit, and the broker'],
+      ['edgellm doctor -c /etc/edgellm/config.yaml', 'everything the service\'s config names'],
+    ])
     .description('check this machine for serving: CPU, memory, disk, model fit, broker, upstream, clock')
-    .option('--config <file>', 'the daemon config to check against (model, state_dir, broker.url, upstream.url, batch.max, engine.context_size)')
+    .option('-c, --config <file>', 'the daemon config to check against (model, state_dir, broker.url, upstream.url, batch.max, engine.context_size)')
     .option('-m, --model <file>', 'GGUF model to check (overrides the config)')
     .option('--broker <url>', 'MQTT broker, e.g. mqtt://localhost:1883')
     .option('--upstream <url>', 'OpenAI-compatible upstream base URL')
     .option('--state-dir <dir>', 'state directory (default: /var/lib/edgellm, or $EDGELLM_STATE_DIR)')
     .option('--sequences <n>', 'sequences decoded at once, each with its KV cache (default: batch.max, else 1)')
-    .option('--context <n>', 'positions per sequence (default: the model\'s, at most 4096)')
+    .option('--context <n>', 'positions per sequence (default: engine.context_size, else the model\'s, at most 4096; as inspect --context)')
     .option('--timeout-ms <ms>', 'per network check (default 3000)')
     .option('--json', 'one JSON object: {ok, checks: [{name, status, detail, fix}]}')
     .action(async (flags: DoctorFlags) => {
@@ -292,6 +302,8 @@ export function registerDoctor(program: Command): void {
       if (broker) opts.broker = broker;
       else if (cfg) opts.embeddedBroker = embeddedBrokerUrl(cfg.broker.embedded);
       if (upstream) opts.upstream = upstream;
+      const key = cfg ? readUpstreamSecret(cfg) : undefined;
+      if (upstream && key) opts.upstreamKey = key;
       if (stateDir) opts.stateDir = stateDir;
       if (flags.sequences) opts.sequences = parsePositiveInt('--sequences', flags.sequences);
       else if (cfg) opts.sequences = cfg.batch.max;

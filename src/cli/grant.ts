@@ -11,6 +11,7 @@ import { EdgeError } from '../errors.js';
 import { formatDuration, isoSeconds, parseDuration } from './duration.js';
 import { loadStateConfig, operatorName, stateOptions, withStateStore, type StateFlags } from './state-store.js';
 import { table } from './table.js';
+import { withExamples } from './help.js';
 
 /** Grants are temporary: a role for longer belongs in access.devices of the config. */
 const MAX_GRANT_MS = 365 * 86_400_000;
@@ -38,8 +39,9 @@ function checkDevice(device: string): void {
 
 export function registerGrant(program: Command): void {
   stateOptions(
-    program
-      .command('grant')
+    withExamples(program.command('grant'), [
+      ['edgellm grant press-4 cloud --for 2h -c config.yaml', 'role cloud for two hours'],
+    ])
       .description('give DEVICE the role ROLE for a while (the running daemon applies it to the next request)')
       .argument('<device>', 'device id (its topic level)')
       .argument('<role>', 'a role of access.roles in the config')
@@ -74,8 +76,10 @@ export function registerGrant(program: Command): void {
   });
 
   stateOptions(
-    program
-      .command('revoke')
+    withExamples(program.command('revoke'), [
+      ['edgellm revoke press-4 cloud -c config.yaml', 'end press-4\'s grant of cloud'],
+      ['edgellm revoke press-4 -c config.yaml', 'end all of press-4\'s grants'],
+    ])
       .description("end DEVICE's grants at once: of ROLE, or every role when ROLE is left out")
       .argument('<device>', 'device id')
       .argument('[role]', 'the granted role (default: all of the device\'s grants)'),
@@ -99,8 +103,10 @@ export function registerGrant(program: Command): void {
   });
 
   stateOptions(
-    program
-      .command('grants')
+    withExamples(program.command('grants'), [
+      ['edgellm grants -c config.yaml', 'every active grant'],
+      ['edgellm grants --device press-4 --json -c config.yaml', 'one device\'s, as JSON'],
+    ])
       .description('list the grants active now')
       .option('--device <device>', 'only this device')
       .option('--json', 'one JSON object per line'),

@@ -7,6 +7,7 @@
 import type { Command } from 'commander';
 import { basename } from 'node:path';
 import {
+  describeNeeds,
   deviceMemory,
   memoryFit,
   modelRequirements,
@@ -16,23 +17,30 @@ import {
 } from '../engine/requirements.js';
 import { parsePositiveInt } from './args.js';
 import { formatBytes } from './units.js';
+import { withExamples } from './help.js';
 
 interface InspectFlags {
   context?: string;
+  sequences?: string;
   json?: boolean;
 }
 
 export function registerInspect(program: Command): void {
-  program
-    .command('inspect')
+  withExamples(program.command('inspect'), [
+      ['edgellm inspect model.gguf', 'architecture, tensor types, memory, fits?'],
+      ['edgellm inspect model.gguf --context 2048 --json', 'sized for 2048 positions, as JSON'],
+    ])
     .description('show a model\'s architecture, size, tensor types and memory needs, and whether it fits this device')
     .argument('<file>', 'GGUF model file')
     .option('--context <n>', 'positions per sequence to size the KV cache for (default: the model\'s, at most 4096)')
+    .option('--sequences <n>', 'sequences decoded at once, each with its KV cache (the daemon\'s batch.max; default 1)')
     .option('--json', 'one JSON object instead of text')
     .action((file: string, flags: InspectFlags) => {
       const req = modelRequirements(file, flags.context ? { contextSize: parsePositiveInt('--context', flags.context) } : {});
+      const sequences = flags.sequences ? parsePositiveInt('--sequences', flags.sequences) : 1;
       const mem = deviceMemory();
-      const fit = memoryFit(req, mem);
+      // The same sum `edgellm doctor -m FILE` checks.
+      const fit = memoryFit(req, mem, sequences);
       if (flags.json) {
         process.stdout.write(
           JSON.stringify({
@@ -40,6 +48,11 @@ export function registerInspect(program: Command): void {
             ...req,
             memory: {
               needed_bytes: fit.neededBytes,
+              weight_bytes: fit.weightBytes,
+              kv_bytes: fit.kvBytes,
+              sequences: fit.sequences,
+              scratch_bytes: fit.scratchBytes,
+              runtime_bytes: fit.runtimeBytes,
               total_bytes: mem.totalBytes,
               available_bytes: mem.availableBytes,
               source: mem.source,
@@ -75,7 +88,7 @@ export function registerInspect(program: Command): void {
         `tokenizer:     ${tokenizerLine(req.tokenizer)}`,
         `loading:       ${loadingLine(req.unsupported_tensors, req.tokenizer)}`,
         `file size:     ${formatBytes(req.file_size)} (weights ${formatBytes(req.weight_bytes)})`,
-        `memory:        ${formatBytes(fit.neededBytes)} = weights ${formatBytes(req.weight_bytes)} + KV cache ${formatBytes(req.kv_bytes_per_sequence)} per sequence + scratch ${formatBytes(fit.neededBytes - req.weight_bytes - req.kv_bytes_per_sequence)}`,
+        `memory:        ${describeNeeds(fit, req.context_size, formatBytes)}`,
         `device RAM:    ${formatBytes(mem.totalBytes)} total, ${formatBytes(mem.availableBytes)} available`,
         `verdict:       ${verdictLine(fit, mem.availableBytes, mem.totalBytes)}`,
       ];

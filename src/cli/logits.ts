@@ -7,6 +7,7 @@
 import type { Command } from 'commander';
 import { loadModel, logSoftmax } from '../engine/model.js';
 import { parsePositiveInt, parseTokenIds } from './args.js';
+import { withExamples } from './help.js';
 
 interface LogitsFlags {
   model: string;
@@ -16,8 +17,10 @@ interface LogitsFlags {
 }
 
 export function registerLogits(program: Command): void {
-  program
-    .command('logits')
+  withExamples(program.command('logits'), [
+      ['edgellm logits -m model.gguf --tokens 1,403,407', 'top-5 log-probabilities at each position'],
+      ['edgellm logits -m model.gguf --tokens 1,403,407 --json', 'the full vocabulary, one JSON line per position'],
+    ])
     .description('print next-token log-probabilities at every position of a token sequence')
     .requiredOption('-m, --model <file>', 'GGUF model file')
     .requiredOption('--tokens <ids>', 'token ids, comma-separated, e.g. 1,403,407')

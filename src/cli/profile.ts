@@ -11,7 +11,8 @@ import { EdgeError } from '../errors.js';
 import type { GenerateResult } from '../engine/generate.js';
 import { loadModel } from '../engine/model.js';
 import { parsePositiveInt } from './args.js';
-import { parseNumberFlag, samplingFlags } from './generate.js';
+import { MAX_TOKENS_FLAGS, parseNumberFlag, samplingFlags } from './generate.js';
+import { withExamples } from './help.js';
 
 const METRICS = ['latency', 'memory', 'token_throughput'] as const;
 type Metric = (typeof METRICS)[number];
@@ -19,7 +20,7 @@ type Metric = (typeof METRICS)[number];
 interface ProfileFlags {
   model: string;
   prompt: string;
-  n: string;
+  maxTokens: string;
   runs: string;
   warmup: string;
   metrics: string;
@@ -66,12 +67,12 @@ function formatBytes(bytes: number): string {
 }
 
 export function registerProfile(program: Command): void {
-  program
+  const cmd = program
     .command('profile')
     .description('measure latency, peak memory and token throughput over repeated generations')
     .requiredOption('-m, --model <file>', 'GGUF model file')
     .requiredOption('-p, --prompt <text>', 'the prompt')
-    .option('-n <tokens>', 'most tokens per run', '64')
+    .option(MAX_TOKENS_FLAGS, 'most tokens per run', '64')
     .option('--runs <n>', 'measured runs', '5')
     .option('--warmup <n>', 'runs before measuring (not counted)', '1')
     .option('--metrics <list>', `comma-separated: ${METRICS.join(',')}`, METRICS.join(','))
@@ -83,7 +84,7 @@ export function registerProfile(program: Command): void {
       const metrics = parseMetrics(flags.metrics);
       const runs = parsePositiveInt('--runs', flags.runs);
       const warmup = parseNumberFlag('--warmup', flags.warmup, 0, 1000, true);
-      const maxTokens = parsePositiveInt('-n', flags.n);
+      const maxTokens = parsePositiveInt('-n', flags.maxTokens);
       const request = {
         prompt: flags.prompt,
         max_tokens: maxTokens,
@@ -147,4 +148,8 @@ export function registerProfile(program: Command): void {
         process.stdout.write(`Token Throughput: ${report.token_throughput.tokens_per_s.toFixed(1)} tokens/sec\n`);
       }
     });
+  withExamples(cmd, [
+    ['edgellm profile -m model.gguf -p "Once upon a time" --runs 5', 'latency, peak memory and tokens/s'],
+    ['edgellm profile -m model.gguf -p "Hi" -n 32 --json --metrics latency,memory', 'one JSON object'],
+  ]);
 }

@@ -8,6 +8,7 @@ import { EdgeError } from '../errors.js';
 import { QUANTIZE_TYPES, quantizeModel, type QuantizeProgress, type QuantizeSummary, type QuantizeType } from '../engine/quantize.js';
 import { parsePositiveInt } from './args.js';
 import { formatBytes } from './units.js';
+import { withExamples } from './help.js';
 
 interface QuantizeFlags {
   type: string;
@@ -17,8 +18,10 @@ interface QuantizeFlags {
 }
 
 export function registerQuantize(program: Command): void {
-  program
-    .command('quantize')
+  withExamples(program.command('quantize'), [
+      ['edgellm quantize model-f16.gguf model-q4_0.gguf --type q4_0', 'the fastest type on a Pi'],
+      ['edgellm quantize model-f16.gguf model-q4_k_m.gguf --type q4_k_m --threads 4', 'llama.cpp\'s Q4_K_M mix'],
+    ])
     .description('write a copy of a F32/F16/BF16 GGUF model in one of llama.cpp\'s quantization mixes, with its per-tensor rules')
     .argument('<input>', 'GGUF model to read')
     .argument('<output>', 'GGUF model to write (written to OUTPUT.tmp, renamed when complete)')

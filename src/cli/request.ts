@@ -13,6 +13,9 @@ import { urlUsername } from '../net.js';
 import { askOverMqtt, type DeviceConnection } from '../transport/mqtt/device-client.js';
 import { DEFAULT_REQUEST_BROKER } from '../transport/mqtt/embedded-broker.js';
 import { parsePositiveNumber } from './args.js';
+import { collect, MAX_TOKENS_FLAGS } from './generate.js';
+import { withExamples } from './help.js';
+import { Interrupted, interruptSignal } from './interrupt.js';
 
 interface RequestFlags {
   prompt?: string;
@@ -113,10 +116,8 @@ function connection(flags: RequestFlags): DeviceConnection {
 /** This machine's name as one topic level. */
 const defaultDevice = () => `cli-${hostname().replace(/[^A-Za-z0-9_.-]+/g, '-') || 'host'}`;
 
-const collect = (value: string, previous: string[] = []) => [...previous, value];
-
 export function registerRequest(program: Command): void {
-  program
+  const cmd = program
     .command('request')
     .description('ask a node over MQTT as a device would, and print the answer (try the daemon: `edgellm request -p "Hello"`)')
     .option('-p, --prompt <text>', 'text to continue')
@@ -127,7 +128,7 @@ export function registerRequest(program: Command): void {
     .option('--device <id>', 'this device\'s id, one topic level (default: cli-<host name>)')
     .option('--id <id>', 'request id (default: a fresh one); a repeated id gets the stored answer')
     .option('--model <name>', 'model name (file name without .gguf; default: the node\'s first)')
-    .option('--max-tokens <n>', 'most tokens to generate')
+    .option(MAX_TOKENS_FLAGS, 'most tokens to generate')
     .option('--temperature <t>', 'sampling temperature, 0 = greedy (and cacheable)')
     .option('--top-p <p>', 'nucleus sampling threshold')
     .option('--top-k <k>', 'keep the k most likely tokens')
@@ -148,10 +149,8 @@ export function registerRequest(program: Command): void {
       const request = buildRequest(flags);
       const timeoutMs = parsePositiveNumber('--timeout', flags.timeout) * 1000;
       const streaming = flags.stream === true && !flags.json;
-      // Ctrl-C cancels the request at the node, then exits as interrupted.
-      const interrupt = new AbortController();
-      const onSigint = () => interrupt.abort(new Interrupted());
-      process.once('SIGINT', onSigint);
+      // Ctrl-C cancels the request at the node, then exits 130.
+      const interrupted = interruptSignal();
       let result;
       try {
         result = await askOverMqtt({
@@ -160,18 +159,12 @@ export function registerRequest(program: Command): void {
           device: flags.device ?? defaultDevice(),
           request,
           timeoutMs,
-          signal: interrupt.signal,
+          signal: interrupted,
           ...(streaming ? { onChunk: (text: string) => process.stdout.write(text) } : {}),
         });
       } catch (err) {
-        if (err instanceof Interrupted) {
-          process.stderr.write(`\nedgellm: cancelled request ${request.id}\n`);
-          process.kill(process.pid, 'SIGINT');
-          await new Promise(() => undefined);
-        }
+        if (err instanceof Interrupted) process.stderr.write(`\nedgellm: cancelled request ${request.id}\n`);
         throw err;
-      } finally {
-        process.off('SIGINT', onSigint);
       }
       const { reply, streamed } = result;
       if (flags.json) process.stdout.write(JSON.stringify(reply) + '\n');
@@ -191,11 +184,9 @@ export function registerRequest(program: Command): void {
         process.stdout.write(`\n${text}${text.endsWith('\n') ? '' : '\n'}`);
       }
     });
-}
-
-class Interrupted extends Error {
-  constructor() {
-    super('interrupted');
-    this.name = 'Interrupted';
-  }
+  withExamples(cmd, [
+    ['edgellm request -p "Hello" --stream', 'ask the local daemon (embedded broker), print as it comes'],
+    ['edgellm request -p "Hi" --system "Answer in French" -n 32 --json', 'a chat; the final reply as JSON'],
+    ['edgellm request -p "Hi" --broker mqtts://broker.plant:8883 --ca-file ca.pem --device press-4', 'as device press-4, over TLS'],
+  ]);
 }

@@ -1,4 +1,4 @@
-/** `edgellm serve`: the MQTT daemon. Runs until SIGTERM or SIGINT, then drains and exits. */
+/** `edgellm serve`: the MQTT daemon. Runs until SIGTERM or SIGINT, then drains and exits 0. */
 import type { Command } from 'commander';
 import { stringify } from 'yaml';
 import { EdgeError } from '../errors.js';
@@ -7,6 +7,8 @@ import { ensureDemoModel } from '../daemon/demo-model.js';
 import { localModelOpener } from '../daemon/local-model.js';
 import { Service } from '../daemon/service.js';
 import { SystemdNotifier } from '../daemon/systemd.js';
+import { withExamples } from './help.js';
+import { interruptSignal } from './interrupt.js';
 
 interface ServeFlags extends ConfigFlags {
   config?: string;
@@ -15,7 +17,7 @@ interface ServeFlags extends ConfigFlags {
 }
 
 export function registerServe(program: Command): void {
-  program
+  const cmd = program
     .command('serve')
     .description('answer requests from MQTT with the local model (the daemon)')
     .option('-c, --config <file>', 'YAML or JSON config file (EDGELLM_* variables and these flags override it)')
@@ -26,6 +28,9 @@ export function registerServe(program: Command): void {
     .option('--node-id <id>', "this node's name in topics and replies (node_id)")
     .option('--http-port <port>', 'serve GET /healthz and GET /metrics on this port of http.host, 127.0.0.1 by default (http.port; 0 = off)')
     .option('--openai-port <port>', 'also serve the OpenAI-compatible HTTP API on this port (openai.port)')
+    .option('--prefix <prefix>', 'first topic level of every topic (prefix; default edgellm)')
+    .option('--embedded-broker-port <port>', 'port of the broker serve runs itself when no broker is configured (broker.embedded.port; default 1883)')
+    .option('--log-level <level>', 'error, warn, info or debug (log.level; default info)')
     .option('--demo', 'with no model configured, serve a small random-weight demo model (written to state_dir/models): nonsense text, working plumbing')
     .option('--print-config', 'print the effective config (secrets masked) and exit')
     .action(async (flags: ServeFlags) => {
@@ -49,9 +54,11 @@ export function registerServe(program: Command): void {
       const systemd = new SystemdNotifier();
       const service = new Service(config, localModelOpener(config), undefined, systemd);
       if (demoNote) service.log.warn(demoNote);
+      // Ctrl-C drains like SIGTERM (a clean stop, exit 0), through the CLI's interrupt handling.
+      const interrupted = interruptSignal();
       const stopped = new Promise<void>((resolve) => {
         process.once('SIGTERM', resolve);
-        process.once('SIGINT', resolve);
+        interrupted.addEventListener('abort', () => resolve(), { once: true });
       });
       // A signal during start (say, while the broker is still unreachable) stops it too.
       const first = await Promise.race([service.start().then(() => 'started' as const), stopped.then(() => 'signal' as const)]).catch(
@@ -69,4 +76,9 @@ export function registerServe(program: Command): void {
       if (first === 'started') await stopped;
       await service.stop();
     });
+  withExamples(cmd, [
+    ['edgellm serve --demo --state-dir .edgellm', 'try it: a demo model and the embedded broker'],
+    ['edgellm serve -m model.gguf --openai-port 8080', 'also serve the OpenAI-compatible API'],
+    ['edgellm serve -c /etc/edgellm/config.yaml --log-level debug', 'as the service runs it, with debug logs'],
+  ]);
 }

@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { EdgeError } from '../errors.js';
 import { readGgufInfo } from '../engine/gguf.js';
 import { Tokenizer } from '../engine/tokenizer/index.js';
+import { withExamples } from './help.js';
 
 interface TokenizeFlags {
   model?: string;
@@ -12,8 +13,11 @@ interface TokenizeFlags {
 }
 
 export function registerTokenize(program: Command): void {
-  program
-    .command('tokenize')
+  withExamples(program.command('tokenize'), [
+      ['edgellm tokenize -m model.gguf -- "Hello world"', 'ids and pieces'],
+      ['edgellm tokenize -m model.gguf --json --no-bos -- "Hello"', 'ids as one JSON array, without BOS'],
+      ['edgellm tokenize -m model.gguf --parse-special -- "<|im_start|>user"', 'special-token text as its tokens'],
+    ])
     .description("print the token ids of TEXT under a model's tokenizer (one id<TAB>piece line each)")
     .option('-m, --model <file>', 'GGUF model (or vocabulary) file')
     .option('--no-bos', 'do not add the BOS token the model asks for')

@@ -4,7 +4,7 @@
  * allocates and the forward pass's scratch, and whether that fits this device's memory.
  *
  *   const req = modelRequirements('stories260K.gguf', { contextSize: 512 });
- *   const fit = memoryFit(req, deviceMemory());  // fit.verdict: 'fits' | 'tight' | 'too-big'
+ *   const fit = memoryFit(req, deviceMemory());  // fit.verdict: 'fits' | 'tight' | 'too-big', fit.neededBytes
  */
 import { readFileSync } from 'node:fs';
 import { freemem, totalmem } from 'node:os';
@@ -72,9 +72,43 @@ export function deviceMemory(meminfo = '/proc/meminfo'): DeviceMemory {
   return { totalBytes: totalmem(), availableBytes: freemem(), source: 'os' };
 }
 
-export interface MemoryFit {
-  /** Weights + one sequence's KV cache + scratch + one row of logits. */
+/**
+ * The process around the engine: Node, V8's heap, SQLite, MQTT and the daemon's queues. Measured:
+ * `edgellm serve --demo` (a 1.2 MB model) peaks at 106 MiB resident on x86-64 with Node 20, a
+ * `generate` process at 89 MiB; rounded up for V8's heap growing under load.
+ */
+export const RUNTIME_BYTES = 128 * 1024 ** 2;
+
+/**
+ * What running a model takes, by part: the one sum `edgellm inspect` and `edgellm doctor` print.
+ * Weights are memory-mapped, but count in full: paged out, every token reads them from disk again.
+ */
+export interface MemoryNeeds {
+  weightBytes: number;
+  /** One KV cache per sequence decoded at once, each at req.context_size positions. */
+  kvBytes: number;
+  sequences: number;
+  /** The forward pass's activations and one row of logits. */
+  scratchBytes: number;
+  runtimeBytes: number;
+  /** The sum of the above. */
   neededBytes: number;
+}
+
+export function memoryNeeds(req: ModelRequirements, sequences = 1): MemoryNeeds {
+  const kvBytes = req.kv_bytes_per_sequence * sequences;
+  const scratchBytes = req.scratch_bytes + req.n_vocab * 4;
+  return {
+    weightBytes: req.weight_bytes,
+    kvBytes,
+    sequences,
+    scratchBytes,
+    runtimeBytes: RUNTIME_BYTES,
+    neededBytes: req.weight_bytes + kvBytes + scratchBytes + RUNTIME_BYTES,
+  };
+}
+
+export interface MemoryFit extends MemoryNeeds {
   /**
    * fits: needed <= available. tight: more than is available now but less than the total
    * (close other programs, or the page cache must give way). too-big: more than the device has.
@@ -82,8 +116,20 @@ export interface MemoryFit {
   verdict: 'fits' | 'tight' | 'too-big';
 }
 
-export function memoryFit(req: ModelRequirements, mem: DeviceMemory): MemoryFit {
-  const neededBytes = req.weight_bytes + req.kv_bytes_per_sequence + req.scratch_bytes + req.n_vocab * 4;
-  const verdict = neededBytes <= mem.availableBytes ? 'fits' : neededBytes <= mem.totalBytes ? 'tight' : 'too-big';
-  return { neededBytes, verdict };
+export function memoryFit(req: ModelRequirements, mem: DeviceMemory, sequences = 1): MemoryFit {
+  const needs = memoryNeeds(req, sequences);
+  const n = needs.neededBytes;
+  return { ...needs, verdict: n <= mem.availableBytes ? 'fits' : n <= mem.totalBytes ? 'tight' : 'too-big' };
+}
+
+/**
+ * The breakdown both commands print, e.g. "131 MiB = weights 2.57 MiB + KV cache 1.25 MiB (1 sequence
+ * of 256 positions) + scratch 209 KiB + runtime 128 MiB"; `format` writes a byte count.
+ */
+export function describeNeeds(needs: MemoryNeeds, contextSize: number, format: (bytes: number) => string): string {
+  const seqs = `${needs.sequences} sequence${needs.sequences === 1 ? '' : 's'}`;
+  return (
+    `${format(needs.neededBytes)} = weights ${format(needs.weightBytes)} + KV cache ${format(needs.kvBytes)} (${seqs} of ${contextSize} positions)` +
+    ` + scratch ${format(needs.scratchBytes)} + runtime ${format(needs.runtimeBytes)}`
+  );
 }
