@@ -16,7 +16,7 @@ const MOE: Spec = { ...DENSE, name: 'bench moe', nFf: 32, nExpert: 8, nExpertUse
 
 t.test('bench -m --json prints one object with pp/tg tokens/s, bytes per token and GB/s', async (t) => {
   const { path } = writeModel(DENSE, dir);
-  const r = run(['bench', '-m', path, '-p', '32', '-n', '8', '--threads', '1', '--json']);
+  const r = run(['bench', '-m', path, '--n-prompt', '32', '-n', '8', '--threads', '1', '--json']);
   t.equal(r.status, 0, r.stderr);
   const lines = r.stdout.trim().split('\n');
   t.equal(lines.length, 1, 'one object');
@@ -32,7 +32,7 @@ t.test('bench -m --json prints one object with pp/tg tokens/s, bytes per token a
 
 t.test('bench -m prints a llama-bench style table, one pp and one tg row per thread count', async (t) => {
   const { path } = writeModel(DENSE, dir);
-  const r = run(['bench', '-m', path, '-p', '16', '-n', '4', '--threads', '1,2']);
+  const r = run(['bench', '-m', path, '--n-prompt', '16', '--n-gen', '4', '--threads', '1,2']);
   t.equal(r.status, 0, r.stderr);
   t.match(r.stdout, /^model: .*llama.*MB read per decoded token/);
   t.match(r.stdout, /pp16 +1 +\d+\.\d\d/);
@@ -45,14 +45,18 @@ t.test('a MoE model reads only its used experts per decoded token', async (t) =>
   const attention = (64 + 32 + 32 + 64) * 36;
   const expert = (32 + 32) * 36 + 64 * 18; // gate and up: 32 rows of 64; down: 64 rows of 32
   t.equal(r.weight_bytes_per_token, 2 * (attention + 8 * 64 * 4 + 2 * expert) + 96 * 36 + 36, 'router (F32) + 2 of 8 experts');
-  t.equal(r.pp_tps, 0, '-p 0 skips pp');
+  t.equal(r.pp_tps, 0, '--n-prompt 0 skips pp');
 });
 
 t.test('bench -m refuses bad values with codes', async (t) => {
   const { path } = writeModel(DENSE, dir);
-  const bad = run(['bench', '-m', path, '-p', 'x']);
+  const bad = run(['bench', '-m', path, '--n-prompt', 'x']);
   t.equal(bad.status, 2);
-  t.match(bad.stderr, /E_BAD_ARGUMENT: -p takes a positive whole number/);
+  t.match(bad.stderr, /E_BAD_ARGUMENT: --n-prompt takes a positive whole number/);
+  // llama-bench's -p is a count; in edgellm -p is a prompt's text, so bench names the flag to use.
+  const oldSpelling = run(['bench', '-m', path, '-p', '32']);
+  t.equal(oldSpelling.status, 2);
+  t.equal(oldSpelling.stderr, 'edgellm: E_BAD_ARGUMENT: bench counts prompt tokens with --n-prompt 32 (-p is a prompt\'s text in edgellm): see `edgellm bench --help`\n');
   const other = run(['bench', 'kernels', '-m', path]);
   t.equal(other.status, 2);
   t.match(other.stderr, /does not take -m/);

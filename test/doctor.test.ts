@@ -13,12 +13,11 @@ import {
   checkMemory,
   checkUpstream,
   formatChecks,
-  modelFit,
   runDoctor,
-  RUNTIME_OVERHEAD_BYTES,
   type DoctorCheck,
 } from '../src/cli/doctor.js';
-import { cli, modelsDir, root } from './fixtures/paths.js';
+import { memoryFit, RUNTIME_BYTES, type ModelRequirements } from '../src/engine/requirements.js';
+import { cli, modelsDir, requireModel, root, run as runCli } from './fixtures/paths.js';
 
 const stories = resolve(modelsDir, 'stories260K.gguf');
 const GiB = 1024 ** 3;
@@ -50,13 +49,14 @@ async function closedPort(): Promise<number> {
 
 const byName = (checks: DoctorCheck[], name: string) => checks.find((c) => c.name === name);
 
-t.test('a model fits when weights + KV per sequence + runtime fit in RAM', async (t) => {
-  const m = { weightBytes: 2 * GiB, kvBytesPerSequence: 256 * 1024 ** 2, sequences: 4 };
-  const need = 3 * GiB + RUNTIME_OVERHEAD_BYTES;
-  t.same(modelFit(m, 8 * GiB, 6 * GiB), { status: 'ok', need });
-  t.same(modelFit(m, 8 * GiB, 3 * GiB), { status: 'warn', need }, 'fits the machine, not what is free now');
-  t.same(modelFit(m, 3 * GiB, 3 * GiB), { status: 'fail', need }, 'more than the machine has');
-  t.equal(modelFit({ ...m, sequences: 1 }, 8 * GiB, 8 * GiB).need, 2.25 * GiB + RUNTIME_OVERHEAD_BYTES, 'KV scales with sequences');
+t.test('a model fits when weights + KV per sequence + scratch + runtime fit in RAM', async (t) => {
+  const req = { weight_bytes: 2 * GiB, kv_bytes_per_sequence: 256 * 1024 ** 2, scratch_bytes: 1000, n_vocab: 10 } as ModelRequirements;
+  const need = 3 * GiB + 1040 + RUNTIME_BYTES;
+  const mem = (total: number, available: number) => ({ totalBytes: total, availableBytes: available, source: 'os' as const });
+  t.match(memoryFit(req, mem(8 * GiB, 6 * GiB), 4), { verdict: 'fits', neededBytes: need, kvBytes: GiB, sequences: 4 });
+  t.match(memoryFit(req, mem(8 * GiB, 3 * GiB), 4), { verdict: 'tight', neededBytes: need }, 'fits the machine, not what is free now');
+  t.match(memoryFit(req, mem(3 * GiB, 3 * GiB), 4), { verdict: 'too-big', neededBytes: need }, 'more than the machine has');
+  t.equal(memoryFit(req, mem(8 * GiB, 8 * GiB)).neededBytes, 2.25 * GiB + 1040 + RUNTIME_BYTES, 'KV scales with sequences (default 1)');
 });
 
 t.test('the clock fails before 2024 and warns when NTP has not synchronized', async (t) => {
@@ -68,8 +68,8 @@ t.test('the clock fails before 2024 and warns when NTP has not synchronized', as
 });
 
 t.test('memory under 2 GiB warns; disk space is measured on the nearest existing parent', async (t) => {
-  t.equal(checkMemory(1 * GiB, 0.5 * GiB).status, 'warn');
-  t.equal(checkMemory(8 * GiB, 6 * GiB).status, 'ok');
+  t.equal(checkMemory({ totalBytes: 1 * GiB, availableBytes: 0.5 * GiB, source: 'os' }).status, 'warn');
+  t.equal(checkMemory({ totalBytes: 8 * GiB, availableBytes: 6 * GiB, source: 'os' }).status, 'ok');
   const d = checkDisk(join(tmpdir(), 'edgellm-does-not-exist', 'state'));
   t.not(d.status, 'skip');
   t.match(d.detail, /not created yet/);
@@ -89,19 +89,66 @@ t.test('the broker check connects over TCP and names host:port when it cannot', 
   t.match((await checkBroker('gopher://host', 100)).detail, /unknown scheme/);
 });
 
-t.test('the upstream check takes any HTTP answer as reachable', async (t) => {
-  const server = createHttpServer((_, res) => {
-    res.statusCode = 401;
-    res.end();
+t.test('the upstream check passes only on a 2xx from <url>/models, the key sent as the daemon sends it', async (t) => {
+  const seen: Array<{ url: string; auth: string | undefined }> = [];
+  const server = createHttpServer((req, res) => {
+    seen.push({ url: req.url ?? '', auth: req.headers.authorization });
+    if (req.url === '/v1/models') {
+      res.statusCode = req.headers.authorization === undefined || req.headers.authorization === 'Bearer good' ? 200 : 401;
+      res.end('{"object":"list","data":[]}');
+    } else if (req.url === '/locked/models') {
+      res.statusCode = 401;
+      res.end();
+    } else {
+      res.statusCode = 404;
+      res.end('not found');
+    }
   });
   const port = await listening(server);
   t.teardown(() => server.close());
-  const ok = await checkUpstream(`http://127.0.0.1:${port}/v1`, 2000);
-  t.equal(ok.status, 'ok');
-  t.match(ok.detail, /HTTP 401/);
+  const base = `http://127.0.0.1:${port}`;
+  const ok = await checkUpstream(`${base}/v1`, 2000);
+  t.equal(ok.status, 'ok', ok.detail);
+  t.match(ok.detail, `GET ${base}/v1/models answered HTTP 200`);
+  t.same(seen.pop(), { url: '/v1/models', auth: undefined });
+  t.equal((await checkUpstream(`${base}/v1/`, 2000)).status, 'ok', 'a trailing slash is the same base');
+
+  const notFound = await checkUpstream(base, 2000);
+  t.equal(notFound.status, 'fail', 'a 404 is not a working upstream');
+  t.match(notFound.detail, `GET ${base}/models answered HTTP 404`);
+  t.match(notFound.fix, `it usually ends in /v1: try ${base}/v1`);
+
+  const { Secret } = await import('../src/secret.js');
+  t.equal((await checkUpstream(`${base}/v1`, 2000, new Secret('good'))).status, 'ok');
+  t.equal(seen.pop()?.auth, 'Bearer good', 'the configured key is sent');
+  const refused = await checkUpstream(`${base}/v1`, 2000, new Secret('bad'));
+  t.equal(refused.status, 'fail');
+  t.match(refused.fix, /refuses the API key/);
+  t.match((await checkUpstream(`${base}/locked`, 2000)).fix, /wants an API key: set upstream\.api_key_file/);
+
   const down = await checkUpstream(`http://127.0.0.1:${await closedPort()}/v1`, 2000);
   t.equal(down.status, 'fail');
   t.match(down.detail, /ECONNREFUSED/);
+  const cliRun = await run(['--upstream', base, '--state-dir', tmpdir()]);
+  t.equal(cliRun.status, 1, 'doctor --upstream URL answering 404 fails (exit 1)');
+  t.match(cliRun.stdout, /^fail  upstream  GET .*\/models answered HTTP 404$/m);
+});
+
+t.test('doctor -m FILE and inspect FILE print the same memory figures, for the same context', async (t) => {
+  const path = requireModel(t, 'TinyLLama-v0-Q4_0.gguf', 'doctor/inspect agreement');
+  if (!path) return;
+  const memoryLine = (text: string) => /(\S+ \S+ = weights .* \+ runtime \S+ \S+)/.exec(text)?.[1];
+  const inspected = runCli(['inspect', path]);
+  t.equal(inspected.status, 0, inspected.stderr);
+  const doctored = await run(['-m', path, '--state-dir', tmpdir()]);
+  const a = memoryLine(inspected.stdout);
+  t.ok(a, inspected.stdout);
+  t.equal(memoryLine(doctored.stdout), a, 'the same sum and parts');
+  // TinyLLama-v0 was trained on 2048 positions: both size the KV cache for them and say so.
+  t.match(a, /KV cache 4\.00 MiB \(1 sequence of 2048 positions\)/);
+  const withContext = [runCli(['inspect', path, '--context', '512', '--sequences', '4']).stdout, (await run(['-m', path, '--context', '512', '--sequences', '4', '--state-dir', tmpdir()])).stdout];
+  t.equal(memoryLine(withContext[1]!), memoryLine(withContext[0]!), '--context and --sequences agree too');
+  t.match(memoryLine(withContext[0]!), /KV cache 4\.00 MiB \(4 sequences of 512 positions\)/);
 });
 
 t.test('the text report puts a fix under each warn and fail', async (t) => {

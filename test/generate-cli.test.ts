@@ -48,13 +48,80 @@ t.test('generate errors are one line and a non-zero exit', async (t) => {
   t.equal(badFlag.status, 2);
   t.match(badFlag.stderr, /--temperature takes a number/);
   if (!haveModel(t)) return;
-  const tooLong = run(['generate', '-m', stories, '-p', 'x', '-n', '100000']);
+  // A prompt that alone fills the context: the error speaks of flags, not of API fields.
+  const tooLong = run(['generate', '-m', stories, '-p', 'Once upon a time there was a little girl who liked to play', '--context', '8']);
   t.equal(tooLong.status, 2);
-  t.equal(tooLong.stderr.trim().split('\n').length, 1);
-  t.match(tooLong.stderr, /E_PROMPT_TOO_LONG/);
+  t.equal(
+    tooLong.stderr,
+    'edgellm: E_PROMPT_TOO_LONG: -p (19 tokens) leaves no room to generate in a context of 8 tokens (--context 8): ' +
+      'shorten the prompt, or raise --context (up to 2048, what the model was trained on)\n',
+  );
+  t.notMatch(tooLong.stderr, /contextSize|max_tokens/);
   const badTopP = run(['generate', '-m', stories, '-p', 'x', '--top-p', '0']);
   t.equal(badTopP.status, 2);
   t.match(badTopP.stderr, /E_BAD_REQUEST: top_p/);
+});
+
+t.test('generate stops at the end of the context with finish reason length and says so on stderr', async (t) => {
+  if (!haveModel(t)) return;
+  // As llama.cpp: -n beyond the context is not an error; the text ends where the context does.
+  const r = run(['generate', '-m', stories, '-p', 'Once upon a time', '-n', '5000', '--context', '64', '--temperature', '0']);
+  t.equal(r.status, 0, r.stderr);
+  t.equal(
+    r.stderr,
+    'edgellm: stopped at the end of the context (finish reason length): 5 prompt + 59 generated = 64 tokens, fewer than -n 5000; raise --context for more\n',
+  );
+  const exact = run(['generate', '-m', stories, '-p', 'Once upon a time', '-n', '59', '--context', '64', '--temperature', '0']);
+  t.equal(exact.status, 0, exact.stderr);
+  t.equal(r.stdout, exact.stdout, 'the same text as -n 59, the room the context had');
+  t.equal(exact.stderr, '', 'an -n that fits: no note');
+});
+
+t.test('generate --stop, --min-p, --system and --max-tokens work', async (t) => {
+  if (!haveModel(t)) return;
+  const greedy = run(['generate', '-m', stories, '-p', 'Once upon a time', '-n', '20', '--temperature', '0']);
+  t.equal(greedy.status, 0, greedy.stderr);
+  t.equal(greedy.stdout, ', there was a little girl named Lily. She loved to play outsid\n');
+  const long = run(['generate', '-m', stories, '-p', 'Once upon a time', '--max-tokens', '20', '--temperature', '0']);
+  t.equal(long.stdout, greedy.stdout, '--max-tokens is -n');
+  const stopped = run(['generate', '-m', stories, '-p', 'Once upon a time', '-n', '20', '--temperature', '0', '--stop', 'Lily', '--stop', 'little']);
+  t.equal(stopped.stdout, ', there was a \n', 'cut before the first stop string, which is not printed');
+  // min_p 1 keeps only the most likely token: any seed and temperature gives the greedy text.
+  for (const seed of ['1', '2', '3']) {
+    const minP = run(['generate', '-m', stories, '-p', 'Once upon a time', '-n', '20', '--temperature', '5', '--min-p', '1', '--seed', seed]);
+    t.equal(minP.stdout, greedy.stdout, `--min-p 1 is greedy (seed ${seed})`);
+  }
+  const hot = run(['generate', '-m', stories, '-p', 'Once upon a time', '-n', '20', '--temperature', '5', '--top-k', '0', '--top-p', '1', '--min-p', '0', '--seed', '1']);
+  t.not(hot.stdout, greedy.stdout, 'without it, temperature 5 samples something else');
+  const chat = run(['generate', '-m', stories, '-p', 'Hello', '--chat', '-n', '12', '--temperature', '0']);
+  const system = run(['generate', '-m', stories, '-p', 'Hello', '--system', 'You tell stories about dragons.', '-n', '12', '--temperature', '0']);
+  t.equal(system.status, 0, system.stderr);
+  t.not(system.stdout, chat.stdout, '--system changes the chat the model sees');
+  const badStop = run(['generate', '-m', stories, '-p', 'x', '--stop', '']);
+  t.equal(badStop.stderr, 'edgellm: E_BAD_ARGUMENT: --stop takes some text, got ""\n');
+  const badMinP = run(['generate', '-m', stories, '-p', 'x', '--min-p', '2']);
+  t.equal(badMinP.stderr, 'edgellm: E_BAD_ARGUMENT: --min-p takes a number from 0 to 1, got "2"\n');
+});
+
+t.test('Ctrl-C during generate prints what was generated and exits 130', async (t) => {
+  const path = requireModel(t, 'TinyLLama-v0-Q4_0.gguf', 'generate SIGINT');
+  if (!path) return;
+  // 2000 tokens take ~0.5 s at the fastest; Ctrl-C comes at the first chunk.
+  const child = spawn(process.execPath, [cli, 'generate', '-m', path, '-p', 'Once upon a time', '-n', '2000', '--temperature', '0']);
+  let out = '';
+  let err = '';
+  child.stdout.setEncoding('utf8');
+  child.stdout.on('data', (d: string) => {
+    if (out === '') child.kill('SIGINT');
+    out += d;
+  });
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const code = await new Promise<number | null>((res) => child.on('close', res));
+  t.equal(code, 130, `exit 130 (stderr: ${err})`);
+  t.ok(out.length > 0 && out.endsWith('\n'), 'the text so far was printed, and a newline');
+  const full = run(['generate', '-m', path, '-p', 'Once upon a time', '-n', '2000', '--temperature', '0']);
+  t.ok(full.stdout.length > out.length && full.stdout.startsWith(out.slice(0, -1)), 'a prefix of the whole greedy text');
+  t.equal(err, '', 'no error line: an interruption is not an error');
 });
 
 t.test('profile prints latency, memory and throughput lines', async (t) => {

@@ -118,16 +118,18 @@ export function checkDisk(stateDir: string): DoctorCheck {
  */
 export function checkModel(path: string, opts: DoctorOptions, mem: DeviceMemory = deviceMemory()): DoctorCheck {
   const sequences = opts.sequences ?? 1;
+  const fix = 'point -m / model: at a GGUF file edgellm runs (`edgellm inspect FILE` says what blocks this one)';
   let req;
   try {
     req = modelRequirements(path, opts.contextSize ? { contextSize: opts.contextSize } : {});
   } catch (err) {
     const e = err as EdgeError;
-    return { name: 'model', status: 'fail', detail: `${e.code ?? 'error'}: ${e.message}`, fix: 'point -m / model: at a GGUF file edgellm runs (`edgellm inspect FILE` says what blocks this one)' };
+    return { name: 'model', status: 'fail', detail: `${e.code ?? 'error'}: ${e.message}`, fix };
   }
-  if (req.unsupported_tensors.length > 0 || req.tokenizer.status === 'blocked') {
-    const why = req.tokenizer.status === 'blocked' ? `its tokenizer: ${req.tokenizer.message}` : `${req.unsupported_tensors.length} tensor(s) of types edgellm does not run`;
-    return { name: 'model', status: 'fail', detail: `${path} cannot be loaded: ${why}`, fix: `\`edgellm inspect ${path}\` names what blocks it and what to do` };
+  if (req.tokenizer.status === 'blocked') return { name: 'model', status: 'fail', detail: `${req.tokenizer.code}: ${req.tokenizer.message}`, fix };
+  if (req.unsupported_tensors.length > 0) {
+    const types = [...new Set(req.unsupported_tensors.map((u) => u.type))].join(', ');
+    return { name: 'model', status: 'fail', detail: `E_MODEL_UNSUPPORTED: ${req.unsupported_tensors.length} tensor(s) of types edgellm does not run (${types})`, fix };
   }
   const fit = memoryFit(req, mem, sequences);
   const detail =

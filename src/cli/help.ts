@@ -8,5 +8,5 @@ import type { Command } from 'commander';
 export function withExamples(cmd: Command, examples: ReadonlyArray<readonly [string, string]>): Command {
   const width = Math.max(...examples.map(([line]) => line.length));
   const lines = examples.map(([line, what]) => `  $ ${line.padEnd(width)}  # ${what}`);
-  return cmd.addHelpText('after', `\nExamples:\n${lines.join('\n')}\n`);
+  return cmd.addHelpText('after', `\nExamples:\n${lines.join('\n')}`);
 }

@@ -1,8 +1,11 @@
 /**
- * Ctrl-C for every command: exit status 130 (128 + SIGINT), as a shell reports a process SIGINT
- * ended. A command that can stop cleanly (generate stops decoding and prints what it has, request
- * cancels at the node, serve drains) asks for `interruptSignal()` and winds down when it aborts;
- * any other command ends at once. A second Ctrl-C always ends the process at once.
+ * Ctrl-C for every command: the shell sees status 130 (128 + SIGINT). A command that can stop
+ * cleanly (generate stops decoding and prints what it has, request cancels at the node, serve
+ * drains) asks for `interruptSignal()`, winds down when it aborts and exits 130 (serve 0). Any other
+ * command ends at once, by SIGINT itself: process.exit() would wait for a native job running on
+ * libuv's thread pool (a `bench kernels` measurement, a quantization) to finish first. A second
+ * Ctrl-C always ends the process at once. What was printed is out either way: stdout and stderr
+ * are synchronous for files, pipes and terminals on Linux.
  */
 
 export const EXIT_INTERRUPTED = 130;
@@ -23,8 +26,9 @@ function onSigint(): void {
     controller.abort(new Interrupted());
     return;
   }
-  // stdout and stderr are synchronous for files, pipes and terminals on Linux: what was written is out.
-  process.exit(EXIT_INTERRUPTED);
+  // Without a listener Node restores the default action: the signal ends the process now.
+  process.off('SIGINT', onSigint);
+  process.kill(process.pid, 'SIGINT');
 }
 
 /** Installed by runCli for the command's run; returns the uninstall. */
