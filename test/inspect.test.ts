@@ -62,7 +62,8 @@ t.test('stories260K: architecture, 292,800 parameters, 48 F32 tensors and a fits
   t.match(r.stdout, /^\s+F32\s+48 tensors\s+1\.12 MiB$/m);
   t.match(r.stdout, /^context:\s+2048 trained; KV cache sized for 2048, 640 B per token$/m);
   t.match(r.stdout, /^device RAM:\s+\S+ \S+ total, \S+ \S+ available$/m);
-  t.match(r.stdout, /^verdict:\s+FITS: needs 2\.57 MiB of .* available$/m);
+  t.match(r.stdout, /^memory:\s+131 MiB = weights 1\.12 MiB \+ KV cache 1\.25 MiB \(1 sequence of 2048 positions\) \+ scratch 209 KiB \+ runtime 128 MiB$/m);
+  t.match(r.stdout, /^verdict:\s+FITS: needs 131 MiB of .* available$/m);
 });
 
 t.test('TinyLLama-v0: 4,621,376 parameters, 58 Q4_0 and 17 F32 tensors', async (t) => {
