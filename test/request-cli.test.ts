@@ -120,6 +120,16 @@ t.test('an error reply is printed with its code and exits non-zero; so are a dea
   t.match(nobody.stderr, /^edgellm: E_TIMEOUT: no answer to request \S+ within 1 s \(--timeout\); the request was cancelled\. Is a node serving nobody-here\/request\/\+ on this broker\?/);
   t.ok(nobody.ms < 15_000, `gave up after its timeout (${nobody.ms} ms)`);
 
+  // Ctrl-C while waiting: the request is cancelled at the node and the command exits 130.
+  const waiting = spawn(process.execPath, [cli, 'request', '-p', 'Hello', '--broker', broker, '--prefix', 'nobody-here', '--timeout', '120'], { env: cleanEnv() });
+  let waitingErr = '';
+  waiting.stderr.on('data', (d: Buffer) => (waitingErr += d.toString()));
+  await new Promise((r) => setTimeout(r, 5000));
+  waiting.kill('SIGINT');
+  const interrupted = await new Promise<number | null>((r) => waiting.on('close', r));
+  t.equal(interrupted, 130, `Ctrl-C: exit 130 (stderr: ${waitingErr})`);
+  t.match(waitingErr, /^\nedgellm: cancelled request cli-\S+\n$/);
+
   t.equal((await daemon.stop()).code, 0);
   const dead = await request(['-p', 'Hello', '--broker', broker]);
   t.equal(dead.status, 2);
