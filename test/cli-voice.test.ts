@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { buildProgram } from '../src/cli/program.js';
+import { buildProgram, runCli } from '../src/cli/program.js';
 import { loadConfig, unknownEnvironmentWarnings } from '../src/config.js';
 import { didYouMean, editDistance, similarNames } from '../src/suggest.js';
 import { assertCliBuilt, cli, root, run, type TapTest } from './fixtures/paths.js';
@@ -26,6 +26,24 @@ function runWithEnv(args: string[], vars: Record<string, string>) {
   return spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', cwd: root, env });
 }
 
+/**
+ * runCli in this process, stderr captured: what main.js runs, without a process start per case (seconds
+ * each on a busy machine). Only for command lines that fail before any work; spawns below show the real CLI.
+ */
+async function runHere(args: string[]): Promise<{ status: number; stderr: string }> {
+  let stderr = '';
+  const write = process.stderr.write.bind(process.stderr);
+  process.stderr.write = ((chunk: string | Uint8Array) => {
+    stderr += String(chunk);
+    return true;
+  }) as typeof process.stderr.write;
+  try {
+    return { status: await runCli(args), stderr };
+  } finally {
+    process.stderr.write = write;
+  }
+}
+
 function oneLine(t: TapTest, r: { status: number | null; stderr: string }, re: RegExp, what: string): void {
   t.equal(r.status, 2, `${what}: exit 2`);
   t.equal(r.stderr.split('\n').length, 2, `${what}: one line on stderr, got ${JSON.stringify(r.stderr)}`);
@@ -42,11 +60,11 @@ t.test('every command is in the README\'s command list', async (t) => {
 t.test('a bad command line is one line, exit 2, naming the flag and the help to read, for every command', async (t) => {
   for (const name of commands) {
     // Commander checks required options before unknown ones: either is the one line.
-    const r = run([name, '--no-such-flag']);
+    const r = await runHere([name, '--no-such-flag']);
     oneLine(t, r, new RegExp(`^edgellm: E_BAD_ARGUMENT: (unknown option '--no-such-flag'|required option '.*' not specified): see \`edgellm ${name} --help\`\\n$`), name);
   }
   oneLine(t, run(['inspect', 'x.gguf', '--no-such-flag']), /^edgellm: E_BAD_ARGUMENT: unknown option '--no-such-flag': see `edgellm inspect --help`$/m, 'unknown option');
-  const typo = run(['generate', '-m', 'x', '-p', 'y', '--temprature', '0']);
+  const typo = await runHere(['generate', '-m', 'x', '-p', 'y', '--temprature', '0']);
   oneLine(t, typo, /unknown option '--temprature' \(Did you mean --temperature\?\)/, 'commander\'s own suggestion is kept');
   oneLine(t, run(['frobnicate']), /^edgellm: E_BAD_ARGUMENT: unknown command 'frobnicate': see `edgellm --help`$/m, 'unknown command');
 });
@@ -69,8 +87,9 @@ t.test('missing options, arguments and values are one line and exit 2', async (t
     [['serve', '--log-level', 'loud', '--print-config'], /E_CONFIG: key "log\.level" \(from --log-level\) must be one of error, warn, info, debug/],
     [['serve', '--embedded-broker-port', '70000', '--print-config'], /E_CONFIG: key "broker\.embedded\.port" \(from --embedded-broker-port\)/],
   ] as Array<[string[], RegExp]>) {
-    oneLine(t, run(args), re, args.join(' '));
+    oneLine(t, await runHere(args), re, args.join(' '));
   }
+  oneLine(t, run(['quantize', 'a.gguf', 'b.gguf']), /^edgellm: E_BAD_ARGUMENT: required option '--type <type>' not specified: see `edgellm quantize --help`$/m, 'the built CLI');
 });
 
 t.test('every command\'s --help ends with examples of itself', async (t) => {
