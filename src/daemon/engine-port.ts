@@ -25,6 +25,17 @@ export interface GenerateParams {
   stop?: string[];
   /** Aborting it ends the generation with finish_reason 'cancelled' (the reason is the caller's to keep). */
   signal?: AbortSignal;
+  /** Record `steps` in the result (a request's `trace: true`); not part of what the answer cache keys on. */
+  trace?: boolean;
+}
+
+/**
+ * Per generated token, in order (only when asked with `trace`): when the decode loop sampled it (ms
+ * since generate()), and how many sequences the step that sampled it advanced together (>= 1).
+ */
+export interface GenerationSteps {
+  at_ms: number[];
+  batch: number[];
 }
 
 export interface GenerateResult {
@@ -33,6 +44,8 @@ export interface GenerateResult {
   usage: { prompt_tokens: number; completion_tokens: number };
   /** Milliseconds, measured by the engine from the generate() call. */
   timings: { queue_ms: number; prompt_ms: number; ttft_ms: number; total_ms: number; decode_tokens_per_s: number };
+  /** Only when generate() was asked for a trace. */
+  steps?: GenerationSteps;
 }
 
 /** Streams text pieces as they are decoded; `result` settles once the generation has ended. */
