@@ -3,7 +3,11 @@
  * it; tests use a deterministic fake (test/helpers/fake-model.ts). generateParams() is the one place a
  * request's fields become the engine's parameters, for MQTT and the OpenAI endpoint alike.
  */
+import type { GenerationSteps } from '../engine/generate.js';
 import { EdgeError } from '../errors.js';
+
+/** Per generated token (a `trace` request): when it was sampled, and its decode step's sequences. */
+export type { GenerationSteps };
 
 export interface GenerateParams {
   prompt?: string;
@@ -29,14 +33,6 @@ export interface GenerateParams {
   trace?: boolean;
 }
 
-/**
- * Per generated token, in order (only when asked with `trace`): when the decode loop sampled it (ms
- * since generate()), and how many sequences the step that sampled it advanced together (>= 1).
- */
-export interface GenerationSteps {
-  at_ms: number[];
-  batch: number[];
-}
 
 export interface GenerateResult {
   text: string;

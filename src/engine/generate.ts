@@ -49,6 +49,16 @@ export interface GenerateRequest extends Partial<SamplingSettings> {
   stop?: string | readonly string[];
   /** Aborting cancels the generation at once: finish_reason 'cancelled', the text so far kept. */
   signal?: AbortSignal;
+  /** Record `steps` in the result: when each token was sampled and how many sequences its step advanced. */
+  trace?: boolean;
+}
+
+/** Per generated token, in order (only for a `trace` request). */
+export interface GenerationSteps {
+  /** When the decode loop sampled it, in ms since the request reached the loop. */
+  at_ms: number[];
+  /** Sequences the step that sampled it advanced together (decoding or prefilling), this one included. */
+  batch: number[];
 }
 
 /**
@@ -87,6 +97,8 @@ export interface GenerateResult {
   timings: GenerateTimings;
   /** The sampling parameters used, defaults included. */
   sampling: SamplingSettings;
+  /** Only for a `trace` request: one entry per token of the answer. */
+  steps?: GenerationSteps;
 }
 
 
@@ -107,6 +119,7 @@ const REQUEST_FIELDS = new Set([
   'max_tokens',
   'stop',
   'signal',
+  'trace',
   ...Object.keys(SAMPLING_DEFAULTS),
   'seed',
 ]);
@@ -161,6 +174,7 @@ export function startGeneration(ctx: GenerationContext, request: GenerateRequest
     matcher: new StopMatcher(stops),
     decoder: tokenizer.decoder({ continuation: true }),
     signal,
+    trace: request.trace === true,
   });
 }
 
@@ -194,6 +208,7 @@ export class Generation implements AsyncIterableIterator<string, GenerateResult,
   private readonly signal: AbortSignal | undefined;
   private readonly onAbort = () => this.cancel();
   private returned = false;
+  private readonly steps: GenerationSteps | undefined;
 
   /** @internal use Model.generate() */
   constructor(
@@ -206,8 +221,10 @@ export class Generation implements AsyncIterableIterator<string, GenerateResult,
       matcher: StopMatcher;
       decoder: StreamDecoder;
       signal: AbortSignal | undefined;
+      trace?: boolean;
     },
   ) {
+    if (init.trace) this.steps = { at_ms: [], batch: [] };
     this.native = ctx.native;
     this.matcher = init.matcher;
     this.decoder = init.decoder;
@@ -225,8 +242,8 @@ export class Generation implements AsyncIterableIterator<string, GenerateResult,
       return;
     }
     this.id = this.native.generate(
-      { tokens: init.tokens, stopTokens: init.stopTokens, maxTokens: init.maxTokens, ...init.sampling },
-      (tokens, finish) => this.onNative(tokens, finish),
+      { tokens: init.tokens, stopTokens: init.stopTokens, maxTokens: init.maxTokens, ...init.sampling, ...(init.trace ? { trace: true } : {}) },
+      (tokens, finish, steps) => this.onNative(tokens, finish, steps),
     );
     init.signal?.addEventListener('abort', this.onAbort, { once: true });
   }
@@ -258,7 +275,13 @@ export class Generation implements AsyncIterableIterator<string, GenerateResult,
     return { value: await this.result, done: true };
   }
 
-  private onNative(tokens: Int32Array, finish: NativeFinish | undefined): void {
+  private onNative(tokens: Int32Array, finish: NativeFinish | undefined, steps: Float64Array | undefined): void {
+    if (this.steps && steps) {
+      for (let i = 0; i + 1 < steps.length; i += 2) {
+        this.steps.at_ms.push(steps[i]!);
+        this.steps.batch.push(steps[i + 1]!);
+      }
+    }
     for (const id of tokens) {
       if (this.stopString !== undefined) break;
       this.tokensSeen++;
@@ -327,6 +350,8 @@ export class Generation implements AsyncIterableIterator<string, GenerateResult,
       usage,
       timings: timings ?? { queue_ms: 0, prompt_ms: 0, ttft_ms: 0, total_ms: 0, decode_tokens_per_s: 0 },
       sampling: { ...this.sampling },
+      // Tokens past a stop string are not part of the answer.
+      ...(this.steps ? { steps: { at_ms: this.steps.at_ms.slice(0, usage.completion_tokens), batch: this.steps.batch.slice(0, usage.completion_tokens) } } : {}),
     };
     this.final = final;
     for (const w of this.waiters.splice(0)) w.resolve({ value: final, done: true });

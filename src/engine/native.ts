@@ -193,8 +193,10 @@ export interface NativeDecoder {
       tokens: Int32Array;
       stopTokens: Int32Array;
       maxTokens: number;
+      /** The callback also gets `steps`: per token, when it was sampled (ms from submit) and its step's sequences. */
+      trace?: boolean;
     } & SamplingSettings,
-    callback: (tokens: Int32Array, finish?: NativeFinish) => void,
+    callback: (tokens: Int32Array, finish?: NativeFinish, steps?: Float64Array) => void,
   ): number;
   cancel(id: number): void;
   decodeState(): DecodeState;
