@@ -166,4 +166,25 @@ if (bin) {
     await request({ id: 'tt', prompt: 'x', trace: 'yes' });
     t.match((await device.final('tt')).body, { type: 'error', error: { code: 'E_BAD_REQUEST', message: /trace.*must be true or false/ } });
   });
+
+  t.test('/metrics in OpenMetrics (when asked) carries the trace ids as exemplars on the latency buckets and the token counter', async (t) => {
+    const { request, device, metrics } = await setup(t, {}, 2);
+    await request({ id: 'm', prompt: 'one two three', seed: 1 }, `00-${TRACE_ID}-${PARENT}-01`);
+    await device.final('m');
+    const om = await metrics('application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5');
+    t.match(om.type, /^application\/openmetrics-text; version=1\.0\.0/);
+    t.ok(om.text.endsWith('# EOF\n'), 'ends with # EOF');
+    const exemplar = (re: RegExp) => om.text.split('\n').find((l) => re.test(l));
+    const ex = `# \\{trace_id="${TRACE_ID}"\\} [0-9.e-]+ [0-9.]+$`;
+    t.ok(exemplar(new RegExp(`^edgellm_request_duration_seconds_bucket\\{.*route="local".*\\} 1 ${ex}`)), 'on the bucket the request landed in');
+    t.ok(exemplar(new RegExp(`^edgellm_time_to_first_token_seconds_bucket\\{.*\\} 1 ${ex}`)), 'on the time-to-first-token bucket');
+    t.ok(exemplar(new RegExp(`^edgellm_generated_tokens_total\\{route="local"\\} 5 # \\{trace_id="${TRACE_ID}"\\} 5 `)), 'on the token counter, with the increment');
+    t.equal(om.text.match(/trace_id=/g)?.length, 4, 'one per series the request touched: 3 histograms + the counter');
+    t.match(om.text, /^# TYPE edgellm_requests counter$/m, 'OpenMetrics names a counter family without _total');
+    t.match(om.text, /^edgellm_requests_total\{/m, 'and its samples with it');
+    const plain = await metrics();
+    t.match(plain.type, /^text\/plain; version=0\.0\.4/, 'without the Accept header: Prometheus text');
+    t.notMatch(plain.text, /trace_id|# EOF/, 'with no exemplars');
+    t.match(plain.text, /^# TYPE edgellm_requests_total counter$/m, 'and the counter names unchanged');
+  });
 }
