@@ -10,6 +10,7 @@
  * Only version 00 is taken: a later version's fields may mean something else.
  */
 import { randomBytes } from 'node:crypto';
+import { withFields, type Logger } from '../log.js';
 
 export interface TraceContext {
   /** 32 lowercase hex digits (16 bytes), never all zero. */
@@ -59,6 +60,17 @@ export function startTrace(traceparent: string | readonly string[] | undefined):
   }
   const [, traceId, parentId, flags] = VERSION_00.exec(value)!;
   return { trace: { traceId: traceId!, ...own, parentId: parentId!, flags: flags! } };
+}
+
+/**
+ * startTrace, and `log` bound to the trace's trace_id (every line about the request carries it); an
+ * ignored traceparent is a warning there, about `what` ("request from press-1").
+ */
+export function traceRequest(traceparent: string | readonly string[] | undefined, log: Logger, what: string): { trace: TraceContext; log: Logger } {
+  const { trace, ignored } = startTrace(traceparent);
+  const bound = withFields(log, { trace_id: trace.traceId });
+  if (ignored !== undefined) bound.warn(`${what}: ${ignored}`);
+  return { trace, log: bound };
 }
 
 /** The traceparent of what this request sends on (its replies): its trace, its own span. */

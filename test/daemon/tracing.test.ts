@@ -187,4 +187,24 @@ if (bin) {
     t.notMatch(plain.text, /trace_id|# EOF/, 'with no exemplars');
     t.match(plain.text, /^# TYPE edgellm_requests_total counter$/m, 'and the counter names unchanged');
   });
+
+  t.test('the OpenAI endpoint: a traceparent header joins its trace (reply header, log, audit); an invalid one is ignored with a warning', async (t) => {
+    const oport = await freePort();
+    const { audit, linesOf } = await setup(t, { openai: { port: oport } });
+    const ask = (headers: Record<string, string>) =>
+      fetch(`http://127.0.0.1:${oport}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify({ messages: [{ role: 'user', content: 'hi there' }], seed: 1 }) });
+    const res = await ask({ traceparent: `00-${TRACE_ID}-${PARENT}-01` });
+    t.equal(res.status, 200);
+    await res.json();
+    t.match(res.headers.get('traceparent'), new RegExp(`^00-${TRACE_ID}-[0-9a-f]{16}-01$`), 'the reply names the trace');
+    await new Promise((r) => setTimeout(r, 100)); // the audit record is written once the result settles
+    t.match(audit().filter((r) => r.device === 'openai-api'), [{ trace_id: TRACE_ID, outcome: 'ok' }], 'the audit record carries it');
+    t.ok(linesOf(TRACE_ID).length > 0, 'a log line carries it');
+    const bad = await ask({ traceparent: 'not-a-traceparent' });
+    t.equal(bad.status, 200, 'an invalid traceparent does not fail the request');
+    await bad.json();
+    const id = /^00-([0-9a-f]{32})-/.exec(bad.headers.get('traceparent') ?? '')?.[1] ?? '';
+    t.match(id, HEX32, 'a new trace');
+    t.match(linesOf(id).find((l) => l.level === 'warn')?.msg, /ignored the traceparent "not-a-traceparent"/);
+  });
 }

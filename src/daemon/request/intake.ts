@@ -6,9 +6,8 @@
  * message then. resume() takes back the jobs a stop (or a crash) left unanswered. Every request gets its
  * trace here: the caller's W3C traceparent (an invalid one is ignored with a warning), else a new one.
  */
-import { withFields } from '../../log.js';
 import { decodeRequest, errorMessage, type WireRequest } from '../../protocol/codec.js';
-import { startTrace, traceparentOf } from '../../protocol/trace-context.js';
+import { traceRequest, traceparentOf } from '../../protocol/trace-context.js';
 import type { StoredRequest } from '../../store/index.js';
 import type { IncomingRequest } from '../../transport/mqtt/session.js';
 import { admit } from './admit.js';
@@ -17,9 +16,7 @@ import { newJob, type RequestContext } from './job.js';
 
 export function intake(ctx: RequestContext, msg: IncomingRequest, defaultReplyTopic: string): void {
   const now = Date.now();
-  const { trace, ignored } = startTrace(msg.traceparent);
-  const log = withFields(ctx.log, { trace_id: trace.traceId });
-  if (ignored !== undefined) log.warn(`request from ${msg.device}: ${ignored}`);
+  const { trace, log } = traceRequest(msg.traceparent, ctx.log, `request from ${msg.device}`);
   const traceparent = traceparentOf(trace);
   const decoded = decodeRequest(msg.payload, { maxPayloadBytes: ctx.config.limits.max_payload_bytes });
   const replyTopic = msg.responseTopic ?? (decoded.ok ? decoded.request.reply_to : decoded.replyTo) ?? defaultReplyTopic;
