@@ -207,4 +207,24 @@ if (bin) {
     t.match(id, HEX32, 'a new trace');
     t.match(linesOf(id).find((l) => l.level === 'warn')?.msg, /ignored the traceparent "not-a-traceparent"/);
   });
+
+  t.test('a request taken back after a restart keeps its trace id', async (t) => {
+    n++;
+    const prefix = `tr${n}`;
+    const config = daemonConfig({ broker: { url: broker.url }, prefix, node_id: `trace${n}`, state_dir: join(work, `s${n}`), limits: { drain_s: 0 } });
+    const device = await Device.connect(broker.url, `client-${prefix}`, [`${prefix}/response/#`]);
+    t.teardown(() => device.close());
+    const first = await startDaemon(config, 500);
+    await device.publish(`${prefix}/request/dev`, { id: 'kept', prompt: 'slow words here', seed: 2 }, { userProperties: { traceparent: `00-${TRACE_ID}-${PARENT}-01` } });
+    const until = Date.now() + 5000;
+    while (!first.logs.some((l) => l.includes('accepted dev/kept')) && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    await first.service.stop(); // drain_s 0: the running request is left queued for the next start
+    t.equal(device.for('kept').length, 0, 'not answered before the stop');
+    const second = await startDaemon(config, 0);
+    t.teardown(() => second.service.stop());
+    const done = await device.final('kept');
+    t.equal(done.body.trace_id, TRACE_ID, 'the same trace after the restart');
+    t.equal(traceOfProperty(t, done), TRACE_ID);
+    t.ok(second.logs.some((l) => l.includes(`"trace_id":"${TRACE_ID}"`) && l.includes('request dev/kept: done')), "the new process's log line about it carries it");
+  });
 }

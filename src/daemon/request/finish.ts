@@ -54,6 +54,7 @@ export function finishDone(ctx: RequestContext, job: Job, modelName: string, ans
   }
   ctx.channel.deliver(ctx.store.finish(row.device, row.id, state, { topic: row.replyTopic, payload: doneMessage(row.id, fields), correlation: row.correlation, traceparent: row.traceparent }));
   const { queue_ms, total_ms } = fields.timings;
+  job.log.debug(`request ${row.device}/${row.id}: ${state} (${t.cached ? 'cache' : route.route}, ${answer.usage.completion_tokens} tokens, ${total_ms} ms)`);
   ctx.observer.onFinished({
     outcome: t.cached ? 'cached' : state,
     route: fields.route,
