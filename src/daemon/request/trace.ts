@@ -17,13 +17,13 @@ export function requestTrace(job: Job, route: RouteInfo, cached: boolean, starte
     route: route.route,
     route_reason: route.route_reason,
     cache: job.cache ?? 'bypass',
-    queue_wait_ms: Math.max(0, startedAt - job.row.receivedAt) + round1(engine?.timings.queue_ms ?? 0),
+    queue_wait_ms: Math.max(0, startedAt - job.row.receivedAt) + roundMs(engine?.timings.queue_ms ?? 0),
   };
   if (engine === undefined) return trace; // the upstream's answer, or a run that never reached the engine
-  trace.prefill_ms = round1(engine.timings.prompt_ms);
+  trace.prefill_ms = roundMs(engine.timings.prompt_ms);
   if (engine.steps) {
     const gaps = tokenGaps(engine.steps);
-    if (gaps.length > 0) trace.token_ms = { p50: round1(percentile(gaps, 0.5)), p95: round1(percentile(gaps, 0.95)), tokens: engine.steps.at_ms.length };
+    if (gaps.length > 0) trace.token_ms = { p50: roundMs(percentile(gaps, 0.5)), p95: roundMs(percentile(gaps, 0.95)), tokens: engine.steps.at_ms.length };
     trace.batch_sizes = batchSizes(engine.steps);
   }
   return trace;
@@ -49,4 +49,5 @@ function batchSizes(steps: GenerationSteps): { size: number; steps: number }[] {
   return [...counts].sort((a, b) => a[0] - b[0]).map(([size, n]) => ({ size, steps: n }));
 }
 
-const round1 = (ms: number) => Math.round(ms * 10) / 10;
+/** Hundredths of a millisecond: a tiny model's token takes a few of them. */
+const roundMs = (ms: number) => Math.round(ms * 100) / 100;
