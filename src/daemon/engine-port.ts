@@ -3,7 +3,7 @@
  * it; tests use a deterministic fake (test/helpers/fake-model.ts). generateParams() is the one place a
  * request's fields become the engine's parameters, for MQTT and the OpenAI endpoint alike.
  */
-import type { GenerationSteps } from '../engine/generate.js';
+import type { GenerationSteps } from '../engine/steps.js';
 import { EdgeError } from '../errors.js';
 
 /** Per generated token (a `trace` request): when it was sampled, and its decode step's sequences. */

@@ -13,12 +13,12 @@
 import { randomInt } from 'node:crypto';
 import { EdgeError, type ErrorCode } from '../errors.js';
 import { chatStopStrings, chatStopTokens, renderChatFor, validateMessages, type ChatMessage } from './chat.js';
+import { StepRecorder, type GenerationSteps } from './steps.js';
 import { StopMatcher } from './stop.js';
 import type { StreamDecoder, Tokenizer } from './tokenizer/index.js';
 import type { SamplingSettings, NativeFinish, NativeDecoder } from './native.js';
 export type { SamplingSettings, NativeDecoder, DecodeState } from './native.js';
-
-
+export type { GenerationSteps } from './steps.js';
 /**
  * Defaults of every sampling parameter (llama.cpp's). The seed has no fixed default: a request
  * without one gets a random seed, reported in `result.sampling.seed` so the text can be reproduced.
@@ -51,14 +51,6 @@ export interface GenerateRequest extends Partial<SamplingSettings> {
   signal?: AbortSignal;
   /** Record `steps` in the result: when each token was sampled and how many sequences its step advanced. */
   trace?: boolean;
-}
-
-/** Per generated token, in order (only for a `trace` request). */
-export interface GenerationSteps {
-  /** When the decode loop sampled it, in ms since the request reached the loop. */
-  at_ms: number[];
-  /** Sequences the step that sampled it advanced together (decoding or prefilling), this one included. */
-  batch: number[];
 }
 
 /**
@@ -101,9 +93,6 @@ export interface GenerateResult {
   steps?: GenerationSteps;
 }
 
-
-
-
 /** @internal what the Model hands to startGeneration */
 export interface GenerationContext {
   native: NativeDecoder;
@@ -113,16 +102,7 @@ export interface GenerationContext {
   unbounded: boolean;
 }
 
-const REQUEST_FIELDS = new Set([
-  'prompt',
-  'messages',
-  'max_tokens',
-  'stop',
-  'signal',
-  'trace',
-  ...Object.keys(SAMPLING_DEFAULTS),
-  'seed',
-]);
+const REQUEST_FIELDS = new Set(['prompt', 'messages', 'max_tokens', 'stop', 'signal', 'trace', ...Object.keys(SAMPLING_DEFAULTS), 'seed']);
 const MAX_STOP_STRINGS = 16;
 
 /** @internal Model.generate(): validates, tokenizes, submits. Throws EdgeError synchronously. */
@@ -208,7 +188,7 @@ export class Generation implements AsyncIterableIterator<string, GenerateResult,
   private readonly signal: AbortSignal | undefined;
   private readonly onAbort = () => this.cancel();
   private returned = false;
-  private readonly steps: GenerationSteps | undefined;
+  private readonly steps: StepRecorder | undefined;
 
   /** @internal use Model.generate() */
   constructor(
@@ -224,7 +204,7 @@ export class Generation implements AsyncIterableIterator<string, GenerateResult,
       trace?: boolean;
     },
   ) {
-    if (init.trace) this.steps = { at_ms: [], batch: [] };
+    if (init.trace) this.steps = new StepRecorder();
     this.native = ctx.native;
     this.matcher = init.matcher;
     this.decoder = init.decoder;
@@ -276,12 +256,7 @@ export class Generation implements AsyncIterableIterator<string, GenerateResult,
   }
 
   private onNative(tokens: Int32Array, finish: NativeFinish | undefined, steps: Float64Array | undefined): void {
-    if (this.steps && steps) {
-      for (let i = 0; i + 1 < steps.length; i += 2) {
-        this.steps.at_ms.push(steps[i]!);
-        this.steps.batch.push(steps[i + 1]!);
-      }
-    }
+    if (steps) this.steps?.push(steps);
     for (const id of tokens) {
       if (this.stopString !== undefined) break;
       this.tokensSeen++;
@@ -350,8 +325,7 @@ export class Generation implements AsyncIterableIterator<string, GenerateResult,
       usage,
       timings: timings ?? { queue_ms: 0, prompt_ms: 0, ttft_ms: 0, total_ms: 0, decode_tokens_per_s: 0 },
       sampling: { ...this.sampling },
-      // Tokens past a stop string are not part of the answer.
-      ...(this.steps ? { steps: { at_ms: this.steps.at_ms.slice(0, usage.completion_tokens), batch: this.steps.batch.slice(0, usage.completion_tokens) } } : {}),
+      ...(this.steps ? { steps: this.steps.take(usage.completion_tokens) } : {}),
     };
     this.final = final;
     for (const w of this.waiters.splice(0)) w.resolve({ value: final, done: true });

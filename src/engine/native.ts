@@ -186,16 +186,10 @@ export interface NativeFinish {
   decode_ms: number;
 }
 
-/** @internal the decode half of the addon's Model */
+/** @internal the decode half of the addon's Model; a `trace` request's callback also gets (at_ms, batch) pairs per token (steps.ts) */
 export interface NativeDecoder {
   generate(
-    request: {
-      tokens: Int32Array;
-      stopTokens: Int32Array;
-      maxTokens: number;
-      /** The callback also gets `steps`: per token, when it was sampled (ms from submit) and its step's sequences. */
-      trace?: boolean;
-    } & SamplingSettings,
+    request: { tokens: Int32Array; stopTokens: Int32Array; maxTokens: number; trace?: boolean } & SamplingSettings,
     callback: (tokens: Int32Array, finish?: NativeFinish, steps?: Float64Array) => void,
   ): number;
   cancel(id: number): void;
