@@ -60,3 +60,18 @@ export function createLogger(level: LogLevel, write?: (line: string) => void, op
     },
   };
 }
+
+/**
+ * `log` with `fields` on every line: a request's stages log through one bound to its trace_id, so
+ * every line about the request can be found by it. A call site's own fields win over the bound ones.
+ */
+export function withFields(log: Logger, fields: LogFields): Logger {
+  const at = (l: LogLevel) => (msg: string, more?: LogFields) => log[l](msg, more === undefined ? fields : { ...fields, ...more });
+  return {
+    error: at('error'),
+    warn: at('warn'),
+    info: at('info'),
+    debug: at('debug'),
+    protect: (secret) => log.protect?.(secret),
+  };
+}

@@ -249,3 +249,26 @@ t.test('close() cancels running generations and later calls fail with E_MODEL_CL
   t.equal(r.finish_reason, 'cancelled');
   throwsCode(t, () => m.generate({ prompt: 'x' }), 'E_MODEL_CLOSED');
 });
+
+t.test('trace: true records each token’s step: when it was sampled and how many sequences the step advanced', async (t) => {
+  const m = await model(t, 'stories260K.gguf');
+  if (!m) return;
+  // Three at once (submitted in one tick): their decode steps run together.
+  const runs = await Promise.all(
+    ['Once upon a time', 'The cat', 'A dog'].map((prompt) => collect(m, { prompt, max_tokens: 300, temperature: 0, trace: true })),
+  );
+  for (const { result } of runs) {
+    const steps = result.steps!;
+    t.ok(steps, 'the result has steps');
+    // An end-of-generation token is counted in the usage but is not part of the text: it has no step.
+    const eog = result.finish_reason === 'stop' && result.stop === undefined ? 1 : 0;
+    t.equal(steps.at_ms.length, result.usage.completion_tokens - eog, 'one per token of the answer');
+    t.equal(steps.batch.length, steps.at_ms.length);
+    t.ok(steps.at_ms.every((ms, i) => ms > 0 && (i === 0 || ms >= steps.at_ms[i - 1]!)), 'times rise');
+    t.ok(Math.abs(steps.at_ms[0]! - result.timings.ttft_ms) < 0.01, 'the first is the time to the first token');
+    t.ok(steps.batch.every((n) => n >= 1 && n <= 4), 'batch sizes 1..maxSequences');
+  }
+  t.ok(runs.some((r) => r.result.steps!.batch.some((n) => n >= 2)), 'the generations shared steps');
+  const plain = await collect(m, { prompt: 'Once upon a time', max_tokens: 4, temperature: 0 });
+  t.notOk('steps' in plain.result, 'no steps unless asked');
+});

@@ -2,7 +2,9 @@
 // hand; sequences decoded together equal each decoded alone; the max_sequences cap queues the
 // rest; stop tokens, max_tokens, cancel (queued and active) and stop() finish sequences as
 // documented and free their caches.
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <map>
 #include <memory>
@@ -45,6 +47,7 @@ struct Collector {
   std::condition_variable cv;
   bool pending = false;
   std::map<uint64_t, std::vector<int32_t>> tokens;
+  std::map<uint64_t, std::vector<DecodeEvent>> token_events;  // with their step_sequences and at_ms
   std::map<uint64_t, DecodeEvent> finished;
   std::vector<DecodeEvent> buf;
 
@@ -66,8 +69,12 @@ struct Collector {
       }
       loop.drain(buf);
       for (auto& e : buf) {
-        if (e.kind == DecodeEvent::kToken) tokens[e.id].push_back(e.token);
-        else finished[e.id] = e;
+        if (e.kind == DecodeEvent::kToken) {
+          tokens[e.id].push_back(e.token);
+          token_events[e.id].push_back(e);
+        } else {
+          finished[e.id] = e;
+        }
       }
       if (finished.size() >= n) return true;
       if (std::chrono::steady_clock::now() > deadline) return false;
@@ -304,4 +311,36 @@ TEST(engine_loop, spare_caches_are_freed_after_the_loop_idles) {
   const uint64_t id = loop.submit({prompt_of(5, 9), greedy(), 3, {}});
   CHECK(c.wait_finished(loop, 6));
   CHECK_EQ((int64_t)c.tokens[id].size(), (int64_t)3);
+}
+
+TEST(engine_loop, token_events_say_how_many_sequences_their_step_advanced_and_when) {
+  auto m = tiny_model();
+  ThreadPool pool(2);
+  ForwardPass f(*m, pool, opts(128, 16));
+  std::mutex fmu;
+  Collector c;
+  DecodeLoop loop(f, fmu, {3}, c.notifier());
+  std::vector<uint64_t> ids;
+  {
+    // Holding the forward mutex keeps the loop from stepping until all three are queued.
+    std::lock_guard<std::mutex> hold(fmu);
+    for (int i = 0; i < 3; ++i) ids.push_back(loop.submit({prompt_of(5 + 7 * i, i), greedy(), 10, {}}));
+  }
+  CHECK(c.wait_finished(loop, 3));
+  int32_t most = 0;
+  for (uint64_t id : ids) {
+    const auto& ev = c.token_events[id];
+    CHECK_EQ(ev.size(), (size_t)10);
+    CHECK(std::abs(ev.front().at_ms - c.finished[id].timings.ttft_ms) < 1e-6);  // the first token's time is the ttft
+    for (size_t i = 0; i < ev.size(); ++i) {
+      CHECK(ev[i].step_sequences >= 1 && ev[i].step_sequences <= 3);
+      if (i > 0) CHECK(ev[i].at_ms >= ev[i - 1].at_ms);
+      most = std::max(most, ev[i].step_sequences);
+    }
+  }
+  CHECK_EQ(most, (int32_t)3);  // the three ran side by side
+  // Alone, every step advances one sequence.
+  const uint64_t alone = loop.submit({prompt_of(4, 9), greedy(), 6, {}});
+  CHECK(c.wait_finished(loop, 4));
+  for (const auto& e : c.token_events[alone]) CHECK_EQ(e.step_sequences, (int32_t)1);
 }

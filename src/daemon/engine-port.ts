@@ -3,7 +3,11 @@
  * it; tests use a deterministic fake (test/helpers/fake-model.ts). generateParams() is the one place a
  * request's fields become the engine's parameters, for MQTT and the OpenAI endpoint alike.
  */
+import type { GenerationSteps } from '../engine/steps.js';
 import { EdgeError } from '../errors.js';
+
+/** Per generated token (a `trace` request): when it was sampled, and its decode step's sequences. */
+export type { GenerationSteps };
 
 export interface GenerateParams {
   prompt?: string;
@@ -25,7 +29,10 @@ export interface GenerateParams {
   stop?: string[];
   /** Aborting it ends the generation with finish_reason 'cancelled' (the reason is the caller's to keep). */
   signal?: AbortSignal;
+  /** Record `steps` in the result (a request's `trace: true`); not part of what the answer cache keys on. */
+  trace?: boolean;
 }
+
 
 export interface GenerateResult {
   text: string;
@@ -33,6 +40,8 @@ export interface GenerateResult {
   usage: { prompt_tokens: number; completion_tokens: number };
   /** Milliseconds, measured by the engine from the generate() call. */
   timings: { queue_ms: number; prompt_ms: number; ttft_ms: number; total_ms: number; decode_tokens_per_s: number };
+  /** Only when generate() was asked for a trace. */
+  steps?: GenerationSteps;
 }
 
 /** Streams text pieces as they are decoded; `result` settles once the generation has ended. */

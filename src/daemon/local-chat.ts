@@ -16,6 +16,7 @@ import { EdgeError } from '../errors.js';
 import type { ChatRequest } from '../transport/http/openai-request.js';
 import type { AuditSink, RequestAudit } from '../policy/audit.js';
 import type { ChatBackend } from '../transport/http/openai-server.js';
+import type { TraceContext } from '../protocol/trace-context.js';
 import type { RequestQueue } from '../scheduler/request-queue.js';
 
 /** Queue priority of API requests: MQTT's default, so both are served in arrival order. */
@@ -52,19 +53,21 @@ export class LocalChat implements ChatBackend {
     return [...this.deps.models.keys()];
   }
 
-  complete(request: ChatRequest, signal: AbortSignal): Promise<{ model: string; generation: Generation }> {
+  /** `trace`: the request's (its traceparent header's, or one the endpoint made); its trace id goes to /metrics and the audit. */
+  complete(request: ChatRequest, signal: AbortSignal, trace?: TraceContext): Promise<{ model: string; generation: Generation }> {
     const receivedAt = Date.now();
     const id = randomUUID();
     const admitted = this.admit(request, signal, id);
+    const traceId = trace?.traceId;
     admitted.then(
       ({ model, generation }) => {
         const queueMs = Date.now() - receivedAt;
         generation.result.then(
-          (r) => this.report(receivedAt, id, model, { outcome: r.finish_reason === 'cancelled' ? 'cancelled' : 'done', queueMs, ttftMs: queueMs + r.timings.ttft_ms, prompt: r.usage.prompt_tokens, completion: r.usage.completion_tokens }),
-          (err: unknown) => this.report(receivedAt, id, model, { outcome: 'error', queueMs, err }),
+          (r) => this.report(receivedAt, id, model, { outcome: r.finish_reason === 'cancelled' ? 'cancelled' : 'done', queueMs, ttftMs: queueMs + r.timings.ttft_ms, prompt: r.usage.prompt_tokens, completion: r.usage.completion_tokens, traceId }),
+          (err: unknown) => this.report(receivedAt, id, model, { outcome: 'error', queueMs, err, traceId }),
         );
       },
-      (err: unknown) => this.report(receivedAt, id, request.model, signal.aborted ? { outcome: 'cancelled' } : { outcome: 'error', err }),
+      (err: unknown) => this.report(receivedAt, id, request.model, signal.aborted ? { outcome: 'cancelled', traceId } : { outcome: 'error', err, traceId }),
     );
     return admitted;
   }
@@ -74,7 +77,7 @@ export class LocalChat implements ChatBackend {
     receivedAt: number,
     id: string,
     model: string | undefined,
-    how: { outcome: 'done' | 'cancelled' | 'error'; queueMs?: number; ttftMs?: number; prompt?: number; completion?: number; err?: unknown },
+    how: { outcome: 'done' | 'cancelled' | 'error'; queueMs?: number; ttftMs?: number; prompt?: number; completion?: number; err?: unknown; traceId?: string | undefined },
   ): void {
     const code = how.err instanceof EdgeError ? how.err.code : how.outcome === 'error' ? 'E_ENGINE' : undefined;
     const message = how.err instanceof Error ? how.err.message : how.err === undefined ? '' : String(how.err);
@@ -87,12 +90,14 @@ export class LocalChat implements ChatBackend {
       ttft_ms: how.outcome === 'done' ? how.ttftMs : undefined,
       total_ms: Date.now() - receivedAt,
       completion_tokens: how.completion ?? 0,
+      trace_id: how.traceId,
     });
     const record: RequestAudit = {
       type: 'request',
       time: receivedAt,
       device: API_DEVICE,
       id,
+      ...(how.traceId !== undefined ? { trace_id: how.traceId } : {}),
       model,
       route: 'local',
       route_reason: 'OpenAI-compatible API (answered here, never forwarded)',

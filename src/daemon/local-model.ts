@@ -28,6 +28,7 @@ export function engineRequest(p: GenerateParams): GenerateRequest {
   if (p.max_tokens !== undefined) r.max_tokens = p.max_tokens;
   for (const k of SAMPLING_FIELDS) if (p[k] !== undefined) (r as Record<string, unknown>)[k] = p[k];
   if (p.signal !== undefined) r.signal = p.signal;
+  if (p.trace) r.trace = true;
   return r;
 }
 
@@ -55,7 +56,7 @@ class EngineModel implements LocalModel {
    */
   generate(p: GenerateParams): Generation {
     const gen = this.start(p);
-    const result: Promise<GenerateResult> = gen.result.then(({ text, finish_reason, usage, timings }) => ({ text, finish_reason, usage, timings }));
+    const result: Promise<GenerateResult> = gen.result.then(({ text, finish_reason, usage, timings, steps }) => ({ text, finish_reason, usage, timings, ...(steps ? { steps } : {}) }));
     result.catch(() => {}); // a consumer that only iterates sees the error from next()
     const done = { value: undefined, done: true } as const;
     const it: Generation = {

@@ -3,9 +3,12 @@
  * daemons in one process, as in the tests, do not share counters). Counters and histograms move with
  * the responder's RequestObserver events; gauges are read when /metrics is scraped. Names and units
  * follow Prometheus' conventions: seconds, `_total` for counters. docs/operations.md lists them all.
+ * A scraper that asks for OpenMetrics gets it, with each request's trace id as an exemplar on the
+ * latency buckets and the token counter (exemplars.ts).
  */
 import { createRequire } from 'node:module';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { ExemplarBook, OPENMETRICS_CONTENT_TYPE } from './exemplars.js';
 import type { FinishedRequest, RequestObserver } from './request-observer.js';
 
 /** What the gauges read at scrape time (Responder.stats() and the session's state). */
@@ -34,6 +37,7 @@ export class DaemonMetrics implements RequestObserver {
   private readonly ttft: Histogram<'route'>;
   private readonly total: Histogram<'route' | 'outcome'>;
   private readonly modelInfo: Gauge<'model' | 'context_size'>;
+  private readonly exemplars = new ExemplarBook();
 
   constructor(opts: {
     node: string;
@@ -106,23 +110,34 @@ export class DaemonMetrics implements RequestObserver {
 
   onFinished(r: FinishedRequest): void {
     this.requests.inc(r.outcome === 'error' ? { outcome: r.outcome, route: r.route, code: r.code ?? 'E_UNKNOWN' } : { outcome: r.outcome, route: r.route });
-    if (r.outcome !== 'cached' && r.completion_tokens > 0) this.tokens.inc({ route: r.route }, r.completion_tokens);
-    if (r.queue_ms !== undefined) this.queueWait.observe({ route: r.route }, seconds(r.queue_ms));
-    if (r.ttft_ms !== undefined) this.ttft.observe({ route: r.route }, seconds(r.ttft_ms));
-    this.total.observe({ route: r.route, outcome: r.outcome }, seconds(r.total_ms));
+    const trace = r.trace_id;
+    const route = { route: r.route };
+    if (r.outcome !== 'cached' && r.completion_tokens > 0) {
+      this.tokens.inc(route, r.completion_tokens);
+      if (trace) this.exemplars.counter('edgellm_generated_tokens_total', route, r.completion_tokens, trace);
+    }
+    const observe = (h: Histogram<'route'> | Histogram<'route' | 'outcome'>, name: string, buckets: readonly number[], labels: Record<string, string>, ms: number) => {
+      h.observe(labels, seconds(ms));
+      if (trace) this.exemplars.histogram(name, buckets, labels, seconds(ms), trace);
+    };
+    if (r.queue_ms !== undefined) observe(this.queueWait, 'edgellm_queue_wait_seconds', QUEUE_BUCKETS, route, r.queue_ms);
+    if (r.ttft_ms !== undefined) observe(this.ttft, 'edgellm_time_to_first_token_seconds', TTFT_BUCKETS, route, r.ttft_ms);
+    observe(this.total, 'edgellm_request_duration_seconds', TOTAL_BUCKETS, { route: r.route, outcome: r.outcome }, r.total_ms);
   }
 
   onCacheLookup(hit: boolean): void {
     (hit ? this.cacheHits : this.cacheMisses).inc();
   }
 
-  get contentType(): string {
-    return this.registry.contentType;
+  /** Prometheus text (0.0.4), or OpenMetrics 1.0 with exemplars. */
+  contentType(openMetrics = false): string {
+    return openMetrics ? OPENMETRICS_CONTENT_TYPE : this.registry.contentType;
   }
 
-  /** The exposition text for one scrape. */
-  text(): Promise<string> {
-    return this.registry.metrics();
+  /** The exposition text for one scrape, in the format contentType(openMetrics) names. */
+  async text(openMetrics = false): Promise<string> {
+    const text = await this.registry.metrics();
+    return openMetrics ? this.exemplars.openMetricsText(text) : text;
   }
 }
 

@@ -2,13 +2,14 @@
  * The operations endpoint: plain HTTP on http.host:http.port (127.0.0.1 by default; there is no
  * authentication, so it stays on loopback unless a firewall guards it). Two routes, GET or HEAD:
  *   /healthz  200 {"status":"ok",...} when the node can take requests, else 503 with what is missing
- *   /metrics  Prometheus text format
+ *   /metrics  Prometheus text format; OpenMetrics (with trace-id exemplars) when the Accept header asks for it
  * Anything else is 404; other methods 405. Started before the models load, closed at the end of stop.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { EdgeError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { wantsOpenMetrics } from './exemplars.js';
 import type { DaemonMetrics } from './metrics.js';
 import type { Readiness } from './readiness.js';
 import { listen, urlHost } from '../net.js';
@@ -59,7 +60,8 @@ export class OpsHttpServer {
         const report = this.deps.readiness.report();
         return send(res, report.status === 'ok' ? 200 : 503, 'application/json', JSON.stringify(report) + '\n');
       }
-      send(res, 200, this.deps.metrics.contentType, await this.deps.metrics.text());
+      const openMetrics = wantsOpenMetrics(req.headers.accept);
+      send(res, 200, this.deps.metrics.contentType(openMetrics), await this.deps.metrics.text(openMetrics));
     } catch (err) {
       // A failing collector must not take the daemon down; the scrape fails and says why.
       this.deps.log.warn(`http ${path}: ${(err as Error).message}`);

@@ -26,6 +26,8 @@ export interface FinishedRequest {
   total_ms: number;
   /** Tokens in the answer (a cached answer's are not generated again). */
   completion_tokens: number;
+  /** The request's trace (the metrics' exemplars name it). */
+  trace_id?: string | undefined;
 }
 
 export interface RequestObserver {

@@ -13,12 +13,12 @@
 import { randomInt } from 'node:crypto';
 import { EdgeError, type ErrorCode } from '../errors.js';
 import { chatStopStrings, chatStopTokens, renderChatFor, validateMessages, type ChatMessage } from './chat.js';
+import { StepRecorder, type GenerationSteps } from './steps.js';
 import { StopMatcher } from './stop.js';
 import type { StreamDecoder, Tokenizer } from './tokenizer/index.js';
 import type { SamplingSettings, NativeFinish, NativeDecoder } from './native.js';
 export type { SamplingSettings, NativeDecoder, DecodeState } from './native.js';
-
-
+export type { GenerationSteps } from './steps.js';
 /**
  * Defaults of every sampling parameter (llama.cpp's). The seed has no fixed default: a request
  * without one gets a random seed, reported in `result.sampling.seed` so the text can be reproduced.
@@ -49,6 +49,8 @@ export interface GenerateRequest extends Partial<SamplingSettings> {
   stop?: string | readonly string[];
   /** Aborting cancels the generation at once: finish_reason 'cancelled', the text so far kept. */
   signal?: AbortSignal;
+  /** Record `steps` in the result: when each token was sampled and how many sequences its step advanced. */
+  trace?: boolean;
 }
 
 /**
@@ -87,10 +89,9 @@ export interface GenerateResult {
   timings: GenerateTimings;
   /** The sampling parameters used, defaults included. */
   sampling: SamplingSettings;
+  /** Only for a `trace` request: one entry per token of the answer. */
+  steps?: GenerationSteps;
 }
-
-
-
 
 /** @internal what the Model hands to startGeneration */
 export interface GenerationContext {
@@ -101,15 +102,7 @@ export interface GenerationContext {
   unbounded: boolean;
 }
 
-const REQUEST_FIELDS = new Set([
-  'prompt',
-  'messages',
-  'max_tokens',
-  'stop',
-  'signal',
-  ...Object.keys(SAMPLING_DEFAULTS),
-  'seed',
-]);
+const REQUEST_FIELDS = new Set(['prompt', 'messages', 'max_tokens', 'stop', 'signal', 'trace', ...Object.keys(SAMPLING_DEFAULTS), 'seed']);
 const MAX_STOP_STRINGS = 16;
 
 /** @internal Model.generate(): validates, tokenizes, submits. Throws EdgeError synchronously. */
@@ -161,6 +154,7 @@ export function startGeneration(ctx: GenerationContext, request: GenerateRequest
     matcher: new StopMatcher(stops),
     decoder: tokenizer.decoder({ continuation: true }),
     signal,
+    trace: request.trace === true,
   });
 }
 
@@ -194,6 +188,7 @@ export class Generation implements AsyncIterableIterator<string, GenerateResult,
   private readonly signal: AbortSignal | undefined;
   private readonly onAbort = () => this.cancel();
   private returned = false;
+  private readonly steps: StepRecorder | undefined;
 
   /** @internal use Model.generate() */
   constructor(
@@ -206,8 +201,10 @@ export class Generation implements AsyncIterableIterator<string, GenerateResult,
       matcher: StopMatcher;
       decoder: StreamDecoder;
       signal: AbortSignal | undefined;
+      trace?: boolean;
     },
   ) {
+    if (init.trace) this.steps = new StepRecorder();
     this.native = ctx.native;
     this.matcher = init.matcher;
     this.decoder = init.decoder;
@@ -225,8 +222,8 @@ export class Generation implements AsyncIterableIterator<string, GenerateResult,
       return;
     }
     this.id = this.native.generate(
-      { tokens: init.tokens, stopTokens: init.stopTokens, maxTokens: init.maxTokens, ...init.sampling },
-      (tokens, finish) => this.onNative(tokens, finish),
+      { tokens: init.tokens, stopTokens: init.stopTokens, maxTokens: init.maxTokens, ...init.sampling, ...(init.trace ? { trace: true } : {}) },
+      (tokens, finish, steps) => this.onNative(tokens, finish, steps),
     );
     init.signal?.addEventListener('abort', this.onAbort, { once: true });
   }
@@ -258,7 +255,8 @@ export class Generation implements AsyncIterableIterator<string, GenerateResult,
     return { value: await this.result, done: true };
   }
 
-  private onNative(tokens: Int32Array, finish: NativeFinish | undefined): void {
+  private onNative(tokens: Int32Array, finish: NativeFinish | undefined, steps: Float64Array | undefined): void {
+    if (steps) this.steps?.push(steps);
     for (const id of tokens) {
       if (this.stopString !== undefined) break;
       this.tokensSeen++;
@@ -327,6 +325,7 @@ export class Generation implements AsyncIterableIterator<string, GenerateResult,
       usage,
       timings: timings ?? { queue_ms: 0, prompt_ms: 0, ttft_ms: 0, total_ms: 0, decode_tokens_per_s: 0 },
       sampling: { ...this.sampling },
+      ...(this.steps ? { steps: this.steps.take(usage.completion_tokens) } : {}),
     };
     this.final = final;
     for (const w of this.waiters.splice(0)) w.resolve({ value: final, done: true });

@@ -186,15 +186,11 @@ export interface NativeFinish {
   decode_ms: number;
 }
 
-/** @internal the decode half of the addon's Model */
+/** @internal the decode half of the addon's Model; a `trace` request's callback also gets (at_ms, batch) pairs per token (steps.ts) */
 export interface NativeDecoder {
   generate(
-    request: {
-      tokens: Int32Array;
-      stopTokens: Int32Array;
-      maxTokens: number;
-    } & SamplingSettings,
-    callback: (tokens: Int32Array, finish?: NativeFinish) => void,
+    request: { tokens: Int32Array; stopTokens: Int32Array; maxTokens: number; trace?: boolean } & SamplingSettings,
+    callback: (tokens: Int32Array, finish?: NativeFinish, steps?: Float64Array) => void,
   ): number;
   cancel(id: number): void;
   decodeState(): DecodeState;

@@ -31,6 +31,8 @@ export interface AdmissionRequest {
   queue_wait_ms?: number;
   /** false: not counted against the device's rate limit (a request taken back after a restart). */
   rate_limited?: boolean;
+  /** Its W3C trace id, kept in its audit record. */
+  trace_id?: string;
 }
 
 /** A request let through access control and routed. */
@@ -73,6 +75,7 @@ export class Admission {
       time: this.now(),
       device: req.device,
       id: req.id,
+      ...(req.trace_id !== undefined ? { trace_id: req.trace_id } : {}),
       ...(req.model !== undefined ? { model: req.model } : {}),
       allowed: false,
       outcome: 'denied',

@@ -15,6 +15,8 @@ export interface RequestAudit {
   time: number;
   device: string;
   id: string;
+  /** The request's W3C trace id (32 hex digits): the same as in its reply and its log lines. */
+  trace_id?: string | undefined;
   /** The model asked for (name or class), or the one that ran once known. */
   model?: string | undefined;
   route?: Route | undefined;

@@ -49,6 +49,7 @@ export const requestSchema = z
     priority: whole('a whole number from 0 (lowest) to 9').min(0, 'must be a whole number from 0 (lowest) to 9').max(9, 'must be a whole number from 0 (lowest) to 9').optional(),
     deadline_ms: whole('a whole number of milliseconds >= 1').min(1, 'must be a whole number of milliseconds >= 1').optional(),
     reply_to: z.string({ error: 'must be text' }).refine(isPublishableTopic, 'must be a topic name without wildcards').optional(),
+    trace: z.boolean({ error: 'must be true or false' }).optional(),
   })
   .strict()
   .superRefine((r, ctx) => {
@@ -160,6 +161,27 @@ export interface DoneFields {
   model: string;
   node: string;
   timings: { queue_ms: number; ttft_ms: number; total_ms: number; tokens_per_s: number };
+  /** The request's W3C trace id (its traceparent's, or one made at intake): 32 hex digits. */
+  trace_id: string;
+  /** Only when the request asked with `trace: true`. */
+  trace?: RequestTrace;
+}
+
+/** How a request was served, step by step (docs/protocol.md, "Tracing"). Times in milliseconds. */
+export interface RequestTrace {
+  /** "cache" for an answer from the cache (then no timings: nothing ran). */
+  route: 'local' | 'cloud' | 'cache';
+  route_reason: string;
+  /** hit; miss (looked up, then generated); bypass (not looked up: not deterministic, cache off, or cloud). */
+  cache: 'hit' | 'miss' | 'bypass';
+  /** From arrival until the engine started its prompt (the daemon's queue and the decode loop's). */
+  queue_wait_ms: number;
+  /** Evaluating the prompt (local runs). */
+  prefill_ms?: number;
+  /** Between consecutive generated tokens (local runs with 2+ tokens): median and 95th percentile. */
+  token_ms?: { p50: number; p95: number; tokens: number };
+  /** How many sequences each decode step that gave this request a token advanced together, and how many such steps. */
+  batch_sizes?: { size: number; steps: number }[];
 }
 
 export const chunkMessage = (id: string, seq: number, text: string) => JSON.stringify({ id, type: 'chunk', seq, text });
@@ -173,5 +195,5 @@ export const fallbackMessage = (id: string, seq: number, reason: string, discard
 
 export const doneMessage = (id: string, f: DoneFields) => JSON.stringify({ id, type: 'done', ...f });
 
-export const errorMessage = (id: string | null, code: ErrorCode, message: string) =>
-  JSON.stringify({ id, type: 'error', error: { code, message } });
+export const errorMessage = (id: string | null, code: ErrorCode, message: string, traceId?: string) =>
+  JSON.stringify({ id, type: 'error', error: { code, message }, ...(traceId !== undefined ? { trace_id: traceId } : {}) });

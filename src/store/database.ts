@@ -96,6 +96,13 @@ export const migrations: readonly string[] = [
    BEGIN SELECT RAISE(ABORT, 'audit_prune holds the retention gate and cannot be deleted'); END;
    CREATE TRIGGER audit_prune_no_insert BEFORE INSERT ON audit_prune
    BEGIN SELECT RAISE(ABORT, 'audit_prune holds one row'); END;`,
+
+  // 3: request tracing. The traceparent a request's replies carry (its trace id and its own span,
+  // kept so a request resumed after a restart stays in its trace), on the request and on each reply
+  // waiting in the outbox (the MQTT 5 user property it is published with). Audit records hold the
+  // trace id in their JSON (trace_id).
+  `ALTER TABLE requests ADD COLUMN traceparent TEXT;
+   ALTER TABLE outbox ADD COLUMN traceparent TEXT;`,
 ];
 
 export interface OpenOptions {

@@ -57,11 +57,11 @@ export class Store {
     device: string,
     id: string,
     state: 'done' | 'error' | 'cancelled',
-    reply: { topic: string; payload: string; correlation: Buffer | null },
+    reply: { topic: string; payload: string; correlation: Buffer | null; traceparent?: string | null },
   ): OutboxMessage {
     return this.atomically(() => {
       this.requests.finish(device, id, state, reply.payload, Date.now());
-      return this.outbox.add(reply.topic, reply.payload, reply.correlation);
+      return this.outbox.add(reply.topic, reply.payload, reply.correlation, reply.traceparent ?? null);
     });
   }
 

@@ -10,6 +10,8 @@ export interface OutboxMessage {
   topic: string;
   payload: string;
   correlation: Buffer | null;
+  /** Published as the MQTT 5 user property `traceparent` (the request's trace); null: none. */
+  traceparent: string | null;
 }
 
 export class Outbox {
@@ -19,17 +21,17 @@ export class Outbox {
   private readonly countStmt;
 
   constructor(db: Db) {
-    this.addStmt = db.prepare<[string, string, Buffer | null, number]>(
-      'INSERT INTO outbox (topic, payload, correlation, created_at) VALUES (?, ?, ?, ?)',
+    this.addStmt = db.prepare<[string, string, Buffer | null, number, string | null]>(
+      'INSERT INTO outbox (topic, payload, correlation, created_at, traceparent) VALUES (?, ?, ?, ?, ?)',
     );
-    this.allStmt = db.prepare<[], OutboxMessage>('SELECT seq, topic, payload, correlation FROM outbox ORDER BY seq');
+    this.allStmt = db.prepare<[], OutboxMessage>('SELECT seq, topic, payload, correlation, traceparent FROM outbox ORDER BY seq');
     this.delStmt = db.prepare<[number]>('DELETE FROM outbox WHERE seq = ?');
     this.countStmt = db.prepare<[], { n: number }>('SELECT count(*) AS n FROM outbox');
   }
 
-  add(topic: string, payload: string, correlation: Buffer | null): OutboxMessage {
-    const seq = Number(this.addStmt.run(topic, payload, correlation, Date.now()).lastInsertRowid);
-    return { seq, topic, payload, correlation };
+  add(topic: string, payload: string, correlation: Buffer | null, traceparent: string | null = null): OutboxMessage {
+    const seq = Number(this.addStmt.run(topic, payload, correlation, Date.now(), traceparent).lastInsertRowid);
+    return { seq, topic, payload, correlation, traceparent };
   }
 
   pending(): OutboxMessage[] {

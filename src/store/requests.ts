@@ -18,6 +18,8 @@ export interface StoredRequest {
   reply: string | null;
   receivedAt: number;
   deadlineAt: number | null;
+  /** What its replies carry as traceparent (src/protocol/trace-context.ts); null in rows from before tracing. */
+  traceparent?: string | null;
 }
 
 interface Row {
@@ -30,6 +32,7 @@ interface Row {
   reply: string | null;
   received_at: number;
   deadline_at: number | null;
+  traceparent: string | null;
 }
 
 const fromRow = (r: Row): StoredRequest => ({
@@ -42,6 +45,7 @@ const fromRow = (r: Row): StoredRequest => ({
   reply: r.reply,
   receivedAt: r.received_at,
   deadlineAt: r.deadline_at,
+  traceparent: r.traceparent,
 });
 
 export class RequestLog {
@@ -54,8 +58,8 @@ export class RequestLog {
 
   constructor(db: Db) {
     this.insertStmt = db.prepare(
-      `INSERT INTO requests (device, id, payload, reply_topic, correlation, state, received_at, deadline_at)
-       VALUES (@device, @id, @payload, @replyTopic, @correlation, 'queued', @receivedAt, @deadlineAt)
+      `INSERT INTO requests (device, id, payload, reply_topic, correlation, state, received_at, deadline_at, traceparent)
+       VALUES (@device, @id, @payload, @replyTopic, @correlation, 'queued', @receivedAt, @deadlineAt, @traceparent)
        ON CONFLICT (device, id) DO NOTHING`,
     );
     this.getStmt = db.prepare<[string, string], Row>('SELECT * FROM requests WHERE device = ? AND id = ?');
@@ -71,7 +75,7 @@ export class RequestLog {
 
   /** Inserts a new request as queued; an existing (device, id) is returned untouched instead. */
   accept(r: Omit<StoredRequest, 'state' | 'reply'>): { inserted: true } | { inserted: false; existing: StoredRequest } {
-    const info = this.insertStmt.run({ ...r });
+    const info = this.insertStmt.run({ ...r, traceparent: r.traceparent ?? null });
     if (info.changes === 1) return { inserted: true };
     return { inserted: false, existing: this.get(r.device, r.id)! };
   }

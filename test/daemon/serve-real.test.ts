@@ -92,7 +92,7 @@ t.test('edgellm serve answers over MQTT 5 with stories260K: streamed, then from 
   t.ok(body.text.startsWith(STORIES_CONTINUATION), `the model's continuation: ${JSON.stringify(body.text)}`);
   t.match(body, { finish_reason: 'length', route: 'local', cached: false, model: 'stories260K', node: 'real' });
   t.equal(body.usage.completion_tokens, 24, 'max_tokens tokens');
-  t.same(Object.keys(body).sort(), ['cached', 'finish_reason', 'id', 'model', 'node', 'route', 'route_reason', 'text', 'timings', 'type', 'usage'],
+  t.same(Object.keys(body).sort(), ['cached', 'finish_reason', 'id', 'model', 'node', 'route', 'route_reason', 'text', 'timings', 'trace_id', 'type', 'usage'],
     "the protocol's fields, nothing of the engine's own (sampling, stop)");
   t.ok((body.usage.prompt_tokens ?? 0) > 0, 'prompt tokens counted');
   for (const k of ['queue_ms', 'ttft_ms', 'total_ms', 'tokens_per_s']) t.type(body.timings[k], 'number', `timings.${k}`);
@@ -111,6 +111,14 @@ t.test('edgellm serve answers over MQTT 5 with stories260K: streamed, then from 
   t.equal(valueOf(m, 'edgellm_generated_tokens_total', { route: 'local' }), 24, 'its 24 tokens');
   t.equal(valueOf(m, 'edgellm_model_info', { model: 'stories260K', context_size: '256' }), 1);
   t.ok(valueOf(m, 'edgellm_decode_tokens_per_second') > 0, `decode speed ${valueOf(m, 'edgellm_decode_tokens_per_second')} tokens/s`);
+
+  // trace: true on the real engine: the decode loop's own figures.
+  await device.publish('real/request/press-1', { id: 'a3', prompt: 'Once upon a time', max_tokens: 16, temperature: 0, trace: true }, { responseTopic: 'real/reply/press-1' });
+  const traced = (await device.final('a3', 60_000)).body as { finish_reason: string; usage: { completion_tokens: number }; trace: Record<string, any> };
+  t.equal(traced.finish_reason, 'length', 'all 16 tokens (no end-of-generation token, which is not a step of the answer)');
+  t.match(traced.trace, { route: 'local', cache: 'miss', queue_wait_ms: Number, prefill_ms: Number, token_ms: { p50: Number, p95: Number, tokens: traced.usage.completion_tokens } }, JSON.stringify(traced.trace));
+  t.ok(traced.trace.prefill_ms >= 0 && traced.trace.token_ms.p50 >= 0 && traced.trace.token_ms.p50 <= traced.trace.token_ms.p95, 'measured times, p50 <= p95');
+  t.same(traced.trace.batch_sizes, [{ size: 1, steps: traced.usage.completion_tokens }], 'alone: every step advanced one sequence');
 
   const exit = await daemon.stop();
   t.same(exit, { code: 0, signal: null }, 'SIGTERM: drains and exits 0');

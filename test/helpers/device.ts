@@ -5,6 +5,8 @@ export interface Reply {
   topic: string;
   body: Record<string, unknown> & { id?: string | null; type?: string };
   correlation: Buffer | undefined;
+  /** MQTT 5 user properties (the daemon's `traceparent`). */
+  userProperties?: Record<string, string | string[]> | undefined;
 }
 
 export class Device {
@@ -18,7 +20,7 @@ export class Device {
       } catch {
         body = { raw: payload.toString('utf8') };
       }
-      this.replies.push({ topic, body, correlation: packet.properties?.correlationData });
+      this.replies.push({ topic, body, correlation: packet.properties?.correlationData, userProperties: packet.properties?.userProperties });
     });
   }
 
@@ -43,12 +45,13 @@ export class Device {
   async publish(
     topic: string,
     payload: string | object,
-    opts: { responseTopic?: string; correlation?: string; expirySeconds?: number } = {},
+    opts: { responseTopic?: string; correlation?: string; expirySeconds?: number; userProperties?: Record<string, string | string[]> } = {},
   ): Promise<void> {
     const properties: Record<string, unknown> = {};
     if (opts.responseTopic) properties.responseTopic = opts.responseTopic;
     if (opts.correlation) properties.correlationData = Buffer.from(opts.correlation);
     if (opts.expirySeconds !== undefined) properties.messageExpiryInterval = opts.expirySeconds;
+    if (opts.userProperties) properties.userProperties = opts.userProperties;
     await this.client.publishAsync(topic, typeof payload === 'string' ? payload : JSON.stringify(payload), { qos: 1, properties });
   }
 

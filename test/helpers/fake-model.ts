@@ -2,7 +2,8 @@
 // word per chunk, after `delayMs` each; a seed or temperature 0 makes it deterministic, otherwise a
 // random tag is added (so tests can tell generations apart). Aborting ends it with 'cancelled'. Like
 // the engine, it refuses (synchronously, E_PROMPT_TOO_LONG) a prompt + max_tokens beyond its context
-// (one token per word), or gives a default max_tokens the room that is left.
+// (one token per word), or gives a default max_tokens the room that is left. Asked with `trace`, its
+// result has `steps`: when each word came and how many of this model's generations were running then.
 import { EdgeError } from '../../src/errors.js';
 import type { GenerateParams, GenerateResult, Generation, LocalModel } from '../../src/daemon/engine-port.js';
 
@@ -11,6 +12,8 @@ export class FakeModel implements LocalModel {
   /** generate() calls so far (cache tests count them). */
   calls = 0;
   closed = false;
+  /** Generations running now (a trace's batch size). */
+  private running = 0;
 
   constructor(
     readonly name: string,
@@ -26,6 +29,7 @@ export class FakeModel implements LocalModel {
   generate(p: GenerateParams): Generation {
     this.calls++;
     const started = Date.now();
+    const startedPerf = performance.now();
     const source = p.prompt ?? p.messages?.map((m) => m.content).join(' ') ?? '';
     const deterministic = p.temperature === 0 || p.seed !== undefined;
     const words = ['you', 'said:', ...source.split(/\s+/).filter((w) => w !== '')];
@@ -38,11 +42,21 @@ export class FakeModel implements LocalModel {
       throw new EdgeError('E_PROMPT_TOO_LONG', `the prompt is ${promptTokens} tokens and max_tokens is ${max}, but the context holds ${this.contextSize}`);
     }
     const delayMs = this.delayMs;
+    const steps = p.trace ? { at_ms: [] as number[], batch: [] as number[] } : undefined;
+    const self = this;
     let resolveResult!: (r: GenerateResult) => void;
     const result = new Promise<GenerateResult>((resolve) => {
       resolveResult = resolve;
     });
     async function* run(): AsyncGenerator<string, void, undefined> {
+      self.running++;
+      try {
+        yield* words_(); // the words, then the result
+      } finally {
+        self.running--;
+      }
+    }
+    async function* words_(): AsyncGenerator<string, void, undefined> {
       let text = '';
       let n = 0;
       let firstAt = 0;
@@ -61,6 +75,8 @@ export class FakeModel implements LocalModel {
         text += piece;
         n++;
         firstAt ||= Date.now();
+        steps?.at_ms.push(performance.now() - startedPerf);
+        steps?.batch.push(self.running);
         yield piece;
       }
       const total = Date.now() - started;
@@ -69,6 +85,7 @@ export class FakeModel implements LocalModel {
         finish_reason: finish,
         usage: { prompt_tokens: promptTokens, completion_tokens: n },
         timings: { queue_ms: 0, prompt_ms: 0, ttft_ms: firstAt ? firstAt - started : total, total_ms: total, decode_tokens_per_s: n > 0 ? (n * 1000) / Math.max(total, 1) : 0 },
+        ...(steps ? { steps } : {}),
       });
     }
     return Object.assign(run(), { result });

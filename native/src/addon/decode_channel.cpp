@@ -76,6 +76,8 @@ Napi::Value DecodeChannel::submit(const Napi::CallbackInfo& info) {
   }
   if (callbacks_.empty()) tsfn_.Ref(env);
   callbacks_.emplace(id, Napi::Persistent(info[1].As<Napi::Function>()));
+  Napi::Value trace = o.Get("trace");
+  if (trace.IsBoolean() && trace.As<Napi::Boolean>().Value()) traced_.insert(id);
   return Napi::Number::New(env, (double)id);
 }
 
@@ -93,6 +95,7 @@ void DecodeChannel::deliver(Napi::Env env) {
   if (events.empty()) return;
   struct Batch {
     std::vector<int32_t> tokens;
+    std::vector<double> steps;  // traced sequences: (at_ms, step_sequences) per token
     const DecodeEvent* finish = nullptr;
   };
   std::vector<std::pair<uint64_t, Batch>> batches;
@@ -101,8 +104,12 @@ void DecodeChannel::deliver(Napi::Env env) {
     auto [it, fresh] = index.emplace(e.id, batches.size());
     if (fresh) batches.emplace_back(e.id, Batch{});
     Batch& b = batches[it->second].second;
-    if (e.kind == DecodeEvent::kToken) b.tokens.push_back(e.token);
-    else b.finish = &e;
+    if (e.kind == DecodeEvent::kToken) {
+      b.tokens.push_back(e.token);
+      if (traced_.count(e.id) != 0) b.steps.insert(b.steps.end(), {e.at_ms, (double)e.step_sequences});
+    } else {
+      b.finish = &e;
+    }
   }
   Napi::Value pending_error;
   for (auto& [id, b] : batches) {
@@ -130,13 +137,20 @@ void DecodeChannel::deliver(Napi::Env env) {
       num("decode_ms", e.timings.decode_ms);
       finish = f;
     }
+    Napi::Value steps = env.Undefined();
+    if (traced_.count(id) != 0) {
+      Napi::Float64Array a = Napi::Float64Array::New(env, b.steps.size());
+      if (!b.steps.empty()) std::memcpy(a.Data(), b.steps.data(), b.steps.size() * sizeof(double));
+      steps = a;
+    }
     Napi::FunctionReference fn = std::move(cb->second);
     if (b.finish) {
+      traced_.erase(id);
       callbacks_.erase(cb);
       if (callbacks_.empty() && !released_) tsfn_.Unref(env);
     }
     try {
-      fn.Call({tokens, finish});
+      fn.Call({tokens, finish, steps});
     } catch (const Napi::Error& err) {
       if (pending_error.IsEmpty()) pending_error = err.Value();
     }

@@ -17,6 +17,7 @@
 #include <memory>
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "runtime/decode_loop.h"
@@ -54,6 +55,7 @@ class DecodeChannel {
   bool released_ = false;
   // JS thread only.
   std::unordered_map<uint64_t, Napi::FunctionReference> callbacks_;
+  std::unordered_set<uint64_t> traced_;  // sequences whose callback also gets each token's step (request.trace)
 };
 
 }  // namespace edgellm::addon

@@ -266,6 +266,7 @@ void DecodeLoop::run() {
     // One token of every decoding sequence, then prompt chunks in the budget left.
     batch_.clear();
     row_owner_.clear();
+    int32_t step_sequences = 0;  // decoding ones plus prefilling ones given a chunk
     const Clock::time_point step_start = Clock::now();
     for (auto& s : active_) {
       if (prefilling(*s)) continue;
@@ -276,6 +277,7 @@ void DecodeLoop::run() {
       }
       batch_.push_back(BatchToken{s->cache.get(), pos, s->next, true});
       row_owner_.push_back(s.get());
+      ++step_sequences;
     }
     int64_t budget = max_batch - (int64_t)batch_.size();
     for (auto& s : active_) {
@@ -293,6 +295,7 @@ void DecodeLoop::run() {
       }
       s->prefilled += n;
       budget -= n;
+      ++step_sequences;
     }
     active_.erase(std::remove(active_.begin(), active_.end(), nullptr), active_.end());
     if (batch_.empty()) continue;
@@ -336,6 +339,8 @@ void DecodeLoop::run() {
       e.kind = DecodeEvent::kToken;
       e.id = s->id;
       e.token = token;
+      e.step_sequences = step_sequences;
+      e.at_ms = ms_between(s->submitted, now);
       post(std::move(e));
       if (s->generated >= s->req.max_tokens) finish(std::move(s), FinishReason::kLength);
     }

@@ -64,6 +64,10 @@ struct DecodeEvent {
   enum Kind : uint8_t { kToken, kFinished } kind = kToken;
   uint64_t id = 0;
   int32_t token = -1;  // kToken: the generated token; kFinished with kStop: the stop token, else -1
+  // kToken only (a request's trace): sequences the step that sampled it advanced (decoding and
+  // prefilling, this one included), and when it was sampled, in ms from submit().
+  int32_t step_sequences = 0;
+  double at_ms = 0;
   // kFinished only:
   FinishReason reason = FinishReason::kStop;
   int64_t prompt_tokens = 0;

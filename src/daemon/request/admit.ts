@@ -32,6 +32,7 @@ export function admit(ctx: RequestContext, job: Job): void {
     admitted = ctx.policy.admission.admit({
       id: r.id,
       device: row.device,
+      trace_id: job.trace.traceId,
       ...(r.prompt !== undefined ? { prompt: r.prompt } : {}),
       ...(r.messages !== undefined ? { messages: r.messages } : {}),
       ...(r.model !== undefined ? { model: r.model } : {}),

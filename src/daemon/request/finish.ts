@@ -8,6 +8,7 @@ import { doneMessage, errorMessage, type DoneFields } from '../../protocol/codec
 import type { GenerateResult } from '../engine-port.js';
 import type { RequestRoute } from '../request-observer.js';
 import type { AbortReason, Job, RequestContext, RouteInfo } from './job.js';
+import { requestTrace } from './trace.js';
 
 /** How long it took: when a slot (or the upstream) took it, when its first text came, its decode rate. */
 export interface RunTimes {
@@ -36,6 +37,8 @@ export function finishDone(ctx: RequestContext, job: Job, modelName: string, ans
       total_ms: now - row.receivedAt,
       tokens_per_s: round(t.tokensPerS, 2),
     },
+    trace_id: job.trace.traceId,
+    ...(job.request.trace ? { trace: requestTrace(job, route, t.cached, t.startedAt) } : {}),
   };
   const state = answer.finish_reason === 'cancelled' ? 'cancelled' : 'done';
   if (route.fallback !== undefined) ctx.counters.fallback++;
@@ -49,8 +52,9 @@ export function finishDone(ctx: RequestContext, job: Job, modelName: string, ans
     rec.outcome = state === 'cancelled' ? 'cancelled' : 'ok';
     ctx.policy.admission.audit(rec);
   }
-  ctx.channel.deliver(ctx.store.finish(row.device, row.id, state, { topic: row.replyTopic, payload: doneMessage(row.id, fields), correlation: row.correlation }));
+  ctx.channel.deliver(ctx.store.finish(row.device, row.id, state, { topic: row.replyTopic, payload: doneMessage(row.id, fields), correlation: row.correlation, traceparent: row.traceparent }));
   const { queue_ms, total_ms } = fields.timings;
+  job.log.debug(`request ${row.device}/${row.id}: ${state} (${t.cached ? 'cache' : route.route}, ${answer.usage.completion_tokens} tokens, ${total_ms} ms)`);
   ctx.observer.onFinished({
     outcome: t.cached ? 'cached' : state,
     route: fields.route,
@@ -58,6 +62,7 @@ export function finishDone(ctx: RequestContext, job: Job, modelName: string, ans
     ttft_ms: !t.cached && t.firstAt !== undefined ? fields.timings.ttft_ms : undefined,
     total_ms,
     completion_tokens: answer.usage.completion_tokens,
+    trace_id: job.trace.traceId,
   });
 }
 
@@ -68,7 +73,7 @@ export function finishDone(ctx: RequestContext, job: Job, modelName: string, ans
 export function finishError(ctx: RequestContext, job: Job, code: ErrorCode, message: string, route: RequestRoute = 'none'): void {
   const { row } = job;
   ctx.counters.errors++;
-  ctx.log.info(`request ${row.device}/${row.id}: ${code}: ${message}`);
+  job.log.info(`request ${row.device}/${row.id}: ${code}: ${message}`);
   if (ctx.jobs.delete(job.key) && job.admitted) {
     // An admitted request that ended in an error; refusals were audited where they were decided.
     const rec = job.admitted.record;
@@ -77,19 +82,20 @@ export function finishError(ctx: RequestContext, job: Job, code: ErrorCode, mess
     ctx.policy.admission.audit(rec);
     if (route === 'none' && job.route) route = job.route.route;
   }
-  ctx.channel.deliver(ctx.store.finish(row.device, row.id, 'error', { topic: row.replyTopic, payload: errorMessage(row.id, code, message), correlation: row.correlation }));
-  ctx.observer.onFinished({ outcome: 'error', code, route, total_ms: Date.now() - row.receivedAt, completion_tokens: 0 });
+  const payload = errorMessage(row.id, code, message, job.trace.traceId);
+  ctx.channel.deliver(ctx.store.finish(row.device, row.id, 'error', { topic: row.replyTopic, payload, correlation: row.correlation, traceparent: row.traceparent }));
+  ctx.observer.onFinished({ outcome: 'error', code, route, total_ms: Date.now() - row.receivedAt, completion_tokens: 0, trace_id: job.trace.traceId });
 }
 
 /** A refusal before access control ran (limits the daemon checks itself): audited as denied. */
 export function refuse(ctx: RequestContext, job: Job, code: ErrorCode, message: string): void {
   ctx.counters.denied++;
-  auditRefusal(ctx, job.row.device, job.row.id, code, message);
+  auditRefusal(ctx, job.row.device, job.row.id, code, message, job.trace.traceId);
   finishError(ctx, job, code, message);
 }
 
-export function auditRefusal(ctx: RequestContext, device: string, id: string, code: ErrorCode, message: string): void {
-  ctx.policy.admission.audit({ type: 'request', time: Date.now(), device, id, allowed: false, denied: { code, message }, outcome: 'denied' });
+export function auditRefusal(ctx: RequestContext, device: string, id: string, code: ErrorCode, message: string, traceId: string): void {
+  ctx.policy.admission.audit({ type: 'request', time: Date.now(), device, id, trace_id: traceId, allowed: false, denied: { code, message }, outcome: 'denied' });
 }
 
 /**

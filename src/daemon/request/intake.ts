@@ -3,9 +3,11 @@
  * (protocol/codec.ts) into a Job, recorded durably (the request store), and handed to admit. A payload
  * that is not a request is refused at once; a device's repeat of an id is answered with the answer it
  * already has. Everything is written before intake returns, so the transport may acknowledge the
- * message then. resume() takes back the jobs a stop (or a crash) left unanswered.
+ * message then. resume() takes back the jobs a stop (or a crash) left unanswered. Every request gets its
+ * trace here: the caller's W3C traceparent (an invalid one is ignored with a warning), else a new one.
  */
 import { decodeRequest, errorMessage, type WireRequest } from '../../protocol/codec.js';
+import { traceRequest, traceparentOf } from '../../protocol/trace-context.js';
 import type { StoredRequest } from '../../store/index.js';
 import type { IncomingRequest } from '../../transport/mqtt/session.js';
 import { admit } from './admit.js';
@@ -14,6 +16,8 @@ import { newJob, type RequestContext } from './job.js';
 
 export function intake(ctx: RequestContext, msg: IncomingRequest, defaultReplyTopic: string): void {
   const now = Date.now();
+  const { trace, log } = traceRequest(msg.traceparent, ctx.log, `request from ${msg.device}`);
+  const traceparent = traceparentOf(trace);
   const decoded = decodeRequest(msg.payload, { maxPayloadBytes: ctx.config.limits.max_payload_bytes });
   const replyTopic = msg.responseTopic ?? (decoded.ok ? decoded.request.reply_to : decoded.replyTo) ?? defaultReplyTopic;
   const correlation = msg.correlation ?? null;
@@ -22,10 +26,10 @@ export function intake(ctx: RequestContext, msg: IncomingRequest, defaultReplyTo
   if (!decoded.ok) {
     c.errors++;
     c.denied++;
-    ctx.log.info(`request from ${msg.device} refused: ${decoded.message}`);
-    ctx.observer.onFinished({ outcome: 'error', code: decoded.code, route: 'none', total_ms: 0, completion_tokens: 0 });
-    auditRefusal(ctx, msg.device, decoded.id ?? '', decoded.code, decoded.message);
-    ctx.channel.deliver(ctx.store.outbox.add(replyTopic, errorMessage(decoded.id, decoded.code, decoded.message), correlation));
+    log.info(`request from ${msg.device} refused: ${decoded.message}`);
+    ctx.observer.onFinished({ outcome: 'error', code: decoded.code, route: 'none', total_ms: 0, completion_tokens: 0, trace_id: trace.traceId });
+    auditRefusal(ctx, msg.device, decoded.id ?? '', decoded.code, decoded.message, trace.traceId);
+    ctx.channel.deliver(ctx.store.outbox.add(replyTopic, errorMessage(decoded.id, decoded.code, decoded.message, trace.traceId), correlation, traceparent));
     return;
   }
   const r = decoded.request;
@@ -43,19 +47,20 @@ export function intake(ctx: RequestContext, msg: IncomingRequest, defaultReplyTo
     reply: null,
     receivedAt: now,
     deadlineAt: deadlines.length > 0 ? Math.min(...deadlines) : null,
+    traceparent,
   };
   const accepted = ctx.store.requests.accept(row);
   if (!accepted.inserted) {
     const { existing } = accepted;
-    ctx.log.debug(`duplicate request ${msg.device}/${r.id} (${existing.state})`);
+    log.debug(`duplicate request ${msg.device}/${r.id} (${existing.state}), first received in trace ${existing.traceparent?.split('-')[1] ?? 'none'}`);
     // A device's repeat of an answered id gets the same answer again, to wherever this copy asked.
     // Not answered yet: it will be answered once. A broker redelivery (we crashed before its PUBACK
     // went out) of an answered request needs nothing: that answer is already on its way.
-    if (existing.reply !== null && !msg.redelivered) ctx.channel.deliver(ctx.store.outbox.add(replyTopic, existing.reply, correlation));
+    if (existing.reply !== null && !msg.redelivered) ctx.channel.deliver(ctx.store.outbox.add(replyTopic, existing.reply, correlation, existing.traceparent ?? null));
     return;
   }
-  ctx.log.debug(`accepted ${msg.device}/${r.id}`);
-  admit(ctx, newJob(row, r, false));
+  log.debug(`accepted ${msg.device}/${r.id}`);
+  admit(ctx, newJob(row, r, false, ctx.log));
 }
 
 /** Takes back every request accepted but not answered before the last stop; returns how many. */
@@ -64,7 +69,7 @@ export function resume(ctx: RequestContext): number {
   for (const row of open) {
     ctx.store.requests.markQueued(row.device, row.id);
     // The payload was validated when it was accepted: the store holds the decoded request.
-    admit(ctx, newJob({ ...row, state: 'queued' }, JSON.parse(row.payload) as WireRequest, true));
+    admit(ctx, newJob({ ...row, state: 'queued' }, JSON.parse(row.payload) as WireRequest, true, ctx.log));
   }
   if (open.length > 0) ctx.log.info(`resumed ${open.length} request(s) accepted before the last stop`);
   return open.length;

@@ -5,13 +5,14 @@
  * counters), and nothing else.
  */
 import type { DaemonConfig } from '../../config.js';
-import type { Logger } from '../../log.js';
+import { withFields, type Logger } from '../../log.js';
 import type { WireRequest } from '../../protocol/codec.js';
+import { resumeTrace, traceparentOf, type TraceContext } from '../../protocol/trace-context.js';
 import type { Admitted } from '../../policy/admission.js';
 import type { RequestQueue } from '../../scheduler/request-queue.js';
 import type { Store, StoredRequest } from '../../store/index.js';
 import type { ReplyChannel } from '../../transport/mqtt/session.js';
-import type { LocalModel } from '../engine-port.js';
+import type { GenerateResult, LocalModel } from '../engine-port.js';
 import type { DaemonPolicy } from '../hybrid-policy.js';
 import type { RequestObserver } from '../request-observer.js';
 
@@ -44,6 +45,12 @@ export interface Job {
   seq: number;
   /** Set while it runs: aborting it stops the generation or the upstream relay. */
   abort?: AbortController;
+  /** Its trace (row.traceparent names it); every line about it goes through `log`, bound to its trace_id. */
+  readonly trace: TraceContext;
+  readonly log: Logger;
+  /** What a `trace: true` reply reports: the cache lookup, and the engine's timings once it ran. */
+  cache?: 'hit' | 'miss' | 'bypass';
+  engine?: Pick<GenerateResult, 'timings' | 'steps'>;
 }
 
 /** The counters stats() and /metrics read; the finish stage keeps them. */
@@ -88,8 +95,11 @@ export interface RequestContext extends RequestDeps {
 
 export const keyOf = (device: string, id: string) => `${device}\u0000${id}`;
 
-export function newJob(row: StoredRequest, request: WireRequest, resumed: boolean): Job {
-  return { key: keyOf(row.device, row.id), row, request, resumed, seq: 0 };
+/** `log`: the daemon's; the job's is bound to its trace_id (a row from before tracing starts a new trace). */
+export function newJob(row: StoredRequest, request: WireRequest, resumed: boolean, log: Logger): Job {
+  const trace = resumeTrace(row.traceparent);
+  const traced = { ...row, traceparent: traceparentOf(trace) };
+  return { key: keyOf(row.device, row.id), row: traced, request, resumed, seq: 0, trace, log: withFields(log, { trace_id: trace.traceId }) };
 }
 
 /** The next chunk's seq. */

@@ -21,7 +21,7 @@ export function runCloud(ctx: RequestContext, job: Job): void {
     return;
   }
   const run = relay(ctx, job).catch((err: unknown) => {
-    ctx.log.error(`request ${job.row.device}/${job.row.id}: ${(err as Error).message}`);
+    job.log.error(`request ${job.row.device}/${job.row.id}: ${(err as Error).message}`);
   });
   ctx.cloudRuns.add(run);
   void run.finally(() => ctx.cloudRuns.delete(run));
@@ -57,7 +57,7 @@ async function relay(ctx: RequestContext, job: Job): Promise<void> {
     for await (const piece of reply) {
       firstAt ??= Date.now();
       text += piece;
-      if (r.stream) ctx.channel.chunk(row.replyTopic, row.correlation, chunkMessage(row.id, nextSeq(job), piece));
+      if (r.stream) ctx.channel.chunk(row.replyTopic, row.correlation, chunkMessage(row.id, nextSeq(job), piece), row.traceparent);
     }
     const result = await reply.result;
     const reason = run.outcome();
@@ -95,10 +95,10 @@ async function relay(ctx: RequestContext, job: Job): Promise<void> {
       : `it cannot be answered locally (${decision.reason})`;
     return finishError(ctx, job, 'E_UPSTREAM', `${message}; ${why}: retry later`);
   }
-  ctx.log.info(`request ${row.device}/${row.id}: ${failed}: ${message}; answering with local model ${decision.fallback_model}`);
+  job.log.info(`request ${row.device}/${row.id}: ${failed}: ${message}; answering with local model ${decision.fallback_model}`);
   job.route = { route: 'local', route_reason: `${decision.reason}; ${failed}: fell back to local`, model: decision.fallback_model, fallback: failed };
   admitted.record.fallback = true;
-  if (r.stream) ctx.channel.chunk(row.replyTopic, row.correlation, fallbackMessage(row.id, nextSeq(job), failed, text.length));
+  if (r.stream) ctx.channel.chunk(row.replyTopic, row.correlation, fallbackMessage(row.id, nextSeq(job), failed, text.length), row.traceparent);
   ctx.store.requests.markQueued(row.device, row.id);
   // Already accepted: it goes into the queue even when the queue is full.
   runLocal(ctx, job, decision.fallback_model, true);

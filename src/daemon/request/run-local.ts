@@ -16,12 +16,14 @@ export function runLocal(ctx: RequestContext, job: Job, modelName: string, force
   const { row, request: r, admitted } = job;
   const model = ctx.models.get(modelName)!;
   const params = generateParams(r, admitted!.max_tokens, admitted!.max_tokens_is_default);
+  job.cache = 'bypass';
   if (config.cache.enabled && isDeterministic(params)) {
     const hit = store.cache.get(cacheKey(model, params));
     ctx.observer.onCacheLookup(hit !== undefined);
+    job.cache = hit ? 'hit' : 'miss';
     if (hit) {
       const now = Date.now();
-      if (r.stream) ctx.channel.chunk(row.replyTopic, row.correlation, chunkMessage(row.id, nextSeq(job), hit.text));
+      if (r.stream) ctx.channel.chunk(row.replyTopic, row.correlation, chunkMessage(row.id, nextSeq(job), hit.text), row.traceparent);
       return finishDone(ctx, job, modelName, hit, { cached: true, startedAt: now, firstAt: now, tokensPerS: 0 });
     }
   }
@@ -61,13 +63,14 @@ async function generate(ctx: RequestContext, job: Job, model: LocalModel, params
   let text = '';
   let firstAt: number | undefined;
   try {
-    const generation = model.generate({ ...params, signal: run.signal });
+    const generation = model.generate({ ...params, signal: run.signal, ...(r.trace ? { trace: true } : {}) });
     for await (const piece of generation) {
       firstAt ??= Date.now();
       text += piece;
-      if (r.stream && piece !== '') ctx.channel.chunk(row.replyTopic, row.correlation, chunkMessage(row.id, nextSeq(job), piece));
+      if (r.stream && piece !== '') ctx.channel.chunk(row.replyTopic, row.correlation, chunkMessage(row.id, nextSeq(job), piece), row.traceparent);
     }
     const result = await generation.result;
+    job.engine = result;
     const complete = run.outcome() === undefined && result.finish_reason !== 'cancelled';
     if (complete) {
       // What the router's latency estimate learns from: this generation's measured speeds and run time.
@@ -90,7 +93,7 @@ async function generate(ctx: RequestContext, job: Job, model: LocalModel, params
       settle(ctx, job, model.name, reason, undefined, { startedAt: run.startedAt, firstAt, partialText: text });
     } else {
       const e = err instanceof EdgeError ? err : new EdgeError('E_ENGINE', `the engine failed: ${(err as Error).message}`, { cause: err });
-      ctx.log.warn(`request ${row.device}/${row.id} failed: ${e.code}: ${e.message}`);
+      job.log.warn(`request ${row.device}/${row.id} failed: ${e.code}: ${e.message}`);
       finishError(ctx, job, e.code, e.message, 'local');
     }
   } finally {

@@ -8,13 +8,15 @@
  *
  * This module speaks HTTP only: the requests run on a ChatBackend (the daemon's local models behind its
  * admission queue, src/daemon/local-chat.ts). Errors are OpenAI's shape, {"error": {message, type,
- * param, code}}, with the matching HTTP status. A client that disconnects cancels its generation.
+ * param, code}}, with the matching HTTP status. A client that disconnects cancels its generation. A W3C
+ * `traceparent` header names the trace it joins (an invalid one: ignored, a warning); the reply's names its span.
  */
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { EdgeError, type ErrorCode } from '../../errors.js';
 import type { Logger } from '../../log.js';
+import { traceRequest, traceparentOf, type TraceContext } from '../../protocol/trace-context.js';
 import { readKeyFile, type Secret } from '../../secret.js';
 import { parseChatRequest, RequestFieldError, type ChatRequest } from './openai-request.js';
 import { listen, urlHost } from '../../net.js';
@@ -41,7 +43,7 @@ export interface ChatBackend {
    * `signal`'s reason when it aborts while the request waits. Aborting `signal` later ends the generation
    * 'cancelled'. The caller iterates the generation to its end (that is what frees the slot).
    */
-  complete(request: ChatRequest, signal: AbortSignal): Promise<{ model: string; generation: Generation }>;
+  complete(request: ChatRequest, signal: AbortSignal, trace?: TraceContext): Promise<{ model: string; generation: Generation }>;
 }
 
 export interface OpenAIServerOptions {
@@ -215,12 +217,14 @@ export class OpenAIServer {
       if (!res.writableFinished) gone.abort(new ClientGone('the client disconnected'));
     });
     const id = `chatcmpl-${randomUUID().replace(/-/g, '')}`;
+    const { trace, log } = traceRequest(req.headers.traceparent, this.opts.log, `openai ${id}`);
+    res.setHeader('traceparent', traceparentOf(trace)); // on errors too
     let started: { model: string; generation: Generation };
     try {
-      started = await this.opts.backend.complete(request, gone.signal);
+      started = await this.opts.backend.complete(request, gone.signal, trace);
     } catch (err) {
       if (gone.signal.aborted) {
-        this.opts.log.debug(`openai ${id}: the client disconnected while it waited for a slot`);
+        log.debug(`openai ${id}: the client disconnected while it waited for a slot`);
         return;
       }
       sendError(res, apiErrorOf(err, request));
@@ -229,10 +233,10 @@ export class OpenAIServer {
     const { model, generation } = started;
     const created = Math.floor(Date.now() / 1000);
     if (request.stream) {
-      await this.stream(res, request, { id, model, created }, generation, gone.signal);
+      await this.stream(res, request, { id, model, created }, generation, { gone: gone.signal, log });
     } else {
       while (!(await generation.next()).done); // the result holds the whole text
-      await this.settle(id, generation, gone.signal, (result) => {
+      await this.settle(id, generation, gone.signal, log, (result) => {
         sendJson(res, 200, {
           id,
           object: 'chat.completion',
@@ -251,7 +255,7 @@ export class OpenAIServer {
     request: ChatRequest,
     head: { id: string; model: string; created: number },
     generation: Generation,
-    gone: AbortSignal,
+    { gone, log }: { gone: AbortSignal; log: Logger },
   ): Promise<void> {
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' });
     const usageField = request.include_usage ? { usage: null } : {};
@@ -262,7 +266,7 @@ export class OpenAIServer {
     for await (const piece of generation) {
       if (!gone.aborted && piece !== '') chunk({ content: piece }, null);
     }
-    await this.settle(head.id, generation, gone, (result) => {
+    await this.settle(head.id, generation, gone, log, (result) => {
       chunk({}, finishOf(result));
       if (request.include_usage) event(res, { id, object: 'chat.completion.chunk', created, model, choices: [], usage: usageOf(result) });
       res.end('data: [DONE]\n\n');
@@ -274,22 +278,22 @@ export class OpenAIServer {
   }
 
   /** The generation's outcome: `ok` with its result, or `failed` with the error; nothing when the client has gone. */
-  private async settle(id: string, generation: Generation, gone: AbortSignal, ok: (r: GenerateResult) => void, failed: (e: ApiError) => void): Promise<void> {
+  private async settle(id: string, generation: Generation, gone: AbortSignal, log: Logger, ok: (r: GenerateResult) => void, failed: (e: ApiError) => void): Promise<void> {
     let result: GenerateResult;
     try {
       result = await generation.result;
     } catch (err) {
       if (gone.aborted) return;
       const e = apiErrorOf(err);
-      this.opts.log.info(`openai ${id}: ${e.code ?? e.type}: ${e.message}`);
+      log.info(`openai ${id}: ${e.code ?? e.type}: ${e.message}`);
       failed(e);
       return;
     }
     if (gone.aborted) {
-      this.opts.log.debug(`openai ${id}: the client disconnected; cancelled after ${result.usage.completion_tokens} tokens`);
+      log.debug(`openai ${id}: the client disconnected; cancelled after ${result.usage.completion_tokens} tokens`);
       return;
     }
-    this.opts.log.debug(`openai ${id}: ${result.finish_reason}, ${result.usage.prompt_tokens} + ${result.usage.completion_tokens} tokens`);
+    log.debug(`openai ${id}: ${result.finish_reason}, ${result.usage.prompt_tokens} + ${result.usage.completion_tokens} tokens`);
     ok(result);
   }
 }

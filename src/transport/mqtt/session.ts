@@ -27,12 +27,14 @@ export interface IncomingRequest {
   expirySeconds?: number | undefined;
   /** The broker's redelivery of a message we may already have acknowledged (the DUP flag). */
   redelivered?: boolean | undefined;
+  /** MQTT 5 user property `traceparent` (W3C Trace Context), as it came: the daemon validates it. */
+  traceparent?: string | string[] | undefined;
 }
 
 /** How replies leave; the session implements it, the daemon calls it. */
 export interface ReplyChannel {
-  /** A streamed piece: best effort (the final reply repeats the whole text). */
-  chunk(topic: string, correlation: Buffer | null, payload: string): void;
+  /** A streamed piece: best effort (the final reply repeats the whole text). `traceparent`: its MQTT 5 user property. */
+  chunk(topic: string, correlation: Buffer | null, payload: string, traceparent?: string | null): void;
   /** A final reply already in the outbox: publish it and clear it from the outbox once acknowledged. */
   deliver(message: OutboxMessage): void;
 }
@@ -44,6 +46,15 @@ export interface RequestSink {
 }
 
 const json = { contentType: 'application/json', payloadFormatIndicator: true } as const;
+
+/** A reply's MQTT 5 properties: JSON, the request's Correlation Data, its trace as the user property `traceparent`. */
+function replyProperties(correlation: Buffer | null, traceparent: string | null | undefined) {
+  return {
+    ...json,
+    ...(correlation ? { correlationData: correlation } : {}),
+    ...(traceparent ? { userProperties: { traceparent } } : {}),
+  };
+}
 
 export class MqttSession implements ReplyChannel {
   private client: MqttClient | undefined;
@@ -125,17 +136,17 @@ export class MqttSession implements ReplyChannel {
     this.metricsTimer.unref();
   }
 
-  chunk(topic: string, correlation: Buffer | null, payload: string): void {
+  chunk(topic: string, correlation: Buffer | null, payload: string, traceparent?: string | null): void {
     const client = this.client;
     if (!client?.connected) return; // the final reply carries the whole text
-    client.publish(topic, payload, { qos: 1, properties: { ...json, ...(correlation ? { correlationData: correlation } : {}) } });
+    client.publish(topic, payload, { qos: 1, properties: replyProperties(correlation, traceparent) });
   }
 
   deliver(message: OutboxMessage): void {
     const client = this.client;
     if (!client?.connected || this.inflight.has(message.seq)) return; // sent on the next CONNACK
     this.inflight.add(message.seq);
-    const properties = { ...json, ...(message.correlation ? { correlationData: message.correlation } : {}) };
+    const properties = replyProperties(message.correlation, message.traceparent);
     client.publish(message.topic, message.payload, { qos: 1, properties }, (err) => {
       this.inflight.delete(message.seq);
       if (err) {
@@ -218,6 +229,7 @@ export class MqttSession implements ReplyChannel {
             correlation: props?.correlationData,
             expirySeconds: props?.messageExpiryInterval,
             redelivered: packet.dup,
+            traceparent: props?.userProperties?.traceparent,
           },
           topics.response(requestDevice),
         );
