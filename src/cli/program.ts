@@ -14,6 +14,7 @@ import { registerQuantize } from './quantize.js';
 import { registerRequest } from './request.js';
 import { registerServe } from './serve.js';
 import { registerTokenize } from './tokenize.js';
+import { registerTrace } from './trace.js';
 
 const require = createRequire(import.meta.url);
 const { version } = require('../../package.json') as { version: string };
@@ -38,6 +39,7 @@ export function buildProgram(): Command {
   registerRequest(program);
   registerServe(program);
   registerTokenize(program);
+  registerTrace(program);
   return program;
 }
 
