@@ -193,6 +193,23 @@ for (const spec of ARCHS) {
   });
 }
 
+t.test('StreamingLLM sinks: a query sees the sinks and the last keys of the ring, each row still a softmax', async (t) => {
+  const spec: Spec = { ...BASE, name: 'sinks', arch: 'llama' };
+  const { path } = writeModel(spec, dir);
+  // Full layers become rings of 2 sinks + 6 recent positions; prefill chunks of 4.
+  const m = await loadModel(path, { threads: 1, batchSize: 4, contextSize: 8, sinks: 2 });
+  t.teardown(() => m.close());
+  const T = 20;
+  const tr = await m.trace(Array.from({ length: T }, (_, i) => (i * 11 + 3) % spec.nVocab), { layers: [1], heads: [0, 3] });
+  t.ok(tr.attentionError < 1e-4, `sum p x V = the kernel's output (worst ${tr.attentionError})`);
+  const att = tr.layers[0]!.attention;
+  t.ok(worstRowSum(att, T) < 1e-5, 'rows sum to 1');
+  const last = att.subarray((T - 1) * T, T * T);
+  t.ok(last[0]! > 0 && last[1]! > 0, 'the sinks are seen');
+  t.equal(Math.max(...last.subarray(2, T - 6)), 0, 'positions that left the ring are not');
+  t.ok(Math.min(...last.subarray(T - 6)) > 0, 'the last 6 are');
+});
+
 t.test('deepseek2 is refused with E_MODEL_UNSUPPORTED naming its latent attention', async (t) => {
   const { path } = writeDeepseek2(
     {
