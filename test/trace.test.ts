@@ -101,19 +101,25 @@ t.test('stories260K: trace writes decodable heatmaps and NPY files whose last la
   t.equal(maps.length, 4, '2 layers x 2 heads');
   for (const f of maps) {
     const png = PNG.sync.read(readFileSync(join(out, f.file)));
-    t.equal(png.width, T * f.cell!, `${f.file} width`);
-    t.equal(png.height, T * f.cell!, `${f.file} height`);
-    const at = (q: number, k: number) => {
-      const o = ((q * f.cell! + (f.cell! >> 1)) * png.width + k * f.cell! + (f.cell! >> 1)) * 4;
-      return [png.data[o], png.data[o + 1], png.data[o + 2]];
+    const { cell, x0, y0 } = f as Required<typeof f>;
+    t.ok(x0 > 0 && y0 > 0, 'margins for the token labels');
+    t.equal(png.width, x0 + T * cell, `${f.file} width`);
+    t.equal(png.height, y0 + T * cell, `${f.file} height`);
+    const pixel = (x: number, y: number) => Array.from(png.data.subarray((y * png.width + x) * 4, (y * png.width + x) * 4 + 3));
+    const at = (q: number, k: number) => pixel(x0 + k * cell + (cell >> 1), y0 + q * cell + (cell >> 1));
+    const inked = (xa: number, xb: number, ya: number, yb: number) => {
+      for (let y = ya; y < yb; y++) for (let x = xa; x < xb; x++) if (pixel(x, y).some((c) => c !== 255)) return true;
+      return false;
     };
+    t.ok(inked(0, x0, y0, y0 + cell), "row 0's label is drawn left of the grid");
+    t.ok(inked(x0 + cell, x0 + 2 * cell, 0, y0), "column 1's label is drawn above the grid");
     const att = readNpy(join(out, `attn-L${f.layer}.npy`));
     const hi = index.heads.indexOf(f.head!);
-    const cell = (q: number, k: number) => att.data[(hi * T + q) * T + k]!;
+    const prob = (q: number, k: number) => att.data[(hi * T + q) * T + k]!;
     t.same(at(0, 0), rampColor(1), 'the first query sees only itself: p = 1');
     t.same(at(0, T - 1), [...HIDDEN_RGB], 'keys after the query are drawn hidden');
-    t.same(at(T - 1, 1), rampColor(cell(T - 1, 1)), 'the last row, second column is that probability');
-    t.same(at(2, 1), rampColor(cell(2, 1)), 'row 2 (a query), column 1 (a key)');
+    t.same(at(T - 1, 1), rampColor(prob(T - 1, 1)), 'the last row, second column is that probability');
+    t.same(at(2, 1), rampColor(prob(2, 1)), 'row 2 (a query), column 1 (a key)');
   }
 
   // The attention arrays: [heads, T, T], softmax rows.

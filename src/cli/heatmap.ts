@@ -1,9 +1,11 @@
 /**
  * Attention heatmaps for `edgellm trace`: one PNG per (layer, head) whose pixels map exactly to
- * the matrix (row = query position, column = key position, each cell `cell` x `cell` pixels), and
+ * the matrix (row = query position, column = key position, each cell `cell` x `cell` pixels from
+ * the grid's origin), with the tokens drawn along both axes when the cells are tall enough, and
  * one self-contained HTML page that shows every heatmap with the tokens along both axes.
  */
 import { PNG } from 'pngjs';
+import { GLYPH_HEIGHT, GLYPH_WIDTH, glyphRows } from './bitmap-font.js';
 
 /** Cells above the diagonal (keys after the query, never seen) are drawn in this grey. */
 export const HIDDEN_RGB = [232, 232, 232] as const;
@@ -32,25 +34,88 @@ export function cellSize(T: number): number {
   return Math.max(1, Math.min(16, Math.floor(768 / T)));
 }
 
+/** Token labels drawn on a heatmap: the query's left of each row, the key's above each column. */
+export interface HeatmapLabels {
+  texts: string[];
+  /** Labels from this position on are generated tokens (drawn in red). */
+  promptTokens: number;
+}
+
+/** Where the cells start and how big the image is. */
+export interface HeatmapLayout {
+  /** Pixels per cell. */
+  cell: number;
+  /** The top-left pixel of cell (0, 0): cell (q, k) spans x0 + k * cell and y0 + q * cell. */
+  x0: number;
+  y0: number;
+  width: number;
+  height: number;
+}
+
+const LABEL_CHARS = 10; // longer labels are cut (the HTML page and index.json have them whole)
+const INK = [40, 40, 40] as const;
+const GENERATED_INK = [170, 0, 51] as const;
+
+/** The font's pixel size for a cell: labels only when a glyph fits the cell's height. */
+function glyphScale(cell: number): number {
+  return cell >= 2 * GLYPH_HEIGHT + 2 ? 2 : cell >= GLYPH_HEIGHT + 1 ? 1 : 0;
+}
+
+const clip = (text: string) => (text.length > LABEL_CHARS ? text.slice(0, LABEL_CHARS - 1) + '~' : text);
+
+export function heatmapLayout(T: number, labels?: HeatmapLabels): HeatmapLayout {
+  const cell = cellSize(T);
+  const s = labels ? glyphScale(cell) : 0;
+  const longest = s ? Math.max(...labels!.texts.map((t) => clip(t).length)) : 0;
+  const margin = s ? longest * (GLYPH_WIDTH + 1) * s + 4 : 0;
+  return { cell, x0: margin, y0: margin, width: margin + T * cell, height: margin + T * cell };
+}
+
 /**
- * The PNG of one head's T x T attention matrix (`att`, row-major, rows = queries). Keys outside a
- * sliding window have probability 0 and are drawn as 0.
+ * The PNG of one head's T x T attention matrix (`att`, row-major, rows = queries), laid out by
+ * heatmapLayout(T, labels). Keys outside a sliding window have probability 0 and are drawn as 0.
  */
-export function heatmapPng(att: Float32Array, T: number, cell: number): Buffer {
-  const png = new PNG({ width: T * cell, height: T * cell, colorType: 2, inputHasAlpha: true });
+export function heatmapPng(att: Float32Array, T: number, labels?: HeatmapLabels): Buffer {
+  const { cell, x0, y0, width, height } = heatmapLayout(T, labels);
+  const png = new PNG({ width, height, colorType: 2 });
+  png.data.fill(255);
+  const put = (x: number, y: number, rgb: readonly number[]) => {
+    const o = (y * width + x) * 4;
+    png.data[o] = rgb[0]!;
+    png.data[o + 1] = rgb[1]!;
+    png.data[o + 2] = rgb[2]!;
+  };
   for (let q = 0; q < T; q++) {
     for (let k = 0; k < T; k++) {
       const rgb = k <= q ? rampColor(att[q * T + k]!) : HIDDEN_RGB;
-      for (let y = q * cell; y < (q + 1) * cell; y++) {
-        for (let x = k * cell; x < (k + 1) * cell; x++) {
-          const o = (y * png.width + x) * 4;
-          png.data[o] = rgb[0];
-          png.data[o + 1] = rgb[1];
-          png.data[o + 2] = rgb[2];
-          png.data[o + 3] = 255;
-        }
-      }
+      for (let y = 0; y < cell; y++) for (let x = 0; x < cell; x++) put(x0 + k * cell + x, y0 + q * cell + y, rgb);
     }
+  }
+  const s = labels ? glyphScale(cell) : 0;
+  if (s) {
+    const advance = (GLYPH_WIDTH + 1) * s;
+    const inset = (cell - GLYPH_HEIGHT * s) >> 1;
+    labels!.texts.forEach((raw, i) => {
+      const text = clip(raw);
+      const ink = i >= labels!.promptTokens ? GENERATED_INK : INK;
+      // Row i: left of the grid, right-aligned, reading left to right.
+      const left = x0 - 3 - text.length * advance;
+      // Column i: above the grid, starting at its top edge, reading bottom to top (glyphs turned left).
+      const bottom = y0 - 3;
+      Array.from(text).forEach((c, j) => {
+        glyphRows(c).forEach((bits, gy) => {
+          for (let gx = 0; gx < GLYPH_WIDTH; gx++) {
+            if (!(bits & (1 << (GLYPH_WIDTH - 1 - gx)))) continue;
+            for (let dy = 0; dy < s; dy++) {
+              for (let dx = 0; dx < s; dx++) {
+                put(left + j * advance + gx * s + dx, y0 + i * cell + inset + gy * s + dy, ink);
+                put(x0 + i * cell + inset + gy * s + dx, bottom - j * advance - gx * s - dy, ink);
+              }
+            }
+          }
+        });
+      });
+    });
   }
   return PNG.sync.write(png, { colorType: 2 });
 }

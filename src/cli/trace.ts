@@ -16,7 +16,7 @@ import { EdgeError } from '../errors.js';
 import { loadModel } from '../engine/model.js';
 import { parsePositiveInt } from './args.js';
 import { parseNumberFlag } from './generate.js';
-import { cellSize, heatmapHtml, heatmapPng } from './heatmap.js';
+import { heatmapHtml, heatmapLayout, heatmapPng } from './heatmap.js';
 import { npyFloat32 } from './npy.js';
 import { showPiece } from './tokenize.js';
 
@@ -38,10 +38,12 @@ export interface TraceFile {
   head?: number;
   /** npy files: the array's shape (float32, C order). */
   shape?: number[];
-  /** heatmaps: the image size and the pixels per cell. */
+  /** heatmaps: the image size, the pixels per cell, and where cell (0, 0) starts (cell (q, k) at x0 + k * cell, y0 + q * cell). */
   width?: number;
   height?: number;
   cell?: number;
+  x0?: number;
+  y0?: number;
 }
 
 export interface TraceIndex {
@@ -145,15 +147,18 @@ export function registerTrace(program: Command): void {
           writeFileSync(join(flags.out, f.file), bytes);
           files.push(f);
         };
-        const cell = cellSize(T);
+        const labels = { texts: tokens.map((x) => x.text), promptTokens: trace.promptTokens };
+        const { cell, x0, y0, width, height } = heatmapLayout(T, labels);
         const maps: Array<{ layer: number; head: number; png: Buffer }> = [];
         for (const lt of trace.layers) {
           write({ file: `attn-L${lt.layer}.npy`, kind: 'attention', layer: lt.layer, shape: [H, T, T] }, npyFloat32(lt.attention, [H, T, T]));
           write({ file: `hidden-L${lt.layer}.npy`, kind: 'hidden', layer: lt.layer, shape: [T, D] }, npyFloat32(lt.hidden, [T, D]));
           heads.forEach((head, hi) => {
-            const png = heatmapPng(lt.attention.subarray(hi * T * T, (hi + 1) * T * T), T, cell);
-            write({ file: `attn-L${lt.layer}-H${head}.png`, kind: 'heatmap', layer: lt.layer, head, width: T * cell, height: T * cell, cell }, png);
-            maps.push({ layer: lt.layer, head, png });
+            const att = lt.attention.subarray(hi * T * T, (hi + 1) * T * T);
+            const file = `attn-L${lt.layer}-H${head}.png`;
+            write({ file, kind: 'heatmap', layer: lt.layer, head, width, height, cell, x0, y0 }, heatmapPng(att, T, labels));
+            // The page draws its own labels (any script, whole tokens) around the bare grid.
+            maps.push({ layer: lt.layer, head, png: heatmapPng(att, T) });
           });
         }
         write({ file: 'final-norm.npy', kind: 'final_norm', shape: [T, D] }, npyFloat32(trace.finalNorm, [T, D]));
@@ -188,7 +193,7 @@ export function registerTrace(program: Command): void {
         if (flags.json) process.stdout.write(json);
         else {
           process.stdout.write(
-            `traced ${T} tokens (${trace.promptTokens} prompt + ${T - trace.promptTokens} generated), ${layers.length} layers x ${H} heads: ` +
+            `traced ${T} tokens (${trace.promptTokens} prompt + ${T - trace.promptTokens} generated), layers ${layers.join(',')} x heads ${heads.join(',')}: ` +
               `${files.length + 2} files in ${flags.out}; open ${join(flags.out, 'index.html')}\n${check}\n`,
           );
         }
