@@ -122,6 +122,13 @@ t.test('stories260K: trace writes decodable heatmaps and NPY files whose last la
     t.same(at(2, 1), rampColor(prob(2, 1)), 'row 2 (a query), column 1 (a key)');
   }
 
+  // The page inlines every heatmap (it opens without the other files) and names every token.
+  const html = readFileSync(join(out, index.html), 'utf8');
+  const images = [...html.matchAll(/<img alt="layer (\d+) head (\d+)"[^>]* src="data:image\/png;base64,([^"]+)">/g)];
+  t.same(images.map((m) => `${m[1]}/${m[2]}`), ['0/0', '0/3', '4/0', '4/3'], 'one inlined image per layer and head');
+  for (const m of images) t.equal(PNG.sync.read(Buffer.from(m[3]!, 'base64')).width, T * maps[0]!.cell!, 'the bare grid, T cells wide');
+  for (const tok of index.tokens.slice(1)) t.ok(html.includes(`title="position ${tok.position}">${tok.text}<`), `token ${tok.position} is labelled`);
+
   // The attention arrays: [heads, T, T], softmax rows.
   for (const layer of [0, 4]) {
     const a = readNpy(join(out, `attn-L${layer}.npy`));
