@@ -3,7 +3,7 @@
 // the logits of the normal forward pass, the files decode (PNG through pngjs, NPY v1 headers),
 // and bad arguments are refused with specific errors and exit 2.
 import t from 'tap';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PNG } from 'pngjs';
@@ -254,6 +254,8 @@ t.test('trace refuses bad arguments with a specific error and exit 2', async (t)
   const out = join(dir, 'cli-out');
   const blocker = join(dir, 'a-file');
   writeFileSync(blocker, 'not a directory');
+  const clash = join(dir, 'clash');
+  mkdirSync(join(clash, 'final-norm.npy'), { recursive: true }); // a directory where a file must go
   const cases: Array<[string, string[], RegExp]> = [
     ['a layer out of range', ['--layers', '0,2'], /E_BAD_ARGUMENT: --layers: 2 is out of range: .* has 2 layers \(0\.\.1, or -2\.\.-1 counting from the end\)/],
     ['a negative layer past the first', ['--layers', '-3'], /E_BAD_ARGUMENT: --layers: -3 is out of range/],
@@ -262,6 +264,7 @@ t.test('trace refuses bad arguments with a specific error and exit 2', async (t)
     ['a negative -n', ['-n', '-1'], /E_BAD_ARGUMENT: -n takes a whole number from 0 to 4096/],
     ['an empty prompt', ['-p', ''], /E_BAD_ARGUMENT: -p\/--prompt is empty: give the text to trace/],
     ['an --out that cannot be created', ['--out', join(blocker, 'sub')], /E_BAD_ARGUMENT: --out .*a-file\/sub cannot be written \(ENOTDIR\): give a directory you can create and write/],
+    ['an output file that cannot be written', ['--out', clash], /E_BAD_ARGUMENT: --out .*clash: writing final-norm.npy failed \(EISDIR\)/],
   ];
   for (const [what, args, message] of cases) {
     const base = new Map<string, string>([['-m', path], ['-p', 'hello'], ['--out', out]]);

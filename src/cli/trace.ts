@@ -89,6 +89,16 @@ export function parseIndexList(flag: string, value: string, count: number, what:
   return out;
 }
 
+/** Writes one output file; a failure (disk full, DIR removed meanwhile) names the file and its cause. */
+function writeOut(dir: string, file: string, bytes: Buffer | string): void {
+  try {
+    writeFileSync(join(dir, file), bytes);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw new EdgeError('E_BAD_ARGUMENT', `--out ${dir}: writing ${file} failed (${e.code ?? e.message}): free space or give another directory`);
+  }
+}
+
 /** Creates DIR when needed and proves it writable before any work is done. */
 function prepareOutDir(dir: string): void {
   try {
@@ -144,7 +154,7 @@ export function registerTrace(program: Command): void {
         }));
         const files: TraceFile[] = [];
         const write = (f: TraceFile, bytes: Buffer | string) => {
-          writeFileSync(join(flags.out, f.file), bytes);
+          writeOut(flags.out, f.file, bytes);
           files.push(f);
         };
         const labels = { texts: tokens.map((x) => x.text), promptTokens: trace.promptTokens };
@@ -163,8 +173,9 @@ export function registerTrace(program: Command): void {
         }
         write({ file: 'final-norm.npy', kind: 'final_norm', shape: [T, D] }, npyFloat32(trace.finalNorm, [T, D]));
         const check = `attention self-check: largest |sum p x V - the engine's attention output| = ${trace.attentionError.toExponential(2)}`;
-        writeFileSync(
-          join(flags.out, 'index.html'),
+        writeOut(
+          flags.out,
+          'index.html',
           heatmapHtml({
             title: `edgellm trace: ${name}`,
             labels: tokens.map((t) => t.text),
@@ -189,7 +200,7 @@ export function registerTrace(program: Command): void {
           files,
         };
         const json = JSON.stringify(index, null, 2) + '\n';
-        writeFileSync(join(flags.out, 'index.json'), json);
+        writeOut(flags.out, 'index.json', json);
         if (flags.json) process.stdout.write(json);
         else {
           process.stdout.write(
