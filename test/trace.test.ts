@@ -223,6 +223,28 @@ t.test('StreamingLLM sinks: a query sees the sinks and the last keys of the ring
   t.ok(Math.min(...last.subarray(T - 6)) > 0, 'the last 6 are');
 });
 
+t.test('a trace beside running generations: neither disturbs the other', async (t) => {
+  const { path } = writeModel({ ...BASE, name: 'beside', arch: 'llama' }, dir, { vocab: true });
+  const m = await loadModel(path, { threads: 2, batchSize: 8, maxSequences: 2 });
+  t.teardown(() => m.close());
+  const request = { prompt: 'the quick brown fox', max_tokens: 150, temperature: 0 };
+  const alone = (await m.generate(request).result).text;
+  const prompt = Array.from({ length: 30 }, (_, i) => (i * 7 + 2) % 320);
+  const traceAlone = await m.trace(prompt, { layers: [0, 1], heads: [0, 1, 2, 3], generate: 4 });
+  // Two generations decode while four traces run on the same model; a few rounds, as the overlap
+  // depends on the threads' timing.
+  for (let round = 0; round < 4; round++) {
+    const gens = [m.generate(request), m.generate(request)];
+    const traces = await Promise.all([0, 1, 2, 3].map(() => m.trace(prompt, { layers: [0, 1], heads: [0, 1, 2, 3], generate: 4 })));
+    for (const g of gens) t.equal((await g.result).text, alone, 'the generation is the same as alone');
+    for (const tr of traces) {
+      t.same(tr.tokens, traceAlone.tokens, 'the trace generates the same tokens');
+      t.same(tr.layers[1]!.attention, traceAlone.layers[1]!.attention, 'and keeps the same attention');
+      t.same(tr.finalNorm, traceAlone.finalNorm, 'and the same final norm');
+    }
+  }
+});
+
 t.test('deepseek2 is refused with E_MODEL_UNSUPPORTED naming its latent attention', async (t) => {
   const { path } = writeDeepseek2(
     {
