@@ -20,9 +20,12 @@ export {
   logSoftmax,
   Model,
   type EvalLogitsOptions,
+  type LayerTrace,
   type LoadModelOptions,
   type ModelArchitecture,
   type ModelInfo,
+  type ModelTrace,
+  type TraceOptions,
 } from './engine/model.js';
 export {
   Tokenizer,

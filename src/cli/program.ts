@@ -17,6 +17,7 @@ import { registerQuantize } from './quantize.js';
 import { registerRequest } from './request.js';
 import { registerServe } from './serve.js';
 import { registerTokenize } from './tokenize.js';
+import { registerTrace } from './trace.js';
 import { unknownEnvironmentWarnings } from '../config.js';
 import { EXIT_INTERRUPTED, handleSigint, Interrupted } from './interrupt.js';
 
@@ -43,6 +44,7 @@ export function buildProgram(): Command {
   registerRequest(program);
   registerServe(program);
   registerTokenize(program);
+  registerTrace(program);
   for (const cmd of allCommands(program)) cmd.exitOverride((err) => {
     throw usageError(cmd, err);
   });

@@ -11,8 +11,9 @@ import { startGeneration, type DecodeState, type GenerateRequest, type Generatio
 import { readGgufInfo } from './gguf.js';
 import { callNative, loadAddon } from './native.js';
 import { Tokenizer } from './tokenizer/index.js';
-import type { LoadModelOptions, ModelInfo, EvalLogitsOptions, NativeModel } from './native.js';
+import type { LoadModelOptions, ModelInfo, EvalLogitsOptions, NativeModel, ModelTrace, TraceOptions } from './native.js';
 export type { LoadModelOptions, ModelArchitecture, ModelInfo, EvalLogitsOptions, NativeModel, NativeLoadOptions } from './native.js';
+export type { LayerTrace, ModelTrace, TraceOptions } from './native.js';
 
 
 
@@ -58,6 +59,19 @@ export class Model {
       prefill: s.prefill ?? 0,
     }));
     return await callNative(() => this.live().evalSequences(native));
+  }
+
+  /**
+   * Evaluates `tokens` as a fresh sequence (then `generate` greedy tokens, fed back one by one)
+   * and keeps what the forward pass computed inside: the attention probabilities of the chosen
+   * heads and the residual stream after the chosen layers, and the final norm's output. A slow
+   * debugging path (`edgellm trace`). Rejects with E_BAD_ARGUMENT for an empty prompt or a layer
+   * or head out of range, E_MODEL_UNSUPPORTED for deepseek2, E_CONTEXT_FULL when prompt +
+   * generate do not fit the context.
+   */
+  async trace(tokens: Int32Array | readonly number[], opts: TraceOptions): Promise<ModelTrace> {
+    const ids = tokens instanceof Int32Array ? tokens : Int32Array.from(tokens);
+    return await callNative(() => this.live().trace(ids, opts));
   }
 
   /**

@@ -136,11 +136,48 @@ export interface EvalLogitsOptions {
   allPositions?: boolean;
 }
 
+/** What Model.trace keeps (native/src/runtime/trace.h). */
+export interface TraceOptions {
+  /** Layers whose attention and output to keep: 0-based, distinct, < n_layer. */
+  layers: number[];
+  /** Query heads whose attention to keep: distinct, < n_head. */
+  heads: number[];
+  /** Greedy tokens to generate after the prompt; they are fed through and traced too (default 0). */
+  generate?: number;
+}
+
+/** One kept layer of a trace; T = tokens.length. */
+export interface LayerTrace {
+  layer: number;
+  /**
+   * [heads][T][T] (row = query position, column = key position): each row is the softmax over the
+   * keys that query sees and sums to 1; 0 for keys it does not see (later, or outside a window).
+   */
+  attention: Float32Array;
+  /** [T][n_embd] the residual stream after the layer. */
+  hidden: Float32Array;
+}
+
+/** The result of Model.trace. */
+export interface ModelTrace {
+  /** The prompt, then the generated tokens. */
+  tokens: Int32Array;
+  promptTokens: number;
+  /** Largest |sum p * V - the attention kernel's output| over every kept (query, head): the self-check. */
+  attentionError: number;
+  /** [T][n_embd] the output norm's result: the classifier's input. */
+  finalNorm: Float32Array;
+  /** [T][n_vocab] the pass's logits at every position. */
+  logits: Float32Array;
+  layers: LayerTrace[];
+}
+
 /** @internal the addon's object */
 export interface NativeModel extends NativeDecoder {
   info(): ModelInfo;
   evalLogits(tokens: Int32Array, opts?: EvalLogitsOptions): Promise<Float32Array>;
   evalSequences(seqs: Array<{ tokens: Int32Array; prefill: number }>): Promise<Float32Array[]>;
+  trace(tokens: Int32Array, opts: TraceOptions): Promise<ModelTrace>;
   close(): void;
 }
 

@@ -1,4 +1,4 @@
-// loadModel(path, opts) -> Promise<Model>; Model.info(), evalLogits(tokens, opts), evalSequences(seqs),
+// loadModel(path, opts) -> Promise<Model>; Model.info(), evalLogits(tokens, opts), evalSequences(seqs), trace(...),
 // generate(request, callback), cancel(id), decodeState(), close().
 // Loading and evaluation run on libuv worker threads; the model's state is shared with in-flight
 // workers, so close() never frees memory a worker is using.
@@ -13,7 +13,9 @@
 #include "addon/args.h"
 #include "addon/bindings.h"
 #include "addon/decode_channel.h"
+#include "addon/failure.h"
 #include "addon/model_fields.h"
+#include "addon/trace.h"
 #include "model/model.h"
 #include "runtime/forward.h"
 #include "runtime/kv_cache.h"
@@ -41,27 +43,6 @@ struct LoadedModel {
   int threads = 1;
   int64_t max_sequences = 4;  // generations decoded at once by the model's DecodeLoop
 };
-
-// A failure with the code it crosses the boundary with.
-struct Failure {
-  std::string code, message;
-};
-
-Failure failure_of(const std::exception_ptr& ep) {
-  try {
-    std::rethrow_exception(ep);
-  } catch (const ModelError& e) {
-    return {e.code, e.message};
-  } catch (const ContextFullError& e) {
-    return {"E_CONTEXT_FULL", e.what()};
-  } catch (const std::invalid_argument& e) {
-    return {"E_BAD_ARGUMENT", e.what()};
-  } catch (const std::bad_alloc&) {
-    return {"E_OUT_OF_MEMORY", "not enough memory; use a smaller contextSize or batchSize, or a smaller model"};
-  } catch (const std::exception& e) {
-    return {"E_ENGINE", e.what()};
-  }
-}
 
 class LoadWorker : public Napi::AsyncWorker {
  public:
@@ -219,6 +200,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
                                       {InstanceMethod("info", &ModelHandle::Info),
                                        InstanceMethod("evalLogits", &ModelHandle::EvalLogits),
                                        InstanceMethod("evalSequences", &ModelHandle::EvalSequences),
+                                       InstanceMethod("trace", &ModelHandle::Trace),
                                        InstanceMethod("generate", &ModelHandle::Generate),
                                        InstanceMethod("cancel", &ModelHandle::Cancel),
                                        InstanceMethod("decodeState", &ModelHandle::DecodeState),
@@ -315,6 +297,12 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     Napi::Promise p = w->promise();
     w->Queue();
     return p;
+  }
+
+  // trace(tokens, {layers, heads, generate}) -> Promise<trace> (addon/trace.h)
+  Napi::Value Trace(const Napi::CallbackInfo& info) {
+    std::shared_ptr<LoadedModel> m = live(info.Env());
+    return queue_trace(info, m, *m->forward, m->mu);
   }
 
   // generate({tokens, stopTokens, maxTokens, sampling fields}, callback) -> sequence id

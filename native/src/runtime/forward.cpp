@@ -259,6 +259,8 @@ int64_t ForwardPass::step_block(const BatchToken* batch, int64_t n, float* logit
       kt_.rope(k, c.n_head_kv, hd, c.n_rot, cs, c.rope_mode);
     }
     attention_block(l, n);
+    if (observer_)
+      for (size_t r = 0; r < runs_.size(); ++r) observer_->attention(l, att_args_[r]);
     mm(L.wo, att_.data(), n, out_.data());
     if (c.post_norms)
       for (int64_t i = 0; i < n; ++i) kt_.rmsnorm(&out_[(size_t)(i * D)], L.attn_post_norm.data(), &out_[(size_t)(i * D)], D, c.rms_eps);
@@ -271,6 +273,7 @@ int64_t ForwardPass::step_block(const BatchToken* batch, int64_t n, float* logit
     if (c.post_norms)
       for (int64_t i = 0; i < n; ++i) kt_.rmsnorm(&out_[(size_t)(i * D)], L.ffn_post_norm.data(), &out_[(size_t)(i * D)], D, c.rms_eps);
     kt_.add(x_.data(), out_.data(), x_.data(), n * D);
+    if (observer_) observer_->layer_output(l, pos_.data(), x_.data(), n);
   }
 
   // Logits only where asked: gather those rows, final norm, classifier.
@@ -278,6 +281,7 @@ int64_t ForwardPass::step_block(const BatchToken* batch, int64_t n, float* logit
   for (int64_t i = 0; i < n; ++i) {
     if (!batch[i].logits) continue;
     kt_.rmsnorm(&x_[(size_t)(i * D)], w.output_norm.data(), &xb_[(size_t)(rows * D)], D, c.rms_eps);
+    if (observer_) observer_->final_norm(batch[i].pos, &xb_[(size_t)(rows * D)]);
     ++rows;
   }
   if (rows > 0 && logits) {

@@ -73,6 +73,20 @@ struct BatchToken {
   bool logits;  // compute this position's next-token logits
 };
 
+// Sees inside a step (`edgellm trace`, runtime/trace.h). Only that debugging path sets one; the
+// normal path pays one null check per layer and per logits row.
+class ForwardObserver {
+ public:
+  virtual ~ForwardObserver() = default;
+  // Layer `layer`'s attention just ran for one sequence's run of the step: a.q holds the run's
+  // queries after norm and RoPE, a.kv its cache with the run's keys stored, a.out the kernel's output.
+  virtual void attention(int64_t layer, const AttentionArgs& a) = 0;
+  // The residual stream after layer `layer`: n rows of n_embd floats, row i at position pos[i].
+  virtual void layer_output(int64_t layer, const int64_t* pos, const float* x, int64_t n) = 0;
+  // The final norm's output (n_embd floats) at position pos, for each token whose logits were asked.
+  virtual void final_norm(int64_t pos, const float* x) = 0;
+};
+
 class ForwardPass {
  public:
   ForwardPass(const Model& model, ThreadPool& pool, const ForwardOptions& opts, const KernelTable& kt = kernels());
@@ -96,6 +110,10 @@ class ForwardPass {
   // Evaluates n tokens of one sequence from position cache.length(0) on, in chunks of
   // max_batch(). Logits of every position (all_positions: n rows) or of the last one (1 row).
   void prefill(KvCache& cache, const int32_t* tokens, int64_t n, bool all_positions, float* logits);
+
+  // Steps report to `o` until it is reset to null (deepseek2's latent layers report nothing:
+  // runtime/trace.cpp refuses that architecture).
+  void set_observer(ForwardObserver* o) { observer_ = o; }
 
  private:
   struct Run {  // the tokens [begin, end) of one sequence within a step
@@ -123,7 +141,8 @@ class ForwardPass {
   const KernelTable& kt_;
   KvCacheConfig cache_config_;
   int64_t max_batch_;
-  const std::vector<float>* rope_factors_;  // dividing RoPE frequencies: none, rope_freqs, or LongRoPE's pick
+  const std::vector<float>* rope_factors_;
+  ForwardObserver* observer_ = nullptr;  // dividing RoPE frequencies: none, rope_freqs, or LongRoPE's pick
 
   // Scratch for up to max_batch_ tokens (llama2.c's RunState).
   std::vector<float> x_;        // [n][n_embd] the residual stream
