@@ -12,6 +12,7 @@
 import type { Command } from 'commander';
 import { accessSync, constants, mkdirSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
+import { withExamples } from './help.js';
 import { EdgeError } from '../errors.js';
 import { loadModel } from '../engine/model.js';
 import { parsePositiveInt } from './args.js';
@@ -111,7 +112,7 @@ function prepareOutDir(dir: string): void {
 }
 
 export function registerTrace(program: Command): void {
-  program
+  const cmd = program
     .command('trace')
     .description('write attention heatmaps (PNG + HTML) and hidden states (.npy) of one prompt, for debugging')
     .requiredOption('-m, --model <file>', 'GGUF model file')
@@ -212,4 +213,9 @@ export function registerTrace(program: Command): void {
         model.close();
       }
     });
+  withExamples(cmd, [
+    ['edgellm trace -m stories260K.gguf -p "Once upon a time" --out trace/', 'every layer and head: open trace/index.html'],
+    ['edgellm trace -m model.gguf -p "The cat sat" --layers 0,-1 --heads 0,3 -n 8 --out t/', 'two layers, two heads, 8 generated tokens'],
+    ['edgellm trace -m model.gguf -p "Hello" --layers -1 --out t/ --json', 'print the index of the files written'],
+  ]);
 }
