@@ -35,7 +35,28 @@ double weight(float logit, float max, double temperature) {
   return std::exp(((double)logit - (double)max) / temperature);
 }
 
+// Keeps top[0..*n) as the best (by before()) of the items offered so far, at most cap of them:
+// an insertion into a short sorted list; most offers lose to the last entry and cost one compare.
+void offer(SamplerCandidate* top, int32_t* n, int32_t cap, const SamplerCandidate& c) {
+  if (cap == 0) return;
+  if (*n == cap && !before(c, top[cap - 1])) return;
+  int32_t i = *n < cap ? (*n)++ : cap - 1;
+  for (; i > 0 && before(c, top[i - 1]); --i) top[i] = top[i - 1];
+  top[i] = c;
+}
+
 }  // namespace
+
+float raw_logprob(const float* logits, int32_t n_vocab, int32_t token) {
+  const auto at = [&](int32_t i) { return std::isnan(logits[i]) ? -INFINITY : logits[i]; };
+  float max = at(0);
+  for (int32_t i = 1; i < n_vocab; ++i) max = std::max(max, at(i));
+  double sum = 0.0;
+  for (int32_t i = 0; i < n_vocab; ++i) sum += weight(at(i), max, 1.0);
+  const float l = at(token);
+  if (l == max) return (float)-std::log(sum);
+  return (float)(((double)l - (double)max) - std::log(sum));
+}
 
 void SamplingParams::validate() const {
   // Negated comparisons so that NaN fails every check.
@@ -147,6 +168,8 @@ int32_t Sampler::sample(const float* logits) {
     }
     c[0] = {best, best_l, 1.0};
     n_cand_ = 1;
+    chosen_ = 0;
+    sorted_ = true;
     return best;
   }
   load_penalized(logits);
@@ -214,7 +237,42 @@ int32_t Sampler::sample(const float* logits) {
     chosen = n_cand_ - 1;
     while (chosen > 0 && c[chosen].p == 0.0) --chosen;
   }
+  chosen_ = chosen;
+  sorted_ = sorted;
   return c[chosen].id;
+}
+
+int32_t Sampler::token_logprobs(const float* logits, int32_t n_top, float* logprob, TokenLogprob* top) const {
+  n_top = std::clamp(n_top, 0, kMaxTopLogprobs);
+  SamplerCandidate best[kMaxTopLogprobs];
+  int32_t n = 0;
+  if (params_.temperature == 0.0f) {
+    // The greedy choice is the maximum: log p_i = l_i - max - log(sum exp(l - max)).
+    const bool penalize = penalizing();
+    const float max = cand_[0].logit;
+    double sum = 0.0;
+    for (int32_t i = 0; i < n_vocab_; ++i) {
+      const float l = penalized(logits, i, penalize);
+      sum += weight(l, max, 1.0);
+      offer(best, &n, n_top, {i, l, 0.0});
+    }
+    const double log_sum = std::log(sum);
+    *logprob = (float)-log_sum;
+    for (int32_t i = 0; i < n; ++i)
+      top[i] = {best[i].id, best[i].logit == max ? (float)-log_sum : (float)(((double)best[i].logit - max) - log_sum)};
+    return n;
+  }
+  // The final candidates hold the drawn-from distribution; its order is the logits' order.
+  const SamplerCandidate* c = cand_.data();
+  *logprob = (float)std::log(c[chosen_].p);
+  if (sorted_) {
+    n = std::min(n_top, n_cand_);
+    for (int32_t i = 0; i < n; ++i) best[i] = c[i];
+  } else {
+    for (int32_t i = 0; i < n_cand_; ++i) offer(best, &n, n_top, c[i]);
+  }
+  for (int32_t i = 0; i < n; ++i) top[i] = {best[i].id, (float)std::log(best[i].p)};
+  return n;
 }
 
 }  // namespace edgellm
