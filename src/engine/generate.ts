@@ -13,9 +13,10 @@
 import { randomInt } from 'node:crypto';
 import { EdgeError, type ErrorCode } from '../errors.js';
 import { chatStopStrings, chatStopTokens, renderChatFor, validateMessages, type ChatMessage } from './chat.js';
+import { LogprobReader, topLogprobsOf, type TokenLogprob } from './logprobs.js';
 import { StopMatcher } from './stop.js';
 import type { StreamDecoder, Tokenizer } from './tokenizer/index.js';
-import type { SamplingSettings, NativeFinish, NativeDecoder } from './native.js';
+import type { SamplingSettings, NativeFinish, NativeDecoder, NativeLogprobs } from './native.js';
 export type { SamplingSettings, NativeDecoder, DecodeState } from './native.js';
 
 
@@ -49,6 +50,25 @@ export interface GenerateRequest extends Partial<SamplingSettings> {
   stop?: string | readonly string[];
   /** Aborting cancels the generation at once: finish_reason 'cancelled', the text so far kept. */
   signal?: AbortSignal;
+  /** Per generated token its log-probability (see logprobs.ts for which distribution). */
+  logprobs?: boolean;
+  /** 0..20 most probable alternatives per token, with logprobs: true. */
+  top_logprobs?: number;
+  /**
+   * Measure the model's own log-probabilities (no penalties, no temperature) of the prompt tokens
+   * (each given its prefix) and of the generated ones: result.raw_logprobs, the drift signal. The
+   * prompt is then evaluated in chunks of at most 16 tokens.
+   */
+  raw_logprobs?: boolean;
+}
+
+/** Sums of natural-log probabilities under the model's own distribution (GenerateRequest.raw_logprobs). */
+export interface RawLogprobs {
+  prompt_sum: number;
+  /** Prompt tokens after the first. */
+  prompt_tokens: number;
+  completion_sum: number;
+  completion_tokens: number;
 }
 
 /**
@@ -87,6 +107,10 @@ export interface GenerateResult {
   timings: GenerateTimings;
   /** The sampling parameters used, defaults included. */
   sampling: SamplingSettings;
+  /** With logprobs: one entry per generated token counted in usage (an end-of-generation token excluded). */
+  logprobs?: { content: TokenLogprob[] };
+  /** With raw_logprobs (absent for a generation cancelled before it started). */
+  raw_logprobs?: RawLogprobs;
 }
 
 
@@ -107,6 +131,9 @@ const REQUEST_FIELDS = new Set([
   'max_tokens',
   'stop',
   'signal',
+  'logprobs',
+  'top_logprobs',
+  'raw_logprobs',
   ...Object.keys(SAMPLING_DEFAULTS),
   'seed',
 ]);
@@ -121,6 +148,10 @@ export function startGeneration(ctx: GenerationContext, request: GenerateRequest
     if (!REQUEST_FIELDS.has(key)) throw badRequest(`unknown field "${key}" (known: ${[...REQUEST_FIELDS].join(', ')})`);
   }
   const sampling = samplingOf(request);
+  const topLogprobs = topLogprobsOf(request);
+  if (request.raw_logprobs !== undefined && typeof request.raw_logprobs !== 'boolean') {
+    throw badRequest(`raw_logprobs must be true or false, got ${describe(request.raw_logprobs)}`);
+  }
   const stops = stopStrings(request.stop);
   const signal = request.signal;
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw badRequest('signal must be an AbortSignal');
@@ -161,6 +192,9 @@ export function startGeneration(ctx: GenerationContext, request: GenerateRequest
     matcher: new StopMatcher(stops),
     decoder: tokenizer.decoder({ continuation: true }),
     signal,
+    topLogprobs,
+    rawLogprobs: request.raw_logprobs === true,
+    logprobReader: topLogprobs === undefined ? undefined : new LogprobReader(tokenizer),
   });
 }
 
@@ -174,6 +208,12 @@ export class Generation implements AsyncIterableIterator<string, GenerateResult,
   readonly result: Promise<GenerateResult>;
   /** The native sequence id (0 when it never started). */
   readonly id: number;
+  /**
+   * With logprobs: an entry per generated token as it arrives (a streaming consumer takes the ones
+   * past what it has sent); may run ahead of the text, which holds back partial characters and stop
+   * strings. The result's list is this one cut at usage.completion_tokens.
+   */
+  readonly logprobs: TokenLogprob[] | undefined;
 
   private readonly native: NativeDecoder;
   private readonly matcher: StopMatcher;
@@ -194,6 +234,8 @@ export class Generation implements AsyncIterableIterator<string, GenerateResult,
   private readonly signal: AbortSignal | undefined;
   private readonly onAbort = () => this.cancel();
   private returned = false;
+  private readonly logprobReader: LogprobReader | undefined;
+  private raw: RawLogprobs | undefined;
 
   /** @internal use Model.generate() */
   constructor(
@@ -206,8 +248,13 @@ export class Generation implements AsyncIterableIterator<string, GenerateResult,
       matcher: StopMatcher;
       decoder: StreamDecoder;
       signal: AbortSignal | undefined;
+      topLogprobs?: number | undefined;
+      rawLogprobs?: boolean;
+      logprobReader?: LogprobReader | undefined;
     },
   ) {
+    this.logprobReader = init.logprobReader;
+    this.logprobs = init.logprobReader ? [] : undefined;
     this.native = ctx.native;
     this.matcher = init.matcher;
     this.decoder = init.decoder;
@@ -225,8 +272,15 @@ export class Generation implements AsyncIterableIterator<string, GenerateResult,
       return;
     }
     this.id = this.native.generate(
-      { tokens: init.tokens, stopTokens: init.stopTokens, maxTokens: init.maxTokens, ...init.sampling },
-      (tokens, finish) => this.onNative(tokens, finish),
+      {
+        tokens: init.tokens,
+        stopTokens: init.stopTokens,
+        maxTokens: init.maxTokens,
+        ...init.sampling,
+        ...(init.topLogprobs !== undefined ? { topLogprobs: init.topLogprobs } : {}),
+        ...(init.rawLogprobs ? { rawLogprobs: true } : {}),
+      },
+      (tokens, finish, logprobs) => this.onNative(tokens, finish, logprobs),
     );
     init.signal?.addEventListener('abort', this.onAbort, { once: true });
   }
@@ -258,7 +312,8 @@ export class Generation implements AsyncIterableIterator<string, GenerateResult,
     return { value: await this.result, done: true };
   }
 
-  private onNative(tokens: Int32Array, finish: NativeFinish | undefined): void {
+  private onNative(tokens: Int32Array, finish: NativeFinish | undefined, logprobs: NativeLogprobs | undefined): void {
+    if (logprobs && this.logprobReader && this.stopString === undefined) this.logprobReader.append(tokens, logprobs, this.logprobs!);
     for (const id of tokens) {
       if (this.stopString !== undefined) break;
       this.tokensSeen++;
@@ -309,6 +364,14 @@ export class Generation implements AsyncIterableIterator<string, GenerateResult,
       prompt_tokens: f.prompt_tokens,
       completion_tokens: stopped ? this.tokensAtStop : f.completion_tokens,
     };
+    if (f.prompt_logprob_tokens !== undefined) {
+      this.raw = {
+        prompt_sum: f.prompt_logprob_sum ?? 0,
+        prompt_tokens: f.prompt_logprob_tokens,
+        completion_sum: f.completion_logprob_sum ?? 0,
+        completion_tokens: f.completion_logprob_tokens ?? 0,
+      };
+    }
     const decodeTokensPerS = f.completion_tokens > 1 && f.decode_ms > 0 ? (f.completion_tokens - 1) / (f.decode_ms / 1000) : 0;
     this.finalize(reason, usage, {
       queue_ms: f.queue_ms,
@@ -327,6 +390,8 @@ export class Generation implements AsyncIterableIterator<string, GenerateResult,
       usage,
       timings: timings ?? { queue_ms: 0, prompt_ms: 0, ttft_ms: 0, total_ms: 0, decode_tokens_per_s: 0 },
       sampling: { ...this.sampling },
+      ...(this.logprobs ? { logprobs: { content: this.logprobs.slice(0, usage.completion_tokens) } } : {}),
+      ...(this.raw ? { raw_logprobs: this.raw } : {}),
     };
     this.final = final;
     for (const w of this.waiters.splice(0)) w.resolve({ value: final, done: true });
