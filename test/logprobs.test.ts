@@ -16,7 +16,7 @@ async function model(t: TapTest): Promise<Model | undefined> {
 t.teardown(() => loaded?.close());
 
 /** Ids of the k largest values, ties by lower id. */
-function topIds(lp: Float32Array, k: number): number[] {
+function topIds(lp: Float64Array, k: number): number[] {
   return Array.from(lp.keys())
     .sort((a, b) => lp[b]! - lp[a]! || a - b)
     .slice(0, k);

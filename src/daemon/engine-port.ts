@@ -4,6 +4,7 @@
  * request's fields become the engine's parameters, for MQTT and the OpenAI endpoint alike.
  */
 import { EdgeError } from '../errors.js';
+import type { TokenLogprob } from '../logprobs.js';
 
 export interface GenerateParams {
   prompt?: string;
@@ -23,6 +24,11 @@ export interface GenerateParams {
   presence_penalty?: number;
   frequency_penalty?: number;
   stop?: string[];
+  /** Per generated token its log-probability and top_logprobs (0..20) alternatives (src/logprobs.ts). */
+  logprobs?: boolean;
+  top_logprobs?: number;
+  /** Measure the model's own log-probabilities of prompt and completion (the drift signal; slower prefill). */
+  raw_logprobs?: boolean;
   /** Aborting it ends the generation with finish_reason 'cancelled' (the reason is the caller's to keep). */
   signal?: AbortSignal;
 }
@@ -33,11 +39,16 @@ export interface GenerateResult {
   usage: { prompt_tokens: number; completion_tokens: number };
   /** Milliseconds, measured by the engine from the generate() call. */
   timings: { queue_ms: number; prompt_ms: number; ttft_ms: number; total_ms: number; decode_tokens_per_s: number };
+  logprobs?: { content: TokenLogprob[] };
+  /** With raw_logprobs: sums of natural-log probabilities under the model, and token counts. */
+  raw_logprobs?: { prompt_sum: number; prompt_tokens: number; completion_sum: number; completion_tokens: number };
 }
 
 /** Streams text pieces as they are decoded; `result` settles once the generation has ended. */
 export interface Generation extends AsyncIterableIterator<string> {
   result: Promise<GenerateResult>;
+  /** With logprobs: an entry per generated token as it arrives (may run ahead of the text). */
+  readonly logprobs?: readonly TokenLogprob[] | undefined;
 }
 
 export interface LocalModel {
@@ -58,7 +69,7 @@ export interface LocalModel {
 export type ModelOpener = (path: string) => Promise<LocalModel>;
 
 /** The sampling fields a request may carry, copied to the engine as they are. */
-export const SAMPLING_FIELDS = ['temperature', 'top_p', 'top_k', 'min_p', 'seed', 'presence_penalty', 'frequency_penalty', 'stop'] as const;
+export const SAMPLING_FIELDS = ['temperature', 'top_p', 'top_k', 'min_p', 'seed', 'presence_penalty', 'frequency_penalty', 'stop', 'logprobs', 'top_logprobs'] as const;
 type Sampling = Pick<GenerateParams, (typeof SAMPLING_FIELDS)[number]>;
 
 /** What is asked: a bare prompt or chat messages, and sampling fields. */

@@ -27,6 +27,7 @@ export function engineRequest(p: GenerateParams): GenerateRequest {
   if (p.messages !== undefined) r.messages = p.messages as ChatMessage[];
   if (p.max_tokens !== undefined) r.max_tokens = p.max_tokens;
   for (const k of SAMPLING_FIELDS) if (p[k] !== undefined) (r as Record<string, unknown>)[k] = p[k];
+  if (p.raw_logprobs) r.raw_logprobs = true;
   if (p.signal !== undefined) r.signal = p.signal;
   return r;
 }
@@ -55,7 +56,14 @@ class EngineModel implements LocalModel {
    */
   generate(p: GenerateParams): Generation {
     const gen = this.start(p);
-    const result: Promise<GenerateResult> = gen.result.then(({ text, finish_reason, usage, timings }) => ({ text, finish_reason, usage, timings }));
+    const result: Promise<GenerateResult> = gen.result.then(({ text, finish_reason, usage, timings, logprobs, raw_logprobs }) => ({
+      text,
+      finish_reason,
+      usage,
+      timings,
+      ...(logprobs ? { logprobs } : {}),
+      ...(raw_logprobs ? { raw_logprobs } : {}),
+    }));
     result.catch(() => {}); // a consumer that only iterates sees the error from next()
     const done = { value: undefined, done: true } as const;
     const it: Generation = {
@@ -72,6 +80,7 @@ class EngineModel implements LocalModel {
         return it;
       },
       result,
+      logprobs: gen.logprobs,
     };
     return it;
   }

@@ -7,61 +7,11 @@
  * hold fewer entries than asked. Greedy decoding (temperature 0) reports the log-softmax of the
  * penalized logits: with penalties off, exactly what `edgellm logits` computes.
  */
-import { EdgeError } from '../errors.js';
+import { LOGPROB_FLOOR, type TokenLogprob, type TopLogprob } from '../logprobs.js';
 import type { NativeLogprobs } from './native.js';
 import type { Tokenizer } from './tokenizer/index.js';
 
-/** The most alternatives per token (OpenAI's limit, and the decode loop's). */
-export const MAX_TOP_LOGPROBS = 20;
-
-/**
- * OpenAI returns -9999 for "as good as impossible"; JSON has no -Infinity, so a probability of 0
- * (possible only for an alternative with a -inf logit) is reported as this.
- */
-export const LOGPROB_FLOOR = -9999;
-
-export interface TopLogprob {
-  token: string;
-  /** The token's id in the model's vocabulary (an edgellm addition to OpenAI's shape). */
-  id: number;
-  logprob: number;
-  /** The UTF-8 bytes the token stands for: a token may hold part of a character. */
-  bytes: number[];
-}
-
-export interface TokenLogprob extends TopLogprob {
-  /** Most probable first; [] when top_logprobs is 0. */
-  top_logprobs: TopLogprob[];
-}
-
-/** The request fields: OpenAI's `logprobs` and `top_logprobs`. */
-export interface LogprobsRequest {
-  logprobs?: boolean;
-  top_logprobs?: number;
-}
-
-/**
- * The number of alternatives to compute per token, or undefined when the request asked for no
- * log-probabilities. Throws E_BAD_LOGPROBS naming the bad field.
- */
-export function topLogprobsOf(r: LogprobsRequest): number | undefined {
-  if (r.logprobs !== undefined && typeof r.logprobs !== 'boolean') {
-    throw badLogprobs(`logprobs must be true or false, got ${JSON.stringify(r.logprobs) ?? typeof r.logprobs}`);
-  }
-  const top = r.top_logprobs;
-  if (top !== undefined && top !== null) {
-    if (typeof top !== 'number' || !Number.isInteger(top) || top < 0 || top > MAX_TOP_LOGPROBS) {
-      throw badLogprobs(`top_logprobs must be a whole number from 0 to ${MAX_TOP_LOGPROBS}, got ${JSON.stringify(top) ?? typeof top}`);
-    }
-    if (r.logprobs !== true) throw badLogprobs('top_logprobs needs logprobs: true as well');
-  }
-  if (r.logprobs !== true) return undefined;
-  return typeof top === 'number' ? top : 0;
-}
-
-function badLogprobs(message: string): EdgeError {
-  return new EdgeError('E_BAD_LOGPROBS', message);
-}
+export { MAX_TOP_LOGPROBS, topLogprobsOf, type LogprobsRequest, type TokenLogprob, type TopLogprob } from '../logprobs.js';
 
 /** Turns the addon's arrays for one delivery into OpenAI entries, appended to `out`. */
 export class LogprobReader {
