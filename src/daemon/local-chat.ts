@@ -235,6 +235,7 @@ function watched(gen: Generation, iterated: () => void, cutByShutdown: () => boo
       return it;
     },
     result,
+    logprobs: gen.logprobs,
   };
   return it;
 }
