@@ -433,8 +433,37 @@ TEST(sampler, greedy_logprobs_are_the_log_softmax_of_the_logits) {
     CHECK_EQ(top[i].id, order[i]);
     CHECK(std::fabs(top[i].logprob - log_softmax_at(l, order[i])) < 1e-6);
   }
-  CHECK(std::fabs(raw_logprob(l.data(), (int32_t)l.size(), 5) - log_softmax_at(l, 5)) < 1e-6);
+  std::vector<float> scratch(l.size());
+  CHECK(std::fabs(raw_logprob(l.data(), (int32_t)l.size(), 5, scratch.data()) - log_softmax_at(l, 5)) < 1e-6);
   CHECK_EQ(s.token_logprobs(l.data(), 0, &lp, top), 0);
+}
+
+TEST(sampler, greedy_logprobs_over_a_large_vocabulary_match_double_precision) {
+  // The vectorized softmax path (every kernel table's softmax, with its tail) against the definition.
+  for (int32_t n : {7, 33, 32000}) {
+    std::vector<float> l((size_t)n);
+    edgellm::test::fill_normal(l.data(), n, 4.0f);
+    SamplingParams p = plain();
+    p.temperature = 0.0f;
+    Sampler s(p, n);
+    const int32_t token = s.sample(l.data());
+    float lp = 0;
+    TokenLogprob top[kMaxTopLogprobs];
+    CHECK_EQ(s.token_logprobs(l.data(), 20, &lp, top), std::min(n, 20));
+    CHECK_MSG(std::fabs(lp - log_softmax_at(l, token)) < 1e-5, std::to_string(lp) + " vs " + std::to_string(log_softmax_at(l, token)));
+    for (int32_t i = 0; i < std::min(n, 20); ++i) CHECK(std::fabs(top[i].logprob - log_softmax_at(l, top[i].id)) < 1e-5);
+    std::vector<float> with_nan = l, scratch((size_t)n);
+    with_nan[(size_t)(n / 2)] = NAN;
+    const int32_t other = (token + 1) % n;
+    if (other != n / 2) {
+      std::vector<float> no_nan = l;
+      no_nan[(size_t)(n / 2)] = -INFINITY;
+      CHECK(std::fabs(raw_logprob(with_nan.data(), n, other, scratch.data()) - log_softmax_at(no_nan, other)) < 1e-5);
+    }
+  }
+  // Every logit -inf: uniform, as sample() treats it.
+  std::vector<float> dead(5, -INFINITY), scratch(5);
+  CHECK(std::fabs(raw_logprob(dead.data(), 5, 2, scratch.data()) - (float)-std::log(5.0)) < 1e-6);
 }
 
 TEST(sampler, greedy_logprobs_see_the_penalties) {

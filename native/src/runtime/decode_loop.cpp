@@ -193,6 +193,7 @@ bool DecodeLoop::admit(std::unique_ptr<Sequence>& s) {
     for (int32_t t : s->req.prompt) s->sampler->accept(t);
     const size_t rows_needed = (size_t)(max_sequences_ + kRawLogprobRows) * (size_t)n_vocab_;
     if (s->req.raw_logprobs && logits_.size() < rows_needed) logits_.resize(rows_needed);
+    if (s->req.raw_logprobs) raw_scratch_.resize((size_t)n_vocab_);
     s->prompt_logprob_sum = s->completion_logprob_sum = 0;
     s->prompt_logprob_tokens = 0;
     return true;
@@ -337,14 +338,14 @@ void DecodeLoop::run() {
       Sequence* s = rows_[r].seq;
       const float* row = &logits_[r * (size_t)n_vocab_];
       if (rows_[r].target >= 0) {
-        s->prompt_logprob_sum += raw_logprob(row, (int32_t)n_vocab_, rows_[r].target);
+        s->prompt_logprob_sum += raw_logprob(row, (int32_t)n_vocab_, rows_[r].target, raw_scratch_.data());
         ++s->prompt_logprob_tokens;
         continue;
       }
       if (s->generated == 0) s->prefilled_at = now;
       const int32_t token = s->sampler->sample(row);
       if (s->req.top_logprobs >= 0) s->n_top = s->sampler->token_logprobs(row, s->req.top_logprobs, &s->logprob, s->top);
-      if (s->req.raw_logprobs) s->completion_logprob_sum += raw_logprob(row, (int32_t)n_vocab_, token);
+      if (s->req.raw_logprobs) s->completion_logprob_sum += raw_logprob(row, (int32_t)n_vocab_, token, raw_scratch_.data());
       s->sampler->accept(token);
       ++s->generated;
       if (s->generated == 1) s->first_token = now;

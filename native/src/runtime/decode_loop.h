@@ -193,6 +193,7 @@ class DecodeLoop {
   std::vector<BatchToken> batch_;
   std::vector<Row> rows_;             // logits row -> what it is for
   std::vector<float> logits_;         // [max_sequences (+ kRawLogprobRows once needed)][n_vocab]
+  std::vector<float> raw_scratch_;    // n_vocab once a raw_logprobs sequence came: raw_logprob()'s softmax
   std::vector<uint64_t> cancels_now_;
   std::vector<std::unique_ptr<Sequence>> admitted_;
   const std::chrono::milliseconds keep_spares_;

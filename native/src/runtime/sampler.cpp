@@ -1,5 +1,7 @@
 #include "runtime/sampler.h"
 
+#include "kernels/kernels.h"
+
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -47,15 +49,24 @@ void offer(SamplerCandidate* top, int32_t* n, int32_t cap, const SamplerCandidat
 
 }  // namespace
 
-float raw_logprob(const float* logits, int32_t n_vocab, int32_t token) {
-  const auto at = [&](int32_t i) { return std::isnan(logits[i]) ? -INFINITY : logits[i]; };
-  float max = at(0);
-  for (int32_t i = 1; i < n_vocab; ++i) max = std::max(max, at(i));
-  double sum = 0.0;
-  for (int32_t i = 0; i < n_vocab; ++i) sum += weight(at(i), max, 1.0);
-  const float l = at(token);
-  if (l == max) return (float)-std::log(sum);
-  return (float)(((double)l - (double)max) - std::log(sum));
+LogNormalizer normalize_in_place(float* x, int32_t n) {
+  int32_t arg = 0;
+  for (int32_t i = 1; i < n; ++i)
+    if (x[i] > x[arg]) arg = i;
+  const float max = x[arg];
+  if (std::isinf(max)) {  // all -inf (uniform) or a +inf logit: weight()'s exact conventions
+    double sum = 0.0;
+    for (int32_t i = 0; i < n; ++i) sum += weight(x[i], max, 1.0);
+    return {max, std::log(sum)};
+  }
+  kernels().softmax(x, n);
+  return {max, -std::log((double)x[arg])};
+}
+
+float raw_logprob(const float* logits, int32_t n_vocab, int32_t token, float* scratch) {
+  for (int32_t i = 0; i < n_vocab; ++i) scratch[i] = std::isnan(logits[i]) ? -INFINITY : logits[i];
+  const float l = scratch[token];
+  return normalize_in_place(scratch, n_vocab).logprob(l);
 }
 
 void SamplingParams::validate() const {
@@ -242,24 +253,22 @@ int32_t Sampler::sample(const float* logits) {
   return c[chosen].id;
 }
 
-int32_t Sampler::token_logprobs(const float* logits, int32_t n_top, float* logprob, TokenLogprob* top) const {
+int32_t Sampler::token_logprobs(const float* logits, int32_t n_top, float* logprob, TokenLogprob* top) {
   n_top = std::clamp(n_top, 0, kMaxTopLogprobs);
   SamplerCandidate best[kMaxTopLogprobs];
   int32_t n = 0;
   if (params_.temperature == 0.0f) {
-    // The greedy choice is the maximum: log p_i = l_i - max - log(sum exp(l - max)).
+    // The greedy choice is the maximum: log p = -log(sum exp(l - max)).
     const bool penalize = penalizing();
-    const float max = cand_[0].logit;
-    double sum = 0.0;
+    if (scratch_.empty()) scratch_.resize((size_t)n_vocab_);
+    float* x = scratch_.data();
     for (int32_t i = 0; i < n_vocab_; ++i) {
-      const float l = penalized(logits, i, penalize);
-      sum += weight(l, max, 1.0);
-      offer(best, &n, n_top, {i, l, 0.0});
+      x[i] = penalized(logits, i, penalize);
+      offer(best, &n, n_top, {i, x[i], 0.0});
     }
-    const double log_sum = std::log(sum);
-    *logprob = (float)-log_sum;
-    for (int32_t i = 0; i < n; ++i)
-      top[i] = {best[i].id, best[i].logit == max ? (float)-log_sum : (float)(((double)best[i].logit - max) - log_sum)};
+    const LogNormalizer z = normalize_in_place(x, n_vocab_);
+    *logprob = z.logprob(cand_[0].logit);
+    for (int32_t i = 0; i < n; ++i) top[i] = {best[i].id, z.logprob(best[i].logit)};
     return n;
   }
   // The final candidates hold the drawn-from distribution; its order is the logits' order.

@@ -74,9 +74,20 @@ struct TokenLogprob {
   float logprob;  // natural log; -inf for a token of probability 0
 };
 
-// log_softmax(logits)[token] in double: logits[token] - max - log(sum exp(logits - max)); one pass
-// over n_vocab for the sum. NaN logits count as -inf.
-float raw_logprob(const float* logits, int32_t n_vocab, int32_t token);
+// The normalizer of a row of logits: log p_i = (l_i - max) - log_sum, log_sum = log(sum exp(l - max)).
+struct LogNormalizer {
+  float max;
+  double log_sum;
+  float logprob(float l) const { return l == max ? (float)-log_sum : (float)(((double)l - (double)max) - log_sum); }
+};
+
+// The normalizer of x[0..n) (NaN-free logits), through the kernel table's vectorized softmax in
+// place: x holds probabilities afterwards. The maximum weighs exactly 1, so log_sum = -log p_max
+// (float, ~1e-7 relative). An infinite maximum takes the exact double path (x left as it was).
+LogNormalizer normalize_in_place(float* x, int32_t n);
+
+// log_softmax(logits)[token] (NaN logits count as -inf); scratch holds n_vocab floats.
+float raw_logprob(const float* logits, int32_t n_vocab, int32_t token, float* scratch);
 
 struct SamplerCandidate {
   int32_t id;
@@ -108,8 +119,9 @@ class Sampler {
   // After sample(logits) (the same row): the log-probability of the token it returned, and the
   // n_top (0..kMaxTopLogprobs) most probable tokens of that distribution into top[], most probable
   // first (ties by lower id). Returns how many it wrote: fewer than n_top when the filters kept
-  // fewer candidates. Costs nothing unless called; greedy pays one pass over the vocabulary.
-  int32_t token_logprobs(const float* logits, int32_t n_top, float* logprob, TokenLogprob* top) const;
+  // fewer candidates. Costs nothing unless called; greedy pays a vectorized softmax over the
+  // vocabulary, in a buffer of n_vocab floats allocated by the first greedy call.
+  int32_t token_logprobs(const float* logits, int32_t n_top, float* logprob, TokenLogprob* top);
 
   const SamplingParams& params() const { return params_; }
   int32_t n_vocab() const { return n_vocab_; }
@@ -136,6 +148,7 @@ class Sampler {
   int32_t window_len_ = 0;
   int32_t window_head_ = 0;      // next slot to write
   std::vector<int32_t> counts_;  // n_vocab: occurrences in the window (empty when penalties are off)
+  std::vector<float> scratch_;   // greedy token_logprobs: the penalized logits, then their softmax
 };
 
 }  // namespace edgellm
