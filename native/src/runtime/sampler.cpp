@@ -49,11 +49,12 @@ void offer(SamplerCandidate* top, int32_t* n, int32_t cap, const SamplerCandidat
 
 }  // namespace
 
-LogNormalizer normalize_in_place(float* x, int32_t n) {
-  int32_t arg = 0;
-  for (int32_t i = 1; i < n; ++i)
-    if (x[i] > x[arg]) arg = i;
-  const float max = x[arg];
+LogNormalizer normalize_in_place(float* x, int32_t n, int32_t arg) {
+  float max = arg >= 0 ? x[arg] : x[0];
+  if (arg < 0)
+    for (int32_t i = 1; i < n; ++i) max = x[i] > max ? x[i] : max;  // a plain max reduction: vectorizes
+  if (arg < 0)
+    for (arg = 0; x[arg] != max;) ++arg;
   if (std::isinf(max)) {  // all -inf (uniform) or a +inf logit: weight()'s exact conventions
     double sum = 0.0;
     for (int32_t i = 0; i < n; ++i) sum += weight(x[i], max, 1.0);
@@ -64,7 +65,7 @@ LogNormalizer normalize_in_place(float* x, int32_t n) {
 }
 
 float raw_logprob(const float* logits, int32_t n_vocab, int32_t token, float* scratch) {
-  for (int32_t i = 0; i < n_vocab; ++i) scratch[i] = std::isnan(logits[i]) ? -INFINITY : logits[i];
+  for (int32_t i = 0; i < n_vocab; ++i) scratch[i] = logits[i] != logits[i] ? -INFINITY : logits[i];  // NaN -> -inf
   const float l = scratch[token];
   return normalize_in_place(scratch, n_vocab).logprob(l);
 }
@@ -262,11 +263,19 @@ int32_t Sampler::token_logprobs(const float* logits, int32_t n_top, float* logpr
     const bool penalize = penalizing();
     if (scratch_.empty()) scratch_.resize((size_t)n_vocab_);
     float* x = scratch_.data();
-    for (int32_t i = 0; i < n_vocab_; ++i) {
-      x[i] = penalized(logits, i, penalize);
-      offer(best, &n, n_top, {i, x[i], 0.0});
+    if (penalize) {
+      for (int32_t i = 0; i < n_vocab_; ++i) x[i] = penalized(logits, i, true);
+    } else {
+      for (int32_t i = 0; i < n_vocab_; ++i) x[i] = logits[i] != logits[i] ? -INFINITY : logits[i];  // NaN -> -inf
     }
-    const LogNormalizer z = normalize_in_place(x, n_vocab_);
+    // The top n_top: most logits lose to the floor (the n_top-th best so far) in one compare.
+    float floor = -INFINITY;
+    for (int32_t i = 0; i < n_vocab_ && n_top > 0; ++i) {
+      if (n == n_top && x[i] < floor) continue;
+      offer(best, &n, n_top, {i, x[i], 0.0});
+      if (n == n_top && n > 0) floor = best[n - 1].logit;
+    }
+    const LogNormalizer z = normalize_in_place(x, n_vocab_, cand_[0].id);
     *logprob = z.logprob(cand_[0].logit);
     for (int32_t i = 0; i < n; ++i) top[i] = {best[i].id, z.logprob(best[i].logit)};
     return n;

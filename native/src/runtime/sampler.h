@@ -84,7 +84,8 @@ struct LogNormalizer {
 // The normalizer of x[0..n) (NaN-free logits), through the kernel table's vectorized softmax in
 // place: x holds probabilities afterwards. The maximum weighs exactly 1, so log_sum = -log p_max
 // (float, ~1e-7 relative). An infinite maximum takes the exact double path (x left as it was).
-LogNormalizer normalize_in_place(float* x, int32_t n);
+// `arg`: the index of the (first) maximum when the caller knows it, else -1.
+LogNormalizer normalize_in_place(float* x, int32_t n, int32_t arg = -1);
 
 // log_softmax(logits)[token] (NaN logits count as -inf); scratch holds n_vocab floats.
 float raw_logprob(const float* logits, int32_t n_vocab, int32_t token, float* scratch);
