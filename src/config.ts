@@ -196,7 +196,7 @@ export const configSchema = z
           .min(0, 'must be a number from 0 to 1')
           .max(1, 'must be a number from 0 to 1')
           .default(0.05)
-          .describe('fraction of local requests scored under the model for the drift gauges (edgellm_prompt_logprob_mean); a scored prompt takes ~2.3x as long to evaluate (the output layer at every prompt token); 0 = off'),
+          .describe('fraction of local requests scored under the model for the drift gauges (edgellm_prompt_logprob_mean); a scored prompt takes ~2.2x as long to evaluate (the output layer at every prompt token); 0 = off'),
       })
       .strict()
       .prefault({}),
