@@ -12,8 +12,11 @@
 // per-generation decode rate (native timings, prefill excluded) is printed beside it. Every
 // concurrency is the best of --reps runs (default 3), taken in turns across the levels: on a
 // shared machine the slow runs are the ones another process got in the way of.
+// --logprobs K runs every level twice, without and with logprobs (top_logprobs K), in turns within
+// each rep so both see the same machine, and prints the cost of asking for them.
 // Runs on the built package (npm run build). Options: --model FILE, --threads N (default: the
-// engine's default), --tokens N (default 64), --concurrency 1,2,4,8, --reps N, --ftype T, --json.
+// engine's default), --tokens N (default 64), --concurrency 1,2,4,8, --reps N, --ftype T,
+// --logprobs K, --json.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -32,26 +35,37 @@ const TOKENS = Number(opt('--tokens', '64'));
 const LEVELS = opt('--concurrency', '1,2,4,8').split(',').map(Number);
 const REPS = Number(opt('--reps', '3'));
 const JSON_OUT = args.includes('--json');
+const TOP = opt('--logprobs', '');
+if (TOP !== '' && !(Number.isInteger(Number(TOP)) && Number(TOP) >= 0 && Number(TOP) <= 20)) {
+  throw new Error(`--logprobs takes the number of alternatives per token, 0 to 20, got ${TOP}`);
+}
+/** What each level runs: without logprobs, and with them when --logprobs K is given. */
+const VARIANTS = [{ name: 'plain', extra: {} }, ...(TOP !== '' ? [{ name: `top_logprobs ${TOP}`, extra: { logprobs: true, top_logprobs: Number(TOP) } }] : [])];
 const MAX = Math.max(...LEVELS);
 
 const now = () => performance.now() / 1000;
 
 /** n generations at once; aggregate generated tokens/s over the wall time, and the mean per-generation decode rate. */
-async function run(model, n, rep) {
+async function run(model, n, rep, extra = {}) {
+  const cpu0 = process.cpuUsage();
   const t0 = now();
   const gens = Array.from({ length: n }, (_, i) =>
     // A distinct short prompt per generation (and per rep), so no two sequences are identical.
-    model.generate({ prompt: `t${300 + 37 * i + rep} t${1000 + 11 * i} t${5000 + rep}`, max_tokens: TOKENS, temperature: 0 }),
+    model.generate({ prompt: `t${300 + 37 * i + rep} t${1000 + 11 * i} t${5000 + rep}`, max_tokens: TOKENS, temperature: 0, ...extra }),
   );
   const results = await Promise.all(gens.map((g) => g.result));
   const wall = now() - t0;
+  const cpu = process.cpuUsage(cpu0);
   const tokens = results.reduce((s, r) => s + r.usage.completion_tokens, 0);
   const short = results.filter((r) => r.usage.completion_tokens < TOKENS);
   if (short.length > 0) {
     throw new Error(`${short.length} of ${n} generations stopped early (${short[0].finish_reason}); the rate would not compare`);
   }
   const perGen = results.reduce((s, r) => s + r.timings.decode_tokens_per_s, 0) / n;
-  return { tokens, wall, tps: tokens / wall, per_gen_decode_tps: perGen };
+  // CPU time per token (every thread of the process): steadier than wall time on a shared machine,
+  // where the wall clock also counts the time other processes held the cores.
+  const cpuMsPerToken = (cpu.user + cpu.system) / 1000 / tokens;
+  return { tokens, wall, tps: tokens / wall, per_gen_decode_tps: perGen, cpu_ms_per_token: cpuMsPerToken };
 }
 
 async function main() {
@@ -80,11 +94,28 @@ async function main() {
       const best = new Map();
       for (let rep = 0; rep < REPS; rep++) {
         for (const n of LEVELS) {
-          const r = await run(model, n, rep);
-          if (!best.has(n) || r.tps > best.get(n).tps) best.set(n, r);
+          for (const v of VARIANTS) {
+            const r = await run(model, n, rep, v.extra);
+            const key = `${v.name}/${n}`;
+            if (!best.has(key) || r.tps > best.get(key).tps) best.set(key, { ...r, cpu_ms_per_token: Math.min(r.cpu_ms_per_token, best.get(key)?.cpu_ms_per_token ?? Infinity) });
+            else best.get(key).cpu_ms_per_token = Math.min(best.get(key).cpu_ms_per_token, r.cpu_ms_per_token);
+          }
         }
       }
-      const rows = LEVELS.map((n) => ({ concurrency: n, ...best.get(n) }));
+      const rows = LEVELS.map((n) => ({ concurrency: n, ...best.get(`plain/${n}`) }));
+      if (VARIANTS.length > 1) {
+        for (const r of rows) {
+          const w = best.get(`${VARIANTS[1].name}/${r.concurrency}`);
+          r.logprobs = {
+            top_logprobs: Number(TOP),
+            tps: w.tps,
+            per_gen_decode_tps: w.per_gen_decode_tps,
+            cpu_ms_per_token: w.cpu_ms_per_token,
+            cost: 1 - w.tps / r.tps,
+            cpu_cost: w.cpu_ms_per_token / r.cpu_ms_per_token - 1,
+          };
+        }
+      }
       const base = rows.find((r) => r.concurrency === 1)?.tps ?? rows[0].tps;
       for (const r of rows) r.ratio = r.tps / base;
       const out = {
@@ -103,12 +134,25 @@ async function main() {
       const lines = [
         `cpu: ${out.cpu}; model: ${out.model}; ${out.threads} thread(s); ${TOKENS} tokens per generation, best of ${REPS} runs`,
         '',
-        'concurrent   aggregate t/s   vs 1   per-generation decode t/s',
+        'concurrent   aggregate t/s   vs 1   per-generation decode t/s   CPU ms/token',
         ...rows.map(
           (r) =>
-            `${String(r.concurrency).padStart(10)}   ${f(r.tps).padStart(13)}   ${f(r.ratio, 2).padStart(4)}x   ${f(r.per_gen_decode_tps).padStart(10)}`,
+            `${String(r.concurrency).padStart(10)}   ${f(r.tps).padStart(13)}   ${f(r.ratio, 2).padStart(4)}x   ${f(r.per_gen_decode_tps).padStart(25)}   ${f(r.cpu_ms_per_token, 2).padStart(12)}`,
         ),
       ];
+      if (VARIANTS.length > 1) {
+        lines.push(
+          '',
+          `with logprobs, top_logprobs ${TOP} (the same runs, in turns):`,
+          'concurrent   aggregate t/s   wall-clock cost   CPU ms/token   CPU cost',
+        );
+        for (const r of rows) {
+          const l = r.logprobs;
+          lines.push(
+            `${String(r.concurrency).padStart(10)}   ${f(l.tps).padStart(13)}   ${f(100 * l.cost).padStart(13)} %   ${f(l.cpu_ms_per_token, 2).padStart(12)}   ${f(100 * l.cpu_cost).padStart(6)} %`,
+          );
+        }
+      }
       const at8 = rows.find((r) => r.concurrency === 8);
       if (at8) lines.push('', `target: >= 3x single-stream at 8 concurrent: ${f(at8.ratio, 2)}x (${at8.ratio >= 3 ? 'met' : 'MISSED'})`);
       process.stdout.write(lines.join('\n') + '\n');

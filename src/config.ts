@@ -190,7 +190,15 @@ export const configSchema = z
       .strict()
       .prefault({}),
     metrics: z
-      .object({ interval_s: wholeAtLeast(1).default(30).describe('how often <prefix>/metrics/<node_id> is published') })
+      .object({
+        interval_s: wholeAtLeast(1).default(30).describe('how often <prefix>/metrics/<node_id> is published'),
+        drift_sample: z
+          .number({ error: 'must be a number from 0 to 1' })
+          .min(0, 'must be a number from 0 to 1')
+          .max(1, 'must be a number from 0 to 1')
+          .default(0.05)
+          .describe('fraction of local requests scored under the model for the drift gauges (edgellm_prompt_logprob_mean); a scored prompt takes ~2.2x as long to evaluate (the output layer at every prompt token); 0 = off'),
+      })
       .strict()
       .prefault({}),
     http: z

@@ -7,6 +7,11 @@ export type ErrorCode =
   | 'E_BAD_ARGUMENT'
   /** A request that breaks the API's rules (a chat message without content, an empty stop string): the message names the field. */
   | 'E_BAD_REQUEST'
+  /**
+   * logprobs / top_logprobs that cannot be served: top_logprobs outside 0..20, top_logprobs without
+   * logprobs: true, or log-probabilities on a request that generates nothing (the message says which).
+   */
+  | 'E_BAD_LOGPROBS'
   | 'E_BENCH'
   | 'E_CONFIG'
   /** A model file that is truncated or breaks the GGUF format (the message names the key or tensor). */

@@ -47,6 +47,7 @@ export {
   type RenderChatOptions,
 } from './engine/chat.js';
 export { StopMatcher, type StopStep } from './engine/stop.js';
+export { MAX_TOP_LOGPROBS, type TokenLogprob, type TopLogprob } from './engine/logprobs.js';
 export {
   Generation,
   SAMPLING_DEFAULTS,

@@ -47,7 +47,7 @@ struct Collector {
   std::condition_variable cv;
   bool pending = false;
   std::map<uint64_t, std::vector<int32_t>> tokens;
-  std::map<uint64_t, std::vector<DecodeEvent>> token_events;  // with their step_sequences and at_ms
+  std::map<uint64_t, std::vector<DecodeEvent>> token_events;  // with their step_sequences, at_ms, logprobs
   std::map<uint64_t, DecodeEvent> finished;
   std::vector<DecodeEvent> buf;
 
@@ -144,6 +144,94 @@ TEST(engine_loop, sequences_decoded_together_equal_each_decoded_alone) {
   }
   CHECK_EQ(loop.state().active, (int64_t)0);
   CHECK_EQ(loop.state().queued, (int64_t)0);
+}
+
+// log_softmax(row)[token] in double.
+double log_softmax_at(const float* row, int64_t n, int32_t token) {
+  double max = -INFINITY, sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) max = std::max(max, (double)row[i]);
+  for (int64_t i = 0; i < n; ++i) sum += std::exp((double)row[i] - max);
+  return (double)row[token] - max - std::log(sum);
+}
+
+TEST(engine_loop, logprobs_are_computed_only_for_the_sequences_that_ask) {
+  auto m = tiny_model();
+  ThreadPool pool(2);
+  ForwardPass f(*m, pool, opts(128, 16));
+  const int64_t V = m->config().n_vocab;
+  const auto prompt = prompt_of(37, 3);  // more prompt rows than kRawLogprobRows: several chunks
+  const int n_gen = 6;
+  // By hand: every prompt position's logits, then greedy steps with each token's log-softmax.
+  KvCache seq(f.cache_config());
+  std::vector<float> all(prompt.size() * (size_t)V);
+  f.prefill(seq, prompt.data(), (int64_t)prompt.size(), true, all.data());
+  double prompt_sum = 0;
+  for (size_t p = 0; p + 1 < prompt.size(); ++p) prompt_sum += log_softmax_at(&all[p * (size_t)V], V, prompt[p + 1]);
+  std::vector<float> row(all.end() - V, all.end());
+  std::vector<int32_t> want;
+  std::vector<double> want_lp;
+  for (int i = 0; i < n_gen; ++i) {
+    const int32_t t = (int32_t)(std::max_element(row.begin(), row.end()) - row.begin());
+    want.push_back(t);
+    want_lp.push_back(log_softmax_at(row.data(), V, t));
+    BatchToken b{&seq, seq.length(0), t, true};
+    f.step(&b, 1, row.data());
+  }
+
+  std::mutex fmu;
+  Collector c;
+  DecodeLoop loop(f, fmu, {3}, c.notifier());
+  SamplingParams g = greedy();
+  g.penalty_last_n = 0;
+  SequenceRequest asks{prompt, g, n_gen, {}};
+  asks.top_logprobs = 3;
+  asks.raw_logprobs = true;
+  const uint64_t a = loop.submit(asks);
+  const uint64_t plain_id = loop.submit({prompt, g, n_gen, {}});
+  SequenceRequest top0{prompt, g, n_gen, {}};
+  top0.top_logprobs = 0;
+  const uint64_t z = loop.submit(top0);
+  CHECK(c.wait_finished(loop, 3));
+  CHECK(c.tokens[a] == want);
+  CHECK(c.tokens[plain_id] == want);
+  CHECK(c.tokens[z] == want);
+  for (size_t i = 0; i < c.token_events[a].size() && i < want.size(); ++i) {
+    const DecodeEvent& e = c.token_events[a][i];
+    CHECK_EQ(e.n_top, 3);
+    CHECK_MSG(std::fabs(e.logprob - want_lp[i]) < 1e-4, "token " + std::to_string(i) + ": " + std::to_string(e.logprob) +
+                                                            " != " + std::to_string(want_lp[i]));
+    CHECK_EQ(e.top[0].id, want[i]);
+    CHECK(e.top[0].logprob >= e.top[1].logprob && e.top[1].logprob >= e.top[2].logprob);
+    CHECK_EQ(c.token_events[plain_id][i].n_top, -1);
+    CHECK_EQ(c.token_events[z][i].n_top, 0);
+    CHECK(std::fabs(c.token_events[z][i].logprob - want_lp[i]) < 1e-4);
+  }
+  const DecodeEvent& fa = c.finished[a];
+  CHECK_EQ(fa.prompt_logprob_tokens, (int64_t)prompt.size() - 1);
+  CHECK_MSG(std::fabs(fa.prompt_logprob_sum - prompt_sum) < 1e-3 * prompt.size(),
+            std::to_string(fa.prompt_logprob_sum) + " != " + std::to_string(prompt_sum));
+  double gen_sum = 0;
+  for (double lp : want_lp) gen_sum += lp;
+  CHECK_EQ(fa.completion_logprob_tokens, (int64_t)n_gen);
+  CHECK(std::fabs(fa.completion_logprob_sum - gen_sum) < 1e-3);
+  CHECK_EQ(c.finished[plain_id].prompt_logprob_tokens, (int64_t)0);
+}
+
+TEST(engine_loop, top_logprobs_out_of_range_is_refused_at_submit) {
+  auto m = tiny_model();
+  ThreadPool pool(1);
+  ForwardPass f(*m, pool, opts(64, 8));
+  std::mutex fmu;
+  DecodeLoop loop(f, fmu, {1}, [] {});
+  SequenceRequest r{{1, 2}, greedy(), 2, {}};
+  r.top_logprobs = 21;
+  std::string why;
+  try {
+    loop.submit(r);
+  } catch (const std::invalid_argument& e) {
+    why = e.what();
+  }
+  CHECK_MSG(why.find("top_logprobs must be from 0 to 20") != std::string::npos, why);
 }
 
 TEST(engine_loop, a_stop_token_finishes_with_stop_and_is_not_posted) {

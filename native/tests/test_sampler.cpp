@@ -407,3 +407,103 @@ TEST(sampler, accept_refuses_a_token_outside_the_vocabulary) {
   }
   CHECK(threw);
 }
+
+namespace {
+// log_softmax(l)[i] in double, by the definition.
+double log_softmax_at(const std::vector<float>& l, int32_t i) {
+  double max = -INFINITY, sum = 0.0;
+  for (float x : l) max = std::max(max, (double)x);
+  for (float x : l) sum += std::exp((double)x - max);
+  return (double)l[(size_t)i] - max - std::log(sum);
+}
+}  // namespace
+
+TEST(sampler, greedy_logprobs_are_the_log_softmax_of_the_logits) {
+  const std::vector<float> l = {0.5f, 2.0f, -1.0f, 2.0f, 1.5f, -3.0f};
+  SamplingParams p = plain();
+  p.temperature = 0.0f;
+  Sampler s(p, (int32_t)l.size());
+  CHECK_EQ(s.sample(l.data()), 1);  // ties: the lower id
+  float lp = 0;
+  TokenLogprob top[kMaxTopLogprobs];
+  CHECK_EQ(s.token_logprobs(l.data(), 4, &lp, top), 4);
+  CHECK(std::fabs(lp - log_softmax_at(l, 1)) < 1e-6);
+  const int32_t order[] = {1, 3, 4, 0};
+  for (int i = 0; i < 4; ++i) {
+    CHECK_EQ(top[i].id, order[i]);
+    CHECK(std::fabs(top[i].logprob - log_softmax_at(l, order[i])) < 1e-6);
+  }
+  std::vector<float> scratch(l.size());
+  CHECK(std::fabs(raw_logprob(l.data(), (int32_t)l.size(), 5, scratch.data()) - log_softmax_at(l, 5)) < 1e-6);
+  CHECK_EQ(s.token_logprobs(l.data(), 0, &lp, top), 0);
+}
+
+TEST(sampler, greedy_logprobs_over_a_large_vocabulary_match_double_precision) {
+  // The vectorized softmax path (every kernel table's softmax, with its tail) against the definition.
+  for (int32_t n : {7, 33, 32000}) {
+    std::vector<float> l((size_t)n);
+    edgellm::test::fill_normal(l.data(), n, 4.0f);
+    SamplingParams p = plain();
+    p.temperature = 0.0f;
+    Sampler s(p, n);
+    const int32_t token = s.sample(l.data());
+    float lp = 0;
+    TokenLogprob top[kMaxTopLogprobs];
+    CHECK_EQ(s.token_logprobs(l.data(), 20, &lp, top), std::min(n, 20));
+    CHECK_MSG(std::fabs(lp - log_softmax_at(l, token)) < 1e-5, std::to_string(lp) + " vs " + std::to_string(log_softmax_at(l, token)));
+    for (int32_t i = 0; i < std::min(n, 20); ++i) CHECK(std::fabs(top[i].logprob - log_softmax_at(l, top[i].id)) < 1e-5);
+    std::vector<float> with_nan = l, scratch((size_t)n);
+    with_nan[(size_t)(n / 2)] = NAN;
+    const int32_t other = (token + 1) % n;
+    if (other != n / 2) {
+      std::vector<float> no_nan = l;
+      no_nan[(size_t)(n / 2)] = -INFINITY;
+      CHECK(std::fabs(raw_logprob(with_nan.data(), n, other, scratch.data()) - log_softmax_at(no_nan, other)) < 1e-5);
+    }
+  }
+  // Every logit -inf: uniform, as sample() treats it.
+  std::vector<float> dead(5, -INFINITY), scratch(5);
+  CHECK(std::fabs(raw_logprob(dead.data(), 5, 2, scratch.data()) - (float)-std::log(5.0)) < 1e-6);
+}
+
+TEST(sampler, greedy_logprobs_see_the_penalties) {
+  std::vector<float> l = {1.0f, 3.0f, 2.0f};
+  SamplingParams p = plain();
+  p.temperature = 0.0f;
+  p.repeat_penalty = 2.0f;
+  Sampler s(p, 3);
+  s.accept(1);  // 3 -> 1.5: token 2 wins
+  CHECK_EQ(s.sample(l.data()), 2);
+  float lp = 0;
+  TokenLogprob top[kMaxTopLogprobs];
+  CHECK_EQ(s.token_logprobs(l.data(), 3, &lp, top), 3);
+  const std::vector<float> penalized = {1.0f, 1.5f, 2.0f};
+  CHECK(std::fabs(lp - log_softmax_at(penalized, 2)) < 1e-6);
+  CHECK_EQ(top[1].id, 1);
+  CHECK(std::fabs(top[1].logprob - log_softmax_at(penalized, 1)) < 1e-6);
+}
+
+TEST(sampler, sampled_logprobs_are_of_the_filtered_tempered_distribution) {
+  const std::vector<float> l = {0.1f, 1.0f, 3.0f, 2.0f, -0.5f};
+  for (int filtered = 0; filtered < 2; ++filtered) {
+    SamplingParams p = plain();
+    p.temperature = 0.5f;
+    p.top_k = filtered ? 3 : 0;  // without top-k the candidates stay in id order
+    p.seed = 7;
+    Sampler s(p, (int32_t)l.size());
+    const int32_t token = s.sample(l.data());
+    // The distribution drawn from: softmax(l / 0.5) over the kept ids.
+    std::vector<int32_t> kept = filtered ? std::vector<int32_t>{2, 3, 1} : std::vector<int32_t>{2, 3, 1, 0, 4};
+    std::vector<float> scaled;
+    for (int32_t id : kept) scaled.push_back(l[(size_t)id] / 0.5f);
+    float lp = 0;
+    TokenLogprob top[kMaxTopLogprobs];
+    const int32_t n = s.token_logprobs(l.data(), 20, &lp, top);
+    CHECK_EQ(n, (int32_t)kept.size());  // never more than the filters kept
+    for (size_t i = 0; i < kept.size() && (int32_t)i < n; ++i) {
+      CHECK_EQ(top[i].id, kept[i]);
+      CHECK(std::fabs(top[i].logprob - log_softmax_at(scaled, (int32_t)i)) < 1e-5);
+      if (kept[i] == token) CHECK(std::fabs(lp - top[i].logprob) < 1e-6);
+    }
+  }
+}

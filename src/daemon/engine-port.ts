@@ -5,6 +5,7 @@
  */
 import type { GenerationSteps } from '../engine/steps.js';
 import { EdgeError } from '../errors.js';
+import type { TokenLogprob } from '../logprobs.js';
 
 /** Per generated token (a `trace` request): when it was sampled, and its decode step's sequences. */
 export type { GenerationSteps };
@@ -27,6 +28,11 @@ export interface GenerateParams {
   presence_penalty?: number;
   frequency_penalty?: number;
   stop?: string[];
+  /** Per generated token its log-probability and top_logprobs (0..20) alternatives (src/logprobs.ts). */
+  logprobs?: boolean;
+  top_logprobs?: number;
+  /** Measure the model's own log-probabilities of prompt and completion (the drift signal; slower prefill). */
+  raw_logprobs?: boolean;
   /** Aborting it ends the generation with finish_reason 'cancelled' (the reason is the caller's to keep). */
   signal?: AbortSignal;
   /** Record `steps` in the result (a request's `trace: true`); not part of what the answer cache keys on. */
@@ -42,11 +48,16 @@ export interface GenerateResult {
   timings: { queue_ms: number; prompt_ms: number; ttft_ms: number; total_ms: number; decode_tokens_per_s: number };
   /** Only when generate() was asked for a trace. */
   steps?: GenerationSteps;
+  logprobs?: { content: TokenLogprob[] };
+  /** With raw_logprobs: sums of natural-log probabilities under the model, and token counts. */
+  raw_logprobs?: { prompt_sum: number; prompt_tokens: number; completion_sum: number; completion_tokens: number };
 }
 
 /** Streams text pieces as they are decoded; `result` settles once the generation has ended. */
 export interface Generation extends AsyncIterableIterator<string> {
   result: Promise<GenerateResult>;
+  /** With logprobs: an entry per generated token as it arrives (may run ahead of the text). */
+  readonly logprobs?: readonly TokenLogprob[] | undefined;
 }
 
 export interface LocalModel {
@@ -67,7 +78,7 @@ export interface LocalModel {
 export type ModelOpener = (path: string) => Promise<LocalModel>;
 
 /** The sampling fields a request may carry, copied to the engine as they are. */
-export const SAMPLING_FIELDS = ['temperature', 'top_p', 'top_k', 'min_p', 'seed', 'presence_penalty', 'frequency_penalty', 'stop'] as const;
+export const SAMPLING_FIELDS = ['temperature', 'top_p', 'top_k', 'min_p', 'seed', 'presence_penalty', 'frequency_penalty', 'stop', 'logprobs', 'top_logprobs'] as const;
 type Sampling = Pick<GenerateParams, (typeof SAMPLING_FIELDS)[number]>;
 
 /** What is asked: a bare prompt or chat messages, and sampling fields. */

@@ -11,6 +11,7 @@ import { randomUUID } from 'node:crypto';
 import type { DaemonConfig } from '../config.js';
 import { generateParams, promptTooLarge, type Generation, type LocalModel } from './engine-port.js';
 import type { Logger } from '../log.js';
+import { drawDriftSample } from './drift.js';
 import { ignoreRequests, type RequestObserver } from './request-observer.js';
 import { EdgeError } from '../errors.js';
 import type { ChatRequest } from '../transport/http/openai-request.js';
@@ -37,7 +38,7 @@ export class LocalChat implements ChatBackend {
 
   constructor(
     private readonly deps: {
-      config: Pick<DaemonConfig, 'limits'>;
+      config: Pick<DaemonConfig, 'limits' | 'metrics'>;
       queue: RequestQueue;
       /** By name; the first is the default. */
       models: Map<string, LocalModel>;
@@ -145,7 +146,10 @@ export class LocalChat implements ChatBackend {
         this.waiting.delete(key);
         let generation: Generation;
         try {
-          generation = model.generate({ ...params, signal: stop.signal });
+          const drift = drawDriftSample(config.metrics.drift_sample);
+          generation = model.generate({ ...params, ...(drift ? { raw_logprobs: true } : {}), signal: stop.signal });
+          const observer = this.deps.observer ?? ignoreRequests;
+          if (drift) generation.result.then((r) => r.raw_logprobs && observer.onDriftSample(model.name, r.raw_logprobs), noop);
         } catch (err) {
           signal.removeEventListener('abort', onAbort);
           reject(err);
@@ -240,6 +244,7 @@ function watched(gen: Generation, iterated: () => void, cutByShutdown: () => boo
       return it;
     },
     result,
+    logprobs: gen.logprobs,
   };
   return it;
 }

@@ -27,6 +27,7 @@ export function engineRequest(p: GenerateParams): GenerateRequest {
   if (p.messages !== undefined) r.messages = p.messages as ChatMessage[];
   if (p.max_tokens !== undefined) r.max_tokens = p.max_tokens;
   for (const k of SAMPLING_FIELDS) if (p[k] !== undefined) (r as Record<string, unknown>)[k] = p[k];
+  if (p.raw_logprobs) r.raw_logprobs = true;
   if (p.signal !== undefined) r.signal = p.signal;
   if (p.trace) r.trace = true;
   return r;
@@ -56,7 +57,15 @@ class EngineModel implements LocalModel {
    */
   generate(p: GenerateParams): Generation {
     const gen = this.start(p);
-    const result: Promise<GenerateResult> = gen.result.then(({ text, finish_reason, usage, timings, steps }) => ({ text, finish_reason, usage, timings, ...(steps ? { steps } : {}) }));
+    const result: Promise<GenerateResult> = gen.result.then(({ text, finish_reason, usage, timings, steps, logprobs, raw_logprobs }) => ({
+      text,
+      finish_reason,
+      usage,
+      timings,
+      ...(steps ? { steps } : {}),
+      ...(logprobs ? { logprobs } : {}),
+      ...(raw_logprobs ? { raw_logprobs } : {}),
+    }));
     result.catch(() => {}); // a consumer that only iterates sees the error from next()
     const done = { value: undefined, done: true } as const;
     const it: Generation = {
@@ -73,6 +82,7 @@ class EngineModel implements LocalModel {
         return it;
       },
       result,
+      logprobs: gen.logprobs,
     };
     return it;
   }

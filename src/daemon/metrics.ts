@@ -9,6 +9,7 @@
 import { createRequire } from 'node:module';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { ExemplarBook, OPENMETRICS_CONTENT_TYPE } from './exemplars.js';
+import { DriftWindows, DRIFT_WINDOW, type RawLogprobSums } from './drift.js';
 import type { FinishedRequest, RequestObserver } from './request-observer.js';
 
 /** What the gauges read at scrape time (Responder.stats() and the session's state). */
@@ -38,6 +39,8 @@ export class DaemonMetrics implements RequestObserver {
   private readonly total: Histogram<'route' | 'outcome'>;
   private readonly modelInfo: Gauge<'model' | 'context_size'>;
   private readonly exemplars = new ExemplarBook();
+  private readonly drift = new DriftWindows();
+  private readonly driftSamples: Counter<'model'>;
 
   constructor(opts: {
     node: string;
@@ -89,6 +92,26 @@ export class DaemonMetrics implements RequestObserver {
     this.liveGauge('edgellm_decode_tokens_per_second', 'mean decode speed of the last 20 local generations, tokens/s (0 before the first)', live('tokens_per_s'));
     this.liveGauge('edgellm_mqtt_connected', '1 while the broker connection is up', () => (opts.connected() ? 1 : 0));
     this.liveGauge('edgellm_ready', '1 while /healthz answers 200', () => (opts.ready() ? 1 : 0));
+    this.driftSamples = new Counter({
+      name: 'edgellm_drift_samples_total',
+      help: 'local requests whose prompt and answer were scored under the model for the drift gauges (metrics.drift_sample of them)',
+      labelNames: ['model'],
+      registers,
+    });
+    const drift = this.drift;
+    for (const part of ['prompt', 'completion'] as const) {
+      new Gauge({
+        name: `edgellm_${part}_logprob_mean`,
+        help:
+          `mean natural-log probability per ${part} token under the model (no sampling penalties or temperature), ` +
+          `over its last ${DRIFT_WINDOW} sampled requests; falling = ${part === 'prompt' ? 'inputs the model finds more surprising' : 'less confident answers'}`,
+        labelNames: ['model'],
+        registers,
+        collect() {
+          for (const [model, mean] of drift.means(part)) this.set({ model }, mean);
+        },
+      });
+    }
     if (opts.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
   }
 
@@ -127,6 +150,11 @@ export class DaemonMetrics implements RequestObserver {
 
   onCacheLookup(hit: boolean): void {
     (hit ? this.cacheHits : this.cacheMisses).inc();
+  }
+
+  onDriftSample(model: string, m: RawLogprobSums): void {
+    this.drift.add(model, m);
+    this.driftSamples.inc({ model });
   }
 
   /** Prometheus text (0.0.4), or OpenMetrics 1.0 with exemplars. */

@@ -3,6 +3,7 @@
  * responder itself never deals with metric types. Times are milliseconds since the request arrived.
  */
 import type { ErrorCode } from '../errors.js';
+import type { RawLogprobSums } from './drift.js';
 
 /**
  * How a request ended: `done` generated (any finish_reason but cancelled), `cached` answered from the
@@ -35,6 +36,8 @@ export interface RequestObserver {
   onFinished(r: FinishedRequest): void;
   /** A deterministic request looked up in the answer cache. */
   onCacheLookup(hit: boolean): void;
+  /** A local generation sampled for the drift signal: its prompt and completion scored under the model. */
+  onDriftSample(model: string, m: RawLogprobSums): void;
 }
 
-export const ignoreRequests: RequestObserver = { onFinished: () => undefined, onCacheLookup: () => undefined };
+export const ignoreRequests: RequestObserver = { onFinished: () => undefined, onCacheLookup: () => undefined, onDriftSample: () => undefined };

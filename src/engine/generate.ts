@@ -14,9 +14,10 @@ import { randomInt } from 'node:crypto';
 import { EdgeError, type ErrorCode } from '../errors.js';
 import { chatStopStrings, chatStopTokens, renderChatFor, validateMessages, type ChatMessage } from './chat.js';
 import { StepRecorder, type GenerationSteps } from './steps.js';
+import { LogprobReader, topLogprobsOf, type TokenLogprob } from './logprobs.js';
 import { StopMatcher } from './stop.js';
 import type { StreamDecoder, Tokenizer } from './tokenizer/index.js';
-import type { SamplingSettings, NativeFinish, NativeDecoder } from './native.js';
+import type { SamplingSettings, NativeFinish, NativeDecoder, NativeLogprobs } from './native.js';
 export type { SamplingSettings, NativeDecoder, DecodeState } from './native.js';
 export type { GenerationSteps } from './steps.js';
 /**
@@ -51,6 +52,25 @@ export interface GenerateRequest extends Partial<SamplingSettings> {
   signal?: AbortSignal;
   /** Record `steps` in the result: when each token was sampled and how many sequences its step advanced. */
   trace?: boolean;
+  /** Per generated token its log-probability (see logprobs.ts for which distribution). */
+  logprobs?: boolean;
+  /** 0..20 most probable alternatives per token, with logprobs: true. */
+  top_logprobs?: number;
+  /**
+   * Measure the model's own log-probabilities (no penalties, no temperature) of the prompt tokens
+   * (each given its prefix) and of the generated ones: result.raw_logprobs, the drift signal. The
+   * prompt is then evaluated in chunks of at most 16 tokens.
+   */
+  raw_logprobs?: boolean;
+}
+
+/** Sums of natural-log probabilities under the model's own distribution (GenerateRequest.raw_logprobs). */
+export interface RawLogprobs {
+  prompt_sum: number;
+  /** Prompt tokens after the first. */
+  prompt_tokens: number;
+  completion_sum: number;
+  completion_tokens: number;
 }
 
 /**
@@ -91,6 +111,10 @@ export interface GenerateResult {
   sampling: SamplingSettings;
   /** Only for a `trace` request: one entry per token of the answer. */
   steps?: GenerationSteps;
+  /** With logprobs: one entry per generated token counted in usage (an end-of-generation token excluded). */
+  logprobs?: { content: TokenLogprob[] };
+  /** With raw_logprobs (absent for a generation cancelled before it started). */
+  raw_logprobs?: RawLogprobs;
 }
 
 /** @internal what the Model hands to startGeneration */
@@ -102,7 +126,19 @@ export interface GenerationContext {
   unbounded: boolean;
 }
 
-const REQUEST_FIELDS = new Set(['prompt', 'messages', 'max_tokens', 'stop', 'signal', 'trace', ...Object.keys(SAMPLING_DEFAULTS), 'seed']);
+const REQUEST_FIELDS = new Set([
+  'prompt',
+  'messages',
+  'max_tokens',
+  'stop',
+  'signal',
+  'trace',
+  'logprobs',
+  'top_logprobs',
+  'raw_logprobs',
+  ...Object.keys(SAMPLING_DEFAULTS),
+  'seed',
+]);
 const MAX_STOP_STRINGS = 16;
 
 /** @internal Model.generate(): validates, tokenizes, submits. Throws EdgeError synchronously. */
@@ -114,6 +150,10 @@ export function startGeneration(ctx: GenerationContext, request: GenerateRequest
     if (!REQUEST_FIELDS.has(key)) throw badRequest(`unknown field "${key}" (known: ${[...REQUEST_FIELDS].join(', ')})`);
   }
   const sampling = samplingOf(request);
+  const topLogprobs = topLogprobsOf(request);
+  if (request.raw_logprobs !== undefined && typeof request.raw_logprobs !== 'boolean') {
+    throw badRequest(`raw_logprobs must be true or false, got ${describe(request.raw_logprobs)}`);
+  }
   const stops = stopStrings(request.stop);
   const signal = request.signal;
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw badRequest('signal must be an AbortSignal');
@@ -155,6 +195,9 @@ export function startGeneration(ctx: GenerationContext, request: GenerateRequest
     decoder: tokenizer.decoder({ continuation: true }),
     signal,
     trace: request.trace === true,
+    topLogprobs,
+    rawLogprobs: request.raw_logprobs === true,
+    logprobReader: topLogprobs === undefined ? undefined : new LogprobReader(tokenizer),
   });
 }
 
@@ -168,6 +211,12 @@ export class Generation implements AsyncIterableIterator<string, GenerateResult,
   readonly result: Promise<GenerateResult>;
   /** The native sequence id (0 when it never started). */
   readonly id: number;
+  /**
+   * With logprobs: an entry per generated token as it arrives (a streaming consumer takes the ones
+   * past what it has sent); may run ahead of the text, which holds back partial characters and stop
+   * strings. The result's list is this one cut at usage.completion_tokens.
+   */
+  readonly logprobs: TokenLogprob[] | undefined;
 
   private readonly native: NativeDecoder;
   private readonly matcher: StopMatcher;
@@ -189,6 +238,8 @@ export class Generation implements AsyncIterableIterator<string, GenerateResult,
   private readonly onAbort = () => this.cancel();
   private returned = false;
   private readonly steps: StepRecorder | undefined;
+  private readonly logprobReader: LogprobReader | undefined;
+  private raw: RawLogprobs | undefined;
 
   /** @internal use Model.generate() */
   constructor(
@@ -202,9 +253,14 @@ export class Generation implements AsyncIterableIterator<string, GenerateResult,
       decoder: StreamDecoder;
       signal: AbortSignal | undefined;
       trace?: boolean;
+      topLogprobs?: number | undefined;
+      rawLogprobs?: boolean;
+      logprobReader?: LogprobReader | undefined;
     },
   ) {
     if (init.trace) this.steps = new StepRecorder();
+    this.logprobReader = init.logprobReader;
+    this.logprobs = init.logprobReader ? [] : undefined;
     this.native = ctx.native;
     this.matcher = init.matcher;
     this.decoder = init.decoder;
@@ -222,8 +278,16 @@ export class Generation implements AsyncIterableIterator<string, GenerateResult,
       return;
     }
     this.id = this.native.generate(
-      { tokens: init.tokens, stopTokens: init.stopTokens, maxTokens: init.maxTokens, ...init.sampling, ...(init.trace ? { trace: true } : {}) },
-      (tokens, finish, steps) => this.onNative(tokens, finish, steps),
+      {
+        tokens: init.tokens,
+        stopTokens: init.stopTokens,
+        maxTokens: init.maxTokens,
+        ...init.sampling,
+        ...(init.trace ? { trace: true } : {}),
+        ...(init.topLogprobs !== undefined ? { topLogprobs: init.topLogprobs } : {}),
+        ...(init.rawLogprobs ? { rawLogprobs: true } : {}),
+      },
+      (tokens, finish, steps, logprobs) => this.onNative(tokens, finish, steps, logprobs),
     );
     init.signal?.addEventListener('abort', this.onAbort, { once: true });
   }
@@ -255,8 +319,14 @@ export class Generation implements AsyncIterableIterator<string, GenerateResult,
     return { value: await this.result, done: true };
   }
 
-  private onNative(tokens: Int32Array, finish: NativeFinish | undefined, steps: Float64Array | undefined): void {
+  private onNative(
+    tokens: Int32Array,
+    finish: NativeFinish | undefined,
+    steps: Float64Array | undefined,
+    logprobs: NativeLogprobs | undefined,
+  ): void {
     if (steps) this.steps?.push(steps);
+    if (logprobs && this.logprobReader && this.stopString === undefined) this.logprobReader.append(tokens, logprobs, this.logprobs!);
     for (const id of tokens) {
       if (this.stopString !== undefined) break;
       this.tokensSeen++;
@@ -307,6 +377,14 @@ export class Generation implements AsyncIterableIterator<string, GenerateResult,
       prompt_tokens: f.prompt_tokens,
       completion_tokens: stopped ? this.tokensAtStop : f.completion_tokens,
     };
+    if (f.prompt_logprob_tokens !== undefined) {
+      this.raw = {
+        prompt_sum: f.prompt_logprob_sum ?? 0,
+        prompt_tokens: f.prompt_logprob_tokens,
+        completion_sum: f.completion_logprob_sum ?? 0,
+        completion_tokens: f.completion_logprob_tokens ?? 0,
+      };
+    }
     const decodeTokensPerS = f.completion_tokens > 1 && f.decode_ms > 0 ? (f.completion_tokens - 1) / (f.decode_ms / 1000) : 0;
     this.finalize(reason, usage, {
       queue_ms: f.queue_ms,
@@ -326,6 +404,8 @@ export class Generation implements AsyncIterableIterator<string, GenerateResult,
       timings: timings ?? { queue_ms: 0, prompt_ms: 0, ttft_ms: 0, total_ms: 0, decode_tokens_per_s: 0 },
       sampling: { ...this.sampling },
       ...(this.steps ? { steps: this.steps.take(usage.completion_tokens) } : {}),
+      ...(this.logprobs ? { logprobs: { content: this.logprobs.slice(0, usage.completion_tokens) } } : {}),
+      ...(this.raw ? { raw_logprobs: this.raw } : {}),
     };
     this.final = final;
     for (const w of this.waiters.splice(0)) w.resolve({ value: final, done: true });

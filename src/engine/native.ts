@@ -221,13 +221,40 @@ export interface NativeFinish {
   ttft_ms: number;
   total_ms: number;
   decode_ms: number;
+  /** With rawLogprobs: sums of the model's natural-log probabilities (no penalties, no temperature). */
+  prompt_logprob_sum?: number;
+  /** Prompt tokens after the first, each scored given its prefix. */
+  prompt_logprob_tokens?: number;
+  completion_logprob_sum?: number;
+  completion_logprob_tokens?: number;
+}
+
+/**
+ * With topLogprobs: per delivered token its log-probability and `top` alternatives each (row-major;
+ * id -1 past a token's own count, when the sampler's filters kept fewer candidates).
+ */
+export interface NativeLogprobs {
+  logprob: Float32Array;
+  top: number;
+  top_ids: Int32Array;
+  top_logprobs: Float32Array;
 }
 
 /** @internal the decode half of the addon's Model; a `trace` request's callback also gets (at_ms, batch) pairs per token (steps.ts) */
 export interface NativeDecoder {
   generate(
-    request: { tokens: Int32Array; stopTokens: Int32Array; maxTokens: number; trace?: boolean } & SamplingSettings,
-    callback: (tokens: Int32Array, finish?: NativeFinish, steps?: Float64Array) => void,
+    request: {
+      tokens: Int32Array;
+      stopTokens: Int32Array;
+      maxTokens: number;
+      /** Deliver each token's (at_ms, step sequences) to the callback (a request's trace). */
+      trace?: boolean;
+      /** 0..20 alternatives per token; absent = no log-probabilities computed. */
+      topLogprobs?: number;
+      /** Sum the model's log-probabilities of prompt and generated tokens (the drift signal). */
+      rawLogprobs?: boolean;
+    } & SamplingSettings,
+    callback: (tokens: Int32Array, finish?: NativeFinish, steps?: Float64Array, logprobs?: NativeLogprobs) => void,
   ): number;
   cancel(id: number): void;
   decodeState(): DecodeState;

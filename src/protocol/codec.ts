@@ -4,7 +4,8 @@
  */
 import { isUtf8 } from 'node:buffer';
 import { z } from 'zod';
-import type { ErrorCode } from '../errors.js';
+import { EdgeError, type ErrorCode } from '../errors.js';
+import { topLogprobsOf, type TokenLogprob } from '../logprobs.js';
 import { describeIssues } from '../validation.js';
 import { isPublishableTopic } from './topics.js';
 
@@ -50,6 +51,9 @@ export const requestSchema = z
     deadline_ms: whole('a whole number of milliseconds >= 1').min(1, 'must be a whole number of milliseconds >= 1').optional(),
     reply_to: z.string({ error: 'must be text' }).refine(isPublishableTopic, 'must be a topic name without wildcards').optional(),
     trace: z.boolean({ error: 'must be true or false' }).optional(),
+    // Ranges are checked after the schema, by the one check every endpoint shares (E_BAD_LOGPROBS).
+    logprobs: z.boolean({ error: 'must be true or false' }).optional(),
+    top_logprobs: num('a whole number from 0 to 20').optional(),
   })
   .strict()
   .superRefine((r, ctx) => {
@@ -115,7 +119,16 @@ export function decodeRequest(payload: Buffer, limits: DecodeLimits): Decoded {
     if (problems.length > shown.length) shown.push(`and ${problems.length - shown.length} more problems`);
     return refuse('E_BAD_REQUEST', shown.join('; '), id, replyTo);
   }
-  return { ok: true, request: parsed.data };
+  const r = parsed.data;
+  try {
+    if (topLogprobsOf(r) !== undefined && r.route === 'cloud') {
+      return refuse('E_BAD_LOGPROBS', 'logprobs come from the local model only (the cloud route relays text): drop route "cloud" or logprobs', id, replyTo);
+    }
+  } catch (err) {
+    if (err instanceof EdgeError) return refuse(err.code, err.message, id, replyTo);
+    throw err;
+  }
+  return { ok: true, request: r };
 }
 
 /**
@@ -158,6 +171,8 @@ export interface DoneFields {
   /** What went wrong upstream: "upstream failed (HTTP 500)". */
   fallback_reason?: string;
   cached: boolean;
+  /** With logprobs: per generated token (OpenAI's choices[].logprobs). */
+  logprobs?: { content: TokenLogprob[] };
   model: string;
   node: string;
   timings: { queue_ms: number; ttft_ms: number; total_ms: number; tokens_per_s: number };
@@ -184,7 +199,9 @@ export interface RequestTrace {
   batch_sizes?: { size: number; steps: number }[];
 }
 
-export const chunkMessage = (id: string, seq: number, text: string) => JSON.stringify({ id, type: 'chunk', seq, text });
+/** With logprobs, `tokens` are the generated tokens that arrived since the previous chunk. */
+export const chunkMessage = (id: string, seq: number, text: string, tokens?: TokenLogprob[]) =>
+  JSON.stringify({ id, type: 'chunk', seq, text, ...(tokens ? { logprobs: { content: tokens } } : {}) });
 
 /**
  * The upstream failed after streaming `discarded_chars` characters: the chunks so far are void, and

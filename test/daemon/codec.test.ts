@@ -131,3 +131,23 @@ t.test('topics: shared requests in a fleet, never-shared cancels, device ids fro
   t.equal(solo.status(), 'edgellm/status/pi1');
   t.equal(solo.metrics(), 'edgellm/metrics/pi1');
 });
+
+t.test('logprobs fields: taken when valid, E_BAD_LOGPROBS naming the rule otherwise', async (t) => {
+  const ok = decode({ id: 'l', prompt: 'x', logprobs: true, top_logprobs: 20 });
+  t.ok(ok.ok && ok.request.logprobs === true && ok.request.top_logprobs === 20);
+  const refusals: Array<[object, string, RegExp]> = [
+    [{ logprobs: true, top_logprobs: 21 }, 'E_BAD_LOGPROBS', /top_logprobs must be a whole number from 0 to 20, got 21/],
+    [{ logprobs: true, top_logprobs: 0.5 }, 'E_BAD_LOGPROBS', /got 0.5/],
+    [{ top_logprobs: 1 }, 'E_BAD_LOGPROBS', /needs logprobs: true/],
+    [{ logprobs: true, route: 'cloud' }, 'E_BAD_LOGPROBS', /local model only/],
+    [{ logprobs: 'yes' }, 'E_BAD_REQUEST', /logprobs.*must be true or false/],
+  ];
+  for (const [fields, code, message] of refusals) {
+    const d = decode({ id: 'l', prompt: 'x', ...fields });
+    t.notOk(d.ok, JSON.stringify(fields));
+    if (d.ok) continue;
+    t.equal(d.code, code, JSON.stringify(fields));
+    t.equal(d.id, 'l', 'the id is echoed');
+    t.match(d.message, message);
+  }
+});

@@ -13,6 +13,13 @@ import type { TapTest } from '../fixtures/paths.js';
 
 const user = (content: unknown) => ({ messages: [{ role: 'user', content }] });
 
+t.test('logprobs and top_logprobs are taken as OpenAI defines them', async (t) => {
+  t.match(parseChatRequest({ messages: [{ role: 'user', content: 'x' }], logprobs: true, top_logprobs: 5 }), { logprobs: true, top_logprobs: 5 });
+  t.match(parseChatRequest({ messages: [{ role: 'user', content: 'x' }], logprobs: true }), { logprobs: true, top_logprobs: 0 });
+  const off = parseChatRequest({ messages: [{ role: 'user', content: 'x' }], logprobs: false, top_logprobs: null });
+  t.equal(off.logprobs, undefined, 'logprobs: false asks for nothing');
+});
+
 function refused(t: TapTest, body: unknown, param: string | null, message: RegExp | string): void {
   try {
     parseChatRequest(body);
@@ -119,8 +126,10 @@ t.test('fields this node cannot honour are refused, naming the field', async (t)
   refused(t, { ...user('x'), stream: true, stream_options: { include_usage: 'yes' } }, 'stream_options.include_usage', /true or false/);
   refused(t, { ...user('x'), stream: true, stream_options: { chunk_size: 4 } }, 'stream_options.chunk_size', /unrecognized/);
   refused(t, { ...user('x'), n: 2 }, 'n', /must be 1/);
-  refused(t, { ...user('x'), logprobs: true }, 'logprobs', /log-probabilities/);
-  refused(t, { ...user('x'), top_logprobs: 3 }, 'top_logprobs', /log-probabilities/);
+  refused(t, { ...user('x'), logprobs: true, top_logprobs: 21 }, 'top_logprobs', 'top_logprobs must be a whole number from 0 to 20, got 21');
+  refused(t, { ...user('x'), logprobs: true, top_logprobs: 1.5 }, 'top_logprobs', /from 0 to 20, got 1.5/);
+  refused(t, { ...user('x'), top_logprobs: 3 }, 'top_logprobs', 'top_logprobs needs logprobs: true as well');
+  refused(t, { ...user('x'), logprobs: 'yes' }, 'logprobs', /logprobs must be true or false, got "yes"/);
   refused(t, { ...user('x'), logit_bias: { '50256': -100 } }, 'logit_bias', /cannot bias tokens/);
   refused(t, { ...user('x'), tool_choice: 'auto' }, 'tool_choice', /does not call tools/);
   refused(t, { ...user('x'), response_format: { type: 'json_schema', json_schema: {} } }, 'response_format', /no JSON mode/);

@@ -1,5 +1,6 @@
 #include "addon/decode_channel.h"
 
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -66,6 +67,10 @@ Napi::Value DecodeChannel::submit(const Napi::CallbackInfo& info) {
   if (!(seed >= 0 && seed <= 9007199254740991.0) || seed != (double)(uint64_t)seed)
     throw coded_error(env, "E_BAD_ARGUMENT", "generate: seed must be a whole number from 0 to 2^53 - 1");
   p.seed = (uint64_t)seed;
+  // Optional: absent = no log-probabilities (the loop range-checks the value).
+  Napi::Value top = o.Get("topLogprobs");
+  if (!top.IsUndefined()) req.top_logprobs = (int32_t)number_field(env, o, "topLogprobs");
+  req.raw_logprobs = o.Get("rawLogprobs").ToBoolean().Value();
   uint64_t id;
   try {
     id = loop_->submit(std::move(req));
@@ -86,6 +91,30 @@ void DecodeChannel::call_js_thunk(Napi::Env env, Napi::Function, DecodeChannel* 
   self->deliver(env);
 }
 
+// {logprob: Float32Array[n], top: stride, top_ids: Int32Array[n * stride] (-1 past a token's own
+// count), top_logprobs: Float32Array[n * stride]} for one sequence's scored token events.
+Napi::Object DecodeChannel::logprobs_of(Napi::Env env, const std::vector<const DecodeEvent*>& scored, int32_t stride) {
+  const size_t n = scored.size(), k = (size_t)stride;
+  Napi::Float32Array lp = Napi::Float32Array::New(env, n);
+  Napi::Int32Array ids = Napi::Int32Array::New(env, n * k);
+  Napi::Float32Array top = Napi::Float32Array::New(env, n * k);
+  for (size_t i = 0; i < n; ++i) {
+    const DecodeEvent& e = *scored[i];
+    lp[i] = e.logprob;
+    for (size_t j = 0; j < k; ++j) {
+      const bool has = (int32_t)j < e.n_top;
+      ids[i * k + j] = has ? e.top[j].id : -1;
+      top[i * k + j] = has ? e.top[j].logprob : 0.0f;
+    }
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("logprob", lp);
+  o.Set("top", Napi::Number::New(env, stride));
+  o.Set("top_ids", ids);
+  o.Set("top_logprobs", top);
+  return o;
+}
+
 // Groups the drained events by sequence and calls each sequence's callback once.
 void DecodeChannel::deliver(Napi::Env env) {
   if (!loop_) return;
@@ -96,6 +125,8 @@ void DecodeChannel::deliver(Napi::Env env) {
   struct Batch {
     std::vector<int32_t> tokens;
     std::vector<double> steps;  // traced sequences: (at_ms, step_sequences) per token
+    std::vector<const DecodeEvent*> scored;  // token events with log-probabilities
+    int32_t stride = 0;                       // most alternatives of one of them
     const DecodeEvent* finish = nullptr;
   };
   std::vector<std::pair<uint64_t, Batch>> batches;
@@ -104,11 +135,15 @@ void DecodeChannel::deliver(Napi::Env env) {
     auto [it, fresh] = index.emplace(e.id, batches.size());
     if (fresh) batches.emplace_back(e.id, Batch{});
     Batch& b = batches[it->second].second;
-    if (e.kind == DecodeEvent::kToken) {
-      b.tokens.push_back(e.token);
-      if (traced_.count(e.id) != 0) b.steps.insert(b.steps.end(), {e.at_ms, (double)e.step_sequences});
-    } else {
+    if (e.kind == DecodeEvent::kFinished) {
       b.finish = &e;
+      continue;
+    }
+    b.tokens.push_back(e.token);
+    if (traced_.count(e.id) != 0) b.steps.insert(b.steps.end(), {e.at_ms, (double)e.step_sequences});
+    if (e.n_top >= 0) {
+      b.scored.push_back(&e);
+      b.stride = std::max(b.stride, e.n_top);
     }
   }
   Napi::Value pending_error;
@@ -135,6 +170,12 @@ void DecodeChannel::deliver(Napi::Env env) {
       num("ttft_ms", e.timings.ttft_ms);
       num("total_ms", e.timings.total_ms);
       num("decode_ms", e.timings.decode_ms);
+      if (e.prompt_logprob_tokens > 0 || e.completion_logprob_tokens > 0) {
+        num("prompt_logprob_sum", e.prompt_logprob_sum);
+        num("prompt_logprob_tokens", (double)e.prompt_logprob_tokens);
+        num("completion_logprob_sum", e.completion_logprob_sum);
+        num("completion_logprob_tokens", (double)e.completion_logprob_tokens);
+      }
       finish = f;
     }
     Napi::Value steps = env.Undefined();
@@ -143,6 +184,8 @@ void DecodeChannel::deliver(Napi::Env env) {
       if (!b.steps.empty()) std::memcpy(a.Data(), b.steps.data(), b.steps.size() * sizeof(double));
       steps = a;
     }
+    Napi::Value logprobs = env.Undefined();
+    if (!b.scored.empty()) logprobs = logprobs_of(env, b.scored, b.stride);
     Napi::FunctionReference fn = std::move(cb->second);
     if (b.finish) {
       traced_.erase(id);
@@ -150,7 +193,7 @@ void DecodeChannel::deliver(Napi::Env env) {
       if (callbacks_.empty() && !released_) tsfn_.Unref(env);
     }
     try {
-      fn.Call({tokens, finish, steps});
+      fn.Call({tokens, finish, steps, logprobs});
     } catch (const Napi::Error& err) {
       if (pending_error.IsEmpty()) pending_error = err.Value();
     }

@@ -4,7 +4,14 @@
 // One call of a sequence's callback carries every token that arrived since the last delivery
 // (many per call when JS is slow), and the last call carries its finish:
 //   callback(tokens: Int32Array, finish?: {reason, code?, message?, stop_token, prompt_tokens,
-//            completion_tokens, queue_ms, prompt_ms, ttft_ms, total_ms, decode_ms})
+//            completion_tokens, queue_ms, prompt_ms, ttft_ms, total_ms, decode_ms,
+//            [rawLogprobs:] prompt_logprob_sum, prompt_logprob_tokens, completion_logprob_sum,
+//            completion_logprob_tokens},
+//            steps?: Float64Array [at_ms, step_sequences] per token   (a request with trace),
+//            logprobs?: {logprob, top, top_ids, top_logprobs})   (a request with topLogprobs)
+// The request's optional topLogprobs (0..20) and rawLogprobs are SequenceRequest's top_logprobs and
+// raw_logprobs; without them nothing is computed and logprobs is undefined; steps is undefined
+// unless the request asked for its trace.
 //
 // Lifetime: created on a model's first generate(); the TSFN keeps the process alive only while
 // some sequence is unfinished. close() stops the loop (every sequence gets its 'cancelled'
@@ -47,6 +54,7 @@ class DecodeChannel {
   using Tsfn = Napi::TypedThreadSafeFunction<DecodeChannel, void, &DecodeChannel::call_js_thunk>;
   explicit DecodeChannel(std::shared_ptr<void> owner) : owner_(std::move(owner)) {}
   void deliver(Napi::Env env);
+  static Napi::Object logprobs_of(Napi::Env env, const std::vector<const DecodeEvent*>& scored, int32_t stride);
   void release();
 
   std::shared_ptr<void> owner_;

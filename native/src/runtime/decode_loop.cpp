@@ -32,7 +32,7 @@ DecodeLoop::DecodeLoop(ForwardPass& forward, std::mutex& forward_mu, const Decod
   active_.reserve((size_t)max_sequences_);
   admitted_.reserve((size_t)max_sequences_);
   batch_.reserve((size_t)forward.max_batch());
-  row_owner_.reserve((size_t)forward.max_batch());
+  rows_.reserve((size_t)forward.max_batch());
   logits_.resize((size_t)max_sequences_ * (size_t)n_vocab_);
   out_.reserve(256);
   thread_ = std::thread([this] { run(); });
@@ -50,6 +50,9 @@ uint64_t DecodeLoop::submit(SequenceRequest req) {
     if (t < 0 || t >= n_vocab_)
       throw std::invalid_argument("stop token " + std::to_string(t) + " is outside the vocabulary");
   if (req.max_tokens < 1) throw std::invalid_argument("max_tokens must be at least 1");
+  if (req.top_logprobs < -1 || req.top_logprobs > kMaxTopLogprobs)
+    throw std::invalid_argument("top_logprobs must be from 0 to " + std::to_string(kMaxTopLogprobs) + " (or -1 for none), got " +
+                                std::to_string(req.top_logprobs));
   if (!forward_.unbounded() && (int64_t)req.prompt.size() > forward_.context())
     throw std::invalid_argument("the prompt has " + std::to_string(req.prompt.size()) +
                                 " tokens but the context holds " + std::to_string(forward_.context()));
@@ -149,6 +152,12 @@ void DecodeLoop::finish(std::unique_ptr<Sequence> s, FinishReason reason, int32_
   e.timings.total_ms = ms_between(s->submitted, now);
   e.error_code = code;
   e.error_message = message;
+  if (s->req.raw_logprobs) {
+    e.prompt_logprob_sum = s->prompt_logprob_sum;
+    e.prompt_logprob_tokens = s->prompt_logprob_tokens;
+    e.completion_logprob_sum = s->completion_logprob_sum;
+    e.completion_logprob_tokens = s->generated;
+  }
   const bool held_slot = s->holds_slot;
   // The KV cache goes back to the spares (or is freed) before anyone hears of the finish.
   if (s->cache && (int64_t)spare_caches_.size() < max_sequences_) spare_caches_.push_back(std::move(s->cache));
@@ -182,6 +191,11 @@ bool DecodeLoop::admit(std::unique_ptr<Sequence>& s) {
     }
     // Penalties see the prompt too, as llama.cpp's server and CLI do.
     for (int32_t t : s->req.prompt) s->sampler->accept(t);
+    const size_t rows_needed = (size_t)(max_sequences_ + kRawLogprobRows) * (size_t)n_vocab_;
+    if (s->req.raw_logprobs && logits_.size() < rows_needed) logits_.resize(rows_needed);
+    if (s->req.raw_logprobs) raw_scratch_.resize((size_t)n_vocab_);
+    s->prompt_logprob_sum = s->completion_logprob_sum = 0;
+    s->prompt_logprob_tokens = 0;
     return true;
   } catch (const std::bad_alloc&) {
     finish(std::move(s), FinishReason::kError, -1, "E_OUT_OF_MEMORY",
@@ -265,7 +279,7 @@ void DecodeLoop::run() {
 
     // One token of every decoding sequence, then prompt chunks in the budget left.
     batch_.clear();
-    row_owner_.clear();
+    rows_.clear();
     int32_t step_sequences = 0;  // decoding ones plus prefilling ones given a chunk
     const Clock::time_point step_start = Clock::now();
     for (auto& s : active_) {
@@ -276,26 +290,33 @@ void DecodeLoop::run() {
         continue;
       }
       batch_.push_back(BatchToken{s->cache.get(), pos, s->next, true});
-      row_owner_.push_back(s.get());
+      rows_.push_back({s.get(), -1});
       ++step_sequences;
     }
     int64_t budget = max_batch - (int64_t)batch_.size();
+    int64_t raw_rows = kRawLogprobRows;  // rows left for raw_logprobs prompts this step
     for (auto& s : active_) {
       if (!s || !prefilling(*s) || budget == 0) continue;
       if (!s->has_started) {
         s->has_started = true;
         s->started = step_start;
       }
-      const int64_t n = std::min(budget, (int64_t)s->req.prompt.size() - s->prefilled);
+      const bool raw = s->req.raw_logprobs;
+      int64_t n = std::min(budget, (int64_t)s->req.prompt.size() - s->prefilled);
+      if (raw) {
+        n = std::min(n, raw_rows);
+        raw_rows -= n;
+      }
       for (int64_t i = 0; i < n; ++i) {
         const int64_t p = s->prefilled + i;
         const bool last = p + 1 == (int64_t)s->req.prompt.size();
-        batch_.push_back(BatchToken{s->cache.get(), p, s->req.prompt[(size_t)p], last});
-        if (last) row_owner_.push_back(s.get());
+        batch_.push_back(BatchToken{s->cache.get(), p, s->req.prompt[(size_t)p], last || raw});
+        if (last) rows_.push_back({s.get(), -1});
+        else if (raw) rows_.push_back({s.get(), s->req.prompt[(size_t)p + 1]});
       }
       s->prefilled += n;
       budget -= n;
-      ++step_sequences;
+      if (n > 0) ++step_sequences;
     }
     active_.erase(std::remove(active_.begin(), active_.end(), nullptr), active_.end());
     if (batch_.empty()) continue;
@@ -316,10 +337,18 @@ void DecodeLoop::run() {
 
     // Sample each sequence that got logits; finished ones leave before the next step.
     const Clock::time_point now = Clock::now();
-    for (size_t r = 0; r < row_owner_.size(); ++r) {
-      Sequence* s = row_owner_[r];
+    for (size_t r = 0; r < rows_.size(); ++r) {
+      Sequence* s = rows_[r].seq;
+      const float* row = &logits_[r * (size_t)n_vocab_];
+      if (rows_[r].target >= 0) {
+        s->prompt_logprob_sum += raw_logprob(row, (int32_t)n_vocab_, rows_[r].target, raw_scratch_.data());
+        ++s->prompt_logprob_tokens;
+        continue;
+      }
       if (s->generated == 0) s->prefilled_at = now;
-      const int32_t token = s->sampler->sample(&logits_[r * (size_t)n_vocab_]);
+      const int32_t token = s->sampler->sample(row);
+      if (s->req.top_logprobs >= 0) s->n_top = s->sampler->token_logprobs(row, s->req.top_logprobs, &s->logprob, s->top);
+      if (s->req.raw_logprobs) s->completion_logprob_sum += raw_logprob(row, (int32_t)n_vocab_, token, raw_scratch_.data());
       s->sampler->accept(token);
       ++s->generated;
       if (s->generated == 1) s->first_token = now;
@@ -341,6 +370,11 @@ void DecodeLoop::run() {
       e.token = token;
       e.step_sequences = step_sequences;
       e.at_ms = ms_between(s->submitted, now);
+      if (s->req.top_logprobs >= 0) {
+        e.logprob = s->logprob;
+        e.n_top = s->n_top;
+        std::copy(s->top, s->top + s->n_top, e.top);
+      }
       post(std::move(e));
       if (s->generated >= s->req.max_tokens) finish(std::move(s), FinishReason::kLength);
     }

@@ -23,6 +23,14 @@
 // Events go to an outbox; `notify` runs (on the loop thread) whenever the outbox turns
 // non-empty, so a slow consumer gets many tokens per drain instead of one wake-up per token.
 // The hot loop reuses its buffers: a step allocates nothing but what the outbox needs to grow.
+//
+// Log-probabilities are computed only for sequences that ask: top_logprobs >= 0 puts the sampled
+// token's log-probability and its alternatives in each Token event (Sampler::token_logprobs: the
+// distribution drawn from; greedy: the log-softmax of the penalized logits). raw_logprobs sums the
+// model's own log-softmax (no penalties, no temperature) of every prompt token after the first
+// (given its prefix) and of every generated token, reported in the Finished event: the drift
+// signal. Prompt tokens need their own logits rows, so such a sequence prefills at most
+// kRawLogprobRows tokens per step, in rows allocated when the first such sequence arrives.
 #pragma once
 #include <chrono>
 #include <condition_variable>
@@ -46,7 +54,12 @@ struct SequenceRequest {
   SamplingParams sampling;
   int64_t max_tokens = 0;            // >= 1 generated tokens, counting a stop token
   std::vector<int32_t> stop_tokens;  // ids that end the sequence (end-of-generation tokens)
+  int32_t top_logprobs = -1;         // -1: no log-probabilities; 0..kMaxTopLogprobs alternatives per token
+  bool raw_logprobs = false;         // sum the model's log-probabilities of prompt and generated tokens
 };
+
+// Logits rows, beyond one per active sequence, that raw_logprobs prompts may use in one step.
+constexpr int64_t kRawLogprobRows = 16;
 
 enum class FinishReason : uint8_t { kStop, kLength, kCancelled, kError };
 const char* finish_reason_name(FinishReason r);  // "stop", "length", "cancelled", "error"
@@ -74,6 +87,14 @@ struct DecodeEvent {
   int64_t completion_tokens = 0;  // generated, including a stop token
   SequenceTimings timings;
   std::string error_code, error_message;  // kError
+  // raw_logprobs sequences, kFinished: sums of natural-log probabilities and how many tokens each has.
+  double prompt_logprob_sum = 0, completion_logprob_sum = 0;
+  int64_t prompt_logprob_tokens = 0, completion_logprob_tokens = 0;
+  // kToken of a sequence with top_logprobs >= 0 (n_top = -1 otherwise): the token's log-probability
+  // and the n_top most probable alternatives. A fixed array: posting a token never allocates.
+  float logprob = 0;
+  int32_t n_top = -1;
+  TokenLogprob top[kMaxTopLogprobs];
 };
 
 struct DecodeLoopOptions {
@@ -133,6 +154,17 @@ class DecodeLoop {
     bool has_started = false;
     bool holds_slot = false;  // counted in n_active_
     bool fresh = false;     // sampled a token in the step just run
+    float logprob = 0;      // of `next`, with top_logprobs
+    int32_t n_top = -1;
+    TokenLogprob top[kMaxTopLogprobs];
+    double prompt_logprob_sum = 0, completion_logprob_sum = 0;  // raw_logprobs
+    int64_t prompt_logprob_tokens = 0;
+  };
+  // A logits row of the step: sampled for `seq`, or (target >= 0) a raw_logprobs prompt row that
+  // scores the prompt's next token.
+  struct Row {
+    Sequence* seq;
+    int32_t target;
   };
 
   void run();
@@ -163,8 +195,9 @@ class DecodeLoop {
   // Loop thread only.
   std::vector<std::unique_ptr<Sequence>> active_;
   std::vector<BatchToken> batch_;
-  std::vector<Sequence*> row_owner_;  // logits row -> sequence
-  std::vector<float> logits_;         // [max_sequences][n_vocab]
+  std::vector<Row> rows_;             // logits row -> what it is for
+  std::vector<float> logits_;         // [max_sequences (+ kRawLogprobRows once needed)][n_vocab]
+  std::vector<float> raw_scratch_;    // n_vocab once a raw_logprobs sequence came: raw_logprob()'s softmax
   std::vector<uint64_t> cancels_now_;
   std::vector<std::unique_ptr<Sequence>> admitted_;
   const std::chrono::milliseconds keep_spares_;

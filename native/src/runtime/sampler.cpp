@@ -1,5 +1,7 @@
 #include "runtime/sampler.h"
 
+#include "kernels/kernels.h"
+
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -35,7 +37,38 @@ double weight(float logit, float max, double temperature) {
   return std::exp(((double)logit - (double)max) / temperature);
 }
 
+// Keeps top[0..*n) as the best (by before()) of the items offered so far, at most cap of them:
+// an insertion into a short sorted list; most offers lose to the last entry and cost one compare.
+void offer(SamplerCandidate* top, int32_t* n, int32_t cap, const SamplerCandidate& c) {
+  if (cap == 0) return;
+  if (*n == cap && !before(c, top[cap - 1])) return;
+  int32_t i = *n < cap ? (*n)++ : cap - 1;
+  for (; i > 0 && before(c, top[i - 1]); --i) top[i] = top[i - 1];
+  top[i] = c;
+}
+
 }  // namespace
+
+LogNormalizer normalize_in_place(float* x, int32_t n, int32_t arg) {
+  float max = arg >= 0 ? x[arg] : x[0];
+  if (arg < 0)
+    for (int32_t i = 1; i < n; ++i) max = x[i] > max ? x[i] : max;  // a plain max reduction: vectorizes
+  if (arg < 0)
+    for (arg = 0; x[arg] != max;) ++arg;
+  if (std::isinf(max)) {  // all -inf (uniform) or a +inf logit: weight()'s exact conventions
+    double sum = 0.0;
+    for (int32_t i = 0; i < n; ++i) sum += weight(x[i], max, 1.0);
+    return {max, std::log(sum)};
+  }
+  kernels().softmax(x, n);
+  return {max, -std::log((double)x[arg])};
+}
+
+float raw_logprob(const float* logits, int32_t n_vocab, int32_t token, float* scratch) {
+  for (int32_t i = 0; i < n_vocab; ++i) scratch[i] = logits[i] != logits[i] ? -INFINITY : logits[i];  // NaN -> -inf
+  const float l = scratch[token];
+  return normalize_in_place(scratch, n_vocab).logprob(l);
+}
 
 void SamplingParams::validate() const {
   // Negated comparisons so that NaN fails every check.
@@ -147,6 +180,8 @@ int32_t Sampler::sample(const float* logits) {
     }
     c[0] = {best, best_l, 1.0};
     n_cand_ = 1;
+    chosen_ = 0;
+    sorted_ = true;
     return best;
   }
   load_penalized(logits);
@@ -214,7 +249,48 @@ int32_t Sampler::sample(const float* logits) {
     chosen = n_cand_ - 1;
     while (chosen > 0 && c[chosen].p == 0.0) --chosen;
   }
+  chosen_ = chosen;
+  sorted_ = sorted;
   return c[chosen].id;
+}
+
+int32_t Sampler::token_logprobs(const float* logits, int32_t n_top, float* logprob, TokenLogprob* top) {
+  n_top = std::clamp(n_top, 0, kMaxTopLogprobs);
+  SamplerCandidate best[kMaxTopLogprobs];
+  int32_t n = 0;
+  if (params_.temperature == 0.0f) {
+    // The greedy choice is the maximum: log p = -log(sum exp(l - max)).
+    const bool penalize = penalizing();
+    if (scratch_.empty()) scratch_.resize((size_t)n_vocab_);
+    float* x = scratch_.data();
+    if (penalize) {
+      for (int32_t i = 0; i < n_vocab_; ++i) x[i] = penalized(logits, i, true);
+    } else {
+      for (int32_t i = 0; i < n_vocab_; ++i) x[i] = logits[i] != logits[i] ? -INFINITY : logits[i];  // NaN -> -inf
+    }
+    // The top n_top: most logits lose to the floor (the n_top-th best so far) in one compare.
+    float floor = -INFINITY;
+    for (int32_t i = 0; i < n_vocab_ && n_top > 0; ++i) {
+      if (n == n_top && x[i] < floor) continue;
+      offer(best, &n, n_top, {i, x[i], 0.0});
+      if (n == n_top && n > 0) floor = best[n - 1].logit;
+    }
+    const LogNormalizer z = normalize_in_place(x, n_vocab_, cand_[0].id);
+    *logprob = z.logprob(cand_[0].logit);
+    for (int32_t i = 0; i < n; ++i) top[i] = {best[i].id, z.logprob(best[i].logit)};
+    return n;
+  }
+  // The final candidates hold the drawn-from distribution; its order is the logits' order.
+  const SamplerCandidate* c = cand_.data();
+  *logprob = (float)std::log(c[chosen_].p);
+  if (sorted_) {
+    n = std::min(n_top, n_cand_);
+    for (int32_t i = 0; i < n; ++i) best[i] = c[i];
+  } else {
+    for (int32_t i = 0; i < n_cand_; ++i) offer(best, &n, n_top, c[i]);
+  }
+  for (int32_t i = 0; i < n; ++i) top[i] = {best[i].id, (float)std::log(best[i].p)};
+  return n;
 }
 
 }  // namespace edgellm

@@ -20,6 +20,13 @@
 // (no std:: distributions, whose output is implementation-defined). Probabilities are computed
 // in double, so libm's last-ulp differences between platforms cannot move a draw in practice.
 //
+// Log-probabilities (token_logprobs(), only for sequences that ask): of the distribution the draw
+// was made from, i.e. after penalties, the filters and temperature (tokens the filters removed have
+// probability 0 and are never listed). Greedy decoding draws from no distribution, so it reports
+// the log-softmax of the penalized logits (temperature 1, no filters): with penalties off, exactly
+// log_softmax(logits), what `edgellm logits` prints. raw_logprob() is the model's own log-softmax
+// (no penalties, no temperature), the drift signal's measure.
+//
 // Memory: every buffer is allocated in the constructor (O(n_vocab + penalty_last_n)); sample()
 // and accept() never allocate. A Sampler belongs to one sequence and is not thread-safe.
 #pragma once
@@ -59,6 +66,30 @@ class SamplerRng {
   uint64_t s_[4];
 };
 
+// Most alternatives token_logprobs() lists per token (the OpenAI API's top_logprobs limit).
+constexpr int32_t kMaxTopLogprobs = 20;
+
+struct TokenLogprob {
+  int32_t id;
+  float logprob;  // natural log; -inf for a token of probability 0
+};
+
+// The normalizer of a row of logits: log p_i = (l_i - max) - log_sum, log_sum = log(sum exp(l - max)).
+struct LogNormalizer {
+  float max;
+  double log_sum;
+  float logprob(float l) const { return l == max ? (float)-log_sum : (float)(((double)l - (double)max) - log_sum); }
+};
+
+// The normalizer of x[0..n) (NaN-free logits), through the kernel table's vectorized softmax in
+// place: x holds probabilities afterwards. The maximum weighs exactly 1, so log_sum = -log p_max
+// (float, ~1e-7 relative). An infinite maximum takes the exact double path (x left as it was).
+// `arg`: the index of the (first) maximum when the caller knows it, else -1.
+LogNormalizer normalize_in_place(float* x, int32_t n, int32_t arg = -1);
+
+// log_softmax(logits)[token] (NaN logits count as -inf); scratch holds n_vocab floats.
+float raw_logprob(const float* logits, int32_t n_vocab, int32_t token, float* scratch);
+
 struct SamplerCandidate {
   int32_t id;
   float logit;  // after penalties (before temperature)
@@ -86,6 +117,13 @@ class Sampler {
   // one's sampler touches no new memory). Throws std::invalid_argument for bad params, unchanged.
   void reconfigure(const SamplingParams& params);
 
+  // After sample(logits) (the same row): the log-probability of the token it returned, and the
+  // n_top (0..kMaxTopLogprobs) most probable tokens of that distribution into top[], most probable
+  // first (ties by lower id). Returns how many it wrote: fewer than n_top when the filters kept
+  // fewer candidates. Costs nothing unless called; greedy pays a vectorized softmax over the
+  // vocabulary, in a buffer of n_vocab floats allocated by the first greedy call.
+  int32_t token_logprobs(const float* logits, int32_t n_top, float* logprob, TokenLogprob* top);
+
   const SamplingParams& params() const { return params_; }
   int32_t n_vocab() const { return n_vocab_; }
 
@@ -105,10 +143,13 @@ class Sampler {
   SamplerRng rng_;
   std::vector<SamplerCandidate> cand_;  // n_vocab; the first n_cand_ are live
   int32_t n_cand_ = 0;
+  int32_t chosen_ = 0;     // index in cand_ of the last sample()'s token
+  bool sorted_ = false;    // cand_[0..n_cand_) is in before() order
   std::vector<int32_t> window_;  // ring of the last penalty_last_n accepted tokens
   int32_t window_len_ = 0;
   int32_t window_head_ = 0;      // next slot to write
   std::vector<int32_t> counts_;  // n_vocab: occurrences in the window (empty when penalties are off)
+  std::vector<float> scratch_;   // greedy token_logprobs: the penalized logits, then their softmax
 };
 
 }  // namespace edgellm

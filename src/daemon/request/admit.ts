@@ -38,7 +38,8 @@ export function admit(ctx: RequestContext, job: Job): void {
       ...(r.model !== undefined ? { model: r.model } : {}),
       ...(r.max_tokens !== undefined ? { max_tokens: r.max_tokens } : {}),
       ...(r.route !== undefined ? { route: r.route } : {}),
-      ...(r.local_only !== undefined ? { local_only: r.local_only } : {}),
+      // Log-probabilities come from the local model only (the cloud route relays text).
+      ...(r.local_only !== undefined || r.logprobs ? { local_only: r.local_only === true || r.logprobs === true } : {}),
       payload_bytes: Buffer.byteLength(row.payload),
       prompt_tokens: promptTokens,
       queue_wait_ms: queueWaitMs(ctx),

@@ -19,7 +19,7 @@ export interface RunTimes {
 }
 
 /** The answer (generated, cached, relayed or cancelled): the final `done` reply. */
-export function finishDone(ctx: RequestContext, job: Job, modelName: string, answer: Pick<DoneFields, 'text' | 'finish_reason' | 'usage'>, t: RunTimes): void {
+export function finishDone(ctx: RequestContext, job: Job, modelName: string, answer: Pick<DoneFields, 'text' | 'finish_reason' | 'usage' | 'logprobs'>, t: RunTimes): void {
   const { row } = job;
   const now = Date.now();
   const route: RouteInfo = job.route ?? { route: 'local', route_reason: 'cancelled before it was routed', model: modelName };
@@ -119,7 +119,9 @@ export function settle(
     finishError(ctx, job, 'E_DEADLINE', 'the deadline passed while the answer was being generated', 'local');
     return;
   }
-  const answer = result ?? { text: t.partialText ?? '', finish_reason: 'cancelled' as const, usage: { prompt_tokens: 0, completion_tokens: 0 } };
+  const answer = result
+    ? { text: result.text, finish_reason: result.finish_reason, usage: result.usage, ...(result.logprobs ? { logprobs: result.logprobs } : {}) }
+    : { text: t.partialText ?? '', finish_reason: 'cancelled' as const, usage: { prompt_tokens: 0, completion_tokens: 0 } };
   const finish = reason === 'cancel' ? ('cancelled' as const) : answer.finish_reason;
   const tokensPerS = result?.timings.decode_tokens_per_s ?? 0;
   if (tokensPerS > 0) {

@@ -6,6 +6,7 @@
 import { EdgeError } from '../../errors.js';
 import { chunkMessage } from '../../protocol/codec.js';
 import { cacheKey, isDeterministic } from '../../store/index.js';
+import { drawDriftSample } from '../drift.js';
 import { generateParams, type GenerateParams, type LocalModel } from '../engine-port.js';
 import { finishDone, finishError, settle } from './finish.js';
 import { startRunning, nextSeq, type Job, type RequestContext } from './job.js';
@@ -17,7 +18,8 @@ export function runLocal(ctx: RequestContext, job: Job, modelName: string, force
   const model = ctx.models.get(modelName)!;
   const params = generateParams(r, admitted!.max_tokens, admitted!.max_tokens_is_default);
   job.cache = 'bypass';
-  if (config.cache.enabled && isDeterministic(params)) {
+  // The cache keeps text only: a request for logprobs is always generated (and not cached).
+  if (config.cache.enabled && isDeterministic(params) && !params.logprobs) {
     const hit = store.cache.get(cacheKey(model, params));
     ctx.observer.onCacheLookup(hit !== undefined);
     job.cache = hit ? 'hit' : 'miss';
@@ -37,7 +39,7 @@ export function runLocal(ctx: RequestContext, job: Job, modelName: string, force
         key: job.key,
         priority: r.priority ?? 5,
         deadlineAt: row.deadlineAt,
-        run: () => generate(ctx, job, model, params),
+        run: () => generate(ctx, job, model, { ...params, ...(drawDriftSample(config.metrics.drift_sample) ? { raw_logprobs: true } : {}) }),
         expire: () => finishError(ctx, job, 'E_DEADLINE', 'the deadline passed while the request waited for a free slot', 'local'),
       },
       { force },
@@ -62,15 +64,20 @@ async function generate(ctx: RequestContext, job: Job, model: LocalModel, params
   const run = startRunning(ctx, job);
   let text = '';
   let firstAt: number | undefined;
+  let scored = 0; // tokens whose logprobs a chunk carried
   try {
     const generation = model.generate({ ...params, signal: run.signal, ...(r.trace ? { trace: true } : {}) });
     for await (const piece of generation) {
       firstAt ??= Date.now();
       text += piece;
-      if (r.stream && piece !== '') ctx.channel.chunk(row.replyTopic, row.correlation, chunkMessage(row.id, nextSeq(job), piece), row.traceparent);
+      if (!r.stream || piece === '') continue;
+      const tokens = generation.logprobs?.slice(scored);
+      scored += tokens?.length ?? 0;
+      ctx.channel.chunk(row.replyTopic, row.correlation, chunkMessage(row.id, nextSeq(job), piece, tokens), row.traceparent);
     }
     const result = await generation.result;
     job.engine = result;
+    if (result.raw_logprobs) ctx.observer.onDriftSample(model.name, result.raw_logprobs);
     const complete = run.outcome() === undefined && result.finish_reason !== 'cancelled';
     if (complete) {
       // What the router's latency estimate learns from: this generation's measured speeds and run time.
@@ -84,7 +91,7 @@ async function generate(ctx: RequestContext, job: Job, model: LocalModel, params
       c.localRunMs = c.localRunMs === 0 ? ran : c.localRunMs + 0.2 * (ran - c.localRunMs);
     }
     settle(ctx, job, model.name, run.outcome(), result, { startedAt: run.startedAt, firstAt });
-    if (run.outcome() === undefined && result.finish_reason !== 'cancelled' && ctx.config.cache.enabled && isDeterministic(params)) {
+    if (run.outcome() === undefined && result.finish_reason !== 'cancelled' && ctx.config.cache.enabled && isDeterministic(params) && !params.logprobs) {
       ctx.store.cache.put(cacheKey(model, params), model.name, { text: result.text, finish_reason: result.finish_reason, usage: result.usage });
     }
   } catch (err) {

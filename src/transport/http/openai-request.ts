@@ -1,9 +1,11 @@
 /**
  * The body of POST /v1/chat/completions, checked field by field: what edgellm honours becomes a
  * ChatRequest; fields that change nothing here (user, metadata, an empty tools list) are accepted;
- * anything this node cannot honour (n > 1, logprobs, tools, JSON mode, images) is refused with an
+ * anything this node cannot honour (n > 1, tools, JSON mode, images) is refused with an
  * error that names the field (OpenAI's `param`), as is any field OpenAI does not define.
  */
+import { EdgeError } from '../../errors.js';
+import { topLogprobsOf } from '../../logprobs.js';
 import { describeValue as kind } from '../../validation.js';
 
 /** A checked request: the fields the local engine runs with. */
@@ -22,6 +24,9 @@ export interface ChatRequest {
   frequency_penalty?: number;
   seed?: number;
   stop?: string[];
+  /** Per generated token its log-probability, and top_logprobs (0..20) alternatives. */
+  logprobs?: boolean;
+  top_logprobs?: number;
   stream: boolean;
   /** stream_options.include_usage: one more chunk with the usage before [DONE]. */
   include_usage: boolean;
@@ -48,8 +53,6 @@ const HARMLESS = new Set(['user', 'metadata', 'store', 'service_tier', 'parallel
 /** Fields accepted only with a value that asks for nothing this node lacks. */
 const ONLY_WHEN_OFF: Record<string, { off: (v: unknown) => boolean; why: string }> = {
   n: { off: (v) => v === 1, why: 'must be 1: this server returns one choice per request (send several requests for several answers)' },
-  logprobs: { off: (v) => v === false, why: 'is not supported: this server does not return log-probabilities (send false or leave it out)' },
-  top_logprobs: { off: (v) => v === 0, why: 'is not supported: this server does not return log-probabilities' },
   logit_bias: { off: (v) => isObject(v) && Object.keys(v).length === 0, why: 'is not supported: this server cannot bias tokens (send {} or leave it out)' },
   tools: { off: (v) => Array.isArray(v) && v.length === 0, why: 'is not supported: this server does not call tools (send [] or leave it out)' },
   tool_choice: { off: (v) => v === 'none', why: 'is not supported: this server does not call tools (send "none" or leave it out)' },
@@ -85,6 +88,8 @@ const HONOURED = new Set([
   'stop',
   'stream',
   'stream_options',
+  'logprobs',
+  'top_logprobs',
 ]);
 
 /** Message fields accepted besides role and content (name, and what an assistant turn echoes back). */
@@ -132,6 +137,13 @@ export function parseChatRequest(body: unknown): ChatRequest {
   setIf(r, 'seed', whole(body, 'seed', 0, 4294967295));
   const stop = stopOf(opt(body, 'stop'));
   if (stop !== undefined) r.stop = stop;
+  try {
+    const top = topLogprobsOf({ logprobs: opt(body, 'logprobs') as boolean, top_logprobs: opt(body, 'top_logprobs') as number });
+    if (top !== undefined) Object.assign(r, { logprobs: true, top_logprobs: top });
+  } catch (err) {
+    if (!(err instanceof EdgeError)) throw err;
+    throw new RequestFieldError(err.message, err.message.startsWith('top_logprobs') ? 'top_logprobs' : 'logprobs', err.code);
+  }
 
   const stream = opt(body, 'stream');
   if (stream !== undefined) {

@@ -18,6 +18,7 @@ import { EdgeError, type ErrorCode } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { traceRequest, traceparentOf, type TraceContext } from '../../protocol/trace-context.js';
 import { readKeyFile, type Secret } from '../../secret.js';
+import { LogprobCursor, wireLogprobs, type TokenLogprob } from './openai-logprobs.js';
 import { parseChatRequest, RequestFieldError, type ChatRequest } from './openai-request.js';
 import { listen, urlHost } from '../../net.js';
 
@@ -26,11 +27,13 @@ export interface GenerateResult {
   text: string;
   finish_reason: 'stop' | 'length' | 'cancelled';
   usage: { prompt_tokens: number; completion_tokens: number };
+  logprobs?: { content: TokenLogprob[] };
 }
 
 /** Text pieces as they are decoded; `result` settles once the generation has ended. */
 export interface Generation extends AsyncIterableIterator<string> {
   result: Promise<GenerateResult>;
+  readonly logprobs?: readonly TokenLogprob[] | undefined; // with logprobs: an entry per token as it arrives
 }
 
 /** Where requests run. */
@@ -242,7 +245,7 @@ export class OpenAIServer {
           object: 'chat.completion',
           created,
           model,
-          choices: [{ index: 0, message: { role: 'assistant', content: result.text, refusal: null }, logprobs: null, finish_reason: finishOf(result) }],
+          choices: [{ index: 0, message: { role: 'assistant', content: result.text, refusal: null }, logprobs: wireLogprobs(result.logprobs?.content), finish_reason: finishOf(result) }],
           usage: usageOf(result),
         });
       }, (e) => sendError(res, e));
@@ -260,14 +263,15 @@ export class OpenAIServer {
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' });
     const usageField = request.include_usage ? { usage: null } : {};
     const { id, created, model } = head;
-    const chunk = (delta: Record<string, unknown>, finish: string | null) =>
-      event(res, { id, object: 'chat.completion.chunk', created, model, choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }], ...usageField });
+    const chunk = (delta: Record<string, unknown>, finish: string | null, tokens?: TokenLogprob[]) =>
+      event(res, { id, object: 'chat.completion.chunk', created, model, choices: [{ index: 0, delta, logprobs: wireLogprobs(tokens), finish_reason: finish }], ...usageField });
     chunk({ role: 'assistant', content: '' }, null);
+    const scored = new LogprobCursor();
     for await (const piece of generation) {
-      if (!gone.aborted && piece !== '') chunk({ content: piece }, null);
+      if (!gone.aborted && piece !== '') chunk({ content: piece }, null, scored.take(generation.logprobs));
     }
     await this.settle(head.id, generation, gone, log, (result) => {
-      chunk({}, finishOf(result));
+      chunk({}, finishOf(result), scored.rest(result.logprobs?.content));
       if (request.include_usage) event(res, { id, object: 'chat.completion.chunk', created, model, choices: [], usage: usageOf(result) });
       res.end('data: [DONE]\n\n');
     }, (e) => {
