@@ -1,0 +1,89 @@
+/**
+ * WordPiece (tokenizer.ggml.model = "bert"), as llama.cpp's WPM tokenizer encodes: the text is
+ * NFD-normalized and lowercased, split into words at whitespace, and every punctuation mark, ASCII
+ * symbol and CJK ideograph is a word of its own; NUL, U+FFFD and control characters vanish.
+ * Each word, with the phantom space "▁" before it (the converter's spelling of a word-initial
+ * piece; continuations lost vocab.txt's "##"), is cut greedily into the longest pieces in the
+ * vocabulary; a word with any position no piece starts at becomes one [UNK].
+ */
+import { CONTROL, PUNCTUATION, SYMBOL, WHITESPACE, cptFlags } from './unicode.js';
+import type { Vocab } from './vocab.js';
+
+/** CJK ideographs (llama.cpp's is_chinese_char: the ranges BERT's BasicTokenizer splits on). */
+function isCjk(c: number): boolean {
+  return (
+    (c >= 0x4e00 && c <= 0x9fff) ||
+    (c >= 0x3400 && c <= 0x4dbf) ||
+    (c >= 0x20000 && c <= 0x2a6df) ||
+    (c >= 0x2a700 && c <= 0x2b73f) ||
+    (c >= 0x2b740 && c <= 0x2b81f) ||
+    (c >= 0x2b920 && c <= 0x2ceaf) ||
+    (c >= 0xf900 && c <= 0xfaff) ||
+    (c >= 0x2f800 && c <= 0x2fa1f)
+  );
+}
+
+/** One code point lowercased to one code point (llama.cpp's table maps each to exactly one). */
+function lower(c: number): string {
+  const l = String.fromCodePoint(c).toLowerCase();
+  return String.fromCodePoint(l.codePointAt(0)!);
+}
+
+/** BERT's basic pre-tokenization: the words of `text`, lowercased, in order. */
+export function wpmWords(text: string): string[] {
+  const words: string[] = [];
+  let word = '';
+  const finish = () => {
+    if (word.length > 0) words.push(word);
+    word = '';
+  };
+  for (const ch of text.normalize('NFD')) {
+    const c = ch.codePointAt(0)!;
+    const flags = cptFlags(c);
+    if (flags & WHITESPACE) {
+      finish();
+      continue;
+    }
+    if (c === 0 || c === 0xfffd || flags & CONTROL) continue;
+    if (flags & PUNCTUATION || (c < 0x7f && flags & SYMBOL) || isCjk(c)) {
+      finish();
+      words.push(lower(c));
+      continue;
+    }
+    word += lower(c);
+  }
+  finish();
+  return words;
+}
+
+/** Longest piece, in code points, of the vocabulary: the most a greedy match has to try. */
+export function longestPiece(vocab: Vocab): number {
+  let max = 0;
+  for (const t of vocab.tokens) max = Math.max(max, [...t].length);
+  return max;
+}
+
+/** Appends the ids of `text` (a fragment without special tokens) to `out`. */
+export function wpmTokenize(vocab: Vocab, maxPiece: number, text: string, out: number[]): void {
+  for (const w of wpmWords(text)) {
+    const cpts = [...('\u2581' + w)];
+    const start = out.length;
+    for (let i = 0; i < cpts.length; ) {
+      let matched = 0;
+      for (let j = Math.min(cpts.length, i + maxPiece); j > i; j--) {
+        const id = vocab.tokenToId.get(cpts.slice(i, j).join(''));
+        if (id !== undefined) {
+          out.push(id);
+          matched = j - i;
+          break;
+        }
+      }
+      if (matched === 0) {
+        out.length = start; // no piece starts here: the whole word is unknown
+        break;
+      }
+      i += matched;
+    }
+    if (out.length === start) out.push(vocab.unk);
+  }
+}

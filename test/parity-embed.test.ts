@@ -1,0 +1,114 @@
+// Embedding parity with llama.cpp (node-llama-cpp's embedding context, pinned): random bert and
+// nomic-bert encoders written here as llama.cpp reads them, at F32 and F16, each pooling type;
+// the same tokens through both engines, cos(edgellm, llama.cpp) >= 0.9999. And the refusals:
+// pooling none, a generative model, empty and too-long inputs.
+import t from 'tap';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Token } from 'node-llama-cpp';
+import { loadModel } from '../src/engine/model.js';
+import { disposeLlamaCpp, llamaCpp, randomTokens } from './fixtures/parity.js';
+import { cosine, WP, writeEncoder, type EncoderSpec } from './fixtures/random-encoder.js';
+import { writeModel } from './fixtures/random-model.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'edgellm-parity-embed-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+t.teardown(disposeLlamaCpp);
+
+const N_VOCAB = 400;
+// bge-small / all-MiniLM scaled down: 384 wide with 12 heads of 32 -> 64 wide, 4 heads of 16.
+const BERT = { nEmbd: 64, nLayer: 2, nHead: 4, nFf: 128, contextLength: 128 };
+const SPECS: EncoderSpec[] = [
+  { ...BERT, name: 'bert mean', arch: 'bert', pooling: 1 },
+  { ...BERT, name: 'bert cls', arch: 'bert', pooling: 2 },
+  { ...BERT, name: 'bert fused qkv last', arch: 'bert', pooling: 3, fusedQkv: true },
+  { ...BERT, name: 'nomic-bert mean', arch: 'nomic-bert', pooling: 1, nFf: 96, contextLength: 256 },
+  { ...BERT, name: 'nomic-bert cls', arch: 'nomic-bert', pooling: 2, nFf: 96, contextLength: 256 },
+];
+
+/** [CLS] random ids [SEP], as both engines' tokenizers frame an input. */
+function input(n: number, seed: number): number[] {
+  const ids = randomTokens(n, N_VOCAB - 5, seed).map((x) => x + 5);
+  return [WP.CLS, ...ids, WP.SEP];
+}
+
+async function llamaCppEmbedding(path: string, tokens: number[]): Promise<number[]> {
+  const model = await (await llamaCpp()).loadModel({ modelPath: path, gpuLayers: 0 });
+  try {
+    const ctx = await model.createEmbeddingContext({ contextSize: 128, batchSize: 128, threads: 2 });
+    try {
+      return [...(await ctx.getEmbeddingFor(tokens as Token[])).vector];
+    } finally {
+      await ctx.dispose();
+    }
+  } finally {
+    await model.dispose();
+  }
+}
+
+for (const spec of SPECS) {
+  for (const type of ['F32', 'F16'] as const) {
+    t.test(`${spec.name} ${type}: cos(edgellm, llama.cpp) >= 0.9999`, async (t) => {
+      const path = writeEncoder({ ...spec, type }, dir, N_VOCAB);
+      const model = await loadModel(path, { threads: 2 });
+      try {
+        t.equal(model.info().encoder, true);
+        for (const [n, seed] of [[1, 3], [20, 4], [90, 5]] as const) {
+          const tokens = input(n, seed);
+          const ours = await model.embed(tokens);
+          const theirs = await llamaCppEmbedding(path, tokens);
+          t.equal(ours.length, spec.nEmbd, 'n_embd floats');
+          const norm = Math.sqrt(ours.reduce((a, x) => a + x * x, 0));
+          t.ok(Math.abs(norm - 1) < 1e-5, `unit length (${norm})`);
+          const cos = cosine(ours, theirs);
+          t.ok(cos >= 0.9999, `${tokens.length} tokens: cos ${cos.toFixed(7)}`);
+        }
+      } finally {
+        model.close();
+      }
+    });
+  }
+}
+
+t.test('pooling matters: mean, cls and last of the same weights are different embeddings', async (t) => {
+  const tokens = input(12, 9);
+  const out: Float32Array[] = [];
+  for (const pooling of [1, 2, 3]) {
+    const path = writeEncoder({ ...BERT, name: `bert pooling ${pooling}`, arch: 'bert', pooling }, dir, N_VOCAB);
+    const model = await loadModel(path, { threads: 2 });
+    out.push(await model.embed(tokens));
+    model.close();
+  }
+  t.ok(cosine(out[0]!, out[1]!) < 0.99 && cosine(out[1]!, out[2]!) < 0.99, 'three different vectors');
+});
+
+t.test('refusals have their own codes', async (t) => {
+  const none = writeEncoder({ ...BERT, name: 'bert none', arch: 'bert', pooling: 0 }, dir, N_VOCAB);
+  let model = await loadModel(none, { threads: 1 });
+  await t.rejects(model.embed(input(3, 1)), { code: 'E_NO_POOLING' });
+  model.close();
+
+  const rank = writeEncoder({ ...BERT, name: 'bert rank', arch: 'bert', pooling: 4 }, dir, N_VOCAB);
+  model = await loadModel(rank, { threads: 1 });
+  await t.rejects(model.embed(input(3, 1)), { code: 'E_MODEL_UNSUPPORTED' });
+  model.close();
+
+  const mean = writeEncoder({ ...BERT, name: 'bert refusals', arch: 'bert', pooling: 1 }, dir, N_VOCAB);
+  model = await loadModel(mean, { threads: 1 });
+  await t.rejects(model.embed([]), { code: 'E_EMPTY_INPUT' });
+  await t.rejects(model.embed(''), { code: 'E_EMPTY_INPUT' });
+  await t.rejects(model.embed(input(BERT.contextLength, 2)), { code: 'E_INPUT_TOO_LONG', message: /130 tokens, more than the 128/ });
+  await t.rejects(model.embed([WP.CLS, N_VOCAB, WP.SEP]), { code: 'E_BAD_ARGUMENT' });
+  t.throws(() => model.generate({ prompt: 'hello' }), { code: 'E_NOT_GENERATIVE' });
+  await t.rejects(model.evalLogits([WP.CLS]), { code: 'E_NOT_GENERATIVE' });
+  model.close();
+
+  const { path: llama } = writeModel(
+    { name: 'llama decoder', arch: 'llama', nVocab: 300, nEmbd: 32, nLayer: 1, nHead: 2, nHeadKv: 2, headDim: 16, nFf: 64 },
+    dir,
+  );
+  model = await loadModel(llama, { threads: 1 });
+  await t.rejects(model.embed([1, 2, 3]), { code: 'E_NOT_EMBEDDING_MODEL' });
+  model.close();
+});
