@@ -58,6 +58,9 @@ export interface Vocab {
   pad: number;
   /** WordPiece's [SEP], which ends every encoded input (NO_TOKEN for the other models). */
   sep: number;
+  /** WordPiece's BERT normalizer: lowercase the text, strip accents (both default true). */
+  lowercase: boolean;
+  stripAccents: boolean;
   eog: Set<number>;
   addBos: boolean;
   addEos: boolean;
@@ -168,6 +171,8 @@ export function vocabFromMetadata(meta: Meta, opts: VocabBuildOptions = {}): Voc
     if (pre.addBos) addBos = true;
   }
   addSpacePrefix = bool(meta, 'tokenizer.ggml.add_space_prefix') ?? addSpacePrefix;
+  const lowercase = bool(meta, 'tokenizer.ggml.normalizer.lowercase') ?? true;
+  const stripAccents = bool(meta, 'tokenizer.ggml.normalizer.strip_accents') ?? lowercase;
 
   const inRange = (id: number) => (id >= 0 && id < n ? id : NO_TOKEN);
   bos = inRange(bos);
@@ -295,6 +300,8 @@ export function vocabFromMetadata(meta: Meta, opts: VocabBuildOptions = {}): Voc
     unk,
     pad,
     sep,
+    lowercase,
+    stripAccents,
     eog,
     addBos,
     addEos,
