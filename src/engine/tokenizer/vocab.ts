@@ -198,7 +198,9 @@ export function vocabFromMetadata(meta: Meta, opts: VocabBuildOptions = {}): Voc
   let fimSep = readId('tokenizer.ggml.fim_sep_token_id', NO_TOKEN);
   addBos = bool(meta, 'tokenizer.ggml.add_bos_token') ?? addBos;
   addEos = bool(meta, 'tokenizer.ggml.add_eos_token') ?? addEos;
-  if (addBos && bos === NO_TOKEN) throw corrupt('tokenizer.ggml.add_bos_token is true, but there is no BOS token');
+  if (addBos && bos === NO_TOKEN) {
+    throw corrupt(wpm ? 'a WordPiece vocabulary needs its [CLS] token (tokenizer.ggml.bos_token_id)' : 'tokenizer.ggml.add_bos_token is true, but there is no BOS token');
+  }
   if (addEos && (wpm ? sep : eos) === NO_TOKEN) {
     throw corrupt(wpm ? 'a WordPiece vocabulary needs its [SEP] token (tokenizer.ggml.seperator_token_id)' : 'tokenizer.ggml.add_eos_token is true, but there is no EOS token');
   }
