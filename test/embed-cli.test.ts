@@ -61,3 +61,12 @@ t.test('bad input is one clear line with its code and exit 2', async (t) => {
   t.not(none.status, 0, 'no text is a usage error');
   t.match(none.stderr, /missing required argument 'text'/);
 });
+
+t.test('inspect says what an embedding model is: WordPiece, its pooling, no KV cache', async (t) => {
+  const r = run(['inspect', model]);
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stdout, /context: +32 tokens per input \(an embedding model: mean pooling, no KV cache\)/);
+  t.match(r.stdout, /tokenizer: +WordPiece, 400 tokens/);
+  t.match(r.stdout, /KV cache 0 B per sequence/);
+  t.notMatch(r.stdout, /tied output/);
+});

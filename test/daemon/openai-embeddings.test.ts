@@ -116,4 +116,7 @@ t.test('bad requests: OpenAI error bodies with the field and a specific code', a
     if (typeof code === 'string') t.equal(e.code, code, `code of ${JSON.stringify(body)}`);
     else t.match(e.message, code);
   }
+  const chat = await postJson(url.replace('embeddings', 'chat/completions'), { model: 'api_bert_11', messages: [{ role: 'user', content: 'hi' }] });
+  t.equal(chat.status, 400, 'a chat completion of an embedding model');
+  t.match(chat.body, { error: { code: 'E_NOT_GENERATIVE', message: /embedding model/ } });
 });

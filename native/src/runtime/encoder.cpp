@@ -41,6 +41,12 @@ void gelu_tanh(float* x, int64_t n) {
   }
 }
 
+size_t encoder_scratch_bytes(const ModelConfig& c, int threads) {
+  const int64_t n = c.context_length;
+  const size_t floats = (size_t)n * (size_t)(2 * c.n_embd + 2 * c.q_dim() + 2 * c.kv_dim() + 2 * c.n_ff + threads);
+  return floats * sizeof(float) + (size_t)(n * std::max({c.n_embd, c.q_dim(), c.n_ff}) / kQKK + 1) * sizeof(block_q8_K);
+}
+
 EncoderPass::EncoderPass(const Model& model, ThreadPool& pool, const KernelTable& kt)
     : model_(model), cfg_(model.config()), pool_(pool), kt_(kt) {
   if (!cfg_.encoder)
@@ -95,8 +101,8 @@ void EncoderPass::hidden_states(const int32_t* tokens, int64_t n, float* hidden)
       throw std::invalid_argument("token " + str(tokens[i]) + " is outside the vocabulary (0.." + str(c.n_vocab - 1) + ")");
 
   const int64_t D = c.n_embd;
-  std::vector<float> x((size_t)(n * D)), q((size_t)(n * c.q_dim())), k((size_t)(n * c.kv_dim())), v(k.size());
-  std::vector<float> att(q.size()), out(x.size()), up((size_t)(n * c.n_ff)), gate(c.arch == Arch::NomicBert ? up.size() : 0);
+  std::vector<float> q((size_t)(n * c.q_dim())), k((size_t)(n * c.kv_dim())), v(k.size());
+  std::vector<float> att(q.size()), out((size_t)(n * D)), up((size_t)(n * c.n_ff)), gate(c.arch == Arch::NomicBert ? up.size() : 0);
   std::vector<float> pos_row((size_t)D), cs((size_t)c.n_rot);
   float* X = hidden;  // the residual stream lives in the caller's buffer
 

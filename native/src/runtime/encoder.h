@@ -43,6 +43,10 @@ class EncoderPass {
   MatmulScratch mm_scratch_;
 };
 
+// Bytes an embedding of context_length tokens allocates while it runs (hidden states, Q/K/V,
+// attention, FFN activations, per-thread scores, the matmul's quantized activations).
+size_t encoder_scratch_bytes(const ModelConfig& c, int threads);
+
 // y = (x - mean) / sqrt(var + eps) * w + b over n floats, as ggml_norm then mul and add
 // (sums in double). y may alias x.
 void layer_norm(const float* x, const float* w, const float* b, float* y, int64_t n, float eps);

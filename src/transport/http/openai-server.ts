@@ -337,6 +337,7 @@ const STATUS: Partial<Record<ErrorCode, Pick<ApiError, 'status' | 'type'> & { co
   E_QUEUE_FULL: { status: 429, type: 'rate_limit_error' },
   E_UNAVAILABLE: { status: 503, type: 'server_error' },
   E_NOT_EMBEDDING_MODEL: { status: 400, type: 'invalid_request_error' },
+  E_NOT_GENERATIVE: { status: 400, type: 'invalid_request_error' },
   E_INPUT_TOO_LONG: { status: 400, type: 'invalid_request_error', code: 'context_length_exceeded' },
   E_EMPTY_INPUT: { status: 400, type: 'invalid_request_error' },
   E_NO_POOLING: { status: 400, type: 'invalid_request_error' },
