@@ -36,7 +36,7 @@ function input(n: number, seed: number): number[] {
 async function llamaCppEmbedding(path: string, tokens: number[]): Promise<number[]> {
   const model = await (await llamaCpp()).loadModel({ modelPath: path, gpuLayers: 0 });
   try {
-    const ctx = await model.createEmbeddingContext({ contextSize: 128, batchSize: 128, threads: 2 });
+    const ctx = await model.createEmbeddingContext({ contextSize: 256, batchSize: 256, threads: 2 });
     try {
       return [...(await ctx.getEmbeddingFor(tokens as Token[])).vector];
     } finally {
@@ -70,6 +70,17 @@ for (const spec of SPECS) {
     });
   }
 }
+
+t.test('bge-small-en-v1.5\'s shape (384 wide, 12 layers of 12 heads, FFN 1536, 30522 tokens), F16, 128 tokens: cos >= 0.9999', async (t) => {
+  const V = 30522;
+  const path = writeEncoder({ name: 'bge small shape', arch: 'bert', nEmbd: 384, nLayer: 12, nHead: 12, nFf: 1536, contextLength: 512, pooling: 2, type: 'F16' }, dir, V);
+  const tokens = [WP.CLS, ...randomTokens(126, V - 5, 1).map((x) => x + 5), WP.SEP];
+  const model = await loadModel(path, { threads: 2 });
+  const ours = await model.embed(tokens);
+  model.close();
+  const cos = cosine(ours, await llamaCppEmbedding(path, tokens));
+  t.ok(cos >= 0.9999, `cos ${cos.toFixed(7)}`);
+});
 
 t.test('pooling matters: mean, cls and last of the same weights are different embeddings', async (t) => {
   const tokens = input(12, 9);
