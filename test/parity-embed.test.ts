@@ -1,7 +1,10 @@
 // Embedding parity with llama.cpp (node-llama-cpp's embedding context, pinned): random bert and
 // nomic-bert encoders written here as llama.cpp reads them, at F32 and F16, each pooling type;
-// the same tokens through both engines, cos(edgellm, llama.cpp) >= 0.9999. And the refusals:
-// pooling none, a generative model, empty and too-long inputs.
+// the same tokens through both engines, cos(edgellm, llama.cpp) >= 0.9999. Q8_0 and Q4_0 weights
+// are held to 0.999: both engines quantize the activations to Q8_0, and a last-bit difference
+// before that (LayerNorm sums, GELU) can flip a code, which a 2-layer random model amplifies to
+// about 1e-4 (measured 0.99991-0.99995). And the refusals: pooling none, a generative model,
+// empty and too-long inputs.
 import t from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -48,8 +51,9 @@ async function llamaCppEmbedding(path: string, tokens: number[]): Promise<number
 }
 
 for (const spec of SPECS) {
-  for (const type of ['F32', 'F16'] as const) {
-    t.test(`${spec.name} ${type}: cos(edgellm, llama.cpp) >= 0.9999`, async (t) => {
+  for (const type of ['F32', 'F16', 'Q8_0', 'Q4_0'] as const) {
+    const bound = type === 'F32' || type === 'F16' ? 0.9999 : 0.999;
+    t.test(`${spec.name} ${type}: cos(edgellm, llama.cpp) >= ${bound}`, async (t) => {
       const path = writeEncoder({ ...spec, type }, dir, N_VOCAB);
       const model = await loadModel(path, { threads: 2 });
       try {
@@ -62,7 +66,7 @@ for (const spec of SPECS) {
           const norm = Math.sqrt(ours.reduce((a, x) => a + x * x, 0));
           t.ok(Math.abs(norm - 1) < 1e-5, `unit length (${norm})`);
           const cos = cosine(ours, theirs);
-          t.ok(cos >= 0.9999, `${tokens.length} tokens: cos ${cos.toFixed(7)}`);
+          t.ok(cos >= bound, `${tokens.length} tokens: cos ${cos.toFixed(7)}`);
         }
       } finally {
         model.close();
