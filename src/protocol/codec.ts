@@ -42,7 +42,7 @@ export const requestSchema = z
     op: z.enum(['generate', 'embed'], { error: 'must be "generate" or "embed"' }).optional(),
     /** op "embed": a text, or a list of texts each embedded on its own. */
     input: z
-      .union([unicodeText().min(1, 'must not be empty'), z.array(unicodeText().min(1, 'must not be empty')).min(1, 'must hold at least one text').max(MAX_EMBED_INPUTS, `must hold at most ${MAX_EMBED_INPUTS} texts`)], {
+      .union([unicodeText().min(1, 'must not be empty'), z.array(unicodeText().min(1, 'must not be empty')).min(1, 'must hold at least one text')], {
         error: 'must be a text or a list of texts',
       })
       .optional(),
@@ -67,6 +67,10 @@ export const requestSchema = z
   .superRefine((r, ctx) => {
     if (r.op === 'embed') {
       if (r.input === undefined) ctx.addIssue({ code: 'custom', path: [], message: 'an embedding request (op "embed") needs "input": a text or a list of texts' });
+      // Here rather than on the list: a union reports a too-long list as "not a text or a list".
+      if (Array.isArray(r.input) && r.input.length > MAX_EMBED_INPUTS) {
+        ctx.addIssue({ code: 'custom', path: ['input'], message: `must hold at most ${MAX_EMBED_INPUTS} texts, got ${r.input.length}` });
+      }
       for (const k of GENERATION_ONLY) {
         if (r[k] !== undefined) ctx.addIssue({ code: 'custom', path: [k], message: 'is not read by an embedding request (op "embed"): leave it out' });
       }
