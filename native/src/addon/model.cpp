@@ -154,7 +154,7 @@ class EmbedWorker : public Napi::AsyncWorker {
   void Execute() override {
     try {
       std::lock_guard<std::mutex> lock(m_->mu);
-      if (!m_->encoder) EncoderPass(*m_->model, *m_->pool);  // throws E_NOT_EMBEDDING_MODEL
+      require_encoder(m_->model->config());  // a decoder has no EncoderPass
       out_.resize((size_t)m_->model->config().n_embd);
       m_->encoder->embed(tokens_.data(), (int64_t)tokens_.size(), out_.data());
     } catch (...) {

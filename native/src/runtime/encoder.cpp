@@ -47,12 +47,16 @@ size_t encoder_scratch_bytes(const ModelConfig& c, int threads) {
   return floats * sizeof(float) + (size_t)(n * std::max({c.n_embd, c.q_dim(), c.n_ff}) / kQKK + 1) * sizeof(block_q8_K);
 }
 
-EncoderPass::EncoderPass(const Model& model, ThreadPool& pool, const KernelTable& kt)
-    : model_(model), cfg_(model.config()), pool_(pool), kt_(kt) {
-  if (!cfg_.encoder)
-    throw ModelError("E_NOT_EMBEDDING_MODEL", "'" + cfg_.arch_name +
+void require_encoder(const ModelConfig& c) {
+  if (!c.encoder)
+    throw ModelError("E_NOT_EMBEDDING_MODEL", "'" + c.arch_name +
                                                   "' is a generative model: embeddings come from an encoder (bert, "
                                                   "nomic-bert); load an embedding model such as bge-small or nomic-embed-text");
+}
+
+EncoderPass::EncoderPass(const Model& model, ThreadPool& pool, const KernelTable& kt)
+    : model_(model), cfg_(model.config()), pool_(pool), kt_(kt) {
+  require_encoder(cfg_);
 }
 
 void EncoderPass::mm(const WeightMatrix& w, const float* x, int64_t ncols, float* y) {

@@ -43,6 +43,9 @@ class EncoderPass {
   MatmulScratch mm_scratch_;
 };
 
+// Throws ModelError E_NOT_EMBEDDING_MODEL unless c is an encoder's.
+void require_encoder(const ModelConfig& c);
+
 // Bytes an embedding of context_length tokens allocates while it runs (hidden states, Q/K/V,
 // attention, FFN activations, per-thread scores, the matmul's quantized activations).
 size_t encoder_scratch_bytes(const ModelConfig& c, int threads);
