@@ -162,7 +162,7 @@ export const configSchema = z
           .min(1, 'must be a port number from 1 to 65535')
           .max(65535, 'must be a port number from 1 to 65535')
           .optional()
-          .describe('serve the OpenAI-compatible HTTP API (POST /v1/chat/completions, GET /v1/models) on this port; absent = off'),
+          .describe('serve the OpenAI-compatible HTTP API (POST /v1/chat/completions, POST /v1/embeddings, GET /v1/models) on this port; absent = off'),
         host: text.default('127.0.0.1').describe('address the OpenAI-compatible API listens on; 0.0.0.0 or a LAN address to serve other machines (then set api_key_file)'),
         api_key_file: text.optional().describe('file holding the key clients must send as "Authorization: Bearer <key>" (first line); absent = no key asked'),
         max_body_bytes: wholeAtLeast(1024).default(1048576).describe('largest request body the OpenAI-compatible API reads, in bytes'),

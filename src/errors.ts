@@ -66,7 +66,17 @@ export type ErrorCode =
   /** The upstream (OpenAI-compatible server) failed, timed out or broke its protocol; never carries the API key. */
   | 'E_UPSTREAM'
   /** The node is stopping and takes no new requests: retry on another node, or once it is back. */
-  | 'E_UNAVAILABLE';
+  | 'E_UNAVAILABLE'
+  /** An embedding asked of a generative model: embeddings come from encoders (bert, nomic-bert). */
+  | 'E_NOT_EMBEDDING_MODEL'
+  /** Text asked of an embedding model (an encoder): it has no next-token logits. */
+  | 'E_NOT_GENERATIVE'
+  /** An encoder whose pooling_type is none: the file defines no embedding of a whole input. */
+  | 'E_NO_POOLING'
+  /** An embedding of nothing (an empty string or no tokens). */
+  | 'E_EMPTY_INPUT'
+  /** An input longer than the encoder reads at once (its context_length, in tokens): split it. */
+  | 'E_INPUT_TOO_LONG';
 
 export class EdgeError extends Error {
   readonly code: ErrorCode;

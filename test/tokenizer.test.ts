@@ -242,7 +242,15 @@ t.test('fromMetadata refuses what it cannot run, with codes', async (t) => {
   const base = metaOf(spm([]));
   const cases: Array<[Record<string, unknown>, string, RegExp]> = [
     [{ ...base, 'tokenizer.ggml.model': undefined }, 'E_MODEL_CORRUPT', /no tokenizer/],
-    [{ ...base, 'tokenizer.ggml.model': 'bert' }, 'E_MODEL_UNSUPPORTED', /"bert"/],
+    [{ ...base, 'tokenizer.ggml.model': 'ugm' }, 'E_MODEL_UNSUPPORTED', /"ugm"/],
+    // WordPiece without its [SEP] / [UNK] (BERT's default ids 102 / 100 are past this vocabulary)
+    [{ 'tokenizer.ggml.model': 'bert', 'tokenizer.ggml.tokens': ['[CLS]', 'a'] }, 'E_MODEL_CORRUPT', /\[CLS\]/],
+    [{ 'tokenizer.ggml.model': 'bert', 'tokenizer.ggml.tokens': ['[CLS]', 'a'], 'tokenizer.ggml.bos_token_id': 0 }, 'E_MODEL_CORRUPT', /\[SEP\]/],
+    [
+      { 'tokenizer.ggml.model': 'bert', 'tokenizer.ggml.tokens': ['[CLS]', 'a'], 'tokenizer.ggml.bos_token_id': 0, 'tokenizer.ggml.seperator_token_id': 0 },
+      'E_MODEL_CORRUPT',
+      /\[UNK\]/,
+    ],
     [{ ...base, 'tokenizer.ggml.tokens': [1, 2] }, 'E_MODEL_CORRUPT', /array of strings/],
     [{ ...base, 'tokenizer.ggml.scores': 'x' }, 'E_MODEL_CORRUPT', /scores/],
     [{ ...base, 'tokenizer.ggml.scores': new Float32Array(2) }, 'E_MODEL_CORRUPT', /2 entries/],

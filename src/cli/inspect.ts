@@ -82,7 +82,9 @@ export function registerInspect(program: Command): void {
         `architecture:  ${req.arch}${req.n_expert > 0 ? `, ${req.n_expert} experts (${req.n_expert_used} used)` : ''}`,
         `parameters:    ${req.n_params.toLocaleString('en-US')}`,
         `shape:         ${req.n_layer} layers, embedding ${req.n_embd}, ${req.n_head} heads (${req.n_head_kv} KV, head size ${req.head_dim}), FFN ${req.n_ff}, vocabulary ${req.n_vocab}${req.tied_output ? ', tied output' : ''}`,
-        `context:       ${req.context_length} trained; KV cache sized for ${req.context_size}${kvNote}`,
+        req.encoder
+          ? `context:       ${req.context_length} tokens per input (an embedding model: ${req.pooling} pooling, no KV cache)`
+          : `context:       ${req.context_length} trained; KV cache sized for ${req.context_size}${kvNote}`,
         'tensor types:',
         ...types,
         `tokenizer:     ${tokenizerLine(req.tokenizer)}`,
@@ -99,7 +101,7 @@ export function registerInspect(program: Command): void {
 function tokenizerLine(tk: TokenizerStatus): string {
   switch (tk.status) {
     case 'ok':
-      return `${tk.model === 'spm' ? 'SentencePiece' : `byte-level BPE, pre-tokenizer ${tk.pre}`}, ${tk.n_tokens} tokens`;
+      return `${tk.model === 'spm' ? 'SentencePiece' : tk.model === 'wpm' ? 'WordPiece' : `byte-level BPE, pre-tokenizer ${tk.pre}`}, ${tk.n_tokens} tokens`;
     case 'none':
       return 'none: the model evaluates token ids but cannot take text (generate and serve need a tokenizer)';
     case 'blocked':

@@ -8,6 +8,7 @@ import { EdgeError } from '../errors.js';
 import { registerAudit } from './audit.js';
 import { registerBench } from './bench.js';
 import { registerDoctor } from './doctor.js';
+import { registerEmbed } from './embed.js';
 import { registerGenerate } from './generate.js';
 import { registerGrant } from './grant.js';
 import { registerInspect } from './inspect.js';
@@ -35,6 +36,7 @@ export function buildProgram(): Command {
   registerAudit(program);
   registerBench(program);
   registerDoctor(program);
+  registerEmbed(program);
   registerGenerate(program);
   registerGrant(program);
   registerInspect(program);

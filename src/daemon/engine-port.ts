@@ -71,6 +71,12 @@ export interface LocalModel {
   readonly contextSize: number;
   countTokens(text: string): number;
   generate(p: GenerateParams): Generation;
+  /**
+   * An embedding model's unit vector for one input (text, or token ids taken as they are) and the
+   * tokens it read. Rejects with E_NOT_EMBEDDING_MODEL (a generative model), E_INPUT_TOO_LONG,
+   * E_NO_POOLING.
+   */
+  embed(input: string | number[]): Promise<{ embedding: Float32Array; tokens: number }>;
   close(): Promise<void>;
 }
 

@@ -6,6 +6,8 @@
  * Nothing is written to the request store: an HTTP reply is answered on its connection, or not at all.
  * Each request is still counted in /metrics (route "local") and leaves one audit record, under the
  * device name `openai-api` (the API has no device identity; its clients are whoever holds the key).
+ * Embeddings do not take a slot: an embedding model (an encoder) serves nothing else, so its requests
+ * run at once, one input after another on the model's worker thread (the engine serializes them).
  */
 import { randomUUID } from 'node:crypto';
 import type { DaemonConfig } from '../config.js';
@@ -15,6 +17,7 @@ import { drawDriftSample } from './drift.js';
 import { ignoreRequests, type RequestObserver } from './request-observer.js';
 import { EdgeError } from '../errors.js';
 import type { ChatRequest } from '../transport/http/openai-request.js';
+import type { EmbeddingsRequest, EmbeddingsResult } from '../transport/http/openai-embeddings.js';
 import type { AuditSink, RequestAudit } from '../policy/audit.js';
 import type { ChatBackend } from '../transport/http/openai-server.js';
 import type { TraceContext } from '../protocol/trace-context.js';
@@ -73,6 +76,40 @@ export class LocalChat implements ChatBackend {
     return admitted;
   }
 
+  /** Every input's vector in order; the request's byte limit is limits.max_prompt_bytes per input. */
+  async embed(request: EmbeddingsRequest, signal: AbortSignal): Promise<EmbeddingsResult> {
+    const receivedAt = Date.now();
+    const id = randomUUID();
+    let tokens = 0;
+    try {
+      if (!this.accepting) throw stopping();
+      const model = this.model(request.model);
+      for (const input of request.input) {
+        const tooLarge = typeof input === 'string' ? promptTooLarge({ prompt: input }, this.deps.config.limits.max_prompt_bytes) : undefined;
+        if (tooLarge) throw tooLarge;
+      }
+      const vectors: Float32Array[] = [];
+      for (const input of request.input) {
+        if (signal.aborted) throw signal.reason;
+        const r = await model.embed(input);
+        vectors.push(r.embedding);
+        tokens += r.tokens;
+      }
+      this.report(receivedAt, id, model.name, { outcome: 'done', queueMs: 0, ttftMs: Date.now() - receivedAt, prompt: tokens, completion: 0 });
+      return { model: model.name, vectors, prompt_tokens: tokens };
+    } catch (err) {
+      this.report(receivedAt, id, request.model, signal.aborted ? { outcome: 'cancelled', queueMs: 0 } : { outcome: 'error', err });
+      throw err;
+    }
+  }
+
+  /** The model a request names, or the node's first; E_UNKNOWN_MODEL lists the ones it serves. */
+  private model(name = this.models()[0] ?? ''): LocalModel {
+    const model = this.deps.models.get(name);
+    if (!model) throw new EdgeError('E_UNKNOWN_MODEL', `The model "${name}" does not exist on this node; it serves: ${this.models().join(', ')} (GET /v1/models)`);
+    return model;
+  }
+
   /** One metrics observation and one audit record per request, however it ended. */
   private report(
     receivedAt: number,
@@ -116,10 +153,11 @@ export class LocalChat implements ChatBackend {
     const { queue, config } = this.deps;
     if (!this.accepting) return Promise.reject(stopping());
     if (signal.aborted) return Promise.reject(signal.reason);
-    const name = request.model ?? this.models()[0] ?? '';
-    const model = this.deps.models.get(name);
-    if (!model) {
-      return Promise.reject(new EdgeError('E_UNKNOWN_MODEL', `The model "${name}" does not exist on this node; it serves: ${this.models().join(', ')} (GET /v1/models)`));
+    let model: LocalModel;
+    try {
+      model = this.model(request.model);
+    } catch (err) {
+      return Promise.reject(err);
     }
     const tooLarge = promptTooLarge(request, config.limits.max_prompt_bytes);
     if (tooLarge) return Promise.reject(tooLarge);

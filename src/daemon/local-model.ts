@@ -102,6 +102,11 @@ class EngineModel implements LocalModel {
     }
   }
 
+  async embed(input: string | number[]): Promise<{ embedding: Float32Array; tokens: number }> {
+    const ids = typeof input === 'string' ? this.model.tokenizer.encode(input) : input;
+    return { embedding: await this.model.embed(ids), tokens: ids.length };
+  }
+
   async close(): Promise<void> {
     this.model.close();
   }

@@ -75,6 +75,20 @@ export class Model {
   }
 
   /**
+   * An encoder's embedding of one input: n_embd floats, pooled as the file's pooling_type says
+   * (mean, cls or last) and L2-normalized. Text is tokenized with the model's tokenizer, which adds
+   * its own markers ([CLS] ... [SEP] for a WordPiece vocabulary); token ids are taken as they are.
+   * Runs on a worker thread. Rejects with E_EMPTY_INPUT (no text), E_INPUT_TOO_LONG (more tokens
+   * than the model's context_length), E_NO_POOLING (pooling_type none), E_NOT_EMBEDDING_MODEL (a
+   * generative model: edgellm does not pool decoders' hidden states).
+   */
+  async embed(input: string | Int32Array | readonly number[]): Promise<Float32Array> {
+    if (input.length === 0) throw new EdgeError('E_EMPTY_INPUT', 'the input is empty: give at least one character of text to embed');
+    const ids = typeof input === 'string' ? Int32Array.from(this.tokenizer.encode(input)) : input instanceof Int32Array ? input : Int32Array.from(input);
+    return await callNative(() => this.live().embed(ids));
+  }
+
+  /**
    * The model's tokenizer, built by loadModel. Throws E_MODEL_CORRUPT for a file without one
    * (random test models: they can be evaluated, not prompted).
    */
@@ -94,6 +108,9 @@ export class Model {
   generate(request: GenerateRequest): Generation {
     const native = this.live();
     const info = this.info();
+    if (info.encoder) {
+      throw new EdgeError('E_NOT_GENERATIVE', `${this.path} is an embedding model (${info.arch}): it does not generate text; ask it for embeddings (edgellm embed, POST /v1/embeddings)`);
+    }
     return callNative(() => startGeneration(
         { native, tokenizer: this.tokenizer, contextSize: info.context_size, unbounded: info.unbounded },
         request,
@@ -123,7 +140,7 @@ export class Model {
 
 /**
  * Loads a GGUF model (llama incl. Mistral/Mixtral, qwen2, qwen3, qwen3moe, gemma3, phi3, gemma2,
- * olmoe, smollm3) off the event loop, and builds its tokenizer. Rejects with E_MODEL_NOT_FOUND, E_MODEL_CORRUPT (naming the
+ * olmoe, smollm3, deepseek2; the encoders bert and nomic-bert for embeddings) off the event loop, and builds its tokenizer. Rejects with E_MODEL_NOT_FOUND, E_MODEL_CORRUPT (naming the
  * tensor or key) or E_MODEL_UNSUPPORTED (naming the architecture, type, or the tokenizer key and
  * value), so a model that loads can also take text.
  */

@@ -106,6 +106,10 @@ export interface ModelArchitecture {
    * instead of per-head K and V; 0 for every other architecture.
    */
   kv_lora_rank: number;
+  /** An encoder (bert, nomic-bert): it makes embeddings, not text. */
+  encoder: boolean;
+  /** How an encoder pools its tokens into one embedding ({arch}.pooling_type). */
+  pooling: 'none' | 'mean' | 'cls' | 'last' | 'rank';
 }
 
 /** What the file holds and how it was loaded. */
@@ -178,6 +182,8 @@ export interface NativeModel extends NativeDecoder {
   evalLogits(tokens: Int32Array, opts?: EvalLogitsOptions): Promise<Float32Array>;
   evalSequences(seqs: Array<{ tokens: Int32Array; prefill: number }>): Promise<Float32Array[]>;
   trace(tokens: Int32Array, opts: TraceOptions): Promise<ModelTrace>;
+  /** An encoder's pooled, L2-normalized embedding of one input (n_embd floats). */
+  embed(tokens: Int32Array): Promise<Float32Array>;
   close(): void;
 }
 

@@ -22,7 +22,7 @@ export interface ModelRequirements extends NativeModelRequirements {
 }
 
 export type TokenizerStatus =
-  | { status: 'ok'; model: 'spm' | 'bpe'; pre: string; n_tokens: number }
+  | { status: 'ok'; model: 'spm' | 'bpe' | 'wpm'; pre: string; n_tokens: number }
   /** No tokenizer.ggml.model: the model loads and evaluates token ids, but cannot take text. */
   | { status: 'none' }
   | { status: 'blocked'; code: string; message: string }
@@ -40,7 +40,7 @@ function tokenizerStatus(path: string): TokenizerStatus {
   try {
     const tk = modelTokenizer(path);
     if (!tk) return { status: 'none' };
-    return { status: 'ok', model: tk.vocab.model, pre: tk.vocab.pre?.name ?? 'spm', n_tokens: tk.size };
+    return { status: 'ok', model: tk.vocab.model, pre: tk.vocab.pre?.name ?? tk.vocab.model, n_tokens: tk.size };
   } catch (err) {
     if (err instanceof EdgeError) return { status: 'blocked', code: err.code, message: err.message };
     throw err;

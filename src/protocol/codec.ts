@@ -1,6 +1,6 @@
 /**
  * The wire format: the request schema (one definition gives the type and the error messages) and the
- * reply messages (chunk, done, error).
+ * reply messages (chunk, done, embeddings, error).
  */
 import { isUtf8 } from 'node:buffer';
 import { z } from 'zod';
@@ -31,9 +31,22 @@ const chatMessage = z
   )
   .strict();
 
+/** Most inputs one embedding request may carry (OpenAI's limit). */
+export const MAX_EMBED_INPUTS = 2048;
+/** Fields that only a generation reads: an embedding request (op "embed") refuses them. */
+const GENERATION_ONLY = ['prompt', 'messages', 'max_tokens', 'temperature', 'top_p', 'top_k', 'min_p', 'seed', 'stop', 'stream'] as const;
+
 export const requestSchema = z
   .object({
     id: z.string({ error: 'must be text' }).min(1, 'must not be empty').max(200, 'must be at most 200 characters'),
+    /** "generate" (the default: prompt or messages in, text out) or "embed" (input in, vectors out). */
+    op: z.enum(['generate', 'embed'], { error: 'must be "generate" or "embed"' }).optional(),
+    /** op "embed": a text, or a list of texts each embedded on its own. */
+    input: z
+      .union([unicodeText().min(1, 'must not be empty'), z.array(unicodeText().min(1, 'must not be empty')).min(1, 'must hold at least one text')], {
+        error: 'must be a text or a list of texts',
+      })
+      .optional(),
     prompt: unicodeText().optional(),
     messages: z.array(chatMessage, { error: 'must be a list of {role, content}' }).min(1, 'must hold at least one message').optional(),
     model: z.string({ error: 'must be text' }).min(1, 'must not be empty').optional(),
@@ -57,6 +70,19 @@ export const requestSchema = z
   })
   .strict()
   .superRefine((r, ctx) => {
+    if (r.op === 'embed') {
+      if (r.input === undefined) ctx.addIssue({ code: 'custom', path: [], message: 'an embedding request (op "embed") needs "input": a text or a list of texts' });
+      // Here rather than on the list: a union reports a too-long list as "not a text or a list".
+      if (Array.isArray(r.input) && r.input.length > MAX_EMBED_INPUTS) {
+        ctx.addIssue({ code: 'custom', path: ['input'], message: `must hold at most ${MAX_EMBED_INPUTS} texts, got ${r.input.length}` });
+      }
+      for (const k of GENERATION_ONLY) {
+        if (r[k] !== undefined) ctx.addIssue({ code: 'custom', path: [k], message: 'is not read by an embedding request (op "embed"): leave it out' });
+      }
+      if (r.route === 'cloud') ctx.addIssue({ code: 'custom', path: ['route'], message: 'must be "auto" or "local" for an embedding request: embeddings are computed on this node' });
+      return;
+    }
+    if (r.input !== undefined) ctx.addIssue({ code: 'custom', path: ['input'], message: 'is read by embedding requests only: add "op": "embed", or send "prompt" to generate' });
     if ((r.prompt === undefined) === (r.messages === undefined)) {
       ctx.addIssue({ code: 'custom', path: [], message: 'a request must have exactly one of "prompt" or "messages"' });
     }
@@ -211,6 +237,20 @@ export const fallbackMessage = (id: string, seq: number, reason: string, discard
   JSON.stringify({ id, type: 'fallback', seq, route: 'local', reason, discarded_chars: discardedChars });
 
 export const doneMessage = (id: string, f: DoneFields) => JSON.stringify({ id, type: 'done', ...f });
+
+/** The answer to an embedding request: one unit vector per input, in order. */
+export interface EmbeddingsFields {
+  embeddings: number[][];
+  usage: { prompt_tokens: number };
+  model: string;
+  node: string;
+  timings: { queue_ms: number; total_ms: number };
+}
+
+export const embeddingsMessage = (id: string, f: EmbeddingsFields) => JSON.stringify({ id, type: 'embeddings', ...f });
+
+/** The texts of an embedding request, one per input. */
+export const embedInputs = (r: Pick<WireRequest, 'input'>): string[] => (r.input === undefined ? [] : typeof r.input === 'string' ? [r.input] : r.input);
 
 export const errorMessage = (id: string | null, code: ErrorCode, message: string, traceId?: string) =>
   JSON.stringify({ id, type: 'error', error: { code, message }, ...(traceId !== undefined ? { trace_id: traceId } : {}) });

@@ -151,3 +151,27 @@ t.test('logprobs fields: taken when valid, E_BAD_LOGPROBS naming the rule otherw
     t.match(d.message, message);
   }
 });
+
+t.test('an embedding request (op "embed") takes input, a text or a list of texts, and no generation fields', async (t) => {
+  for (const body of [{ id: 'e', op: 'embed', input: 'x' }, { id: 'e', op: 'embed', input: ['a', 'b'], model: 'bge', priority: 2, route: 'local' }]) {
+    const d = decode(body);
+    t.ok(d.ok, JSON.stringify(body));
+    if (d.ok) t.same(d.request, body);
+  }
+  t.ok(decode({ id: 'g', op: 'generate', prompt: 'x' }).ok, 'op "generate" is the default made explicit');
+  const cases: Array<[unknown, RegExp]> = [
+    [{ id: 'e', op: 'embed' }, /needs "input"/],
+    [{ id: 'e', op: 'embed', input: 7 }, /field "input" must be a text or a list of texts/],
+    [{ id: 'e', op: 'embed', input: ['a', ''] }, /field "input\[1\]" must not be empty/],
+    [{ id: 'e', op: 'embed', input: Array(2049).fill('a') }, /at most 2048 texts/],
+    [{ id: 'e', op: 'embed', input: 'x', max_tokens: 5, stream: true }, /field "max_tokens" is not read by an embedding request.*field "stream" is not read/],
+    [{ id: 'e', op: 'embed', input: 'x', route: 'cloud' }, /embeddings are computed on this node/],
+    [{ id: 'e', prompt: 'x', input: 'x' }, /field "input" is read by embedding requests only: add "op": "embed"/],
+    [{ id: 'e', op: 'classify', prompt: 'x' }, /field "op" must be "generate" or "embed"/],
+  ];
+  for (const [body, re] of cases) {
+    const d = decode(body);
+    t.notOk(d.ok, JSON.stringify(body).slice(0, 80));
+    if (!d.ok) t.match(d.message, re, JSON.stringify(body).slice(0, 80));
+  }
+});

@@ -245,7 +245,9 @@ t.test('bad requests get OpenAI-style errors with the right status', needs, asyn
     ['a body over openai.max_body_bytes', postJson(url, ask('y'.repeat(MAX_BODY)), { key: KEY }), 413, { error: { message: /larger than 65536 bytes \(openai\.max_body_bytes\)/ } }],
     ['GET on the completions path', getJson(url, { key: KEY }), 405, { error: { message: /use POST/ } }],
     ['POST on the models path', getJson(`${base}/models`, { key: KEY, method: 'POST' }), 405, { error: { message: /use GET/ } }],
-    ['an unknown path', getJson(`${base}/embeddings`, { key: KEY }), 404, { error: { message: /Invalid URL \(GET \/v1\/embeddings\)/ } }],
+    ['an unknown path', getJson(`${base}/audio/speech`, { key: KEY }), 404, { error: { message: /Invalid URL \(GET \/v1\/audio\/speech\): this server has POST \/v1\/chat\/completions, POST \/v1\/embeddings and GET \/v1\/models/ } }],
+    ['GET on the embeddings path', getJson(`${base}/embeddings`, { key: KEY }), 405, { error: { message: 'GET is not allowed here: use POST' } }],
+    ['embeddings of a generative model', postJson(`${base}/embeddings`, { model, input: 'hi' }, { key: KEY }), 400, { error: { code: 'E_NOT_EMBEDDING_MODEL', message: /generative model/ } }],
   ];
   for (const [what, reply, status, body] of cases) {
     const r = await reply;

@@ -73,7 +73,7 @@ export class Device {
 
   /** The final (done or error) reply of an id. */
   final(id: string | null, timeoutMs = 5000): Promise<Reply> {
-    return this.waitFor((r) => r.body.id === id && (r.body.type === 'done' || r.body.type === 'error'), timeoutMs, `the final reply to ${id}`);
+    return this.waitFor((r) => r.body.id === id && (r.body.type === 'done' || r.body.type === 'embeddings' || r.body.type === 'error'), timeoutMs, `the final reply to ${id}`);
   }
 
   async close(): Promise<void> {

@@ -26,6 +26,11 @@ export class FakeModel implements LocalModel {
     return text.split(/\s+/).filter((w) => w !== '').length;
   }
 
+  /** A generative model, as the engine's decoders: no embeddings. */
+  async embed(): Promise<{ embedding: Float32Array; tokens: number }> {
+    throw new EdgeError('E_NOT_EMBEDDING_MODEL', `'${this.name}' is a generative model: embeddings come from an encoder`);
+  }
+
   generate(p: GenerateParams): Generation {
     this.calls++;
     const started = Date.now();

@@ -8,6 +8,7 @@
 #include "addon/model_fields.h"
 #include "model/model.h"
 #include "runtime/forward.h"
+#include "runtime/encoder.h"
 #include "runtime/kv_cache.h"
 
 namespace edgellm::addon {
@@ -62,12 +63,13 @@ Napi::Value ModelConfigOf(const Napi::CallbackInfo& info) {
       blocking.Set((uint32_t)k, t);
     }
     o.Set("unsupported_tensors", blocking);
-    o.Set("tied_output", Napi::Boolean::New(env, f.find_tensor("output.weight") == nullptr));
+    o.Set("tied_output", Napi::Boolean::New(env, !c.encoder && f.find_tensor("output.weight") == nullptr));
     num("context_size", (double)kv.context);
     num("batch_size", (double)fo.batch);
-    num("kv_bytes_per_sequence", (double)KvCache::bytes_for(kv));
-    num("kv_bytes_per_token", (double)KvCache::bytes_per_position(kv));
-    num("scratch_bytes", (double)forward_scratch_bytes(c, fo.batch, kv.context));
+    // An encoder keeps no KV cache: an input's activations live for one embedding call.
+    num("kv_bytes_per_sequence", c.encoder ? 0.0 : (double)KvCache::bytes_for(kv));
+    num("kv_bytes_per_token", c.encoder ? 0.0 : (double)KvCache::bytes_per_position(kv));
+    num("scratch_bytes", (double)(c.encoder ? encoder_scratch_bytes(c, default_thread_count()) : forward_scratch_bytes(c, fo.batch, kv.context)));
     bool unbounded = true;
     for (const KvLayerSpec& l : kv.layers) unbounded = unbounded && l.window > 0;
     o.Set("unbounded", Napi::Boolean::New(env, unbounded && !kv.layers.empty()));

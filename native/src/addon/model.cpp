@@ -1,5 +1,5 @@
 // loadModel(path, opts) -> Promise<Model>; Model.info(), evalLogits(tokens, opts), evalSequences(seqs), trace(...),
-// generate(request, callback), cancel(id), decodeState(), close().
+// embed(tokens), generate(request, callback), cancel(id), decodeState(), close().
 // Loading and evaluation run on libuv worker threads; the model's state is shared with in-flight
 // workers, so close() never frees memory a worker is using.
 #include <algorithm>
@@ -17,6 +17,7 @@
 #include "addon/model_fields.h"
 #include "addon/trace.h"
 #include "model/model.h"
+#include "runtime/encoder.h"
 #include "runtime/forward.h"
 #include "runtime/kv_cache.h"
 #include "runtime/thread_pool.h"
@@ -38,6 +39,7 @@ struct LoadedModel {
   std::unique_ptr<Model> model;
   std::unique_ptr<ThreadPool> pool;
   std::unique_ptr<ForwardPass> forward;
+  std::unique_ptr<EncoderPass> encoder;  // encoders only (bert, nomic-bert)
   std::unique_ptr<KvCache> scratch_sequence;  // evalLogits' fresh sequence, reused
   std::mutex mu;
   int threads = 1;
@@ -62,6 +64,7 @@ class LoadWorker : public Napi::AsyncWorker {
       fo.batch = opts_.batch;
       fo.sinks = opts_.sinks;
       m->forward = std::make_unique<ForwardPass>(*m->model, *m->pool, fo);
+      if (m->model->config().encoder) m->encoder = std::make_unique<EncoderPass>(*m->model, *m->pool);
       m->max_sequences = std::min(opts_.max_sequences, m->forward->max_batch());
       loaded_ = std::move(m);
     } catch (...) {
@@ -119,6 +122,41 @@ class EvalWorker : public Napi::AsyncWorker {
   std::vector<int32_t> tokens_;
   bool all_;
   std::vector<float> logits_;
+  Failure failure_;
+};
+
+// One input's pooled, L2-normalized embedding (encoders only).
+class EmbedWorker : public Napi::AsyncWorker {
+ public:
+  EmbedWorker(Napi::Env env, std::shared_ptr<LoadedModel> m, std::vector<int32_t> tokens)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), m_(std::move(m)), tokens_(std::move(tokens)) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    try {
+      std::lock_guard<std::mutex> lock(m_->mu);
+      require_encoder(m_->model->config());  // a decoder has no EncoderPass
+      out_.resize((size_t)m_->model->config().n_embd);
+      m_->encoder->embed(tokens_.data(), (int64_t)tokens_.size(), out_.data());
+    } catch (...) {
+      failure_ = failure_of(std::current_exception());
+      SetError(failure_.message);
+    }
+  }
+  void OnOK() override {
+    Napi::Float32Array out = Napi::Float32Array::New(Env(), out_.size());
+    std::memcpy(out.Data(), out_.data(), out_.size() * sizeof(float));
+    deferred_.Resolve(out);
+  }
+  void OnError(const Napi::Error&) override {
+    deferred_.Reject(coded_error(Env(), failure_.code, failure_.message).Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::shared_ptr<LoadedModel> m_;
+  std::vector<int32_t> tokens_;
+  std::vector<float> out_;
   Failure failure_;
 };
 
@@ -201,6 +239,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
                                        InstanceMethod("evalLogits", &ModelHandle::EvalLogits),
                                        InstanceMethod("evalSequences", &ModelHandle::EvalSequences),
                                        InstanceMethod("trace", &ModelHandle::Trace),
+                                       InstanceMethod("embed", &ModelHandle::Embed),
                                        InstanceMethod("generate", &ModelHandle::Generate),
                                        InstanceMethod("cancel", &ModelHandle::Cancel),
                                        InstanceMethod("decodeState", &ModelHandle::DecodeState),
@@ -269,6 +308,21 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
       }
     }
     auto* w = new EvalWorker(env, std::move(m), std::move(tokens), all);
+    Napi::Promise p = w->promise();
+    w->Queue();
+    return p;
+  }
+
+  // embed(tokens: Int32Array) -> Promise<Float32Array> (n_embd floats, unit length)
+  Napi::Value Embed(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::shared_ptr<LoadedModel> m = live(env);
+    if (info.Length() < 1 || !info[0].IsTypedArray() ||
+        info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      throw coded_error(env, "E_BAD_ARGUMENT", "embed(tokens) needs the token ids as an Int32Array");
+    Napi::Int32Array t = info[0].As<Napi::Int32Array>();
+    std::vector<int32_t> tokens(t.Data(), t.Data() + t.ElementLength());
+    auto* w = new EmbedWorker(env, std::move(m), std::move(tokens));
     Napi::Promise p = w->promise();
     w->Queue();
     return p;

@@ -16,6 +16,8 @@ void set_architecture_fields(Napi::Env env, Napi::Object& o, const ModelConfig& 
   num("context_length", (double)c.context_length);
   num("sliding_window", (double)c.sliding_window);
   num("kv_lora_rank", (double)c.mla.kv_lora_rank);
+  o.Set("encoder", Napi::Boolean::New(env, c.encoder));
+  o.Set("pooling", Napi::String::New(env, pooling_name(c.pooling)));
 }
 
 }  // namespace edgellm::addon

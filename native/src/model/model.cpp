@@ -148,6 +148,57 @@ void bind_mla_layer(const Binder& b, const ModelConfig& c, int64_t l, LayerWeigh
   }
 }
 
+// bert / nomic-bert, named as llama.cpp names them: attention as attn_q/k/v (bert, with biases)
+// or one attn_qkv (nomic-bert; bert converters may fuse too, with a bias), post-norms
+// attn_output_norm and layer_output_norm, an FFN of ffn_up (+ ffn_gate for nomic-bert's SwiGLU)
+// and ffn_down. No output norm nor classifier: an encoder's output is its hidden states.
+void bind_encoder(const Binder& b, const GgufFile& f, const ModelConfig& c, ModelWeights& w) {
+  const int64_t D = c.n_embd;
+  w.token_embd = b.matrix("token_embd.weight", D, c.n_vocab);
+  if (const GgufTensor* t = f.find_tensor("token_types.weight")) {
+    if (t->ne[0] != D || t->ne[1] < 1 || t->ne[2] != 1 || t->ne[3] != 1)
+      throw ModelError("E_MODEL_CORRUPT", f.path() + ": tensor 'token_types.weight' has shape " + shape_str(t->ne, t->n_dims) +
+                                              ", expected [" + std::to_string((long long)D) + ", token types]");
+    w.token_type0.resize((size_t)D);
+    dequantize_row(t->type, t->data, w.token_type0.data(), D);
+  }
+  if (c.arch == Arch::Bert) w.position_embd = b.matrix("position_embd.weight", D, c.context_length);
+  w.embd_norm = b.vector("token_embd_norm.weight", D);
+  w.embd_norm_b = b.vector("token_embd_norm.bias", D);
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    LayerWeights& L = w.layers[(size_t)l];
+    const std::string p = "blk." + std::to_string((long long)l) + ".";
+    if (f.find_tensor(p + "attn_qkv.weight")) {
+      const std::vector<WeightMatrix> qkv = b.split_rows(p + "attn_qkv.weight", D, {c.q_dim(), c.kv_dim(), c.kv_dim()});
+      L.wq = qkv[0], L.wk = qkv[1], L.wv = qkv[2];
+      const std::vector<float> bqkv = b.vector(p + "attn_qkv.bias", c.q_dim() + 2 * c.kv_dim(), /*required=*/false);
+      if (!bqkv.empty()) {
+        L.bq.assign(bqkv.begin(), bqkv.begin() + c.q_dim());
+        L.bk.assign(bqkv.begin() + c.q_dim(), bqkv.begin() + c.q_dim() + c.kv_dim());
+        L.bv.assign(bqkv.begin() + c.q_dim() + c.kv_dim(), bqkv.end());
+      }
+    } else {
+      L.wq = b.matrix(p + "attn_q.weight", D, c.q_dim());
+      L.wk = b.matrix(p + "attn_k.weight", D, c.kv_dim());
+      L.wv = b.matrix(p + "attn_v.weight", D, c.kv_dim());
+      L.bq = b.vector(p + "attn_q.bias", c.q_dim());
+      L.bk = b.vector(p + "attn_k.bias", c.kv_dim());
+      L.bv = b.vector(p + "attn_v.bias", c.kv_dim());
+    }
+    L.wo = b.matrix(p + "attn_output.weight", c.q_dim(), D);
+    L.bo = b.vector(p + "attn_output.bias", D, /*required=*/false);
+    L.attn_out_norm = b.vector(p + "attn_output_norm.weight", D);
+    L.attn_out_norm_b = b.vector(p + "attn_output_norm.bias", D);
+    L.ffn_up = b.matrix(p + "ffn_up.weight", D, c.n_ff);
+    L.ffn_up_b = b.vector(p + "ffn_up.bias", c.n_ff, /*required=*/false);
+    if (c.arch == Arch::NomicBert) L.ffn_gate = b.matrix(p + "ffn_gate.weight", D, c.n_ff);
+    L.ffn_down = b.matrix(p + "ffn_down.weight", c.n_ff, D);
+    L.ffn_down_b = b.vector(p + "ffn_down.bias", D, /*required=*/false);
+    L.layer_out_norm = b.vector(p + "layer_output_norm.weight", D);
+    L.layer_out_norm_b = b.vector(p + "layer_output_norm.bias", D);
+  }
+}
+
 // EDGELLM_REPACK: "0" keeps every matrix as the file stores it; "force" repacks Q4_0 whatever the
 // table (tests and memory measurements on hosts without the dotprod table); otherwise Q4_0 is
 // repacked when this process runs the neon-dotprod table, whose sdot kernels want Q4_0_X4.
@@ -202,6 +253,12 @@ std::unique_ptr<Model> Model::from_file(GgufFile file) {
   const ModelConfig& c = m->config_;
   ModelWeights& w = m->weights_;
   const Binder b(m->file_);
+  w.layers.resize((size_t)c.n_layer);
+  if (c.encoder) {
+    bind_encoder(b, m->file_, c, w);
+    if (repack_q4_0()) repack_weights(m->file_, w);
+    return m;
+  }
 
   w.token_embd = b.matrix("token_embd.weight", c.n_embd, c.n_vocab);
   w.output_norm = b.vector("output_norm.weight", c.n_embd);
@@ -216,7 +273,6 @@ std::unique_ptr<Model> Model::from_file(GgufFile file) {
     w.rope_factors_short = b.vector("rope_factors_short.weight", c.n_rot / 2);
   }
 
-  w.layers.resize((size_t)c.n_layer);
   if (c.arch == Arch::Deepseek2) {
     for (int64_t l = 0; l < c.n_layer; ++l) bind_mla_layer(b, c, l, w.layers[(size_t)l]);
     return m;

@@ -81,6 +81,12 @@ struct LayerWeights {
   ExpertMatrices gate_exps, up_exps, down_exps;
   std::vector<float> ffn_post_norm;        // when post_norms
   MlaLayerWeights mla;                     // deepseek2
+  // Encoders (post-norm): attention output bias, the LayerNorm after attention and the one
+  // after the FFN (weight and bias each), the FFN biases (bert). Empty when absent.
+  std::vector<float> bo;
+  std::vector<float> attn_out_norm, attn_out_norm_b;
+  std::vector<float> ffn_up_b, ffn_down_b;
+  std::vector<float> layer_out_norm, layer_out_norm_b;
 };
 
 struct ModelWeights {
@@ -93,6 +99,11 @@ struct ModelWeights {
   // by its context (long beyond the original context).
   std::vector<float> rope_factors_long, rope_factors_short;
   std::vector<LayerWeights> layers;
+  // Encoders: learned absolute positions (bert; [context_length rows][n_embd]), token type 0's
+  // embedding (every token is "sentence A", as in llama.cpp), the LayerNorm of the embeddings.
+  WeightMatrix position_embd;
+  std::vector<float> token_type0;
+  std::vector<float> embd_norm, embd_norm_b;
 };
 
 // What `edgellm inspect` and Model.info() report about the file.

@@ -71,7 +71,37 @@ void read_gemma2(const GgufFile& f, ModelConfig& c) {
   if (c.n_layer == 46) c.attn_scale = 1.0f / std::sqrt((float)(c.n_embd / c.n_head));
 }
 
+// bert (bge, all-MiniLM) and nomic-bert: post-norm encoders read as llama.cpp reads them.
+// bert adds learned absolute position embeddings (position_embd rows = context_length) and has
+// no RoPE; nomic-bert ropes Q and K (NeoX) and has no position embeddings.
+void read_encoder(const GgufFile& f, ModelConfig& c) {
+  const GgufMetadata& m = f.metadata();
+  const std::string p = c.arch_name + ".";
+  c.encoder = true;
+  c.norm_eps = m.get_f32(p + "attention.layer_norm_epsilon");
+  if (!(c.norm_eps > 0.0f)) corrupt(f, "attention.layer_norm_epsilon must be positive");
+  if (m.get_bool(p + "attention.causal", false))
+    unsupported(f, "attention.causal is true: edgellm runs " + c.arch_name + " as a bidirectional encoder only");
+  const uint32_t pooling = m.get_u32(p + "pooling_type", 0);
+  if (pooling > (uint32_t)PoolingType::Rank) corrupt(f, "pooling_type " + str(pooling) + " is not one of 0 (none) .. 4 (rank)");
+  c.pooling = (PoolingType)pooling;
+  c.sliding_window = 0;
+  if (c.arch == Arch::Bert) c.layer_uses_rope.assign((size_t)c.n_layer, false);
+  else c.rope_mode = RopeMode::NeoX;
+}
+
 }  // namespace
+
+const char* pooling_name(PoolingType p) {
+  switch (p) {
+    case PoolingType::None: return "none";
+    case PoolingType::Mean: return "mean";
+    case PoolingType::Cls: return "cls";
+    case PoolingType::Last: return "last";
+    case PoolingType::Rank: return "rank";
+  }
+  return "?";
+}
 
 const char* arch_name(Arch a) {
   switch (a) {
@@ -85,6 +115,8 @@ const char* arch_name(Arch a) {
     case Arch::Olmoe: return "olmoe";
     case Arch::Smollm3: return "smollm3";
     case Arch::Deepseek2: return "deepseek2";
+    case Arch::Bert: return "bert";
+    case Arch::NomicBert: return "nomic-bert";
   }
   return "?";
 }
@@ -116,8 +148,10 @@ ModelConfig read_model_config(const GgufFile& f) {
   else if (a == "olmoe") c.arch = Arch::Olmoe;
   else if (a == "smollm3") c.arch = Arch::Smollm3;
   else if (a == "deepseek2") c.arch = Arch::Deepseek2;
+  else if (a == "bert") c.arch = Arch::Bert;
+  else if (a == "nomic-bert") c.arch = Arch::NomicBert;
   else
-    unsupported(f, "architecture '" + a + "' is not supported (edgellm runs llama, qwen2, qwen3, qwen3moe, gemma3, phi3, gemma2, olmoe, smollm3 and deepseek2)");
+    unsupported(f, "architecture '" + a + "' is not supported (edgellm runs llama, qwen2, qwen3, qwen3moe, gemma3, phi3, gemma2, olmoe, smollm3, deepseek2, and the encoders bert and nomic-bert)");
   const std::string p = a + ".";
   if (c.arch == Arch::Deepseek2) {
     read_mla_config(f, c);
@@ -228,6 +262,10 @@ ModelConfig read_model_config(const GgufFile& f) {
       for (int64_t l = 0; l < c.n_layer; ++l) c.layer_uses_rope[(size_t)l] = (l + 1) % kSmollm3NoRopeStep != 0;
       break;
     case Arch::Deepseek2:  // read by read_mla_config
+      break;
+    case Arch::Bert:
+    case Arch::NomicBert:
+      read_encoder(f, c);
       break;
   }
   if (c.n_expert > 0 && c.arch != Arch::Llama && c.arch != Arch::Qwen3Moe && c.arch != Arch::Olmoe)

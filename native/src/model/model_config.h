@@ -13,7 +13,7 @@
 
 namespace edgellm {
 
-enum class Arch { Llama, Qwen2, Qwen3, Qwen3Moe, Gemma3, Phi3, Gemma2, Olmoe, Smollm3, Deepseek2 };
+enum class Arch { Llama, Qwen2, Qwen3, Qwen3Moe, Gemma3, Phi3, Gemma2, Olmoe, Smollm3, Deepseek2, Bert, NomicBert };
 
 // The feed-forward gate activation: silu(gate) * up or gelu_tanh(gate) * up.
 enum class FfnActivation { SwiGlu, GeGlu };
@@ -53,6 +53,11 @@ struct MlaConfig {
   // The latent cache row: kv_lora_rank normed latent, then n_rot roped key dims.
   int64_t cache_dim(int64_t n_rot) const { return kv_lora_rank + n_rot; }
 };
+
+// How an encoder turns its tokens' hidden states into one embedding ({arch}.pooling_type, the
+// values of llama.cpp's llama_pooling_type). None: no embedding is defined (the file says so);
+// Rank: a reranker's classification head, which edgellm does not run.
+enum class PoolingType { None = 0, Mean = 1, Cls = 2, Last = 3, Rank = 4 };
 
 struct ModelConfig {
   Arch arch = Arch::Llama;
@@ -96,6 +101,11 @@ struct ModelConfig {
   // phi3 LongRoPE: rope_factors_long.weight divides the frequencies when the context is longer
   // than this (the original context), rope_factors_short.weight otherwise. 0 = no such factors.
   int64_t rope_orig_context = 0;
+  // Encoders (bert, nomic-bert): every token attends to every token of its input, the norms are
+  // LayerNorms with bias (norm_eps), and the output is one pooled embedding, not logits.
+  bool encoder = false;
+  float norm_eps = 1e-12f;  // attention.layer_norm_epsilon
+  PoolingType pooling = PoolingType::None;
 
   int64_t q_dim() const { return n_head * head_dim; }
   int64_t kv_dim() const { return n_head_kv * head_dim; }
@@ -111,5 +121,6 @@ ModelConfig read_model_config(const GgufFile& file);
 void read_mla_config(const GgufFile& file, ModelConfig& c);
 
 const char* arch_name(Arch a);
+const char* pooling_name(PoolingType p);
 
 }  // namespace edgellm

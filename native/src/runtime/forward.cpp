@@ -154,6 +154,9 @@ void ForwardPass::rope_table(int64_t pos, const RopeSpec& spec, float* cs) const
 
 // Validates a whole request before anything runs, so a refusal leaves every cache unchanged.
 void ForwardPass::check(const BatchToken* batch, int64_t n) {
+  if (cfg_.encoder)
+    throw ModelError("E_NOT_GENERATIVE", "'" + cfg_.arch_name + "' is an embedding model (an encoder): it has no next-token "
+                                         "logits to generate from; ask it for embeddings (edgellm embed) instead");
   const bool full = has_full_layer(cache_config_);
   for (int64_t i = 0; i < n;) {
     KvCache* cache = batch[i].cache;

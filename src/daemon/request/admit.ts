@@ -1,20 +1,28 @@
 /**
  * Admit: the limits this node checks itself (prompt bytes, a deadline already past), the prompt's
  * tokens, then access control and the route policy (DaemonPolicy, audited when they refuse); an
- * admitted job goes to run-local or run-cloud. Every refusal is a final error reply.
+ * admitted job goes to run-local or run-cloud, an embedding request (op "embed") to run-embed, always
+ * local. Every refusal is a final error reply.
  */
 import { EdgeError } from '../../errors.js';
+import { embedInputs } from '../../protocol/codec.js';
 import { promptText, type Admitted } from '../../policy/admission.js';
 import { promptTooLarge } from '../engine-port.js';
 import { finishError, refuse } from './finish.js';
 import { defaultModel, type Job, type RequestContext } from './job.js';
 import { runCloud } from './run-cloud.js';
+import { runEmbed } from './run-embed.js';
 import { queueWaitMs, runLocal } from './run-local.js';
 
 export function admit(ctx: RequestContext, job: Job): void {
   const { row, request: r } = job;
-  const tooLarge = promptTooLarge(r, ctx.config.limits.max_prompt_bytes);
-  if (tooLarge) return refuse(ctx, job, tooLarge.code, tooLarge.message);
+  const embed = r.op === 'embed';
+  // An embedding request's inputs are each held to the limits a prompt is held to.
+  const texts = embed ? embedInputs(r) : [promptText(r)];
+  for (const text of texts) {
+    const tooLarge = promptTooLarge(embed ? { prompt: text } : r, ctx.config.limits.max_prompt_bytes);
+    if (tooLarge) return refuse(ctx, job, tooLarge.code, tooLarge.message);
+  }
   if (row.deadlineAt !== null && row.deadlineAt <= Date.now()) {
     return refuse(ctx, job, 'E_DEADLINE', 'the deadline passed before the request could start');
   }
@@ -22,10 +30,13 @@ export function admit(ctx: RequestContext, job: Job): void {
   const counter = (r.model !== undefined ? ctx.models.get(r.model) : undefined) ?? ctx.models.get(defaultModel(ctx));
   let promptTokens = 0;
   try {
-    promptTokens = counter ? counter.countTokens(promptText(r)) : 0;
+    promptTokens = counter ? Math.max(...texts.map((text) => counter.countTokens(text))) : 0;
   } catch (err) {
     // Never let one prompt stop the message from being acknowledged (it would come back forever).
     return refuse(ctx, job, 'E_BAD_REQUEST', `the prompt could not be tokenized (${(err as Error).message}): check its text`);
+  }
+  if (embed && counter && promptTokens > counter.contextSize) {
+    return refuse(ctx, job, 'E_INPUT_TOO_LONG', `an input is ${promptTokens} tokens, more than the ${counter.contextSize} ${counter.name} reads at once; split the text into shorter pieces`);
   }
   let admitted: Admitted;
   try {
@@ -38,6 +49,8 @@ export function admit(ctx: RequestContext, job: Job): void {
       ...(r.model !== undefined ? { model: r.model } : {}),
       ...(r.max_tokens !== undefined ? { max_tokens: r.max_tokens } : {}),
       ...(r.route !== undefined ? { route: r.route } : {}),
+      // Embeddings: the texts as the prompt (audited like one), the largest as its tokens, no completion; local only.
+      ...(embed ? { prompt: texts.join('\n'), max_tokens: 0, route: 'local' as const } : {}),
       // Log-probabilities come from the local model only (the cloud route relays text).
       ...(r.local_only !== undefined || r.logprobs ? { local_only: r.local_only === true || r.logprobs === true } : {}),
       payload_bytes: Buffer.byteLength(row.payload),
@@ -55,6 +68,7 @@ export function admit(ctx: RequestContext, job: Job): void {
   job.admitted = admitted;
   job.route = { route: decision.route, route_reason: decision.reason, model: decision.model };
   ctx.jobs.set(job.key, job);
+  if (embed) return runEmbed(ctx, job, decision.model);
   if (decision.route === 'cloud') return runCloud(ctx, job);
   runLocal(ctx, job, decision.model, job.resumed);
 }

@@ -4,7 +4,7 @@
  * to the transport. Every way a request ends comes through here exactly once.
  */
 import type { ErrorCode } from '../../errors.js';
-import { doneMessage, errorMessage, type DoneFields } from '../../protocol/codec.js';
+import { doneMessage, embeddingsMessage, errorMessage, type DoneFields } from '../../protocol/codec.js';
 import type { GenerateResult } from '../engine-port.js';
 import type { RequestRoute } from '../request-observer.js';
 import type { AbortReason, Job, RequestContext, RouteInfo } from './job.js';
@@ -64,6 +64,29 @@ export function finishDone(ctx: RequestContext, job: Job, modelName: string, ans
     completion_tokens: answer.usage.completion_tokens,
     trace_id: job.trace.traceId,
   });
+}
+
+/** An embedding request's answer: the final `embeddings` reply, one vector per input. */
+export function finishEmbeddings(ctx: RequestContext, job: Job, modelName: string, vectors: Float32Array[], promptTokens: number, startedAt: number): void {
+  const { row } = job;
+  const now = Date.now();
+  if (ctx.jobs.delete(job.key) && job.admitted) {
+    const rec = job.admitted.record;
+    rec.model = modelName;
+    rec.prompt_tokens = promptTokens;
+    rec.completion_tokens = 0;
+    rec.outcome = 'ok';
+    ctx.policy.admission.audit(rec);
+  }
+  const payload = embeddingsMessage(row.id, {
+    embeddings: vectors.map((v) => Array.from(v)),
+    usage: { prompt_tokens: promptTokens },
+    model: modelName,
+    node: ctx.config.node_id,
+    timings: { queue_ms: startedAt - row.receivedAt, total_ms: now - row.receivedAt },
+  });
+  ctx.channel.deliver(ctx.store.finish(row.device, row.id, 'done', { topic: row.replyTopic, payload, correlation: row.correlation }));
+  ctx.observer.onFinished({ outcome: 'done', route: 'local', queue_ms: startedAt - row.receivedAt, total_ms: now - row.receivedAt, completion_tokens: 0 });
 }
 
 /**

@@ -46,7 +46,7 @@ export class Pieces {
     const attr = vocab.attrs[id]!;
     if (attr & (Attr.UNKNOWN | Attr.CONTROL | Attr.USER_DEFINED)) return utf8(text);
     if (attr & Attr.NORMAL) {
-      return vocab.model === 'spm' ? utf8(text.replaceAll('\u2581', ' ')) : byteDecode(text);
+      return vocab.model === 'bpe' ? byteDecode(text) : utf8(text.replaceAll('\u2581', ' '));
     }
     if (attr & Attr.BYTE) return Uint8Array.of(parseInt(text.slice(3, 5), 16) & 0xff);
     return EMPTY; // unused and undefined tokens render as nothing

@@ -1,6 +1,6 @@
 /**
  * Text in, token ids out, and back: the tokenizer a model's GGUF metadata describes, encoding
- * exactly as llama.cpp does (SentencePiece-style and byte-level BPE vocabularies).
+ * exactly as llama.cpp does (SentencePiece-style, byte-level BPE and WordPiece vocabularies).
  */
 import { BpeEncoder } from './bpe.js';
 import { decodeIds, Pieces, StreamDecoder, type DecodeOptions } from './detokenize.js';
@@ -8,6 +8,7 @@ import { partition } from './special.js';
 import { spmTokenize } from './spm.js';
 import { tiktokenMetadata, type TiktokenSpecials } from './tiktoken.js';
 import { Attr, NO_TOKEN, vocabFromMetadata, type Vocab } from './vocab.js';
+import { longestPiece, wpmTokenize } from './wpm.js';
 
 export { StreamDecoder, type DecodeOptions } from './detokenize.js';
 export { NO_TOKEN, type Vocab } from './vocab.js';
@@ -16,7 +17,10 @@ export type { TiktokenSpecials } from './tiktoken.js';
 export interface EncodeOptions {
   /** Prepend BOS (default: the model's tokenizer.ggml.add_bos_token, else its family's default). */
   addBos?: boolean;
-  /** Append EOS (default: tokenizer.ggml.add_eos_token, usually false). */
+  /**
+   * Append EOS (default: tokenizer.ggml.add_eos_token, usually false); for a WordPiece vocabulary
+   * the end marker is [SEP], appended by default.
+   */
   addEos?: boolean;
   /** Turn special-token text such as "<s>" or "<|im_start|>" into those tokens (default false). */
   parseSpecial?: boolean;
@@ -26,11 +30,14 @@ export class Tokenizer {
   readonly vocab: Vocab;
   private readonly pieces: Pieces;
   private readonly bpe: BpeEncoder | null;
+  /** WordPiece: the longest piece in code points (how far a greedy match looks). */
+  private readonly maxPiece: number;
 
   private constructor(vocab: Vocab) {
     this.vocab = vocab;
     this.pieces = new Pieces(vocab);
     this.bpe = vocab.model === 'bpe' ? new BpeEncoder(vocab) : null;
+    this.maxPiece = vocab.model === 'wpm' ? longestPiece(vocab) : 0;
   }
 
   /**
@@ -105,13 +112,19 @@ export class Tokenizer {
         spmTokenize(vocab, prefixed.replaceAll(' ', '\u2581'), out);
         afterSpecial = false;
       }
+    } else if (vocab.model === 'wpm') {
+      for (const f of fragments) {
+        if ('id' in f) out.push(f.id);
+        else wpmTokenize(vocab, this.maxPiece, f.text, out);
+      }
     } else {
       for (const f of fragments) {
         if ('id' in f) out.push(f.id);
         else this.bpe!.encode(f.text, out);
       }
     }
-    if (addEos && vocab.eos !== NO_TOKEN) out.push(vocab.eos);
+    const end = vocab.model === 'wpm' ? vocab.sep : vocab.eos;
+    if (addEos && end !== NO_TOKEN) out.push(end);
     return out;
   }
 

@@ -37,8 +37,11 @@ const TYPE_TO_ATTR: Record<number, number> = {
 export const NO_TOKEN = -1;
 
 export interface Vocab {
-  /** 'spm': SentencePiece-style score merges ("llama"); 'bpe': byte-level rank merges ("gpt2"). */
-  model: 'spm' | 'bpe';
+  /**
+   * 'spm': SentencePiece-style score merges ("llama"); 'bpe': byte-level rank merges ("gpt2");
+   * 'wpm': WordPiece, greedy longest pieces ("bert").
+   */
+  model: 'spm' | 'bpe' | 'wpm';
   /** BPE only: how text is split into words before merging. */
   pre: PreTokenizer | null;
   tokens: string[];
@@ -53,6 +56,11 @@ export interface Vocab {
   eom: number;
   unk: number;
   pad: number;
+  /** WordPiece's [SEP], which ends every encoded input (NO_TOKEN for the other models). */
+  sep: number;
+  /** WordPiece's BERT normalizer: lowercase the text, strip accents (both default true). */
+  lowercase: boolean;
+  stripAccents: boolean;
   eog: Set<number>;
   addBos: boolean;
   addEos: boolean;
@@ -75,13 +83,14 @@ export interface VocabBuildOptions {
 export function vocabFromMetadata(meta: Meta, opts: VocabBuildOptions = {}): Vocab {
   const model = str(meta, 'tokenizer.ggml.model');
   if (model === undefined) throw corrupt('tokenizer.ggml.model is missing: the file has no tokenizer');
-  let kind: 'spm' | 'bpe';
+  let kind: 'spm' | 'bpe' | 'wpm';
   if (model === 'llama') kind = 'spm';
   else if (model === 'gpt2') kind = 'bpe';
+  else if (model === 'bert') kind = 'wpm';
   else {
     throw new EdgeError(
       'E_MODEL_UNSUPPORTED',
-      `tokenizer.ggml.model = "${model}" is a tokenizer edgellm does not run: it runs "llama" (SentencePiece) and "gpt2" (BPE) vocabularies; use a GGUF of a model with one of those`,
+      `tokenizer.ggml.model = "${model}" is a tokenizer edgellm does not run: it runs "llama" (SentencePiece), "gpt2" (BPE) and "bert" (WordPiece) vocabularies; use a GGUF of a model with one of those`,
     );
   }
   const preName = str(meta, 'tokenizer.ggml.pre');
@@ -139,15 +148,18 @@ export function vocabFromMetadata(meta: Meta, opts: VocabBuildOptions = {}): Voc
     }
   }
 
-  // Defaults by model, then the pre-tokenizer family, then the file's own keys.
-  let bos = kind === 'spm' ? 1 : 11;
-  let eos = kind === 'spm' ? 2 : 11;
-  let unk = kind === 'spm' ? 0 : NO_TOKEN;
+  // Defaults by model (llama.cpp's; BERT's vocab.txt ids for WordPiece: [CLS] 101 is its BOS, no
+  // EOS, [SEP] 102 closes every input), then the pre-tokenizer family, then the file's own keys.
+  const wpm = kind === 'wpm';
+  let bos = kind === 'spm' ? 1 : wpm ? 101 : 11;
+  let eos = kind === 'spm' ? 2 : wpm ? NO_TOKEN : 11;
+  let unk = kind === 'spm' ? 0 : wpm ? 100 : NO_TOKEN;
   let eot = NO_TOKEN;
   let eom = NO_TOKEN;
-  let pad = NO_TOKEN;
-  let addBos = kind === 'spm';
-  let addEos = false;
+  let pad = wpm ? 0 : NO_TOKEN;
+  let sep = wpm ? 102 : NO_TOKEN;
+  let addBos = kind === 'spm' || wpm;
+  let addEos = wpm; // WordPiece: "append the end marker" is [SEP]
   let addSpacePrefix = kind === 'spm';
   let pre: PreTokenizer | null = null;
   let cleanSpaces = false;
@@ -159,17 +171,23 @@ export function vocabFromMetadata(meta: Meta, opts: VocabBuildOptions = {}): Voc
     if (pre.addBos) addBos = true;
   }
   addSpacePrefix = bool(meta, 'tokenizer.ggml.add_space_prefix') ?? addSpacePrefix;
+  const lowercase = bool(meta, 'tokenizer.ggml.normalizer.lowercase') ?? true;
+  const stripAccents = bool(meta, 'tokenizer.ggml.normalizer.strip_accents') ?? lowercase;
 
   const inRange = (id: number) => (id >= 0 && id < n ? id : NO_TOKEN);
   bos = inRange(bos);
   eos = inRange(eos);
   unk = inRange(unk);
+  pad = inRange(pad);
+  sep = inRange(sep);
   const readId = (key: string, fallback: number): number => {
     const v = num(meta, key);
     if (v === undefined) return fallback;
     return v >= 0 && v < n ? v : fallback; // out of range (e.g. 0xFFFFFFFF): keep the default
   };
+  if (wpm) bos = readId('tokenizer.ggml.cls_token_id', bos); // older converters name BERT's BOS so
   bos = readId('tokenizer.ggml.bos_token_id', bos);
+  sep = readId('tokenizer.ggml.seperator_token_id', sep); // sic: llama.cpp's key
   eos = readId('tokenizer.ggml.eos_token_id', eos);
   eot = readId('tokenizer.ggml.eot_token_id', eot);
   eom = readId('tokenizer.ggml.eom_token_id', eom);
@@ -180,8 +198,13 @@ export function vocabFromMetadata(meta: Meta, opts: VocabBuildOptions = {}): Voc
   let fimSep = readId('tokenizer.ggml.fim_sep_token_id', NO_TOKEN);
   addBos = bool(meta, 'tokenizer.ggml.add_bos_token') ?? addBos;
   addEos = bool(meta, 'tokenizer.ggml.add_eos_token') ?? addEos;
-  if (addBos && bos === NO_TOKEN) throw corrupt('tokenizer.ggml.add_bos_token is true, but there is no BOS token');
-  if (addEos && eos === NO_TOKEN) throw corrupt('tokenizer.ggml.add_eos_token is true, but there is no EOS token');
+  if (addBos && bos === NO_TOKEN) {
+    throw corrupt(wpm ? 'a WordPiece vocabulary needs its [CLS] token (tokenizer.ggml.bos_token_id)' : 'tokenizer.ggml.add_bos_token is true, but there is no BOS token');
+  }
+  if (addEos && (wpm ? sep : eos) === NO_TOKEN) {
+    throw corrupt(wpm ? 'a WordPiece vocabulary needs its [SEP] token (tokenizer.ggml.seperator_token_id)' : 'tokenizer.ggml.add_eos_token is true, but there is no EOS token');
+  }
+  if (wpm && unk === NO_TOKEN) throw corrupt('a WordPiece vocabulary needs its [UNK] token (tokenizer.ggml.unknown_token_id)');
 
   // Tokens that look like control tokens are made control tokens, as llama.cpp does.
   const markControl = (id: number) => {
@@ -278,6 +301,9 @@ export function vocabFromMetadata(meta: Meta, opts: VocabBuildOptions = {}): Voc
     eom,
     unk,
     pad,
+    sep,
+    lowercase,
+    stripAccents,
     eog,
     addBos,
     addEos,

@@ -4,6 +4,7 @@
  *
  *   POST /v1/chat/completions   a chat.completion, or with "stream": true server-sent events of
  *                               chat.completion.chunk objects ending with "data: [DONE]"
+ *   POST /v1/embeddings         an embedding model's vectors (openai-embeddings.ts: request and reply)
  *   GET  /v1/models             the models this node serves; GET /v1/models/<id> one of them
  *
  * This module speaks HTTP only: the requests run on a ChatBackend (the daemon's local models behind its
@@ -20,7 +21,9 @@ import { traceRequest, traceparentOf, type TraceContext } from '../../protocol/t
 import { readKeyFile, type Secret } from '../../secret.js';
 import { LogprobCursor, wireLogprobs, type TokenLogprob } from './openai-logprobs.js';
 import { parseChatRequest, RequestFieldError, type ChatRequest } from './openai-request.js';
+import { embeddingsReply, parseEmbeddingsRequest, type EmbeddingsRequest, type EmbeddingsResult } from './openai-embeddings.js';
 import { listen, urlHost } from '../../net.js';
+import { event, readBody, sendError, sendJson, type ApiError } from './http-io.js';
 
 /** What an answer ends with, as this endpoint reports it (the daemon's GenerateResult fits). */
 export interface GenerateResult {
@@ -47,6 +50,8 @@ export interface ChatBackend {
    * 'cancelled'. The caller iterates the generation to its end (that is what frees the slot).
    */
   complete(request: ChatRequest, signal: AbortSignal, trace?: TraceContext): Promise<{ model: string; generation: Generation }>;
+  /** Embeds every input with an embedding model; rejects with an EdgeError (E_NOT_EMBEDDING_MODEL, E_INPUT_TOO_LONG...). */
+  embed(request: EmbeddingsRequest, signal: AbortSignal): Promise<EmbeddingsResult>;
 }
 
 export interface OpenAIServerOptions {
@@ -57,15 +62,6 @@ export interface OpenAIServerOptions {
   maxBodyBytes: number;
   backend: ChatBackend;
   log: Logger;
-}
-
-/** OpenAI's error body. */
-interface ApiError {
-  status: number;
-  message: string;
-  type: 'invalid_request_error' | 'authentication_error' | 'rate_limit_error' | 'server_error';
-  param: string | null;
-  code: string | null;
 }
 
 /** A client that went away; the generation it started is cancelled. */
@@ -151,6 +147,10 @@ export class OpenAIServer {
       if (req.method !== 'POST') return notAllowed(res, req, 'POST');
       return this.chatCompletions(req, res);
     }
+    if (path === '/v1/embeddings') {
+      if (req.method !== 'POST') return notAllowed(res, req, 'POST');
+      return this.embeddings(req, res);
+    }
     if (path === '/v1/models') {
       if (req.method !== 'GET') return notAllowed(res, req, 'GET');
       sendJson(res, 200, { object: 'list', data: this.opts.backend.models().map((id) => this.modelCard(id)) });
@@ -166,7 +166,7 @@ export class OpenAIServer {
     }
     sendError(res, {
       status: 404,
-      message: `Invalid URL (${req.method} ${path}): this server has POST /v1/chat/completions and GET /v1/models`,
+      message: `Invalid URL (${req.method} ${path}): this server has POST /v1/chat/completions, POST /v1/embeddings and GET /v1/models`,
       type: 'invalid_request_error',
       param: null,
       code: null,
@@ -183,28 +183,54 @@ export class OpenAIServer {
     return { id, object: 'model', created: this.created, owned_by: 'edgellm' };
   }
 
-  private async chatCompletions(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  /** The request's JSON body, or undefined once an error reply went out (or the client went away). */
+  private async readJson(req: http.IncomingMessage, res: http.ServerResponse): Promise<{ json: unknown } | undefined> {
     const type = String(req.headers['content-type'] ?? '');
     if (!/^application\/json\b/i.test(type)) {
       // Also what keeps a web page from posting here: a JSON content type needs a CORS preflight, never answered.
       req.resume();
       sendError(res, { status: 415, message: `the body must be JSON sent with "Content-Type: application/json", got ${type === '' ? 'no content type' : JSON.stringify(type)}`, type: 'invalid_request_error', param: null, code: null });
-      return;
+      return undefined;
     }
     const body = await readBody(req, this.opts.maxBodyBytes);
     if (body === 'too large') {
       res.setHeader('connection', 'close');
       sendError(res, { status: 413, message: `the body is larger than ${this.opts.maxBodyBytes} bytes (openai.max_body_bytes)`, type: 'invalid_request_error', param: null, code: null });
-      return;
+      return undefined;
     }
-    if (body === 'aborted') return;
-    let parsed: unknown;
+    if (body === 'aborted') return undefined;
     try {
-      parsed = JSON.parse(body);
+      return { json: JSON.parse(body) };
     } catch (err) {
       sendError(res, { status: 400, message: `the body is not valid JSON (${(err as Error).message}); send a JSON object such as {"model": "...", "messages": [...]}`, type: 'invalid_request_error', param: null, code: null });
-      return;
+      return undefined;
     }
+  }
+
+  private async embeddings(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const body = await this.readJson(req, res);
+    if (!body) return;
+    let request: EmbeddingsRequest;
+    try {
+      request = parseEmbeddingsRequest(body.json);
+    } catch (err) {
+      if (!(err instanceof RequestFieldError)) throw err;
+      return sendError(res, { status: 400, message: err.message, type: 'invalid_request_error', param: err.param, code: err.code });
+    }
+    const gone = new AbortController();
+    res.on('close', () => !res.writableFinished && gone.abort(new ClientGone('the client disconnected')));
+    try {
+      const result = await this.opts.backend.embed(request, gone.signal);
+      if (!gone.signal.aborted) sendJson(res, 200, embeddingsReply(result, request.encoding_format));
+    } catch (err) {
+      if (!gone.signal.aborted) sendError(res, { ...apiErrorOf(err), ...(err instanceof EdgeError && err.code === 'E_INPUT_TOO_LONG' ? { param: 'input' } : {}) });
+    }
+  }
+
+  private async chatCompletions(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const body = await this.readJson(req, res);
+    if (!body) return;
+    const parsed = body.json;
     let request: ChatRequest;
     try {
       request = parseChatRequest(parsed);
@@ -318,6 +344,12 @@ const STATUS: Partial<Record<ErrorCode, Pick<ApiError, 'status' | 'type'> & { co
   E_UNKNOWN_MODEL: { status: 404, type: 'invalid_request_error', code: 'model_not_found' },
   E_QUEUE_FULL: { status: 429, type: 'rate_limit_error' },
   E_UNAVAILABLE: { status: 503, type: 'server_error' },
+  E_NOT_EMBEDDING_MODEL: { status: 400, type: 'invalid_request_error' },
+  E_NOT_GENERATIVE: { status: 400, type: 'invalid_request_error' },
+  E_INPUT_TOO_LONG: { status: 400, type: 'invalid_request_error', code: 'context_length_exceeded' },
+  E_EMPTY_INPUT: { status: 400, type: 'invalid_request_error' },
+  E_NO_POOLING: { status: 400, type: 'invalid_request_error' },
+  E_BAD_ARGUMENT: { status: 400, type: 'invalid_request_error' },
 };
 
 function apiErrorOf(err: unknown, request?: ChatRequest): ApiError {
@@ -343,47 +375,6 @@ function finishOf(r: GenerateResult): 'stop' | 'length' {
 function usageOf(r: GenerateResult) {
   const { prompt_tokens, completion_tokens } = r.usage;
   return { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens };
-}
-
-function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
-  res.end(text);
-}
-
-function sendError(res: http.ServerResponse, e: ApiError): void {
-  if (e.status === 429 || e.status === 503) res.setHeader('retry-after', '1');
-  sendJson(res, e.status, { error: { message: e.message, type: e.type, param: e.param, code: e.code } });
-}
-
-function event(res: http.ServerResponse, body: unknown): void {
-  if (!res.writableEnded && !res.destroyed) res.write(`data: ${JSON.stringify(body)}\n\n`);
-}
-
-/** The body as text, up to `limit` bytes (Content-Length is checked first, then what arrives). */
-function readBody(req: http.IncomingMessage, limit: number): Promise<string | 'too large' | 'aborted'> {
-  const declared = Number(req.headers['content-length']);
-  if (Number.isFinite(declared) && declared > limit) {
-    req.resume();
-    return Promise.resolve('too large');
-  }
-  return new Promise((resolve) => {
-    const parts: Buffer[] = [];
-    let size = 0;
-    req.on('data', (b: Buffer) => {
-      size += b.length;
-      if (size > limit) {
-        req.removeAllListeners('data');
-        req.resume();
-        resolve('too large');
-        return;
-      }
-      parts.push(b);
-    });
-    req.on('end', () => resolve(size > limit ? 'too large' : Buffer.concat(parts).toString('utf8')));
-    req.on('aborted', () => resolve('aborted'));
-    req.on('error', () => resolve('aborted'));
-  });
 }
 
 function digest(s: string): Buffer {
