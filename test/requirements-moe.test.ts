@@ -2,9 +2,10 @@
 // 128 experts of 768, 8 used per token, hidden 2048, 32 query and 4 KV heads of 128, vocabulary
 // 151936, untied output) at llama.cpp's Q4_K_M, through the engine's own requirements code on a
 // header-only GGUF, judged for 8 GB and 16 GB devices: fits in RAM / runs from page cache / does
-// not fit, with the storage reads a token costs and the tokens/s they allow.
+// not fit, with the storage reads a token costs and the tokens/s they allow. The README's table
+// under "An MoE larger than RAM" is this test's output: the test fails when the two differ.
 import t from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { meta, type GgufWriteValue } from '../src/engine/gguf-writer.js';
@@ -17,7 +18,8 @@ import {
   residency,
   STORAGE_READ_BYTES_PER_S,
 } from '../src/engine/requirements.js';
-import { assertCliBuilt, run } from './fixtures/paths.js';
+import { formatBytes } from '../src/cli/units.js';
+import { assertCliBuilt, root, run } from './fixtures/paths.js';
 import { writeShapeGguf, type ShapeTensor } from './fixtures/shape-gguf.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'edgellm-moe-shape-'));
@@ -89,7 +91,10 @@ t.test('Qwen3-30B-A3B Q4_K_M runs from page cache on 8 GB and 16 GB devices; sto
   t.equal(req.kv_bytes_per_token, 48 * 2 * 4 * 128 * 2);
 
   const perToken = (experts * 8) / 128;
-  const rows: string[] = [];
+  const rows: string[] = [
+    '| device | storage | verdict | always read (resident) | experts cached | experts per token | from storage per token | tokens/s bound |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- |',
+  ];
   for (const gib of [8, 16]) {
     const mem = deviceOfSize(gib * GB);
     const fit = memoryFit(req, mem);
@@ -103,10 +108,16 @@ t.test('Qwen3-30B-A3B Q4_K_M runs from page cache on 8 GB and 16 GB devices; sto
       t.equal(r.expertBytesPerToken, perToken);
       t.ok(Math.abs(r.storageBytesPerToken - perToken * (1 - cached / experts)) < 1);
       t.ok(Math.abs(r.tokensPerSecondBound! - STORAGE_READ_BYTES_PER_S[storage] / r.storageBytesPerToken) < 1e-9);
-      rows.push(`${gib} GB, ${storage}: ${(r.storageBytesPerToken / 1e6).toFixed(0)} MB of ${(perToken / 1e6).toFixed(0)} MB of experts per token from storage, <= ${r.tokensPerSecondBound!.toFixed(2)} tokens/s`);
+      rows.push(
+        `| ${gib} GB | ${storage} (${STORAGE_READ_BYTES_PER_S[storage] / 1e6} MB/s) | ${r.verdict} | ${formatBytes(r.alwaysTouchedBytes)} | ${formatBytes(r.cachedExpertBytes)} of ${formatBytes(r.expertBytes)} |` +
+          ` ${formatBytes(r.expertBytesPerToken)} | ${formatBytes(r.storageBytesPerToken)} | ${r.tokensPerSecondBound!.toFixed(2)} |`,
+      );
     }
   }
-  t.comment(rows.join('\n'));
+  const table = rows.join('\n');
+  t.comment('\n' + table);
+  const readme = readFileSync(join(root, 'README.md'), 'utf8');
+  t.ok(readme.includes(table), "README's Qwen3-30B-A3B table is this output (update it from the comment above)");
   // More memory caches more experts: fewer reads per token.
   const at = (gib: number) => residency(req, memoryFit(req, deviceOfSize(gib * GB)).neededBytes, deviceOfSize(gib * GB), STORAGE_READ_BYTES_PER_S.nvme);
   t.ok(at(16).storageBytesPerToken < at(8).storageBytesPerToken / 2);
