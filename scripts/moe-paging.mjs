@@ -7,6 +7,7 @@
 // Runs, each a child process decoding --tokens tokens greedily after the same prompt:
 //   unlimited      no cgroup limit: the reference text, and the file fits in this machine's RAM
 //   warm           the same with the file left in the page cache: decode when nothing is read
+//   warm-paged     warm, EDGELLM_EXPERT_PAGING=on: what the per-expert hints cost when nothing is read
 //   paged          under the limit, the engine's own choice (the limit makes it page the experts)
 //   unhinted       under the limit, EDGELLM_EXPERT_PAGING=off: no per-expert hints (before #15)
 //   repack-paged   under the limit, EDGELLM_REPACK=force: Q4_0 repacking as the neon-dotprod table
@@ -171,6 +172,7 @@ async function main() {
     const env = {
       unlimited: {},
       warm: {},
+      'warm-paged': { EDGELLM_EXPERT_PAGING: 'on' },
       paged: {},
       unhinted: { EDGELLM_EXPERT_PAGING: 'off' },
       'repack-paged': { EDGELLM_REPACK: 'force', EDGELLM_KERNELS: 'reference' },
@@ -179,7 +181,7 @@ async function main() {
     const results = {};
     let reference;  // the unlimited run's text
     for (const run of runs) {
-      results[run] = decodeRun(model, { tokens, threads, limitBytes: run === 'unlimited' || run === 'warm' ? undefined : limitBytes, env: env[run], cg, warm: run === 'warm' });
+      results[run] = decodeRun(model, { tokens, threads, limitBytes: run === 'unlimited' || run.startsWith('warm') ? undefined : limitBytes, env: env[run], cg, warm: run.startsWith('warm') });
       if (run === 'unlimited') reference = results[run].text;
       if (reference !== undefined && results[run].text !== undefined) results[run].same_text = results[run].text === reference;
       delete results[run].text;
