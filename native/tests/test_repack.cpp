@@ -284,6 +284,62 @@ TEST(repack, a_model_repacks_its_q4_0_matrices_and_keeps_its_logits) {
   }
 }
 
+// Sets EDGELLM_EXPERT_PAGING for one scope.
+struct PagingEnv {
+  explicit PagingEnv(const char* v) { setenv("EDGELLM_EXPERT_PAGING", v, 1); }
+  ~PagingEnv() { unsetenv("EDGELLM_EXPERT_PAGING"); }
+};
+
+// An MoE too large for RAM keeps its experts paged: repacking them would pin private copies of
+// every expert (the whole file, for an MoE), so they stay Q4_0 while the rest is repacked, and
+// the logits are those of the file as stored on every table that runs repacked weights.
+TEST(repack, a_paged_moe_leaves_its_experts_as_stored_and_keeps_its_logits) {
+  TinyLlamaSpec s;
+  s.n_expert = 8;
+  s.n_expert_used = 2;
+  s.random_blocks_of = [](const std::string&) { return DType::Q4_0; };
+  const std::string path = "/tmp/edgellm-paged-moe-" + std::to_string((long)getpid()) + ".gguf";
+  {
+    const std::vector<uint8_t> bytes = tiny_llama(s).bytes();
+    std::FILE* f = std::fopen(path.c_str(), "wb");
+    CHECK(f && std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size());
+    if (f) std::fclose(f);
+  }
+  const std::vector<int32_t> prompt = {5, 17, 42, 3, 77};
+  std::unique_ptr<Model> plain, paged, pinned;
+  {
+    RepackEnv off("0");
+    PagingEnv no("off");
+    plain = Model::load(path);
+  }
+  {
+    RepackEnv on("force");
+    PagingEnv yes("on");
+    paged = Model::load(path);
+  }
+  {
+    RepackEnv on("force");
+    PagingEnv no("off");
+    pinned = Model::load(path);
+  }
+  std::remove(path.c_str());  // the mappings keep the file alive
+  const LayerWeights& P = paged->weights().layers[1];
+  CHECK(paged->weights().experts_paged);
+  CHECK(!plain->weights().experts_paged && !pinned->weights().experts_paged);
+  CHECK(P.gate_exps.paged_from == &paged->file() && P.down_exps.paged_from == &paged->file());
+  CHECK(P.gate_exps.first.type == DType::Q4_0 && P.up_exps.first.type == DType::Q4_0 && P.down_exps.first.type == DType::Q4_0);
+  CHECK(P.wq.type == DType::Q4_0_X4 && P.wo.type == DType::Q4_0_X4);  // the rest is repacked as before
+  CHECK(pinned->weights().layers[1].gate_exps.first.type == DType::Q4_0_X4);
+  CHECK(pinned->weights().layers[1].gate_exps.paged_from == nullptr);
+  const std::vector<float> want = logits_of(*plain, kReferenceKernels, prompt);
+  for (const KernelTable* kt : repacking_tables()) {
+    const std::vector<float> got = logits_of(*paged, *kt, prompt);
+    std::string why;
+    if (!test::near_all(got.data(), want.data(), (int64_t)want.size(), 1e-3, 1e-4, &why))
+      test::fail(__FILE__, __LINE__, std::string(kt->name) + ": " + why);
+  }
+}
+
 // A repacked model must not hold its weights twice: the in-place repack writes private copies of
 // the mapping's pages, which replace the file's pages. Steady RSS after every weight page is
 // read, repack on vs off, for a ~17 MB Q4_0 file (RSS is the same under qemu-user).

@@ -46,3 +46,13 @@ export function parseTokenIds(flag: string, value: string): number[] {
     return Number(p);
   });
 }
+
+/** "8G", "16GB", "7.5GiB", "512M" -> bytes (binary units: a "16 GB" Pi has 16 GiB). */
+export function parseByteSize(flag: string, value: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$/i.exec(value);
+  const n = m ? Number(m[1]) * 1024 ** ' KMGT'.indexOf((m[2] || ' ').toUpperCase()) : NaN;
+  if (!m || !(n >= 1)) {
+    throw new EdgeError('E_BAD_ARGUMENT', `${flag} takes a memory size like 8G, 16GB or 512M, got "${value}"`);
+  }
+  return Math.round(n);
+}

@@ -1,5 +1,6 @@
 /**
- * `edgellm inspect FILE [--context N] [--json]`: what a model is and whether it fits this device,
+ * `edgellm inspect FILE [--context N] [--memory SIZE] [--storage sd|nvme|MB/s] [--json]`: what a
+ * model is and whether it fits this device (or one of --memory RAM),
  * from the file's metadata alone (no weights are read). A file with tensor types edgellm does not
  * run is still described: every type is listed, and a `loading:` line names the tensors that
  * block loading and what to do.
@@ -9,19 +10,26 @@ import { basename } from 'node:path';
 import {
   describeNeeds,
   deviceMemory,
+  deviceOfSize,
   memoryFit,
   modelRequirements,
+  residency,
+  STORAGE_READ_BYTES_PER_S,
+  type Residency,
   type MemoryFit,
   type ModelRequirements,
   type TokenizerStatus,
 } from '../engine/requirements.js';
-import { parsePositiveInt } from './args.js';
+import { parseByteSize, parsePositiveInt, parsePositiveNumber } from './args.js';
 import { formatBytes } from './units.js';
 import { withExamples } from './help.js';
+import { EdgeError } from '../errors.js';
 
 interface InspectFlags {
   context?: string;
   sequences?: string;
+  memory?: string;
+  storage?: string;
   json?: boolean;
 }
 
@@ -34,13 +42,16 @@ export function registerInspect(program: Command): void {
     .argument('<file>', 'GGUF model file')
     .option('--context <n>', 'positions per sequence to size the KV cache for (default: the model\'s, at most 4096)')
     .option('--sequences <n>', 'sequences decoded at once, each with its KV cache (the daemon\'s batch.max; default 1)')
+    .option('--memory <size>', 'judge a device of this much RAM (8G, 16G) instead of this machine')
+    .option('--storage <kind>', 'where the file is read from when it does not all fit: sd (80 MB/s), nvme (400 MB/s) or a speed in MB/s', 'sd')
     .option('--json', 'one JSON object instead of text')
     .action((file: string, flags: InspectFlags) => {
       const req = modelRequirements(file, flags.context ? { contextSize: parsePositiveInt('--context', flags.context) } : {});
       const sequences = flags.sequences ? parsePositiveInt('--sequences', flags.sequences) : 1;
-      const mem = deviceMemory();
+      const mem = flags.memory ? deviceOfSize(parseByteSize('--memory', flags.memory)) : deviceMemory();
       // The same sum `edgellm doctor -m FILE` checks.
       const fit = memoryFit(req, mem, sequences);
+      const res = residency(req, fit.neededBytes, mem, storageSpeed(flags.storage ?? 'sd'));
       if (flags.json) {
         process.stdout.write(
           JSON.stringify({
@@ -59,6 +70,7 @@ export function registerInspect(program: Command): void {
             },
             fits: fit.verdict === 'fits',
             verdict: fit.verdict,
+            residency: res,
             loadable: req.unsupported_tensors.length === 0 && req.tokenizer.status !== 'blocked',
           }) + '\n',
         );
@@ -91,8 +103,9 @@ export function registerInspect(program: Command): void {
         `loading:       ${loadingLine(req.unsupported_tensors, req.tokenizer)}`,
         `file size:     ${formatBytes(req.file_size)} (weights ${formatBytes(req.weight_bytes)})`,
         `memory:        ${describeNeeds(fit, req.context_size, formatBytes)}`,
-        `device RAM:    ${formatBytes(mem.totalBytes)} total, ${formatBytes(mem.availableBytes)} available`,
+        `device RAM:    ${formatBytes(mem.totalBytes)} total, ${formatBytes(mem.availableBytes)} available${mem.source === 'given' ? ' (--memory, less the OS\'s share)' : ''}`,
         `verdict:       ${verdictLine(fit, mem.availableBytes, mem.totalBytes)}`,
+        `residency:     ${residencyLine(res, flags.storage ?? 'sd')}`,
       ];
       process.stdout.write(lines.join('\n') + '\n');
     });
@@ -137,5 +150,30 @@ function verdictLine(fit: MemoryFit, available: number, total: number): string {
       return `TIGHT: needs ${need}, only ${formatBytes(available)} available now (${formatBytes(total)} total): free memory or use a smaller --context`;
     case 'too-big':
       return `DOES NOT FIT: needs ${need}, this device has ${formatBytes(total)}: use a smaller quantization or model`;
+  }
+}
+
+/** --storage: sd, nvme, or a read speed in MB/s (1e6 bytes). */
+function storageSpeed(value: string): number {
+  if (value in STORAGE_READ_BYTES_PER_S) return STORAGE_READ_BYTES_PER_S[value as keyof typeof STORAGE_READ_BYTES_PER_S];
+  if (!/^\s*\d/.test(value)) throw new EdgeError('E_BAD_ARGUMENT', `--storage takes sd, nvme or a read speed in MB/s, got "${value}"`);
+  return parsePositiveNumber('--storage', value) * 1e6;
+}
+
+function residencyLine(r: Residency, storage: string): string {
+  switch (r.verdict) {
+    case 'fits-in-ram':
+      return 'fits in RAM: every weight stays in memory after its first read';
+    case 'runs-from-page-cache': {
+      const per = formatBytes(r.storageBytesPerToken);
+      return (
+        `runs from page cache: ${formatBytes(r.alwaysTouchedBytes)} always read stays in memory, ${formatBytes(r.cachedExpertBytes)} of the ${formatBytes(r.expertBytes)} of experts stay cached;` +
+        ` each token reads ${formatBytes(r.expertBytesPerToken)} of experts, about ${per} of it from storage: at most ${r.tokensPerSecondBound!.toFixed(1)} tokens/s from ${storage}`
+      );
+    }
+    case 'does-not-fit':
+      return r.expertBytes > 0
+        ? `does not fit: the part every token reads (${formatBytes(r.alwaysTouchedBytes)}) is more than the ${formatBytes(r.availableBytes)} available: use a smaller quantization or --context`
+        : `does not fit: ${formatBytes(r.alwaysTouchedBytes)} is read for every token and only ${formatBytes(r.availableBytes)} is available: use a smaller quantization or model`;
   }
 }

@@ -133,6 +133,11 @@ export interface ModelInfo extends ModelArchitecture {
   max_sequences: number;
   /** Every layer keeps bounded KV (sliding window or sinks): no E_CONTEXT_FULL. */
   unbounded: boolean;
+  /**
+   * An MoE larger than 3/4 of this process's memory budget (cgroup limit or MemAvailable): its routed
+   * experts are read from the page cache as the router picks them, never repacked into private memory.
+   */
+  experts_paged: boolean;
 }
 
 export interface EvalLogitsOptions {
@@ -297,6 +302,8 @@ export interface ModelRequirements extends ModelArchitecture {
   n_params: number;
   /** Bytes of tensor data (memory-mapped when loaded). */
   weight_bytes: number;
+  /** Of those, the routed experts' (blk.N.ffn_{gate,up,down}_exps): n_expert_used / n_expert of them read per token. */
+  expert_bytes: number;
   file_size: number;
   /** Tensor type (ggml's name, also of types edgellm does not run) -> number of tensors and their bytes. */
   tensor_types: Record<string, { count: number; bytes: number }>;

@@ -51,7 +51,8 @@ export interface DeviceMemory {
   totalBytes: number;
   /** What the kernel says can be had without swapping (MemAvailable), or os.freemem() without /proc. */
   availableBytes: number;
-  source: '/proc/meminfo' | 'os';
+  /** 'given': a device described by its RAM size (deviceOfSize), not this machine. */
+  source: '/proc/meminfo' | 'os' | 'given';
 }
 
 export function deviceMemory(meminfo = '/proc/meminfo'): DeviceMemory {
@@ -132,4 +133,69 @@ export function describeNeeds(needs: MemoryNeeds, contextSize: number, format: (
     `${format(needs.neededBytes)} = weights ${format(needs.weightBytes)} + KV cache ${format(needs.kvBytes)} (${seqs} of ${contextSize} positions)` +
     ` + scratch ${format(needs.scratchBytes)} + runtime ${format(needs.runtimeBytes)}`
   );
+}
+
+/** What the OS and its services hold on a device judged by its RAM size alone (`inspect --memory`). */
+export const OS_RESERVE_BYTES = 512 * 1024 ** 2;
+
+/** A device of `totalBytes` RAM, OS_RESERVE_BYTES of it taken: what `inspect --memory 8G` judges against. */
+export function deviceOfSize(totalBytes: number): DeviceMemory {
+  return { totalBytes, availableBytes: Math.max(0, totalBytes - OS_RESERVE_BYTES), source: 'given' };
+}
+
+/**
+ * Sustained read speeds, bytes per second, of a Raspberry Pi 5's storage for the ~1 MB reads one
+ * expert's slice is: `sd` a class A2 card in the SDR104 slot (about 90 MB/s sequential at best;
+ * 80 counts the gaps between slices), `nvme` an SSD on the PCIe 2.0 x1 link the Pi 5 runs by
+ * default (about 450 MB/s at the link; 400 for the same reason).
+ */
+export const STORAGE_READ_BYTES_PER_S = { sd: 80e6, nvme: 400e6 } as const;
+export type StorageKind = keyof typeof STORAGE_READ_BYTES_PER_S;
+
+/**
+ * Where a model's weights live on a device:
+ * - fits-in-ram: everything (memoryFit's neededBytes) fits in what is available;
+ * - runs-from-page-cache: an MoE whose routed experts do not all fit, but whose always-touched
+ *   part (everything else: attention, router, embeddings, KV cache, scratch, runtime) does: the
+ *   experts are read from storage as the router picks them, into what memory is left;
+ * - does-not-fit: the always-touched part alone is more than what is available, so every token
+ *   would read most of the model from storage.
+ */
+export interface Residency {
+  verdict: 'fits-in-ram' | 'runs-from-page-cache' | 'does-not-fit';
+  availableBytes: number;
+  /** neededBytes less the routed experts. */
+  alwaysTouchedBytes: number;
+  expertBytes: number;
+  /** The routed experts one token reads: n_expert_used / n_expert of them, in every MoE layer. */
+  expertBytesPerToken: number;
+  /** What is left of availableBytes for cached experts (0 .. expertBytes). */
+  cachedExpertBytes: number;
+  /**
+   * Expected bytes one token reads from storage: expertBytesPerToken x the share of experts not
+   * cached, with the router's picks taken as uniform and independent (a cache holding a fraction
+   * f of the experts then hits with probability f). Real routers favour some experts, so this errs
+   * on the slow side. 0 when everything fits.
+   */
+  storageBytesPerToken: number;
+  /** readBytesPerS / storageBytesPerToken: the tokens/s storage allows (compute comes on top). */
+  tokensPerSecondBound?: number;
+}
+
+/** `neededBytes` is memoryFit's sum for the file; `readBytesPerS` the storage's (STORAGE_READ_BYTES_PER_S). */
+export function residency(req: ModelRequirements, neededBytes: number, mem: DeviceMemory, readBytesPerS: number): Residency {
+  const available = mem.availableBytes;
+  const expertBytes = req.n_expert > 0 ? req.expert_bytes : 0;
+  const alwaysTouchedBytes = neededBytes - expertBytes;
+  const expertBytesPerToken = req.n_expert > 0 ? (expertBytes * req.n_expert_used) / req.n_expert : 0;
+  const base = { availableBytes: available, alwaysTouchedBytes, expertBytes, expertBytesPerToken };
+  if (neededBytes <= available) {
+    return { ...base, verdict: 'fits-in-ram', cachedExpertBytes: expertBytes, storageBytesPerToken: 0 };
+  }
+  if (expertBytes === 0 || alwaysTouchedBytes > available) {
+    return { ...base, verdict: 'does-not-fit', cachedExpertBytes: 0, storageBytesPerToken: 0 };
+  }
+  const cachedExpertBytes = available - alwaysTouchedBytes;
+  const storageBytesPerToken = expertBytesPerToken * (1 - cachedExpertBytes / expertBytes);
+  return { ...base, verdict: 'runs-from-page-cache', cachedExpertBytes, storageBytesPerToken, tokensPerSecondBound: readBytesPerS / storageBytesPerToken };
 }

@@ -45,6 +45,7 @@ Napi::Value ModelConfigOf(const Napi::CallbackInfo& info) {
     num("swa_layers", (double)swa_layers);
     num("n_params", (double)s.n_params);
     num("weight_bytes", (double)s.weight_bytes);
+    num("expert_bytes", (double)s.expert_bytes);
     num("file_size", (double)s.file_bytes);
     Napi::Object types = Napi::Object::New(env);
     for (const auto& [name, count] : s.tensor_types) {

@@ -286,6 +286,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     num("kv_bytes_per_sequence", (double)KvCache::bytes_for(m->forward->cache_config()));
     num("max_sequences", (double)m->max_sequences);
     o.Set("unbounded", Napi::Boolean::New(env, m->forward->unbounded()));
+    o.Set("experts_paged", Napi::Boolean::New(env, m->model->weights().experts_paged));
     return o;
   }
 

@@ -1,5 +1,7 @@
 #include "gguf/gguf.h"
 
+#include "sys/memory_budget.h"
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -672,11 +674,31 @@ const GgufTensor& GgufFile::tensor(std::string_view name) const {
                                  " (the file is incomplete, or not a model of the architecture it claims)");
 }
 
-void GgufFile::prefetch() const {
-  if (!mapped_ || data_offset_ >= size_) return;
-  const uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
-  const uint64_t start = data_offset_ / page * page;
-  madvise(const_cast<uint8_t*>(base_) + start, (size_t)(size_ - start), MADV_WILLNEED);
+bool GgufFile::prefetch() const {
+  if (!mapped_ || data_offset_ >= size_) return false;
+  if (size_ - data_offset_ > memory_budget_bytes()) return false;
+  advise_will_need(base_ + data_offset_, (size_t)(size_ - data_offset_));
+  return true;
+}
+
+namespace {
+
+void advise(const uint8_t* base, uint64_t size, const void* p, size_t bytes, int advice) {
+  const auto* b = static_cast<const uint8_t*>(p);
+  if (bytes == 0 || b < base || b + bytes > base + size) return;
+  const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  const uintptr_t lo = (uintptr_t)b & ~(page - 1), hi = ((uintptr_t)b + bytes + page - 1) & ~(page - 1);
+  madvise(reinterpret_cast<void*>(lo), hi - lo, advice);
+}
+
+}  // namespace
+
+void GgufFile::advise_random(const void* p, size_t bytes) const {
+  if (mapped_) advise(base_, size_, p, bytes, MADV_RANDOM);
+}
+
+void GgufFile::advise_will_need(const void* p, size_t bytes) const {
+  if (mapped_) advise(base_, size_, p, bytes, MADV_WILLNEED);
 }
 
 // ---------------------------------------------------------------------------------------------

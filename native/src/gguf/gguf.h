@@ -186,8 +186,17 @@ class GgufFile {
   // Throws E_MODEL_CORRUPT naming the tensor if it is missing.
   const GgufTensor& tensor(std::string_view name) const;
 
-  // Asks the kernel to read the tensor data ahead (MADV_WILLNEED); a hint, never an error.
-  void prefetch() const;
+  // Asks the kernel to read the tensor data ahead (MADV_WILLNEED) when it fits in this process's
+  // memory budget (sys/memory_budget.h); a hint, never an error. Returns whether it was asked: a
+  // file larger than the budget would evict its own first pages while the last are read, so it is
+  // left to be read on demand.
+  bool prefetch() const;
+  // Page-cache hints over [p, p + bytes) of the mapping, widened to whole pages; no-ops when the
+  // data is not a mapping. Hints, never errors. `random`: no read-around on a fault there (the
+  // neighbouring bytes are other experts, not the next ones read); `will_need`: start reading
+  // the range now, in large requests, so the faults that follow find it in the page cache.
+  void advise_random(const void* p, size_t bytes) const;
+  void advise_will_need(const void* p, size_t bytes) const;
   // Whether the tensor data is a private file mapping (open) rather than bytes held in memory.
   bool mapped() const { return mapped_; }
 

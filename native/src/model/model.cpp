@@ -11,6 +11,7 @@
 #include "kernels/kernels.h"
 #include "quant/quant.h"
 #include "quant/repack.h"
+#include "sys/memory_budget.h"
 
 namespace edgellm {
 
@@ -237,7 +238,36 @@ void repack_weights(const GgufFile& file, ModelWeights& w) {
   for (LayerWeights& L : w.layers) {
     for (WeightMatrix* m : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down, &L.router})
       repack_matrix(file, *m, 1);
-    for (ExpertMatrices* e : {&L.gate_exps, &L.up_exps, &L.down_exps}) repack_matrix(file, e->first, e->n_expert);
+    for (ExpertMatrices* e : {&L.gate_exps, &L.up_exps, &L.down_exps})
+      if (!e->paged_from) repack_matrix(file, e->first, e->n_expert);
+  }
+}
+
+// EDGELLM_EXPERT_PAGING: "on" / "off" force the choice (measurements of either under the same
+// memory limit); otherwise an MoE's routed experts are paged when the tensor data is more than
+// 3/4 of this process's memory budget (the cgroup limit or MemAvailable): the last quarter is
+// what the KV cache, the scratch, the runtime and the OS's own pages need beside the weights.
+bool page_experts(const GgufFile& file, const ModelConfig& c) {
+  if (!c.is_moe() || !file.mapped()) return false;
+  const char* e = std::getenv("EDGELLM_EXPERT_PAGING");
+  if (e && std::strcmp(e, "on") == 0) return true;
+  if (e && std::strcmp(e, "off") == 0) return false;
+  const uint64_t data = file.file_size() - file.data_offset();
+  return data > memory_budget_bytes() / 4 * 3;
+}
+
+// Paged experts are read on demand: no read-around on their faults (the neighbouring pages are
+// experts the router did not pick), and ForwardPass asks for each picked expert's whole slice as
+// soon as the router picks it (ExpertMatrices::will_need), so one token's reads are a few large
+// requests that overlap the earlier experts' GEMMs instead of a page-sized fault at a time.
+void page_expert_weights(const GgufFile& file, ModelWeights& w) {
+  w.experts_paged = true;
+  for (LayerWeights& L : w.layers) {
+    for (ExpertMatrices* e : {&L.gate_exps, &L.up_exps, &L.down_exps}) {
+      if (!e->first.present()) continue;  // deepseek2's leading dense layers
+      e->paged_from = &file;
+      file.advise_random(e->first.data, (size_t)e->n_expert * e->expert_bytes());
+    }
   }
 }
 
@@ -275,6 +305,7 @@ std::unique_ptr<Model> Model::from_file(GgufFile file) {
 
   if (c.arch == Arch::Deepseek2) {
     for (int64_t l = 0; l < c.n_layer; ++l) bind_mla_layer(b, c, l, w.layers[(size_t)l]);
+    if (page_experts(m->file_, c)) page_expert_weights(m->file_, w);
     return m;
   }
   for (int64_t l = 0; l < c.n_layer; ++l) {
@@ -323,6 +354,7 @@ std::unique_ptr<Model> Model::from_file(GgufFile file) {
       L.ffn_down = b.matrix(p + "ffn_down.weight", c.n_ff, c.n_embd);
     }
   }
+  if (page_experts(m->file_, c)) page_expert_weights(m->file_, w);
   if (repack_q4_0()) repack_weights(m->file_, w);
   return m;
 }
@@ -333,6 +365,7 @@ ModelStats file_stats(const GgufFile& file) {
   for (const GgufTensor& t : file.tensors()) {
     s.n_params += t.n_elements();
     s.weight_bytes += t.bytes;
+    if (t.name.find("_exps.") != std::string::npos) s.expert_bytes += t.bytes;
     const std::string type = ggml_type_name((uint32_t)t.type);  // also types edgellm does not run
     s.tensor_types[type] += 1;
     s.tensor_type_bytes[type] += t.bytes;

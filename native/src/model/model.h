@@ -4,7 +4,8 @@
 // Matrices stay in the mapping in their file type; only the small vectors (norm weights, biases,
 // RoPE frequency factors) are converted to f32 copies. Exception: with the neon-dotprod table
 // the Q4_0 matrices that only matmul() reads are repacked in place to Q4_0_X4 (quant/repack.h;
-// EDGELLM_REPACK=0 turns it off), in private copies of the mapping's pages.
+// EDGELLM_REPACK=0 turns it off), in private copies of the mapping's pages, except the routed
+// experts of an MoE too large to keep resident (ModelWeights::experts_paged).
 #pragma once
 #include <cstdint>
 #include <map>
@@ -33,11 +34,18 @@ struct WeightMatrix {
 struct ExpertMatrices {
   WeightMatrix first;  // expert 0
   int64_t n_expert = 0;
+  // Set when the experts are paged (ModelWeights::experts_paged): the mapping they are read from.
+  const GgufFile* paged_from = nullptr;
 
+  size_t expert_bytes() const { return (size_t)first.rows * first.row_bytes(); }
   WeightMatrix expert(int64_t e) const {
     WeightMatrix w = first;
-    w.data = static_cast<const uint8_t*>(first.data) + (size_t)e * (size_t)first.rows * first.row_bytes();
+    w.data = static_cast<const uint8_t*>(first.data) + (size_t)e * expert_bytes();
     return w;
+  }
+  // Paged experts: asks the kernel to start reading expert e's slice now (a hint; no-op otherwise).
+  void will_need(int64_t e) const {
+    if (paged_from) paged_from->advise_will_need(expert(e).data, expert_bytes());
   }
 };
 
@@ -104,6 +112,10 @@ struct ModelWeights {
   WeightMatrix position_embd;
   std::vector<float> token_type0;
   std::vector<float> embd_norm, embd_norm_b;
+  // An MoE whose weights are larger than this process can keep resident (see page_experts in
+  // model.cpp): the routed experts are read from the page cache on demand, as the router picks
+  // them, and stay Q4_0 (never repacked, which would pin private copies of every expert in RAM).
+  bool experts_paged = false;
 };
 
 // What `edgellm inspect` and Model.info() report about the file.
@@ -111,6 +123,9 @@ struct ModelStats {
   int64_t n_params = 0;       // elements of every tensor in the file
   uint64_t weight_bytes = 0;  // bytes of tensor data
   uint64_t file_bytes = 0;
+  // Bytes of the routed experts (blk.N.ffn_{gate,up,down}_exps): what an MoE reads only a part
+  // of per token, and can leave to the page cache when the whole file does not fit in RAM.
+  uint64_t expert_bytes = 0;
   std::map<std::string, int64_t> tensor_types;  // type name -> number of tensors
   std::map<std::string, uint64_t> tensor_type_bytes;  // type name -> bytes of those tensors
   // Tensors of types edgellm does not run, in file order (a file opened with UnknownTensorTypes::Keep).

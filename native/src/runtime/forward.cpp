@@ -366,6 +366,12 @@ void ForwardPass::moe_experts(const LayerWeights& L, int64_t n) {
       expert_token_w_[(size_t)slot] = expert_w_[(size_t)(i * K + j)];
     }
   }
+  if (L.gate_exps.paged_from) {  // every picked expert's reads start before the first GEMM
+    for (int64_t e = 0; e < E; ++e) {
+      if (expert_count_[(size_t)e] == 0) continue;
+      L.gate_exps.will_need(e), L.up_exps.will_need(e), L.down_exps.will_need(e);
+    }
+  }
   std::fill(out_.begin(), out_.begin() + n * D, 0.0f);
   for (int64_t e = 0; e < E; ++e) {
     const int64_t m = expert_count_[(size_t)e];

@@ -1,9 +1,10 @@
 #include "sys/cpu_budget.h"
 
+#include "sys/cgroup.h"
+
 #include <algorithm>
 #include <climits>
 #include <fstream>
-#include <sstream>
 #include <string>
 #include <thread>
 
@@ -23,15 +24,11 @@ static int cpus_for_quota(double quota, double period) {
 // cgroup v2: "max 100000" (unlimited) or "200000 100000" (2 CPUs), at every level up to the root.
 static int cgroup_v2_limit(const std::string& rel) {
   int limit = INT_MAX;
-  std::string path = rel;
-  for (;;) {
-    std::ifstream in("/sys/fs/cgroup" + path + "/cpu.max");
+  for (const std::string& path : cgroup_ancestry(rel)) {
+    std::ifstream in("/sys/fs/cgroup" + (path == "/" ? std::string() : path) + "/cpu.max");
     std::string quota;
     double period = 0;
     if (in >> quota >> period && quota != "max") limit = std::min(limit, cpus_for_quota(std::stod(quota), period));
-    if (path.empty() || path == "/") break;
-    const size_t slash = path.rfind('/');
-    path = slash == std::string::npos || slash == 0 ? "/" : path.substr(0, slash);
   }
   return limit;
 }
@@ -49,22 +46,10 @@ static int cgroup_v1_limit(const std::string& rel) {
 }
 
 static int cgroup_cpu_limit() {
-  std::ifstream in("/proc/self/cgroup");
-  std::string line;
   int limit = INT_MAX;
-  while (std::getline(in, line)) {
-    // "hierarchy-id:controllers:path"; v2 is "0::path", v1 lists "cpu" among the controllers.
-    const size_t a = line.find(':'), b = line.find(':', a + 1);
-    if (a == std::string::npos || b == std::string::npos) continue;
-    const std::string controllers = line.substr(a + 1, b - a - 1), path = line.substr(b + 1);
-    if (line.compare(0, a, "0") == 0 && controllers.empty()) {
-      limit = std::min(limit, cgroup_v2_limit(path));
-    } else {
-      std::stringstream ss(controllers);
-      std::string c;
-      while (std::getline(ss, c, ','))
-        if (c == "cpu") limit = std::min(limit, cgroup_v1_limit(path));
-    }
+  for (const CgroupMembership& m : own_cgroups()) {
+    if (m.v2) limit = std::min(limit, cgroup_v2_limit(m.path));
+    else if (m.has("cpu")) limit = std::min(limit, cgroup_v1_limit(m.path));
   }
   return limit;
 }
