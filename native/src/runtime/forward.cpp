@@ -319,7 +319,10 @@ void ForwardPass::attention_block(int64_t layer, int64_t n) {
     a.out = &att_[(size_t)(run.begin * c.q_dim())];
   }
   const int64_t tasks = n * c.n_head;
-  const int64_t grain = std::max<int64_t>(1, tasks / (pool_.size() * 4));
+  // Chunks of whole head groups (up to the 8 a kernel pass serves): the heads that share a KV
+  // head then read its cache together (common/attention_online.h).
+  const int64_t unit = std::min<int64_t>(8, c.n_head / std::max<int64_t>(1, c.n_head_kv));
+  const int64_t grain = (std::max<int64_t>(1, tasks / (pool_.size() * 4)) + unit - 1) / unit * unit;
   pool_.parallel_for(tasks, grain, [this, &c](int64_t b, int64_t e, int) {
     while (b < e) {  // a chunk may span sequences: split it at run boundaries
       const int64_t r = run_of_[(size_t)(b / c.n_head)];

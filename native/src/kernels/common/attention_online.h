@@ -1,8 +1,11 @@
 // ISA-neutral part of the fast attention kernels (avx2/attention.cpp, neon/attention.cpp): one
-// pass over the visible keys per (query, head) task with an online softmax (flash-attention
-// style). Keys are taken in tiles of kTile: scores for the tile, one rescale of the running sum
-// and accumulator when the maximum grows, then the weighted V rows. Working memory is
-// fixed-size on the stack (head_dim <= kMaxHeadDim).
+// pass over the visible keys per query and group of heads sharing a KV head, with an online
+// softmax (flash-attention style). Keys are taken in tiles of kTile: scores for the tile, one
+// rescale of the running sum and accumulator when the maximum grows, then the weighted V rows.
+// The heads of a group take each K and V row in turn while it is in L1, so the cache is read
+// from memory once per KV head (grouped-query attention: 4-8 query heads per KV head in most
+// models, whose caches at long contexts outgrow a Pi's L2). Working memory is fixed-size on the
+// stack (head_dim <= kMaxHeadDim, kMaxGroup heads at a time).
 //
 // This header owns the task split, the visible ranges (sinks + window), the ring-slot stepping
 // and the online-softmax bookkeeping; a fast path supplies the vector primitives as Ops:
@@ -10,8 +13,12 @@
 //   struct Ops {
 //     static constexpr int64_t kLanes;  // floats per vector: score tiles are padded to this
 //     static constexpr size_t kAlign;   // alignment of the score and accumulator buffers
-//     static float dot_f16(const float* q, const uint16_t* k, int64_t d);  // q . k, k in f16
-//     static void axpy_f16(float* acc, float w, const uint16_t* v, int64_t d);  // acc += w * v
+//     // out[j] = scale * (q . k[j]) for j < n, the K rows in f16 (d dims each).
+//     static void scores_f16(const float* q, const uint16_t* const* k, int64_t n, int64_t d,
+//                            float scale, float* out);
+//     // acc += sum_j p[j] * v[j] for j < n, the V rows in f16 (d dims each).
+//     static void weighted_sum_f16(float* acc, const float* p, const uint16_t* const* v,
+//                                  int64_t n, int64_t d);
 //     static void scale_buf(float* acc, float s, int64_t d);  // acc *= s, d padded to kLanes
 //     // score[j] = exp(score[j] - max) for j < n (n a multiple of kLanes); returns their sum.
 //     static float exp_sum(float* score, int64_t n, float max);
@@ -32,6 +39,8 @@ namespace {
 
 constexpr int64_t kTile = 64;
 constexpr int64_t kMaxHeadDim = 256;
+// Query heads sharing a KV head that one pass serves (larger GQA groups go in several passes).
+constexpr int64_t kMaxGroup = 8;
 
 // The slots of consecutive positions p, p + 1, ... (the KvView layout in kernels.h): the first
 // slot from the formula, then step and wrap past the end of the ring back to the first non-sink
@@ -72,59 +81,111 @@ inline void for_each_visible_range(const KvView& kv, int64_t qp, F&& f) {
 
 template <class Ops>
 struct OnlineAttention {
-  // Online-softmax state of one task.
+  // Online-softmax state of one (query, head).
   struct State {
     float max = -INFINITY;
     float sum = 0.0f;
     alignas(Ops::kAlign) float acc[kMaxHeadDim];
   };
 
-  // Keys at positions [p0, p1) (all visible), folded into st.
-  static void attend_range(const AttentionArgs& a, const float* q, int64_t hk, int64_t p0, int64_t p1, State& st) {
+  // The query heads of one group: consecutive heads of one query that read the same KV head.
+  struct Group {
+    const float* q[kMaxGroup];
+    State* st;
+    int64_t n;  // 1..kMaxGroup
+  };
+
+  // Keys at positions [p0, p1) (all visible), folded into every head of g. A tile's K and V rows
+  // serve all the group's heads one after another while they are in L1 (kTile rows of head_dim
+  // f16: 8 KiB each at 64 dims): a long context's cache is read from L2/L3/DRAM once per KV head
+  // instead of once per query head.
+  static void attend_range(const AttentionArgs& a, const Group& g, int64_t hk, int64_t p0, int64_t p1) {
     const KvView& kv = a.kv;
     const int64_t d = a.head_dim, stride = a.n_head_kv * d;
-    alignas(Ops::kAlign) float score[kTile];
-    int64_t slot_of[kTile];
+    alignas(Ops::kAlign) float score[kMaxGroup][kTile];
+    const uint16_t* krow[kTile];
+    const uint16_t* vrow[kTile];
     for (int64_t t0 = p0; t0 < p1; t0 += kTile) {
       const int64_t n = p1 - t0 < kTile ? p1 - t0 : kTile;
       SlotWalker slots(kv, t0);  // positions in one tile are consecutive
-      float tile_max = -INFINITY;
       for (int64_t j = 0; j < n; ++j) {
         const int64_t slot = slots.next();
-        slot_of[j] = slot;
-        score[j] = Ops::dot_f16(q, kv.k + slot * stride + hk * d, d) * a.scale;
-        if (a.softcap > 0.0f) score[j] = a.softcap * std::tanh(score[j] / a.softcap);  // gemma2
-        tile_max = std::fmax(tile_max, score[j]);
+        krow[j] = kv.k + slot * stride + hk * d;
+        vrow[j] = kv.v + slot * stride + hk * d;
       }
-      if (tile_max == -INFINITY) continue;  // nothing to add (also avoids -inf - -inf)
+      // The next tile's rows, into cache while this one computes: one KV head's rows are
+      // n_head_kv x head_dim apart in the cache, a stride the hardware prefetchers follow late.
+      if (t0 + kTile < p1) {
+        const int64_t m = p1 - t0 - kTile < kTile ? p1 - t0 - kTile : kTile;
+        const int64_t row_bytes = d * (int64_t)sizeof(uint16_t);
+        for (int64_t j = 0; j < m; ++j) {
+          const int64_t slot = slots.next();
+          const char* kp = reinterpret_cast<const char*>(kv.k + slot * stride + hk * d);
+          const char* vp = reinterpret_cast<const char*>(kv.v + slot * stride + hk * d);
+          for (int64_t off = 0; off < row_bytes; off += 64) {
+            __builtin_prefetch(kp + off);
+            __builtin_prefetch(vp + off);
+          }
+        }
+      }
+      float tile_max[kMaxGroup];
+      for (int64_t h = 0; h < g.n; ++h) {
+        Ops::scores_f16(g.q[h], krow, n, d, a.scale, score[h]);
+        tile_max[h] = -INFINITY;
+        for (int64_t j = 0; j < n; ++j) {
+          float& sc = score[h][j];
+          if (a.softcap > 0.0f) sc = a.softcap * std::tanh(sc / a.softcap);  // gemma2
+          if (sc > tile_max[h]) tile_max[h] = sc;  // (a NaN score never becomes the maximum)
+        }
+      }
       const int64_t n_pad = (n + Ops::kLanes - 1) & ~(Ops::kLanes - 1);
-      for (int64_t j = n; j < n_pad; ++j) score[j] = -INFINITY;  // exp -> 0
-      if (tile_max > st.max) {
-        const float corr = std::exp(st.max - tile_max);  // 0 on the first tile
-        st.sum *= corr;
-        Ops::scale_buf(st.acc, corr, d);
-        st.max = tile_max;
+      bool active[kMaxGroup], any = false;
+      for (int64_t h = 0; h < g.n; ++h) {
+        State& st = g.st[h];
+        for (int64_t j = n; j < n_pad; ++j) score[h][j] = -INFINITY;  // exp -> 0
+        active[h] = tile_max[h] != -INFINITY;  // else nothing to add (also avoids -inf - -inf)
+        if (!active[h]) continue;
+        any = true;
+        if (tile_max[h] > st.max) {
+          const float corr = std::exp(st.max - tile_max[h]);  // 0 on the first tile
+          st.sum *= corr;
+          Ops::scale_buf(st.acc, corr, d);
+          st.max = tile_max[h];
+        }
+        st.sum += Ops::exp_sum(score[h], n_pad, st.max);
       }
-      st.sum += Ops::exp_sum(score, n_pad, st.max);
-      for (int64_t j = 0; j < n; ++j) Ops::axpy_f16(st.acc, score[j], kv.v + slot_of[j] * stride + hk * d, d);
+      if (!any) continue;
+      for (int64_t h = 0; h < g.n; ++h)
+        if (active[h]) Ops::weighted_sum_f16(g.st[h].acc, score[h], vrow, n, d);
     }
   }
 
-  // attention (kernels.h) for tasks [t0, t1).
+  // attention (kernels.h) for tasks [t0, t1): the tasks of one query that share a KV head run
+  // together (up to kMaxGroup at a time; a range may start or end inside a group).
   static void run(const AttentionArgs& a, int64_t t0, int64_t t1) {
     const int64_t d = a.head_dim;
     const int64_t group = a.n_head / a.n_head_kv;
-    State st;
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t qi = t / a.n_head, h = t % a.n_head, hk = h / group;
-      const float* q = a.q + (qi * a.n_head + h) * d;
-      float* out = a.out + (qi * a.n_head + h) * d;
-      st.max = -INFINITY;
-      st.sum = 0.0f;
-      for (int64_t i = 0; i < kMaxHeadDim; ++i) st.acc[i] = 0.0f;
-      for_each_visible_range(a.kv, a.pos[qi], [&](int64_t p0, int64_t p1) { attend_range(a, q, hk, p0, p1, st); });
-      const float inv = st.sum > 0.0f ? 1.0f / st.sum : 0.0f;  // no visible key -> zeros
-      for (int64_t i = 0; i < d; ++i) out[i] = st.acc[i] * inv;
+    State st[kMaxGroup];
+    for (int64_t t = t0; t < t1;) {
+      const int64_t qi = t / a.n_head, h0 = t % a.n_head, hk = h0 / group;
+      // Heads h0 .. the group's last head, within [t0, t1) and kMaxGroup.
+      int64_t n = (hk + 1) * group - h0;
+      if (n > t1 - t) n = t1 - t;
+      if (n > kMaxGroup) n = kMaxGroup;
+      Group g{{}, st, n};
+      for (int64_t h = 0; h < n; ++h) {
+        g.q[h] = a.q + (qi * a.n_head + h0 + h) * d;
+        st[h].max = -INFINITY;
+        st[h].sum = 0.0f;
+        for (int64_t i = 0; i < kMaxHeadDim; ++i) st[h].acc[i] = 0.0f;
+      }
+      for_each_visible_range(a.kv, a.pos[qi], [&](int64_t p0, int64_t p1) { attend_range(a, g, hk, p0, p1); });
+      for (int64_t h = 0; h < n; ++h) {
+        float* out = a.out + (qi * a.n_head + h0 + h) * d;
+        const float inv = st[h].sum > 0.0f ? 1.0f / st[h].sum : 0.0f;  // no visible key -> zeros
+        for (int64_t i = 0; i < d; ++i) out[i] = st[h].acc[i] * inv;
+      }
+      t += n;
     }
   }
 };
