@@ -73,5 +73,5 @@ export class Store {
 export type { OutboxMessage } from './outbox.js';
 export { SqliteAuditLog, type AuditEntry, type AuditQuery } from './audit.js';
 export { SqliteGrantStore } from './grants.js';
-export type { StoredRequest, RequestState } from './requests.js';
+export { NOTHING_STREAMED, type StoredRequest, type RequestState, type StreamMark } from './requests.js';
 export { cacheKey, isDeterministic, type CachedAnswer, type CacheableRequest, type CacheModel } from './cache.js';

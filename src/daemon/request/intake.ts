@@ -6,7 +6,7 @@
  * message then. resume() takes back the jobs a stop (or a crash) left unanswered.
  */
 import { decodeRequest, errorMessage, type WireRequest } from '../../protocol/codec.js';
-import type { StoredRequest } from '../../store/index.js';
+import { NOTHING_STREAMED, type StoredRequest } from '../../store/index.js';
 import type { IncomingRequest } from '../../transport/mqtt/session.js';
 import { admit } from './admit.js';
 import { auditRefusal } from './finish.js';
@@ -43,6 +43,7 @@ export function intake(ctx: RequestContext, msg: IncomingRequest, defaultReplyTo
     reply: null,
     receivedAt: now,
     deadlineAt: deadlines.length > 0 ? Math.min(...deadlines) : null,
+    stream: NOTHING_STREAMED,
   };
   const accepted = ctx.store.requests.accept(row);
   if (!accepted.inserted) {
@@ -55,7 +56,7 @@ export function intake(ctx: RequestContext, msg: IncomingRequest, defaultReplyTo
     return;
   }
   ctx.log.debug(`accepted ${msg.device}/${r.id}`);
-  admit(ctx, newJob(row, r, false));
+  admit(ctx, newJob(ctx, row, r, false));
 }
 
 /** Takes back every request accepted but not answered before the last stop; returns how many. */
@@ -64,7 +65,7 @@ export function resume(ctx: RequestContext): number {
   for (const row of open) {
     ctx.store.requests.markQueued(row.device, row.id);
     // The payload was validated when it was accepted: the store holds the decoded request.
-    admit(ctx, newJob({ ...row, state: 'queued' }, JSON.parse(row.payload) as WireRequest, true));
+    admit(ctx, newJob(ctx, { ...row, state: 'queued' }, JSON.parse(row.payload) as WireRequest, true));
   }
   if (open.length > 0) ctx.log.info(`resumed ${open.length} request(s) accepted before the last stop`);
   return open.length;

@@ -14,6 +14,7 @@ import type { ReplyChannel } from '../../transport/mqtt/session.js';
 import type { LocalModel } from '../engine-port.js';
 import type { DaemonPolicy } from '../hybrid-policy.js';
 import type { RequestObserver } from '../request-observer.js';
+import { ReplyStream } from './reply-stream.js';
 
 /** Why a running request was stopped before its end. */
 export type AbortReason = 'cancel' | 'deadline' | 'shutdown';
@@ -40,8 +41,8 @@ export interface Job {
   /** Set by admit; a fallback changes it to the local model's route. */
   route?: RouteInfo;
   admitted?: Admitted;
-  /** Streamed pieces sent so far (the next chunk's seq). */
-  seq: number;
+  /** Its streamed reply, as the device has it (a no-op unless the request asked for `stream`). */
+  readonly stream: ReplyStream;
   /** Set while it runs: aborting it stops the generation or the upstream relay. */
   abort?: AbortController;
 }
@@ -88,13 +89,8 @@ export interface RequestContext extends RequestDeps {
 
 export const keyOf = (device: string, id: string) => `${device}\u0000${id}`;
 
-export function newJob(row: StoredRequest, request: WireRequest, resumed: boolean): Job {
-  return { key: keyOf(row.device, row.id), row, request, resumed, seq: 0 };
-}
-
-/** The next chunk's seq. */
-export function nextSeq(job: Job): number {
-  return job.seq++;
+export function newJob(ctx: Pick<RequestContext, 'channel' | 'store'>, row: StoredRequest, request: WireRequest, resumed: boolean): Job {
+  return { key: keyOf(row.device, row.id), row, request, resumed, stream: new ReplyStream(ctx, row, request.stream === true, row.stream) };
 }
 
 export function defaultModel(ctx: Pick<RequestContext, 'models'>): string {

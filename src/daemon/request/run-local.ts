@@ -4,11 +4,10 @@
  * learns (decode rates, run times) is measured here.
  */
 import { EdgeError } from '../../errors.js';
-import { chunkMessage } from '../../protocol/codec.js';
 import { cacheKey, isDeterministic } from '../../store/index.js';
 import { generateParams, type GenerateParams, type LocalModel } from '../engine-port.js';
 import { finishDone, finishError, settle } from './finish.js';
-import { startRunning, nextSeq, type Job, type RequestContext } from './job.js';
+import { startRunning, type Job, type RequestContext } from './job.js';
 
 /** A local run of `modelName`; `force` queues it even when the queue is full (it was accepted already). */
 export function runLocal(ctx: RequestContext, job: Job, modelName: string, force: boolean): void {
@@ -21,7 +20,9 @@ export function runLocal(ctx: RequestContext, job: Job, modelName: string, force
     ctx.observer.onCacheLookup(hit !== undefined);
     if (hit) {
       const now = Date.now();
-      if (r.stream) ctx.channel.chunk(row.replyTopic, row.correlation, chunkMessage(row.id, nextSeq(job), hit.text));
+      job.stream.begin(true);
+      job.stream.piece(hit.text);
+      job.stream.end();
       return finishDone(ctx, job, modelName, hit, { cached: true, startedAt: now, firstAt: now, tokensPerS: 0 });
     }
   }
@@ -62,12 +63,16 @@ async function generate(ctx: RequestContext, job: Job, model: LocalModel, params
   let firstAt: number | undefined;
   try {
     const generation = model.generate({ ...params, signal: run.signal });
+    // Greedy or seeded: a resumed request regenerates what its device already has, silently.
+    job.stream.begin(isDeterministic(params));
     for await (const piece of generation) {
       firstAt ??= Date.now();
       text += piece;
-      if (r.stream && piece !== '') ctx.channel.chunk(row.replyTopic, row.correlation, chunkMessage(row.id, nextSeq(job), piece));
+      job.stream.piece(piece);
     }
     const result = await generation.result;
+    // Stopped by the shutdown: the device keeps its text, and the next start continues it.
+    if (run.outcome() !== 'shutdown') job.stream.end();
     const complete = run.outcome() === undefined && result.finish_reason !== 'cancelled';
     if (complete) {
       // What the router's latency estimate learns from: this generation's measured speeds and run time.

@@ -31,8 +31,13 @@ export interface IncomingRequest {
 
 /** How replies leave; the session implements it, the daemon calls it. */
 export interface ReplyChannel {
-  /** A streamed piece: best effort (the final reply repeats the whole text). */
-  chunk(topic: string, correlation: Buffer | null, payload: string): void;
+  /** Whether chunk() publishes now (connected to the broker). */
+  isOpen(): boolean;
+  /**
+   * A stream message (chunk, fallback, restart), published at QoS 1 if isOpen() (else dropped: the
+   * caller sends the text later); `acknowledged` runs on the broker's PUBACK.
+   */
+  chunk(topic: string, correlation: Buffer | null, payload: string, acknowledged?: () => void): void;
   /** A final reply already in the outbox: publish it and clear it from the outbox once acknowledged. */
   deliver(message: OutboxMessage): void;
 }
@@ -125,10 +130,16 @@ export class MqttSession implements ReplyChannel {
     this.metricsTimer.unref();
   }
 
-  chunk(topic: string, correlation: Buffer | null, payload: string): void {
+  isOpen(): boolean {
+    return this.client?.connected === true;
+  }
+
+  chunk(topic: string, correlation: Buffer | null, payload: string, acknowledged?: () => void): void {
     const client = this.client;
-    if (!client?.connected) return; // the final reply carries the whole text
-    client.publish(topic, payload, { qos: 1, properties: { ...json, ...(correlation ? { correlationData: correlation } : {}) } });
+    if (!client?.connected) return;
+    client.publish(topic, payload, { qos: 1, properties: { ...json, ...(correlation ? { correlationData: correlation } : {}) } }, (err) => {
+      if (!err) acknowledged?.();
+    });
   }
 
   deliver(message: OutboxMessage): void {
