@@ -107,7 +107,8 @@ export const migrations: readonly string[] = [
    ALTER TABLE outbox ADD COLUMN packet_id INTEGER;                          -- the MQTT packet id carrying it, once MQTT.js stored it
    CREATE TABLE mqtt_outgoing (
      packet_id   INTEGER PRIMARY KEY,         -- MQTT packet identifier, 1-65535
-     packet      TEXT NOT NULL                -- the PUBLISH or PUBREL as MQTT.js keeps it, JSON (Buffers as base64)
+     cmd         TEXT NOT NULL CHECK (cmd IN ('publish', 'pubrel')),
+     packet      TEXT NOT NULL                -- the packet as MQTT.js keeps it, JSON (Buffers as base64)
    );`,
 ];
 

@@ -1,7 +1,8 @@
 /**
- * Final replies waiting for the broker's PUBACK. A row is written in the same transaction that
- * finishes its request, published, and deleted only when the broker has acknowledged it; rows left
- * over from a crash or a lost connection are published again.
+ * Final replies waiting for the broker. A row is written in the same transaction that finishes its
+ * request and published at QoS 2; once MQTT.js has stored the PUBLISH (packets.ts) the row belongs to
+ * that packet and goes when its handshake completes. Rows no packet carries (never handed to MQTT.js,
+ * or refused by the broker) are published again after a crash or a lost connection.
  */
 import type { Db } from './database.js';
 
@@ -22,7 +23,7 @@ export class Outbox {
     this.addStmt = db.prepare<[string, string, Buffer | null, number]>(
       'INSERT INTO outbox (topic, payload, correlation, created_at) VALUES (?, ?, ?, ?)',
     );
-    this.allStmt = db.prepare<[], OutboxMessage>('SELECT seq, topic, payload, correlation FROM outbox ORDER BY seq');
+    this.allStmt = db.prepare<[], OutboxMessage>('SELECT seq, topic, payload, correlation FROM outbox WHERE packet_id IS NULL ORDER BY seq');
     this.delStmt = db.prepare<[number]>('DELETE FROM outbox WHERE seq = ?');
     this.countStmt = db.prepare<[], { n: number }>('SELECT count(*) AS n FROM outbox');
   }
@@ -32,6 +33,7 @@ export class Outbox {
     return { seq, topic, payload, correlation };
   }
 
+  /** The rows no stored packet carries, oldest first. */
   pending(): OutboxMessage[] {
     return this.allStmt.all();
   }

@@ -2,8 +2,9 @@
  * The daemon's MQTT 5 session: a persistent session (clean start off, session expiry > 0) so requests
  * published while the node is away wait at the broker; QoS 1 subscriptions; requests written to SQLite
  * inside MQTT.js's handleMessage hook, whose callback sends the PUBACK, so an acknowledged request is
- * on disk; replies from the outbox, cleared on their PUBACK; presence as a retained status with a
- * Last Will; metrics on a timer. MQTT 3.1.1 only for the embedded broker (aedes), which has no MQTT 5.
+ * on disk; final replies from the outbox at QoS 2, their packets kept in SQLite until the handshake
+ * completes (packet-store.ts); presence as a retained status with a Last Will; metrics on a timer.
+ * MQTT 3.1.1 only for the embedded broker (aedes), which has no MQTT 5.
  */
 import { readFileSync } from 'node:fs';
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
@@ -11,9 +12,11 @@ import type { DaemonConfig } from '../../config.js';
 import type { Logger } from '../../log.js';
 import { EdgeError } from '../../errors.js';
 import { redactUrl } from '../../secret.js';
+import type { OutgoingPackets } from '../../store/index.js';
 import type { Outbox, OutboxMessage } from '../../store/outbox.js';
 import type { Topics } from '../../protocol/topics.js';
 import { withDeadline } from './deadline.js';
+import { DurableOutgoingStore } from './packet-store.js';
 
 /** What the session hands incoming messages to. */
 /** A request as the transport received it: the payload still bytes (the daemon's intake decodes it). */
@@ -38,7 +41,7 @@ export interface ReplyChannel {
    * caller sends the text later); `acknowledged` runs on the broker's PUBACK.
    */
   chunk(topic: string, correlation: Buffer | null, payload: string, acknowledged?: () => void): void;
-  /** A final reply already in the outbox: publish it and clear it from the outbox once acknowledged. */
+  /** A final reply already in the outbox: publish it (QoS 2); it leaves the outbox when the broker has it. */
   deliver(message: OutboxMessage): void;
 }
 
@@ -61,6 +64,8 @@ export class MqttSession implements ReplyChannel {
       config: DaemonConfig;
       topics: Topics;
       outbox: Outbox;
+      /** Where MQTT.js keeps the final replies' QoS 2 packets (packet-store.ts). */
+      packets: OutgoingPackets;
       sink: RequestSink;
       log: Logger;
       password: string | undefined;
@@ -80,6 +85,8 @@ export class MqttSession implements ReplyChannel {
     const { config, topics, log } = this.deps;
     const url = this.deps.broker?.url ?? config.broker.url;
     if (url === undefined) throw new EdgeError('E_CONFIG', 'no broker: set broker.url');
+    const interrupted = this.deps.packets.all().length;
+    if (interrupted > 0) this.deps.log.info(`finishing ${interrupted} QoS 2 handshake(s) of replies the last stop interrupted`);
     const client = mqtt.connect(url, this.options());
     // A password written into broker.url must not reach the journal.
     const shownUrl = redactUrl(url);
@@ -147,7 +154,9 @@ export class MqttSession implements ReplyChannel {
     if (!client?.connected || this.inflight.has(message.seq)) return; // sent on the next CONNACK
     this.inflight.add(message.seq);
     const properties = { ...json, ...(message.correlation ? { correlationData: message.correlation } : {}) };
-    client.publish(message.topic, message.payload, { qos: 1, properties }, (err) => {
+    // QoS 2: its packet is stored with the outbox row (packet-store.ts), so a kill -9 in the middle of
+    // the handshake is finished after the restart, never published twice; the row goes with the packet.
+    client.publish(message.topic, message.payload, { qos: 2, properties }, (err) => {
       this.inflight.delete(message.seq);
       if (err) {
         this.deps.log.debug(`reply ${message.seq} not acknowledged (${err.message}); kept in the outbox`);
@@ -194,6 +203,7 @@ export class MqttSession implements ReplyChannel {
         : {}),
       will: { topic: topics.status(), payload: Buffer.from(this.statusPayload('offline')), qos: 1, retain: true },
       rejectUnauthorized: tls.reject_unauthorized,
+      outgoingStore: new DurableOutgoingStore(this.deps.packets),
     };
     if (config.broker.username) opts.username = config.broker.username;
     if (this.deps.password !== undefined) opts.password = this.deps.password;
