@@ -18,8 +18,8 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import { chunkMessage, fallbackMessage, restartMessage } from '../../protocol/codec.js';
-import type { StreamMark } from '../../store/index.js';
-import type { RequestContext } from './job.js';
+import type { Store, StreamMark } from '../../store/index.js';
+import type { ReplyChannel } from '../../transport/mqtt/session.js';
 
 /** What the device's text is compared by: sha256 of its UTF-16 code units (no lossy UTF-8 of a split pair). */
 const digest = (h: Hash) => h.copy().digest('hex');
@@ -44,7 +44,8 @@ export class ReplyStream {
   private discard: ((seq: number, discardedChars: number) => string) | undefined;
 
   constructor(
-    private readonly ctx: Pick<RequestContext, 'channel' | 'store'>,
+    /** The request's context (its channel is attached after the job is made). */
+    private readonly ctx: { readonly channel: ReplyChannel; readonly store: Store },
     private readonly to: { device: string; id: string; replyTopic: string; correlation: Buffer | null },
     private readonly enabled: boolean,
     mark: StreamMark,
