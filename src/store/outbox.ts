@@ -18,6 +18,7 @@ export class Outbox {
   private readonly allStmt;
   private readonly delStmt;
   private readonly countStmt;
+  private readonly waitingStmt;
 
   constructor(db: Db) {
     this.addStmt = db.prepare<[string, string, Buffer | null, number]>(
@@ -26,6 +27,7 @@ export class Outbox {
     this.allStmt = db.prepare<[], OutboxMessage>('SELECT seq, topic, payload, correlation FROM outbox WHERE packet_id IS NULL ORDER BY seq');
     this.delStmt = db.prepare<[number]>('DELETE FROM outbox WHERE seq = ?');
     this.countStmt = db.prepare<[], { n: number }>('SELECT count(*) AS n FROM outbox');
+    this.waitingStmt = db.prepare<[number], { n: number }>('SELECT count(*) AS n FROM outbox WHERE seq = ? AND packet_id IS NULL');
   }
 
   add(topic: string, payload: string, correlation: Buffer | null): OutboxMessage {
@@ -36,6 +38,11 @@ export class Outbox {
   /** The rows no stored packet carries, oldest first. */
   pending(): OutboxMessage[] {
     return this.allStmt.all();
+  }
+
+  /** Whether the row is still there and no packet carries it (it has not reached the broker by another path). */
+  isPending(seq: number): boolean {
+    return this.waitingStmt.get(seq)!.n === 1;
   }
 
   acknowledged(seq: number): void {

@@ -51,12 +51,19 @@ export interface RequestSink {
   cancel(device: string, id: string): void;
 }
 
+/** MQTT 5 reason code 0x97: the broker's Receive Maximum (or another quota) was exceeded. */
+const QUOTA_EXCEEDED = 151;
+
 const json = { contentType: 'application/json', payloadFormatIndicator: true } as const;
 
 export class MqttSession implements ReplyChannel {
   private client: MqttClient | undefined;
   /** Outbox rows handed to MQTT.js in this process and not yet acknowledged (MQTT.js resends those itself). */
   private readonly inflight = new Set<number>();
+  /** Outbox rows waiting for a free slot under the broker's Receive Maximum, by seq (oldest first). */
+  private readonly waiting = new Map<number, OutboxMessage>();
+  /** From the broker's CONNACK (MQTT 5); 65535 when it sets none, and for MQTT 3.1.1. */
+  private receiveMaximum = 65535;
   private metricsTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -104,6 +111,7 @@ export class MqttSession implements ReplyChannel {
     });
     client.on('connect', (connack) => {
       lastError = '';
+      this.receiveMaximum = connack.properties?.receiveMaximum ?? 65535;
       log.info(`connected to ${shownUrl} as ${client.options.clientId} (session ${connack.sessionPresent ? 'resumed' : 'new'})`);
       this.announce();
       this.flushOutbox();
@@ -152,6 +160,15 @@ export class MqttSession implements ReplyChannel {
   deliver(message: OutboxMessage): void {
     const client = this.client;
     if (!client?.connected || this.inflight.has(message.seq)) return; // sent on the next CONNACK
+    // The broker refuses QoS 2 publishes beyond its Receive Maximum (mosquitto: 20) with "Quota
+    // exceeded", and MQTT.js does not hold them back: wait for a slot, leaving half to the chunks.
+    if (this.inflight.size >= this.maxFinalsInFlight()) {
+      this.waiting.set(message.seq, message);
+      return;
+    }
+    this.waiting.delete(message.seq);
+    // A retry, the CONNACK's flush and the queue may all hold a row: publish it only while it waits.
+    if (!this.stillPending(message.seq)) return;
     this.inflight.add(message.seq);
     const properties = { ...json, ...(message.correlation ? { correlationData: message.correlation } : {}) };
     // QoS 2: its packet is stored with the outbox row (packet-store.ts), so a kill -9 in the middle of
@@ -160,14 +177,33 @@ export class MqttSession implements ReplyChannel {
       this.inflight.delete(message.seq);
       if (err) {
         this.deps.log.debug(`reply ${message.seq} not acknowledged (${err.message}); kept in the outbox`);
-        return;
+        // Over the quota after all (the chunks took slots): again in a second; anything else waits for the next CONNACK.
+        if ((err as { code?: unknown }).code === QUOTA_EXCEEDED) setTimeout(() => this.deliver(message), 1000).unref();
+      } else {
+        try {
+          this.deps.outbox.acknowledged(message.seq);
+        } catch {
+          // the store closed during shutdown: the row is sent again on the next start (at least once)
+        }
       }
-      try {
-        this.deps.outbox.acknowledged(message.seq);
-      } catch {
-        // the store closed during shutdown: the row is sent again on the next start (at least once)
+      for (const next of this.waiting.values()) {
+        if (this.inflight.size >= this.maxFinalsInFlight()) break;
+        this.deliver(next);
       }
     });
+  }
+
+  private stillPending(seq: number): boolean {
+    try {
+      return this.deps.outbox.isPending(seq);
+    } catch {
+      return false; // the store closed during shutdown: the next start sends what is left
+    }
+  }
+
+  /** Half the broker's Receive Maximum. */
+  private maxFinalsInFlight(): number {
+    return Math.max(1, Math.floor(this.receiveMaximum / 2));
   }
 
   /** Says offline (retained) and disconnects, keeping the session so requests wait at the broker. */
