@@ -242,6 +242,7 @@ export class Service {
           config,
           topics: new Topics(config.prefix, config.node_id, config.fleet.group),
           outbox: store.outbox,
+          packets: store.packets,
           sink: responder,
           log,
           password,

@@ -236,6 +236,14 @@ export const chunkMessage = (id: string, seq: number, text: string, tokens?: Tok
 export const fallbackMessage = (id: string, seq: number, reason: string, discardedChars: number) =>
   JSON.stringify({ id, type: 'fallback', seq, route: 'local', reason, discarded_chars: discardedChars });
 
+/**
+ * A request taken back after a restart of the node whose new answer may not continue the text the
+ * device holds (`discarded_chars` UTF-16 units): that text is void, and the new answer's chunks follow
+ * from its beginning (seq keeps counting).
+ */
+export const restartMessage = (id: string, seq: number, reason: string, discardedChars: number) =>
+  JSON.stringify({ id, type: 'restart', seq, reason, discarded_chars: discardedChars });
+
 export const doneMessage = (id: string, f: DoneFields) => JSON.stringify({ id, type: 'done', ...f });
 
 /** The answer to an embedding request: one unit vector per input, in order. */

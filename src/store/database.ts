@@ -103,6 +103,19 @@ export const migrations: readonly string[] = [
   // trace id in their JSON (trace_id).
   `ALTER TABLE requests ADD COLUMN traceparent TEXT;
    ALTER TABLE outbox ADD COLUMN traceparent TEXT;`,
+  // 4: where a streaming reply stands (so a resumed request continues it, see daemon/request/reply-stream.ts)
+  // and the daemon's outgoing QoS 2 packets (MQTT.js's outgoingStore, see packets.ts), each linked to
+  // the outbox row it carries, so a restart finishes their handshake instead of publishing them anew.
+  `ALTER TABLE requests ADD COLUMN stream_seq INTEGER NOT NULL DEFAULT 0;    -- stream messages published (the next one's seq)
+   ALTER TABLE requests ADD COLUMN stream_acked INTEGER NOT NULL DEFAULT 0;  -- of those, how many the broker acknowledged
+   ALTER TABLE requests ADD COLUMN stream_chars INTEGER NOT NULL DEFAULT 0;  -- the device's text: UTF-16 units since the last restart
+   ALTER TABLE requests ADD COLUMN stream_hash TEXT;                         -- sha256 of that text (UTF-16LE); NULL when empty
+   ALTER TABLE outbox ADD COLUMN packet_id INTEGER;                          -- the MQTT packet id carrying it, once MQTT.js stored it
+   CREATE TABLE mqtt_outgoing (
+     packet_id   INTEGER PRIMARY KEY,         -- MQTT packet identifier, 1-65535
+     cmd         TEXT NOT NULL CHECK (cmd IN ('publish', 'pubrel')),
+     packet      TEXT NOT NULL                -- the packet as MQTT.js keeps it, JSON (Buffers as base64)
+   );`,
 ];
 
 export interface OpenOptions {

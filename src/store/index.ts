@@ -8,6 +8,7 @@ import { AnswerCache } from './cache.js';
 import { openDatabase, type Db } from './database.js';
 import { SqliteGrantStore } from './grants.js';
 import { Outbox, type OutboxMessage } from './outbox.js';
+import { OutgoingPackets } from './packets.js';
 import { RequestLog } from './requests.js';
 
 export interface StoreOptions {
@@ -23,6 +24,8 @@ export interface StoreOptions {
 export class Store {
   readonly requests: RequestLog;
   readonly outbox: Outbox;
+  /** MQTT.js's outgoing QoS 2 packets, linked to the outbox rows they carry. */
+  readonly packets: OutgoingPackets;
   readonly cache: AnswerCache;
   readonly grants: SqliteGrantStore;
   readonly audit: SqliteAuditLog;
@@ -30,6 +33,7 @@ export class Store {
   private constructor(private readonly db: Db, opts: StoreOptions) {
     this.requests = new RequestLog(db);
     this.outbox = new Outbox(db);
+    this.packets = new OutgoingPackets(db);
     this.cache = new AnswerCache(db, opts.cacheEntries);
     this.grants = new SqliteGrantStore(db);
     this.audit = new SqliteAuditLog(db, {
@@ -71,7 +75,8 @@ export class Store {
 }
 
 export type { OutboxMessage } from './outbox.js';
+export type { OutgoingPackets, StoredPacket } from './packets.js';
 export { SqliteAuditLog, type AuditEntry, type AuditQuery } from './audit.js';
 export { SqliteGrantStore } from './grants.js';
-export type { StoredRequest, RequestState } from './requests.js';
+export { NOTHING_STREAMED, type StoredRequest, type RequestState, type StreamMark } from './requests.js';
 export { cacheKey, isDeterministic, type CachedAnswer, type CacheableRequest, type CacheModel } from './cache.js';

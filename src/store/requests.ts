@@ -20,7 +20,23 @@ export interface StoredRequest {
   deadlineAt: number | null;
   /** What its replies carry as traceparent (src/protocol/trace-context.ts); null in rows from before tracing. */
   traceparent?: string | null;
+  /** Where its streamed reply stands (all zero when nothing was streamed). */
+  stream: StreamMark;
 }
+
+/**
+ * What a streaming device was sent: `seq` stream messages published (chunks, fallback, restart; the
+ * next one's seq), `acked` of them acknowledged by the broker, and the text it holds now, `chars`
+ * UTF-16 units since the last restart or fallback message, whose sha256 (UTF-16LE) is `hash`.
+ */
+export interface StreamMark {
+  seq: number;
+  acked: number;
+  chars: number;
+  hash: string | null;
+}
+
+export const NOTHING_STREAMED: StreamMark = { seq: 0, acked: 0, chars: 0, hash: null };
 
 interface Row {
   device: string;
@@ -33,6 +49,10 @@ interface Row {
   received_at: number;
   deadline_at: number | null;
   traceparent: string | null;
+  stream_seq: number;
+  stream_acked: number;
+  stream_chars: number;
+  stream_hash: string | null;
 }
 
 const fromRow = (r: Row): StoredRequest => ({
@@ -46,6 +66,7 @@ const fromRow = (r: Row): StoredRequest => ({
   receivedAt: r.received_at,
   deadlineAt: r.deadline_at,
   traceparent: r.traceparent,
+  stream: { seq: r.stream_seq, acked: r.stream_acked, chars: r.stream_chars, hash: r.stream_hash },
 });
 
 export class RequestLog {
@@ -55,8 +76,10 @@ export class RequestLog {
   private readonly stateStmt;
   private readonly finishStmt;
   private readonly pruneStmt;
+  private readonly streamedStmt;
+  private readonly streamAckedStmt;
 
-  constructor(db: Db) {
+  constructor(private readonly db: Db) {
     this.insertStmt = db.prepare(
       `INSERT INTO requests (device, id, payload, reply_topic, correlation, state, received_at, deadline_at, traceparent)
        VALUES (@device, @id, @payload, @replyTopic, @correlation, 'queued', @receivedAt, @deadlineAt, @traceparent)
@@ -71,11 +94,41 @@ export class RequestLog {
       'UPDATE requests SET state = ?, reply = ?, finished_at = ? WHERE device = ? AND id = ?',
     );
     this.pruneStmt = db.prepare<[number]>(`DELETE FROM requests WHERE state NOT IN ('queued', 'running') AND finished_at < ?`);
+    this.streamedStmt = db.prepare<[number, number, string | null, string, string]>(
+      'UPDATE requests SET stream_seq = ?, stream_chars = ?, stream_hash = ? WHERE device = ? AND id = ?',
+    );
+    this.streamAckedStmt = db.prepare<[number, string, string]>('UPDATE requests SET stream_acked = max(stream_acked, ?) WHERE device = ? AND id = ?');
+  }
+
+  /**
+   * Records a stream message before it is published (seq, chars and hash as they will be once it is
+   * out). Written once per chunk, so it commits without an fsync (synchronous=NORMAL): the WAL write
+   * survives the process (kill -9), which is what a resume needs; a power cut loses the broker's
+   * connection and the device's text with it.
+   */
+  markStreamed(device: string, id: string, mark: Omit<StreamMark, 'acked'>): void {
+    this.relaxed(() => this.streamedStmt.run(mark.seq, mark.chars, mark.hash, device, id));
+  }
+
+  /** The broker acknowledged the stream messages before `seq` (they arrive in order). */
+  streamAcknowledged(device: string, id: string, seq: number): void {
+    this.relaxed(() => this.streamAckedStmt.run(seq, device, id));
+  }
+
+  private relaxed(write: () => void): void {
+    if (this.db.inTransaction) return write();
+    this.db.pragma('synchronous = NORMAL');
+    try {
+      write();
+    } finally {
+      this.db.pragma('synchronous = FULL');
+    }
   }
 
   /** Inserts a new request as queued; an existing (device, id) is returned untouched instead. */
-  accept(r: Omit<StoredRequest, 'state' | 'reply'>): { inserted: true } | { inserted: false; existing: StoredRequest } {
-    const info = this.insertStmt.run({ ...r, traceparent: r.traceparent ?? null });
+  accept(r: Omit<StoredRequest, 'state' | 'reply' | 'stream'>): { inserted: true } | { inserted: false; existing: StoredRequest } {
+    const { device, id, payload, replyTopic, correlation, receivedAt, deadlineAt } = r;
+    const info = this.insertStmt.run({ device, id, payload, replyTopic, correlation, receivedAt, deadlineAt, traceparent: r.traceparent ?? null });
     if (info.changes === 1) return { inserted: true };
     return { inserted: false, existing: this.get(r.device, r.id)! };
   }

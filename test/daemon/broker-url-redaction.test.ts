@@ -5,6 +5,7 @@ import { loadConfig } from '../../src/config.js';
 import { createLogger, type Logger } from '../../src/log.js';
 import { MqttSession } from '../../src/transport/mqtt/session.js';
 import { Topics } from '../../src/protocol/topics.js';
+import type { OutgoingPackets } from '../../src/store/index.js';
 import type { Outbox } from '../../src/store/outbox.js';
 
 /** A loopback port with nothing listening on it. */
@@ -25,6 +26,7 @@ async function linesWhileUnreachable(log: (lines: string[]) => Logger): Promise<
     config,
     topics: new Topics('edgellm', 'node-t'),
     outbox: { all: () => [], count: () => 0 } as unknown as Outbox,
+    packets: { all: () => [] } as unknown as OutgoingPackets,
     sink: { receive: () => undefined, cancel: () => undefined },
     log: log(lines),
     password: undefined,

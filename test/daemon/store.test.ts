@@ -19,7 +19,7 @@ t.test('the database is WAL with synchronous FULL, and migrated once', async (t)
   Store.open(dir, { cacheEntries: 10 }).close();
   const db = new Database(join(dir, 'edgellm.db'));
   t.equal(db.pragma('journal_mode', { simple: true }), 'wal');
-  t.equal(db.pragma('user_version', { simple: true }), 3);
+  t.equal(db.pragma('user_version', { simple: true }), 4);
   db.close();
   Store.open(dir, { cacheEntries: 10 }).close(); // reopening does not migrate again
   t.pass();

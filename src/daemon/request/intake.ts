@@ -8,7 +8,7 @@
  */
 import { decodeRequest, errorMessage, type WireRequest } from '../../protocol/codec.js';
 import { traceRequest, traceparentOf } from '../../protocol/trace-context.js';
-import type { StoredRequest } from '../../store/index.js';
+import { NOTHING_STREAMED, type StoredRequest } from '../../store/index.js';
 import type { IncomingRequest } from '../../transport/mqtt/session.js';
 import { admit } from './admit.js';
 import { auditRefusal } from './finish.js';
@@ -48,6 +48,7 @@ export function intake(ctx: RequestContext, msg: IncomingRequest, defaultReplyTo
     receivedAt: now,
     deadlineAt: deadlines.length > 0 ? Math.min(...deadlines) : null,
     traceparent,
+    stream: NOTHING_STREAMED,
   };
   const accepted = ctx.store.requests.accept(row);
   if (!accepted.inserted) {
@@ -60,7 +61,7 @@ export function intake(ctx: RequestContext, msg: IncomingRequest, defaultReplyTo
     return;
   }
   log.debug(`accepted ${msg.device}/${r.id}`);
-  admit(ctx, newJob(row, r, false, ctx.log));
+  admit(ctx, newJob(ctx, row, r, false));
 }
 
 /** Takes back every request accepted but not answered before the last stop; returns how many. */
@@ -69,7 +70,7 @@ export function resume(ctx: RequestContext): number {
   for (const row of open) {
     ctx.store.requests.markQueued(row.device, row.id);
     // The payload was validated when it was accepted: the store holds the decoded request.
-    admit(ctx, newJob({ ...row, state: 'queued' }, JSON.parse(row.payload) as WireRequest, true, ctx.log));
+    admit(ctx, newJob(ctx, { ...row, state: 'queued' }, JSON.parse(row.payload) as WireRequest, true));
   }
   if (open.length > 0) ctx.log.info(`resumed ${open.length} request(s) accepted before the last stop`);
   return open.length;

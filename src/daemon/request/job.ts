@@ -15,6 +15,7 @@ import type { ReplyChannel } from '../../transport/mqtt/session.js';
 import type { GenerateResult, LocalModel } from '../engine-port.js';
 import type { DaemonPolicy } from '../hybrid-policy.js';
 import type { RequestObserver } from '../request-observer.js';
+import { ReplyStream } from './reply-stream.js';
 
 /** Why a running request was stopped before its end. */
 export type AbortReason = 'cancel' | 'deadline' | 'shutdown';
@@ -41,8 +42,8 @@ export interface Job {
   /** Set by admit; a fallback changes it to the local model's route. */
   route?: RouteInfo;
   admitted?: Admitted;
-  /** Streamed pieces sent so far (the next chunk's seq). */
-  seq: number;
+  /** Its streamed reply, as the device has it (a no-op unless the request asked for `stream`). */
+  readonly stream: ReplyStream;
   /** Set while it runs: aborting it stops the generation or the upstream relay. */
   abort?: AbortController;
   /** Its trace (row.traceparent names it); every line about it goes through `log`, bound to its trace_id. */
@@ -95,16 +96,15 @@ export interface RequestContext extends RequestDeps {
 
 export const keyOf = (device: string, id: string) => `${device}\u0000${id}`;
 
-/** `log`: the daemon's; the job's is bound to its trace_id (a row from before tracing starts a new trace). */
-export function newJob(row: StoredRequest, request: WireRequest, resumed: boolean, log: Logger): Job {
+/**
+ * The job of a stored request: its trace resumed from the row (a row from before tracing starts a new
+ * one), its log bound to the trace_id, its stream continuing from the row's mark.
+ */
+export function newJob(ctx: Pick<RequestContext, 'channel' | 'store' | 'log'>, row: StoredRequest, request: WireRequest, resumed: boolean): Job {
   const trace = resumeTrace(row.traceparent);
   const traced = { ...row, traceparent: traceparentOf(trace) };
-  return { key: keyOf(row.device, row.id), row: traced, request, resumed, seq: 0, trace, log: withFields(log, { trace_id: trace.traceId }) };
-}
-
-/** The next chunk's seq. */
-export function nextSeq(job: Job): number {
-  return job.seq++;
+  const stream = new ReplyStream(ctx, traced, request.stream === true, row.stream);
+  return { key: keyOf(row.device, row.id), row: traced, request, resumed, stream, trace, log: withFields(ctx.log, { trace_id: trace.traceId }) };
 }
 
 export function defaultModel(ctx: Pick<RequestContext, 'models'>): string {

@@ -31,7 +31,7 @@ export interface ResponderStats {
 }
 
 /** Until a transport is attached, chunks go nowhere and finals wait in the outbox. */
-const offline: ReplyChannel = { chunk: () => undefined, deliver: () => undefined };
+const offline: ReplyChannel = { isOpen: () => false, chunk: () => undefined, deliver: () => undefined };
 
 export class Responder implements RequestSink {
   private readonly ctx: RequestContext;

@@ -6,11 +6,11 @@
  * drain reach it.
  */
 import { EdgeError } from '../../errors.js';
-import { chunkMessage, fallbackMessage, type WireRequest } from '../../protocol/codec.js';
+import type { WireRequest } from '../../protocol/codec.js';
 import { failureOf } from '../../policy/admission.js';
 import type { UpstreamRequest } from '../../policy/upstream.js';
 import { finishDone, finishError, settle } from './finish.js';
-import { nextSeq, startRunning, type Job, type RequestContext } from './job.js';
+import { startRunning, type Job, type RequestContext } from './job.js';
 import { runLocal } from './run-local.js';
 
 /** Starts relaying; drain waits for the run through ctx.cloudRuns. */
@@ -54,12 +54,16 @@ async function relay(ctx: RequestContext, job: Job): Promise<void> {
   let failure: unknown;
   try {
     const reply = ctx.policy.upstream!.chat(upstreamRequest(r, decision.model, admitted.max_tokens), { signal: run.signal });
+    // The upstream is never taken to repeat itself: a resumed request's device is told to start over.
+    job.stream.begin(false);
     for await (const piece of reply) {
       firstAt ??= Date.now();
       text += piece;
-      if (r.stream) ctx.channel.chunk(row.replyTopic, row.correlation, chunkMessage(row.id, nextSeq(job), piece), row.traceparent);
+      job.stream.piece(piece);
     }
     const result = await reply.result;
+    // Stopped by the shutdown: the device keeps its text, and the next start continues it.
+    if (run.outcome() !== 'shutdown') job.stream.end();
     const reason = run.outcome();
     report(() => (reason !== undefined || result.finish_reason === 'cancelled' ? ticket?.cancel() : ticket?.success()));
     run.end();
@@ -98,7 +102,7 @@ async function relay(ctx: RequestContext, job: Job): Promise<void> {
   job.log.info(`request ${row.device}/${row.id}: ${failed}: ${message}; answering with local model ${decision.fallback_model}`);
   job.route = { route: 'local', route_reason: `${decision.reason}; ${failed}: fell back to local`, model: decision.fallback_model, fallback: failed };
   admitted.record.fallback = true;
-  if (r.stream) ctx.channel.chunk(row.replyTopic, row.correlation, fallbackMessage(row.id, nextSeq(job), failed, text.length), row.traceparent);
+  job.stream.fallback(failed);
   ctx.store.requests.markQueued(row.device, row.id);
   // Already accepted: it goes into the queue even when the queue is full.
   runLocal(ctx, job, decision.fallback_model, true);

@@ -4,12 +4,11 @@
  * learns (decode rates, run times) is measured here.
  */
 import { EdgeError } from '../../errors.js';
-import { chunkMessage } from '../../protocol/codec.js';
 import { cacheKey, isDeterministic } from '../../store/index.js';
 import { drawDriftSample } from '../drift.js';
 import { generateParams, type GenerateParams, type LocalModel } from '../engine-port.js';
 import { finishDone, finishError, settle } from './finish.js';
-import { startRunning, nextSeq, type Job, type RequestContext } from './job.js';
+import { startRunning, type Job, type RequestContext } from './job.js';
 
 /** A local run of `modelName`; `force` queues it even when the queue is full (it was accepted already). */
 export function runLocal(ctx: RequestContext, job: Job, modelName: string, force: boolean): void {
@@ -25,7 +24,9 @@ export function runLocal(ctx: RequestContext, job: Job, modelName: string, force
     job.cache = hit ? 'hit' : 'miss';
     if (hit) {
       const now = Date.now();
-      if (r.stream) ctx.channel.chunk(row.replyTopic, row.correlation, chunkMessage(row.id, nextSeq(job), hit.text), row.traceparent);
+      job.stream.begin(true);
+      job.stream.piece(hit.text);
+      job.stream.end();
       return finishDone(ctx, job, modelName, hit, { cached: true, startedAt: now, firstAt: now, tokensPerS: 0 });
     }
   }
@@ -67,17 +68,20 @@ async function generate(ctx: RequestContext, job: Job, model: LocalModel, params
   let scored = 0; // tokens whose logprobs a chunk carried
   try {
     const generation = model.generate({ ...params, signal: run.signal, ...(r.trace ? { trace: true } : {}) });
+    // Greedy or seeded: a resumed request regenerates what its device already has, silently.
+    job.stream.begin(isDeterministic(params));
     for await (const piece of generation) {
       firstAt ??= Date.now();
       text += piece;
-      if (!r.stream || piece === '') continue;
       const tokens = generation.logprobs?.slice(scored);
       scored += tokens?.length ?? 0;
-      ctx.channel.chunk(row.replyTopic, row.correlation, chunkMessage(row.id, nextSeq(job), piece, tokens), row.traceparent);
+      job.stream.piece(piece, tokens);
     }
     const result = await generation.result;
     job.engine = result;
     if (result.raw_logprobs) ctx.observer.onDriftSample(model.name, result.raw_logprobs);
+    // Stopped by the shutdown: the device keeps its text, and the next start continues it.
+    if (run.outcome() !== 'shutdown') job.stream.end();
     const complete = run.outcome() === undefined && result.finish_reason !== 'cancelled';
     if (complete) {
       // What the router's latency estimate learns from: this generation's measured speeds and run time.

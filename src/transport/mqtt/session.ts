@@ -2,8 +2,9 @@
  * The daemon's MQTT 5 session: a persistent session (clean start off, session expiry > 0) so requests
  * published while the node is away wait at the broker; QoS 1 subscriptions; requests written to SQLite
  * inside MQTT.js's handleMessage hook, whose callback sends the PUBACK, so an acknowledged request is
- * on disk; replies from the outbox, cleared on their PUBACK; presence as a retained status with a
- * Last Will; metrics on a timer. MQTT 3.1.1 only for the embedded broker (aedes), which has no MQTT 5.
+ * on disk; final replies from the outbox at QoS 2, their packets kept in SQLite until the handshake
+ * completes (packet-store.ts); presence as a retained status with a Last Will; metrics on a timer.
+ * MQTT 3.1.1 only for the embedded broker (aedes), which has no MQTT 5.
  */
 import { readFileSync } from 'node:fs';
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
@@ -11,9 +12,11 @@ import type { DaemonConfig } from '../../config.js';
 import type { Logger } from '../../log.js';
 import { EdgeError } from '../../errors.js';
 import { redactUrl } from '../../secret.js';
+import type { OutgoingPackets } from '../../store/index.js';
 import type { Outbox, OutboxMessage } from '../../store/outbox.js';
 import type { Topics } from '../../protocol/topics.js';
 import { withDeadline } from './deadline.js';
+import { DurableOutgoingStore } from './packet-store.js';
 
 /** What the session hands incoming messages to. */
 /** A request as the transport received it: the payload still bytes (the daemon's intake decodes it). */
@@ -31,11 +34,23 @@ export interface IncomingRequest {
   traceparent?: string | string[] | undefined;
 }
 
+/** A stream message's MQTT 5 user property `traceparent`, and what to run on its PUBACK. */
+export interface ChunkOptions {
+  traceparent?: string | null;
+  acknowledged?: () => void;
+}
+
 /** How replies leave; the session implements it, the daemon calls it. */
 export interface ReplyChannel {
-  /** A streamed piece: best effort (the final reply repeats the whole text). `traceparent`: its MQTT 5 user property. */
-  chunk(topic: string, correlation: Buffer | null, payload: string, traceparent?: string | null): void;
-  /** A final reply already in the outbox: publish it and clear it from the outbox once acknowledged. */
+  /** Whether chunk() publishes now (connected to the broker). */
+  isOpen(): boolean;
+  /**
+   * A stream message (chunk, fallback, restart), published at QoS 1 if isOpen() (else dropped: the
+   * caller sends the text later). `traceparent`: its MQTT 5 user property; `acknowledged` runs on
+   * the broker's PUBACK.
+   */
+  chunk(topic: string, correlation: Buffer | null, payload: string, opts?: ChunkOptions): void;
+  /** A final reply already in the outbox: publish it (QoS 2); it leaves the outbox when the broker has it. */
   deliver(message: OutboxMessage): void;
 }
 
@@ -44,6 +59,9 @@ export interface RequestSink {
   receive(msg: IncomingRequest, defaultReplyTopic: string): void;
   cancel(device: string, id: string): void;
 }
+
+/** MQTT 5 reason code 0x97: the broker's Receive Maximum (or another quota) was exceeded. */
+const QUOTA_EXCEEDED = 151;
 
 const json = { contentType: 'application/json', payloadFormatIndicator: true } as const;
 
@@ -60,6 +78,10 @@ export class MqttSession implements ReplyChannel {
   private client: MqttClient | undefined;
   /** Outbox rows handed to MQTT.js in this process and not yet acknowledged (MQTT.js resends those itself). */
   private readonly inflight = new Set<number>();
+  /** Outbox rows waiting for a free slot under the broker's Receive Maximum, by seq (oldest first). */
+  private readonly waiting = new Map<number, OutboxMessage>();
+  /** From the broker's CONNACK (MQTT 5); 65535 when it sets none, and for MQTT 3.1.1. */
+  private receiveMaximum = 65535;
   private metricsTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -67,6 +89,8 @@ export class MqttSession implements ReplyChannel {
       config: DaemonConfig;
       topics: Topics;
       outbox: Outbox;
+      /** Where MQTT.js keeps the final replies' QoS 2 packets (packet-store.ts). */
+      packets: OutgoingPackets;
       sink: RequestSink;
       log: Logger;
       password: string | undefined;
@@ -86,6 +110,8 @@ export class MqttSession implements ReplyChannel {
     const { config, topics, log } = this.deps;
     const url = this.deps.broker?.url ?? config.broker.url;
     if (url === undefined) throw new EdgeError('E_CONFIG', 'no broker: set broker.url');
+    const interrupted = this.deps.packets.all().length;
+    if (interrupted > 0) this.deps.log.info(`finishing ${interrupted} QoS 2 handshake(s) of replies the last stop interrupted`);
     const client = mqtt.connect(url, this.options());
     // A password written into broker.url must not reach the journal.
     const shownUrl = redactUrl(url);
@@ -103,6 +129,7 @@ export class MqttSession implements ReplyChannel {
     });
     client.on('connect', (connack) => {
       lastError = '';
+      this.receiveMaximum = connack.properties?.receiveMaximum ?? 65535;
       log.info(`connected to ${shownUrl} as ${client.options.clientId} (session ${connack.sessionPresent ? 'resumed' : 'new'})`);
       this.announce();
       this.flushOutbox();
@@ -136,29 +163,65 @@ export class MqttSession implements ReplyChannel {
     this.metricsTimer.unref();
   }
 
-  chunk(topic: string, correlation: Buffer | null, payload: string, traceparent?: string | null): void {
+  isOpen(): boolean {
+    return this.client?.connected === true;
+  }
+
+  chunk(topic: string, correlation: Buffer | null, payload: string, opts: ChunkOptions = {}): void {
     const client = this.client;
-    if (!client?.connected) return; // the final reply carries the whole text
-    client.publish(topic, payload, { qos: 1, properties: replyProperties(correlation, traceparent) });
+    if (!client?.connected) return;
+    client.publish(topic, payload, { qos: 1, properties: replyProperties(correlation, opts.traceparent) }, (err) => {
+      if (!err) opts.acknowledged?.();
+    });
   }
 
   deliver(message: OutboxMessage): void {
     const client = this.client;
     if (!client?.connected || this.inflight.has(message.seq)) return; // sent on the next CONNACK
+    // The broker refuses QoS 2 publishes beyond its Receive Maximum (mosquitto: 20) with "Quota
+    // exceeded", and MQTT.js does not hold them back: wait for a slot, leaving half to the chunks.
+    if (this.inflight.size >= this.maxFinalsInFlight()) {
+      this.waiting.set(message.seq, message);
+      return;
+    }
+    this.waiting.delete(message.seq);
+    // A retry, the CONNACK's flush and the queue may all hold a row: publish it only while it waits.
+    if (!this.stillPending(message.seq)) return;
     this.inflight.add(message.seq);
     const properties = replyProperties(message.correlation, message.traceparent);
-    client.publish(message.topic, message.payload, { qos: 1, properties }, (err) => {
+    // QoS 2: its packet is stored with the outbox row (packet-store.ts), so a kill -9 in the middle of
+    // the handshake is finished after the restart, never published twice; the row goes with the packet.
+    client.publish(message.topic, message.payload, { qos: 2, properties }, (err) => {
       this.inflight.delete(message.seq);
       if (err) {
         this.deps.log.debug(`reply ${message.seq} not acknowledged (${err.message}); kept in the outbox`);
-        return;
+        // Over the quota after all (the chunks took slots): again in a second; anything else waits for the next CONNACK.
+        if ((err as { code?: unknown }).code === QUOTA_EXCEEDED) setTimeout(() => this.deliver(message), 1000).unref();
+      } else {
+        try {
+          this.deps.outbox.acknowledged(message.seq);
+        } catch {
+          // the store closed during shutdown: the row is sent again on the next start (at least once)
+        }
       }
-      try {
-        this.deps.outbox.acknowledged(message.seq);
-      } catch {
-        // the store closed during shutdown: the row is sent again on the next start (at least once)
+      for (const next of this.waiting.values()) {
+        if (this.inflight.size >= this.maxFinalsInFlight()) break;
+        this.deliver(next);
       }
     });
+  }
+
+  private stillPending(seq: number): boolean {
+    try {
+      return this.deps.outbox.isPending(seq);
+    } catch {
+      return false; // the store closed during shutdown: the next start sends what is left
+    }
+  }
+
+  /** Half the broker's Receive Maximum. */
+  private maxFinalsInFlight(): number {
+    return Math.max(1, Math.floor(this.receiveMaximum / 2));
   }
 
   /** Says offline (retained) and disconnects, keeping the session so requests wait at the broker. */
@@ -194,6 +257,7 @@ export class MqttSession implements ReplyChannel {
         : {}),
       will: { topic: topics.status(), payload: Buffer.from(this.statusPayload('offline')), qos: 1, retain: true },
       rejectUnauthorized: tls.reject_unauthorized,
+      outgoingStore: new DurableOutgoingStore(this.deps.packets),
     };
     if (config.broker.username) opts.username = config.broker.username;
     if (this.deps.password !== undefined) opts.password = this.deps.password;
