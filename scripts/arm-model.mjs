@@ -56,7 +56,8 @@ const KERNELS = [
   // Q4_0 repacked at load (Q4_0_X4, dotprod table only): 4-row groups, 8-column prompt tiles.
   { kernel: 'gemv', type: 'q4_0_x4', source: 'gemm_repacked', fn: ['gemm_q4_0_x4', 'group_tile', 'run_group'], what: 'x4block', rows: 4, cols: 1, weights: 32, columns: 1, only: 'neon-dotprod' },
   { kernel: 'gemm', type: 'q4_0_x4', source: 'gemm_repacked', fn: ['gemm_q4_0_x4', 'group_tile', 'run_group'], what: 'x4block', rows: 4, cols: 4, weights: 32, columns: 4, only: 'neon-dotprod' },
-  { kernel: 'gemm', type: 'q4_0_x4', source: 'gemm_repacked', fn: ['gemm_q4_0_x4', 'group_tile', 'run_group'], what: 'x4block', rows: 4, cols: 8, weights: 32, columns: 16, only: 'neon-dotprod' },
+  { kernel: 'gemm', type: 'q4_0_x4', source: 'gemm_repacked', fn: ['gemm_q4_0_x4', 'group_tile', 'run_group'], what: 'x4block', rows: 4, cols: 8, weights: 32, columns: 8, only: 'neon-dotprod' },
+  { kernel: 'gemm', type: 'q4_0_x4', source: 'gemm_repacked', fn: ['gemm_q4_0_x4', 'group_tile', 'run_group'], what: 'x4block', rows: 4, cols: 16, weights: 32, columns: 16, only: 'neon-dotprod' },
   { kernel: 'gemv', type: 'q4_k', source: 'gemm_k', fn: ['gemm_q4_k', 'Q4KFormat'], what: 'superblock', rows: 4, cols: 1, weights: 256, columns: 1, bytes: 144 },
   { kernel: 'gemv', type: 'q6_k', source: 'gemm_k', fn: ['gemm_q6_k', 'Q6KFormat'], what: 'superblock', rows: 4, cols: 1, weights: 256, columns: 1, bytes: 210 },
 ];

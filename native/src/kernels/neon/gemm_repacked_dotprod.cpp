@@ -75,6 +75,7 @@ inline void group_tile(const block_q4_0x4* w, int64_t nb, const uint8_t* x0, siz
     }
     const uint8_t* xb = x0 + b * sizeof(block_q8_0);
     const float* db = dx0 + b;
+#pragma GCC unroll 16
     for (int j = 0; j < C; ++j, xb += x_col_bytes, db += nb) {
       const block_q8_0& x = *reinterpret_cast<const block_q8_0*>(xb);
       const int8x16_t xl = vld1q_s8(x.qs);
@@ -104,10 +105,11 @@ void run_group(const GemmArgs& a, int64_t g, int64_t c, const float* dx_all, flo
   for (int j = 0; j < C; ++j) vst1q_f32(y + (c + j) * y_stride, acc[j]);
 }
 
-// Every column of group g into y (column j's 4 rows at y + j * y_stride): tiles of 8 columns
-// (prompt), then one tile of the 1..7 left (decode, small batches).
+// Every column of group g into y (column j's 4 rows at y + j * y_stride): tiles of 16 columns
+// (prompt), then one of 8, then one tile of the 1..7 left (decode, small batches).
 void run_columns(const GemmArgs& a, int64_t g, const float* dx, float* y, int64_t y_stride) {
   int64_t c = 0;
+  for (; c + 16 <= a.ncols; c += 16) run_group<16>(a, g, c, dx, y, y_stride);
   for (; c + 8 <= a.ncols; c += 8) run_group<8>(a, g, c, dx, y, y_stride);
   switch (a.ncols - c) {
     case 1: run_group<1>(a, g, c, dx, y, y_stride); break;
