@@ -51,7 +51,7 @@ function oneLine(t: TapTest, r: { status: number | null; stderr: string }, re: R
 }
 
 t.test('every command is in the README\'s command list', async (t) => {
-  t.same([...commands].sort(), ['audit', 'bench', 'doctor', 'generate', 'grant', 'grants', 'inspect', 'logits', 'profile', 'quantize', 'request', 'revoke', 'serve', 'tokenize']);
+  t.same([...commands].sort(), ['audit', 'bench', 'doctor', 'embed', 'generate', 'grant', 'grants', 'inspect', 'logits', 'profile', 'quantize', 'request', 'revoke', 'serve', 'tokenize', 'trace']);
   const readme = readFileSync(join(root, 'README.md'), 'utf8');
   const list = /## Commands\n\n```sh\n([\s\S]*?)```/.exec(readme)?.[1] ?? '';
   for (const name of commands) t.match(list, new RegExp(`^npx edgellm ${name} `, 'm'), `README lists ${name}`);

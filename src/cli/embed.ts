@@ -6,6 +6,7 @@
  * or more texts, their cosine similarities.
  */
 import type { Command } from 'commander';
+import { withExamples } from './help.js';
 import { loadModel } from '../engine/model.js';
 import { parsePositiveInt } from './args.js';
 
@@ -19,7 +20,7 @@ interface EmbedFlags {
 const SHOWN = 4;
 
 export function registerEmbed(program: Command): void {
-  program
+  const cmd = program
     .command('embed')
     .description('print the embedding of each text from an embedding model (bert, nomic-bert)')
     .requiredOption('-m, --model <file>', 'GGUF embedding model file')
@@ -53,6 +54,11 @@ export function registerEmbed(program: Command): void {
         model.close();
       }
     });
+  withExamples(cmd, [
+    ['edgellm embed -m bge-small-en-v1.5-q8_0.gguf "the spindle overheats"', 'one vector: its size and ends'],
+    ['edgellm embed -m bge-small.gguf "pump A failed" "pump A broke down" "lunch menu"', 'three vectors and their cosine similarities'],
+    ['edgellm embed -m bge-small.gguf --json "first text" "second text"', 'one JSON line per text with the whole vector'],
+  ]);
 }
 
 function summary(v: Float32Array): string {
