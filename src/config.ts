@@ -207,7 +207,13 @@ export const configSchema = z
       .strict()
       .prefault({}),
     log: z
-      .object({ level: z.enum(['error', 'warn', 'info', 'debug'], { error: 'must be one of error, warn, info, debug' }).default('info') })
+      .object({
+        level: z.enum(['error', 'warn', 'info', 'debug'], { error: 'must be one of error, warn, info, debug' }).default('info'),
+        format: z
+          .enum(['auto', 'json', 'pretty'], { error: 'must be one of auto, json, pretty' })
+          .default('auto')
+          .describe('json: one JSON object per line; pretty: one readable line per event; auto: pretty on a terminal, json on a pipe, a file or journald'),
+      })
       .strict()
       .prefault({}),
   })
@@ -225,6 +231,7 @@ export interface ConfigFlags {
   httpPort?: string;
   /** A number once commander's parser has read it; text that is not a number is left for the schema to refuse. */
   openaiPort?: number | string;
+  logFormat?: string;
 }
 
 const flagKeys: Record<keyof ConfigFlags, [string, string]> = {
@@ -235,6 +242,7 @@ const flagKeys: Record<keyof ConfigFlags, [string, string]> = {
   nodeId: ['node_id', '--node-id'],
   httpPort: ['http.port', '--http-port'],
   openaiPort: ['openai.port', '--openai-port'],
+  logFormat: ['log.format', '--log-format'],
 };
 
 /** A record (access.roles, policy.classes, ...) is set from a variable as JSON. */

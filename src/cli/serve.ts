@@ -26,6 +26,7 @@ export function registerServe(program: Command): void {
     .option('--node-id <id>', "this node's name in topics and replies (node_id)")
     .option('--http-port <port>', 'serve GET /healthz and GET /metrics on this port of http.host, 127.0.0.1 by default (http.port; 0 = off)')
     .option('--openai-port <port>', 'also serve the OpenAI-compatible HTTP API on this port (openai.port)')
+    .option('--log-format <format>', 'auto (readable on a terminal, JSON lines otherwise), json or pretty (log.format)')
     .option('--demo', 'with no model configured, serve a small random-weight demo model (written to state_dir/models): nonsense text, working plumbing')
     .option('--print-config', 'print the effective config (secrets masked) and exit')
     .action(async (flags: ServeFlags) => {
