@@ -56,6 +56,8 @@ function readable(sink: { write(line: string): unknown }, colorize: boolean): { 
     singleLine: true,
     translateTime: 'SYS:HH:MM:ss.l',
     ignore: 'node',
+    // Not pino-pretty's multi-line error block: an `error` field stays on the record's one line.
+    errorLikeObjectKeys: [],
     messageFormat: (record, key) => String(record[key] ?? '').replace(/\r?\n/g, ' ⏎ '),
   });
   return { write: (line) => void sink.write(pretty(line)) };

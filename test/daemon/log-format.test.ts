@@ -32,11 +32,13 @@ t.test('pretty: one readable line per record, fields after the message, no node 
   log.info('node pi-1 ready');
   log.warn('broker gone', { broker: 'mqtt://127.0.0.1:1883', attempt: 2 });
   log.error('two\nlines');
-  t.equal(lines.length, 3);
+  log.warn('upstream failed', { error: 'HTTP 500', err: { code: 'E_UPSTREAM', message: 'cut' } });
+  t.equal(lines.length, 4);
   for (const l of lines) t.ok(l.endsWith('\n') && !l.slice(0, -1).includes('\n'), `one line: ${JSON.stringify(l)}`);
   t.match(lines[0], /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: node pi-1 ready\n$/);
   t.match(lines[1], /^\[[^\]]+\] WARN: broker gone \{"broker":"mqtt:\/\/127\.0\.0\.1:1883","attempt":2\}\n$/);
   t.match(lines[2], /ERROR: two ⏎ lines\n$/, 'a newline inside a message keeps the record on one line');
+  t.match(lines[3], /WARN: upstream failed \{"error":"HTTP 500","err":\{[^\n]*"code":"E_UPSTREAM"[^\n]*\}\}\n$/, 'error fields stay on the line');
   t.notMatch(lines.join(''), /pi-1"|"node"/, 'the node id field is left out');
   t.notMatch(lines.join(''), /\x1b\[/, 'no colour codes when not writing to a terminal');
 });
