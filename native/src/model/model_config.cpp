@@ -2,6 +2,7 @@
 #include "model/config_errors.h"
 
 #include <cmath>
+#include <iterator>
 #include <string>
 
 namespace edgellm {
@@ -107,8 +108,12 @@ ModelConfig read_model_config(const GgufFile& f) {
   c.arch_name = m.get_string("general.architecture");
   const std::string& a = c.arch_name;
   bool known = false;
-  for (Arch x : kArchs)
-    if (a == arch_name(x)) c.arch = x, known = true;
+  for (Arch x : kArchs) {
+    if (a == arch_name(x)) {
+      c.arch = x;
+      known = true;
+    }
+  }
   if (!known) {
     std::string names;  // "llama, qwen2, ... and deepseek2"
     for (size_t k = 0; k < std::size(kArchs); ++k)
