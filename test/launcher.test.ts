@@ -6,7 +6,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from './helpers/broker.js';
-import { ServeProcess } from './helpers/serve.js';
+import { cleanEnv, ServeProcess } from './helpers/serve.js';
 import { assertCliBuilt, cli, root } from './fixtures/paths.js';
 
 t.before(assertCliBuilt);
@@ -42,9 +42,7 @@ t.test('bin/edgellm passes the path it was run by, made absolute, as EDGELLM_COM
 
 t.test("the daemon's 'try it' line uses EDGELLM_COMMAND, else npx edgellm", async (t) => {
   for (const [command, expected] of [['/opt/edgellm/current/bin/edgellm', '/opt/edgellm/current/bin/edgellm'], [undefined, 'npx edgellm']] as const) {
-    const env: NodeJS.ProcessEnv = { ...process.env, EDGELLM_BROKER_EMBEDDED_PORT: String(await freePort()) };
-    for (const k of Object.keys(env)) if (k.startsWith('EDGELLM_') && k !== 'EDGELLM_BROKER_EMBEDDED_PORT') delete env[k];
-    if (command) env.EDGELLM_COMMAND = command;
+    const env = cleanEnv({ EDGELLM_BROKER_EMBEDDED_PORT: String(await freePort()), ...(command ? { EDGELLM_COMMAND: command } : {}) });
     const daemon = new ServeProcess(process.execPath, [cli, 'serve', '--demo', '--state-dir', join(work, `state-${expected.length}`)], env);
     t.teardown(() => daemon.kill());
     await daemon.waitForLog(/try it: [^\n]*\n/, 60_000);

@@ -11,12 +11,11 @@
 // a --json reply must have the README's keys in its order and the same route, route_reason, text,
 // model and cached; an error must be that line and exit 2. A command this file cannot map fails it.
 import t from 'tap';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { freePort } from './helpers/broker.js';
-import { ServeProcess } from './helpers/serve.js';
+import { cleanEnv, runCli, ServeProcess } from './helpers/serve.js';
 import { assertCliBuilt, cli, modelsDir, requireModel, root, type TapTest } from './fixtures/paths.js';
 
 t.before(assertCliBuilt);
@@ -53,31 +52,6 @@ function quickStartCommands(readme: string): Shown[] {
 /** Shell words: spaces separate, double and single quotes group. */
 function words(command: string): string[] {
   return [...command.matchAll(/"([^"]*)"|'([^']*)'|(\S+)/g)].map((m) => m[1] ?? m[2] ?? m[3]!);
-}
-
-/** The environment without EDGELLM_* settings of whoever runs the tests. */
-function cleanEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  for (const k of Object.keys(env)) if (k.startsWith('EDGELLM_') || k === 'NOTIFY_SOCKET') delete env[k];
-  return { ...env, ...extra };
-}
-
-function runCli(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((res, rej) => {
-    const p = spawn(process.execPath, [cli, ...args], { env: cleanEnv(), cwd: work, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      p.kill('SIGKILL');
-      rej(new Error(`edgellm ${args.join(' ')} hung:\n${stderr}`));
-    }, 120_000);
-    p.on('exit', (status) => {
-      clearTimeout(timer);
-      res({ status, stdout, stderr });
-    });
-  });
 }
 
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
@@ -159,7 +133,7 @@ t.test('every quick-start command runs as the README shows it', async (t) => {
         } else if (args[0] !== 'generate') {
           throw new Error(`the quick start shows a command this test does not run: ${command} (add it here)`);
         }
-        const r = await runCli(args);
+        const r = await runCli(cli, args, { timeoutMs: 120_000, cwd: work });
         checkOutput(t, args, r, output);
       } else {
         throw new Error(`the quick start shows a command this test does not run: ${command} (add it here)`);

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { loadConfig } from '../../src/config.js';
 import { createLogger, resolveLogFormat } from '../../src/log.js';
 import { freePort } from '../helpers/broker.js';
-import { logRecords, requires } from '../helpers/serve.js';
+import { cleanEnv, logRecords, requires } from '../helpers/serve.js';
 import { assertCliBuilt, cli } from '../fixtures/paths.js';
 
 t.before(assertCliBuilt);
@@ -63,13 +63,6 @@ t.test('log.format is one config key: file, EDGELLM_LOG_FORMAT and --log-format,
   t.equal(loadConfig({ env: { EDGELLM_LOG_FORMAT: 'json' }, flags: { logFormat: 'pretty' } }).log.format, 'pretty');
   t.throws(() => loadConfig({ env: { EDGELLM_LOG_FORMAT: 'yaml' } }), { code: 'E_CONFIG', message: /log\.format.*must be one of auto, json, pretty/ });
 });
-
-/** The environment without EDGELLM_* settings of whoever runs the tests. */
-function cleanEnv(extra: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  for (const k of Object.keys(env)) if (k.startsWith('EDGELLM_') || k === 'NOTIFY_SOCKET' || k === 'JOURNAL_STREAM' || k === 'NO_COLOR') delete env[k];
-  return { ...env, ...extra };
-}
 
 /**
  * `serve --demo` until it says how to try it, then SIGINT; its stdout. With `tty` it runs under
