@@ -3,14 +3,14 @@
 // The terminal is a real one: the built CLI runs under util-linux's `script`, which gives it a pty.
 import t from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../../src/config.js';
 import { createLogger, resolveLogFormat } from '../../src/log.js';
 import { freePort } from '../helpers/broker.js';
 import { cleanEnv, logRecords, requires } from '../helpers/serve.js';
-import { assertCliBuilt, cli } from '../fixtures/paths.js';
+import { assertCliBuilt, cli, root } from '../fixtures/paths.js';
 
 t.before(assertCliBuilt);
 const work = mkdtempSync(join(tmpdir(), 'edgellm-logfmt-'));
@@ -119,4 +119,30 @@ t.test('serve on a pipe writes JSON lines; --log-format pretty makes them readab
   t.ok(records.some((r) => /^node \S+ ready$/.test(r.msg) && r.level === 'info'), 'the ready record');
   const pretty = (await serveOutput('pipe-pretty', { tty: false, args: ['--log-format', 'pretty'] })).split('\n').filter((l) => l !== '');
   for (const l of pretty) t.match(l, READABLE, `readable: ${l}`);
+});
+
+t.test("the docs' log samples are in the real formats: readable lines as the logger writes them, JSON lines with level, time, msg", async (t) => {
+  const files = ['README.md', ...readdirSync(join(root, 'docs')).filter((f) => f.endsWith('.md')).map((f) => join('docs', f))];
+  let readable = 0;
+  let json = 0;
+  for (const file of files) {
+    for (const line of readFileSync(join(root, file), 'utf8').split('\n')) {
+      const m = /^\[(\d\d:\d\d:\d\d\.\d{3})\] (INFO|WARN|ERROR|DEBUG): (.*)$/.exec(line);
+      if (m) {
+        readable++;
+        // The same message through the logger, at that level: the line it writes, but for the time.
+        const { log, lines } = capture('pretty');
+        log[m[2]!.toLowerCase() as 'info'](m[3]!);
+        t.equal(lines[0]!.replace(/^\[[^\]]+\]/, `[${m[1]}]`), `${line}\n`, `${file}: ${line.slice(0, 60)}`);
+      } else if (/^\[\d\d:\d\d/.test(line)) {
+        t.fail(`${file}: a log sample line not in the readable format: ${line}`);
+      } else if (line.startsWith('{"level":')) {
+        json++;
+        const r = logRecords(line)[0]!;
+        t.same(Object.keys(r).slice(0, 2), ['level', 'time'], `${file}: a JSON log line starts with level and time`);
+        t.ok(typeof r.node === 'string' && typeof r.msg === 'string', `${file}: node and msg: ${line.slice(0, 60)}`);
+      }
+    }
+  }
+  t.ok(readable >= 5 && json >= 4, `${readable} readable and ${json} JSON sample lines checked`);
 });
