@@ -216,7 +216,13 @@ export const configSchema = z
       .strict()
       .prefault({}),
     log: z
-      .object({ level: z.enum(['error', 'warn', 'info', 'debug'], { error: 'must be one of error, warn, info, debug' }).default('info') })
+      .object({
+        level: z.enum(['error', 'warn', 'info', 'debug'], { error: 'must be one of error, warn, info, debug' }).default('info'),
+        format: z
+          .enum(['auto', 'json', 'pretty'], { error: 'must be one of auto, json, pretty' })
+          .default('auto')
+          .describe('json: one JSON object per line; pretty: one readable line per event; auto: pretty on a terminal, json on a pipe, a file or journald'),
+      })
       .strict()
       .prefault({}),
   })
@@ -237,6 +243,7 @@ export interface ConfigFlags {
   prefix?: string;
   embeddedBrokerPort?: string;
   logLevel?: string;
+  logFormat?: string;
 }
 
 const flagKeys: Record<keyof ConfigFlags, [string, string]> = {
@@ -250,6 +257,7 @@ const flagKeys: Record<keyof ConfigFlags, [string, string]> = {
   prefix: ['prefix', '--prefix'],
   embeddedBrokerPort: ['broker.embedded.port', '--embedded-broker-port'],
   logLevel: ['log.level', '--log-level'],
+  logFormat: ['log.format', '--log-format'],
 };
 
 /** A record (access.roles, policy.classes, ...) is set from a variable as JSON. */
@@ -293,7 +301,8 @@ function keysAt(schema: z.ZodType, path: ReadonlyArray<PropertyKey>): string[] {
  * (docs/architecture.md) and build switches (npm install, scripts/). Neither gets an "unknown" warning.
  */
 const OTHER_VARIABLES = [
-  'EDGELLM_ADDON', 'EDGELLM_KERNELS', 'EDGELLM_REPACK', 'EDGELLM_SPIN_US',
+  'EDGELLM_ADDON', 'EDGELLM_KERNELS', 'EDGELLM_REPACK', 'EDGELLM_SPIN_US', 'EDGELLM_EXPERT_PAGING',
+  'EDGELLM_COMMAND', // set by the installed launcher (bin/edgellm): the command the daemon's "try it" line shows
   'EDGELLM_WERROR', 'EDGELLM_TESTS', 'EDGELLM_STATIC', 'EDGELLM_CLANG', 'EDGELLM_NODE_VERSION', 'EDGELLM_CACHE_DIR',
   'EDGELLM_LLAMA_LIB_DIR',
 ];

@@ -2,10 +2,10 @@
 // against a database that a "daemon" (a Store in this process) holds open. `edgellm audit`: audit-cli.test.ts.
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
-import { assertCliBuilt, run } from './fixtures/paths.js';
+import { assertCliBuilt, root, run } from './fixtures/paths.js';
 import { daemonState, jsonLines, runEnv } from './helpers/state-dir.js';
 
 t.before(assertCliBuilt);
@@ -112,4 +112,17 @@ t.test('a missing state dir or database is E_STORE naming it, and nothing is cre
   mkdirSync(join(dir, 'empty'));
   t.match(run(['audit', '--state-dir', join(dir, 'empty')]).stderr, /E_STORE: no edgellm database: .*empty has no edgellm.db/);
   t.equal(spawnSync('ls', [join(dir, 'empty')], { encoding: 'utf8' }).stdout, '', 'no database was created');
+});
+
+t.test("the README's `grant press-4 cloud` works against the shipped /etc/edgellm/config.yaml", async (t) => {
+  const { dir, stateDir, store } = daemonState(t);
+  const shipped = readFileSync(join(root, 'systemd', 'config.yaml'), 'utf8');
+  t.match(shipped, /^state_dir: \/var\/lib\/edgellm\b/m);
+  const config = join(dir, 'config.yaml');
+  writeFileSync(config, shipped.replace(/^state_dir: \/var\/lib\/edgellm/m, `state_dir: ${stateDir}`));
+  const g = run(['grant', 'press-4', 'cloud', '--for', '2h', '--config', config]);
+  t.equal(g.status, 0, g.stderr);
+  t.equal(g.stderr, '', 'the role was checked against the config');
+  t.same(store.grants.list(Date.now()).map((x) => [x.device, x.role]), [['press-4', 'cloud']]);
+  t.equal(run(['revoke', 'press-4', 'cloud', '--config', config]).status, 0);
 });

@@ -8,39 +8,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Broker, findMosquitto, freePort } from './helpers/broker.js';
 import { Device } from './helpers/device.js';
-import { requires, ServeProcess } from './helpers/serve.js';
+import { cleanEnv, requires, runCli, ServeProcess } from './helpers/serve.js';
 import { assertCliBuilt, cli, root } from './fixtures/paths.js';
 
 t.before(assertCliBuilt);
 const work = mkdtempSync(join(tmpdir(), 'edgellm-request-'));
 t.teardown(() => rmSync(work, { recursive: true, force: true }));
 
-/** The environment without EDGELLM_* settings of whoever runs the tests. */
-function cleanEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  for (const k of Object.keys(env)) if (k.startsWith('EDGELLM_') || k === 'NOTIFY_SOCKET') delete env[k];
-  return { ...env, ...extra };
-}
-
-/** `edgellm ARGS` to completion: exit status, output and how long it took. */
-function request(args: string[], timeoutMs = 60_000): Promise<{ status: number | null; stdout: string; stderr: string; ms: number }> {
-  const started = Date.now();
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [cli, 'request', ...args], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      p.kill('SIGKILL');
-      reject(new Error(`edgellm request ${args.join(' ')} hung for ${timeoutMs} ms:\n${stderr}`));
-    }, timeoutMs);
-    p.on('exit', (status) => {
-      clearTimeout(timer);
-      resolve({ status, stdout, stderr, ms: Date.now() - started });
-    });
-  });
-}
+/** `edgellm request ARGS` to completion: exit status, output and how long it took. */
+const request = (args: string[], timeoutMs = 60_000) => runCli(cli, ['request', ...args], { timeoutMs });
 
 function serveDemo(stateDir: string, port: number, extra: string[] = []): ServeProcess {
   return new ServeProcess(process.execPath, [cli, 'serve', '--demo', '--state-dir', stateDir, ...extra], cleanEnv({ EDGELLM_BROKER_EMBEDDED_PORT: String(port) }));

@@ -31,6 +31,7 @@ export function registerServe(program: Command): void {
     .option('--prefix <prefix>', 'first topic level of every topic (prefix; default edgellm)')
     .option('--embedded-broker-port <port>', 'port of the broker serve runs itself when no broker is configured (broker.embedded.port; default 1883)')
     .option('--log-level <level>', 'error, warn, info or debug (log.level; default info)')
+    .option('--log-format <format>', 'auto (readable on a terminal, JSON lines otherwise), json or pretty (log.format)')
     .option('--demo', 'with no model configured, serve a small random-weight demo model (written to state_dir/models): nonsense text, working plumbing')
     .option('--print-config', 'print the effective config (secrets masked) and exit')
     .action(async (flags: ServeFlags) => {

@@ -14,7 +14,7 @@ import type { GrantStore } from '../policy/access.js';
 import type { AuditSink } from '../policy/audit.js';
 import { breakerStateValue, type BreakerState } from '../policy/breaker.js';
 import { redactUrl, type Secret } from '../secret.js';
-import { createLogger, type Logger } from '../log.js';
+import { createLogger, resolveLogFormat, type Logger } from '../log.js';
 import { DaemonMetrics } from './metrics.js';
 import { OpsHttpServer } from './ops-http.js';
 import { Readiness } from './readiness.js';
@@ -74,7 +74,7 @@ export class Service {
     /** READY/STATUS/WATCHDOG/STOPPING for systemd; a no-op outside it (no NOTIFY_SOCKET). */
     private readonly systemd: SystemdNotifier = new SystemdNotifier(),
   ) {
-    this.log = log ?? createLogger(config.log.level, undefined, { base: { node: config.node_id } });
+    this.log = log ?? createLogger(config.log.level, undefined, { base: { node: config.node_id }, format: resolveLogFormat(config.log.format) });
     this.readiness = new Readiness(config.node_id);
   }
 
@@ -324,10 +324,14 @@ export class Service {
     }
   }
 
-  /** The `edgellm request` command line that reaches this node (the broker's password never in it). */
+  /**
+   * The `edgellm request` command line that reaches this node (the broker's password never in it),
+   * with the command this daemon was run as: the bundle's launcher names itself in EDGELLM_COMMAND
+   * (/opt/edgellm/current/bin/edgellm on a Pi, where there is no npx); a checkout runs `npx edgellm`.
+   */
   private tryItCommand(): string {
     const { config } = this;
-    const args = ['npx edgellm request -p Hello'];
+    const args = [`${process.env.EDGELLM_COMMAND ?? 'npx edgellm'} request -p Hello`];
     const embedded = this.embeddedBroker?.address;
     if (embedded && this.embeddedBroker!.url !== DEFAULT_REQUEST_BROKER) args.push(`--broker ${this.embeddedBroker!.url}`);
     else if (!embedded) args.push(`--broker ${maskSecrets(config).broker.url}`);

@@ -407,6 +407,8 @@ export interface NativeAddon {
   ggufInfo(path: string): GgufInfo;
   loadModel(path: string, opts?: NativeLoadOptions): Promise<NativeModel>;
   modelConfig(path: string, opts?: ModelRequirementsOptions): ModelRequirements;
+  /** The general.architecture names the engine loads (llama, qwen2, ...). */
+  supportedArchitectures(): string[];
   /** Whole rows of `rowLength` elements from one tensor type to another, off the event loop. */
   convertRows(src: Uint8Array, srcType: string, dstType: string, rowLength: number): Promise<Uint8Array>;
   /** Sends a datagram to $NOTIFY_SOCKET: true when sent, false when the variable is unset. */

@@ -29,6 +29,11 @@ export type TokenizerStatus =
   /** Not read: tensors of types edgellm does not run block loading first. */
   | { status: 'unchecked' };
 
+/** The architectures (GGUF general.architecture) the engine loads, from the engine itself. */
+export function supportedArchitectures(): string[] {
+  return callAddon((addon) => addon.supportedArchitectures());
+}
+
 /** Reads the requirements; throws EdgeError E_MODEL_* (naming the file) or E_BAD_ARGUMENT. */
 export function modelRequirements(path: string, opts: ModelRequirementsOptions = {}): ModelRequirements {
   const req = callAddon((addon) => addon.modelConfig(path, opts));

@@ -21,6 +21,34 @@ export function requires(who: string, ok: boolean, missing: string): { skip: str
   return { skip: `SKIPPED: ${missing}` };
 }
 
+/** The environment without the EDGELLM_* settings (and systemd's NOTIFY_SOCKET) of whoever runs the tests, plus `extra`. */
+export function cleanEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  for (const k of Object.keys(env)) if (k.startsWith('EDGELLM_') || k === 'NOTIFY_SOCKET') delete env[k];
+  return { ...env, ...extra };
+}
+
+/** The built CLI (`cli`, dist/cli/main.js) with `args` to completion, in a clean environment: exit status, output, how long it took. */
+export function runCli(cli: string, args: string[], opts: { timeoutMs?: number; cwd?: string } = {}): Promise<{ status: number | null; stdout: string; stderr: string; ms: number }> {
+  const started = Date.now();
+  const timeoutMs = opts.timeoutMs ?? 60_000;
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, [cli, ...args], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'], ...(opts.cwd ? { cwd: opts.cwd } : {}) });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => {
+      p.kill('SIGKILL');
+      reject(new Error(`edgellm ${args.join(' ')} hung for ${timeoutMs} ms:\n${stderr}`));
+    }, timeoutMs);
+    p.on('exit', (status) => {
+      clearTimeout(timer);
+      resolve({ status, stdout, stderr, ms: Date.now() - started });
+    });
+  });
+}
+
 /** One line of the daemon's JSON log. */
 export interface LogRecord {
   level: string;

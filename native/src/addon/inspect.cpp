@@ -1,6 +1,8 @@
 // modelConfig(path, {contextSize?, batchSize?, sinks?}): what a model file needs to run, from its
 // metadata and tensor table alone (no weights are read): the engine's own ModelConfig, the KV
 // cache a sequence would allocate and the forward pass's scratch. `edgellm inspect` shows it.
+// supportedArchitectures(): the architectures read_model_config accepts.
+#include <iterator>
 #include <string>
 
 #include "addon/args.h"
@@ -86,10 +88,20 @@ Napi::Value ModelConfigOf(const Napi::CallbackInfo& info) {
   }
 }
 
+// supportedArchitectures(): the general.architecture names edgellm loads (the README's model table is
+// tested against it).
+Napi::Value SupportedArchitectures(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array names = Napi::Array::New(env, std::size(kArchs));
+  for (size_t k = 0; k < std::size(kArchs); ++k) names.Set((uint32_t)k, arch_name(kArchs[k]));
+  return names;
+}
+
 }  // namespace
 
 void register_inspect(Napi::Env env, Napi::Object exports) {
   exports.Set("modelConfig", Napi::Function::New(env, ModelConfigOf, "modelConfig"));
+  exports.Set("supportedArchitectures", Napi::Function::New(env, SupportedArchitectures, "supportedArchitectures"));
 }
 
 }  // namespace edgellm::addon

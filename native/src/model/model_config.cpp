@@ -2,6 +2,7 @@
 #include "model/config_errors.h"
 
 #include <cmath>
+#include <iterator>
 #include <string>
 
 namespace edgellm {
@@ -138,20 +139,19 @@ ModelConfig read_model_config(const GgufFile& f) {
   ModelConfig c;
   c.arch_name = m.get_string("general.architecture");
   const std::string& a = c.arch_name;
-  if (a == "llama") c.arch = Arch::Llama;
-  else if (a == "qwen2") c.arch = Arch::Qwen2;
-  else if (a == "qwen3") c.arch = Arch::Qwen3;
-  else if (a == "qwen3moe") c.arch = Arch::Qwen3Moe;
-  else if (a == "gemma3") c.arch = Arch::Gemma3;
-  else if (a == "phi3") c.arch = Arch::Phi3;
-  else if (a == "gemma2") c.arch = Arch::Gemma2;
-  else if (a == "olmoe") c.arch = Arch::Olmoe;
-  else if (a == "smollm3") c.arch = Arch::Smollm3;
-  else if (a == "deepseek2") c.arch = Arch::Deepseek2;
-  else if (a == "bert") c.arch = Arch::Bert;
-  else if (a == "nomic-bert") c.arch = Arch::NomicBert;
-  else
-    unsupported(f, "architecture '" + a + "' is not supported (edgellm runs llama, qwen2, qwen3, qwen3moe, gemma3, phi3, gemma2, olmoe, smollm3, deepseek2, and the encoders bert and nomic-bert)");
+  bool known = false;
+  for (Arch x : kArchs) {
+    if (a == arch_name(x)) {
+      c.arch = x;
+      known = true;
+    }
+  }
+  if (!known) {
+    std::string names;  // "llama, qwen2, ... and deepseek2"
+    for (size_t k = 0; k < std::size(kArchs); ++k)
+      names += (k == 0 ? "" : k + 1 == std::size(kArchs) ? " and " : ", ") + std::string(arch_name(kArchs[k]));
+    unsupported(f, "architecture '" + a + "' is not supported (edgellm runs " + names + ")");
+  }
   const std::string p = a + ".";
   if (c.arch == Arch::Deepseek2) {
     read_mla_config(f, c);

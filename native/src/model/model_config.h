@@ -14,6 +14,10 @@
 namespace edgellm {
 
 enum class Arch { Llama, Qwen2, Qwen3, Qwen3Moe, Gemma3, Phi3, Gemma2, Olmoe, Smollm3, Deepseek2, Bert, NomicBert };
+// Every architecture read_model_config accepts, in the order its error and `supportedArchitectures()`
+// list them (general.architecture names: arch_name); the last two are the embedding encoders.
+inline constexpr Arch kArchs[] = {Arch::Llama,  Arch::Qwen2,  Arch::Qwen3,   Arch::Qwen3Moe,  Arch::Gemma3, Arch::Phi3,
+                                  Arch::Gemma2, Arch::Olmoe,  Arch::Smollm3, Arch::Deepseek2, Arch::Bert,   Arch::NomicBert};
 
 // The feed-forward gate activation: silu(gate) * up or gelu_tanh(gate) * up.
 enum class FfnActivation { SwiGlu, GeGlu };
