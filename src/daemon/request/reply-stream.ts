@@ -41,8 +41,12 @@ export class ReplyStream {
   /** This attempt repeats the one the device's text came from (greedy or seeded). */
   private repeatable = false;
   private running: Hash = hashOf('');
-  /** Log-probabilities of the tokens of text the device does not have yet (a logprobs request): they go with it. */
-  private tokens: TokenLogprob[] = [];
+  /**
+   * Log-probabilities of the tokens of text the device does not have yet: they go with it. Undefined
+   * unless the request asked for them; then every chunk has them (none, for a piece whose token
+   * came with an earlier one).
+   */
+  private tokens: TokenLogprob[] | undefined;
   /** A message that voids the device's text, to go out before the next chunk (a fallback). */
   private discard: ((seq: number, discardedChars: number) => string) | undefined;
 
@@ -69,7 +73,7 @@ export class ReplyStream {
   /** More of the attempt's text; `tokens`: its tokens' log-probabilities, when the request asked for them. */
   piece(text: string, tokens?: readonly TokenLogprob[]): void {
     this.text += text;
-    if (tokens) this.tokens.push(...tokens);
+    if (tokens) (this.tokens ??= []).push(...tokens);
     this.flush(false);
   }
 
@@ -85,7 +89,7 @@ export class ReplyStream {
   fallback(reason: string): void {
     this.discard = (seq, discarded) => fallbackMessage(this.to.id, seq, reason, discarded);
     this.text = '';
-    this.tokens = [];
+    this.clearTokens();
     this.flush(false);
   }
 
@@ -99,7 +103,7 @@ export class ReplyStream {
     if (!this.matched) {
       const regenerating = this.repeatable && this.sure && this.text.length < this.deviceChars;
       if (regenerating && !final) {
-        this.tokens = []; // the device has this much already: keep silent (its chunks carried these tokens)
+        this.clearTokens(); // the device has this much already: keep silent (its chunks carried these tokens)
         return;
       }
       const prefix = this.text.slice(0, this.deviceChars);
@@ -112,14 +116,18 @@ export class ReplyStream {
       this.matched = true;
     }
     if (this.text.length <= this.deviceChars) {
-      this.tokens = [];
+      this.clearTokens();
       return;
     }
     const piece = this.text.slice(this.deviceChars);
-    const tokens = this.tokens.length > 0 ? this.tokens : undefined;
-    this.tokens = [];
+    const tokens = this.tokens;
+    this.clearTokens();
     this.running.update(piece, 'utf16le');
     this.send(this.text.length, digest(this.running), (seq) => chunkMessage(this.to.id, seq, piece, tokens));
+  }
+
+  private clearTokens(): void {
+    if (this.tokens) this.tokens = [];
   }
 
   private voidDeviceText(message: (seq: number, discardedChars: number) => string): void {
