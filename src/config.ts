@@ -471,10 +471,10 @@ export function checkPolicyReferences(config: DaemonConfig): void {
     }
     const seen = new Set<string>();
     variants.forEach(({ model }, i) => {
-      if (seen.has(model)) fail(`variants.${name}.${i}.model: "${model}" is listed twice; give it one entry with the summed weight`);
+      if (seen.has(model)) fail(`variants.${name}[${i}].model: "${model}" is listed twice; give it one entry with the summed weight`);
       seen.add(model);
       if (locals.length > 0 && !locals.includes(model) && !upstreamModels.includes(model)) {
-        fail(`variants.${name}.${i}.model: "${model}" is not a model of this node (${list([...locals, ...upstreamModels])})`);
+        fail(`variants.${name}[${i}].model: "${model}" is not a model of this node (${list([...locals, ...upstreamModels])})`);
       }
     });
   }

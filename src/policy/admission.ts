@@ -79,7 +79,7 @@ export class Admission {
       id: req.id,
       ...(req.trace_id !== undefined ? { trace_id: req.trace_id } : {}),
       ...(req.model !== undefined ? { model: req.model } : {}),
-      ...(req.ab !== undefined ? { variant: req.ab.variant } : {}),
+      ...(req.ab !== undefined ? { variant: req.ab.variant, variant_of: req.ab.name } : {}),
       allowed: false,
       outcome: 'denied',
       prompt_tokens: req.prompt_tokens,

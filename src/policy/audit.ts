@@ -19,8 +19,9 @@ export interface RequestAudit {
   trace_id?: string | undefined;
   /** The model asked for (name or class), or the one that ran once known. */
   model?: string | undefined;
-  /** For a model name with A/B variants (model is then the variant's): the variant chosen. */
+  /** For a model name with A/B variants (model is then the variant's): the variant chosen, and that name. */
   variant?: string | undefined;
+  variant_of?: string | undefined;
   route?: Route | undefined;
   route_reason?: string | undefined;
   /** The device's roles when it was decided. */

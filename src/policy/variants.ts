@@ -7,6 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import { EdgeError } from '../errors.js';
+import type { AuditRecord } from './audit.js';
 
 export interface Variant {
   /** The configured model (local, upstream or class) that answers for this variant. */
@@ -45,4 +46,54 @@ export function chooseVariant(variants: readonly Variant[], device: string, name
     if (point < upTo) return v;
   }
   return variants[variants.length - 1]!; // rounding at the top end of the sum
+}
+
+/** How one variant did, from its requests' audit records (ab-report, `edgellm audit --by variant`). */
+export interface VariantSummary {
+  /** The A/B name a request asked for ("" for records from before a name's variants were recorded). */
+  name: string;
+  variant: string;
+  /** Requests served by it or refused after it was chosen. */
+  requests: number;
+  /** Ended with an error or refused (an admission refusal, e.g. E_FORBIDDEN or E_NO_ROUTE) / requests. */
+  error_rate: number;
+  /** Answered from the answer cache / answered (outcome ok or cancelled). */
+  cache_hit_rate: number;
+  /** Mean decode rate of its generated (not cached, not relayed) answers; null when none. */
+  mean_tokens_per_s: number | null;
+  /** 95th percentile (nearest rank) of arrival-to-final-reply, over answered requests; null when none. */
+  p95_latency_ms: number | null;
+}
+
+/** Per variant, in order of first appearance; records without a variant are left out. */
+export function summarizeVariants(records: Iterable<AuditRecord>): VariantSummary[] {
+  const groups = new Map<string, { name: string; variant: string; n: number; failed: number; answered: number; hits: number; rates: number[]; latencies: number[] }>();
+  for (const r of records) {
+    if (r.type !== 'request' || r.variant === undefined) continue;
+    const name = r.variant_of ?? '';
+    const key = `${name}\u0000${r.variant}`;
+    let g = groups.get(key);
+    if (!g) groups.set(key, (g = { name, variant: r.variant, n: 0, failed: 0, answered: 0, hits: 0, rates: [], latencies: [] }));
+    g.n++;
+    if (r.outcome === 'error' || r.outcome === 'denied') g.failed++;
+    if (r.outcome !== 'ok' && r.outcome !== 'cancelled') continue;
+    g.answered++;
+    if (r.cached) g.hits++;
+    else if (r.tokens_per_s !== undefined && r.tokens_per_s > 0) g.rates.push(r.tokens_per_s);
+    if (r.total_ms !== undefined) g.latencies.push(r.total_ms);
+  }
+  return [...groups.values()].map((g) => ({
+    name: g.name,
+    variant: g.variant,
+    requests: g.n,
+    error_rate: g.failed / g.n,
+    cache_hit_rate: g.answered > 0 ? g.hits / g.answered : 0,
+    mean_tokens_per_s: g.rates.length > 0 ? g.rates.reduce((s, x) => s + x, 0) / g.rates.length : null,
+    p95_latency_ms: g.latencies.length > 0 ? nearestRank(g.latencies, 0.95) : null,
+  }));
+}
+
+function nearestRank(values: number[], q: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
 }
