@@ -48,6 +48,23 @@ export function chooseVariant(variants: readonly Variant[], device: string, name
   return variants[variants.length - 1]!; // rounding at the top end of the sum
 }
 
+/**
+ * The variant a request for `model` runs as when `model` has A/B variants (`key`: what it sticks to, the
+ * device id), else undefined; a `variant` for any other model is E_UNKNOWN_VARIANT.
+ */
+export function variantFor(variants: Record<string, Variant[]>, model: string | undefined, key: string, variant: string | undefined): { name: string; variant: string } | undefined {
+  const list = model !== undefined ? variants[model] : undefined;
+  if (list === undefined) {
+    if (variant === undefined) return undefined;
+    const names = Object.keys(variants);
+    throw new EdgeError(
+      'E_UNKNOWN_VARIANT',
+      `"variant" is only for a model name with A/B variants (${names.length > 0 ? names.join(', ') : 'this node has none'}), not ${model === undefined ? 'the default model' : `"${model}"`}: leave it out`,
+    );
+  }
+  return { name: model!, variant: chooseVariant(list, key, model!, variant).model };
+}
+
 /** How one variant did, from its requests' audit records (ab-report, `edgellm audit --by variant`). */
 export interface VariantSummary {
   /** The A/B name a request asked for ("" for records from before a name's variants were recorded). */

@@ -35,6 +35,7 @@ if (bin) {
       rmSync(work, { recursive: true, force: true });
     });
     const port = await freePort();
+    const openaiPort = await freePort();
     const stateDir = join(work, 'state');
     const config = daemonConfig({
       broker: { url: broker.url },
@@ -42,6 +43,7 @@ if (bin) {
       node_id: 'ab1',
       state_dir: stateDir,
       http: { port },
+      openai: { port: openaiPort },
       model: '/models/small.gguf',
       models: ['/models/large.gguf'],
       variants: { chat: VARIANTS },
@@ -91,12 +93,34 @@ if (bin) {
       t.equal(valueOf(metrics, 'edgellm_variant_requests_total', { model: 'chat', variant: v, outcome: 'done' }), servedBy(v), `edgellm_variant_requests_total{variant="${v}"}`);
     }
 
+    // The OpenAI endpoint: the body's user (else the x-edgellm-device header) is the stickiness key.
+    const chat = async (body: object, headers: Record<string, string> = {}) => {
+      const res = await fetch(`http://127.0.0.1:${openaiPort}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...headers },
+        body: JSON.stringify({ model: 'chat', messages: [{ role: 'user', content: 'hi there' }], ...body }),
+      });
+      return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+    };
+    for (const d of DEVICES.slice(0, 6)) {
+      t.match(await chat({ user: d }), { status: 200, body: { model: expected.get(d), variant: expected.get(d) } }, `openai user ${d}: its variant`);
+      t.match(await chat({}, { 'x-edgellm-device': d }), { status: 200, body: { variant: expected.get(d) } }, `openai x-edgellm-device ${d}: its variant`);
+    }
+    t.match(await chat({ user: d0, variant: other(expected.get(d0)) }), { status: 200, body: { variant: other(expected.get(d0)) } }, 'openai: variant overrides');
+    t.match(await chat({ user: d0, variant: 'medium' }), { status: 400, body: { error: { code: 'variant_not_found', param: 'variant', message: /"medium" is not a variant of "chat"/ } } });
+    const apiAudit = (daemon.service.audit as SqliteAuditLog).query({ type: 'request', device: 'openai-api' }).map((e) => e.record as RequestAudit);
+    t.equal(apiAudit.filter((r) => r.variant_of === 'chat' && r.outcome === 'ok').length, 13, 'the API\'s answered requests are audited with their variant');
+
     // The reports read the store from another process while the daemon runs (WAL).
     const report = spawnSync(process.execPath, [join(root, 'scripts', 'ab-report.mjs'), '--state-dir', stateDir, '--json'], { encoding: 'utf8' });
     t.equal(report.status, 0, report.stderr);
     const rows = report.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const all = (daemon.service.audit as SqliteAuditLog).query({ type: 'request' }).map((e) => e.record as RequestAudit);
     for (const v of ['small', 'large']) {
-      t.match(rows.find((r) => r.variant === v), { name: 'chat', requests: servedBy(v), error_rate: 0, cache_hit_rate: 0 }, `ab-report: ${v}`);
+      const mine = all.filter((r) => r.variant === v);
+      const failed = mine.filter((r) => r.outcome === 'error').length;
+      t.ok(mine.length > servedBy(v), `${v}: MQTT and OpenAI requests`);
+      t.match(rows.find((r) => r.variant === v), { name: 'chat', requests: mine.length, error_rate: failed / mine.length, cache_hit_rate: 0 }, `ab-report: ${v}`);
       t.ok(Number(rows.find((r) => r.variant === v)?.p95_latency_ms) >= 0, 'a p95 latency');
     }
     const table = spawnSync(process.execPath, [join(root, 'scripts', 'ab-report.mjs'), '--state-dir', stateDir], { encoding: 'utf8' });

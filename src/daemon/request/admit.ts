@@ -7,7 +7,7 @@
 import { EdgeError } from '../../errors.js';
 import { embedInputs } from '../../protocol/codec.js';
 import { promptText, type Admitted } from '../../policy/admission.js';
-import { chooseVariant, type Variant } from '../../policy/variants.js';
+import { variantFor } from '../../policy/variants.js';
 import { promptTooLarge } from '../engine-port.js';
 import { finishError, refuse } from './finish.js';
 import { defaultModel, type Job, type RequestContext } from './job.js';
@@ -30,7 +30,7 @@ export function admit(ctx: RequestContext, job: Job): void {
   // An A/B name runs as the device's variant (or the one the request names): from here on, its model.
   let ab: { name: string; variant: string } | undefined;
   try {
-    ab = abVariant(ctx.config.variants, r.model, row.device, r.variant);
+    ab = variantFor(ctx.config.variants, r.model, row.device, r.variant);
   } catch (err) {
     if (!(err instanceof EdgeError)) throw err;
     return refuse(ctx, job, err.code, err.message);
@@ -85,16 +85,3 @@ export function admit(ctx: RequestContext, job: Job): void {
   runLocal(ctx, job, decision.model, job.resumed);
 }
 
-/** The variant a request for `model` runs as, when `model` has A/B variants; a `variant` field for any other model is refused. */
-function abVariant(variants: Record<string, Variant[]>, model: string | undefined, device: string, variant: string | undefined): { name: string; variant: string } | undefined {
-  const list = model !== undefined ? variants[model] : undefined;
-  if (list === undefined) {
-    if (variant === undefined) return undefined;
-    const names = Object.keys(variants);
-    throw new EdgeError(
-      'E_UNKNOWN_VARIANT',
-      `"variant" is only for a model name with A/B variants (${names.length > 0 ? names.join(', ') : 'this node has none'}), not ${model === undefined ? 'the default model' : `"${model}"`}: leave it out`,
-    );
-  }
-  return { name: model!, variant: chooseVariant(list, device, model!, variant).model };
-}

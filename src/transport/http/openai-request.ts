@@ -30,6 +30,10 @@ export interface ChatRequest {
   stream: boolean;
   /** stream_options.include_usage: one more chunk with the usage before [DONE]. */
   include_usage: boolean;
+  /** OpenAI's end-user id: the key a model name with A/B variants sticks to (else the header x-edgellm-device). */
+  user?: string;
+  /** Not OpenAI's: for a model name with A/B variants, the variant to run instead of the user's own. */
+  variant?: string;
 }
 
 /** A refusal: `param` is the field at fault (OpenAI's error.param), `code` OpenAI's error.code when it has one. */
@@ -48,7 +52,7 @@ export class RequestFieldError extends Error {
 const MAX_STOP = 16;
 
 /** Fields that change nothing on this node, accepted whatever their value (type-checked where it matters). */
-const HARMLESS = new Set(['user', 'metadata', 'store', 'service_tier', 'parallel_tool_calls', 'safety_identifier', 'prompt_cache_key']);
+const HARMLESS = new Set(['metadata', 'store', 'service_tier', 'parallel_tool_calls', 'safety_identifier', 'prompt_cache_key']);
 
 /** Fields accepted only with a value that asks for nothing this node lacks. */
 const ONLY_WHEN_OFF: Record<string, { off: (v: unknown) => boolean; why: string }> = {
@@ -90,6 +94,8 @@ const HONOURED = new Set([
   'stream_options',
   'logprobs',
   'top_logprobs',
+  'user',
+  'variant',
 ]);
 
 /** Message fields accepted besides role and content (name, and what an assistant turn echoes back). */
@@ -114,6 +120,12 @@ export function parseChatRequest(body: unknown): ChatRequest {
   if (model !== undefined) {
     if (typeof model !== 'string' || model === '') throw new RequestFieldError(`model must be a non-empty string, got ${kind(model)}`, 'model');
     r.model = model;
+  }
+  for (const key of ['user', 'variant'] as const) {
+    const v = opt(body, key);
+    if (v === undefined) continue;
+    if (typeof v !== 'string' || v === '') throw new RequestFieldError(`${key} must be a non-empty string, got ${kind(v)}`, key);
+    r[key] = v;
   }
   const maxTokens = whole(body, 'max_tokens', 1);
   const maxCompletion = whole(body, 'max_completion_tokens', 1);
