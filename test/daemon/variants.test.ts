@@ -106,10 +106,17 @@ if (bin) {
       t.match(await chat({ user: d }), { status: 200, body: { model: expected.get(d), variant: expected.get(d) } }, `openai user ${d}: its variant`);
       t.match(await chat({}, { 'x-edgellm-device': d }), { status: 200, body: { variant: expected.get(d) } }, `openai x-edgellm-device ${d}: its variant`);
     }
+    const streamed = await fetch(`http://127.0.0.1:${openaiPort}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'chat', user: d0, stream: true, messages: [{ role: 'user', content: 'a b c' }] }),
+    });
+    const chunks = (await streamed.text()).split('\n').filter((l) => l.startsWith('data: {')).map((l) => JSON.parse(l.slice(6)) as Record<string, unknown>);
+    t.ok(chunks.length >= 3 && chunks.every((c) => c.variant === expected.get(d0)), 'openai stream: every chunk names the variant');
     t.match(await chat({ user: d0, variant: other(expected.get(d0)) }), { status: 200, body: { variant: other(expected.get(d0)) } }, 'openai: variant overrides');
     t.match(await chat({ user: d0, variant: 'medium' }), { status: 400, body: { error: { code: 'variant_not_found', param: 'variant', message: /"medium" is not a variant of "chat"/ } } });
     const apiAudit = (daemon.service.audit as SqliteAuditLog).query({ type: 'request', device: 'openai-api' }).map((e) => e.record as RequestAudit);
-    t.equal(apiAudit.filter((r) => r.variant_of === 'chat' && r.outcome === 'ok').length, 13, 'the API\'s answered requests are audited with their variant');
+    t.equal(apiAudit.filter((r) => r.variant_of === 'chat' && r.outcome === 'ok').length, 14, 'the API\'s answered requests are audited with their variant');
 
     // The reports read the store from another process while the daemon runs (WAL).
     const report = spawnSync(process.execPath, [join(root, 'scripts', 'ab-report.mjs'), '--state-dir', stateDir, '--json'], { encoding: 'utf8' });

@@ -103,8 +103,8 @@ const MESSAGE_FIELDS = new Set(['role', 'content', 'name', 'refusal', 'tool_call
 /** OpenAI's "developer" role is its newer name for "system". */
 const ROLES: Record<string, string> = { system: 'system', developer: 'system', user: 'user', assistant: 'assistant', tool: 'tool' };
 
-/** Checks a parsed JSON body; throws RequestFieldError on the first field it cannot take. */
-export function parseChatRequest(body: unknown): ChatRequest {
+/** Checks a parsed JSON body (and the x-edgellm-device header); throws RequestFieldError on the first field it cannot take. */
+export function parseChatRequest(body: unknown, deviceHeader?: string | string[]): ChatRequest {
   if (!isObject(body)) {
     throw new RequestFieldError(`the body must be a JSON object such as {"model": "...", "messages": [{"role": "user", "content": "Hello"}]}, got ${kind(body)}`, null);
   }
@@ -127,6 +127,8 @@ export function parseChatRequest(body: unknown): ChatRequest {
     if (typeof v !== 'string' || v === '') throw new RequestFieldError(`${key} must be a non-empty string, got ${kind(v)}`, key);
     r[key] = v;
   }
+  // Stickiness of A/B variants: the body's user, else the x-edgellm-device header, else one key for all.
+  if (r.user === undefined && typeof deviceHeader === 'string' && deviceHeader !== '') r.user = deviceHeader;
   const maxTokens = whole(body, 'max_tokens', 1);
   const maxCompletion = whole(body, 'max_completion_tokens', 1);
   if (maxTokens !== undefined && maxCompletion !== undefined && maxTokens !== maxCompletion) {

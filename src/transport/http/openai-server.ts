@@ -39,12 +39,8 @@ export interface Generation extends AsyncIterableIterator<string> {
   readonly logprobs?: readonly TokenLogprob[] | undefined; // with logprobs: an entry per token as it arrives
 }
 
-/** A generation that holds a slot: the model that runs it and, for a model name with A/B variants, the variant. */
-export interface Started {
-  model: string;
-  variant?: string | undefined;
-  generation: Generation;
-}
+/** A generation holding a slot: the model that runs it and, for a model name with A/B variants, the variant. */
+export type Started = { model: string; variant?: string | undefined; generation: Generation };
 
 /** Where requests run. */
 export interface ChatBackend {
@@ -240,7 +236,7 @@ export class OpenAIServer {
     const parsed = body.json;
     let request: ChatRequest;
     try {
-      request = parseChatRequest(parsed);
+      request = parseChatRequest(parsed, req.headers['x-edgellm-device']);
     } catch (err) {
       if (!(err instanceof RequestFieldError)) throw err;
       sendError(res, { status: 400, message: err.message, type: 'invalid_request_error', param: err.param, code: err.code });
@@ -256,9 +252,6 @@ export class OpenAIServer {
     const { trace, log } = traceRequest(req.headers.traceparent, this.opts.log, `openai ${id}`);
     res.setHeader('traceparent', traceparentOf(trace)); // on errors too
     let started: Started;
-    // Stickiness of A/B variants: the body's user, else this header (a device id), else one key for all.
-    const device = req.headers['x-edgellm-device'];
-    if (request.user === undefined && typeof device === 'string' && device !== '') request.user = device;
     try {
       started = await this.opts.backend.complete(request, gone.signal, trace);
     } catch (err) {
@@ -271,9 +264,8 @@ export class OpenAIServer {
     }
     const { model, generation } = started;
     const created = Math.floor(Date.now() / 1000);
-    const variant = started.variant !== undefined ? { variant: started.variant } : {};
     if (request.stream) {
-      await this.stream(res, request, { id, model, created, ...variant }, generation, { gone: gone.signal, log });
+      await this.stream(res, request, { id, model, created, variant: started.variant }, generation, { gone: gone.signal, log });
     } else {
       while (!(await generation.next()).done); // the result holds the whole text
       await this.settle(id, generation, gone.signal, log, (result) => {
@@ -282,7 +274,7 @@ export class OpenAIServer {
           object: 'chat.completion',
           created,
           model,
-          ...variant,
+          variant: started.variant, // only for a model name with A/B variants (JSON drops undefined)
           choices: [{ index: 0, message: { role: 'assistant', content: result.text, refusal: null }, logprobs: wireLogprobs(result.logprobs?.content), finish_reason: finishOf(result) }],
           usage: usageOf(result),
         });
@@ -294,7 +286,7 @@ export class OpenAIServer {
   private async stream(
     res: http.ServerResponse,
     request: ChatRequest,
-    head: { id: string; model: string; created: number; variant?: string },
+    head: { id: string; model: string; created: number; variant: string | undefined },
     generation: Generation,
     { gone, log }: { gone: AbortSignal; log: Logger },
   ): Promise<void> {
@@ -302,7 +294,7 @@ export class OpenAIServer {
     const usageField = request.include_usage ? { usage: null } : {};
     const { id, created, model, variant } = head;
     const chunk = (delta: Record<string, unknown>, finish: string | null, tokens?: TokenLogprob[]) =>
-      event(res, { id, object: 'chat.completion.chunk', created, model, ...(variant !== undefined ? { variant } : {}), choices: [{ index: 0, delta, logprobs: wireLogprobs(tokens), finish_reason: finish }], ...usageField });
+      event(res, { id, object: 'chat.completion.chunk', created, model, variant, choices: [{ index: 0, delta, logprobs: wireLogprobs(tokens), finish_reason: finish }], ...usageField });
     chunk({ role: 'assistant', content: '' }, null);
     const scored = new LogprobCursor();
     for await (const piece of generation) {
