@@ -60,6 +60,24 @@ export const configSchema = z
     state_dir: text.default('/var/lib/edgellm').describe('directory of the SQLite database (requests, outbox, cache)'),
     model: text.optional().describe('GGUF model file to serve'),
     models: z.array(text, { error: 'must be a list of model files' }).default([]).describe('more GGUF model files to serve; a request picks one by name (file name without .gguf)'),
+    variants: z
+      .record(
+        text,
+        z
+          .array(
+            z
+              .object({
+                model: text.describe('a configured model (local or upstream) that answers for this variant'),
+                weight: z.number({ error: 'must be a number > 0' }).positive('must be a number > 0').describe("this variant's share of the traffic (the weights of a name are normalized)"),
+              })
+              .strict(),
+            { error: 'must be a list of {model, weight}' },
+          )
+          .min(1, 'must list at least one variant'),
+        { error: 'must map model names to a list of {model, weight}' },
+      )
+      .default({})
+      .describe('A/B variants: a model name a request may ask for -> the models that answer for it, each device sticking to one by a hash of its id'),
     fleet: z
       .object({
         group: topicLevel.optional().describe('share requests with the other nodes of this group ($share/<group>/...): each request goes to one node'),
@@ -455,6 +473,20 @@ export function checkPolicyReferences(config: DaemonConfig): void {
       if (!locals.includes(model)) fail(`policy.rates.${model}: "${model}" is not a local model (${list(locals)})`);
     }
   }
+  const variantNames = Object.keys(config.variants);
+  for (const [name, variants] of Object.entries(config.variants)) {
+    if (locals.includes(name) || upstreamModels.includes(name) || classes.includes(name)) {
+      fail(`variants.${name}: "${name}" is already a model or class name; give the A/B name another name`);
+    }
+    const seen = new Set<string>();
+    variants.forEach(({ model }, i) => {
+      if (seen.has(model)) fail(`variants.${name}[${i}].model: "${model}" is listed twice; give it one entry with the summed weight`);
+      seen.add(model);
+      if (locals.length > 0 && !locals.includes(model) && !upstreamModels.includes(model)) {
+        fail(`variants.${name}[${i}].model: "${model}" is not a model of this node (${list([...locals, ...upstreamModels])})`);
+      }
+    });
+  }
   const roles = Object.keys(access.roles);
   if (!roles.includes(access.default_role)) {
     fail(`access.default_role "${access.default_role}" is not a role: define it under access.roles (defined: ${list(roles)})`);
@@ -465,7 +497,7 @@ export function checkPolicyReferences(config: DaemonConfig): void {
     }
   }
   if (locals.length > 0) {
-    const known = [...locals, ...upstreamModels, ...classes];
+    const known = [...locals, ...upstreamModels, ...classes, ...variantNames];
     for (const [name, role] of Object.entries(access.roles)) {
       for (const model of role.models) {
         if (model !== '*' && !known.includes(model)) {

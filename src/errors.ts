@@ -76,7 +76,9 @@ export type ErrorCode =
   /** An embedding of nothing (an empty string or no tokens). */
   | 'E_EMPTY_INPUT'
   /** An input longer than the encoder reads at once (its context_length, in tokens): split it. */
-  | 'E_INPUT_TOO_LONG';
+  | 'E_INPUT_TOO_LONG'
+  /** A request's `variant` is not one of the A/B variants its model name has (the message lists them). */
+  | 'E_UNKNOWN_VARIANT';
 
 export class EdgeError extends Error {
   readonly code: ErrorCode;

@@ -19,7 +19,8 @@ import { EdgeError } from '../errors.js';
 import type { ChatRequest } from '../transport/http/openai-request.js';
 import type { EmbeddingsRequest, EmbeddingsResult } from '../transport/http/openai-embeddings.js';
 import type { AuditSink, RequestAudit } from '../policy/audit.js';
-import type { ChatBackend } from '../transport/http/openai-server.js';
+import type { ChatBackend, Started } from '../transport/http/openai-server.js';
+import { variantFor } from '../policy/variants.js';
 import type { TraceContext } from '../protocol/trace-context.js';
 import type { RequestQueue } from '../scheduler/request-queue.js';
 
@@ -41,7 +42,7 @@ export class LocalChat implements ChatBackend {
 
   constructor(
     private readonly deps: {
-      config: Pick<DaemonConfig, 'limits' | 'metrics'>;
+      config: Pick<DaemonConfig, 'limits' | 'metrics'> & Partial<Pick<DaemonConfig, 'variants'>>;
       queue: RequestQueue;
       /** By name; the first is the default. */
       models: Map<string, LocalModel>;
@@ -58,22 +59,40 @@ export class LocalChat implements ChatBackend {
   }
 
   /** `trace`: the request's (its traceparent header's, or one the endpoint made); its trace id goes to /metrics and the audit. */
-  complete(request: ChatRequest, signal: AbortSignal, trace?: TraceContext): Promise<{ model: string; generation: Generation }> {
+  complete(request: ChatRequest, signal: AbortSignal, trace?: TraceContext): Promise<Started> {
     const receivedAt = Date.now();
     const id = randomUUID();
-    const admitted = this.admit(request, signal, id);
     const traceId = trace?.traceId;
+    // An A/B name runs as the variant of its user (the body's user or the x-edgellm-device header), or the one it names.
+    let ab: { name: string; variant: string } | undefined;
+    try {
+      ab = variantFor(this.deps.config.variants ?? {}, request.model, request.user ?? API_DEVICE, request.variant);
+    } catch (err) {
+      this.report(receivedAt, id, request.model, { outcome: 'error', err, traceId });
+      return Promise.reject(err);
+    }
+    const admitted = this.admit(ab ? { ...request, model: ab.variant } : request, signal, id);
     admitted.then(
       ({ model, generation }) => {
         const queueMs = Date.now() - receivedAt;
         generation.result.then(
-          (r) => this.report(receivedAt, id, model, { outcome: r.finish_reason === 'cancelled' ? 'cancelled' : 'done', queueMs, ttftMs: queueMs + r.timings.ttft_ms, prompt: r.usage.prompt_tokens, completion: r.usage.completion_tokens, traceId }),
-          (err: unknown) => this.report(receivedAt, id, model, { outcome: 'error', queueMs, err, traceId }),
+          (r) =>
+            this.report(receivedAt, id, model, {
+              outcome: r.finish_reason === 'cancelled' ? 'cancelled' : 'done',
+              queueMs,
+              ttftMs: queueMs + r.timings.ttft_ms,
+              prompt: r.usage.prompt_tokens,
+              completion: r.usage.completion_tokens,
+              tokensPerS: r.timings.decode_tokens_per_s,
+              traceId,
+              ab,
+            }),
+          (err: unknown) => this.report(receivedAt, id, model, { outcome: 'error', queueMs, err, traceId, ab }),
         );
       },
-      (err: unknown) => this.report(receivedAt, id, request.model, signal.aborted ? { outcome: 'cancelled', traceId } : { outcome: 'error', err, traceId }),
+      (err: unknown) => this.report(receivedAt, id, ab?.variant ?? request.model, signal.aborted ? { outcome: 'cancelled', traceId, ab } : { outcome: 'error', err, traceId, ab }),
     );
-    return admitted;
+    return ab ? admitted.then((started) => ({ ...started, variant: ab.variant })) : admitted;
   }
 
   /** Every input's vector in order; the request's byte limit is limits.max_prompt_bytes per input. */
@@ -115,7 +134,17 @@ export class LocalChat implements ChatBackend {
     receivedAt: number,
     id: string,
     model: string | undefined,
-    how: { outcome: 'done' | 'cancelled' | 'error'; queueMs?: number; ttftMs?: number; prompt?: number; completion?: number; err?: unknown; traceId?: string | undefined },
+    how: {
+      outcome: 'done' | 'cancelled' | 'error';
+      queueMs?: number;
+      ttftMs?: number;
+      prompt?: number;
+      completion?: number;
+      tokensPerS?: number;
+      err?: unknown;
+      traceId?: string | undefined;
+      ab?: { name: string; variant: string } | undefined;
+    },
   ): void {
     const code = how.err instanceof EdgeError ? how.err.code : how.outcome === 'error' ? 'E_ENGINE' : undefined;
     const message = how.err instanceof Error ? how.err.message : how.err === undefined ? '' : String(how.err);
@@ -129,7 +158,9 @@ export class LocalChat implements ChatBackend {
       total_ms: Date.now() - receivedAt,
       completion_tokens: how.completion ?? 0,
       trace_id: how.traceId,
+      ab: how.ab,
     });
+    const total = Date.now() - receivedAt;
     const record: RequestAudit = {
       type: 'request',
       time: receivedAt,
@@ -137,6 +168,7 @@ export class LocalChat implements ChatBackend {
       id,
       ...(how.traceId !== undefined ? { trace_id: how.traceId } : {}),
       model,
+      ...(how.ab !== undefined ? { variant: how.ab.variant, variant_of: how.ab.name } : {}),
       route: 'local',
       route_reason: 'OpenAI-compatible API (answered here, never forwarded)',
       allowed: !refused,
@@ -145,6 +177,8 @@ export class LocalChat implements ChatBackend {
       prompt_tokens: how.prompt,
       completion_tokens: how.completion,
       outcome: refused ? 'denied' : how.outcome === 'done' ? 'ok' : how.outcome,
+      ...(refused ? {} : { total_ms: total, cached: false }),
+      ...(how.tokensPerS !== undefined ? { tokens_per_s: how.tokensPerS } : {}),
     };
     this.deps.audit?.write(record);
   }

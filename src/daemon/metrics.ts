@@ -41,6 +41,7 @@ export class DaemonMetrics implements RequestObserver {
   private readonly exemplars = new ExemplarBook();
   private readonly drift = new DriftWindows();
   private readonly driftSamples: Counter<'model'>;
+  private readonly variants: Counter<'model' | 'variant' | 'outcome'>;
 
   constructor(opts: {
     node: string;
@@ -56,6 +57,12 @@ export class DaemonMetrics implements RequestObserver {
       name: 'edgellm_requests_total',
       help: 'requests answered, by outcome (done, cached, cancelled, error), route (local, cloud, none = refused before routing) and error code',
       labelNames: ['outcome', 'route', 'code'],
+      registers,
+    });
+    this.variants = new Counter({
+      name: 'edgellm_variant_requests_total',
+      help: 'requests for a model name with A/B variants, by that name (model), the variant that served it and outcome (done, cached, cancelled, error)',
+      labelNames: ['model', 'variant', 'outcome'],
       registers,
     });
     this.tokens = new Counter({ name: 'edgellm_generated_tokens_total', help: 'tokens generated (answers from the cache not counted)', labelNames: ['route'], registers });
@@ -133,6 +140,7 @@ export class DaemonMetrics implements RequestObserver {
 
   onFinished(r: FinishedRequest): void {
     this.requests.inc(r.outcome === 'error' ? { outcome: r.outcome, route: r.route, code: r.code ?? 'E_UNKNOWN' } : { outcome: r.outcome, route: r.route });
+    if (r.ab) this.variants.inc({ model: r.ab.name, variant: r.ab.variant, outcome: r.outcome });
     const trace = r.trace_id;
     const route = { route: r.route };
     if (r.outcome !== 'cached' && r.completion_tokens > 0) {

@@ -29,6 +29,8 @@ export interface FinishedRequest {
   completion_tokens: number;
   /** The request's trace (the metrics' exemplars name it). */
   trace_id?: string | undefined;
+  /** For a model name with A/B variants: that name and the variant that served it. */
+  ab?: { name: string; variant: string } | undefined;
 }
 
 export interface RequestObserver {

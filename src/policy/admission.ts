@@ -18,8 +18,10 @@ export interface AdmissionRequest {
   device: string;
   prompt?: string;
   messages?: ChatMessage[];
-  /** A model name or class. */
+  /** A model name or class (for an A/B name: the chosen variant's model). */
   model?: string;
+  /** A/B variants: the name asked for (access control checks it) and the variant chosen for it. */
+  ab?: { name: string; variant: string };
   max_tokens?: number;
   route?: RequestedRoute;
   local_only?: boolean;
@@ -77,6 +79,7 @@ export class Admission {
       id: req.id,
       ...(req.trace_id !== undefined ? { trace_id: req.trace_id } : {}),
       ...(req.model !== undefined ? { model: req.model } : {}),
+      ...(req.ab !== undefined ? { variant: req.ab.variant, variant_of: req.ab.name } : {}),
       allowed: false,
       outcome: 'denied',
       prompt_tokens: req.prompt_tokens,
@@ -87,7 +90,8 @@ export class Admission {
       payload_bytes: req.payload_bytes,
       prompt_tokens: req.prompt_tokens,
       max_tokens: req.max_tokens,
-      model: req.model,
+      // A role allows an A/B name as a whole, as it allows a class.
+      model: req.ab?.name ?? req.model,
       ...(req.rate_limited === false ? { rate_limited: false } : {}),
     });
     if (access.permissions) record.roles = access.permissions.roles;

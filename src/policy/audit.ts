@@ -19,6 +19,9 @@ export interface RequestAudit {
   trace_id?: string | undefined;
   /** The model asked for (name or class), or the one that ran once known. */
   model?: string | undefined;
+  /** For a model name with A/B variants (model is then the variant's): the variant chosen, and that name. */
+  variant?: string | undefined;
+  variant_of?: string | undefined;
   route?: Route | undefined;
   route_reason?: string | undefined;
   /** The device's roles when it was decided. */
@@ -31,6 +34,12 @@ export interface RequestAudit {
   outcome: RequestOutcome;
   /** The error that ended an allowed request (outcome 'error'). */
   error?: { code: string; message: string } | undefined;
+  /** From arrival to the final reply (answered requests), in ms. */
+  total_ms?: number | undefined;
+  /** Decode rate of a generated answer (tokens/s; 0 for cached or relayed answers). */
+  tokens_per_s?: number | undefined;
+  /** Answered from the answer cache. */
+  cached?: boolean | undefined;
   /** The cloud failed and local answered instead. */
   fallback?: boolean | undefined;
   /** Only with audit prompts enabled. */

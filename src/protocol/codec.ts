@@ -50,6 +50,8 @@ export const requestSchema = z
     prompt: unicodeText().optional(),
     messages: z.array(chatMessage, { error: 'must be a list of {role, content}' }).min(1, 'must hold at least one message').optional(),
     model: z.string({ error: 'must be text' }).min(1, 'must not be empty').optional(),
+    /** For a model name with A/B variants: the variant to run instead of the device's own (E_UNKNOWN_VARIANT when it has none of that name). */
+    variant: z.string({ error: 'must be text' }).min(1, 'must not be empty').optional(),
     max_tokens: whole('a whole number >= 1').min(1, 'must be a whole number >= 1').optional(),
     temperature: num('a number from 0 to 2').min(0, 'must be a number from 0 to 2').max(2, 'must be a number from 0 to 2').optional(),
     top_p: num('a number above 0, at most 1').gt(0, 'must be a number above 0, at most 1 (1 = off)').max(1, 'must be a number above 0, at most 1 (1 = off)').optional(),
@@ -200,6 +202,8 @@ export interface DoneFields {
   /** With logprobs: per generated token (OpenAI's choices[].logprobs). */
   logprobs?: { content: TokenLogprob[] };
   model: string;
+  /** For a model name with A/B variants: the variant that answered (the model it routes to). */
+  variant?: string;
   node: string;
   timings: { queue_ms: number; ttft_ms: number; total_ms: number; tokens_per_s: number };
   /** The request's W3C trace id (its traceparent's, or one made at intake): 32 hex digits. */
@@ -213,6 +217,8 @@ export interface RequestTrace {
   /** "cache" for an answer from the cache (then no timings: nothing ran). */
   route: 'local' | 'cloud' | 'cache';
   route_reason: string;
+  /** For a model name with A/B variants: the variant that answered. */
+  variant?: string;
   /** hit; miss (looked up, then generated); bypass (not looked up: not deterministic, cache off, or cloud). */
   cache: 'hit' | 'miss' | 'bypass';
   /** From arrival until the engine started its prompt (the daemon's queue and the decode loop's). */

@@ -92,7 +92,11 @@ t.test('null means absent, as OpenAI clients send it; harmless fields are taken'
     store: false,
     parallel_tool_calls: false,
   });
-  t.same(r, { messages: [{ role: 'user', content: 'hi' }], stream: false, include_usage: false });
+  // user is kept: it is the key A/B variants stick to.
+  t.same(r, { messages: [{ role: 'user', content: 'hi' }], stream: false, include_usage: false, user: 'press-4' });
+  t.throws(() => parseChatRequest({ ...user('hi'), user: 7 }), { param: 'user', message: /user must be a non-empty string, got/ });
+  t.throws(() => parseChatRequest({ ...user('hi'), variant: '' }), { param: 'variant', message: /variant must be a non-empty string/ });
+  t.same(parseChatRequest({ ...user('hi'), variant: 'large' }).variant, 'large');
   t.same(parseChatRequest({ ...user('hi'), max_tokens: 8, max_completion_tokens: 8 }).max_tokens, 8, 'both limits, when they agree');
   t.same(parseChatRequest({ ...user('hi'), stop: [] }).stop, undefined, 'an empty stop list is no stop');
 });

@@ -7,6 +7,7 @@
 import { EdgeError } from '../../errors.js';
 import { embedInputs } from '../../protocol/codec.js';
 import { promptText, type Admitted } from '../../policy/admission.js';
+import { variantFor } from '../../policy/variants.js';
 import { promptTooLarge } from '../engine-port.js';
 import { finishError, refuse } from './finish.js';
 import { defaultModel, type Job, type RequestContext } from './job.js';
@@ -26,8 +27,18 @@ export function admit(ctx: RequestContext, job: Job): void {
   if (row.deadlineAt !== null && row.deadlineAt <= Date.now()) {
     return refuse(ctx, job, 'E_DEADLINE', 'the deadline passed before the request could start');
   }
+  // An A/B name runs as the device's variant (or the one the request names): from here on, its model.
+  let ab: { name: string; variant: string } | undefined;
+  try {
+    ab = variantFor(ctx.config.variants, r.model, row.device, r.variant);
+  } catch (err) {
+    if (!(err instanceof EdgeError)) throw err;
+    return refuse(ctx, job, err.code, err.message);
+  }
+  job.ab = ab;
+  const model = ab?.variant ?? r.model;
   // Prompt tokens as the named local model (else the default one) counts them; a chat's template adds a few.
-  const counter = (r.model !== undefined ? ctx.models.get(r.model) : undefined) ?? ctx.models.get(defaultModel(ctx));
+  const counter = (model !== undefined ? ctx.models.get(model) : undefined) ?? ctx.models.get(defaultModel(ctx));
   let promptTokens = 0;
   try {
     promptTokens = counter ? Math.max(...texts.map((text) => counter.countTokens(text))) : 0;
@@ -46,7 +57,8 @@ export function admit(ctx: RequestContext, job: Job): void {
       trace_id: job.trace.traceId,
       ...(r.prompt !== undefined ? { prompt: r.prompt } : {}),
       ...(r.messages !== undefined ? { messages: r.messages } : {}),
-      ...(r.model !== undefined ? { model: r.model } : {}),
+      ...(model !== undefined ? { model } : {}),
+      ...(ab !== undefined ? { ab } : {}),
       ...(r.max_tokens !== undefined ? { max_tokens: r.max_tokens } : {}),
       ...(r.route !== undefined ? { route: r.route } : {}),
       // Embeddings: the texts as the prompt (audited like one), the largest as its tokens, no completion; local only.
@@ -72,3 +84,4 @@ export function admit(ctx: RequestContext, job: Job): void {
   if (decision.route === 'cloud') return runCloud(ctx, job);
   runLocal(ctx, job, decision.model, job.resumed);
 }
+

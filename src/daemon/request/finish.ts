@@ -30,6 +30,7 @@ export function finishDone(ctx: RequestContext, job: Job, modelName: string, ans
     ...(route.fallback !== undefined ? { fallback: true as const, fallback_reason: route.fallback } : {}),
     cached: t.cached,
     model: modelName,
+    ...(job.ab !== undefined ? { variant: job.ab.variant } : {}),
     node: ctx.config.node_id,
     timings: {
       queue_ms: t.startedAt - row.receivedAt,
@@ -50,6 +51,10 @@ export function finishDone(ctx: RequestContext, job: Job, modelName: string, ans
     rec.prompt_tokens = answer.usage.prompt_tokens;
     rec.completion_tokens = answer.usage.completion_tokens;
     rec.outcome = state === 'cancelled' ? 'cancelled' : 'ok';
+    // What ab-report compares variants by: latency, decode rate, cache hits.
+    rec.total_ms = fields.timings.total_ms;
+    rec.tokens_per_s = fields.timings.tokens_per_s;
+    rec.cached = t.cached;
     ctx.policy.admission.audit(rec);
   }
   ctx.channel.deliver(ctx.store.finish(row.device, row.id, state, { topic: row.replyTopic, payload: doneMessage(row.id, fields), correlation: row.correlation, traceparent: row.traceparent }));
@@ -63,6 +68,7 @@ export function finishDone(ctx: RequestContext, job: Job, modelName: string, ans
     total_ms,
     completion_tokens: answer.usage.completion_tokens,
     trace_id: job.trace.traceId,
+    ...(job.ab !== undefined ? { ab: job.ab } : {}),
   });
 }
 
@@ -102,12 +108,13 @@ export function finishError(ctx: RequestContext, job: Job, code: ErrorCode, mess
     const rec = job.admitted.record;
     rec.outcome = 'error';
     rec.error = { code, message };
+    rec.total_ms = Date.now() - row.receivedAt;
     ctx.policy.admission.audit(rec);
     if (route === 'none' && job.route) route = job.route.route;
   }
   const payload = errorMessage(row.id, code, message, job.trace.traceId);
   ctx.channel.deliver(ctx.store.finish(row.device, row.id, 'error', { topic: row.replyTopic, payload, correlation: row.correlation, traceparent: row.traceparent }));
-  ctx.observer.onFinished({ outcome: 'error', code, route, total_ms: Date.now() - row.receivedAt, completion_tokens: 0, trace_id: job.trace.traceId });
+  ctx.observer.onFinished({ outcome: 'error', code, route, total_ms: Date.now() - row.receivedAt, completion_tokens: 0, trace_id: job.trace.traceId, ...(job.ab !== undefined ? { ab: job.ab } : {}) });
 }
 
 /** A refusal before access control ran (limits the daemon checks itself): audited as denied. */

@@ -49,6 +49,8 @@ export interface Job {
   /** Its trace (row.traceparent names it); every line about it goes through `log`, bound to its trace_id. */
   readonly trace: TraceContext;
   readonly log: Logger;
+  /** For a model name with A/B variants: that name, and the variant admit chose (the model it runs as). */
+  ab?: { name: string; variant: string } | undefined;
   /** What a `trace: true` reply reports: the cache lookup, and the engine's timings once it ran. */
   cache?: 'hit' | 'miss' | 'bypass';
   engine?: Pick<GenerateResult, 'timings' | 'steps'>;

@@ -10,12 +10,13 @@ import type { Job, RouteInfo } from './job.js';
 export function requestTrace(job: Job, route: RouteInfo, cached: boolean, startedAt: number): RequestTrace {
   if (cached) {
     // Nothing ran: the answer was stored by an earlier request, whose timings are not this one's.
-    return { route: 'cache', route_reason: `answered from the cache (model ${route.model})`, cache: 'hit', queue_wait_ms: 0 };
+    return { route: 'cache', route_reason: `answered from the cache (model ${route.model})`, ...variantOf(job), cache: 'hit', queue_wait_ms: 0 };
   }
   const engine = job.engine;
   const trace: RequestTrace = {
     route: route.route,
     route_reason: route.route_reason,
+    ...variantOf(job),
     cache: job.cache ?? 'bypass',
     queue_wait_ms: Math.max(0, startedAt - job.row.receivedAt) + roundMs(engine?.timings.queue_ms ?? 0),
   };
@@ -28,6 +29,8 @@ export function requestTrace(job: Job, route: RouteInfo, cached: boolean, starte
   }
   return trace;
 }
+
+const variantOf = (job: Job) => (job.ab !== undefined ? { variant: job.ab.variant } : {});
 
 /** Milliseconds between consecutive tokens (one fewer than the tokens). */
 function tokenGaps(steps: GenerationSteps): number[] {

@@ -30,6 +30,10 @@ export interface ChatRequest {
   stream: boolean;
   /** stream_options.include_usage: one more chunk with the usage before [DONE]. */
   include_usage: boolean;
+  /** OpenAI's end-user id: the key a model name with A/B variants sticks to (else the header x-edgellm-device). */
+  user?: string;
+  /** Not OpenAI's: for a model name with A/B variants, the variant to run instead of the user's own. */
+  variant?: string;
 }
 
 /** A refusal: `param` is the field at fault (OpenAI's error.param), `code` OpenAI's error.code when it has one. */
@@ -48,7 +52,7 @@ export class RequestFieldError extends Error {
 const MAX_STOP = 16;
 
 /** Fields that change nothing on this node, accepted whatever their value (type-checked where it matters). */
-const HARMLESS = new Set(['user', 'metadata', 'store', 'service_tier', 'parallel_tool_calls', 'safety_identifier', 'prompt_cache_key']);
+const HARMLESS = new Set(['metadata', 'store', 'service_tier', 'parallel_tool_calls', 'safety_identifier', 'prompt_cache_key']);
 
 /** Fields accepted only with a value that asks for nothing this node lacks. */
 const ONLY_WHEN_OFF: Record<string, { off: (v: unknown) => boolean; why: string }> = {
@@ -90,6 +94,8 @@ const HONOURED = new Set([
   'stream_options',
   'logprobs',
   'top_logprobs',
+  'user',
+  'variant',
 ]);
 
 /** Message fields accepted besides role and content (name, and what an assistant turn echoes back). */
@@ -97,8 +103,8 @@ const MESSAGE_FIELDS = new Set(['role', 'content', 'name', 'refusal', 'tool_call
 /** OpenAI's "developer" role is its newer name for "system". */
 const ROLES: Record<string, string> = { system: 'system', developer: 'system', user: 'user', assistant: 'assistant', tool: 'tool' };
 
-/** Checks a parsed JSON body; throws RequestFieldError on the first field it cannot take. */
-export function parseChatRequest(body: unknown): ChatRequest {
+/** Checks a parsed JSON body (and the x-edgellm-device header); throws RequestFieldError on the first field it cannot take. */
+export function parseChatRequest(body: unknown, deviceHeader?: string | string[]): ChatRequest {
   if (!isObject(body)) {
     throw new RequestFieldError(`the body must be a JSON object such as {"model": "...", "messages": [{"role": "user", "content": "Hello"}]}, got ${kind(body)}`, null);
   }
@@ -115,6 +121,14 @@ export function parseChatRequest(body: unknown): ChatRequest {
     if (typeof model !== 'string' || model === '') throw new RequestFieldError(`model must be a non-empty string, got ${kind(model)}`, 'model');
     r.model = model;
   }
+  for (const key of ['user', 'variant'] as const) {
+    const v = opt(body, key);
+    if (v === undefined) continue;
+    if (typeof v !== 'string' || v === '') throw new RequestFieldError(`${key} must be a non-empty string, got ${kind(v)}`, key);
+    r[key] = v;
+  }
+  // Stickiness of A/B variants: the body's user, else the x-edgellm-device header, else one key for all.
+  if (r.user === undefined && typeof deviceHeader === 'string' && deviceHeader !== '') r.user = deviceHeader;
   const maxTokens = whole(body, 'max_tokens', 1);
   const maxCompletion = whole(body, 'max_completion_tokens', 1);
   if (maxTokens !== undefined && maxCompletion !== undefined && maxTokens !== maxCompletion) {

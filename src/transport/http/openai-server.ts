@@ -39,6 +39,9 @@ export interface Generation extends AsyncIterableIterator<string> {
   readonly logprobs?: readonly TokenLogprob[] | undefined; // with logprobs: an entry per token as it arrives
 }
 
+/** A generation holding a slot: the model that runs it and, for a model name with A/B variants, the variant. */
+export type Started = { model: string; variant?: string | undefined; generation: Generation };
+
 /** Where requests run. */
 export interface ChatBackend {
   /** The models a request may name; the first is the default. */
@@ -49,7 +52,7 @@ export interface ChatBackend {
    * `signal`'s reason when it aborts while the request waits. Aborting `signal` later ends the generation
    * 'cancelled'. The caller iterates the generation to its end (that is what frees the slot).
    */
-  complete(request: ChatRequest, signal: AbortSignal, trace?: TraceContext): Promise<{ model: string; generation: Generation }>;
+  complete(request: ChatRequest, signal: AbortSignal, trace?: TraceContext): Promise<Started>;
   /** Embeds every input with an embedding model; rejects with an EdgeError (E_NOT_EMBEDDING_MODEL, E_INPUT_TOO_LONG...). */
   embed(request: EmbeddingsRequest, signal: AbortSignal): Promise<EmbeddingsResult>;
 }
@@ -233,7 +236,7 @@ export class OpenAIServer {
     const parsed = body.json;
     let request: ChatRequest;
     try {
-      request = parseChatRequest(parsed);
+      request = parseChatRequest(parsed, req.headers['x-edgellm-device']);
     } catch (err) {
       if (!(err instanceof RequestFieldError)) throw err;
       sendError(res, { status: 400, message: err.message, type: 'invalid_request_error', param: err.param, code: err.code });
@@ -248,7 +251,7 @@ export class OpenAIServer {
     const id = `chatcmpl-${randomUUID().replace(/-/g, '')}`;
     const { trace, log } = traceRequest(req.headers.traceparent, this.opts.log, `openai ${id}`);
     res.setHeader('traceparent', traceparentOf(trace)); // on errors too
-    let started: { model: string; generation: Generation };
+    let started: Started;
     try {
       started = await this.opts.backend.complete(request, gone.signal, trace);
     } catch (err) {
@@ -262,7 +265,7 @@ export class OpenAIServer {
     const { model, generation } = started;
     const created = Math.floor(Date.now() / 1000);
     if (request.stream) {
-      await this.stream(res, request, { id, model, created }, generation, { gone: gone.signal, log });
+      await this.stream(res, request, { id, model, created, variant: started.variant }, generation, { gone: gone.signal, log });
     } else {
       while (!(await generation.next()).done); // the result holds the whole text
       await this.settle(id, generation, gone.signal, log, (result) => {
@@ -271,6 +274,7 @@ export class OpenAIServer {
           object: 'chat.completion',
           created,
           model,
+          variant: started.variant, // only for a model name with A/B variants (JSON drops undefined)
           choices: [{ index: 0, message: { role: 'assistant', content: result.text, refusal: null }, logprobs: wireLogprobs(result.logprobs?.content), finish_reason: finishOf(result) }],
           usage: usageOf(result),
         });
@@ -282,15 +286,15 @@ export class OpenAIServer {
   private async stream(
     res: http.ServerResponse,
     request: ChatRequest,
-    head: { id: string; model: string; created: number },
+    head: { id: string; model: string; created: number; variant: string | undefined },
     generation: Generation,
     { gone, log }: { gone: AbortSignal; log: Logger },
   ): Promise<void> {
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' });
     const usageField = request.include_usage ? { usage: null } : {};
-    const { id, created, model } = head;
+    const { id, created, model, variant } = head;
     const chunk = (delta: Record<string, unknown>, finish: string | null, tokens?: TokenLogprob[]) =>
-      event(res, { id, object: 'chat.completion.chunk', created, model, choices: [{ index: 0, delta, logprobs: wireLogprobs(tokens), finish_reason: finish }], ...usageField });
+      event(res, { id, object: 'chat.completion.chunk', created, model, variant, choices: [{ index: 0, delta, logprobs: wireLogprobs(tokens), finish_reason: finish }], ...usageField });
     chunk({ role: 'assistant', content: '' }, null);
     const scored = new LogprobCursor();
     for await (const piece of generation) {
@@ -342,6 +346,7 @@ const STATUS: Partial<Record<ErrorCode, Pick<ApiError, 'status' | 'type'> & { co
   E_MODEL_UNSUPPORTED: { status: 400, type: 'invalid_request_error' },
   E_PROMPT_TOO_LONG: { status: 400, type: 'invalid_request_error', code: 'context_length_exceeded' },
   E_UNKNOWN_MODEL: { status: 404, type: 'invalid_request_error', code: 'model_not_found' },
+  E_UNKNOWN_VARIANT: { status: 400, type: 'invalid_request_error', code: 'variant_not_found' },
   E_QUEUE_FULL: { status: 429, type: 'rate_limit_error' },
   E_UNAVAILABLE: { status: 503, type: 'server_error' },
   E_NOT_EMBEDDING_MODEL: { status: 400, type: 'invalid_request_error' },
@@ -355,7 +360,7 @@ const STATUS: Partial<Record<ErrorCode, Pick<ApiError, 'status' | 'type'> & { co
 function apiErrorOf(err: unknown, request?: ChatRequest): ApiError {
   const e = err instanceof EdgeError ? err : new EdgeError('E_ENGINE', `the engine failed: ${(err as Error)?.message ?? String(err)}`);
   const s = STATUS[e.code] ?? { status: 500, type: 'server_error' as const };
-  const param = e.code === 'E_UNKNOWN_MODEL' ? 'model' : e.code === 'E_PROMPT_TOO_LONG' && request ? 'messages' : null;
+  const param = e.code === 'E_UNKNOWN_MODEL' ? 'model' : e.code === 'E_UNKNOWN_VARIANT' ? 'variant' : e.code === 'E_PROMPT_TOO_LONG' && request ? 'messages' : null;
   return { status: s.status, type: s.type, message: e.message, param, code: s.code ?? e.code };
 }
 
