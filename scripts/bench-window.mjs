@@ -5,7 +5,8 @@
 // run-local does; the native decode loop batches whatever is active. Printed per window: time to
 // first token from the request's arrival (so a held request pays its wait), p50 and p95 over every
 // request of every rep, and the aggregate generated tokens/s (all tokens over the time from the first
-// arrival to the last completion, best of --reps). Windows are taken in turns within each rep, so a
+// arrival to the last completion, best of --reps) with the CPU time per token (every thread of the
+// process, best of --reps: steadier than wall time on a shared machine). Windows are taken in turns within each rep, so a
 // slow spell of a shared machine lands on every window alike.
 //
 // The model is the dense random Q4_0 llama of bench:batching, or --model FILE. Every generation
@@ -43,6 +44,7 @@ const pct = (xs, p) => {
 /** One burst through a queue with `windowMs`: per-request time to first token (ms), and the aggregate tokens/s. */
 async function burst(model, windowMs, rep) {
   const queue = new RequestQueue({ slots: REQUESTS, maxWaiting: REQUESTS, windowMs });
+  const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   const done = [];
   for (let i = 0; i < REQUESTS; i++) {
@@ -74,7 +76,9 @@ async function burst(model, windowMs, rep) {
   }
   const runs = await Promise.all(done);
   const wall = (Math.max(...runs.map((r) => r.end)) - t0) / 1000;
-  return { ttft: runs.map((r) => r.ttft), tps: runs.reduce((s, r) => s + r.tokens, 0) / wall };
+  const cpu = process.cpuUsage(cpu0);
+  const tokens = runs.reduce((s, r) => s + r.tokens, 0);
+  return { ttft: runs.map((r) => r.ttft), tps: tokens / wall, cpu_ms_per_token: (cpu.user + cpu.system) / 1000 / tokens };
 }
 
 async function main() {
@@ -90,18 +94,19 @@ async function main() {
     try {
       const info = cpuInfo();
       await burst(model, 0, -1); // warm-up: first touch of the weights, every KV cache allocated once
-      const all = new Map(WINDOWS.map((w) => [w, { ttft: [], tps: 0 }]));
+      const all = new Map(WINDOWS.map((w) => [w, { ttft: [], tps: 0, cpu: Infinity }]));
       for (let rep = 0; rep < REPS; rep++) {
         for (const w of WINDOWS) {
           const r = await burst(model, w, rep);
           const a = all.get(w);
           a.ttft.push(...r.ttft);
           a.tps = Math.max(a.tps, r.tps);
+          a.cpu = Math.min(a.cpu, r.cpu_ms_per_token);
         }
       }
       const rows = WINDOWS.map((w) => {
         const a = all.get(w);
-        return { window_ms: w, ttft_p50_ms: pct(a.ttft, 50), ttft_p95_ms: pct(a.ttft, 95), tps: a.tps };
+        return { window_ms: w, ttft_p50_ms: pct(a.ttft, 50), ttft_p95_ms: pct(a.ttft, 95), tps: a.tps, cpu_ms_per_token: a.cpu };
       });
       const out = {
         cpu: `${info.model || info.arch}, ${info.physicalCores} cores, kernels ${info.kernels}`,
@@ -123,8 +128,11 @@ async function main() {
           `cpu: ${out.cpu}; model: ${out.model}; ${out.threads} thread(s)`,
           `${REQUESTS} requests arriving over ${SPREAD_MS} ms, ${TOKENS} tokens each, batch.max ${REQUESTS}; TTFT over all ${REPS} reps, tokens/s best of ${REPS}`,
           '',
-          'window ms   TTFT p50 ms   TTFT p95 ms   aggregate t/s',
-          ...rows.map((r) => `${String(r.window_ms).padStart(9)}   ${f(r.ttft_p50_ms).padStart(11)}   ${f(r.ttft_p95_ms).padStart(11)}   ${f(r.tps, 1).padStart(13)}`),
+          'window ms   TTFT p50 ms   TTFT p95 ms   aggregate t/s   CPU ms/token',
+          ...rows.map(
+            (r) =>
+              `${String(r.window_ms).padStart(9)}   ${f(r.ttft_p50_ms).padStart(11)}   ${f(r.ttft_p95_ms).padStart(11)}   ${f(r.tps, 1).padStart(13)}   ${f(r.cpu_ms_per_token, 2).padStart(12)}`,
+          ),
         ].join('\n') + '\n',
       );
     } finally {

@@ -4,6 +4,8 @@
 import t from 'tap';
 import { EdgeError } from '../../src/errors.js';
 import { RequestQueue, type QueuedJob } from '../../src/scheduler/request-queue.js';
+import { queueWaitMs } from '../../src/daemon/request/run-local.js';
+import { daemonConfig } from '../helpers/daemon.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -149,4 +151,23 @@ t.test('window 0 (the default): every job starts as it arrives', async (t) => {
     t.same(log, ['run a', 'run b']);
     await q.idle();
   }
+});
+
+t.test("the router's queue-wait estimate counts the window an idle node holds a request for", async (t) => {
+  const counters = { localRunMs: 1000 } as Parameters<typeof queueWaitMs>[0]['counters'];
+  const idle = new RequestQueue({ slots: 4, maxWaiting: 10 });
+  t.equal(queueWaitMs({ queue: idle, config: daemonConfig({}), counters }), 0, 'no window: an idle node starts it at once');
+  const windowed = new RequestQueue({ slots: 4, maxWaiting: 10, windowMs: 200 });
+  const config = daemonConfig({ batch: { max: 4, window_ms: 200 } });
+  t.equal(queueWaitMs({ queue: windowed, config, counters }), 200, 'held up to the window');
+  const { job } = recorder();
+  let open!: () => void;
+  windowed.submit(job('a', { gate: new Promise<void>((r) => (open = r)) }));
+  windowed.submit(job('b'));
+  windowed.submit(job('c'));
+  windowed.submit(job('d')); // batch.max held: they start; b, c and d end at once, a runs on
+  await sleep(10);
+  t.equal(queueWaitMs({ queue: windowed, config, counters }), 0, 'running with a free slot: no wait, no window');
+  open();
+  await windowed.idle();
 });
