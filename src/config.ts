@@ -85,7 +85,14 @@ export const configSchema = z
       .strict()
       .prefault({}),
     batch: z
-      .object({ max: wholeAtLeast(1).default(4).describe('generations decoded together (each holds a KV cache); more wait in the queue') })
+      .object({
+        // 64: the engine's step holds at most batchSize (64) tokens, one per decoding sequence.
+        max: wholeAtLeast(1).max(64, 'must be a whole number from 1 to 64').default(4).describe('generations decoded together (each holds a KV cache), 1 to 64; more wait in the queue'),
+        window_ms: wholeAtLeast(0)
+          .max(5000, 'must be a whole number of ms from 0 to 5000')
+          .default(0)
+          .describe('batching window: while nothing runs, hold arriving requests up to this long (or until batch.max are held) and start them together; 0 = start each at once'),
+      })
       .strict()
       .prefault({}),
     engine: z

@@ -25,6 +25,7 @@ interface RequestFlags {
   device?: string;
   id?: string;
   model?: string;
+  class?: string;
   maxTokens?: string;
   temperature?: string;
   topP?: string;
@@ -64,7 +65,7 @@ function readFlagFile(flag: string, file: string): Buffer {
 }
 
 /** The request's fields from the flags (id first, as the protocol's examples write it). */
-function buildRequest(flags: RequestFlags): Record<string, unknown> & { id: string } {
+export function buildRequest(flags: RequestFlags): Record<string, unknown> & { id: string } {
   const id = flags.id ?? `cli-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`;
   const body: Record<string, unknown> & { id: string } = { id };
   if (flags.messages !== undefined) {
@@ -86,7 +87,12 @@ function buildRequest(flags: RequestFlags): Record<string, unknown> & { id: stri
   } else {
     body.prompt = flags.prompt;
   }
-  if (flags.model !== undefined) body.model = flags.model;
+  if (flags.model !== undefined && flags.class !== undefined) {
+    throw new EdgeError('E_BAD_ARGUMENT', '--class names a model class (policy.classes), which stands for a model: use --model or --class, not both');
+  }
+  // A class travels as the request's model: the node maps it (policy.classes) to a local model or the upstream.
+  const model = flags.model ?? flags.class;
+  if (model !== undefined) body.model = model;
   if (flags.maxTokens !== undefined) body.max_tokens = numberFlag('--max-tokens', flags.maxTokens);
   if (flags.temperature !== undefined) body.temperature = numberFlag('--temperature', flags.temperature);
   if (flags.topP !== undefined) body.top_p = numberFlag('--top-p', flags.topP);
@@ -128,6 +134,7 @@ export function registerRequest(program: Command): void {
     .option('--device <id>', 'this device\'s id, one topic level (default: cli-<host name>)')
     .option('--id <id>', 'request id (default: a fresh one); a repeated id gets the stored answer')
     .option('--model <name>', 'model name (file name without .gguf; default: the node\'s first)')
+    .option('--class <name>', 'model class of the node\'s policy.classes (real-time, batch, ...) instead of a model')
     .option(MAX_TOKENS_FLAGS, 'most tokens to generate')
     .option('--temperature <t>', 'sampling temperature, 0 = greedy (and cacheable)')
     .option('--top-p <p>', 'nucleus sampling threshold')

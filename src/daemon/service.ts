@@ -235,7 +235,7 @@ export class Service {
       start: async () => {
         const store = this.store!;
         const policy = this.policy!;
-        this.queue = new RequestQueue({ slots: config.batch.max, maxWaiting: config.limits.queue_depth });
+        this.queue = new RequestQueue({ slots: config.batch.max, maxWaiting: config.limits.queue_depth, windowMs: config.batch.window_ms });
         const responder = new Responder({ config, store, queue: this.queue, models: this.models, log, policy, onBreakerReport: () => this.watchBreaker(), ...(this.metrics ? { observer: this.metrics } : {}) });
         this.responder = responder;
         const session = new MqttSession({

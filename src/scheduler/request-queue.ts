@@ -2,6 +2,14 @@
  * The admission queue in front of the engine: at most `slots` jobs run at once (batch.max); the rest wait,
  * highest priority first, then earliest deadline, then first come. A waiting job whose deadline passes is
  * taken out and told so at that moment, not when a slot frees up.
+ *
+ * The batching window (batch.window_ms > 0): a job that arrives while nothing runs opens a window and
+ * is held; so is every job arriving while the window is open. The window closes when `windowMs` have
+ * passed since it opened or when `slots` jobs are held, and the held jobs then start together, in one
+ * synchronous pump, so the engine gets their prompts back to back and prefills them in the same steps.
+ * Jobs arriving while others run start as slots free (continuous batching), without a window: the
+ * engine is already stepping, and holding them would only add latency. A held job is a waiting job:
+ * its deadline, remove() (cancel), pause() and clear() (shutdown) apply to it unchanged.
  */
 import { EdgeError } from '../errors.js';
 
@@ -29,8 +37,11 @@ export class RequestQueue {
   private readonly runningJobs = new Map<string, Promise<void>>();
   private order = 0;
   private paused = false;
+  /** The open batching window's timer; undefined: no window is open. */
+  private window: NodeJS.Timeout | undefined;
 
-  constructor(private readonly opts: { slots: number; maxWaiting: number }) {}
+  /** `windowMs` (default 0: none) is batch.window_ms. */
+  constructor(private readonly opts: { slots: number; maxWaiting: number; windowMs?: number }) {}
 
   get depth(): number {
     return this.waiting.length;
@@ -50,7 +61,7 @@ export class RequestQueue {
    */
   submit(job: QueuedJob, opts: { force?: boolean } = {}): void {
     if (this.has(job.key)) return;
-    const wouldWait = this.paused || this.runningJobs.size >= this.opts.slots;
+    const wouldWait = this.paused || this.window !== undefined || this.runningJobs.size >= this.opts.slots;
     if (wouldWait && !opts.force && this.waiting.length >= this.opts.maxWaiting) {
       throw new EdgeError('E_QUEUE_FULL', `${this.waiting.length} requests are already waiting (limits.queue_depth): retry later`);
     }
@@ -61,7 +72,19 @@ export class RequestQueue {
     }
     this.waiting.push(entry);
     this.waiting.sort(before);
+    const windowMs = this.opts.windowMs ?? 0;
+    if (windowMs > 0 && this.window === undefined && this.runningJobs.size === 0 && !this.paused) {
+      this.window = setTimeout(() => this.closeWindow(), windowMs);
+      this.window.unref();
+    }
+    // A full window releases at once: more jobs than slots would not start together anyway.
+    if (this.window !== undefined && this.waiting.length >= this.opts.slots) return this.closeWindow();
     this.pump();
+  }
+
+  /** Whether a batching window is open (its jobs are held). */
+  get holding(): boolean {
+    return this.window !== undefined;
   }
 
   /** Takes a waiting job out without running it; false when it is not waiting (running, or unknown). */
@@ -70,6 +93,7 @@ export class RequestQueue {
     if (i < 0) return false;
     clearTimeout(this.waiting[i]!.timer);
     this.waiting.splice(i, 1);
+    this.forgetEmptyWindow();
     return true;
   }
 
@@ -88,6 +112,7 @@ export class RequestQueue {
     const keys = this.waiting.map((w) => w.job.key);
     for (const w of this.waiting) clearTimeout(w.timer);
     this.waiting.length = 0;
+    this.forgetEmptyWindow();
     return keys;
   }
 
@@ -95,11 +120,26 @@ export class RequestQueue {
     const i = this.waiting.indexOf(entry);
     if (i < 0) return;
     this.waiting.splice(i, 1);
+    this.forgetEmptyWindow();
     entry.job.expire();
   }
 
+  /** The window ends: its held jobs start together (as many as there are slots). */
+  private closeWindow(): void {
+    clearTimeout(this.window);
+    this.window = undefined;
+    this.pump();
+  }
+
+  /** Every held job left (cancelled, expired, cleared): the next arrival opens a window of its own. */
+  private forgetEmptyWindow(): void {
+    if (this.waiting.length > 0) return;
+    clearTimeout(this.window);
+    this.window = undefined;
+  }
+
   private pump(): void {
-    while (!this.paused && this.runningJobs.size < this.opts.slots && this.waiting.length > 0) {
+    while (!this.paused && this.window === undefined && this.runningJobs.size < this.opts.slots && this.waiting.length > 0) {
       const entry = this.waiting.shift()!;
       clearTimeout(entry.timer);
       const { job } = entry;

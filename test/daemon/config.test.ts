@@ -65,6 +65,18 @@ t.test('JSON files work too', async (t) => {
   t.equal(c.batch.max, 8);
 });
 
+t.test('batch.window_ms (0 to 5000, default 0) and batch.max (1 to 64): bounds, and errors naming the key', async (t) => {
+  const d = loadConfig({ env: {} });
+  t.equal(d.batch.window_ms, 0, 'no window by default: requests start as they arrive');
+  const c = loadConfig({ file: file('window.yaml', 'batch:\n  max: 64\n  window_ms: 5000\n'), env: {} });
+  t.same(c.batch, { max: 64, window_ms: 5000 }, 'the upper bounds are accepted');
+  t.equal(loadConfig({ env: { EDGELLM_BATCH_WINDOW_MS: '50' } }).batch.window_ms, 50);
+  configError(t, () => loadConfig({ env: { EDGELLM_BATCH_MAX: '65' } }), /key "batch\.max" \(from EDGELLM_BATCH_MAX\) must be a whole number from 1 to 64, got number 65/);
+  configError(t, () => loadConfig({ env: { EDGELLM_BATCH_WINDOW_MS: '5001' } }), /key "batch\.window_ms" \(from EDGELLM_BATCH_WINDOW_MS\) must be a whole number of ms from 0 to 5000, got number 5001/);
+  configError(t, () => loadConfig({ file: file('neg.yaml', 'batch:\n  window_ms: -1\n'), env: {} }), /key "batch\.window_ms" \(from .*neg\.yaml\) must be a whole number >= 0, got number -1/);
+  configError(t, () => loadConfig({ file: file('frac.yaml', 'batch:\n  window_ms: 2.5\n'), env: {} }), /key "batch\.window_ms" .*must be a whole number/);
+});
+
 t.test('errors name the key, its source and what it takes', async (t) => {
   configError(t, () => loadConfig({ env: { EDGELLM_BATCH_MAX: 'lots' } }), /key "batch\.max" \(from EDGELLM_BATCH_MAX\) must be a whole number >= 1, got "lots"/);
   const f = file('bad.yaml', 'brokr:\n  url: x\n');

@@ -51,10 +51,14 @@ export function runLocal(ctx: RequestContext, job: Job, modelName: string, force
   }
 }
 
-/** Waiting time for a local slot: the requests ahead of this one share the slots, each taking the average run. */
-export function queueWaitMs(ctx: RequestContext): number {
+/**
+ * Waiting time for a local slot: the requests ahead of this one share the slots, each taking the average
+ * run. On an idle node with a batching window the request is held, at most batch.window_ms.
+ */
+export function queueWaitMs(ctx: Pick<RequestContext, 'queue' | 'config' | 'counters'>): number {
   const { queue } = ctx;
   const slots = ctx.config.batch.max;
+  if (queue.running === 0 && ctx.config.batch.window_ms > 0) return ctx.config.batch.window_ms;
   if (queue.running < slots && queue.depth === 0) return 0;
   return Math.round(((queue.depth + 1) * ctx.counters.localRunMs) / slots);
 }
