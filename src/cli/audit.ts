@@ -30,7 +30,6 @@ interface AuditFlags extends StateFlags {
 export function registerAudit(program: Command): void {
   stateOptions(
     withExamples(program.command('audit'), [
-      ['edgellm audit --since 1h -c config.yaml', 'the last hour'],
       ['edgellm audit --device press-4 --type request --limit 20 -c config.yaml', 'a device\'s last 20 requests'],
       ['edgellm audit --since 2026-12-01T08:00Z --json -c config.yaml', 'since a time, as JSON'],
       ['edgellm audit --since 7d --by variant -c config.yaml', 'A/B variants compared: requests, error and cache hit rates, tokens/s, p95 latency'],
