@@ -79,6 +79,21 @@ inline void for_each_visible_range(const KvView& kv, int64_t qp, F&& f) {
   f(lo, qp + 1);
 }
 
+// acc += sum_j p[j] * row j over d dims (j < n) through a fast path's Ops::weighted_pass<R>
+// (8R dims per pass, the sums held in registers across the keys), then one dim at a time. Rows
+// gives row j's dim i as rows.at(j, i).
+template <class Ops, class Rows>
+inline void weighted_sum_rows(float* acc, const float* p, Rows rows, int64_t n, int64_t d) {
+  int64_t i = 0;
+  while (i + 64 <= d) i = Ops::template weighted_pass<8>(acc, p, rows, n, i);
+  while (i + 8 <= d) i = Ops::template weighted_pass<1>(acc, p, rows, n, i);
+  for (; i < d; ++i) {
+    float s = acc[i];
+    for (int64_t j = 0; j < n; ++j) s += p[j] * rows.at(j, i);
+    acc[i] = s;
+  }
+}
+
 template <class Ops>
 struct OnlineAttention {
   // Online-softmax state of one (query, head).

@@ -80,24 +80,12 @@ struct Ops {
     return i + 8 * R;
   }
 
-  // acc += sum_j p[j] row j over d dims.
-  template <class Rows>
-  static void weighted_sum(float* acc, const float* p, Rows v, int64_t n, int64_t d) {
-    int64_t i = 0;
-    while (i + 64 <= d) i = weighted_pass<8>(acc, p, v, n, i);
-    while (i + 8 <= d) i = weighted_pass<1>(acc, p, v, n, i);
-    for (; i < d; ++i) {
-      float s = acc[i];
-      for (int64_t j = 0; j < n; ++j) s += p[j] * v.at(j, i);
-      acc[i] = s;
-    }
-  }
 
   static void scores_f16(const float* q, const uint16_t* const* k, int64_t n, int64_t d, float scale, float* out) {
     scores(q, F16Rows{k}, n, d, scale, out);
   }
   static void weighted_sum_f16(float* acc, const float* p, const uint16_t* const* v, int64_t n, int64_t d) {
-    weighted_sum(acc, p, F16Rows{v}, n, d);
+    common::weighted_sum_rows<Ops>(acc, p, F16Rows{v}, n, d);
   }
 
   // acc holds d floats in a buffer padded to a multiple of kLanes.
