@@ -35,7 +35,12 @@ t.test('the shipped default: any device may use the local model, nobody the clou
   t.match(c.policy, { slo_ms: 0, max_local_prompt_tokens: 0, classes: {}, fallback_local: true, rates: {} });
   t.equal(c.limits.max_prompt_tokens, 8192);
   const shipped = loadConfig({ file: join(root, 'systemd', 'config.yaml'), env: {} });
-  t.same(shipped.access, c.access, 'systemd/config.yaml ships the same access rules');
+  // The shipped config adds a role `cloud` (for `edgellm grant DEVICE cloud`) that no device has.
+  t.same(
+    shipped.access,
+    { ...c.access, roles: { ...c.access.roles, cloud: { models: ['*'], routes: ['local', 'cloud'], local_only: false } } },
+    'systemd/config.yaml ships the same access rules, plus a role cloud nobody has by default',
+  );
 });
 
 t.test('roles, devices, classes and rates from a file; a role fills in its defaults', async (t) => {
