@@ -67,6 +67,6 @@ t.test('inspect says what an embedding model is: WordPiece, its pooling, no KV c
   t.equal(r.status, 0, r.stderr);
   t.match(r.stdout, /context: +32 tokens per input \(an embedding model: mean pooling, no KV cache\)/);
   t.match(r.stdout, /tokenizer: +WordPiece, 400 tokens/);
-  t.match(r.stdout, /KV cache 0 B per sequence/);
+  t.match(r.stdout, /memory: .* KV cache 0 B \(/);
   t.notMatch(r.stdout, /tied output/);
 });
