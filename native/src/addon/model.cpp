@@ -46,188 +46,129 @@ struct LoadedModel {
   int64_t max_sequences = 4;  // generations decoded at once by the model's DecodeLoop
 };
 
-class LoadWorker : public Napi::AsyncWorker {
+class LoadWorker : public PromiseWorker {
  public:
   LoadWorker(Napi::Env env, std::string path, LoadOptions opts, Napi::FunctionReference* ctor)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), path_(std::move(path)), opts_(opts),
-        ctor_(ctor) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
-
-  void Execute() override {
-    try {
-      auto m = std::make_shared<LoadedModel>();
-      m->model = Model::load(path_);
-      m->threads = opts_.threads > 0 ? opts_.threads : default_thread_count();
-      m->pool = std::make_unique<ThreadPool>(m->threads);
-      ForwardOptions fo;
-      fo.context = opts_.context > 0 ? opts_.context : default_context(m->model->config());
-      fo.batch = opts_.batch;
-      fo.sinks = opts_.sinks;
-      m->forward = std::make_unique<ForwardPass>(*m->model, *m->pool, fo);
-      if (m->model->config().encoder) m->encoder = std::make_unique<EncoderPass>(*m->model, *m->pool);
-      m->max_sequences = std::min(opts_.max_sequences, m->forward->max_batch());
-      loaded_ = std::move(m);
-    } catch (...) {
-      failure_ = failure_of(std::current_exception());
-      SetError(failure_.message);
-    }
-  }
-  void OnOK() override;
-  void OnError(const Napi::Error&) override {
-    deferred_.Reject(coded_error(Env(), failure_.code, failure_.message).Value());
-  }
+      : PromiseWorker(env), path_(std::move(path)), opts_(opts), ctor_(ctor) {}
 
  private:
-  Napi::Promise::Deferred deferred_;
+  void run() override {
+    auto m = std::make_shared<LoadedModel>();
+    m->model = Model::load(path_);
+    m->threads = opts_.threads > 0 ? opts_.threads : default_thread_count();
+    m->pool = std::make_unique<ThreadPool>(m->threads);
+    ForwardOptions fo;
+    fo.context = opts_.context > 0 ? opts_.context : default_context(m->model->config());
+    fo.batch = opts_.batch;
+    fo.sinks = opts_.sinks;
+    m->forward = std::make_unique<ForwardPass>(*m->model, *m->pool, fo);
+    if (m->model->config().encoder) m->encoder = std::make_unique<EncoderPass>(*m->model, *m->pool);
+    m->max_sequences = std::min(opts_.max_sequences, m->forward->max_batch());
+    loaded_ = std::move(m);
+  }
+  Napi::Value result(Napi::Env env) override;
+
   std::string path_;
   LoadOptions opts_;
   Napi::FunctionReference* ctor_;
   std::shared_ptr<LoadedModel> loaded_;
-  Failure failure_;
 };
 
-class EvalWorker : public Napi::AsyncWorker {
+class EvalWorker : public PromiseWorker {
  public:
   EvalWorker(Napi::Env env, std::shared_ptr<LoadedModel> m, std::vector<int32_t> tokens, bool all)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), m_(std::move(m)),
-        tokens_(std::move(tokens)), all_(all) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
-
-  void Execute() override {
-    try {
-      std::lock_guard<std::mutex> lock(m_->mu);
-      const int64_t n = (int64_t)tokens_.size();
-      const int64_t rows = all_ ? n : 1;
-      logits_.resize((size_t)(rows * m_->model->config().n_vocab));
-      if (!m_->scratch_sequence) m_->scratch_sequence = std::make_unique<KvCache>(m_->forward->cache_config());
-      m_->scratch_sequence->clear();
-      m_->forward->prefill(*m_->scratch_sequence, tokens_.data(), n, all_, logits_.data());
-    } catch (...) {
-      failure_ = failure_of(std::current_exception());
-      SetError(failure_.message);
-    }
-  }
-  void OnOK() override {
-    Napi::Float32Array out = Napi::Float32Array::New(Env(), logits_.size());
-    std::memcpy(out.Data(), logits_.data(), logits_.size() * sizeof(float));
-    deferred_.Resolve(out);
-  }
-  void OnError(const Napi::Error&) override {
-    deferred_.Reject(coded_error(Env(), failure_.code, failure_.message).Value());
-  }
+      : PromiseWorker(env), m_(std::move(m)), tokens_(std::move(tokens)), all_(all) {}
 
  private:
-  Napi::Promise::Deferred deferred_;
+  void run() override {
+    std::lock_guard<std::mutex> lock(m_->mu);
+    const int64_t n = (int64_t)tokens_.size();
+    const int64_t rows = all_ ? n : 1;
+    logits_.resize((size_t)(rows * m_->model->config().n_vocab));
+    if (!m_->scratch_sequence) m_->scratch_sequence = std::make_unique<KvCache>(m_->forward->cache_config());
+    m_->scratch_sequence->clear();
+    m_->forward->prefill(*m_->scratch_sequence, tokens_.data(), n, all_, logits_.data());
+  }
+  Napi::Value result(Napi::Env env) override { return float32_array(env, logits_); }
+
   std::shared_ptr<LoadedModel> m_;
   std::vector<int32_t> tokens_;
   bool all_;
   std::vector<float> logits_;
-  Failure failure_;
 };
 
 // One input's pooled, L2-normalized embedding (encoders only).
-class EmbedWorker : public Napi::AsyncWorker {
+class EmbedWorker : public PromiseWorker {
  public:
   EmbedWorker(Napi::Env env, std::shared_ptr<LoadedModel> m, std::vector<int32_t> tokens)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), m_(std::move(m)), tokens_(std::move(tokens)) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
-
-  void Execute() override {
-    try {
-      std::lock_guard<std::mutex> lock(m_->mu);
-      require_encoder(m_->model->config());  // a decoder has no EncoderPass
-      out_.resize((size_t)m_->model->config().n_embd);
-      m_->encoder->embed(tokens_.data(), (int64_t)tokens_.size(), out_.data());
-    } catch (...) {
-      failure_ = failure_of(std::current_exception());
-      SetError(failure_.message);
-    }
-  }
-  void OnOK() override {
-    Napi::Float32Array out = Napi::Float32Array::New(Env(), out_.size());
-    std::memcpy(out.Data(), out_.data(), out_.size() * sizeof(float));
-    deferred_.Resolve(out);
-  }
-  void OnError(const Napi::Error&) override {
-    deferred_.Reject(coded_error(Env(), failure_.code, failure_.message).Value());
-  }
+      : PromiseWorker(env), m_(std::move(m)), tokens_(std::move(tokens)) {}
 
  private:
-  Napi::Promise::Deferred deferred_;
+  void run() override {
+    std::lock_guard<std::mutex> lock(m_->mu);
+    require_encoder(m_->model->config());  // a decoder has no EncoderPass
+    out_.resize((size_t)m_->model->config().n_embd);
+    m_->encoder->embed(tokens_.data(), (int64_t)tokens_.size(), out_.data());
+  }
+  Napi::Value result(Napi::Env env) override { return float32_array(env, out_); }
+
   std::shared_ptr<LoadedModel> m_;
   std::vector<int32_t> tokens_;
   std::vector<float> out_;
-  Failure failure_;
 };
 
 // Several fresh sequences evaluated together: each one's first `prefill` tokens in chunks on
 // its own, then the rest decoded in lockstep, one token of every unfinished sequence per step
 // (a batch whose sequences sit at different positions). Logits of every position.
-class EvalSequencesWorker : public Napi::AsyncWorker {
+class EvalSequencesWorker : public PromiseWorker {
  public:
   EvalSequencesWorker(Napi::Env env, std::shared_ptr<LoadedModel> m, std::vector<std::vector<int32_t>> tokens,
                       std::vector<int64_t> prefill)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), m_(std::move(m)),
-        tokens_(std::move(tokens)), prefill_(std::move(prefill)) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
-
-  void Execute() override {
-    try {
-      std::lock_guard<std::mutex> lock(m_->mu);
-      ForwardPass& f = *m_->forward;
-      const int64_t V = m_->model->config().n_vocab;
-      const size_t S = tokens_.size();
-      std::vector<std::unique_ptr<KvCache>> caches;
-      logits_.resize(S);
-      for (size_t i = 0; i < S; ++i) {
-        caches.push_back(std::make_unique<KvCache>(f.cache_config()));
-        logits_[i].resize(tokens_[i].size() * (size_t)V);
-        f.prefill(*caches[i], tokens_[i].data(), prefill_[i], true, logits_[i].data());
-      }
-      std::vector<BatchToken> batch;
-      std::vector<size_t> owner;
-      std::vector<float> rows(S * (size_t)V);
-      for (;;) {
-        batch.clear();
-        owner.clear();
-        for (size_t i = 0; i < S; ++i) {
-          const int64_t p = caches[i]->length(0);
-          if (p < (int64_t)tokens_[i].size()) {
-            batch.push_back(BatchToken{caches[i].get(), p, tokens_[i][(size_t)p], true});
-            owner.push_back(i);
-          }
-        }
-        if (batch.empty()) break;
-        f.step(batch.data(), (int64_t)batch.size(), rows.data());
-        for (size_t j = 0; j < batch.size(); ++j)
-          std::memcpy(&logits_[owner[j]][(size_t)batch[j].pos * (size_t)V], &rows[j * (size_t)V],
-                      (size_t)V * sizeof(float));
-      }
-    } catch (...) {
-      failure_ = failure_of(std::current_exception());
-      SetError(failure_.message);
-    }
-  }
-  void OnOK() override {
-    Napi::Array out = Napi::Array::New(Env(), logits_.size());
-    for (size_t i = 0; i < logits_.size(); ++i) {
-      Napi::Float32Array a = Napi::Float32Array::New(Env(), logits_[i].size());
-      std::memcpy(a.Data(), logits_[i].data(), logits_[i].size() * sizeof(float));
-      out.Set((uint32_t)i, a);
-    }
-    deferred_.Resolve(out);
-  }
-  void OnError(const Napi::Error&) override {
-    deferred_.Reject(coded_error(Env(), failure_.code, failure_.message).Value());
-  }
+      : PromiseWorker(env), m_(std::move(m)), tokens_(std::move(tokens)), prefill_(std::move(prefill)) {}
 
  private:
-  Napi::Promise::Deferred deferred_;
+  void run() override {
+    std::lock_guard<std::mutex> lock(m_->mu);
+    ForwardPass& f = *m_->forward;
+    const int64_t V = m_->model->config().n_vocab;
+    const size_t S = tokens_.size();
+    std::vector<std::unique_ptr<KvCache>> caches;
+    logits_.resize(S);
+    for (size_t i = 0; i < S; ++i) {
+      caches.push_back(std::make_unique<KvCache>(f.cache_config()));
+      logits_[i].resize(tokens_[i].size() * (size_t)V);
+      f.prefill(*caches[i], tokens_[i].data(), prefill_[i], true, logits_[i].data());
+    }
+    std::vector<BatchToken> batch;
+    std::vector<size_t> owner;
+    std::vector<float> rows(S * (size_t)V);
+    for (;;) {
+      batch.clear();
+      owner.clear();
+      for (size_t i = 0; i < S; ++i) {
+        const int64_t p = caches[i]->length(0);
+        if (p < (int64_t)tokens_[i].size()) {
+          batch.push_back(BatchToken{caches[i].get(), p, tokens_[i][(size_t)p], true});
+          owner.push_back(i);
+        }
+      }
+      if (batch.empty()) break;
+      f.step(batch.data(), (int64_t)batch.size(), rows.data());
+      for (size_t j = 0; j < batch.size(); ++j)
+        std::memcpy(&logits_[owner[j]][(size_t)batch[j].pos * (size_t)V], &rows[j * (size_t)V],
+                    (size_t)V * sizeof(float));
+    }
+  }
+  Napi::Value result(Napi::Env env) override {
+    Napi::Array out = Napi::Array::New(env, logits_.size());
+    for (size_t i = 0; i < logits_.size(); ++i) out.Set((uint32_t)i, float32_array(env, logits_[i]));
+    return out;
+  }
+
   std::shared_ptr<LoadedModel> m_;
   std::vector<std::vector<int32_t>> tokens_;
   std::vector<int64_t> prefill_;
   std::vector<std::vector<float>> logits_;
-  Failure failure_;
 };
 
 // The JS Model object: a handle on the shared LoadedModel.
@@ -403,12 +344,11 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
   DecodeChannel* decode_ = nullptr;  // deleted by its TSFN's finalizer
 };
 
-void LoadWorker::OnOK() {
-  Napi::Env env = Env();
+Napi::Value LoadWorker::result(Napi::Env env) {
   auto* holder = new std::shared_ptr<LoadedModel>(std::move(loaded_));
   Napi::External<std::shared_ptr<LoadedModel>> ext = Napi::External<std::shared_ptr<LoadedModel>>::New(
       env, holder, [](Napi::Env, std::shared_ptr<LoadedModel>* p) { delete p; });
-  deferred_.Resolve(ctor_->New({ext}));
+  return ctor_->New({ext});
 }
 
 // loadModel(path, {threads?, contextSize?, sinks?, batchSize?, maxSequences?}) -> Promise<Model>

@@ -31,61 +31,42 @@ std::vector<int64_t> index_list(Napi::Env env, const Napi::Object& o, const char
   return out;
 }
 
-Napi::Float32Array floats(Napi::Env env, const std::vector<float>& v) {
-  Napi::Float32Array a = Napi::Float32Array::New(env, v.size());
-  if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * sizeof(float));
-  return a;
-}
-
-class TraceWorker : public Napi::AsyncWorker {
+class TraceWorker : public PromiseWorker {
  public:
   TraceWorker(Napi::Env env, std::shared_ptr<void> owner, ForwardPass& forward, std::mutex& mu, TraceRequest request)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), owner_(std::move(owner)),
-        forward_(forward), mu_(mu), request_(std::move(request)) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
+      : PromiseWorker(env), owner_(std::move(owner)), forward_(forward), mu_(mu), request_(std::move(request)) {}
 
-  void Execute() override {
-    try {
-      std::lock_guard<std::mutex> lock(mu_);
-      trace_ = run_trace(forward_, request_);
-    } catch (...) {
-      failure_ = failure_of(std::current_exception());
-      SetError(failure_.message);
-    }
+ private:
+  void run() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    trace_ = run_trace(forward_, request_);
   }
-  void OnOK() override {
-    Napi::Env env = Env();
+  Napi::Value result(Napi::Env env) override {
     Napi::Object o = Napi::Object::New(env);
     Napi::Int32Array tokens = Napi::Int32Array::New(env, trace_.tokens.size());
     std::memcpy(tokens.Data(), trace_.tokens.data(), trace_.tokens.size() * sizeof(int32_t));
     o.Set("tokens", tokens);
     o.Set("promptTokens", Napi::Number::New(env, (double)trace_.n_prompt));
     o.Set("attentionError", Napi::Number::New(env, trace_.attention_error));
-    o.Set("finalNorm", floats(env, trace_.final_norm));
-    o.Set("logits", floats(env, trace_.logits));
+    o.Set("finalNorm", float32_array(env, trace_.final_norm));
+    o.Set("logits", float32_array(env, trace_.logits));
     Napi::Array layers = Napi::Array::New(env, trace_.layers.size());
     for (size_t i = 0; i < trace_.layers.size(); ++i) {
       Napi::Object l = Napi::Object::New(env);
       l.Set("layer", Napi::Number::New(env, (double)trace_.layers[i].layer));
-      l.Set("attention", floats(env, trace_.layers[i].attention));
-      l.Set("hidden", floats(env, trace_.layers[i].hidden));
+      l.Set("attention", float32_array(env, trace_.layers[i].attention));
+      l.Set("hidden", float32_array(env, trace_.layers[i].hidden));
       layers.Set((uint32_t)i, l);
     }
     o.Set("layers", layers);
-    deferred_.Resolve(o);
-  }
-  void OnError(const Napi::Error&) override {
-    deferred_.Reject(coded_error(Env(), failure_.code, failure_.message).Value());
+    return o;
   }
 
- private:
-  Napi::Promise::Deferred deferred_;
   std::shared_ptr<void> owner_;
   ForwardPass& forward_;
   std::mutex& mu_;
   TraceRequest request_;
   Trace trace_;
-  Failure failure_;
 };
 
 }  // namespace
