@@ -11,13 +11,14 @@ cd "$(dirname "$0")/.."
 log=$(mktemp -d)
 trap 'rm -rf "$log"' EXIT
 passed=0 failed=0 skipped=0 status=0
+failed_steps=()
 
 step() {  # step NAME COMMAND...
   local name=$1; shift
   echo "=== $name: $*"
   "$@" 2>&1 | tee "$log/$name.txt"
   local rc=${PIPESTATUS[0]}
-  if [ "$rc" -ne 0 ]; then status=1; echo "=== $name FAILED (exit $rc)"; fi
+  if [ "$rc" -ne 0 ]; then status=1; failed_steps+=("$name (exit $rc)"); echo "=== $name FAILED (exit $rc)"; fi
   return 0
 }
 
@@ -72,5 +73,15 @@ for run in ts bundle; do
 done
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
 
+# What failed, by name, last: a CI log is often read from its tail only.
+if [ "${#failed_steps[@]}" -gt 0 ]; then
+  echo "=== failed steps: ${failed_steps[*]}"
+  for run in ts bundle; do
+    # tap's top-level results are unindented: "not ok N - test/FILE.test.ts # time=...".
+    grep -E '^not ok [0-9]+ - ' "$log/$run.txt" 2>/dev/null | sed "s/^/=== $run: /" || true
+  done
+  grep -E 'Test +#[0-9]+: .*\*\*\*(Failed|Exception|Timeout)' "$log/native.txt" 2>/dev/null | sed 's/^/=== native: /' || true
+  grep -E '^(FAIL|not ok)' "$log/arm64.txt" 2>/dev/null | sed 's/^/=== arm64: /' || true
+fi
 echo "edgellm: $passed passed, $failed failed, $skipped skipped"
 exit $status
