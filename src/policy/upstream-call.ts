@@ -5,6 +5,7 @@
 import * as http from 'node:http';
 import * as https from 'node:https';
 import { EdgeError } from '../errors.js';
+import type { MessageContent } from '../protocol/media-parts.js';
 import { redact, type Secret } from '../secret.js';
 import { PushStream } from './stream.js';
 
@@ -22,7 +23,8 @@ export interface UpstreamTimeouts {
 
 export interface ChatMessage {
   role: string;
-  content: string;
+  /** Text, or content parts with images or audio: sent as they are (the upstream reads them, this node cannot). */
+  content: MessageContent;
 }
 
 export interface UpstreamRequest {
