@@ -195,7 +195,7 @@ t.test('image and audio parts are taken as OpenAI content parts, checked with mu
   t.match(refused(one(imagePart()), { maxPartBytes: 10, httpsImageUrls: false }), { code: 'E_TOO_LARGE', id: 'p', message: /messages\[0\]\.content\[0\]\.image_url\.url: the image\/png image is \d+ bytes; the limit is 10 bytes per part \(multimodal\.max_part_bytes\)/ });
   t.match(refused(one({ type: 'image_url', image_url: { url: 'data:image/png,notbase64' } })), { code: 'E_BAD_REQUEST', message: /is not a base64 data URL/ });
   t.match(refused(one({ type: 'video_url', video_url: { url: 'x' } })), { code: 'E_BAD_REQUEST', message: /"video_url" is not supported: content parts are text, image_url/ });
-  t.match(refused(one(audioPart(undefined, 'flac'))), { code: 'E_BAD_REQUEST', message: /format "flac" is not supported: send the audio as "wav" or "mp3"/ });
+  t.match(refused(one(audioPart(undefined, 'flac' as 'wav'))), { code: 'E_BAD_REQUEST', message: /format "flac" is not supported: send the audio as "wav" or "mp3"/ });
   t.match(refused({ ...one(imagePart()), logprobs: true }), { code: 'E_BAD_LOGPROBS', message: /answered by the upstream: drop logprobs/ });
   t.match(refused({ id: 's', messages: [{ role: 'user', content: [{ type: 'text', text: '\ud800' }] }] }), { code: 'E_BAD_REQUEST', message: /messages\[0\]\.content" must be valid Unicode/ });
 });

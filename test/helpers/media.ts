@@ -23,4 +23,5 @@ export function wavBase64(samples = 800): string {
 }
 
 export const imagePart = (base64 = PNG_1X1, type = 'image/png') => ({ type: 'image_url' as const, image_url: { url: `data:${type};base64,${base64}` } });
-export const audioPart = (data = wavBase64(), format = 'wav') => ({ type: 'input_audio' as const, input_audio: { data, format } });
+/** `format` is typed as OpenAI's client types it; a test of a refused format casts. */
+export const audioPart = (data = wavBase64(), format: 'wav' | 'mp3' = 'wav') => ({ type: 'input_audio' as const, input_audio: { data, format } });
