@@ -16,7 +16,7 @@ import { daemonConfig, startDaemon } from '../helpers/daemon.js';
 import { Device } from '../helpers/device.js';
 import { audioPart, imagePart, PNG_1X1, wavBase64 } from '../helpers/media.js';
 import { postJson } from '../helpers/openai-client.js';
-import { CLOUD_CHUNKS, CLOUD_TEXT, startFakeUpstream, type UpstreamMode } from '../helpers/policy-fakes.js';
+import { CLOUD_CHUNKS, CLOUD_TEXT, startFakeUpstream, TEST_ROLES, type UpstreamMode } from '../helpers/policy-fakes.js';
 import type { TapTest } from '../fixtures/paths.js';
 
 const bin = mosquittoFor('the multimodal tests');
@@ -43,11 +43,7 @@ if (bin) {
     rmSync(work, { recursive: true, force: true });
   });
 
-  const ROLES = {
-    local: { models: ['*'], routes: ['local'] },
-    hybrid: { models: ['*'], routes: ['local', 'cloud'] },
-    private: { models: ['*'], routes: ['local', 'cloud'], local_only: true },
-  };
+  const ROLES = TEST_ROLES;
 
   async function setup(t: TapTest, opts: { upstream?: boolean; mode?: UpstreamMode; over?: Record<string, unknown> } = {}) {
     n++;

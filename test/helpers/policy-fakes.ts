@@ -23,6 +23,13 @@ export type UpstreamMode =
   /** Chunks without finish_reason or [DONE], then a clean end of the body. */
   | 'no-done';
 
+/** Roles of the policy tests' daemons: local only, local and cloud, and local_only with both routes. */
+export const TEST_ROLES = {
+  local: { models: ['*'], routes: ['local'] },
+  hybrid: { models: ['*'], routes: ['local', 'cloud'] },
+  private: { models: ['*'], routes: ['local', 'cloud'], local_only: true },
+};
+
 export const CLOUD_CHUNKS = ['Hello', ' from', ' the', ' cloud', '.'];
 export const CLOUD_TEXT = CLOUD_CHUNKS.join('');
 
