@@ -150,7 +150,8 @@ function checkImageUrl(url: unknown, param: string, limits: Readonly<MediaLimits
   }
   const m = DATA_URL.exec(url);
   if (m === null) {
-    throw bad(`${param} is not a base64 data URL: send "data:<image type>;base64,<data>", e.g. "data:image/png;base64,iVBOR..." (got ${kind(url)})`, param);
+    // Not quoted back: the refusal goes to the log and the audit, which never hold a part's data.
+    throw bad(`${param} is not a base64 data URL: send "data:<image type>;base64,<data>", e.g. "data:image/png;base64,iVBOR..."`, param);
   }
   const type = m[1]!.toLowerCase();
   if (!(IMAGE_TYPES as readonly string[]).includes(type)) {

@@ -140,7 +140,7 @@ if (bin) {
   });
 
   t.test('MQTT: bad parts are refused with the part, the rule and the limit named', async (t) => {
-    const { ask, final, fake } = await setup(t, { over: { multimodal: { max_part_bytes: 1000 } } });
+    const { ask, final, fake, rawAudit } = await setup(t, { over: { multimodal: { max_part_bytes: 1000 } } });
     const cases: Array<[string, object, string, RegExp]> = [
       ['oversize', audioPart(), 'E_TOO_LARGE', /messages\[0\]\.content\[0\]\.input_audio\.data: the wav audio is \d+ bytes; the limit is 1000 bytes per part \(multimodal\.max_part_bytes\)/],
       ['bad-url', { type: 'image_url', image_url: { url: 'data:image/png,not-base64' } }, 'E_BAD_REQUEST', /is not a base64 data URL/],
@@ -152,6 +152,7 @@ if (bin) {
       t.match(await final('cam-1', id), { type: 'error', error: { code, message } }, id);
     }
     t.equal(fake.requests, 0);
+    t.notOk(rawAudit().includes('not-base64'), 'a refusal does not quote the part it refuses');
   });
 
   t.test('OpenAI endpoint: the official client sends parts that reach the upstream unchanged, streamed or not', async (t) => {
