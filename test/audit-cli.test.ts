@@ -48,7 +48,7 @@ t.test('a request with image or audio parts: the table and --json show their kin
   store.audit.write({ type: 'request', time: Date.now(), device: 'cam-1', id: 'mm', allowed: true, outcome: 'ok', model: 'vision', route: 'cloud', route_reason: 'multimodal input (image, audio)', media });
   const table = run(['audit', '--state-dir', stateDir]);
   t.match(table.stdout, /cam-1\s+mm\s+ok\s+model vision, route cloud \(multimodal input \(image, audio\)\), parts image image\/png 48211 B \+ audio wav 1644 B$/m);
-  t.same(jsonLines(run(['audit', '--json', '--state-dir', stateDir]).stdout)[0]?.media, media);
+  t.match(jsonLines(run(['audit', '--json', '--state-dir', stateDir]).stdout)[0], { type: 'request', media });
 });
 
 t.test('without --since or --limit audit shows the newest 100 and says how many there are', async (t) => {

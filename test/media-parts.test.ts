@@ -1,8 +1,12 @@
 // Image and audio content parts (src/protocol/media-parts.ts): what is taken, what is refused, and
 // the size limit counted in decoded bytes. The MQTT codec and the OpenAI endpoint both check with it.
 import t from 'tap';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildRequest } from '../src/cli/request.js';
 import { checkContent, ContentPartError, hasMedia, MEDIA_DEFAULTS, mediaKinds, mediaOf, textMessages, textOf, type MediaLimits } from '../src/protocol/media-parts.js';
-import { imagePart, PNG_1X1 } from './helpers/media.js';
+import { audioPart, imagePart, PNG_1X1, wavBase64 } from './helpers/media.js';
 
 const IMAGE = imagePart();
 const AUDIO = { type: 'input_audio', input_audio: { data: Buffer.alloc(300, 7).toString('base64'), format: 'wav' } };
@@ -85,4 +89,24 @@ t.test('an unknown part type, or an unsupported audio format, names the field an
   t.match(refusal([{ type: 'text', text: 'x', colour: 'red' }]), { param: 'messages[0].content[0].colour', message: /is a text part and has no field "colour"/ });
   t.match(refusal([['text']]), { param: 'messages[0].content[0]', message: /must be an object/ });
   t.match(refusal(7), { param: 'messages[0].content', message: /must be text or a list of content parts/ });
+});
+
+t.test('edgellm request --image / --audio: the -p message becomes text + parts, typed from the extension', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'edgellm-media-cli-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const png = join(dir, 'belt.PNG');
+  const wav = join(dir, 'hum.wav');
+  writeFileSync(png, Buffer.from(PNG_1X1, 'base64'));
+  writeFileSync(wav, Buffer.from(wavBase64(), 'base64'));
+  const flags = { broker: 'mqtt://x', timeout: '1', prefix: 'edgellm', prompt: 'What is this?', id: 'c1' };
+  const body = buildRequest({ ...flags, image: [png], audio: [wav], system: 'Be brief.' });
+  t.same(body.messages, [
+    { role: 'system', content: 'Be brief.' },
+    { role: 'user', content: [{ type: 'text', text: 'What is this?' }, imagePart(), audioPart()] },
+  ]);
+  t.equal(checkContent((body.messages as { content: unknown }[])[1]!.content, 'messages[1]') instanceof Array, true, 'parts the node takes');
+  t.throws(() => buildRequest({ ...flags, image: [join(dir, 'x.bmp')] }), { code: 'E_BAD_ARGUMENT', message: /--image .*x\.bmp: name a \.png, \.jpg, \.webp or \.gif file/ });
+  t.throws(() => buildRequest({ ...flags, audio: [join(dir, 'x.ogg')] }), { code: 'E_BAD_ARGUMENT', message: /name a \.wav or \.mp3 file/ });
+  t.throws(() => buildRequest({ ...flags, image: [join(dir, 'missing.png')] }), { code: 'E_BAD_ARGUMENT', message: /--image: cannot read/ });
+  t.throws(() => buildRequest({ ...flags, prompt: undefined, messages: '[]', image: [png] }), { code: 'E_BAD_ARGUMENT', message: /go with -p/ });
 });
