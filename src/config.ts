@@ -214,6 +214,18 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    multimodal: z
+      .object({
+        max_part_bytes: wholeAtLeast(1)
+          .default(131072)
+          .describe('largest image or audio part of a request, in decoded bytes (E_TOO_LARGE above it); its base64 must also fit limits.max_payload_bytes (MQTT) or openai.max_body_bytes'),
+        https_image_urls: z
+          .boolean({ error: 'must be true or false' })
+          .default(false)
+          .describe('forward https:// image URLs to the upstream, which fetches them (their size is not checked here); off = images as base64 data URLs only'),
+      })
+      .strict()
+      .prefault({}),
     metrics: z
       .object({
         interval_s: wholeAtLeast(1).default(30).describe('how often <prefix>/metrics/<node_id> is published'),

@@ -42,6 +42,15 @@ t.test('audit --since and --device select records; --json lines parse; the table
   t.equal(run(['audit', '--device', 'nobody', '--state-dir', stateDir]).stdout, 'no audit records match\n');
 });
 
+t.test('a request with image or audio parts: the table and --json show their kinds and sizes', async (t) => {
+  const { stateDir, store } = daemonState(t);
+  const media = [{ kind: 'image' as const, type: 'image/png', bytes: 48211 }, { kind: 'audio' as const, type: 'wav', bytes: 1644 }];
+  store.audit.write({ type: 'request', time: Date.now(), device: 'cam-1', id: 'mm', allowed: true, outcome: 'ok', model: 'vision', route: 'cloud', route_reason: 'multimodal input (image, audio)', media });
+  const table = run(['audit', '--state-dir', stateDir]);
+  t.match(table.stdout, /cam-1\s+mm\s+ok\s+model vision, route cloud \(multimodal input \(image, audio\)\), parts image image\/png 48211 B \+ audio wav 1644 B$/m);
+  t.match(jsonLines(run(['audit', '--json', '--state-dir', stateDir]).stdout)[0], { type: 'request', media });
+});
+
 t.test('without --since or --limit audit shows the newest 100 and says how many there are', async (t) => {
   const { stateDir, store } = daemonState(t);
   const now = Date.now();

@@ -143,3 +143,22 @@ t.test('rates: seeded, then learned as an EWMA of observed generations', async (
   t.same(rates.snapshot().lite, { prefill_tokens_per_s: 200, decode_tokens_per_s: 30 });
   t.throws(() => new LocalRates({}, 0), { code: 'E_CONFIG' });
 });
+
+t.test('image or audio parts go to the upstream ("multimodal input"), never local, never with a local fallback', async (t) => {
+  const media = [{ kind: 'image' as const, type: 'image/png', bytes: 70 }];
+  const d = ok(policy.decide({ ...base, media }));
+  t.match(d, { route: 'cloud', model: 'big-model', reason: 'multimodal input (image); local model full reads text only' });
+  t.equal(d.fallback_model, undefined, 'a local model would answer without seeing the image');
+  t.match(ok(policy.decide({ ...base, media, route: 'cloud' })), { route: 'cloud', reason: /^multimodal input \(image\)/ });
+});
+
+t.test('image or audio parts with no usable upstream are E_NO_ROUTE saying what to do; local_only or route local contradict them', async (t) => {
+  const media = [{ kind: 'audio' as const, type: 'wav', bytes: 1644 }];
+  const noUpstream = new RoutePolicy({ ...CONFIG, upstream: undefined, classes: {} });
+  t.match(refused(noUpstream.decide({ ...base, media })), { code: 'E_NO_ROUTE', message: /audio parts, which only the upstream reads .*but no upstream configured: set upstream\.url and upstream\.model/ });
+  t.match(refused(policy.decide({ ...base, media, allowed_routes: ['local'] })), { code: 'E_NO_ROUTE', message: /but cloud not allowed for this device: ask an operator for a role with the cloud route/ });
+  t.match(refused(policy.decide({ ...base, media, role_local_only: true })), { code: 'E_NO_ROUTE', message: /the device's role is local_only/ });
+  t.match(refused(policy.decide({ ...base, media, breaker_open: true })), { code: 'E_NO_ROUTE', message: /upstream circuit open: retry once the upstream is back/ });
+  t.match(refused(policy.decide({ ...base, media, local_only: true })), { code: 'E_BAD_REQUEST', message: /local_only keeps it on this node: drop local_only, or send the text without the audio/ });
+  t.match(refused(policy.decide({ ...base, media, route: 'local' })), { code: 'E_BAD_REQUEST', message: /route "local" was asked for: send route "auto" or "cloud"/ });
+});

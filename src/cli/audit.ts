@@ -107,6 +107,8 @@ function row(e: AuditEntry): string[] {
         r.route !== undefined ? `route ${r.route}${r.route_reason ? ` (${r.route_reason})` : ''}` : '',
         r.fallback ? 'fell back to local' : '',
         tokens,
+        // Image and audio parts: kind, type and decoded size ("image/png 48211 B"); the data is never audited.
+        r.media !== undefined && r.media.length > 0 ? `parts ${r.media.map((m) => `${m.kind} ${m.type}${m.bytes !== undefined ? ` ${m.bytes} B` : ''}`).join(' + ')}` : '',
         problem ? `${problem.code}: ${problem.message}` : '',
       ].filter((s) => s !== '');
       return [time, 'request', r.device, r.id, r.allowed ? r.outcome : 'denied', oneLine(detail.join(', '))];

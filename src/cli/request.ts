@@ -32,6 +32,9 @@ interface RequestFlags {
   topK?: string;
   seed?: string;
   stop?: string[];
+  /** Files sent as image_url / input_audio parts of the -p message (the node routes them upstream). */
+  image?: string[];
+  audio?: string[];
   route?: string;
   priority?: string;
   stream?: boolean;
@@ -64,14 +67,36 @@ function readFlagFile(flag: string, file: string): Buffer {
   }
 }
 
+/** Image types by file extension (what the node takes: docs/protocol.md, Images and audio). */
+const IMAGE_TYPES: Record<string, string> = { png: 'image/png', jpg: 'image/jpeg', jpeg: 'image/jpeg', webp: 'image/webp', gif: 'image/gif' };
+const AUDIO_FORMATS = ['wav', 'mp3'];
+
+/** --image and --audio files as content parts, in the order given (images first). */
+function mediaParts(flags: Pick<RequestFlags, 'image' | 'audio'>): object[] {
+  const ext = (file: string) => /\.([^./]+)$/.exec(file)?.[1]?.toLowerCase() ?? '';
+  const images = (flags.image ?? []).map((file) => {
+    const type = IMAGE_TYPES[ext(file)];
+    if (type === undefined) throw new EdgeError('E_BAD_ARGUMENT', `--image ${file}: name a .png, .jpg, .webp or .gif file (the type comes from the extension)`);
+    return { type: 'image_url', image_url: { url: `data:${type};base64,${readFlagFile('--image', file).toString('base64')}` } };
+  });
+  const audio = (flags.audio ?? []).map((file) => {
+    const format = ext(file);
+    if (!AUDIO_FORMATS.includes(format)) throw new EdgeError('E_BAD_ARGUMENT', `--audio ${file}: name a .wav or .mp3 file (the format comes from the extension)`);
+    return { type: 'input_audio', input_audio: { data: readFlagFile('--audio', file).toString('base64'), format } };
+  });
+  return [...images, ...audio];
+}
+
 /** The request's fields from the flags (id first, as the protocol's examples write it). */
 export function buildRequest(flags: RequestFlags): Record<string, unknown> & { id: string } {
   const id = flags.id ?? `cli-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`;
   const body: Record<string, unknown> & { id: string } = { id };
+  const media = mediaParts(flags);
   if (flags.messages !== undefined) {
     if (flags.prompt !== undefined || flags.system !== undefined) {
       throw new EdgeError('E_BAD_ARGUMENT', '--messages is the whole chat: use it without -p and --system');
     }
+    if (media.length > 0) throw new EdgeError('E_BAD_ARGUMENT', '--image and --audio go with -p: with --messages, put the parts in its JSON');
     try {
       body.messages = JSON.parse(flags.messages) as unknown;
     } catch {
@@ -79,10 +104,10 @@ export function buildRequest(flags: RequestFlags): Record<string, unknown> & { i
     }
   } else if (flags.prompt === undefined) {
     throw new EdgeError('E_BAD_ARGUMENT', 'say what to ask: -p TEXT (or --messages JSON)');
-  } else if (flags.system !== undefined) {
+  } else if (flags.system !== undefined || media.length > 0) {
     body.messages = [
-      { role: 'system', content: flags.system },
-      { role: 'user', content: flags.prompt },
+      ...(flags.system !== undefined ? [{ role: 'system', content: flags.system }] : []),
+      { role: 'user', content: media.length > 0 ? [{ type: 'text', text: flags.prompt }, ...media] : flags.prompt },
     ];
   } else {
     body.prompt = flags.prompt;
@@ -141,6 +166,8 @@ export function registerRequest(program: Command): void {
     .option('--top-k <k>', 'keep the k most likely tokens')
     .option('--seed <n>', 'sampling seed (repeatable and cacheable)')
     .option('--stop <text>', 'stop before this text (repeat for more)', collect)
+    .option('--image <file>', 'send this .png/.jpg/.webp/.gif with -p (repeat for more); the node sends it to its upstream', collect)
+    .option('--audio <file>', 'send this .wav/.mp3 with -p (repeat for more); the node sends it to its upstream', collect)
     .option('--route <route>', 'auto, local or cloud')
     .option('--priority <n>', '0 (lowest) to 9, default 5')
     .option('--stream', 'print the text as it is generated')
@@ -194,6 +221,6 @@ export function registerRequest(program: Command): void {
   withExamples(cmd, [
     ['edgellm request -p "Hello" --stream', 'ask the local daemon (embedded broker), print as it comes'],
     ['edgellm request -p "Hi" --system "Answer in French" -n 32 --json', 'a chat; the final reply as JSON'],
-    ['edgellm request -p "Hi" --broker mqtts://broker.plant:8883 --ca-file ca.pem --device press-4', 'as device press-4, over TLS'],
+    ['edgellm request -p "What is on the belt?" --image belt.jpg', 'with an image (answered by the upstream)'],
   ]);
 }

@@ -6,6 +6,7 @@
 import type { GenerationSteps } from '../engine/steps.js';
 import { EdgeError } from '../errors.js';
 import type { TokenLogprob } from '../logprobs.js';
+import { textMessages, textOf, type MessageContent } from '../protocol/media-parts.js';
 
 /** Per generated token (a `trace` request): when it was sampled, and its decode step's sequences. */
 export type { GenerationSteps };
@@ -87,8 +88,8 @@ export type ModelOpener = (path: string) => Promise<LocalModel>;
 export const SAMPLING_FIELDS = ['temperature', 'top_p', 'top_k', 'min_p', 'seed', 'presence_penalty', 'frequency_penalty', 'stop', 'logprobs', 'top_logprobs'] as const;
 type Sampling = Pick<GenerateParams, (typeof SAMPLING_FIELDS)[number]>;
 
-/** What is asked: a bare prompt or chat messages, and sampling fields. */
-export type AskedFor = Sampling & Pick<GenerateParams, 'prompt' | 'messages'>;
+/** What is asked: a bare prompt or chat messages (text; image and audio parts are refused here), and sampling fields. */
+export type AskedFor = Sampling & Pick<GenerateParams, 'prompt'> & { messages?: readonly { role: string; content: MessageContent }[] | undefined };
 
 /**
  * The engine's parameters for a request: max_tokens as access control or the limits settled it; when
@@ -98,14 +99,15 @@ export function generateParams(asked: AskedFor, maxTokens: number, maxIsDefault:
   const p: GenerateParams = { max_tokens: maxTokens };
   if (maxIsDefault) p.max_tokens_fits_context = true;
   if (asked.prompt !== undefined) p.prompt = asked.prompt;
-  if (asked.messages !== undefined) p.messages = asked.messages;
+  if (asked.messages !== undefined) p.messages = textMessages(asked.messages);
   for (const k of SAMPLING_FIELDS) if (asked[k] !== undefined) (p as Record<string, unknown>)[k] = asked[k];
   return p;
 }
 
 /** limits.max_prompt_bytes, checked before tokenizing: a prompt too large to be worth counting. */
-export function promptTooLarge(asked: Pick<GenerateParams, 'prompt' | 'messages'>, maxPromptBytes: number): EdgeError | undefined {
-  const bytes = asked.prompt !== undefined ? Buffer.byteLength(asked.prompt) : (asked.messages ?? []).reduce((n, m) => n + Buffer.byteLength(m.content), 0);
+export function promptTooLarge(asked: Pick<AskedFor, 'prompt' | 'messages'>, maxPromptBytes: number): EdgeError | undefined {
+  // Text only: image and audio parts are held to multimodal.max_part_bytes when they are decoded.
+  const bytes = asked.prompt !== undefined ? Buffer.byteLength(asked.prompt) : (asked.messages ?? []).reduce((n, m) => n + Buffer.byteLength(textOf(m.content)), 0);
   if (bytes <= maxPromptBytes) return undefined;
   return new EdgeError('E_PROMPT_TOO_LONG', `the prompt is ${bytes} bytes; this node takes at most ${maxPromptBytes} (limits.max_prompt_bytes)`);
 }

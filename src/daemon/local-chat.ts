@@ -1,8 +1,10 @@
 /**
  * The OpenAI-compatible API's backend: its requests run on this node's local models through the same
  * RequestQueue as the MQTT requests (batch.max slots, limits.queue_depth waiting, the same limits), so
- * both kinds share the engine's continuous batching and neither can starve the other of slots. They
- * are never sent to an upstream: a node that is another node's upstream must not pass the request on.
+ * both kinds share the engine's continuous batching and neither can starve the other of slots. Text
+ * requests are never sent to an upstream: a node that is another node's upstream must not pass them
+ * on. Requests with image or audio parts, which no local model reads, go to `multimodal`
+ * (upstream-chat.ts: the upstream under the node's policy), or are refused E_NO_ROUTE without it.
  * Nothing is written to the request store: an HTTP reply is answered on its connection, or not at all.
  * Each request is still counted in /metrics (route "local") and leaves one audit record, under the
  * device name `openai-api` (the API has no device identity; its clients are whoever holds the key).
@@ -16,6 +18,7 @@ import type { Logger } from '../log.js';
 import { drawDriftSample } from './drift.js';
 import { ignoreRequests, type RequestObserver } from './request-observer.js';
 import { EdgeError } from '../errors.js';
+import { hasMedia, mediaKinds, mediaOf } from '../protocol/media-parts.js';
 import type { ChatRequest } from '../transport/http/openai-request.js';
 import type { EmbeddingsRequest, EmbeddingsResult } from '../transport/http/openai-embeddings.js';
 import type { AuditSink, RequestAudit } from '../policy/audit.js';
@@ -51,6 +54,8 @@ export class LocalChat implements ChatBackend {
       observer?: RequestObserver;
       /** Where each request's record goes (the daemon's audit log). */
       audit?: AuditSink;
+      /** Where requests with image or audio parts go (absent: refused with E_NO_ROUTE). */
+      multimodal?: Pick<ChatBackend, 'complete'> | undefined;
     },
   ) {}
 
@@ -63,6 +68,13 @@ export class LocalChat implements ChatBackend {
     const receivedAt = Date.now();
     const id = randomUUID();
     const traceId = trace?.traceId;
+    if (hasMedia(request.messages)) {
+      if (this.deps.multimodal) return this.deps.multimodal.complete(request, signal, trace);
+      const kinds = mediaKinds(mediaOf(request.messages));
+      const err = new EdgeError('E_NO_ROUTE', `the request has ${kinds} parts, which only an upstream reads (the local models read text), but this node has no upstream configured: set upstream.url and upstream.model, or send the text without the ${kinds}`);
+      this.report(receivedAt, id, request.model, { outcome: 'error', err, traceId });
+      return Promise.reject(err);
+    }
     // An A/B name runs as the variant of its user (the body's user or the x-edgellm-device header), or the one it names.
     let ab: { name: string; variant: string } | undefined;
     try {

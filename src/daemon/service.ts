@@ -9,6 +9,8 @@
 import { checkBrokerCredentials, checkPolicyReferences, maskSecrets, modelFiles, readBrokerPassword, readUpstreamSecret, type DaemonConfig } from '../config.js';
 import type { LocalModel, ModelOpener } from './engine-port.js';
 import { LocalChat } from './local-chat.js';
+import { mediaLimits } from './request/intake.js';
+import { UpstreamChat } from './upstream-chat.js';
 import { DaemonPolicy } from './hybrid-policy.js';
 import type { GrantStore } from '../policy/access.js';
 import type { AuditSink } from '../policy/audit.js';
@@ -267,19 +269,23 @@ export class Service {
   private openaiPart(apiKey: Secret | undefined): Part {
     const { config, log } = this;
     let chat: LocalChat | undefined;
+    let upstreamChat: UpstreamChat | undefined;
     let openai: OpenAIServer | undefined;
     return {
       name: 'OpenAI endpoint',
       start: async () => {
-        chat = new LocalChat({ config, queue: this.queue!, models: this.models, log, audit: this.audit!, ...(this.metrics ? { observer: this.metrics } : {}) });
-        openai = new OpenAIServer({ host: config.openai.host, port: config.openai.port!, apiKey, maxBodyBytes: config.openai.max_body_bytes, backend: chat, log });
+        const observer = this.metrics ? { observer: this.metrics } : {};
+        upstreamChat = new UpstreamChat({ policy: this.policy!, models: this.models, log, onBreakerReport: () => this.watchBreaker(), ...observer });
+        chat = new LocalChat({ config, queue: this.queue!, models: this.models, log, audit: this.audit!, multimodal: upstreamChat, ...observer });
+        const { max_body_bytes: maxBodyBytes, host, port } = config.openai;
+        openai = new OpenAIServer({ host, port: port!, apiKey, maxBodyBytes, media: mediaLimits(config), backend: chat, log });
         await openai.start();
       },
       // Newer than the requests part, so it drains first: the API's waiting requests are refused
       // before the responder's drain forgets what waits in the queue.
       drain: async () => {
         openai?.stopAccepting();
-        await chat?.drain(this.config.limits.drain_s * 1000);
+        await Promise.all([chat?.drain(this.config.limits.drain_s * 1000), upstreamChat?.drain(this.config.limits.drain_s * 1000)]);
       },
       stop: async () => openai?.close(),
     };

@@ -6,6 +6,7 @@
  * every request leaves one record.
  */
 import { EdgeError } from '../errors.js';
+import { mediaOf, textOf, type MediaSummary } from '../protocol/media-parts.js';
 import type { AccessControl } from './access.js';
 import type { AuditSink, RequestAudit } from './audit.js';
 import type { CircuitBreaker, BreakerTicket } from './breaker.js';
@@ -85,6 +86,9 @@ export class Admission {
       prompt_tokens: req.prompt_tokens,
       ...(this.o.audit_prompts ? { prompt: promptText(req) } : {}),
     };
+    // Image and audio parts: their kinds and sizes are audited, never their data.
+    const media = mediaOf(req.messages);
+    if (media.length > 0) record.media = media;
     const access = this.o.access.check({
       device: req.device,
       payload_bytes: req.payload_bytes,
@@ -97,12 +101,13 @@ export class Admission {
     if (access.permissions) record.roles = access.permissions.roles;
     if (!access.allowed) throw this.deny(record, access.error);
 
-    let decision: RouteDecision = this.decide(req, access.routes, access.local_only, access.max_tokens, !this.o.breaker.admits());
+    const decide = (breakerOpen: boolean) => this.decide(req, media, access.routes, access.local_only, access.max_tokens, breakerOpen);
+    let decision: RouteDecision = decide(!this.o.breaker.admits());
     let ticket: BreakerTicket | undefined;
     if (decision.ok && decision.route === 'cloud') {
       ticket = this.o.breaker.acquire();
       // admits() and acquire() run in the same tick, so this only guards against a shared breaker.
-      if (!ticket) decision = this.decide(req, access.routes, access.local_only, access.max_tokens, true);
+      if (!ticket) decision = decide(true);
     }
     if (!decision.ok) throw this.deny(record, decision.error);
 
@@ -118,10 +123,11 @@ export class Admission {
     this.o.audit.write(record);
   }
 
-  private decide(req: AdmissionRequest, routes: Route[], roleLocalOnly: boolean, maxTokens: number, breakerOpen: boolean): RouteDecision {
+  private decide(req: AdmissionRequest, media: MediaSummary[], routes: Route[], roleLocalOnly: boolean, maxTokens: number, breakerOpen: boolean): RouteDecision {
     return this.o.policy.decide({
       route: req.route,
       local_only: req.local_only,
+      ...(media.length > 0 ? { media } : {}),
       model: req.model,
       prompt_tokens: req.prompt_tokens,
       max_tokens: maxTokens,
@@ -152,5 +158,5 @@ export function failureOf(err: unknown): string {
 }
 
 export function promptText(req: Pick<AdmissionRequest, 'prompt' | 'messages'>): string {
-  return req.prompt ?? (req.messages ?? []).map((m) => `${m.role}: ${m.content}`).join('\n');
+  return req.prompt ?? (req.messages ?? []).map((m) => `${m.role}: ${textOf(m.content)}`).join('\n');
 }

@@ -4,6 +4,7 @@
  * are plain JSON values, built only from redacted data (prompt text only when configured).
  */
 import { createHash } from 'node:crypto';
+import type { MediaSummary } from '../protocol/media-parts.js';
 import { redact, type Secret } from '../secret.js';
 import type { Route } from './router.js';
 
@@ -42,8 +43,10 @@ export interface RequestAudit {
   cached?: boolean | undefined;
   /** The cloud failed and local answered instead. */
   fallback?: boolean | undefined;
-  /** Only with audit prompts enabled. */
+  /** Only with audit prompts enabled (a message's text parts only). */
   prompt?: string | undefined;
+  /** The request's image and audio parts: kind, media type or format, decoded bytes; never their data. */
+  media?: MediaSummary[] | undefined;
 }
 
 export interface GrantAudit {

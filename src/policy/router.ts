@@ -11,8 +11,12 @@
  *     not local_only, an upstream configured, the breaker closed); cloud when local cannot serve it
  *     (context, model) and the cloud is usable; otherwise E_NO_ROUTE at once (E_PROMPT_TOO_LONG when
  *     the local context is what stops it and the cloud is not usable for a lasting reason).
+ * A request with image or audio parts (media) never runs locally, whatever it asks: the upstream when
+ * the cloud is usable ("multimodal input ..."), with no local fallback; otherwise E_NO_ROUTE saying
+ * what to change (E_BAD_REQUEST when the request's own local_only or route "local" contradicts it).
  */
 import { EdgeError } from '../errors.js';
+import { mediaKinds, type MediaSummary } from '../protocol/media-parts.js';
 
 export type Route = 'local' | 'cloud';
 export type RequestedRoute = 'auto' | Route;
@@ -57,6 +61,8 @@ export interface RouteInput {
   route?: RequestedRoute | undefined;
   /** The request's local_only. */
   local_only?: boolean | undefined;
+  /** The request's image and audio parts (media-parts.ts): only the upstream reads them. */
+  media?: readonly MediaSummary[] | undefined;
   /** A model name or class; absent = the default model. */
   model?: string | undefined;
   prompt_tokens: number;
@@ -167,6 +173,8 @@ export class RoutePolicy {
       ...(estimate !== undefined ? { estimate_ms: estimate } : {}),
     });
 
+    if (input.media !== undefined && input.media.length > 0) return this.multimodal(input, requested, cloudModel, cloudBlock, target.local);
+
     // 2. Forced routes.
     if (requested === 'cloud') {
       // A node without an upstream cannot serve it for anyone: that is not a matter of permission.
@@ -227,6 +235,30 @@ export class RoutePolicy {
     if (input.local_only || input.role_local_only) return toLocal(cloudBlock!, estimate);
     if (estimate !== undefined) return toLocal(`est. local ${estimate} ms <= slo_ms ${slo}`, estimate);
     return toLocal(`fits local model ${l.name}`);
+  }
+
+  /**
+   * A request with image or audio parts: the local models read text only, so the upstream answers it
+   * or nobody does (never a local fallback, which would answer without seeing the parts).
+   */
+  private multimodal(input: RouteInput, requested: RequestedRoute, cloudModel: string | undefined, cloudBlock: string | undefined, localName: string | undefined): RouteDecision {
+    const kinds = mediaKinds(input.media!);
+    const what = `the request has ${kinds} parts, which only the upstream reads (the local models read text)`;
+    if (input.local_only) return refuse('E_BAD_REQUEST', `${what}, and local_only keeps it on this node: drop local_only, or send the text without the ${kinds}`);
+    if (requested === 'local') return refuse('E_BAD_REQUEST', `${what}, and route "local" was asked for: send route "auto" or "cloud", or send the text without the ${kinds}`);
+    if (cloudBlock !== undefined) {
+      const advice =
+        cloudModel === undefined && cloudBlock === 'no upstream configured'
+          ? `set upstream.url and upstream.model to a server with a model that reads ${kinds}, or send the text without the ${kinds}`
+          : cloudBlock === BREAKER_OPEN
+            ? 'retry once the upstream is back (its circuit breaker is open after recent failures)'
+            : !input.allowed_routes.includes('cloud') || input.role_local_only
+              ? `ask an operator for a role with the cloud route that is not local_only (edgellm grant DEVICE ROLE --for 2h), or send the text without the ${kinds}`
+              : `send the text without the ${kinds}`;
+      return refuse('E_NO_ROUTE', `${what}, but ${cloudBlock}: ${advice}`);
+    }
+    const local = localName !== undefined ? `; local model ${localName} reads text only` : '';
+    return { ok: true, route: 'cloud', reason: `multimodal input (${kinds})${local}`, model: cloudModel! };
   }
 
   /** Which local model and which upstream model a request's model (name or class) means. */

@@ -1,11 +1,13 @@
 /**
  * One call to an OpenAI-compatible upstream (UpstreamClient.chat starts one): the request body, the
- * HTTP exchange under its timers, the server-sent events parsed into text chunks, the result or failure.
+ * HTTP exchange under its timers, the server-sent events (sse.ts) read into text chunks, the result or failure.
  */
 import * as http from 'node:http';
 import * as https from 'node:https';
 import { EdgeError } from '../errors.js';
+import type { MessageContent } from '../protocol/media-parts.js';
 import { redact, type Secret } from '../secret.js';
+import { SseReader, SseTooLarge } from './sse.js';
 import { PushStream } from './stream.js';
 
 /** Milliseconds. */
@@ -22,7 +24,8 @@ export interface UpstreamTimeouts {
 
 export interface ChatMessage {
   role: string;
-  content: string;
+  /** Text, or content parts with images or audio: sent as they are (the upstream reads them, this node cannot). */
+  content: MessageContent;
 }
 
 export interface UpstreamRequest {
@@ -79,6 +82,12 @@ export class UpstreamError extends EdgeError {
 /** The reply stream: text chunks as they arrive; `result` once it ends. */
 export type UpstreamReply = AsyncIterableIterator<string, UpstreamResult, undefined> & { readonly result: Promise<UpstreamResult> };
 
+/**
+ * Sent with every upstream call: an edgellm node's OpenAI endpoint does not forward a request that
+ * carries it again (image and audio parts are forwarded once, so no chain of nodes can loop).
+ */
+export const FORWARDED_HEADER = 'x-edgellm-forwarded';
+
 /** Longest error body quoted in a message (characters). */
 const ERROR_BODY_CHARS = 300;
 /** Longest SSE event accepted (bytes of data), so a broken server cannot grow memory without bound. */
@@ -98,11 +107,8 @@ export class UpstreamCall {
   private usage: UpstreamUsage | undefined;
   private answeredModel: string;
   private done = false;
-  // SSE parsing state
   private decoder = new TextDecoder('utf-8');
-  private pending = '';
-  private data: string[] = [];
-  private dataBytes = 0;
+  private readonly sse = new SseReader(MAX_EVENT_BYTES);
   private gotBody = false;
 
   constructor(
@@ -132,6 +138,7 @@ export class UpstreamCall {
       'content-type': 'application/json',
       accept: 'text/event-stream',
       'content-length': String(Buffer.byteLength(body)),
+      [FORWARDED_HEADER]: '1',
     };
     if (this.apiKey) headers.authorization = `Bearer ${this.apiKey.reveal()}`;
     const lib = this.endpoint.protocol === 'https:' ? https : http;
@@ -233,43 +240,23 @@ export class UpstreamCall {
     this.finish(mapFinish(typeof choice?.finish_reason === 'string' ? choice.finish_reason : 'stop'));
   }
 
-  /** Server-sent events: "data:" lines accumulate, a blank line dispatches, ":" lines are comments. */
+  /** Body text in; each event the text completes dispatched, until one ends the reply. */
   private feed(text: string): void {
-    this.pending += text;
-    let start = 0;
-    for (;;) {
-      const nl = this.pending.slice(start).search(/\r\n|\r|\n/);
-      if (nl < 0) break;
-      const end = start + nl;
-      const line = this.pending.slice(start, end);
-      start = end + (this.pending.startsWith('\r\n', end) ? 2 : 1);
-      if (this.pending[end] === '\r' && end + 1 === this.pending.length) {
-        start = end; // a lone \r at the end may be half of \r\n: wait for the next chunk
-        break;
-      }
-      if (line === '') {
-        this.dispatch();
-        if (this.done) return;
-      } else if (line.startsWith('data:')) {
-        const value = line.slice(line.startsWith('data: ') ? 6 : 5);
-        this.dataBytes += value.length;
-        if (this.dataBytes > MAX_EVENT_BYTES) {
-          this.fail(new UpstreamError('protocol', `${this.label}: an event larger than ${MAX_EVENT_BYTES} bytes`));
-          return;
-        }
-        this.data.push(value);
-      }
-      // "event:", "id:", "retry:" and ":" comments carry nothing the relay needs.
+    let events: string[];
+    try {
+      events = this.sse.feed(text);
+    } catch (err) {
+      if (!(err instanceof SseTooLarge)) throw err;
+      this.fail(new UpstreamError('protocol', `${this.label}: ${err.message}`));
+      return;
     }
-    this.pending = this.pending.slice(start);
-    if (this.pending.length > MAX_EVENT_BYTES) this.fail(new UpstreamError('protocol', `${this.label}: a line longer than ${MAX_EVENT_BYTES} bytes`));
+    for (const payload of events) {
+      if (this.done) return;
+      this.dispatch(payload);
+    }
   }
 
-  private dispatch(): void {
-    if (this.data.length === 0) return;
-    const payload = this.data.join('\n');
-    this.data = [];
-    this.dataBytes = 0;
+  private dispatch(payload: string): void {
     if (payload.trim() === '[DONE]') {
       this.finish(mapFinish(this.finishReason ?? 'stop'));
       return;

@@ -18,7 +18,7 @@ import { redactUrl, type Secret } from '../secret.js';
 import { UpstreamCall, type UpstreamReply, type UpstreamRequest, type UpstreamTimeouts } from './upstream-call.js';
 
 export { readApiKey, redact, redactText, redactUrl, Secret, REDACTED, DEFAULT_KEY_CREDENTIAL, type ApiKeySource } from '../secret.js';
-export { UpstreamError, type ChatMessage, type UpstreamFailure, type UpstreamReply, type UpstreamRequest, type UpstreamResult, type UpstreamTimeouts, type UpstreamUsage } from './upstream-call.js';
+export { FORWARDED_HEADER, UpstreamError, type ChatMessage, type UpstreamFailure, type UpstreamReply, type UpstreamRequest, type UpstreamResult, type UpstreamTimeouts, type UpstreamUsage } from './upstream-call.js';
 
 export const UPSTREAM_TIMEOUT_DEFAULTS: Readonly<UpstreamTimeouts> = Object.freeze({
   connect_ms: 3_000,

@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { EdgeError, type ErrorCode } from '../errors.js';
 import { topLogprobsOf, type TokenLogprob } from '../logprobs.js';
 import { describeIssues } from '../validation.js';
+import { checkContent, ContentPartError, hasMedia, MEDIA_DEFAULTS, textOf, type MediaLimits, type MessageContent } from './media-parts.js';
 import { isPublishableTopic } from './topics.js';
 
 const num = (what: string) => z.number({ error: `must be ${what}` });
@@ -25,7 +26,9 @@ const chatMessage = z
   .object(
     {
       role: unicodeText().min(1, 'must not be empty'),
-      content: unicodeText(),
+      // Text, or OpenAI's content parts (text, image_url, input_audio): checked part by part after
+      // the schema (media-parts.ts), as the OpenAI endpoint checks them.
+      content: z.union([z.string(), z.array(z.unknown())], { error: 'must be text or a list of content parts' }),
     },
     { error: 'must be an object {role, content}' },
   )
@@ -90,7 +93,8 @@ export const requestSchema = z
     }
   });
 
-export type WireRequest = z.infer<typeof requestSchema>;
+/** A request as validated: a message's content is text, or a list of parts when it has an image or audio part. */
+export type WireRequest = Omit<z.infer<typeof requestSchema>, 'messages'> & { messages?: { role: string; content: MessageContent }[] | undefined };
 
 export type Decoded =
   | { ok: true; request: WireRequest }
@@ -101,6 +105,8 @@ export type Decoded =
 export interface DecodeLimits {
   /** limits.max_payload_bytes: larger payloads are refused unread (E_TOO_LARGE). */
   maxPayloadBytes: number;
+  /** multimodal.*: image and audio parts (default MEDIA_DEFAULTS). */
+  media?: Readonly<MediaLimits> | undefined;
 }
 
 /**
@@ -147,7 +153,24 @@ export function decodeRequest(payload: Buffer, limits: DecodeLimits): Decoded {
     if (problems.length > shown.length) shown.push(`and ${problems.length - shown.length} more problems`);
     return refuse('E_BAD_REQUEST', shown.join('; '), id, replyTo);
   }
-  const r = parsed.data;
+  const { messages, ...fields0 } = parsed.data;
+  const r: WireRequest = { ...fields0, ...(messages !== undefined ? { messages: [] } : {}) };
+  for (const [i, m] of (messages ?? []).entries()) {
+    let content: MessageContent;
+    try {
+      content = checkContent(m.content, `messages[${i}]`, limits.media ?? MEDIA_DEFAULTS);
+    } catch (err) {
+      if (err instanceof ContentPartError) return refuse(err.code, err.message, id, replyTo);
+      throw err;
+    }
+    if (loneSurrogate.test(textOf(content))) {
+      return refuse('E_BAD_REQUEST', `field "messages[${i}].content" must be valid Unicode (no lone surrogate escapes such as "\\ud800")`, id, replyTo);
+    }
+    r.messages!.push({ role: m.role, content });
+  }
+  if (hasMedia(r.messages) && r.logprobs === true) {
+    return refuse('E_BAD_LOGPROBS', 'logprobs come from the local model only, and a request with image or audio parts is answered by the upstream: drop logprobs', id, replyTo);
+  }
   try {
     if (topLogprobsOf(r) !== undefined && r.route === 'cloud') {
       return refuse('E_BAD_LOGPROBS', 'logprobs come from the local model only (the cloud route relays text): drop route "cloud" or logprobs', id, replyTo);

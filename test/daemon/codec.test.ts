@@ -2,6 +2,7 @@
 import t from 'tap';
 import { decodeRequest, errorMessage } from '../../src/protocol/codec.js';
 import { Topics } from '../../src/protocol/topics.js';
+import { audioPart, imagePart } from '../helpers/media.js';
 
 const LIMITS = { maxPayloadBytes: 262144 };
 const decode = (v: unknown) => decodeRequest(Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)), LIMITS);
@@ -27,7 +28,7 @@ t.test('refusals name the field and what it takes', async (t) => {
     [{ id: 'a', prompt: 'x', top_k: 1.5 }, /field "top_k" must be a whole number >= 0/, 'a'],
     [{ id: 'a', prompt: 'x', top_p: 0 }, /field "top_p" must be a number above 0, at most 1 \(1 = off\), got number 0/, 'a'],
     [{ id: 'a', prompt: 'x', stop: [''] }, /field "stop\[0\]" must not be empty/, 'a'],
-    [{ id: 'a', messages: [{ role: 'user' }] }, /field "messages\[0\]\.content" must be text, got nothing/, 'a'],
+    [{ id: 'a', messages: [{ role: 'user' }] }, /field "messages\[0\]\.content" must be text or a list of content parts, got nothing/, 'a'],
     [{ id: 'a', messages: [['user', 'hi']] }, /field "messages\[0\]" must be an object \{role, content\}, got a list/, 'a'],
     ['{"id": "a", "prompt": ' + '['.repeat(100_000) + ']'.repeat(100_000) + '}', /field "prompt" must be text, got a list/, 'a'],
     [{ id: 'a', prompt: 'x', route: 'mars' }, /field "route" must be one of auto, local, cloud, got "mars"/, 'a'],
@@ -174,4 +175,27 @@ t.test('an embedding request (op "embed") takes input, a text or a list of texts
     t.notOk(d.ok, JSON.stringify(body).slice(0, 80));
     if (!d.ok) t.match(d.message, re, JSON.stringify(body).slice(0, 80));
   }
+});
+
+t.test('image and audio parts are taken as OpenAI content parts, checked with multimodal.*', async (t) => {
+  const parts = [{ type: 'text', text: 'What is this?' }, imagePart(), audioPart()];
+  const d = decode({ id: 'mm', messages: [{ role: 'user', content: parts }], route: 'auto' });
+  t.ok(d.ok, d.ok ? 'accepted' : d.message);
+  if (d.ok) t.same(d.request.messages, [{ role: 'user', content: parts }], 'the parts as sent');
+  const text = decode({ id: 'tx', messages: [{ role: 'user', content: [{ type: 'text', text: 'a' }, { type: 'text', text: 'b' }] }] });
+  if (text.ok) t.same(text.request.messages, [{ role: 'user', content: 'ab' }], 'text parts only: one string, as the engine reads it');
+  else t.fail(text.message);
+
+  const refused = (body: object, media = { maxPartBytes: 131072, httpsImageUrls: false }) => {
+    const r = decodeRequest(Buffer.from(JSON.stringify(body)), { ...LIMITS, media });
+    if (r.ok) throw new Error(`accepted ${JSON.stringify(body).slice(0, 100)}`);
+    return r;
+  };
+  const one = (part: object) => ({ id: 'p', messages: [{ role: 'user', content: [part] }] });
+  t.match(refused(one(imagePart()), { maxPartBytes: 10, httpsImageUrls: false }), { code: 'E_TOO_LARGE', id: 'p', message: /messages\[0\]\.content\[0\]\.image_url\.url: the image\/png image is \d+ bytes; the limit is 10 bytes per part \(multimodal\.max_part_bytes\)/ });
+  t.match(refused(one({ type: 'image_url', image_url: { url: 'data:image/png,notbase64' } })), { code: 'E_BAD_REQUEST', message: /is not a base64 data URL/ });
+  t.match(refused(one({ type: 'video_url', video_url: { url: 'x' } })), { code: 'E_BAD_REQUEST', message: /"video_url" is not supported: content parts are text, image_url/ });
+  t.match(refused(one(audioPart(undefined, 'flac' as 'wav'))), { code: 'E_BAD_REQUEST', message: /format "flac" is not supported: send the audio as "wav" or "mp3"/ });
+  t.match(refused({ ...one(imagePart()), logprobs: true }), { code: 'E_BAD_LOGPROBS', message: /answered by the upstream: drop logprobs/ });
+  t.match(refused({ id: 's', messages: [{ role: 'user', content: [{ type: 'text', text: '\ud800' }] }] }), { code: 'E_BAD_REQUEST', message: /messages\[0\]\.content" must be valid Unicode/ });
 });

@@ -109,10 +109,12 @@ t.test('fields this node cannot honour are refused, naming the field', async (t)
   refused(t, { messages: [] }, 'messages', /empty/);
   refused(t, { messages: ['hi'] }, 'messages[0]', /must be an object/);
   refused(t, { messages: [{ role: 'function', content: 'x' }] }, 'messages[0].role', /must be one of system, developer, user, assistant, tool, got "function"/);
-  refused(t, { messages: [{ role: 'user' }] }, 'messages[0].content', /must be a string or a list of text parts, got nothing/);
+  refused(t, { messages: [{ role: 'user' }] }, 'messages[0].content', /must be text or a list of content parts \(text, image_url \(a base64 data URL\) and input_audio\), got nothing/);
   refused(t, { messages: [{ role: 'user', content: 'x', mood: 'happy' }] }, 'messages[0].mood', /unrecognized request argument supplied: messages\[0\]\.mood/);
-  refused(t, user([{ type: 'input_audio', input_audio: {} }]), 'messages[0].content[0].type', /"input_audio" is not supported/);
-  refused(t, user([{ type: 'text', text: 5 }]), 'messages[0].content[0].text', /must be a string/);
+  refused(t, user([{ type: 'file', file: {} }]), 'messages[0].content[0].type', /"file" is not supported: content parts are text, image_url/);
+  refused(t, user([{ type: 'input_audio', input_audio: { data: 'AAAA', format: 'aac' } }]), 'messages[0].content[0].input_audio.format', /"aac" is not supported: send the audio as "wav" or "mp3"/);
+  refused(t, user([{ type: 'image_url', image_url: { url: 'data:image/png;base64,%%%%' } }]), 'messages[0].content[0].image_url.url', /not valid base64/);
+  refused(t, user([{ type: 'text', text: 5 }]), 'messages[0].content[0].text', /must be text/);
   refused(t, { messages: [{ role: 'assistant', content: null, tool_calls: [{ id: 'c1' }] }] }, 'messages[0].tool_calls', /does not call tools/);
   refused(t, { ...user('x'), model: '' }, 'model', /non-empty string/);
   refused(t, { ...user('x'), max_tokens: 0 }, 'max_tokens', /whole number >= 1, got number 0/);

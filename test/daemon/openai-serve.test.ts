@@ -231,7 +231,7 @@ t.test('bad requests get OpenAI-style errors with the right status', needs, asyn
     ['empty messages', postJson(url, { messages: [] }, { key: KEY }), 400, { error: { param: 'messages', message: /empty/ } }],
     ['a wrong type', postJson(url, ask('hi', { temperature: 'hot' }), { key: KEY }), 400, { error: { param: 'temperature', message: 'temperature must be a number from 0 to 2, got "hot"' } }],
     ['a bad role', postJson(url, { messages: [{ role: 'robot', content: 'x' }] }, { key: KEY }), 400, { error: { param: 'messages[0].role' } }],
-    ['an image', postJson(url, { messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'http://x/y.png' } }] }] }, { key: KEY }), 400, { error: { param: 'messages[0].content[0].type', message: /text models/ } }],
+    ['an image URL', postJson(url, { messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'http://x/y.png' } }] }] }, { key: KEY }), 400, { error: { param: 'messages[0].content[0].image_url.url', message: /data URLs only/ } }],
     ['n > 1', postJson(url, ask('hi', { n: 3 }), { key: KEY }), 400, { error: { param: 'n', message: /must be 1/ } }],
     ['tools', postJson(url, ask('hi', { tools: [{ type: 'function', function: { name: 'f' } }] }), { key: KEY }), 400, { error: { param: 'tools', message: /does not call tools/ } }],
     ['JSON mode', postJson(url, ask('hi', { response_format: { type: 'json_object' } }), { key: KEY }), 400, { error: { param: 'response_format' } }],

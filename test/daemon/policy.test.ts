@@ -12,7 +12,7 @@ import type { SqliteAuditLog } from '../../src/store/audit.js';
 import { Broker, mosquittoFor } from '../helpers/broker.js';
 import { daemonConfig, startDaemon } from '../helpers/daemon.js';
 import { Device, sleep } from '../helpers/device.js';
-import { CLOUD_CHUNKS, CLOUD_TEXT, closedPortUrl, startFakeUpstream, type FakeUpstream, type UpstreamMode } from '../helpers/policy-fakes.js';
+import { CLOUD_CHUNKS, CLOUD_TEXT, closedPortUrl, startFakeUpstream, TEST_ROLES, type FakeUpstream, type UpstreamMode } from '../helpers/policy-fakes.js';
 
 type TapTest = Parameters<Extract<Parameters<typeof t.test>[0], (...args: never[]) => unknown>>[0];
 
@@ -35,9 +35,7 @@ if (bin) {
   });
 
   const ROLES = {
-    local: { models: ['*'], routes: ['local'] },
-    hybrid: { models: ['*'], routes: ['local', 'cloud'] },
-    private: { models: ['*'], routes: ['local', 'cloud'], local_only: true },
+    ...TEST_ROLES,
     limited: { models: ['*'], routes: ['local'], requests_per_minute: 2, max_tokens: 16 },
   };
 

@@ -23,6 +23,13 @@ export type UpstreamMode =
   /** Chunks without finish_reason or [DONE], then a clean end of the body. */
   | 'no-done';
 
+/** Roles of the policy tests' daemons: local only, local and cloud, and local_only with both routes. */
+export const TEST_ROLES = {
+  local: { models: ['*'], routes: ['local'] },
+  hybrid: { models: ['*'], routes: ['local', 'cloud'] },
+  private: { models: ['*'], routes: ['local', 'cloud'], local_only: true },
+};
+
 export const CLOUD_CHUNKS = ['Hello', ' from', ' the', ' cloud', '.'];
 export const CLOUD_TEXT = CLOUD_CHUNKS.join('');
 
@@ -33,6 +40,9 @@ export interface FakeUpstream {
   /** Requests received (any mode). */
   requests: number;
   bodies: unknown[];
+  /** Each request body exactly as it arrived (the multimodal tests compare parts byte for byte). */
+  raw: string[];
+  headers: IncomingMessage['headers'][];
   authorizations: Array<string | undefined>;
   /** Stops accepting and destroys open connections. */
   close(): Promise<void>;
@@ -54,6 +64,8 @@ export async function startFakeUpstream(mode: UpstreamMode = 'normal'): Promise<
     first_byte_delay_ms: 500,
     requests: 0,
     bodies: [],
+    raw: [],
+    headers: [],
     authorizations: [],
     close: async () => {
       for (const t of timers) clearTimeout(t);
@@ -90,6 +102,8 @@ export async function startFakeUpstream(mode: UpstreamMode = 'normal'): Promise<
     state.requests++;
     const auth = req.headers.authorization;
     state.authorizations.push(auth);
+    state.raw.push(raw);
+    state.headers.push(req.headers);
     let body: { max_tokens?: number } = {};
     try {
       body = JSON.parse(raw) as { max_tokens?: number };

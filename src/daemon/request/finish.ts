@@ -5,6 +5,7 @@
  */
 import type { ErrorCode } from '../../errors.js';
 import { doneMessage, embeddingsMessage, errorMessage, type DoneFields } from '../../protocol/codec.js';
+import { mediaOf, type MediaSummary } from '../../protocol/media-parts.js';
 import type { GenerateResult } from '../engine-port.js';
 import type { RequestRoute } from '../request-observer.js';
 import type { AbortReason, Job, RequestContext, RouteInfo } from './job.js';
@@ -120,12 +121,13 @@ export function finishError(ctx: RequestContext, job: Job, code: ErrorCode, mess
 /** A refusal before access control ran (limits the daemon checks itself): audited as denied. */
 export function refuse(ctx: RequestContext, job: Job, code: ErrorCode, message: string): void {
   ctx.counters.denied++;
-  auditRefusal(ctx, job.row.device, job.row.id, code, message, job.trace.traceId);
+  auditRefusal(ctx, job.row.device, job.row.id, code, message, job.trace.traceId, mediaOf(job.request.messages));
   finishError(ctx, job, code, message);
 }
 
-export function auditRefusal(ctx: RequestContext, device: string, id: string, code: ErrorCode, message: string, traceId: string): void {
-  ctx.policy.admission.audit({ type: 'request', time: Date.now(), device, id, trace_id: traceId, allowed: false, denied: { code, message }, outcome: 'denied' });
+/** `media`: the request's image and audio parts (kinds and sizes), when it was decoded. */
+export function auditRefusal(ctx: RequestContext, device: string, id: string, code: ErrorCode, message: string, traceId: string, media: MediaSummary[] = []): void {
+  ctx.policy.admission.audit({ type: 'request', time: Date.now(), device, id, trace_id: traceId, allowed: false, denied: { code, message }, outcome: 'denied', ...(media.length > 0 ? { media } : {}) });
 }
 
 /**

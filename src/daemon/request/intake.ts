@@ -6,7 +6,9 @@
  * message then. resume() takes back the jobs a stop (or a crash) left unanswered. Every request gets its
  * trace here: the caller's W3C traceparent (an invalid one is ignored with a warning), else a new one.
  */
+import type { DaemonConfig } from '../../config.js';
 import { decodeRequest, errorMessage, type WireRequest } from '../../protocol/codec.js';
+import type { MediaLimits } from '../../protocol/media-parts.js';
 import { traceRequest, traceparentOf } from '../../protocol/trace-context.js';
 import { NOTHING_STREAMED, type StoredRequest } from '../../store/index.js';
 import type { IncomingRequest } from '../../transport/mqtt/session.js';
@@ -18,7 +20,7 @@ export function intake(ctx: RequestContext, msg: IncomingRequest, defaultReplyTo
   const now = Date.now();
   const { trace, log } = traceRequest(msg.traceparent, ctx.log, `request from ${msg.device}`);
   const traceparent = traceparentOf(trace);
-  const decoded = decodeRequest(msg.payload, { maxPayloadBytes: ctx.config.limits.max_payload_bytes });
+  const decoded = decodeRequest(msg.payload, { maxPayloadBytes: ctx.config.limits.max_payload_bytes, media: mediaLimits(ctx.config) });
   const replyTopic = msg.responseTopic ?? (decoded.ok ? decoded.request.reply_to : decoded.replyTo) ?? defaultReplyTopic;
   const correlation = msg.correlation ?? null;
   const c = ctx.counters;
@@ -62,6 +64,11 @@ export function intake(ctx: RequestContext, msg: IncomingRequest, defaultReplyTo
   }
   log.debug(`accepted ${msg.device}/${r.id}`);
   admit(ctx, newJob(ctx, row, r, false));
+}
+
+/** multimodal.*, as both transports check image and audio parts with it. */
+export function mediaLimits(config: Pick<DaemonConfig, 'multimodal'>): MediaLimits {
+  return { maxPartBytes: config.multimodal.max_part_bytes, httpsImageUrls: config.multimodal.https_image_urls };
 }
 
 /** Takes back every request accepted but not answered before the last stop; returns how many. */

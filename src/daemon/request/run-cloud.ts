@@ -27,8 +27,11 @@ export function runCloud(ctx: RequestContext, job: Job): void {
   void run.finally(() => ctx.cloudRuns.delete(run));
 }
 
-/** What the upstream is asked: the request's text and the sampling fields an OpenAI API takes. */
-export function upstreamRequest(r: WireRequest, model: string, maxTokens: number): UpstreamRequest {
+/**
+ * What the upstream is asked: the request's messages (image and audio parts as they came) or prompt,
+ * and the sampling fields an OpenAI API takes. The OpenAI endpoint's requests fit too.
+ */
+export function upstreamRequest(r: Pick<WireRequest, 'prompt' | 'messages' | 'temperature' | 'top_p' | 'seed' | 'stop'>, model: string, maxTokens: number): UpstreamRequest {
   return {
     ...(r.messages !== undefined ? { messages: r.messages } : { prompt: r.prompt ?? '' }),
     model,

@@ -8,7 +8,7 @@ import type * as http from 'node:http';
 export interface ApiError {
   status: number;
   message: string;
-  type: 'invalid_request_error' | 'authentication_error' | 'rate_limit_error' | 'server_error';
+  type: 'invalid_request_error' | 'authentication_error' | 'permission_error' | 'rate_limit_error' | 'server_error';
   param: string | null;
   code: string | null;
 }

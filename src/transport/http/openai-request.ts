@@ -1,18 +1,21 @@
 /**
  * The body of POST /v1/chat/completions, checked field by field: what edgellm honours becomes a
  * ChatRequest; fields that change nothing here (user, metadata, an empty tools list) are accepted;
- * anything this node cannot honour (n > 1, tools, JSON mode, images) is refused with an
- * error that names the field (OpenAI's `param`), as is any field OpenAI does not define.
+ * anything this node cannot honour (n > 1, tools, JSON mode) is refused with an error that names the
+ * field (OpenAI's `param`), as is any field OpenAI does not define. Image and audio content parts are
+ * checked as the MQTT codec checks them (protocol/media-parts.ts) and kept as sent, for the upstream.
  */
 import { EdgeError } from '../../errors.js';
 import { topLogprobsOf } from '../../logprobs.js';
+import { checkContent, ContentPartError, hasMedia, MEDIA_DEFAULTS, type MediaLimits, type MessageContent } from '../../protocol/media-parts.js';
 import { describeValue as kind } from '../../validation.js';
 
 /** A checked request: the fields the local engine runs with. */
 export interface ChatRequest {
   /** Absent: the node's first model. */
   model?: string;
-  messages: { role: string; content: string }[];
+  /** Text content, or (with an image or audio part) the parts as sent. */
+  messages: { role: string; content: MessageContent }[];
   /** max_completion_tokens, or the older max_tokens. */
   max_tokens?: number;
   temperature?: number;
@@ -103,8 +106,11 @@ const MESSAGE_FIELDS = new Set(['role', 'content', 'name', 'refusal', 'tool_call
 /** OpenAI's "developer" role is its newer name for "system". */
 const ROLES: Record<string, string> = { system: 'system', developer: 'system', user: 'user', assistant: 'assistant', tool: 'tool' };
 
-/** Checks a parsed JSON body (and the x-edgellm-device header); throws RequestFieldError on the first field it cannot take. */
-export function parseChatRequest(body: unknown, deviceHeader?: string | string[]): ChatRequest {
+/**
+ * Checks a parsed JSON body (and the x-edgellm-device header); throws RequestFieldError on the first
+ * field it cannot take. `media`: multimodal.* (image and audio parts).
+ */
+export function parseChatRequest(body: unknown, deviceHeader?: string | string[], media: Readonly<MediaLimits> = MEDIA_DEFAULTS): ChatRequest {
   if (!isObject(body)) {
     throw new RequestFieldError(`the body must be a JSON object such as {"model": "...", "messages": [{"role": "user", "content": "Hello"}]}, got ${kind(body)}`, null);
   }
@@ -114,7 +120,7 @@ export function parseChatRequest(body: unknown, deviceHeader?: string | string[]
     if (rule === undefined) throw new RequestFieldError(`unrecognized request argument supplied: ${key}`, key);
     if (value !== null && !rule.off(value)) throw new RequestFieldError(`${key} ${rule.why}`, key);
   }
-  const r: ChatRequest = { messages: messagesOf(body.messages), stream: false, include_usage: false };
+  const r: ChatRequest = { messages: messagesOf(body.messages, media), stream: false, include_usage: false };
 
   const model = opt(body, 'model');
   if (model !== undefined) {
@@ -154,6 +160,9 @@ export function parseChatRequest(body: unknown, deviceHeader?: string | string[]
   try {
     const top = topLogprobsOf({ logprobs: opt(body, 'logprobs') as boolean, top_logprobs: opt(body, 'top_logprobs') as number });
     if (top !== undefined) Object.assign(r, { logprobs: true, top_logprobs: top });
+    if (r.logprobs && hasMedia(r.messages)) {
+      throw new RequestFieldError('logprobs come from the local model only, and a request with image or audio parts is answered by the upstream: drop logprobs', 'logprobs');
+    }
   } catch (err) {
     if (!(err instanceof EdgeError)) throw err;
     throw new RequestFieldError(err.message, err.message.startsWith('top_logprobs') ? 'top_logprobs' : 'logprobs', err.code);
@@ -180,7 +189,7 @@ export function parseChatRequest(body: unknown, deviceHeader?: string | string[]
   return r;
 }
 
-function messagesOf(value: unknown): ChatRequest['messages'] {
+function messagesOf(value: unknown, media: Readonly<MediaLimits>): ChatRequest['messages'] {
   if (value === undefined || value === null) {
     throw new RequestFieldError('messages is missing: send the chat as "messages": [{"role": "user", "content": "..."}]', 'messages');
   }
@@ -202,25 +211,13 @@ function messagesOf(value: unknown): ChatRequest['messages'] {
     if (m.function_call !== undefined && m.function_call !== null) {
       throw new RequestFieldError(`${at}.function_call is not supported: this server does not call functions`, `${at}.function_call`);
     }
-    return { role, content: contentOf(m.content, at) };
+    try {
+      return { role, content: checkContent(m.content, at, media) };
+    } catch (err) {
+      if (err instanceof ContentPartError) throw new RequestFieldError(err.message, err.param, err.code);
+      throw err;
+    }
   });
-}
-
-/** A string, or a list of text parts (joined); images, audio and files are refused. */
-function contentOf(value: unknown, at: string): string {
-  if (typeof value === 'string') return value;
-  if (!Array.isArray(value)) throw new RequestFieldError(`${at}.content must be a string or a list of text parts, got ${kind(value)}`, `${at}.content`);
-  return value
-    .map((part: unknown, j) => {
-      const where = `${at}.content[${j}]`;
-      if (!isObject(part)) throw new RequestFieldError(`${where} must be an object {"type": "text", "text": "..."}, got ${kind(part)}`, where);
-      if (part.type !== 'text') {
-        throw new RequestFieldError(`${where}.type ${kind(part.type)} is not supported: this server runs text models, so content parts must be {"type": "text"}`, `${where}.type`);
-      }
-      if (typeof part.text !== 'string') throw new RequestFieldError(`${where}.text must be a string, got ${kind(part.text)}`, `${where}.text`);
-      return part.text;
-    })
-    .join('');
 }
 
 function stopOf(value: unknown): string[] | undefined {

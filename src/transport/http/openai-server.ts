@@ -15,47 +15,21 @@
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { EdgeError, type ErrorCode } from '../../errors.js';
+import { EdgeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { traceRequest, traceparentOf, type TraceContext } from '../../protocol/trace-context.js';
+import { traceRequest, traceparentOf } from '../../protocol/trace-context.js';
 import { readKeyFile, type Secret } from '../../secret.js';
 import { LogprobCursor, wireLogprobs, type TokenLogprob } from './openai-logprobs.js';
 import { parseChatRequest, RequestFieldError, type ChatRequest } from './openai-request.js';
-import { embeddingsReply, parseEmbeddingsRequest, type EmbeddingsRequest, type EmbeddingsResult } from './openai-embeddings.js';
+import { embeddingsReply, parseEmbeddingsRequest, type EmbeddingsRequest } from './openai-embeddings.js';
 import { listen, urlHost } from '../../net.js';
 import { event, readBody, sendError, sendJson, type ApiError } from './http-io.js';
+import type { ChatBackend, GenerateResult, Generation, Started } from './openai-backend.js';
+import { apiErrorOf, modelNotFound } from './openai-errors.js';
+import { FORWARDED_HEADER } from '../../policy/upstream.js';
+import { hasMedia, type MediaLimits } from '../../protocol/media-parts.js';
 
-/** What an answer ends with, as this endpoint reports it (the daemon's GenerateResult fits). */
-export interface GenerateResult {
-  text: string;
-  finish_reason: 'stop' | 'length' | 'cancelled';
-  usage: { prompt_tokens: number; completion_tokens: number };
-  logprobs?: { content: TokenLogprob[] };
-}
-
-/** Text pieces as they are decoded; `result` settles once the generation has ended. */
-export interface Generation extends AsyncIterableIterator<string> {
-  result: Promise<GenerateResult>;
-  readonly logprobs?: readonly TokenLogprob[] | undefined; // with logprobs: an entry per token as it arrives
-}
-
-/** A generation holding a slot: the model that runs it and, for a model name with A/B variants, the variant. */
-export type Started = { model: string; variant?: string | undefined; generation: Generation };
-
-/** Where requests run. */
-export interface ChatBackend {
-  /** The models a request may name; the first is the default. */
-  models(): string[];
-  /**
-   * Admits a request and resolves once it holds a slot and the engine has accepted it. Rejects with an
-   * EdgeError (E_UNKNOWN_MODEL, E_QUEUE_FULL, E_PROMPT_TOO_LONG, E_BAD_REQUEST, E_UNAVAILABLE), or with
-   * `signal`'s reason when it aborts while the request waits. Aborting `signal` later ends the generation
-   * 'cancelled'. The caller iterates the generation to its end (that is what frees the slot).
-   */
-  complete(request: ChatRequest, signal: AbortSignal, trace?: TraceContext): Promise<Started>;
-  /** Embeds every input with an embedding model; rejects with an EdgeError (E_NOT_EMBEDDING_MODEL, E_INPUT_TOO_LONG...). */
-  embed(request: EmbeddingsRequest, signal: AbortSignal): Promise<EmbeddingsResult>;
-}
+export type { ChatBackend, GenerateResult, Generation, Started } from './openai-backend.js';
 
 export interface OpenAIServerOptions {
   host: string;
@@ -63,6 +37,8 @@ export interface OpenAIServerOptions {
   /** Clients must send "Authorization: Bearer <key>"; none = no key asked. */
   apiKey?: Secret | undefined;
   maxBodyBytes: number;
+  /** multimodal.*: image and audio parts (default MEDIA_DEFAULTS). */
+  media?: Readonly<MediaLimits> | undefined;
   backend: ChatBackend;
   log: Logger;
 }
@@ -236,7 +212,16 @@ export class OpenAIServer {
     const parsed = body.json;
     let request: ChatRequest;
     try {
-      request = parseChatRequest(parsed, req.headers['x-edgellm-device']);
+      request = parseChatRequest(parsed, req.headers['x-edgellm-device'], this.opts.media);
+      // An edgellm node forwards image and audio parts once: a request another node forwarded is not
+      // passed on again, so no chain of upstreams can send it round in a loop.
+      if (req.headers[FORWARDED_HEADER] !== undefined && hasMedia(request.messages)) {
+        throw new RequestFieldError(
+          `this request with image or audio parts was forwarded by another edgellm node, and edgellm forwards them only once: point that node's upstream.url at a server whose model reads them`,
+          'messages',
+          'E_NO_ROUTE',
+        );
+      }
     } catch (err) {
       if (!(err instanceof RequestFieldError)) throw err;
       sendError(res, { status: 400, message: err.message, type: 'invalid_request_error', param: err.param, code: err.code });
@@ -338,34 +323,6 @@ export function readOpenAIKey(file: string | undefined): Secret | undefined {
   const key = readKeyFile(file, 'openai.api_key_file');
   if (key === undefined) throw new EdgeError('E_CONFIG', `openai.api_key_file ${file} is empty: write the key clients must send into it, or remove the setting to ask for none`);
   return key;
-}
-
-/** The EdgeError codes whose OpenAI status and code differ from a plain 400/500. */
-const STATUS: Partial<Record<ErrorCode, Pick<ApiError, 'status' | 'type'> & { code?: string }>> = {
-  E_BAD_REQUEST: { status: 400, type: 'invalid_request_error' },
-  E_MODEL_UNSUPPORTED: { status: 400, type: 'invalid_request_error' },
-  E_PROMPT_TOO_LONG: { status: 400, type: 'invalid_request_error', code: 'context_length_exceeded' },
-  E_UNKNOWN_MODEL: { status: 404, type: 'invalid_request_error', code: 'model_not_found' },
-  E_UNKNOWN_VARIANT: { status: 400, type: 'invalid_request_error', code: 'variant_not_found' },
-  E_QUEUE_FULL: { status: 429, type: 'rate_limit_error' },
-  E_UNAVAILABLE: { status: 503, type: 'server_error' },
-  E_NOT_EMBEDDING_MODEL: { status: 400, type: 'invalid_request_error' },
-  E_NOT_GENERATIVE: { status: 400, type: 'invalid_request_error' },
-  E_INPUT_TOO_LONG: { status: 400, type: 'invalid_request_error', code: 'context_length_exceeded' },
-  E_EMPTY_INPUT: { status: 400, type: 'invalid_request_error' },
-  E_NO_POOLING: { status: 400, type: 'invalid_request_error' },
-  E_BAD_ARGUMENT: { status: 400, type: 'invalid_request_error' },
-};
-
-function apiErrorOf(err: unknown, request?: ChatRequest): ApiError {
-  const e = err instanceof EdgeError ? err : new EdgeError('E_ENGINE', `the engine failed: ${(err as Error)?.message ?? String(err)}`);
-  const s = STATUS[e.code] ?? { status: 500, type: 'server_error' as const };
-  const param = e.code === 'E_UNKNOWN_MODEL' ? 'model' : e.code === 'E_UNKNOWN_VARIANT' ? 'variant' : e.code === 'E_PROMPT_TOO_LONG' && request ? 'messages' : null;
-  return { status: s.status, type: s.type, message: e.message, param, code: s.code ?? e.code };
-}
-
-function modelNotFound(id: string, models: string[]): ApiError {
-  return { status: 404, message: `The model "${id}" does not exist on this node; it serves: ${models.join(', ')}`, type: 'invalid_request_error', param: 'model', code: 'model_not_found' };
 }
 
 function notAllowed(res: http.ServerResponse, req: http.IncomingMessage, allow: string): void {
