@@ -160,7 +160,6 @@ export function registerGenerate(program: Command): void {
   withExamples(cmd, [
     ['edgellm generate -m model.gguf -p "Once upon a time" -n 64 --temperature 0', 'greedy: the same text every run'],
     ['edgellm generate -m model.gguf -p "Tell me a joke" --system "You are terse." --stop "\\n\\n"', 'a chat reply, cut at a blank line'],
-    ['edgellm generate -m model.gguf -p "Story:" -n 4096 --context 4096', 'as long as the context allows'],
-    ['edgellm generate -m base.gguf -p "Dear customer," --lora support.gguf --lora tone.gguf:0.5', 'with two LoRA adapters, the second at half strength'],
+    ['edgellm generate -m model.gguf -p "Story:" -n 4096 --context 4096 --lora tone.gguf:0.5', 'as long as the context allows, with a LoRA adapter at half strength'],
   ]);
 }

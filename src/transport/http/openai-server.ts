@@ -40,7 +40,7 @@ export interface Generation extends AsyncIterableIterator<string> {
 }
 
 /** A generation holding a slot: the model that runs it and, for a model name with A/B variants, the variant. */
-export type Started = { model: string; variant?: string | undefined; generation: Generation };
+export type Started = { model: string; variant?: string | undefined; adapter?: string | undefined; generation: Generation };
 
 /** Where requests run. */
 export interface ChatBackend {
@@ -262,7 +262,9 @@ export class OpenAIServer {
       sendError(res, apiErrorOf(err, request));
       return;
     }
-    const { model, generation } = started;
+    const { generation } = started;
+    // With a LoRA adapter the reply names the pair as it can be asked for again: MODEL+ADAPTER.
+    const model = started.adapter !== undefined ? `${started.model}+${started.adapter}` : started.model;
     const created = Math.floor(Date.now() / 1000);
     if (request.stream) {
       await this.stream(res, request, { id, model, created, variant: started.variant }, generation, { gone: gone.signal, log });
@@ -347,6 +349,7 @@ const STATUS: Partial<Record<ErrorCode, Pick<ApiError, 'status' | 'type'> & { co
   E_PROMPT_TOO_LONG: { status: 400, type: 'invalid_request_error', code: 'context_length_exceeded' },
   E_UNKNOWN_MODEL: { status: 404, type: 'invalid_request_error', code: 'model_not_found' },
   E_UNKNOWN_VARIANT: { status: 400, type: 'invalid_request_error', code: 'variant_not_found' },
+  E_UNKNOWN_ADAPTER: { status: 404, type: 'invalid_request_error', code: 'adapter_not_found' },
   E_QUEUE_FULL: { status: 429, type: 'rate_limit_error' },
   E_UNAVAILABLE: { status: 503, type: 'server_error' },
   E_NOT_EMBEDDING_MODEL: { status: 400, type: 'invalid_request_error' },
@@ -360,7 +363,7 @@ const STATUS: Partial<Record<ErrorCode, Pick<ApiError, 'status' | 'type'> & { co
 function apiErrorOf(err: unknown, request?: ChatRequest): ApiError {
   const e = err instanceof EdgeError ? err : new EdgeError('E_ENGINE', `the engine failed: ${(err as Error)?.message ?? String(err)}`);
   const s = STATUS[e.code] ?? { status: 500, type: 'server_error' as const };
-  const param = e.code === 'E_UNKNOWN_MODEL' ? 'model' : e.code === 'E_UNKNOWN_VARIANT' ? 'variant' : e.code === 'E_PROMPT_TOO_LONG' && request ? 'messages' : null;
+  const param = e.code === 'E_UNKNOWN_MODEL' ? 'model' : e.code === 'E_UNKNOWN_VARIANT' ? 'variant' : e.code === 'E_UNKNOWN_ADAPTER' ? 'adapter' : e.code === 'E_PROMPT_TOO_LONG' && request ? 'messages' : null;
   return { status: s.status, type: s.type, message: e.message, param, code: s.code ?? e.code };
 }
 
