@@ -280,11 +280,14 @@ void DecodeLoop::run() {
     admitted_.clear();
     active_.erase(std::remove(active_.begin(), active_.end(), nullptr), active_.end());
     // Group the sequences by adapter set (the base model's first), so that each set's columns
-    // are one span of the step's GEMMs (ForwardPass::apply_lora); stable: arrival order within a set.
-    if (joined_with_lora)
-      std::stable_sort(active_.begin(), active_.end(), [](const auto& a, const auto& b) {
-        return std::less<const LoraSet*>()(a->req.lora.get(), b->req.lora.get());
-      });
+    // are one span of the step's GEMMs (ForwardPass::apply_lora). An insertion sort: stable
+    // (arrival order within a set), in place, and active_ holds at most max_sequences.
+    if (joined_with_lora) {
+      const std::less<const LoraSet*> before;
+      for (size_t i = 1; i < active_.size(); ++i)
+        for (size_t j = i; j > 0 && before(active_[j]->req.lora.get(), active_[j - 1]->req.lora.get()); --j)
+          std::swap(active_[j], active_[j - 1]);
+    }
     if (active_.empty()) continue;
 
     // One token of every decoding sequence, then prompt chunks in the budget left.
