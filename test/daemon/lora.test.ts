@@ -9,10 +9,11 @@ import { join } from 'node:path';
 import { checkPolicyReferences } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import { Service } from '../../src/daemon/service.js';
-import { localModelOpener } from '../../src/daemon/local-model.js';
+import { localModelOpener, openLocalModel } from '../../src/daemon/local-model.js';
 import type { RequestAudit } from '../../src/policy/audit.js';
 import type { SqliteAuditLog } from '../../src/store/audit.js';
-import { writeLoraFor } from '../fixtures/random-lora.js';
+import { writeModel, type Spec } from '../fixtures/random-model.js';
+import { writeLora, writeLoraFor } from '../fixtures/random-lora.js';
 import { Broker, freePort, mosquittoFor } from '../helpers/broker.js';
 import { daemonConfig } from '../helpers/daemon.js';
 import { Device } from '../helpers/device.js';
@@ -31,6 +32,21 @@ t.test('config adapters are checked against the local models', async (t) => {
   t.throws(() => checkPolicyReferences(twice), { code: 'E_CONFIG', message: /adapters\.base\[1\]\.name: "x" is listed twice/ });
   t.throws(() => daemonConfig({ adapters: { base: [{ name: 'a+b', path: '/a.gguf' }] } }), /one topic level/);
   t.equal(daemonConfig({ adapters: { base: [{ name: 'x', path: '/a.gguf' }] } }).adapters.base![0]!.scale, 1, 'scale defaults to 1');
+});
+
+t.test('an adapter that does not fit its model stops the start with E_CONFIG naming the key and the tensor', async (t) => {
+  const spec: Spec = { name: 'lora daemon base', arch: 'llama', nVocab: 320, nEmbd: 64, nLayer: 1, nHead: 4, nHeadKv: 2, headDim: 16, nFf: 96 };
+  const { path } = writeModel(spec, work, { vocab: true });
+  const qwen = writeLora(spec, work, { rank: 4, alpha: 0, seed: 2, arch: 'qwen2' });
+  const wide = writeLora({ ...spec, name: 'wide', nFf: 128 }, work, { rank: 4, alpha: 0, seed: 3, targets: (n) => n === 'blk.0.ffn_down.weight' });
+  await t.rejects(openLocalModel(path, { threads: 1, contextSize: 32 }, [{ name: 'q', path: qwen, scale: 1 }]), {
+    code: 'E_CONFIG',
+    message: /^adapters\.lora_daemon_base_7\[0\] \(q\): E_MODEL_UNSUPPORTED: .*architecture 'qwen2' but the model is 'llama'/,
+  });
+  await t.rejects(openLocalModel(path, { threads: 1, contextSize: 32 }, [{ name: 'w', path: wide, scale: 1 }]), {
+    code: 'E_CONFIG',
+    message: /\(w\): E_MODEL_UNSUPPORTED: .*'blk\.0\.ffn_down\.weight' is \[96, 64\] in the base model/,
+  });
 });
 
 t.test('adapters through MQTT and the OpenAI endpoint', needs, async (t) => {
