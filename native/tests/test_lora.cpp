@@ -282,6 +282,10 @@ TEST(lora, adapters_that_do_not_fit_the_base_are_refused_naming_the_tensor) {
          "E_MODEL_UNSUPPORTED", "for architecture 'qwen2' but the model is 'llama'");
   // A model file, not an adapter.
   expect(tiny_llama(s).bytes(), "E_MODEL_UNSUPPORTED", "not a LoRA adapter (general.type is absent");
+  // An activated LoRA: it would apply only after its invocation tokens.
+  TinyAdapter alora = tiny_adapter(s, {{"blk.0.attn_q.weight", {D, D}}}, 4, 0, 1);
+  alora.file.u32("adapter.alora.invocation_tokens", 7);
+  expect(alora.file.bytes(), "E_MODEL_UNSUPPORTED", "an activated LoRA");
   // Half a pair.
   GgufBuilder half;
   half.str("general.architecture", "llama");

@@ -67,6 +67,10 @@ std::shared_ptr<const LoraAdapter> LoraAdapter::from_file(GgufFile file, const M
                 "'; use an adapter trained for this base model");
   if (c.encoder || c.arch == Arch::Deepseek2)
     unsupported("LoRA adapters are not supported for '" + c.arch_name + "' models");
+  // An activated LoRA (aLoRA) applies only after its invocation tokens; running it everywhere
+  // would silently be another model.
+  if (md.has("adapter.alora.invocation_tokens"))
+    unsupported("an activated LoRA (adapter.alora.invocation_tokens): edgellm runs plain LoRA adapters only");
   a->alpha_ = md.get_f32("adapter.lora.alpha", 0.0f);
 
   // Pair the halves by the base tensor's name.

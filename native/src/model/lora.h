@@ -35,8 +35,9 @@ class LoraAdapter {
   // Opens the file and binds every pair to the base model's matrix of the same name. Throws
   // ModelError naming the file and the tensor: E_MODEL_NOT_FOUND (no such file),
   // E_MODEL_CORRUPT (not a GGUF file, a pair missing its other half, an unexpected tensor),
-  // E_MODEL_UNSUPPORTED (not a LoRA adapter, made for another architecture, for a tensor the
-  // base does not have or edgellm does not adapt, or of a shape that does not fit the base).
+  // E_MODEL_UNSUPPORTED (not a LoRA adapter, an activated LoRA, made for another architecture,
+  // for a tensor the base does not have or edgellm does not adapt, or of a shape that does not
+  // fit the base).
   static std::shared_ptr<const LoraAdapter> load(const std::string& path, const Model& base);
   static std::shared_ptr<const LoraAdapter> from_file(GgufFile file, const Model& base);
 
