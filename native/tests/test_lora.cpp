@@ -3,6 +3,7 @@
 // mixing sequences with and without adapters equals each run alone, the decode loop groups them,
 // and every adapter that does not fit its base is refused with a coded error naming the tensor.
 
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -307,4 +308,31 @@ TEST(lora, adapters_that_do_not_fit_the_base_are_refused_naming_the_tensor) {
     CHECK_MSG(c == "E_MODEL_CORRUPT" || c == "E_MODEL_UNSUPPORTED", "truncated to " + std::to_string(n) + ": " + c + " " + m);
   }
   CHECK(refusal(good, *base).first.empty());
+}
+
+TEST(lora, adapters_bind_to_q4_0_matrices_repacked_at_load) {
+  // Repacking (Q4_0 -> Q4_0_X4, in place) changes a matrix's type, not its place: the adapter still
+  // finds every matrix, and the repacked model with the adapter gives the plain one's logits.
+  TinyLlamaSpec s;
+  s.matrix_type = DType::Q4_0;
+  const std::vector<uint8_t> base_bytes = tiny_llama(s).bytes();
+  const std::vector<uint8_t> adapter_bytes = tiny_adapter(s, all_targets(s), 8, 16.0f, 41).file.bytes();
+  const char* before = std::getenv("EDGELLM_REPACK");
+  const std::string saved = before ? before : "";
+  std::vector<std::vector<float>> logits;
+  for (const char* repack : {"0", "force"}) {
+    setenv("EDGELLM_REPACK", repack, 1);
+    auto base = Model::from_file(GgufFile::from_bytes(base_bytes, "base.gguf"));
+    auto adapter = LoraAdapter::from_file(GgufFile::from_bytes(adapter_bytes, "a.gguf"), *base);
+    CHECK_EQ(adapter->n_pairs(), (int64_t)all_targets(s).size());
+    if (std::string(repack) == "force") CHECK(base->weights().layers[0].wq.type == DType::Q4_0_X4);
+    ThreadPool pool(2);
+    // The reference table runs both layouts (this CPU's may have no Q4_0_X4 kernel).
+    ForwardPass f(*base, pool, ForwardOptions{64, 16}, reference_kernels());
+    const LoraSet set{{adapter, 1.0f}};
+    logits.push_back(logits_of(f, some_tokens(9, s.n_vocab, 42), &set));
+  }
+  if (before) setenv("EDGELLM_REPACK", saved.c_str(), 1);
+  else unsetenv("EDGELLM_REPACK");
+  CHECK_NEAR_ALL(logits[1].data(), logits[0].data(), (int64_t)logits[0].size(), 1e-3, 1e-3);
 }
