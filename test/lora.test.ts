@@ -1,6 +1,6 @@
 // LoRA adapters (Model.loadAdapter; native/src/model/lora.h) against llama.cpp, which loads the
 // same GGUF adapter files (node-llama-cpp's context `lora` option), on a random F32 base and
-// random F32 adapters written with the project's GGUF writer:
+// random F32 (and F16) adapters written with the project's GGUF writer:
 // - with the adapter, KL(llama.cpp || edgellm) <= 1e-4 nats over the positions, while the base
 //   alone differs from the adapted model measurably (so the comparison can fail);
 // - sequences with and without adapters evaluated together each match their solo runs, and so do
@@ -48,6 +48,18 @@ t.test('an adapter without alpha scales by the user scale alone, as llama.cpp do
   const tokens = randomTokens(24, SPEC.nVocab, 6);
   const kl = meanKl(await llamaCppRows(path, tokens, SPEC.nVocab, lora), await edgellmRows(path, tokens, lora));
   t.ok(kl <= 1e-4, `KL = ${fmt(kl)} <= 1e-4`);
+});
+
+t.test('an F16 adapter (what convert_lora_to_gguf.py writes) matches llama.cpp too', async (t) => {
+  const { path } = writeModel(SPEC, dir, { vocab: true });
+  const adapter = writeLora(SPEC, dir, { rank: 16, alpha: 32, scale: 0.06, seed: 8, type: 'F16' });
+  const lora = [{ filePath: adapter, scale: 1 }];
+  const tokens = randomTokens(24, SPEC.nVocab, 9);
+  const theirs = await llamaCppRows(path, tokens, SPEC.nVocab, lora);
+  const kl = meanKl(theirs, await edgellmRows(path, tokens, lora));
+  const moved = meanKl(theirs, await edgellmRows(path, tokens));
+  t.ok(kl <= 1e-4, `KL = ${fmt(kl)} <= 1e-4`);
+  t.ok(moved > 1e-2, `the adapter moves the distributions by ${fmt(moved)} nats`);
 });
 
 t.test('sequences with and without an adapter evaluated in one batch each match their solo runs', async (t) => {
