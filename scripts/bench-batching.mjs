@@ -14,13 +14,16 @@
 // shared machine the slow runs are the ones another process got in the way of.
 // --logprobs K runs every level twice, without and with logprobs (top_logprobs K), in turns within
 // each rep so both see the same machine, and prints the cost of asking for them.
+// --lora R[,R...] does the same with every generation running a random F16 LoRA adapter of rank R
+// over every attention and FFN projection (writeLoraAdapter; the built-in model only): the cost of
+// an unmerged adapter per token.
 // Runs on the built package (npm run build). Options: --model FILE, --threads N (default: the
 // engine's default), --tokens N (default 64), --concurrency 1,2,4,8, --reps N, --ftype T,
-// --logprobs K, --json.
+// --logprobs K, --lora R[,R...], --json.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DENSE, quantizeWithLlamaCpp, writeModel } from './lib/bench-models.mjs';
+import { DENSE, quantizeWithLlamaCpp, writeLoraAdapter, writeModel } from './lib/bench-models.mjs';
 import { loadModel, cpuInfo } from '../dist/index.js';
 
 const args = process.argv.slice(2);
@@ -39,7 +42,10 @@ const TOP = opt('--logprobs', '');
 if (TOP !== '' && !(Number.isInteger(Number(TOP)) && Number(TOP) >= 0 && Number(TOP) <= 20)) {
   throw new Error(`--logprobs takes the number of alternatives per token, 0 to 20, got ${TOP}`);
 }
-/** What each level runs: without logprobs, and with them when --logprobs K is given. */
+const LORA_RANKS = opt('--lora', '') === '' ? [] : opt('--lora', '').split(',').map(Number);
+if (LORA_RANKS.some((r) => !(Number.isInteger(r) && r >= 1 && r <= 1024))) throw new Error(`--lora takes adapter ranks such as 8,64, got ${opt('--lora', '')}`);
+if (LORA_RANKS.length > 0 && MODEL) throw new Error('--lora writes adapters for the built-in model: leave --model out');
+/** What each level runs: without logprobs, and with them when --logprobs K is given (adapters are added once the model is loaded). */
 const VARIANTS = [{ name: 'plain', extra: {} }, ...(TOP !== '' ? [{ name: `top_logprobs ${TOP}`, extra: { logprobs: true, top_logprobs: Number(TOP) } }] : [])];
 const MAX = Math.max(...LEVELS);
 
@@ -88,7 +94,13 @@ async function main() {
     const model = await loadModel(path, { threads: THREADS, maxSequences: MAX, batchSize: Math.max(64, MAX), contextSize: TOKENS + 64 });
     try {
       const info = cpuInfo();
+      for (const rank of LORA_RANKS) {
+        const file = join(dir, `lora-r${rank}.gguf`);
+        writeLoraAdapter(DENSE, file, rank);
+        VARIANTS.push({ name: `lora r${rank}`, rank, extra: { lora: [{ adapter: await model.loadAdapter(file), scale: 1 }] } });
+      }
       await run(model, 1, -1); // warm-up: first touch of the weights
+      for (const v of VARIANTS.slice(1)) await run(model, 1, -1, v.extra);
       // Reps go round the levels (1, 2, 4, 8, 1, 2, ...) rather than level by level, so a slow
       // spell of a shared machine lands on every level alike instead of on one level's ratio.
       const best = new Map();
@@ -103,7 +115,19 @@ async function main() {
         }
       }
       const rows = LEVELS.map((n) => ({ concurrency: n, ...best.get(`plain/${n}`) }));
-      if (VARIANTS.length > 1) {
+      for (const v of VARIANTS.filter((x) => x.rank !== undefined)) {
+        for (const r of rows) {
+          const w = best.get(`${v.name}/${r.concurrency}`);
+          (r.lora ??= []).push({
+            rank: v.rank,
+            tps: w.tps,
+            cpu_ms_per_token: w.cpu_ms_per_token,
+            cost: 1 - w.tps / r.tps,
+            cpu_cost: w.cpu_ms_per_token / r.cpu_ms_per_token - 1,
+          });
+        }
+      }
+      if (TOP !== '') {
         for (const r of rows) {
           const w = best.get(`${VARIANTS[1].name}/${r.concurrency}`);
           r.logprobs = {
@@ -140,7 +164,14 @@ async function main() {
             `${String(r.concurrency).padStart(10)}   ${f(r.tps).padStart(13)}   ${f(r.ratio, 2).padStart(4)}x   ${f(r.per_gen_decode_tps).padStart(25)}   ${f(r.cpu_ms_per_token, 2).padStart(12)}`,
         ),
       ];
-      if (VARIANTS.length > 1) {
+      for (const [i, rank] of LORA_RANKS.entries()) {
+        lines.push('', `every generation with a LoRA adapter of rank ${rank} on all 7 projections of every layer (the same runs, in turns):`, 'concurrent   aggregate t/s   wall-clock cost   CPU ms/token   CPU cost');
+        for (const r of rows) {
+          const l = r.lora[i];
+          lines.push(`${String(r.concurrency).padStart(10)}   ${f(l.tps).padStart(13)}   ${f(100 * l.cost).padStart(13)} %   ${f(l.cpu_ms_per_token, 2).padStart(12)}   ${f(100 * l.cpu_cost).padStart(6)} %`);
+        }
+      }
+      if (TOP !== '') {
         lines.push(
           '',
           `with logprobs, top_logprobs ${TOP} (the same runs, in turns):`,

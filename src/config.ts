@@ -78,6 +78,23 @@ export const configSchema = z
       )
       .default({})
       .describe('A/B variants: a model name a request may ask for -> the models that answer for it, each device sticking to one by a hash of its id'),
+    adapters: z
+      .record(
+        text,
+        z.array(
+          z
+            .object({
+              name: topicLevel.describe('what a request names it by (`adapter: NAME`, or model "MODEL+NAME" on the OpenAI endpoint)'),
+              path: text.describe("a LoRA adapter file in llama.cpp's GGUF adapter format, for this model"),
+              scale: z.number({ error: 'must be a number' }).finite('must be a finite number').default(1).describe('its user scale (1 = as trained, 0 = off)'),
+            })
+            .strict(),
+          { error: 'must be a list of {name, path, scale}' },
+        ),
+        { error: 'must map local model names to a list of {name, path, scale}' },
+      )
+      .default({})
+      .describe('LoRA adapters per local model: applied at run time per request (`adapter: NAME`), one copy of the base model serving every adapter'),
     fleet: z
       .object({
         group: topicLevel.optional().describe('share requests with the other nodes of this group ($share/<group>/...): each request goes to one node'),
@@ -504,6 +521,14 @@ export function checkPolicyReferences(config: DaemonConfig): void {
       if (locals.length > 0 && !locals.includes(model) && !upstreamModels.includes(model)) {
         fail(`variants.${name}[${i}].model: "${model}" is not a model of this node (${list([...locals, ...upstreamModels])})`);
       }
+    });
+  }
+  for (const [model, adapters] of Object.entries(config.adapters)) {
+    if (!locals.includes(model)) fail(`adapters.${model}: "${model}" is not a local model (${list(locals)}); adapters run on a local model`);
+    const seen = new Set<string>();
+    adapters.forEach(({ name }, i) => {
+      if (seen.has(name)) fail(`adapters.${model}[${i}].name: "${name}" is listed twice; give each adapter its own name`);
+      seen.add(name);
     });
   }
   const roles = Object.keys(access.roles);

@@ -41,6 +41,7 @@ export type ErrorCode =
   | 'E_PROMPT_TOO_LONG'
   /** A request naming a model this node does not serve (the message lists the ones it does). */
   | 'E_UNKNOWN_MODEL'
+  | 'E_UNKNOWN_ADAPTER'
   /** The state directory's SQLite database cannot be opened, migrated or written. */
   | 'E_STORE'
   /** The MQTT broker refused the connection or could not be reached. */

@@ -22,6 +22,8 @@ export {
   type EvalLogitsOptions,
   type LayerTrace,
   type LoadModelOptions,
+  type LoraAdapter,
+  type LoraChoice,
   type ModelArchitecture,
   type ModelInfo,
   type ModelTrace,

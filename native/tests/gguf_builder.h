@@ -30,6 +30,18 @@ class GgufBuilder {
     tensors_.push_back({name, std::move(ne), type, std::move(bytes)});
   }
 
+  // Replaces an added tensor's values (same shape and type); false when there is no such tensor.
+  bool retensor(const std::string& name, const std::vector<float>& x) {
+    for (T& t : tensors_) {
+      if (t.name != name) continue;
+      const int64_t row = t.ne[0];
+      for (size_t r = 0; r < x.size() / (size_t)row; ++r)
+        quantize_row(t.type, x.data() + r * (size_t)row, t.data.data() + r * dtype_row_bytes(t.type, row), row);
+      return true;
+    }
+    return false;
+  }
+
   // A tensor stored as the given bytes of `type` (whole rows of ne[0] elements).
   void tensor_bytes(const std::string& name, std::vector<int64_t> ne, DType type, std::vector<uint8_t> data) {
     tensors_.push_back({name, std::move(ne), type, std::move(data)});

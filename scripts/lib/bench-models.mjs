@@ -201,3 +201,32 @@ export function quantizeWithLlamaCpp(src, dst, ftype, threads = 2) {
   const r = spawnSync(oracle, ['quantize-model', src, dst, ftype, String(threads)], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`llama.cpp's quantizer failed on ${src} (${ftype}): ${(r.stderr || r.stdout).trim().split('\n').slice(-3).join(' ')}`);
 }
+
+/**
+ * A random F16 LoRA adapter of `rank` for a dense model of `s` (llama.cpp's GGUF adapter format,
+ * as convert_lora_to_gguf.py writes it), adapting every attention and FFN projection of every layer
+ * (PEFT's "all-linear" less the classifier): the most a usual adapter costs. alpha = rank (scale 1).
+ */
+export function writeLoraAdapter(s, path, rank) {
+  const g = new GgufWriter();
+  g.setMeta('general.architecture', meta.string(s.arch));
+  g.setMeta('general.type', meta.string('adapter'));
+  g.setMeta('adapter.type', meta.string('lora'));
+  g.setMeta('adapter.lora.alpha', meta.float32(rank));
+  const D = s.nEmbd, kd = (D / s.nHead) * s.nHeadKv;
+  const pair = (name, cols, rows) => {
+    g.addTensor({ name: `${name}.lora_a`, type: 'F16', shape: [cols, rank], data: () => randomF16(cols * rank) });
+    g.addTensor({ name: `${name}.lora_b`, type: 'F16', shape: [rank, rows], data: () => randomF16(rank * rows) });
+  };
+  for (let l = 0; l < s.nLayer; l++) {
+    const b = `blk.${l}.`;
+    pair(b + 'attn_q.weight', D, D);
+    pair(b + 'attn_k.weight', D, kd);
+    pair(b + 'attn_v.weight', D, kd);
+    pair(b + 'attn_output.weight', D, D);
+    pair(b + 'ffn_gate.weight', D, s.nFf);
+    pair(b + 'ffn_up.weight', D, s.nFf);
+    pair(b + 'ffn_down.weight', s.nFf, D);
+  }
+  g.writeFile(path);
+}

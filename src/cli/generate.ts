@@ -12,6 +12,7 @@ import { loadModel, type Model } from '../engine/model.js';
 import { parsePositiveInt } from './args.js';
 import { withExamples } from './help.js';
 import { Interrupted, interruptSignal } from './interrupt.js';
+import { collectLora, loadLoraFlags, LORA_FLAG, LORA_HELP, type LoraFlag } from './lora.js';
 
 interface GenerateFlags {
   model: string;
@@ -27,6 +28,7 @@ interface GenerateFlags {
   chat?: boolean;
   system?: string;
   stop?: string[];
+  lora?: LoraFlag[];
 }
 
 /** A number flag in [lo, hi]; E_BAD_ARGUMENT naming the flag otherwise. */
@@ -105,6 +107,7 @@ export function registerGenerate(program: Command): void {
     .option('--context <n>', 'context size in tokens, prompt + answer (default: the model\'s, at most 4096)')
     .option('--chat', 'send the prompt as a user message through the model\'s chat template')
     .option('--system <text>', 'a system message before -p (implies --chat)')
+    .option(LORA_FLAG, LORA_HELP, collectLora)
     .action(async (flags: GenerateFlags) => {
       const chat = flags.chat === true || flags.system !== undefined;
       const request: GenerateRequest = {
@@ -129,6 +132,8 @@ export function registerGenerate(program: Command): void {
       // Ctrl-C cancels the generation (finish reason "cancelled"); the text so far is printed.
       const interrupted = interruptSignal();
       try {
+        const lora = await loadLoraFlags(model, flags.lora);
+        if (lora.length > 0) request.lora = lora;
         const { gen, capped } = startGeneration(model, request, flags, interrupted);
         for await (const chunk of gen) process.stdout.write(chunk);
         const r = await gen.result;
@@ -155,6 +160,6 @@ export function registerGenerate(program: Command): void {
   withExamples(cmd, [
     ['edgellm generate -m model.gguf -p "Once upon a time" -n 64 --temperature 0', 'greedy: the same text every run'],
     ['edgellm generate -m model.gguf -p "Tell me a joke" --system "You are terse." --stop "\\n\\n"', 'a chat reply, cut at a blank line'],
-    ['edgellm generate -m model.gguf -p "Story:" -n 4096 --context 4096', 'as long as the context allows'],
+    ['edgellm generate -m model.gguf -p "Story:" -n 4096 --context 4096 --lora tone.gguf:0.5', 'as long as the context allows, with a LoRA adapter at half strength'],
   ]);
 }

@@ -8,24 +8,28 @@ import type { Command } from 'commander';
 import { loadModel, logSoftmax } from '../engine/model.js';
 import { parsePositiveInt, parseTokenIds } from './args.js';
 import { withExamples } from './help.js';
+import { collectLora, loadLoraFlags, LORA_FLAG, LORA_HELP, type LoraFlag } from './lora.js';
 
 interface LogitsFlags {
   model: string;
   tokens: string;
   json?: boolean;
   threads?: string;
+  lora?: LoraFlag[];
 }
 
 export function registerLogits(program: Command): void {
   withExamples(program.command('logits'), [
       ['edgellm logits -m model.gguf --tokens 1,403,407', 'top-5 log-probabilities at each position'],
       ['edgellm logits -m model.gguf --tokens 1,403,407 --json', 'the full vocabulary, one JSON line per position'],
+      ['edgellm logits -m model.gguf --tokens 1,403,407 --lora style.gguf:0.5', 'with a LoRA adapter at half strength'],
     ])
     .description('print next-token log-probabilities at every position of a token sequence')
     .requiredOption('-m, --model <file>', 'GGUF model file')
     .requiredOption('--tokens <ids>', 'token ids, comma-separated, e.g. 1,403,407')
     .option('--json', 'one JSON line per position with the full-vocabulary log-probabilities')
     .option('--threads <n>', 'threads (default: physical cores, at most 4)')
+    .option(LORA_FLAG, LORA_HELP, collectLora)
     .action(async (flags: LogitsFlags) => {
       const tokens = parseTokenIds('--tokens', flags.tokens);
       const model = await loadModel(flags.model, {
@@ -34,7 +38,8 @@ export function registerLogits(program: Command): void {
       });
       try {
         const nVocab = model.info().n_vocab;
-        const logits = await model.evalLogits(Int32Array.from(tokens), { allPositions: true });
+        const lora = await loadLoraFlags(model, flags.lora);
+        const logits = await model.evalLogits(Int32Array.from(tokens), { allPositions: true, lora });
         for (let pos = 0; pos < tokens.length; pos++) {
           const lp = logSoftmax(logits.subarray(pos * nVocab, (pos + 1) * nVocab));
           if (flags.json) {

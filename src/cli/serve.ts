@@ -2,18 +2,37 @@
 import type { Command } from 'commander';
 import { stringify } from 'yaml';
 import { EdgeError } from '../errors.js';
-import { loadConfig, maskSecrets, modelFiles, type ConfigFlags } from '../config.js';
+import { basename } from 'node:path';
+import { loadConfig, maskSecrets, modelFiles, type ConfigFlags, type DaemonConfig } from '../config.js';
 import { ensureDemoModel } from '../daemon/demo-model.js';
 import { localModelOpener } from '../daemon/local-model.js';
 import { Service } from '../daemon/service.js';
 import { SystemdNotifier } from '../daemon/systemd.js';
 import { withExamples } from './help.js';
+import { collectLora, LORA_FLAG, type LoraFlag } from './lora.js';
 import { interruptSignal } from './interrupt.js';
 
 interface ServeFlags extends ConfigFlags {
   config?: string;
   printConfig?: boolean;
   demo?: boolean;
+  lora?: LoraFlag[];
+}
+
+/**
+ * `serve --lora PATH[:SCALE]`: adapters of the default model (the first configured), each named by
+ * its file name without .gguf, after those of the config's adapters.MODEL.
+ */
+function addLoraFlags(config: DaemonConfig, flags: readonly LoraFlag[]): void {
+  const model = modelFiles(config).keys().next().value;
+  if (model === undefined) throw new EdgeError('E_BAD_ARGUMENT', '--lora needs a model to adapt: give --model FILE (or model: in the config)');
+  const list = (config.adapters[model] ??= []);
+  for (const f of flags) {
+    const name = basename(f.path).replace(/\.gguf$/i, '');
+    if (/[/+#]/.test(name)) throw new EdgeError('E_BAD_ARGUMENT', `--lora ${f.path}: requests name an adapter by its file name, and "${name}" has a "/", "+" or "#"; rename the file`);
+    if (list.some((a) => a.name === name)) throw new EdgeError('E_BAD_ARGUMENT', `--lora ${f.path}: model "${model}" already has an adapter named "${name}" (each --lora is named by its file name)`);
+    list.push({ name, path: f.path, scale: f.scale });
+  }
 }
 
 export function registerServe(program: Command): void {
@@ -32,10 +51,13 @@ export function registerServe(program: Command): void {
     .option('--embedded-broker-port <port>', 'port of the broker serve runs itself when no broker is configured (broker.embedded.port; default 1883)')
     .option('--log-level <level>', 'error, warn, info or debug (log.level; default info)')
     .option('--log-format <format>', 'auto (readable on a terminal, JSON lines otherwise), json or pretty (log.format)')
+    .option(LORA_FLAG, 'a LoRA adapter of the model, named by its file name for requests (adapter: NAME), with its scale, default 1 (repeat for more)', collectLora)
     .option('--demo', 'with no model configured, serve a small random-weight demo model (written to state_dir/models): nonsense text, working plumbing')
     .option('--print-config', 'print the effective config (secrets masked) and exit')
     .action(async (flags: ServeFlags) => {
-      const config = loadConfig({ ...(flags.config ? { file: flags.config } : {}), flags });
+      const { lora, ...configFlags } = flags;
+      const config = loadConfig({ ...(flags.config ? { file: flags.config } : {}), flags: configFlags });
+      if (lora) addLoraFlags(config, lora);
       if (flags.printConfig) {
         process.stdout.write(stringify(maskSecrets(config)));
         return;
@@ -79,7 +101,7 @@ export function registerServe(program: Command): void {
     });
   withExamples(cmd, [
     ['edgellm serve --demo --state-dir .edgellm', 'try it: a demo model and the embedded broker'],
-    ['edgellm serve -m model.gguf --openai-port 8080', 'also serve the OpenAI-compatible API'],
+    ['edgellm serve -m base.gguf --lora tone.gguf:0.5 --openai-port 8080', 'also the OpenAI API; a LoRA adapter asked as adapter "tone" or model "base+tone"'],
     ['edgellm serve -c /etc/edgellm/config.yaml --log-level debug', 'as the service runs it, with debug logs'],
   ]);
 }

@@ -38,6 +38,8 @@ export interface GenerateParams {
   signal?: AbortSignal;
   /** Record `steps` in the result (a request's `trace: true`); not part of what the answer cache keys on. */
   trace?: boolean;
+  /** A LoRA adapter of the model (config adapters.MODEL[].name) to run with; E_UNKNOWN_ADAPTER when it has none of that name. */
+  adapter?: string;
 }
 
 
@@ -70,6 +72,11 @@ export interface LocalModel {
   readonly identity: string;
   /** Tokens one sequence may hold (prompt + completion). */
   readonly contextSize: number;
+  /**
+   * Its LoRA adapters by name -> what the answer cache keys on for each (the adapter file's
+   * fingerprint and its scale); absent or empty for a model without adapters.
+   */
+  readonly adapters?: ReadonlyMap<string, string>;
   countTokens(text: string): number;
   generate(p: GenerateParams): Generation;
   /**
@@ -88,8 +95,8 @@ export type ModelOpener = (path: string) => Promise<LocalModel>;
 export const SAMPLING_FIELDS = ['temperature', 'top_p', 'top_k', 'min_p', 'seed', 'presence_penalty', 'frequency_penalty', 'stop', 'logprobs', 'top_logprobs'] as const;
 type Sampling = Pick<GenerateParams, (typeof SAMPLING_FIELDS)[number]>;
 
-/** What is asked: a bare prompt or chat messages (text; image and audio parts are refused here), and sampling fields. */
-export type AskedFor = Sampling & Pick<GenerateParams, 'prompt'> & { messages?: readonly { role: string; content: MessageContent }[] | undefined };
+/** What is asked: a bare prompt or chat messages (text; image and audio parts are refused here), sampling fields, and an adapter. */
+export type AskedFor = Sampling & Pick<GenerateParams, 'prompt' | 'adapter'> & { messages?: readonly { role: string; content: MessageContent }[] | undefined };
 
 /**
  * The engine's parameters for a request: max_tokens as access control or the limits settled it; when
@@ -100,8 +107,19 @@ export function generateParams(asked: AskedFor, maxTokens: number, maxIsDefault:
   if (maxIsDefault) p.max_tokens_fits_context = true;
   if (asked.prompt !== undefined) p.prompt = asked.prompt;
   if (asked.messages !== undefined) p.messages = textMessages(asked.messages);
+  if (asked.adapter !== undefined) p.adapter = asked.adapter;
   for (const k of SAMPLING_FIELDS) if (asked[k] !== undefined) (p as Record<string, unknown>)[k] = asked[k];
   return p;
+}
+
+/** E_UNKNOWN_ADAPTER unless `model` has an adapter named `adapter` (undefined: none asked, fine). */
+export function unknownAdapter(model: Pick<LocalModel, 'name' | 'adapters'>, adapter: string | undefined): EdgeError | undefined {
+  if (adapter === undefined || model.adapters?.has(adapter)) return undefined;
+  const names = [...(model.adapters?.keys() ?? [])];
+  return new EdgeError(
+    'E_UNKNOWN_ADAPTER',
+    `the model "${model.name}" has no adapter "${adapter}"; ${names.length > 0 ? `its adapters are ${names.join(', ')}` : 'it has none (config adapters.' + model.name + ')'}, or leave adapter out for the base model`,
+  );
 }
 
 /** limits.max_prompt_bytes, checked before tokenizing: a prompt too large to be worth counting. */

@@ -24,6 +24,7 @@ import type { EmbeddingsRequest, EmbeddingsResult } from '../transport/http/open
 import type { AuditSink, RequestAudit } from '../policy/audit.js';
 import type { ChatBackend, Started } from '../transport/http/openai-server.js';
 import { variantFor } from '../policy/variants.js';
+import { unknownAdapter } from './engine-port.js';
 import type { TraceContext } from '../protocol/trace-context.js';
 import type { RequestQueue } from '../scheduler/request-queue.js';
 
@@ -83,6 +84,7 @@ export class LocalChat implements ChatBackend {
       this.report(receivedAt, id, request.model, { outcome: 'error', err, traceId });
       return Promise.reject(err);
     }
+    const adapter = request.adapter;
     const admitted = this.admit(ab ? { ...request, model: ab.variant } : request, signal, id);
     admitted.then(
       ({ model, generation }) => {
@@ -98,13 +100,14 @@ export class LocalChat implements ChatBackend {
               tokensPerS: r.timings.decode_tokens_per_s,
               traceId,
               ab,
+              adapter,
             }),
-          (err: unknown) => this.report(receivedAt, id, model, { outcome: 'error', queueMs, err, traceId, ab }),
+          (err: unknown) => this.report(receivedAt, id, model, { outcome: 'error', queueMs, err, traceId, ab, adapter }),
         );
       },
-      (err: unknown) => this.report(receivedAt, id, ab?.variant ?? request.model, signal.aborted ? { outcome: 'cancelled', traceId, ab } : { outcome: 'error', err, traceId, ab }),
+      (err: unknown) => this.report(receivedAt, id, ab?.variant ?? request.model, signal.aborted ? { outcome: 'cancelled', traceId, ab, adapter } : { outcome: 'error', err, traceId, ab, adapter }),
     );
-    return ab ? admitted.then((started) => ({ ...started, variant: ab.variant })) : admitted;
+    return admitted.then((started) => ({ ...started, ...(ab ? { variant: ab.variant } : {}), ...(adapter !== undefined ? { adapter } : {}) }));
   }
 
   /** Every input's vector in order; the request's byte limit is limits.max_prompt_bytes per input. */
@@ -156,6 +159,7 @@ export class LocalChat implements ChatBackend {
       err?: unknown;
       traceId?: string | undefined;
       ab?: { name: string; variant: string } | undefined;
+      adapter?: string | undefined;
     },
   ): void {
     const code = how.err instanceof EdgeError ? how.err.code : how.outcome === 'error' ? 'E_ENGINE' : undefined;
@@ -181,6 +185,7 @@ export class LocalChat implements ChatBackend {
       ...(how.traceId !== undefined ? { trace_id: how.traceId } : {}),
       model,
       ...(how.ab !== undefined ? { variant: how.ab.variant, variant_of: how.ab.name } : {}),
+      ...(how.adapter !== undefined ? { adapter: how.adapter } : {}),
       route: 'local',
       route_reason: 'OpenAI-compatible API (answered here, never forwarded)',
       allowed: !refused,
@@ -205,8 +210,8 @@ export class LocalChat implements ChatBackend {
     } catch (err) {
       return Promise.reject(err);
     }
-    const tooLarge = promptTooLarge(request, config.limits.max_prompt_bytes);
-    if (tooLarge) return Promise.reject(tooLarge);
+    const refusal = promptTooLarge(request, config.limits.max_prompt_bytes) ?? unknownAdapter(model, request.adapter);
+    if (refusal) return Promise.reject(refusal);
     if (request.max_tokens !== undefined && request.max_tokens > config.limits.max_tokens) {
       return Promise.reject(new EdgeError('E_BAD_REQUEST', `max_tokens is ${request.max_tokens}; this node allows at most ${config.limits.max_tokens} (limits.max_tokens)`));
     }

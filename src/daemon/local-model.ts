@@ -4,12 +4,19 @@
  */
 import { basename } from 'node:path';
 import { fileStamp, modelFingerprint, sameFile } from '../engine/fingerprint.js';
-import { loadModel, type LoadModelOptions, type Model } from '../engine/model.js';
+import { loadModel, type LoadModelOptions, type LoraChoice, type Model } from '../engine/model.js';
 import type { ChatMessage } from '../engine/chat.js';
 import type { GenerateRequest, Generation as EngineGeneration } from '../engine/generate.js';
 import { EdgeError } from '../errors.js';
 import type { DaemonConfig } from '../config.js';
-import { SAMPLING_FIELDS, type GenerateParams, type GenerateResult, type Generation, type LocalModel, type ModelOpener } from './engine-port.js';
+import { SAMPLING_FIELDS, unknownAdapter, type GenerateParams, type GenerateResult, type Generation, type LocalModel, type ModelOpener } from './engine-port.js';
+
+/** One of a model's LoRA adapters, as config adapters.MODEL lists them. */
+export interface AdapterConfig {
+  name: string;
+  path: string;
+  scale: number;
+}
 
 /** loadModel options from the config: engine.threads, engine.context_size, batch.max sequences. */
 export function loadOptions(config: Pick<DaemonConfig, 'engine' | 'batch'>): LoadModelOptions {
@@ -36,14 +43,18 @@ export function engineRequest(p: GenerateParams): GenerateRequest {
 class EngineModel implements LocalModel {
   readonly name: string;
   readonly contextSize: number;
+  readonly adapters: ReadonlyMap<string, string>;
 
   constructor(
     private readonly model: Model,
     path: string,
     readonly identity: string,
+    /** Adapters loaded on the model, by name: the engine's choice and the cache's identity. */
+    private readonly lora: ReadonlyMap<string, { choice: LoraChoice; identity: string }> = new Map(),
   ) {
-    this.name = basename(path).replace(/\.gguf$/i, '');
+    this.name = modelName(path);
     this.contextSize = model.info().context_size;
+    this.adapters = new Map([...lora].map(([name, a]) => [name, a.identity]));
   }
 
   /** Tokens of the text as a prompt (BOS included when the model adds one). */
@@ -88,8 +99,11 @@ class EngineModel implements LocalModel {
   }
 
   private start(p: GenerateParams): EngineGeneration {
+    const unknown = unknownAdapter(this, p.adapter);
+    if (unknown) throw unknown;
+    const lora = p.adapter !== undefined ? [this.lora.get(p.adapter)!.choice] : undefined;
     try {
-      return this.model.generate(engineRequest(p));
+      return this.model.generate({ ...engineRequest(p), ...(lora ? { lora } : {}) });
     } catch (err) {
       if (!(err instanceof EdgeError) || err.code !== 'E_PROMPT_TOO_LONG') throw err;
       // A default max_tokens gives way to the room the context has left (the engine's own default).
@@ -112,9 +126,30 @@ class EngineModel implements LocalModel {
   }
 }
 
-/** A ModelOpener that loads with the config's engine options. */
-export function localModelOpener(config: Pick<DaemonConfig, 'engine' | 'batch'>): ModelOpener {
-  return (path) => openLocalModel(path, loadOptions(config));
+/** The name a request uses for a model file: its file name without .gguf. */
+const modelName = (path: string) => basename(path).replace(/\.gguf$/i, '');
+
+/** A ModelOpener that loads with the config's engine options and the model's adapters. */
+export function localModelOpener(config: Pick<DaemonConfig, 'engine' | 'batch'> & Partial<Pick<DaemonConfig, 'adapters'>>): ModelOpener {
+  return (path) => openLocalModel(path, loadOptions(config), config.adapters?.[modelName(path)] ?? []);
+}
+
+/**
+ * Loads each configured adapter on the model; an adapter that does not load is E_CONFIG naming its
+ * config key, with the engine's reason (the tensor that does not fit, another architecture...).
+ */
+async function loadAdapters(model: Model, name: string, adapters: readonly AdapterConfig[]): Promise<Map<string, { choice: LoraChoice; identity: string }>> {
+  const out = new Map<string, { choice: LoraChoice; identity: string }>();
+  for (const [i, a] of adapters.entries()) {
+    try {
+      const fingerprint = await modelFingerprint(a.path);
+      out.set(a.name, { choice: { adapter: await model.loadAdapter(a.path), scale: a.scale }, identity: `${fingerprint.id}@${a.scale}` });
+    } catch (err) {
+      if (!(err instanceof EdgeError)) throw err;
+      throw new EdgeError('E_CONFIG', `adapters.${name}[${i}] (${a.name}): ${err.code}: ${err.message}`, { cause: err });
+    }
+  }
+  return out;
 }
 
 /** A file replaced this many times while it was being loaded is refused rather than guessed at. */
@@ -125,11 +160,18 @@ const LOAD_ATTEMPTS = 3;
  * the same file (device, inode, size, mtime), so the identity is that of the weights in use even when
  * the file is replaced meanwhile.
  */
-export async function openLocalModel(path: string, opts: LoadModelOptions = {}): Promise<LocalModel> {
+export async function openLocalModel(path: string, opts: LoadModelOptions = {}, adapters: readonly AdapterConfig[] = []): Promise<LocalModel> {
   for (let attempt = 1; ; attempt++) {
     const fingerprint = await modelFingerprint(path);
     const model = await loadModel(path, opts);
-    if (sameFile(fingerprint.file, await fileStamp(path))) return new EngineModel(model, path, fingerprint.id);
+    if (sameFile(fingerprint.file, await fileStamp(path))) {
+      try {
+        return new EngineModel(model, path, fingerprint.id, await loadAdapters(model, modelName(path), adapters));
+      } catch (err) {
+        model.close();
+        throw err;
+      }
+    }
     model.close();
     if (attempt === LOAD_ATTEMPTS) {
       throw new EdgeError('E_MODEL_CORRUPT', `${path} changed while it was being loaded, ${LOAD_ATTEMPTS} times: replace a model by renaming a complete file over it, then restart`);

@@ -17,7 +17,7 @@ import { StepRecorder, type GenerationSteps } from './steps.js';
 import { LogprobReader, topLogprobsOf, type TokenLogprob } from './logprobs.js';
 import { StopMatcher } from './stop.js';
 import type { StreamDecoder, Tokenizer } from './tokenizer/index.js';
-import type { SamplingSettings, NativeFinish, NativeDecoder, NativeLogprobs } from './native.js';
+import type { SamplingSettings, NativeFinish, NativeDecoder, NativeLogprobs, LoraChoice, NativeLoraChoice } from './native.js';
 export type { SamplingSettings, NativeDecoder, DecodeState } from './native.js';
 export type { GenerationSteps } from './steps.js';
 /**
@@ -62,6 +62,8 @@ export interface GenerateRequest extends Partial<SamplingSettings> {
    * prompt is then evaluated in chunks of at most 16 tokens.
    */
   raw_logprobs?: boolean;
+  /** LoRA adapters loaded on this model (Model.loadAdapter) to generate with, each with its scale. */
+  lora?: readonly LoraChoice[];
 }
 
 /** Sums of natural-log probabilities under the model's own distribution (GenerateRequest.raw_logprobs). */
@@ -124,6 +126,8 @@ export interface GenerationContext {
   contextSize: number;
   /** Every layer keeps bounded KV (sinks / sliding window): prompts may exceed the context. */
   unbounded: boolean;
+  /** The addon's form of a request's lora list (Model checks the adapters are its own). */
+  lora?: (choices: unknown) => NativeLoraChoice[] | undefined;
 }
 
 const REQUEST_FIELDS = new Set([
@@ -136,6 +140,7 @@ const REQUEST_FIELDS = new Set([
   'logprobs',
   'top_logprobs',
   'raw_logprobs',
+  'lora',
   ...Object.keys(SAMPLING_DEFAULTS),
   'seed',
 ]);
@@ -155,6 +160,7 @@ export function startGeneration(ctx: GenerationContext, request: GenerateRequest
     throw badRequest(`raw_logprobs must be true or false, got ${describe(request.raw_logprobs)}`);
   }
   const stops = stopStrings(request.stop);
+  const lora = request.lora === undefined ? undefined : ctx.lora?.(request.lora);
   const signal = request.signal;
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw badRequest('signal must be an AbortSignal');
 
@@ -197,6 +203,7 @@ export function startGeneration(ctx: GenerationContext, request: GenerateRequest
     trace: request.trace === true,
     topLogprobs,
     rawLogprobs: request.raw_logprobs === true,
+    lora,
     logprobReader: topLogprobs === undefined ? undefined : new LogprobReader(tokenizer),
   });
 }
@@ -255,6 +262,7 @@ export class Generation implements AsyncIterableIterator<string, GenerateResult,
       trace?: boolean;
       topLogprobs?: number | undefined;
       rawLogprobs?: boolean;
+      lora?: NativeLoraChoice[] | undefined;
       logprobReader?: LogprobReader | undefined;
     },
   ) {
@@ -286,6 +294,7 @@ export class Generation implements AsyncIterableIterator<string, GenerateResult,
         ...(init.trace ? { trace: true } : {}),
         ...(init.topLogprobs !== undefined ? { topLogprobs: init.topLogprobs } : {}),
         ...(init.rawLogprobs ? { rawLogprobs: true } : {}),
+        ...(init.lora ? { lora: init.lora } : {}),
       },
       (tokens, finish, steps, logprobs) => this.onNative(tokens, finish, steps, logprobs),
     );

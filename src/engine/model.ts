@@ -11,8 +11,9 @@ import { startGeneration, type DecodeState, type GenerateRequest, type Generatio
 import { readGgufInfo } from './gguf.js';
 import { callNative, loadAddon } from './native.js';
 import { Tokenizer } from './tokenizer/index.js';
-import type { LoadModelOptions, ModelInfo, EvalLogitsOptions, NativeModel, ModelTrace, TraceOptions } from './native.js';
+import type { LoadModelOptions, ModelInfo, EvalLogitsOptions, NativeModel, ModelTrace, TraceOptions, LoraAdapter, LoraChoice, NativeLoraChoice } from './native.js';
 export type { LoadModelOptions, ModelArchitecture, ModelInfo, EvalLogitsOptions, NativeModel, NativeLoadOptions } from './native.js';
+export type { LoraAdapter, LoraChoice } from './native.js';
 export type { LayerTrace, ModelTrace, TraceOptions } from './native.js';
 
 
@@ -23,6 +24,7 @@ export type { LayerTrace, ModelTrace, TraceOptions } from './native.js';
 export class Model {
   private native: NativeModel | undefined;
   private readonly tokenizerBuilt: Tokenizer | undefined;
+  private readonly adapters = new Set<LoraAdapter>();
   readonly path: string;
 
   /** @internal use loadModel() */
@@ -44,7 +46,26 @@ export class Model {
    */
   async evalLogits(tokens: Int32Array | readonly number[], opts: EvalLogitsOptions = {}): Promise<Float32Array> {
     const ids = tokens instanceof Int32Array ? tokens : Int32Array.from(tokens);
-    return await callNative(() => this.live().evalLogits(ids, opts));
+    const lora = this.nativeLora(opts.lora);
+    return await callNative(() => this.live().evalLogits(ids, { ...(opts.allPositions !== undefined ? { allPositions: opts.allPositions } : {}), ...(lora ? { lora } : {}) }));
+  }
+
+  /**
+   * Loads a LoRA adapter (llama.cpp's GGUF adapter format) for this model, off the event loop. It is
+   * applied at run time, per request (evalLogits/evalSequences/generate `lora`), never merged, so
+   * the base model serves requests with different adapters, or none, in the same batch. Rejects
+   * with E_MODEL_NOT_FOUND, E_MODEL_CORRUPT, or E_MODEL_UNSUPPORTED naming the tensor (an adapter
+   * for another architecture or base model, a shape that does not fit, a tensor edgellm does not adapt).
+   */
+  async loadAdapter(path: string): Promise<LoraAdapter> {
+    const adapter = await callNative(() => this.live().loadAdapter(path));
+    this.adapters.add(adapter);
+    return adapter;
+  }
+
+  /** The adapters loaded on this model, in load order. */
+  loraAdapters(): LoraAdapter[] {
+    return [...this.adapters];
   }
 
   /**
@@ -53,11 +74,15 @@ export class Model {
    * tokens of all sequences advance one per step in shared batches, each sequence at its own
    * position. Returns every position's logits (tokens.length x n_vocab) per sequence.
    */
-  async evalSequences(seqs: Array<{ tokens: Int32Array | readonly number[]; prefill?: number }>): Promise<Float32Array[]> {
-    const native = seqs.map((s) => ({
-      tokens: s.tokens instanceof Int32Array ? s.tokens : Int32Array.from(s.tokens),
-      prefill: s.prefill ?? 0,
-    }));
+  async evalSequences(seqs: Array<{ tokens: Int32Array | readonly number[]; prefill?: number; lora?: readonly LoraChoice[] }>): Promise<Float32Array[]> {
+    const native = seqs.map((s) => {
+      const lora = this.nativeLora(s.lora);
+      return {
+        tokens: s.tokens instanceof Int32Array ? s.tokens : Int32Array.from(s.tokens),
+        prefill: s.prefill ?? 0,
+        ...(lora ? { lora } : {}),
+      };
+    });
     return await callNative(() => this.live().evalSequences(native));
   }
 
@@ -112,7 +137,7 @@ export class Model {
       throw new EdgeError('E_NOT_GENERATIVE', `${this.path} is an embedding model (${info.arch}): it does not generate text; ask it for embeddings (edgellm embed, POST /v1/embeddings)`);
     }
     return callNative(() => startGeneration(
-        { native, tokenizer: this.tokenizer, contextSize: info.context_size, unbounded: info.unbounded },
+        { native, tokenizer: this.tokenizer, contextSize: info.context_size, unbounded: info.unbounded, lora: (l) => this.nativeLora(l, 'E_BAD_REQUEST') },
         request,
       ));
   }
@@ -130,6 +155,27 @@ export class Model {
   close(): void {
     this.native?.close();
     this.native = undefined;
+  }
+
+  /**
+   * A request's lora list in the addon's form, or undefined for none. Throws EdgeError
+   * E_UNKNOWN_ADAPTER for an adapter not loaded on this model, `badCode` for a malformed list.
+   */
+  private nativeLora(choices: unknown, badCode: 'E_BAD_ARGUMENT' | 'E_BAD_REQUEST' = 'E_BAD_ARGUMENT'): NativeLoraChoice[] | undefined {
+    if (choices === undefined) return undefined;
+    if (!Array.isArray(choices)) throw new EdgeError(badCode, 'lora must be an array of {adapter, scale} with adapters from model.loadAdapter()');
+    const out: NativeLoraChoice[] = [];
+    for (const c of choices as unknown[]) {
+      const adapter = (c as { adapter?: unknown } | null)?.adapter;
+      const scale = (c as { scale?: unknown }).scale ?? 1;
+      if (typeof adapter !== 'object' || adapter === null) throw new EdgeError(badCode, 'each lora entry needs an adapter returned by model.loadAdapter()');
+      if (!this.adapters.has(adapter as LoraAdapter)) {
+        throw new EdgeError('E_UNKNOWN_ADAPTER', `the adapter ${(adapter as { path?: unknown }).path ?? ''} is not loaded on ${this.path}; load it with this model's loadAdapter(path)`);
+      }
+      if (typeof scale !== 'number' || !Number.isFinite(scale)) throw new EdgeError(badCode, `a lora scale must be a finite number, got ${String(scale)}`);
+      out.push({ adapter: (adapter as LoraAdapter).id, scale });
+    }
+    return out.length > 0 ? out : undefined;
   }
 
   private live(): NativeModel {

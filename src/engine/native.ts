@@ -143,6 +143,37 @@ export interface ModelInfo extends ModelArchitecture {
 export interface EvalLogitsOptions {
   /** Logits of every position (n x n_vocab) instead of the last one only (1 x n_vocab). */
   allPositions?: boolean;
+  /** LoRA adapters to run with (Model.loadAdapter); absent or empty = the base model. */
+  lora?: readonly LoraChoice[];
+}
+
+/**
+ * A LoRA adapter loaded on a model (Model.loadAdapter): llama.cpp's GGUF adapter format, applied
+ * at run time (never merged), so requests with different adapters, or none, share one base model.
+ */
+export interface LoraAdapter {
+  /** The adapter's number on its model. */
+  id: number;
+  path: string;
+  /** adapter.lora.alpha (0 when absent): the scale is user scale * alpha / rank, or the user scale when 0. */
+  alpha: number;
+  /** Base matrices it adapts. */
+  pairs: number;
+  max_rank: number;
+  /** Bytes of its tensors (memory-mapped). */
+  bytes: number;
+}
+
+/** An adapter a request runs with, and its user scale (default 1; 0 = off). */
+export interface LoraChoice {
+  adapter: LoraAdapter;
+  scale?: number;
+}
+
+/** @internal the addon's form of a LoraChoice */
+export interface NativeLoraChoice {
+  adapter: number;
+  scale: number;
 }
 
 /** What Model.trace keeps (native/src/runtime/trace.h). */
@@ -184,8 +215,9 @@ export interface ModelTrace {
 /** @internal the addon's object */
 export interface NativeModel extends NativeDecoder {
   info(): ModelInfo;
-  evalLogits(tokens: Int32Array, opts?: EvalLogitsOptions): Promise<Float32Array>;
-  evalSequences(seqs: Array<{ tokens: Int32Array; prefill: number }>): Promise<Float32Array[]>;
+  evalLogits(tokens: Int32Array, opts?: { allPositions?: boolean; lora?: NativeLoraChoice[] }): Promise<Float32Array>;
+  evalSequences(seqs: Array<{ tokens: Int32Array; prefill: number; lora?: NativeLoraChoice[] }>): Promise<Float32Array[]>;
+  loadAdapter(path: string): Promise<LoraAdapter>;
   trace(tokens: Int32Array, opts: TraceOptions): Promise<ModelTrace>;
   /** An encoder's pooled, L2-normalized embedding of one input (n_embd floats). */
   embed(tokens: Int32Array): Promise<Float32Array>;
@@ -264,6 +296,8 @@ export interface NativeDecoder {
       topLogprobs?: number;
       /** Sum the model's log-probabilities of prompt and generated tokens (the drift signal). */
       rawLogprobs?: boolean;
+      /** LoRA adapters by id, with their scales. */
+      lora?: NativeLoraChoice[];
     } & SamplingSettings,
     callback: (tokens: Int32Array, finish?: NativeFinish, steps?: Float64Array, logprobs?: NativeLogprobs) => void,
   ): number;

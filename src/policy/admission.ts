@@ -23,6 +23,8 @@ export interface AdmissionRequest {
   model?: string;
   /** A/B variants: the name asked for (access control checks it) and the variant chosen for it. */
   ab?: { name: string; variant: string };
+  /** A LoRA adapter of the local model (checked by the daemon before admission). */
+  adapter?: string;
   max_tokens?: number;
   route?: RequestedRoute;
   local_only?: boolean;
@@ -81,6 +83,7 @@ export class Admission {
       ...(req.trace_id !== undefined ? { trace_id: req.trace_id } : {}),
       ...(req.model !== undefined ? { model: req.model } : {}),
       ...(req.ab !== undefined ? { variant: req.ab.variant, variant_of: req.ab.name } : {}),
+      ...(req.adapter !== undefined ? { adapter: req.adapter } : {}),
       allowed: false,
       outcome: 'denied',
       prompt_tokens: req.prompt_tokens,

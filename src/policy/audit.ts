@@ -23,6 +23,8 @@ export interface RequestAudit {
   /** For a model name with A/B variants (model is then the variant's): the variant chosen, and that name. */
   variant?: string | undefined;
   variant_of?: string | undefined;
+  /** The LoRA adapter asked for (config adapters.MODEL[].name). */
+  adapter?: string | undefined;
   route?: Route | undefined;
   route_reason?: string | undefined;
   /** The device's roles when it was decided. */

@@ -7,7 +7,7 @@ import { z } from 'zod';
 import { EdgeError, type ErrorCode } from '../errors.js';
 import { topLogprobsOf, type TokenLogprob } from '../logprobs.js';
 import { describeIssues } from '../validation.js';
-import { checkContent, ContentPartError, hasMedia, MEDIA_DEFAULTS, textOf, type MediaLimits, type MessageContent } from './media-parts.js';
+import { ADAPTER_WITH_MEDIA, checkContent, ContentPartError, hasMedia, MEDIA_DEFAULTS, textOf, type MediaLimits, type MessageContent } from './media-parts.js';
 import { isPublishableTopic } from './topics.js';
 
 const num = (what: string) => z.number({ error: `must be ${what}` });
@@ -37,7 +37,7 @@ const chatMessage = z
 /** Most inputs one embedding request may carry (OpenAI's limit). */
 export const MAX_EMBED_INPUTS = 2048;
 /** Fields that only a generation reads: an embedding request (op "embed") refuses them. */
-const GENERATION_ONLY = ['prompt', 'messages', 'max_tokens', 'temperature', 'top_p', 'top_k', 'min_p', 'seed', 'stop', 'stream'] as const;
+const GENERATION_ONLY = ['prompt', 'messages', 'max_tokens', 'temperature', 'top_p', 'top_k', 'min_p', 'seed', 'stop', 'stream', 'adapter'] as const;
 
 export const requestSchema = z
   .object({
@@ -55,6 +55,8 @@ export const requestSchema = z
     model: z.string({ error: 'must be text' }).min(1, 'must not be empty').optional(),
     /** For a model name with A/B variants: the variant to run instead of the device's own (E_UNKNOWN_VARIANT when it has none of that name). */
     variant: z.string({ error: 'must be text' }).min(1, 'must not be empty').optional(),
+    /** A LoRA adapter of the local model (config adapters.MODEL): runs locally with it (E_UNKNOWN_ADAPTER when the model has none of that name). */
+    adapter: z.string({ error: 'must be text' }).min(1, 'must not be empty').optional(),
     max_tokens: whole('a whole number >= 1').min(1, 'must be a whole number >= 1').optional(),
     temperature: num('a number from 0 to 2').min(0, 'must be a number from 0 to 2').max(2, 'must be a number from 0 to 2').optional(),
     top_p: num('a number above 0, at most 1').gt(0, 'must be a number above 0, at most 1 (1 = off)').max(1, 'must be a number above 0, at most 1 (1 = off)').optional(),
@@ -168,6 +170,7 @@ export function decodeRequest(payload: Buffer, limits: DecodeLimits): Decoded {
     }
     r.messages!.push({ role: m.role, content });
   }
+  if (hasMedia(r.messages) && r.adapter !== undefined) return refuse('E_BAD_REQUEST', ADAPTER_WITH_MEDIA, id, replyTo);
   if (hasMedia(r.messages) && r.logprobs === true) {
     return refuse('E_BAD_LOGPROBS', 'logprobs come from the local model only, and a request with image or audio parts is answered by the upstream: drop logprobs', id, replyTo);
   }
@@ -227,6 +230,8 @@ export interface DoneFields {
   model: string;
   /** For a model name with A/B variants: the variant that answered (the model it routes to). */
   variant?: string;
+  /** The LoRA adapter the model answered with (the request's `adapter`). */
+  adapter?: string;
   node: string;
   timings: { queue_ms: number; ttft_ms: number; total_ms: number; tokens_per_s: number };
   /** The request's W3C trace id (its traceparent's, or one made at intake): 32 hex digits. */

@@ -185,6 +185,10 @@ function decodedBytes(s: string, start: number): number {
   return Math.max(0, Math.floor(len / 4) * 3 - (len % 4 === 0 ? pad : 0));
 }
 
+/** Why a request cannot have both: an adapter runs on the local text model, which never reads image or audio parts. */
+export const ADAPTER_WITH_MEDIA =
+  'a LoRA adapter runs on the local text model, and a request with image or audio parts is answered by the upstream: drop the adapter, or send the text without the parts';
+
 /** Whether any message carries an image or audio part. */
 export function hasMedia(messages: readonly { content: MessageContent }[] | undefined): boolean {
   return (messages ?? []).some((m) => typeof m.content !== 'string');

@@ -17,6 +17,8 @@ export interface CacheableRequest {
   min_p?: number | undefined;
   seed?: number | undefined;
   stop?: string[] | undefined;
+  /** A LoRA adapter of the model, by name (CacheModel.adapters says which file and scale). */
+  adapter?: string | undefined;
 }
 
 export interface CachedAnswer {
@@ -35,6 +37,8 @@ export interface CacheModel {
   identity: string;
   /** engine.context_size in use: a default max_tokens is shortened to the room the context leaves. */
   contextSize: number;
+  /** Its adapters by name -> the adapter file's fingerprint and scale (LocalModel.adapters). */
+  adapters?: ReadonlyMap<string, string> | undefined;
 }
 
 /**
@@ -64,6 +68,8 @@ export function cacheKey(model: CacheModel, r: CacheableRequest): string {
     max_tokens: r.max_tokens,
     sampling,
     stop: [...new Set(r.stop ?? [])].sort(),
+    // An adapter's answers are another model's: keyed by its file and scale (absent: the v2 key as before).
+    ...(r.adapter !== undefined ? { adapter: model.adapters?.get(r.adapter) ?? `unknown:${r.adapter}` } : {}),
   };
   return createHash('sha256').update(JSON.stringify(normalized)).digest('hex');
 }

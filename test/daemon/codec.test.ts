@@ -197,5 +197,6 @@ t.test('image and audio parts are taken as OpenAI content parts, checked with mu
   t.match(refused(one({ type: 'video_url', video_url: { url: 'x' } })), { code: 'E_BAD_REQUEST', message: /"video_url" is not supported: content parts are text, image_url/ });
   t.match(refused(one(audioPart(undefined, 'flac' as 'wav'))), { code: 'E_BAD_REQUEST', message: /format "flac" is not supported: send the audio as "wav" or "mp3"/ });
   t.match(refused({ ...one(imagePart()), logprobs: true }), { code: 'E_BAD_LOGPROBS', message: /answered by the upstream: drop logprobs/ });
+  t.match(refused({ ...one(imagePart()), adapter: 'tone' }), { code: 'E_BAD_REQUEST', message: /a LoRA adapter runs on the local text model.*drop the adapter/ });
   t.match(refused({ id: 's', messages: [{ role: 'user', content: [{ type: 'text', text: '\ud800' }] }] }), { code: 'E_BAD_REQUEST', message: /messages\[0\]\.content" must be valid Unicode/ });
 });

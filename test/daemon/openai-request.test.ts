@@ -115,6 +115,9 @@ t.test('fields this node cannot honour are refused, naming the field', async (t)
   refused(t, user([{ type: 'input_audio', input_audio: { data: 'AAAA', format: 'aac' } }]), 'messages[0].content[0].input_audio.format', /"aac" is not supported: send the audio as "wav" or "mp3"/);
   refused(t, user([{ type: 'image_url', image_url: { url: 'data:image/png;base64,%%%%' } }]), 'messages[0].content[0].image_url.url', /not valid base64/);
   refused(t, user([{ type: 'text', text: 5 }]), 'messages[0].content[0].text', /must be text/);
+  const image = { type: 'image_url', image_url: { url: 'data:image/png;base64,iVBORw0KGgo=' } };
+  refused(t, { ...user([image]), model: 'qwen+tone' }, 'adapter', /a LoRA adapter runs on the local text model, and a request with image or audio parts is answered by the upstream/);
+  refused(t, { ...user([image]), adapter: 'tone' }, 'adapter', /drop the adapter, or send the text without the parts/);
   refused(t, { messages: [{ role: 'assistant', content: null, tool_calls: [{ id: 'c1' }] }] }, 'messages[0].tool_calls', /does not call tools/);
   refused(t, { ...user('x'), model: '' }, 'model', /non-empty string/);
   refused(t, { ...user('x'), max_tokens: 0 }, 'max_tokens', /whole number >= 1, got number 0/);

@@ -45,7 +45,7 @@ DecodeChannel* DecodeChannel::create(Napi::Env env, std::shared_ptr<void> owner,
   return self;
 }
 
-Napi::Value DecodeChannel::submit(const Napi::CallbackInfo& info) {
+Napi::Value DecodeChannel::submit(const Napi::CallbackInfo& info, std::shared_ptr<const LoraSet> lora) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsFunction())
     throw coded_error(env, "E_BAD_ARGUMENT", "generate(request, callback) needs a request object and a function");
@@ -71,6 +71,7 @@ Napi::Value DecodeChannel::submit(const Napi::CallbackInfo& info) {
   Napi::Value top = o.Get("topLogprobs");
   if (!top.IsUndefined()) req.top_logprobs = (int32_t)number_field(env, o, "topLogprobs");
   req.raw_logprobs = o.Get("rawLogprobs").ToBoolean().Value();
+  req.lora = std::move(lora);
   uint64_t id;
   try {
     id = loop_->submit(std::move(req));

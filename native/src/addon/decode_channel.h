@@ -37,8 +37,8 @@ class DecodeChannel {
   static DecodeChannel* create(Napi::Env env, std::shared_ptr<void> owner, ForwardPass& forward,
                                std::mutex& forward_mu, int64_t max_sequences);
 
-  // generate(request, callback) -> id
-  Napi::Value submit(const Napi::CallbackInfo& info);
+  // generate(request, callback) -> id; `lora`: the request's adapters (resolved by the model).
+  Napi::Value submit(const Napi::CallbackInfo& info, std::shared_ptr<const LoraSet> lora = nullptr);
   void cancel(uint64_t id) { loop_->cancel(id); }
   DecodeLoopState state() const { return loop_->state(); }
   int64_t max_sequences() const { return loop_->max_sequences(); }

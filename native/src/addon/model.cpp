@@ -1,5 +1,5 @@
 // loadModel(path, opts) -> Promise<Model>; Model.info(), evalLogits(tokens, opts), evalSequences(seqs), trace(...),
-// embed(tokens), generate(request, callback), cancel(id), decodeState(), close().
+// embed(tokens), generate(request, callback), cancel(id), decodeState(), loadAdapter(path), close().
 // Loading and evaluation run on libuv worker threads; the model's state is shared with in-flight
 // workers, so close() never frees memory a worker is using.
 #include <algorithm>
@@ -14,6 +14,7 @@
 #include "addon/bindings.h"
 #include "addon/decode_channel.h"
 #include "addon/failure.h"
+#include "addon/lora.h"
 #include "addon/model_fields.h"
 #include "addon/trace.h"
 #include "model/model.h"
@@ -44,6 +45,36 @@ struct LoadedModel {
   std::mutex mu;
   int threads = 1;
   int64_t max_sequences = 4;  // generations decoded at once by the model's DecodeLoop
+  AdapterRegistry adapters;   // LoRA adapters loaded on this model (loadAdapter)
+};
+
+// Opens a LoRA adapter and checks it against the model (on a worker thread: the adapter's file
+// is mapped and its tensor table parsed, no weight is copied).
+class LoadAdapterWorker : public PromiseWorker {
+ public:
+  LoadAdapterWorker(Napi::Env env, std::shared_ptr<LoadedModel> m, std::string path)
+      : PromiseWorker(env), m_(std::move(m)), path_(std::move(path)) {}
+
+ private:
+  void run() override {
+    adapter_ = LoraAdapter::load(path_, *m_->model);
+    id_ = m_->adapters.add(adapter_);
+  }
+  Napi::Value result(Napi::Env env) override {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("id", Napi::Number::New(env, (double)id_));
+    o.Set("path", path_);
+    o.Set("alpha", Napi::Number::New(env, adapter_->alpha()));
+    o.Set("pairs", Napi::Number::New(env, (double)adapter_->n_pairs()));
+    o.Set("max_rank", Napi::Number::New(env, (double)adapter_->max_rank()));
+    o.Set("bytes", Napi::Number::New(env, (double)adapter_->bytes()));
+    return o;
+  }
+
+  std::shared_ptr<LoadedModel> m_;
+  std::string path_;
+  std::shared_ptr<const LoraAdapter> adapter_;
+  int64_t id_ = -1;
 };
 
 class LoadWorker : public PromiseWorker {
@@ -76,8 +107,9 @@ class LoadWorker : public PromiseWorker {
 
 class EvalWorker : public PromiseWorker {
  public:
-  EvalWorker(Napi::Env env, std::shared_ptr<LoadedModel> m, std::vector<int32_t> tokens, bool all)
-      : PromiseWorker(env), m_(std::move(m)), tokens_(std::move(tokens)), all_(all) {}
+  EvalWorker(Napi::Env env, std::shared_ptr<LoadedModel> m, std::vector<int32_t> tokens, bool all,
+             std::shared_ptr<const LoraSet> lora)
+      : PromiseWorker(env), m_(std::move(m)), tokens_(std::move(tokens)), all_(all), lora_(std::move(lora)) {}
 
  private:
   void run() override {
@@ -87,13 +119,14 @@ class EvalWorker : public PromiseWorker {
     logits_.resize((size_t)(rows * m_->model->config().n_vocab));
     if (!m_->scratch_sequence) m_->scratch_sequence = std::make_unique<KvCache>(m_->forward->cache_config());
     m_->scratch_sequence->clear();
-    m_->forward->prefill(*m_->scratch_sequence, tokens_.data(), n, all_, logits_.data());
+    m_->forward->prefill(*m_->scratch_sequence, tokens_.data(), n, all_, logits_.data(), lora_.get());
   }
   Napi::Value result(Napi::Env env) override { return float32_array(env, logits_); }
 
   std::shared_ptr<LoadedModel> m_;
   std::vector<int32_t> tokens_;
   bool all_;
+  std::shared_ptr<const LoraSet> lora_;
   std::vector<float> logits_;
 };
 
@@ -123,8 +156,8 @@ class EmbedWorker : public PromiseWorker {
 class EvalSequencesWorker : public PromiseWorker {
  public:
   EvalSequencesWorker(Napi::Env env, std::shared_ptr<LoadedModel> m, std::vector<std::vector<int32_t>> tokens,
-                      std::vector<int64_t> prefill)
-      : PromiseWorker(env), m_(std::move(m)), tokens_(std::move(tokens)), prefill_(std::move(prefill)) {}
+                      std::vector<int64_t> prefill, std::vector<std::shared_ptr<const LoraSet>> lora)
+      : PromiseWorker(env), m_(std::move(m)), tokens_(std::move(tokens)), prefill_(std::move(prefill)), lora_(std::move(lora)) {}
 
  private:
   void run() override {
@@ -137,7 +170,7 @@ class EvalSequencesWorker : public PromiseWorker {
     for (size_t i = 0; i < S; ++i) {
       caches.push_back(std::make_unique<KvCache>(f.cache_config()));
       logits_[i].resize(tokens_[i].size() * (size_t)V);
-      f.prefill(*caches[i], tokens_[i].data(), prefill_[i], true, logits_[i].data());
+      f.prefill(*caches[i], tokens_[i].data(), prefill_[i], true, logits_[i].data(), lora_[i].get());
     }
     std::vector<BatchToken> batch;
     std::vector<size_t> owner;
@@ -148,7 +181,7 @@ class EvalSequencesWorker : public PromiseWorker {
       for (size_t i = 0; i < S; ++i) {
         const int64_t p = caches[i]->length(0);
         if (p < (int64_t)tokens_[i].size()) {
-          batch.push_back(BatchToken{caches[i].get(), p, tokens_[i][(size_t)p], true});
+          batch.push_back(BatchToken{caches[i].get(), p, tokens_[i][(size_t)p], true, lora_[i].get()});
           owner.push_back(i);
         }
       }
@@ -168,6 +201,7 @@ class EvalSequencesWorker : public PromiseWorker {
   std::shared_ptr<LoadedModel> m_;
   std::vector<std::vector<int32_t>> tokens_;
   std::vector<int64_t> prefill_;
+  std::vector<std::shared_ptr<const LoraSet>> lora_;
   std::vector<std::vector<float>> logits_;
 };
 
@@ -184,6 +218,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
                                        InstanceMethod("generate", &ModelHandle::Generate),
                                        InstanceMethod("cancel", &ModelHandle::Cancel),
                                        InstanceMethod("decodeState", &ModelHandle::DecodeState),
+                                       InstanceMethod("loadAdapter", &ModelHandle::LoadAdapter),
                                        InstanceMethod("close", &ModelHandle::Close)});
     auto* ref = new Napi::FunctionReference(Napi::Persistent(ctor));
     env.SetInstanceData<Napi::FunctionReference>(ref);  // freed with the env
@@ -231,7 +266,19 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     return o;
   }
 
-  // evalLogits(tokens: Int32Array, {allPositions?}) -> Promise<Float32Array>
+  // loadAdapter(path) -> Promise<{id, path, alpha, pairs, max_rank, bytes}> (addon/lora.h)
+  Napi::Value LoadAdapter(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::shared_ptr<LoadedModel> m = live(env);
+    if (info.Length() < 1 || !info[0].IsString())
+      throw coded_error(env, "E_BAD_ARGUMENT", "loadAdapter(path) needs the path of a LoRA adapter .gguf file");
+    auto* w = new LoadAdapterWorker(env, std::move(m), info[0].As<Napi::String>().Utf8Value());
+    Napi::Promise p = w->promise();
+    w->Queue();
+    return p;
+  }
+
+  // evalLogits(tokens: Int32Array, {allPositions?, lora?}) -> Promise<Float32Array>
   Napi::Value EvalLogits(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     std::shared_ptr<LoadedModel> m = live(env);
@@ -242,14 +289,16 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     if (t.ElementLength() == 0) throw coded_error(env, "E_BAD_ARGUMENT", "evalLogits needs at least one token");
     std::vector<int32_t> tokens(t.Data(), t.Data() + t.ElementLength());
     bool all = false;
+    std::shared_ptr<const LoraSet> lora;
     if (info.Length() > 1 && info[1].IsObject()) {
       Napi::Value a = info[1].As<Napi::Object>().Get("allPositions");
       if (!a.IsUndefined()) {
         if (!a.IsBoolean()) throw coded_error(env, "E_BAD_ARGUMENT", "allPositions must be a boolean");
         all = a.As<Napi::Boolean>().Value();
       }
+      lora = m->adapters.resolve(env, info[1].As<Napi::Object>().Get("lora"), "evalLogits");
     }
-    auto* w = new EvalWorker(env, std::move(m), std::move(tokens), all);
+    auto* w = new EvalWorker(env, std::move(m), std::move(tokens), all, std::move(lora));
     Napi::Promise p = w->promise();
     w->Queue();
     return p;
@@ -270,7 +319,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     return p;
   }
 
-  // evalSequences([{tokens: Int32Array, prefill: number}]) -> Promise<Float32Array[]>
+  // evalSequences([{tokens: Int32Array, prefill: number, lora?}]) -> Promise<Float32Array[]>
   Napi::Value EvalSequences(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     std::shared_ptr<LoadedModel> m = live(env);
@@ -279,6 +328,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     Napi::Array a = info[0].As<Napi::Array>();
     std::vector<std::vector<int32_t>> tokens;
     std::vector<int64_t> prefill;
+    std::vector<std::shared_ptr<const LoraSet>> lora;
     for (uint32_t i = 0; i < a.Length(); ++i) {
       Napi::Value e = a.Get(i);
       if (!e.IsObject()) throw coded_error(env, "E_BAD_ARGUMENT", usage);
@@ -288,8 +338,9 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
       Napi::Int32Array ti = t.As<Napi::Int32Array>();
       tokens.emplace_back(ti.Data(), ti.Data() + ti.ElementLength());
       prefill.push_back(whole_option(env, e.As<Napi::Object>(), "prefill", 0, (int64_t)ti.ElementLength(), 0));
+      lora.push_back(m->adapters.resolve(env, e.As<Napi::Object>().Get("lora"), "evalSequences"));
     }
-    auto* w = new EvalSequencesWorker(env, std::move(m), std::move(tokens), std::move(prefill));
+    auto* w = new EvalSequencesWorker(env, std::move(m), std::move(tokens), std::move(prefill), std::move(lora));
     Napi::Promise p = w->promise();
     w->Queue();
     return p;
@@ -306,8 +357,10 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
   Napi::Value Generate(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     std::shared_ptr<LoadedModel> m = live(env);
+    std::shared_ptr<const LoraSet> lora;
+    if (info.Length() > 0 && info[0].IsObject()) lora = m->adapters.resolve(env, info[0].As<Napi::Object>().Get("lora"), "generate");
     if (!decode_) decode_ = DecodeChannel::create(env, m, *m->forward, m->mu, m->max_sequences);
-    return decode_->submit(info);
+    return decode_->submit(info, std::move(lora));
   }
 
   // cancel(id): the sequence finishes 'cancelled' before the next step; unknown ids are ignored.

@@ -1,6 +1,7 @@
 #include "runtime/decode_loop.h"
 
 #include <algorithm>
+#include <functional>
 #include <new>
 #include <stdexcept>
 
@@ -271,10 +272,22 @@ void DecodeLoop::run() {
         if (s && s->id == id) finish(std::move(s), FinishReason::kCancelled);
     }
     cancels_now_.clear();
-    for (auto& s : admitted_)
+    bool joined_with_lora = false;
+    for (auto& s : admitted_) {
+      if (s && s->req.lora) joined_with_lora = true;
       if (s && admit(s)) active_.push_back(std::move(s));
+    }
     admitted_.clear();
     active_.erase(std::remove(active_.begin(), active_.end(), nullptr), active_.end());
+    // Group the sequences by adapter set (the base model's first), so that each set's columns
+    // are one span of the step's GEMMs (ForwardPass::apply_lora). An insertion sort: stable
+    // (arrival order within a set), in place, and active_ holds at most max_sequences.
+    if (joined_with_lora) {
+      const std::less<const LoraSet*> before;
+      for (size_t i = 1; i < active_.size(); ++i)
+        for (size_t j = i; j > 0 && before(active_[j]->req.lora.get(), active_[j - 1]->req.lora.get()); --j)
+          std::swap(active_[j], active_[j - 1]);
+    }
     if (active_.empty()) continue;
 
     // One token of every decoding sequence, then prompt chunks in the budget left.
@@ -289,7 +302,7 @@ void DecodeLoop::run() {
         finish(std::move(s), FinishReason::kLength);
         continue;
       }
-      batch_.push_back(BatchToken{s->cache.get(), pos, s->next, true});
+      batch_.push_back(BatchToken{s->cache.get(), pos, s->next, true, s->req.lora.get()});
       rows_.push_back({s.get(), -1});
       ++step_sequences;
     }
@@ -310,7 +323,7 @@ void DecodeLoop::run() {
       for (int64_t i = 0; i < n; ++i) {
         const int64_t p = s->prefilled + i;
         const bool last = p + 1 == (int64_t)s->req.prompt.size();
-        batch_.push_back(BatchToken{s->cache.get(), p, s->req.prompt[(size_t)p], last || raw});
+        batch_.push_back(BatchToken{s->cache.get(), p, s->req.prompt[(size_t)p], last || raw, s->req.lora.get()});
         if (last) rows_.push_back({s.get(), -1});
         else if (raw) rows_.push_back({s.get(), s->req.prompt[(size_t)p + 1]});
       }

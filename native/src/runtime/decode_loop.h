@@ -56,6 +56,9 @@ struct SequenceRequest {
   std::vector<int32_t> stop_tokens;  // ids that end the sequence (end-of-generation tokens)
   int32_t top_logprobs = -1;         // -1: no log-probabilities; 0..kMaxTopLogprobs alternatives per token
   bool raw_logprobs = false;         // sum the model's log-probabilities of prompt and generated tokens
+  // LoRA adapters with their scales (null: the base model). Requests that share one set object
+  // are decoded next to each other, so each adapted matrix costs one GEMM per set and step.
+  std::shared_ptr<const LoraSet> lora = nullptr;
 };
 
 // Logits rows, beyond one per active sequence, that raw_logprobs prompts may use in one step.

@@ -123,6 +123,37 @@ bool ForwardPass::unbounded() const { return !has_full_layer(cache_config_); }
 
 void ForwardPass::mm(const WeightMatrix& w, const float* x, int64_t ncols, float* y) {
   matmul(pool_, kt_, w.type, w.data, w.rows, w.cols, x, ncols, y, mm_scratch_);
+  if (!lora_cols_->empty()) apply_lora(w, x, y);
+}
+
+// Unmerged LoRA: for each span of columns with an adapter set, and each adapter of the set that
+// adapts W, y += scale * B (A x) as two GEMMs over the span's columns. Columns outside every
+// span (sequences without adapters) cost nothing. The MoE experts' matmuls take gathered
+// columns, but no adapter targets an expert (LoraAdapter refuses them), so none is found there.
+void ForwardPass::apply_lora(const WeightMatrix& w, const float* x, float* y) {
+  for (const LoraSpan& span : *lora_cols_) {
+    const int64_t m = span.end - span.begin;
+    for (const LoraChoice& choice : *span.set) {
+      const LoraPair* pair = choice.adapter->find(&w);
+      if (!pair) continue;
+      const int64_t r = pair->rank();
+      if ((int64_t)lora_ax_.size() < max_batch_ * r) lora_ax_.resize((size_t)(max_batch_ * r));
+      if ((int64_t)lora_bax_.size() < max_batch_ * w.rows) lora_bax_.resize((size_t)(max_batch_ * w.rows));
+      matmul(pool_, kt_, pair->a.type, pair->a.data, r, w.cols, x + span.begin * w.cols, m, lora_ax_.data(), mm_scratch_);
+      matmul(pool_, kt_, pair->b.type, pair->b.data, w.rows, r, lora_ax_.data(), m, lora_bax_.data(), mm_scratch_);
+      float* yc = y + span.begin * w.rows;
+      kt_.scale(lora_bax_.data(), choice.adapter->scale(*pair, choice.scale), lora_bax_.data(), m * w.rows);
+      kt_.add(yc, lora_bax_.data(), yc, m * w.rows);
+    }
+  }
+}
+
+// Appends column `col` to the spans when it runs with adapters, extending the last span when it
+// has the same set and ends at col.
+void ForwardPass::add_lora_column(std::vector<LoraSpan>& spans, const LoraSet* set, int64_t col) {
+  if (!set || set->empty()) return;
+  if (!spans.empty() && spans.back().set == set && spans.back().end == col) ++spans.back().end;
+  else spans.push_back(LoraSpan{set, col, col + 1});
 }
 
 // cos/sin of each rotated pair at `pos`, as ggml computes them; frequency factors (llama 3's
@@ -194,11 +225,12 @@ int64_t ForwardPass::step(const BatchToken* batch, int64_t n, float* logits) {
   return rows;
 }
 
-void ForwardPass::prefill(KvCache& cache, const int32_t* tokens, int64_t n, bool all_positions, float* logits) {
+void ForwardPass::prefill(KvCache& cache, const int32_t* tokens, int64_t n, bool all_positions, float* logits,
+                          const LoraSet* lora) {
   if (n <= 0) return;
   std::vector<BatchToken> batch((size_t)n);  // per request, not per token
   const int64_t p0 = cache.length(0);
-  for (int64_t i = 0; i < n; ++i) batch[(size_t)i] = BatchToken{&cache, p0 + i, tokens[i], all_positions || i == n - 1};
+  for (int64_t i = 0; i < n; ++i) batch[(size_t)i] = BatchToken{&cache, p0 + i, tokens[i], all_positions || i == n - 1, lora};
   step(batch.data(), n, logits);
 }
 
@@ -208,9 +240,13 @@ int64_t ForwardPass::step_block(const BatchToken* batch, int64_t n, float* logit
   const ModelWeights& w = model_.weights();
   const int64_t D = c.n_embd, hd = c.head_dim;
 
-  // Runs of tokens per sequence, and each token's RoPE angles.
+  // Runs of tokens per sequence, spans per adapter set, and each token's RoPE angles.
   runs_.clear();
+  lora_tokens_.clear();
+  lora_rows_.clear();
+  lora_cols_ = &lora_tokens_;
   for (int64_t i = 0; i < n; ++i) {
+    add_lora_column(lora_tokens_, batch[i].lora, i);
     if (runs_.empty() || runs_.back().cache != batch[i].cache) runs_.push_back(Run{batch[i].cache, i, i});
     runs_.back().end = i + 1;
     run_of_[(size_t)i] = (int64_t)runs_.size() - 1;
@@ -285,10 +321,13 @@ int64_t ForwardPass::step_block(const BatchToken* batch, int64_t n, float* logit
     if (!batch[i].logits) continue;
     kt_.rmsnorm(&x_[(size_t)(i * D)], w.output_norm.data(), &xb_[(size_t)(rows * D)], D, c.rms_eps);
     if (observer_) observer_->final_norm(batch[i].pos, &xb_[(size_t)(rows * D)]);
+    add_lora_column(lora_rows_, batch[i].lora, rows);
     ++rows;
   }
   if (rows > 0 && logits) {
+    lora_cols_ = &lora_rows_;  // the classifier's columns are the logits rows, not the tokens
     mm(w.output, xb_.data(), rows, logits);
+    lora_cols_ = &lora_tokens_;
     if (c.final_softcap > 0.0f) soft_cap(logits, rows * c.n_vocab, c.final_softcap);
   }
   return rows;

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "kernels/kernels.h"
+#include "model/lora.h"
 #include "model/model.h"
 #include "runtime/kv_cache.h"
 #include "runtime/matmul.h"
@@ -71,6 +72,10 @@ struct BatchToken {
   int64_t pos;
   int32_t token;
   bool logits;  // compute this position's next-token logits
+  // The LoRA adapters this token runs with (model/lora.h); null or empty: the base model alone.
+  // Neighbouring tokens with the same set pointer share one GEMM per adapted matrix, so callers
+  // put the sequences of one set next to each other.
+  const LoraSet* lora = nullptr;
 };
 
 // Sees inside a step (`edgellm trace`, runtime/trace.h). Only that debugging path sets one; the
@@ -109,7 +114,9 @@ class ForwardPass {
 
   // Evaluates n tokens of one sequence from position cache.length(0) on, in chunks of
   // max_batch(). Logits of every position (all_positions: n rows) or of the last one (1 row).
-  void prefill(KvCache& cache, const int32_t* tokens, int64_t n, bool all_positions, float* logits);
+  // `lora`: the sequence's adapters (null: none).
+  void prefill(KvCache& cache, const int32_t* tokens, int64_t n, bool all_positions, float* logits,
+               const LoraSet* lora = nullptr);
 
   // Steps report to `o` until it is reset to null (deepseek2's latent layers report nothing:
   // runtime/trace.cpp refuses that architecture).
@@ -118,6 +125,10 @@ class ForwardPass {
  private:
   struct Run {  // the tokens [begin, end) of one sequence within a step
     KvCache* cache;
+    int64_t begin, end;
+  };
+  struct LoraSpan {  // the columns [begin, end) of a matmul that run with one adapter set
+    const LoraSet* set;
     int64_t begin, end;
   };
   void check(const BatchToken* batch, int64_t n);
@@ -132,7 +143,10 @@ class ForwardPass {
   void attention_mla(int64_t layer, int64_t n);
   void attend_latent_run(const Run& run, int64_t layer);
   void route_mla(const LayerWeights& L, int64_t n);
+  // y = W x over ncols columns, plus each LoRA pair adapting W for the columns lora_cols_ lists.
   void mm(const WeightMatrix& w, const float* x, int64_t ncols, float* y);
+  void apply_lora(const WeightMatrix& w, const float* x, float* y);
+  static void add_lora_column(std::vector<LoraSpan>& spans, const LoraSet* set, int64_t col);
   void rope_table(int64_t pos, const RopeSpec& spec, float* cs) const;
 
   const Model& model_;
@@ -167,6 +181,13 @@ class ForwardPass {
   std::vector<float> xe_;              // [n][n_embd] tokens gathered for one expert
   std::vector<float> ye_;              // [n][n_embd] that expert's output
   MatmulScratch mm_scratch_;
+  // LoRA: spans of the step's tokens (and of its logits rows, for the classifier) by adapter set;
+  // lora_cols_ points at the one that describes the columns mm() is given. lora_ax_ holds A x
+  // ([n][rank]), lora_bax_ B (A x) ([n][rows]); both grow on the first step that needs more
+  // (loading a larger adapter), and are otherwise reused.
+  std::vector<LoraSpan> lora_tokens_, lora_rows_;
+  const std::vector<LoraSpan>* lora_cols_ = &lora_tokens_;
+  std::vector<float> lora_ax_, lora_bax_;
   // deepseek2's latent attention (sizes in forward_mla.cpp's init_mla_scratch).
   std::vector<float> mla_kv_;      // [n][kv_lora_rank + n_rot] latent (normed) and roped key part
   std::vector<float> mla_qa_;      // [n][q_lora_rank] the q LoRA's inner activations

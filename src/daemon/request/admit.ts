@@ -8,7 +8,7 @@ import { EdgeError } from '../../errors.js';
 import { embedInputs } from '../../protocol/codec.js';
 import { promptText, type Admitted } from '../../policy/admission.js';
 import { variantFor } from '../../policy/variants.js';
-import { promptTooLarge } from '../engine-port.js';
+import { promptTooLarge, unknownAdapter } from '../engine-port.js';
 import { finishError, refuse } from './finish.js';
 import { defaultModel, type Job, type RequestContext } from './job.js';
 import { runCloud } from './run-cloud.js';
@@ -46,6 +46,12 @@ export function admit(ctx: RequestContext, job: Job): void {
     // Never let one prompt stop the message from being acknowledged (it would come back forever).
     return refuse(ctx, job, 'E_BAD_REQUEST', `the prompt could not be tokenized (${(err as Error).message}): check its text`);
   }
+  // An adapter belongs to a local model: the one named (else the default); it never runs upstream.
+  if (r.adapter !== undefined) {
+    const target = ctx.models.get(model ?? defaultModel(ctx));
+    const unknown = target ? unknownAdapter(target, r.adapter) : new EdgeError('E_UNKNOWN_ADAPTER', `adapter "${r.adapter}" needs a local model, and "${model}" is not one of this node's (${[...ctx.models.keys()].join(', ') || 'none'})`);
+    if (unknown) return refuse(ctx, job, unknown.code, unknown.message);
+  }
   if (embed && counter && promptTokens > counter.contextSize) {
     return refuse(ctx, job, 'E_INPUT_TOO_LONG', `an input is ${promptTokens} tokens, more than the ${counter.contextSize} ${counter.name} reads at once; split the text into shorter pieces`);
   }
@@ -59,12 +65,14 @@ export function admit(ctx: RequestContext, job: Job): void {
       ...(r.messages !== undefined ? { messages: r.messages } : {}),
       ...(model !== undefined ? { model } : {}),
       ...(ab !== undefined ? { ab } : {}),
+      ...(r.adapter !== undefined ? { adapter: r.adapter } : {}),
       ...(r.max_tokens !== undefined ? { max_tokens: r.max_tokens } : {}),
       ...(r.route !== undefined ? { route: r.route } : {}),
       // Embeddings: the texts as the prompt (audited like one), the largest as its tokens, no completion; local only.
       ...(embed ? { prompt: texts.join('\n'), max_tokens: 0, route: 'local' as const } : {}),
       // Log-probabilities come from the local model only (the cloud route relays text).
-      ...(r.local_only !== undefined || r.logprobs ? { local_only: r.local_only === true || r.logprobs === true } : {}),
+      // So does a LoRA adapter: only the local model has it.
+      ...(r.local_only !== undefined || r.logprobs || r.adapter !== undefined ? { local_only: r.local_only === true || r.logprobs === true || r.adapter !== undefined } : {}),
       payload_bytes: Buffer.byteLength(row.payload),
       prompt_tokens: promptTokens,
       queue_wait_ms: queueWaitMs(ctx),

@@ -32,6 +32,7 @@ export function finishDone(ctx: RequestContext, job: Job, modelName: string, ans
     cached: t.cached,
     model: modelName,
     ...(job.ab !== undefined ? { variant: job.ab.variant } : {}),
+    ...(job.request.adapter !== undefined ? { adapter: job.request.adapter } : {}),
     node: ctx.config.node_id,
     timings: {
       queue_ms: t.startedAt - row.receivedAt,

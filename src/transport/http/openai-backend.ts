@@ -22,7 +22,7 @@ export interface Generation extends AsyncIterableIterator<string> {
 }
 
 /** A generation holding a slot: the model that runs it and, for a model name with A/B variants, the variant. */
-export type Started = { model: string; variant?: string | undefined; generation: Generation };
+export type Started = { model: string; variant?: string | undefined; adapter?: string | undefined; generation: Generation };
 
 /** Where requests run. */
 export interface ChatBackend {

@@ -10,6 +10,7 @@ const STATUS: Partial<Record<ErrorCode, Pick<ApiError, 'status' | 'type'> & { co
   E_PROMPT_TOO_LONG: { status: 400, type: 'invalid_request_error', code: 'context_length_exceeded' },
   E_UNKNOWN_MODEL: { status: 404, type: 'invalid_request_error', code: 'model_not_found' },
   E_UNKNOWN_VARIANT: { status: 400, type: 'invalid_request_error', code: 'variant_not_found' },
+  E_UNKNOWN_ADAPTER: { status: 404, type: 'invalid_request_error', code: 'adapter_not_found' },
   E_QUEUE_FULL: { status: 429, type: 'rate_limit_error' },
   E_UNAVAILABLE: { status: 503, type: 'server_error' },
   E_NOT_EMBEDDING_MODEL: { status: 400, type: 'invalid_request_error' },
@@ -28,7 +29,7 @@ const STATUS: Partial<Record<ErrorCode, Pick<ApiError, 'status' | 'type'> & { co
 export function apiErrorOf(err: unknown, request?: ChatRequest): ApiError {
   const e = err instanceof EdgeError ? err : new EdgeError('E_ENGINE', `the engine failed: ${(err as Error)?.message ?? String(err)}`);
   const s = STATUS[e.code] ?? { status: 500, type: 'server_error' as const };
-  const param = e.code === 'E_UNKNOWN_MODEL' ? 'model' : e.code === 'E_UNKNOWN_VARIANT' ? 'variant' : e.code === 'E_PROMPT_TOO_LONG' && request ? 'messages' : null;
+  const param = e.code === 'E_UNKNOWN_MODEL' ? 'model' : e.code === 'E_UNKNOWN_VARIANT' ? 'variant' : e.code === 'E_UNKNOWN_ADAPTER' ? 'adapter' : e.code === 'E_PROMPT_TOO_LONG' && request ? 'messages' : null;
   return { status: s.status, type: s.type, message: e.message, param, code: s.code ?? e.code };
 }
 

@@ -7,7 +7,7 @@
  */
 import { EdgeError } from '../../errors.js';
 import { topLogprobsOf } from '../../logprobs.js';
-import { checkContent, ContentPartError, hasMedia, MEDIA_DEFAULTS, type MediaLimits, type MessageContent } from '../../protocol/media-parts.js';
+import { ADAPTER_WITH_MEDIA, checkContent, ContentPartError, hasMedia, MEDIA_DEFAULTS, type MediaLimits, type MessageContent } from '../../protocol/media-parts.js';
 import { describeValue as kind } from '../../validation.js';
 
 /** A checked request: the fields the local engine runs with. */
@@ -37,6 +37,8 @@ export interface ChatRequest {
   user?: string;
   /** Not OpenAI's: for a model name with A/B variants, the variant to run instead of the user's own. */
   variant?: string;
+  /** Not OpenAI's: a LoRA adapter of the model (config adapters.MODEL), also asked as model "MODEL+ADAPTER". */
+  adapter?: string;
 }
 
 /** A refusal: `param` is the field at fault (OpenAI's error.param), `code` OpenAI's error.code when it has one. */
@@ -99,6 +101,7 @@ const HONOURED = new Set([
   'top_logprobs',
   'user',
   'variant',
+  'adapter',
 ]);
 
 /** Message fields accepted besides role and content (name, and what an assistant turn echoes back). */
@@ -127,12 +130,24 @@ export function parseChatRequest(body: unknown, deviceHeader?: string | string[]
     if (typeof model !== 'string' || model === '') throw new RequestFieldError(`model must be a non-empty string, got ${kind(model)}`, 'model');
     r.model = model;
   }
-  for (const key of ['user', 'variant'] as const) {
+  for (const key of ['user', 'variant', 'adapter'] as const) {
     const v = opt(body, key);
     if (v === undefined) continue;
     if (typeof v !== 'string' || v === '') throw new RequestFieldError(`${key} must be a non-empty string, got ${kind(v)}`, key);
     r[key] = v;
   }
+  // "MODEL+ADAPTER": the base model with one of its LoRA adapters (what a client that sends only model can ask).
+  const plus = r.model?.indexOf('+') ?? -1;
+  if (r.model !== undefined && plus >= 0) {
+    const [base, adapter] = [r.model.slice(0, plus), r.model.slice(plus + 1)];
+    if (base === '' || adapter === '') throw new RequestFieldError(`model "${r.model}" must be MODEL or MODEL+ADAPTER, both parts named`, 'model');
+    if (r.adapter !== undefined && r.adapter !== adapter) {
+      throw new RequestFieldError(`model "${r.model}" names adapter "${adapter}" but adapter is "${r.adapter}": name it once`, 'adapter');
+    }
+    r.model = base;
+    r.adapter = adapter;
+  }
+  if (r.adapter !== undefined && hasMedia(r.messages)) throw new RequestFieldError(ADAPTER_WITH_MEDIA, 'adapter');
   // Stickiness of A/B variants: the body's user, else the x-edgellm-device header, else one key for all.
   if (r.user === undefined && typeof deviceHeader === 'string' && deviceHeader !== '') r.user = deviceHeader;
   const maxTokens = whole(body, 'max_tokens', 1);

@@ -247,7 +247,9 @@ export class OpenAIServer {
       sendError(res, apiErrorOf(err, request));
       return;
     }
-    const { model, generation } = started;
+    const { generation } = started;
+    // With a LoRA adapter the reply names the pair as it can be asked for again: MODEL+ADAPTER.
+    const model = started.adapter !== undefined ? `${started.model}+${started.adapter}` : started.model;
     const created = Math.floor(Date.now() / 1000);
     if (request.stream) {
       await this.stream(res, request, { id, model, created, variant: started.variant }, generation, { gone: gone.signal, log });
