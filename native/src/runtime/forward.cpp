@@ -121,8 +121,8 @@ size_t forward_scratch_bytes(const ModelConfig& c, int64_t n, int64_t context) {
 
 bool ForwardPass::unbounded() const { return !has_full_layer(cache_config_); }
 
-void ForwardPass::mm(const WeightMatrix& w, const float* x, int64_t ncols, float* y) {
-  matmul(pool_, kt_, w.type, w.data, w.rows, w.cols, x, ncols, y, mm_scratch_);
+void ForwardPass::mm(const WeightMatrix& w, const float* x, int64_t ncols, float* y, bool same_input) {
+  matmul(pool_, kt_, w.type, w.data, w.rows, w.cols, x, ncols, y, mm_scratch_, same_input);
 }
 
 // cos/sin of each rotated pair at `pos`, as ggml computes them; frequency factors (llama 3's
@@ -237,8 +237,8 @@ int64_t ForwardPass::step_block(const BatchToken* batch, int64_t n, float* logit
     // Attention: norm, Q/K/V projections over the whole batch.
     for (int64_t i = 0; i < n; ++i) kt_.rmsnorm(&x_[(size_t)(i * D)], L.attn_norm.data(), &xb_[(size_t)(i * D)], D, c.rms_eps);
     mm(L.wq, xb_.data(), n, q_.data());
-    mm(L.wk, xb_.data(), n, k_.data());
-    mm(L.wv, xb_.data(), n, v_.data());
+    mm(L.wk, xb_.data(), n, k_.data(), /*same_input=*/true);
+    mm(L.wv, xb_.data(), n, v_.data(), /*same_input=*/true);
     for (int64_t i = 0; i < n; ++i) {
       float* q = &q_[(size_t)(i * c.q_dim())];
       float* k = &k_[(size_t)(i * c.kv_dim())];
@@ -337,7 +337,7 @@ void ForwardPass::attention_block(int64_t layer, int64_t n) {
 void ForwardPass::feed_forward_dense(const LayerWeights& L, int64_t n) {
   const int64_t F = cfg_.n_ff;
   mm(L.ffn_gate, xb_.data(), n, gate_.data());
-  mm(L.ffn_up, xb_.data(), n, up_.data());
+  mm(L.ffn_up, xb_.data(), n, up_.data(), /*same_input=*/true);
   if (cfg_.ffn_act == FfnActivation::GeGlu) kt_.geglu(gate_.data(), up_.data(), gate_.data(), n * F);
   else kt_.swiglu(gate_.data(), up_.data(), gate_.data(), n * F);
   mm(L.ffn_down, gate_.data(), n, out_.data());
@@ -383,7 +383,7 @@ void ForwardPass::moe_experts(const LayerWeights& L, int64_t n) {
     for (int64_t j = 0; j < m; ++j)
       std::memcpy(&xe_[(size_t)(j * D)], &xb_[(size_t)(toks[j] * D)], (size_t)D * sizeof(float));
     mm(L.gate_exps.expert(e), xe_.data(), m, gate_.data());
-    mm(L.up_exps.expert(e), xe_.data(), m, up_.data());
+    mm(L.up_exps.expert(e), xe_.data(), m, up_.data(), /*same_input=*/true);
     kt_.swiglu(gate_.data(), up_.data(), gate_.data(), m * F);
     mm(L.down_exps.expert(e), gate_.data(), m, ye_.data());
     for (int64_t j = 0; j < m; ++j) {

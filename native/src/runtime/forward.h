@@ -132,7 +132,8 @@ class ForwardPass {
   void attention_mla(int64_t layer, int64_t n);
   void attend_latent_run(const Run& run, int64_t layer);
   void route_mla(const LayerWeights& L, int64_t n);
-  void mm(const WeightMatrix& w, const float* x, int64_t ncols, float* y);
+  // same_input: x is the previous mm's input, unchanged since (its quantization is reused; matmul()).
+  void mm(const WeightMatrix& w, const float* x, int64_t ncols, float* y, bool same_input = false);
   void rope_table(int64_t pos, const RopeSpec& spec, float* cs) const;
 
   const Model& model_;
