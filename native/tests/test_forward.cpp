@@ -121,16 +121,21 @@ TEST(forward, stories260K_step0_logits_and_greedy_ids_match_the_reference) {
 }
 
 TEST(forward, chunked_prefill_equals_token_by_token) {
-  TinyLlamaSpec s;
-  auto m = tiny(s);
-  ThreadPool pool(2);
-  ForwardPass f(*m, pool, options(64, 7));
-  const std::vector<int32_t> tokens = some_tokens(30, s.n_vocab, 3);
-  std::vector<float> chunked(tokens.size() * (size_t)s.n_vocab);
-  KvCache seq(f.cache_config());
-  f.prefill(seq, tokens.data(), (int64_t)tokens.size(), true, chunked.data());
-  const std::vector<float> single = one_by_one(f, tokens);
-  CHECK_NEAR_ALL(chunked.data(), single.data(), (int64_t)single.size(), 1e-4, 1e-4);
+  // Steps of 7 tokens; then of 30 tokens x 160 FFN activations, more than one chunk of the
+  // multi-token activation (split inside a token).
+  for (const auto& [ff, batch] : {std::pair<int64_t, int64_t>{96, 7}, {160, 30}}) {
+    TinyLlamaSpec s;
+    s.n_ff = ff;
+    auto m = tiny(s);
+    ThreadPool pool(2);
+    ForwardPass f(*m, pool, options(64, batch));
+    const std::vector<int32_t> tokens = some_tokens(30, s.n_vocab, 3);
+    std::vector<float> chunked(tokens.size() * (size_t)s.n_vocab);
+    KvCache seq(f.cache_config());
+    f.prefill(seq, tokens.data(), (int64_t)tokens.size(), true, chunked.data());
+    const std::vector<float> single = one_by_one(f, tokens);
+    CHECK_NEAR_ALL(chunked.data(), single.data(), (int64_t)single.size(), 1e-4, 1e-4);
+  }
 }
 
 TEST(forward, a_batched_step_over_three_sequences_equals_stepping_each_alone) {

@@ -146,6 +146,39 @@ TEST(matmul, scratch_is_not_reallocated_for_the_same_size) {
   CHECK(scratch.xq.data() == first);
 }
 
+// same_input reuses the previous call's quantized X only when it quantized this X (pointer, k,
+// columns) to this format with this table. The test breaks the caller's promise on purpose (X
+// changes in place) so that a reuse shows in the result.
+TEST(matmul, same_input_reuses_the_quantized_x_only_for_the_same_input) {
+  ThreadPool pool(2);
+  MatmulScratch scratch;
+  Problem p = make_problem(DType::Q4_0, 64, 512, 3);
+  const std::vector<float> before = reference_y(p);
+  auto run = [&](const Problem& q, const float* x, int64_t ncols, bool same) {
+    std::vector<float> y((size_t)(q.rows * ncols));
+    matmul(pool, kReferenceKernels, q.t, q.w.data(), q.rows, q.k, x, ncols, y.data(), scratch, same);
+    return y;
+  };
+  CHECK(run(p, p.x.data(), p.ncols, false) == before);
+  const std::vector<float> orig = p.x;
+  for (float& v : p.x) v = -2.0f * v;
+  CHECK(run(p, p.x.data(), p.ncols, true) == before);  // reused: the old X's result
+  const std::vector<float> after = reference_y(p);
+  CHECK(run(p, p.x.data(), p.ncols, false) == after);  // without same_input: quantized again
+  CHECK(run(p, orig.data(), p.ncols, true) == before);  // another pointer
+  CHECK(run(p, p.x.data(), p.ncols, true) == after);
+  // Another column count (the third column's bytes left from orig), another activation format
+  // (Q4_K: Q8_K): quantized again.
+  Problem two = p;
+  two.ncols = 2;
+  run(p, orig.data(), 3, false);
+  CHECK(run(p, p.x.data(), 2, false) == reference_y(two));
+  CHECK(run(p, p.x.data(), 3, true) == after);
+  Problem k4 = make_problem(DType::Q4_K, 64, 512, 3);
+  k4.x = p.x;
+  CHECK(run(k4, p.x.data(), 3, true) == reference_y(k4));
+}
+
 TEST(matmul, empty_rows_or_columns_do_nothing) {
   ThreadPool pool(2);
   MatmulScratch scratch;

@@ -84,6 +84,43 @@ TEST(sampler, greedy_breaks_ties_by_the_lower_id) {
   for (int i = 0; i < 3; ++i) CHECK_EQ(s.sample(logits), 1);
 }
 
+// The lowest id of the largest logit, NaN as -inf (0 when nothing beats -inf): the rule greedy
+// sampling keeps, checked over a vocabulary whose size is not a multiple of any vector width.
+int32_t first_of_largest(const std::vector<float>& l) {
+  int32_t best = 0;
+  float best_l = std::isnan(l[0]) ? -INFINITY : l[0];
+  for (size_t i = 1; i < l.size(); ++i)
+    if (!std::isnan(l[i]) && l[i] > best_l) best = (int32_t)i, best_l = l[i];
+  return best;
+}
+
+TEST(sampler, greedy_over_a_large_vocabulary_takes_the_first_largest_and_skips_nan) {
+  const int32_t n = 32003;
+  SamplingParams p;
+  p.temperature = 0.0f;
+  Sampler s(p, n);
+  std::vector<float> l((size_t)n);
+  test::fill_normal(l.data(), n, 3.0f);
+  for (int32_t i = 0; i < n; i += 97) l[(size_t)i] = NAN;
+  CHECK_EQ(s.sample(l.data()), first_of_largest(l));
+  // The largest in the tail past the last full group of lanes, then tied at ids in other lanes.
+  for (int32_t at : {n - 1, n - 2, 12345, 5, 0}) {
+    l[(size_t)at] = 100.0f;
+    CHECK_EQ(s.sample(l.data()), first_of_largest(l));
+    CHECK_EQ(s.sample(l.data()), at);
+  }
+  // Nothing above -inf: id 0, also when id 0 itself is NaN.
+  std::fill(l.begin(), l.end(), -INFINITY);
+  l[7] = NAN;
+  l[0] = NAN;
+  CHECK_EQ(s.sample(l.data()), 0);
+  std::fill(l.begin(), l.end(), NAN);
+  l[n - 1] = -INFINITY;
+  CHECK_EQ(s.sample(l.data()), 0);
+  l[n - 1] = -1e30f;
+  CHECK_EQ(s.sample(l.data()), n - 1);
+}
+
 TEST(sampler, top_k_1_is_greedy_at_any_temperature) {
   SamplingParams p;
   p.top_k = 1;

@@ -144,7 +144,9 @@ class ForwardPass {
   void attend_latent_run(const Run& run, int64_t layer);
   void route_mla(const LayerWeights& L, int64_t n);
   // y = W x over ncols columns, plus each LoRA pair adapting W for the columns lora_cols_ lists.
-  void mm(const WeightMatrix& w, const float* x, int64_t ncols, float* y);
+  // same_input: x is the previous mm's input, unchanged since (its quantization is reused; matmul()
+  // checks the input it cached, so a LoRA product in between only costs a requantization).
+  void mm(const WeightMatrix& w, const float* x, int64_t ncols, float* y, bool same_input = false);
   void apply_lora(const WeightMatrix& w, const float* x, float* y);
   static void add_lora_column(std::vector<LoraSpan>& spans, const LoraSet* set, int64_t col);
   void rope_table(int64_t pos, const RopeSpec& spec, float* cs) const;

@@ -150,7 +150,7 @@ int64_t matmul_rows_per_chunk(int64_t rows, size_t row_bytes, int threads, int64
 }
 
 void matmul(ThreadPool& pool, const KernelTable& kt, DType wtype, const void* w, int64_t rows, int64_t k,
-            const float* x, int64_t ncols, float* y, MatmulScratch& scratch) {
+            const float* x, int64_t ncols, float* y, MatmulScratch& scratch, bool same_input) {
   validate(kt, wtype, w, rows, k, x, ncols, y);
   if (rows == 0 || ncols == 0) return;
 
@@ -171,11 +171,25 @@ void matmul(ThreadPool& pool, const KernelTable& kt, DType wtype, const void* w,
   if (act != DType::F32) {
     const int64_t be = dtype_block_elems(act);
     const int64_t nb = k / be;
-    scratch.xq.resize(matmul_activation_bytes(wtype, k, ncols));
-    const QuantizeTask q{&kt, activation_quantizer(kt, act), x, scratch.xq.data(), nb, be, dtype_block_bytes(act)};
-    // The grain is in blocks: kQuantizeGrainBlocks 32-float blocks' worth of floats.
-    const int64_t grain = std::max<int64_t>(1, kQuantizeGrainBlocks * kQK / be);
-    pool.parallel_for(ncols * nb, grain, [&q](int64_t b, int64_t e, int) { quantize_blocks(q, b, e); });
+    const bool held = same_input && scratch.x == x && scratch.k == k && scratch.ncols == ncols && scratch.act == act &&
+                      scratch.kt == &kt;
+    if (!held) {
+      scratch.x = nullptr;  // nothing reusable until the quantization below is complete
+      scratch.xq.resize(matmul_activation_bytes(wtype, k, ncols));
+      const QuantizeTask q{&kt, activation_quantizer(kt, act), x, scratch.xq.data(), nb, be, dtype_block_bytes(act)};
+      // The grain is in blocks: kQuantizeGrainBlocks 32-float blocks' worth of floats, and for
+      // several columns (sequences decoding together) no more than a thread's share: 8 columns
+      // of 1024 fit one grain, which the calling thread would otherwise quantize alone while
+      // the pool waits for the GEMM (~2% of an 8-sequence decode step on 2 threads).
+      int64_t grain = std::max<int64_t>(1, kQuantizeGrainBlocks * kQK / be);
+      if (ncols > 1) grain = std::min(grain, std::max(nb, (ncols * nb + pool.size() - 1) / pool.size()));
+      pool.parallel_for(ncols * nb, grain, [&q](int64_t b, int64_t e, int) { quantize_blocks(q, b, e); });
+      scratch.x = x;
+      scratch.k = k;
+      scratch.ncols = ncols;
+      scratch.act = act;
+      scratch.kt = &kt;
+    }
     task.base.x = scratch.xq.data();
     task.base.x_col_bytes = dtype_row_bytes(act, k);
   } else {

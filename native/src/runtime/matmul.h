@@ -12,6 +12,12 @@ namespace edgellm {
 // quantized activations seen (bytes) and is never shrunk. One scratch per concurrent matmul caller.
 struct MatmulScratch {
   std::vector<uint8_t> xq;
+  // What xq holds (set by each call that quantizes; x null: nothing reusable), for a call with
+  // same_input (see matmul).
+  const float* x = nullptr;
+  int64_t k = 0, ncols = 0;
+  DType act = DType::F32;
+  const KernelTable* kt = nullptr;
 };
 
 // Bytes of quantized activations that matmul() needs for ncols columns of k against weights of
@@ -23,7 +29,8 @@ size_t matmul_activation_bytes(DType wtype, int64_t k, int64_t ncols);
 // starts at y + c * rows). Y must not overlap W or X.
 //
 // Quantized weights: X is quantized once per call to dtype_activation(wtype) (Q8_0, Q8_1 or
-// Q8_K) with the table's quantize_row_* (in parallel over blocks, into scratch), then rows are split across the
+// Q8_K) with the table's quantize_row_* (in parallel over blocks, into scratch; several columns
+// are shared among the threads), then rows are split across the
 // pool in chunks; inside a chunk, columns go through the kernel kMaxGemmCols at a time, so a
 // chunk's weights are reused from cache by every column group. Float weights read X directly.
 //
@@ -33,8 +40,13 @@ size_t matmul_activation_bytes(DType wtype, int64_t k, int64_t ncols);
 // Throws std::invalid_argument with the reason when rows < 0, k < 1, ncols < 0, k is not a
 // multiple of the weight type's block (32, or 256 for the K-quants and IQ4_XS), wtype is not a known type, the table lacks the kernel, or a
 // pointer is null while its matrix is non-empty. rows == 0 or ncols == 0 does nothing.
+//
+// same_input: the caller promises that X has not been written since the previous matmul() with
+// this scratch (the Q, K and V projections of one normed input; gate and up). If that call
+// quantized the same X (pointer, k, ncols) to the same format with the same table, its
+// quantization is used as it is instead of being repeated; otherwise X is quantized as usual.
 void matmul(ThreadPool& pool, const KernelTable& kt, DType wtype, const void* w, int64_t rows,
-            int64_t k, const float* x, int64_t ncols, float* y, MatmulScratch& scratch);
+            int64_t k, const float* x, int64_t ncols, float* y, MatmulScratch& scratch, bool same_input = false);
 
 // Rows per chunk that matmul() hands to a thread: about 16 chunks per thread so that a thread
 // the OS preempts costs little, but each chunk streams at least 16 KiB of weights (so the
