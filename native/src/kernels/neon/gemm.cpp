@@ -33,6 +33,10 @@ struct MlalDot {
   // x) (|.| <= 4 * 8 * 127 for Q4_0's 8), so each lane ends as sum (n - kOffset) x. The x-side
   // start value is shared by the R rows.
   using Q4Acc = int16x8_t;
+  // From 2 columns the tile subtracts the offset from the codes (2 subtracts per row) instead of
+  // building each column's start (pairwise add, accumulate, multiply by -kOffset and one copy
+  // per row, all on the SIMD pipes that the 16 smull/smlal per row x column already load).
+  static constexpr int kOffsetInCodesFromColumns = 1;
   template <int kOffset>
   static int16x8_t q4_start(int8x16_t xl, int8x16_t xh) {
     return vmulq_n_s16(vpadalq_s8(vpaddlq_s8(xl), xh), -kOffset);
