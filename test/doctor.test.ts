@@ -9,6 +9,7 @@ import { join, resolve } from 'node:path';
 import {
   checkBroker,
   checkClock,
+  checkCores,
   checkDisk,
   checkMemory,
   checkUpstream,
@@ -16,6 +17,7 @@ import {
   runDoctor,
   type DoctorCheck,
 } from '../src/cli/doctor.js';
+import { cpuInfo, type CpuInfo } from '../src/index.js';
 import { memoryFit, RUNTIME_BYTES, type ModelRequirements } from '../src/engine/requirements.js';
 import { cli, modelsDir, requireModel, root, run as runCli } from './fixtures/paths.js';
 
@@ -227,4 +229,25 @@ batch:
   const r = await run(['--config', config]);
   t.equal(r.status, 2);
   t.match(r.stderr, /E_CONFIG: .*batch\.max_wait/);
+});
+
+t.test('the cores check reports the default thread count and the reason the runtime gives for it', async (t) => {
+  const cpu = cpuInfo();
+  const c = checkCores();
+  t.ok(cpu.defaultThreadsReason.length > 0, cpu.defaultThreadsReason);
+  t.match(c.detail, `${cpu.usableCpus} usable by this process, model threads default ${cpu.defaultThreads} (${cpu.defaultThreadsReason})`);
+  t.ok(cpu.defaultThreads >= 1 && cpu.defaultThreads <= Math.min(4, cpu.usableCpus), `${cpu.defaultThreads} of ${cpu.usableCpus}`);
+});
+
+t.test('on a 4-core Pi the cores check says why decode gets 3 threads; one usable CPU (a quota) warns', async (t) => {
+  const pi: CpuInfo = {
+    ...cpuInfo(), arch: 'aarch64', model: 'Cortex-A76', logicalCores: 4, physicalCores: 4, usableCpus: 4, defaultThreads: 3,
+    defaultThreadsReason: '3 of 4 usable CPUs: one left to the event loop (MQTT, HTTP); decode is memory-bound, 3 threads read DRAM as fast as 4',
+  };
+  const ok = checkCores(pi);
+  t.equal(ok.status, 'ok');
+  t.equal(ok.detail, '4 cores, 4 usable by this process, model threads default 3 (3 of 4 usable CPUs: one left to the event loop (MQTT, HTTP); decode is memory-bound, 3 threads read DRAM as fast as 4)');
+  const quota = checkCores({ ...pi, usableCpus: 1, defaultThreads: 1, defaultThreadsReason: '1 of 1 usable CPUs: every usable CPU' });
+  t.equal(quota.status, 'warn');
+  t.match(quota.fix ?? '', /CPUQuota/);
 });

@@ -9,9 +9,8 @@ import { existsSync, statfsSync } from 'node:fs';
 import { loadConfig, readUpstreamSecret } from '../config.js';
 import { embeddedBrokerUrl } from '../transport/mqtt/embedded-broker.js';
 import { connect } from 'node:net';
-import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
-import { cpuInfo } from '../index.js';
+import { cpuInfo, type CpuInfo } from '../index.js';
 import { describeNeeds, deviceMemory, memoryFit, modelRequirements, type DeviceMemory } from '../engine/requirements.js';
 import { EdgeError } from '../errors.js';
 import type { Secret } from '../secret.js';
@@ -71,10 +70,9 @@ export function checkCpu(): DoctorCheck {
   return { name: 'cpu', status: 'ok', detail: `${what}${cpu.features.dotprod ? ', dotprod' : ''}` };
 }
 
-export function checkCores(): DoctorCheck {
-  const cpu = cpuInfo();
-  const usable = availableParallelism();
-  const detail = `${cpu.physicalCores} cores, ${usable} usable by this process, model threads default ${cpu.defaultThreads}`;
+export function checkCores(cpu: CpuInfo = cpuInfo()): DoctorCheck {
+  const usable = cpu.usableCpus;
+  const detail = `${cpu.physicalCores} cores, ${usable} usable by this process, model threads default ${cpu.defaultThreads} (${cpu.defaultThreadsReason})`;
   if (usable < 2) {
     return { name: 'cores', status: 'warn', detail, fix: 'one usable CPU: raise CPUQuota= (install-offline.sh --cpu-quota) or the cpuset' };
   }
