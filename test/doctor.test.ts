@@ -239,7 +239,7 @@ t.test('the cores check reports the default thread count and the reason the runt
   t.ok(cpu.defaultThreads >= 1 && cpu.defaultThreads <= Math.min(4, cpu.usableCpus), `${cpu.defaultThreads} of ${cpu.usableCpus}`);
 });
 
-t.test('on a 4-core Pi the cores check says why decode gets 3 threads; one usable CPU (a quota) warns', async (t) => {
+t.test('on a 4-core Pi the cores check says why decode gets 3 threads and warns when engine.threads takes all 4; one usable CPU warns', async (t) => {
   const pi: CpuInfo = {
     ...cpuInfo(), arch: 'aarch64', model: 'Cortex-A76', logicalCores: 4, physicalCores: 4, usableCpus: 4, defaultThreads: 3,
     defaultThreadsReason: '3 of 4 usable CPUs: one left to the event loop (MQTT, HTTP); decode is memory-bound, 3 threads read DRAM as fast as 4',
@@ -247,6 +247,12 @@ t.test('on a 4-core Pi the cores check says why decode gets 3 threads; one usabl
   const ok = checkCores(pi);
   t.equal(ok.status, 'ok');
   t.equal(ok.detail, '4 cores, 4 usable by this process, model threads default 3 (3 of 4 usable CPUs: one left to the event loop (MQTT, HTTP); decode is memory-bound, 3 threads read DRAM as fast as 4)');
+  const all = checkCores(pi, 4);
+  t.equal(all.status, 'warn', 'engine.threads 4 on 4 usable CPUs');
+  t.match(all.detail, /; engine\.threads 4$/);
+  t.match(all.fix ?? '', /takes every usable CPU.*default \(3\)/);
+  t.equal(checkCores(pi, 3).status, 'ok');
+  t.equal(checkCores({ ...pi, physicalCores: 2, usableCpus: 2, defaultThreads: 2 }, 2).status, 'ok', '2 of 2: leaving one would halve prefill');
   const quota = checkCores({ ...pi, usableCpus: 1, defaultThreads: 1, defaultThreadsReason: '1 of 1 usable CPUs: every usable CPU' });
   t.equal(quota.status, 'warn');
   t.match(quota.fix ?? '', /CPUQuota/);
