@@ -114,7 +114,7 @@ export const configSchema = z
       .prefault({}),
     engine: z
       .object({
-        threads: wholeAtLeast(1).optional().describe("threads of each model's pool (default: physical cores, at most 4)"),
+        threads: wholeAtLeast(1).optional().describe("threads of each model's pool (default: see edgellm doctor's cores line; on a 4-core Pi, 3)"),
         context_size: wholeAtLeast(1).optional().describe("positions per sequence, prompt + answer (default: the model's context, at most 4096)"),
       })
       .strict()

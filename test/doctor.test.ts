@@ -9,6 +9,7 @@ import { join, resolve } from 'node:path';
 import {
   checkBroker,
   checkClock,
+  checkCores,
   checkDisk,
   checkMemory,
   checkUpstream,
@@ -16,6 +17,7 @@ import {
   runDoctor,
   type DoctorCheck,
 } from '../src/cli/doctor.js';
+import { cpuInfo, type CpuInfo } from '../src/index.js';
 import { memoryFit, RUNTIME_BYTES, type ModelRequirements } from '../src/engine/requirements.js';
 import { cli, modelsDir, requireModel, root, run as runCli } from './fixtures/paths.js';
 
@@ -227,4 +229,31 @@ batch:
   const r = await run(['--config', config]);
   t.equal(r.status, 2);
   t.match(r.stderr, /E_CONFIG: .*batch\.max_wait/);
+});
+
+t.test('the cores check reports the default thread count and the reason the runtime gives for it', async (t) => {
+  const cpu = cpuInfo();
+  const c = checkCores();
+  t.ok(cpu.defaultThreadsReason.length > 0, cpu.defaultThreadsReason);
+  t.match(c.detail, `${cpu.usableCpus} usable by this process, model threads default ${cpu.defaultThreads} (${cpu.defaultThreadsReason})`);
+  t.ok(cpu.defaultThreads >= 1 && cpu.defaultThreads <= Math.min(4, cpu.usableCpus), `${cpu.defaultThreads} of ${cpu.usableCpus}`);
+});
+
+t.test('on a 4-core Pi the cores check says why decode gets 3 threads and warns when engine.threads takes all 4; one usable CPU warns', async (t) => {
+  const pi: CpuInfo = {
+    ...cpuInfo(), arch: 'aarch64', model: 'Cortex-A76', logicalCores: 4, physicalCores: 4, usableCpus: 4, defaultThreads: 3,
+    defaultThreadsReason: '3 of 4 usable CPUs: one left to the event loop (MQTT, HTTP); decode is memory-bound, 3 threads read DRAM as fast as 4',
+  };
+  const ok = checkCores(pi);
+  t.equal(ok.status, 'ok');
+  t.equal(ok.detail, '4 cores, 4 usable by this process, model threads default 3 (3 of 4 usable CPUs: one left to the event loop (MQTT, HTTP); decode is memory-bound, 3 threads read DRAM as fast as 4)');
+  const all = checkCores(pi, 4);
+  t.equal(all.status, 'warn', 'engine.threads 4 on 4 usable CPUs');
+  t.match(all.detail, /; engine\.threads 4$/);
+  t.match(all.fix ?? '', /takes every usable CPU.*default \(3\)/);
+  t.equal(checkCores(pi, 3).status, 'ok');
+  t.equal(checkCores({ ...pi, physicalCores: 2, usableCpus: 2, defaultThreads: 2 }, 2).status, 'ok', '2 of 2: leaving one would halve prefill');
+  const quota = checkCores({ ...pi, usableCpus: 1, defaultThreads: 1, defaultThreadsReason: '1 of 1 usable CPUs: every usable CPU' });
+  t.equal(quota.status, 'warn');
+  t.match(quota.fix ?? '', /CPUQuota/);
 });

@@ -175,3 +175,22 @@ TEST(threadpool, default_thread_count_is_between_1_and_4) {
   CHECK(n >= 1);
   CHECK(n <= 4);
 }
+
+// The default on a Pi (4 cores, all usable) leaves one CPU to the daemon's event loop; quotas and
+// affinity count as the machine (sys/cpu_budget.h); 1 or 2 CPUs are all used; never above 4.
+TEST(threadpool, default_threads_leave_a_pi_one_cpu_for_the_event_loop) {
+  const ThreadDefault pi = default_threads_for(4, 4);
+  CHECK(pi.threads == 3);
+  CHECK_MSG(pi.reason.find("event loop") != std::string::npos, pi.reason);
+  CHECK(default_threads_for(4, 3).threads == 2);    // CPUQuota=300% on a Pi
+  CHECK(default_threads_for(16, 4).threads == 3);   // a 4-CPU quota on a large machine
+  CHECK(default_threads_for(2, 2).threads == 2);    // a 2-core box: one thread would halve prefill
+  CHECK(default_threads_for(16, 2).threads == 2);
+  CHECK(default_threads_for(1, 1).threads == 1);
+  CHECK(default_threads_for(4, 0).threads == 1);    // a failed count never gives 0 threads
+  CHECK(default_threads_for(4, 8).threads == 4);    // SMT: the siblings are left free
+  CHECK(default_threads_for(16, 16).threads == 4);  // memory-bound decode: no more than 4
+  const ThreadDefault here = default_threads();
+  CHECK(here.threads == default_thread_count());
+  CHECK(here.threads >= 1 && here.threads <= 4);
+}

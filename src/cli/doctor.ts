@@ -9,9 +9,8 @@ import { existsSync, statfsSync } from 'node:fs';
 import { loadConfig, readUpstreamSecret } from '../config.js';
 import { embeddedBrokerUrl } from '../transport/mqtt/embedded-broker.js';
 import { connect } from 'node:net';
-import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
-import { cpuInfo } from '../index.js';
+import { cpuInfo, type CpuInfo } from '../index.js';
 import { describeNeeds, deviceMemory, memoryFit, modelRequirements, type DeviceMemory } from '../engine/requirements.js';
 import { EdgeError } from '../errors.js';
 import type { Secret } from '../secret.js';
@@ -49,6 +48,8 @@ export interface DoctorOptions {
   stateDir?: string;
   /** Per network check. */
   timeoutMs?: number;
+  /** engine.threads of the config, when it sets one. */
+  threads?: number;
 }
 
 const GiB = 1024 ** 3;
@@ -71,12 +72,24 @@ export function checkCpu(): DoctorCheck {
   return { name: 'cpu', status: 'ok', detail: `${what}${cpu.features.dotprod ? ', dotprod' : ''}` };
 }
 
-export function checkCores(): DoctorCheck {
-  const cpu = cpuInfo();
-  const usable = availableParallelism();
-  const detail = `${cpu.physicalCores} cores, ${usable} usable by this process, model threads default ${cpu.defaultThreads}`;
+/**
+ * The CPUs, the default model thread count with its reason, and engine.threads when the config sets
+ * it: a pool that takes every one of 3 or more usable CPUs warns, since the daemon's event loop then
+ * competes with the decode for a CPU (docs/raspberry-pi.md, "Threads").
+ */
+export function checkCores(cpu: CpuInfo = cpuInfo(), threads?: number): DoctorCheck {
+  const usable = cpu.usableCpus;
+  let detail = `${cpu.physicalCores} cores, ${usable} usable by this process, model threads default ${cpu.defaultThreads} (${cpu.defaultThreadsReason})`;
+  if (threads !== undefined) detail += `; engine.threads ${threads}`;
   if (usable < 2) {
     return { name: 'cores', status: 'warn', detail, fix: 'one usable CPU: raise CPUQuota= (install-offline.sh --cpu-quota) or the cpuset' };
+  }
+  if (threads !== undefined && threads >= usable && usable >= 3) {
+    return {
+      name: 'cores', status: 'warn', detail,
+      fix: `engine.threads ${threads} takes every usable CPU: the event loop (MQTT, HTTP) preempts decode threads; ` +
+        `drop engine.threads for the default (${cpu.defaultThreads}): decode is memory-bound and loses nothing`,
+    };
   }
   return { name: 'cores', status: 'ok', detail };
 }
@@ -252,7 +265,7 @@ export function ntpSynchronized(): boolean | undefined {
 export async function runDoctor(opts: DoctorOptions): Promise<DoctorCheck[]> {
   const timeoutMs = opts.timeoutMs ?? 3000;
   const skip = (name: string, detail: string): DoctorCheck => ({ name, status: 'skip', detail });
-  const checks: DoctorCheck[] = [checkCpu(), checkCores(), checkMemory(), checkDisk(opts.stateDir ?? '/var/lib/edgellm')];
+  const checks: DoctorCheck[] = [checkCpu(), checkCores(cpuInfo(), opts.threads), checkMemory(), checkDisk(opts.stateDir ?? '/var/lib/edgellm')];
   checks.push(opts.model ? checkModel(opts.model, opts) : skip('model', 'no model configured (-m FILE)'));
   const [broker, upstream] = await Promise.all([
     opts.broker
@@ -283,7 +296,7 @@ export function registerDoctor(program: Command): void {
       ['edgellm doctor -c /etc/edgellm/config.yaml', 'everything the service\'s config names'],
     ])
     .description('check this machine for serving: CPU, memory, disk, model fit, broker, upstream, clock')
-    .option('-c, --config <file>', 'the daemon config to check against (model, state_dir, broker.url, upstream.url, batch.max, engine.context_size)')
+    .option('-c, --config <file>', 'the daemon config to check against (model, state_dir, broker.url, upstream.url, batch.max, engine.context_size, engine.threads)')
     .option('-m, --model <file>', 'GGUF model to check (overrides the config)')
     .option('--broker <url>', 'MQTT broker, e.g. mqtt://localhost:1883')
     .option('--upstream <url>', 'OpenAI-compatible upstream base URL')
@@ -311,6 +324,7 @@ export function registerDoctor(program: Command): void {
       else if (cfg) opts.sequences = cfg.batch.max;
       if (flags.context) opts.contextSize = parsePositiveInt('--context', flags.context);
       else if (cfg?.engine.context_size !== undefined) opts.contextSize = cfg.engine.context_size;
+      if (cfg?.engine.threads !== undefined) opts.threads = cfg.engine.threads;
       if (flags.timeoutMs) opts.timeoutMs = parsePositiveInt('--timeout-ms', flags.timeoutMs);
 
       const checks = await runDoctor(opts);

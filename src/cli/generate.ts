@@ -103,7 +103,7 @@ export function registerGenerate(program: Command): void {
     .option('--min-p <p>', 'drop tokens less likely than p x the most likely one, 0 = off (default 0.05)')
     .option('--seed <s>', 'random seed (default: a random one, printed on a terminal)')
     .option('--stop <text>', 'stop before this text, which is not printed (repeat for more)', collect)
-    .option('--threads <n>', 'threads (default: physical cores, at most 4)')
+    .option('--threads <n>', 'threads (default: as edgellm doctor reports, e.g. 3 on a 4-core Pi)')
     .option('--context <n>', 'context size in tokens, prompt + answer (default: the model\'s, at most 4096)')
     .option('--chat', 'send the prompt as a user message through the model\'s chat template')
     .option('--system <text>', 'a system message before -p (implies --chat)')

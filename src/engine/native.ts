@@ -66,7 +66,7 @@ export interface GgufInfo {
 // ---- Models (loadModel)
 
 export interface LoadModelOptions {
-  /** Threads of the model's pool (default: physical cores, at most 4). */
+  /** Threads of the model's pool (default: cpuInfo().defaultThreads, see runtime/thread_pool.h). */
   threads?: number;
   /** Positions per sequence for full-attention layers (default: the model's context, at most 4096). */
   contextSize?: number;
@@ -358,7 +358,7 @@ export interface ModelRequirements extends ModelArchitecture {
 // ---- Model benchmarks (benchModel)
 
 export interface ModelBenchOptions {
-  /** Threads of the pool (default: physical cores, at most 4). */
+  /** Threads of the pool (default: cpuInfo().defaultThreads). */
   threads?: number;
   /** Prompt tokens for pp (default 512; 0 skips it). */
   promptTokens?: number;
@@ -399,8 +399,12 @@ export interface CpuInfo {
   model: string;
   logicalCores: number;
   physicalCores: number;
-  /** Threads a model uses unless told otherwise: physical cores, at most 4. */
+  /** CPUs this process may use: the affinity mask and the cgroup CPU quota (whole CPUs). */
+  usableCpus: number;
+  /** Threads a model uses unless told otherwise (runtime/thread_pool.h default_threads_for). */
   defaultThreads: number;
+  /** Why defaultThreads, in one line ("3 of 4 usable CPUs: one left to the event loop ..."). */
+  defaultThreadsReason: string;
   /** avx512vnni: AVX512F/BW/VL/VNNI present and zmm state saved by the OS (the avx512 table). */
   features: { avx2: boolean; fma: boolean; f16c: boolean; avx512vnni: boolean; neon: boolean; dotprod: boolean };
   /** The kernel table in use: reference, avx2, avx512, neon or neon-dotprod. */

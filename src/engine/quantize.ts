@@ -33,7 +33,7 @@ const FLOAT_TYPES: ReadonlySet<GgufTensorType> = new Set(['F32', 'F16', 'BF16'])
 
 export interface QuantizeOptions {
   type: QuantizeType;
-  /** Chunks converted at once (default: physical cores, at most 4). */
+  /** Chunks converted at once (default: cpuInfo().defaultThreads). */
   threads?: number;
   /** Replace an existing output file. */
   force?: boolean;

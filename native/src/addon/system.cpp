@@ -1,6 +1,7 @@
 #include "addon/bindings.h"
 #include "kernels/kernels.h"
 #include "runtime/thread_pool.h"
+#include "sys/cpu_budget.h"
 #include "sys/cpu_features.h"
 #include "sys/sd_notify.h"
 
@@ -24,7 +25,10 @@ static Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   o.Set("model", f.model);
   o.Set("logicalCores", f.logical_cores);
   o.Set("physicalCores", f.physical_cores);
-  o.Set("defaultThreads", default_thread_count());
+  const ThreadDefault threads = default_threads();
+  o.Set("usableCpus", usable_cpu_count());
+  o.Set("defaultThreads", threads.threads);
+  o.Set("defaultThreadsReason", threads.reason);
   Napi::Object feats = Napi::Object::New(env);
   feats.Set("avx2", f.avx2);
   feats.Set("fma", f.fma);

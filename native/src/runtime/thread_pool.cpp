@@ -242,9 +242,20 @@ void ThreadPool::run(int64_t n, int64_t grain, ChunkFn fn, void* ctx) {
   }
 }
 
-int default_thread_count() {
-  const int n = std::min(cpu_features().physical_cores, usable_cpu_count());
-  return std::max(1, std::min(n, 4));
+ThreadDefault default_threads_for(int physical_cores, int usable_cpus) {
+  const int usable = std::max(1, usable_cpus);
+  const int n = std::max(1, std::min(physical_cores, usable));
+  const std::string of = " of " + std::to_string(usable) + " usable CPUs";
+  if (n > 4) return {4, "4" + of + ": decode is memory-bound, more threads read DRAM no faster"};
+  if (n == usable && n >= 3)
+    return {n - 1, std::to_string(n - 1) + of + ": one left to the event loop (MQTT, HTTP); decode is memory-bound, " +
+                       std::to_string(n - 1) + " threads read DRAM as fast as " + std::to_string(n)};
+  if (n < usable) return {n, std::to_string(n) + of + ": one per physical core, the SMT siblings left to the event loop"};
+  return {n, std::to_string(n) + of + ": every usable CPU (with 2 or fewer, leaving one would halve prefill)"};
 }
+
+ThreadDefault default_threads() { return default_threads_for(cpu_features().physical_cores, usable_cpu_count()); }
+
+int default_thread_count() { return default_threads().threads; }
 
 }  // namespace edgellm

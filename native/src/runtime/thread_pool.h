@@ -11,6 +11,7 @@
 // waiting for the last chunks, spins before sleeping; default 50 microseconds, 0 = sleep at once.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <type_traits>
 
 namespace edgellm {
@@ -53,9 +54,27 @@ class ThreadPool {
   int n_threads_;
 };
 
-// Default thread count: the physical cores, at most 4 (a Pi has 4; more rarely helps a
-// memory-bound decode and starves the daemon's own threads), and no more than the CPUs this
-// process may use (affinity mask, cgroup CPU quota; see sys/cpu_budget.h).
+// The default thread count and why, from the physical cores and the CPUs this process may use
+// (affinity mask, cgroup CPU quota; see sys/cpu_budget.h): n = min(physical, usable), then
+//   n > 4: 4. Decode streams the weights from DRAM once per token: on a Pi 5 (LPDDR4X, 17 GB/s
+//     in theory) one Cortex-A76 running the repacked Q4_0 GEMV already asks for ~16 GB/s
+//     (npm run bench:arm-model --bandwidth), so threads beyond a few add nothing to decode.
+//   n == usable >= 3 (a Pi: 4 cores, all usable): n - 1. The pool's threads run flat out during a
+//     step (the decode thread is one of them), and the daemon's event loop (MQTT, HTTP, SQLite,
+//     token delivery) is a thread of the same process: with a thread per CPU, each wake-up of the
+//     loop preempts a pool thread that may hold a chunk every other thread then waits for. The
+//     memory-bound decode loses nothing by leaving that CPU free; prefill (compute-bound) loses up
+//     to 1/n, which is what engine.threads is for (docs/raspberry-pi.md, "Threads").
+//   otherwise n (1 or 2 usable CPUs, or fewer physical cores than usable CPUs, whose SMT
+//     siblings stay free): leaving one of 2 CPUs would halve a compute-bound pass.
+struct ThreadDefault {
+  int threads;
+  std::string reason;  // one line, for `edgellm doctor`
+};
+ThreadDefault default_threads_for(int physical_cores, int usable_cpus);
+
+// default_threads_for(this machine's physical cores, usable_cpu_count()).threads.
 int default_thread_count();
+ThreadDefault default_threads();
 
 }  // namespace edgellm

@@ -33,6 +33,11 @@ struct MlalDot {
   // x) (|.| <= 4 * 8 * 127 for Q4_0's 8), so each lane ends as sum (n - kOffset) x. The x-side
   // start value is shared by the R rows.
   using Q4Acc = int16x8_t;
+  // The tile subtracts the offset from the codes (Q4_0: 4 SIMD instructions per row, 3 of them
+  // shifts) instead of building each column's start (pairwise add, accumulate, multiply by
+  // -kOffset, one copy per row), on the SIMD pipes the smull/smlal already load. It pays from
+  // one column (llvm-mca cortex-a72, cycles per block: GEMV 6.92 -> 6.80, 4x4 GEMM 5.23 -> 4.76).
+  static constexpr int kOffsetInCodesFromColumns = 1;
   template <int kOffset>
   static int16x8_t q4_start(int8x16_t xl, int8x16_t xh) {
     return vmulq_n_s16(vpadalq_s8(vpaddlq_s8(xl), xh), -kOffset);
