@@ -1,6 +1,8 @@
-// The Q4_0 GEMV / GEMM over weights repacked at load to Q4_0_X4 (quant/repack.h), with sdot by
-// activation lane (ARMv8.2 dotprod: Cortex-A76, Pi 5). Compiled with -march=armv8.2-a+dotprod.
+// The Q4_0 and Q4_K GEMV / GEMM over weights repacked at load to Q4_0_X4 / Q4_K_X4
+// (quant/repack.h), with sdot by activation lane (ARMv8.2 dotprod: Cortex-A76, Pi 5). Compiled
+// with -march=armv8.2-a+dotprod.
 //
+// Q4_0_X4:
 // One 4-row group's block is 4 vectors of 4 rows x 4 weights; a shift and an and turn each into
 // two vectors of signed codes x 16 (no offset term), and 8 sdots by lane of the column's two
 // activation vectors give the 4 rows' block sums in the 4 lanes of one int32 vector: no
@@ -131,6 +133,130 @@ void run_partial_group(const GemmArgs& a, int64_t g, int64_t r0, int64_t r1, con
     for (int64_t r = r0; r < r1; ++r) *common::y_at(a, c, r) = tile[c * 4 + (r - g * 4)];
 }
 
+// tbl indices that widen one sub-block's scales to int32 lanes: for sub-block j of a half,
+// lane i takes byte 4i + j of the half's scale bytes (sm & 0x3F), and index 255 zeros the rest.
+alignas(16) constexpr uint8_t kScaleLanes[4][16] = {
+    {0, 255, 255, 255, 4, 255, 255, 255, 8, 255, 255, 255, 12, 255, 255, 255},
+    {1, 255, 255, 255, 5, 255, 255, 255, 9, 255, 255, 255, 13, 255, 255, 255},
+    {2, 255, 255, 255, 6, 255, 255, 255, 10, 255, 255, 255, 14, 255, 255, 255},
+    {3, 255, 255, 255, 7, 255, 255, 255, 11, 255, 255, 255, 15, 255, 255, 255},
+};
+
+// Q4_K_X4 (quant/repack.h), per super-block of a 4-row group and column, all in lanes = rows:
+//  - per sub-block s, 8 sdots by lane of the 16 nibble vectors' codes (0..15: an and or a shift
+//    each, shared by the tile's columns) with the column's 32 activations, then one multiply by
+//    the 4 rows' scales of s (a tbl widens them from the 4-byte-per-row order of sm);
+//  - the mins term sum_s m_s * bsum_s as 4 sdots: the mins are int8 vectors of 4 rows x 4
+//    sub-blocks (2 shifts and inserts from sm), and Q8_K's bsums, pairwise summed to the 8
+//    sub-blocks of 32 (|.| <= 32 * 127 = 4064), split into a low byte (int8) and a high part
+//    (|.| <= 16): bsum = 256 hi + lo, so sum m * bsum = 256 * sum m * hi + sum m * lo;
+//  - d * isum - dmin * msum in f32 with the 4 rows' d and dmin (one load), times the column's d.
+// |isum| <= 8 * 63 * 32 * 15 * 127 < 2^25 and |msum| < 2^21: int32 is exact. The converts are
+// the fixed-point form (1 fraction bit), a single micro-op where the plain scvtf takes two; the
+// halving they bring is undone once at the end (exact).
+struct Q4KX4 {
+  using Group = block_q4_Kx4;
+
+  template <int C>
+  __attribute__((flatten)) static void tile(const GemmArgs& a, const Group* w, int64_t c, float32x4_t (&acc)[C]) {
+    const int64_t nb = a.k / kQKK;
+    const uint8_t* x0 = static_cast<const uint8_t*>(a.x) + c * a.x_col_bytes;
+    const size_t x_col_bytes = a.x_col_bytes;
+    const uint8x16_t lanes[4] = {vld1q_u8(kScaleLanes[0]), vld1q_u8(kScaleLanes[1]), vld1q_u8(kScaleLanes[2]),
+                                 vld1q_u8(kScaleLanes[3])};
+    const uint8x16_t low4 = vdupq_n_u8(0x0F), low6 = vdupq_n_u8(0x3F);
+    float32x4_t half_sum[C];
+    for (int j = 0; j < C; ++j) half_sum[j] = vdupq_n_f32(0.0f);
+    for (int64_t b = 0; b < nb; ++b) {
+      EDGELLM_MCA_TILE("kx4block-begin", 4, C);
+      const Group& g = w[b];
+      const uint8x16_t s0 = vld1q_u8(g.sm), s1 = vld1q_u8(g.sm + 16), n = vld1q_u8(g.sm + 32);
+      const uint8x16_t sc[2] = {vandq_u8(s0, low6), vandq_u8(s1, low6)};
+      // Mins of sub-blocks 0..3: low nibble of n, bits 4, 5 from the top of s0; 4..7: high nibble, top of s1.
+      const int8x16_t mins0 = vreinterpretq_s8_u8(vsliq_n_u8(n, vshrq_n_u8(s0, 6), 4));
+      const int8x16_t mins1 = vreinterpretq_s8_u8(vsriq_n_u8(vshrq_n_u8(s1, 2), n, 4));
+      const uint8_t* xb = x0 + b * sizeof(block_q8_K);
+      int32x4_t isum[C], msum[C];
+#pragma GCC unroll 4
+      for (int j = 0; j < C; ++j) {
+        const block_q8_K& x = *reinterpret_cast<const block_q8_K*>(xb + j * x_col_bytes);
+        const int16x8_t bs = vpaddq_s16(vld1q_s16(x.bsums), vld1q_s16(x.bsums + 8));
+        // Bytes 0..7: the sums' low bytes; 8..15: (sum + 128) >> 8, the rest.
+        const int8x16_t bb = vrshrn_high_n_s16(vmovn_s16(bs), bs, 8);
+        int32x4_t m = vdotq_laneq_s32(zero_from_memory(), mins0, bb, 2);
+        m = vdotq_laneq_s32(m, mins1, bb, 3);
+        m = vdotq_laneq_s32(vshlq_n_s32(m, 8), mins0, bb, 0);
+        msum[j] = vdotq_laneq_s32(m, mins1, bb, 1);
+      }
+#pragma GCC unroll 8
+      for (int s = 0; s < 8; ++s) {
+        int8x16_t lo[4], hi[4];  // lo[v]: weights 4v..4v+3 of the sub-block's 4 rows, hi[v]: 16 + 4v..
+        for (int v = 0; v < 4; ++v) {
+          const uint8x16_t q = vld1q_u8(g.qs + 64 * s + 16 * v);
+          lo[v] = vreinterpretq_s8_u8(vandq_u8(q, low4));
+          hi[v] = vreinterpretq_s8_u8(vshrq_n_u8(q, 4));
+        }
+        const int32x4_t scale = vreinterpretq_s32_u8(vqtbl1q_u8(sc[s / 4], lanes[s % 4]));
+#pragma GCC unroll 4
+        for (int j = 0; j < C; ++j) {
+          const int8_t* xq = reinterpret_cast<const block_q8_K*>(xb + j * x_col_bytes)->qs + 32 * s;
+          const int8x16_t xl = vld1q_s8(xq), xh = vld1q_s8(xq + 16);
+          int32x4_t d = vdotq_laneq_s32(zero_from_memory(), lo[0], xl, 0);
+          d = vdotq_laneq_s32(d, lo[1], xl, 1);
+          d = vdotq_laneq_s32(d, lo[2], xl, 2);
+          d = vdotq_laneq_s32(d, lo[3], xl, 3);
+          d = vdotq_laneq_s32(d, hi[0], xh, 0);
+          d = vdotq_laneq_s32(d, hi[1], xh, 1);
+          d = vdotq_laneq_s32(d, hi[2], xh, 2);
+          d = vdotq_laneq_s32(d, hi[3], xh, 3);
+          isum[j] = s == 0 ? vmulq_s32(d, scale) : vmlaq_s32(isum[j], d, scale);
+        }
+      }
+      // d[0..3] then dmin[0..3]: one 16-byte load.
+      const float16x8_t dd = vreinterpretq_f16_u16(vld1q_u16(reinterpret_cast<const uint16_t*>(&g)));
+      const float32x4_t dw = vcvt_f32_f16(vget_low_f16(dd)), dmw = vcvt_high_f32_f16(dd);
+#pragma GCC unroll 4
+      for (int j = 0; j < C; ++j) {
+        float32x4_t t = vmulq_f32(dw, vcvtq_n_f32_s32(isum[j], 1));
+        t = vfmsq_f32(t, dmw, vcvtq_n_f32_s32(msum[j], 1));
+        half_sum[j] = vfmaq_n_f32(half_sum[j], t, reinterpret_cast<const block_q8_K*>(xb + j * x_col_bytes)->d);
+      }
+      EDGELLM_MCA_TILE("kx4block-end", 4, C);
+    }
+    for (int j = 0; j < C; ++j) acc[j] = vaddq_f32(half_sum[j], half_sum[j]);
+  }
+};
+
+
+// Group g x columns c..c+C-1 of Q4_K_X4 weights, stored to y rows 4g.. (y_col_stride >= 4). Not
+// inlined: one copy of each tile serves whole and partial groups.
+template <int C>
+__attribute__((noinline)) void run_k_group(const GemmArgs& a, int64_t g, int64_t c, float* y, int64_t y_stride) {
+  float32x4_t acc[C];
+  Q4KX4::tile<C>(a, reinterpret_cast<const block_q4_Kx4*>(a.w + g * 4 * a.w_row_bytes), c, acc);
+  for (int j = 0; j < C; ++j) vst1q_f32(y + (c + j) * y_stride, acc[j]);
+}
+
+// Every column of Q4_K_X4 group g: 4-column tiles (registers hold no wider one), then 1..3.
+void run_k_columns(const GemmArgs& a, int64_t g, float* y, int64_t y_stride) {
+  int64_t c = 0;
+  for (; c + 4 <= a.ncols; c += 4) run_k_group<4>(a, g, c, y, y_stride);
+  switch (a.ncols - c) {
+    case 1: run_k_group<1>(a, g, c, y, y_stride); break;
+    case 2: run_k_group<2>(a, g, c, y, y_stride); break;
+    case 3: run_k_group<3>(a, g, c, y, y_stride); break;
+    default: break;
+  }
+}
+
+// Rows [r0, r1) of Q4_K_X4 group g only, as run_partial_group does for Q4_0_X4.
+void run_k_partial_group(const GemmArgs& a, int64_t g, int64_t r0, int64_t r1) {
+  float tile[kMaxGemmCols * 4];
+  run_k_columns(a, g, tile, 4);
+  for (int64_t c = 0; c < a.ncols; ++c)
+    for (int64_t r = r0; r < r1; ++r) *common::y_at(a, c, r) = tile[c * 4 + (r - g * 4)];
+}
+
 }  // namespace
 
 void gemm_q4_0_x4(const GemmArgs& a, int64_t r0, int64_t r1) {
@@ -144,6 +270,19 @@ void gemm_q4_0_x4(const GemmArgs& a, int64_t r0, int64_t r1) {
   if (r0 < g0 * 4) run_partial_group(a, r0 / 4, r0, g0 * 4, dx);
   for (int64_t g = g0; g < g1; ++g) run_columns(a, g, dx, common::y_at(a, 0, g * 4), a.y_col_stride);
   if (g1 * 4 < r1) run_partial_group(a, g1, g1 * 4, r1, dx);
+}
+
+
+void gemm_q4_k_x4(const GemmArgs& a, int64_t r0, int64_t r1) {
+  if (r0 >= r1 || a.ncols <= 0) return;
+  const int64_t g0 = (r0 + 3) / 4, g1 = r1 / 4;  // the whole groups in [r0, r1): [g0, g1)
+  if (g0 > g1) {
+    run_k_partial_group(a, r0 / 4, r0, r1);
+    return;
+  }
+  if (r0 < g0 * 4) run_k_partial_group(a, r0 / 4, r0, g0 * 4);
+  for (int64_t g = g0; g < g1; ++g) run_k_columns(a, g, common::y_at(a, 0, g * 4), a.y_col_stride);
+  if (g1 * 4 < r1) run_k_partial_group(a, g1, g1 * 4, r1);
 }
 
 }  // namespace edgellm::neon_dotprod
