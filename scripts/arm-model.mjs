@@ -63,6 +63,9 @@ const KERNELS = [
   // Q4_K repacked at load (Q4_K_X4, dotprod table only): 4-row groups, up to 4-column tiles.
   { kernel: 'gemv', type: 'q4_k_x4', source: 'gemm_repacked', fn: ['Q4KX4', 'run_k_group'], what: 'kx4block', rows: 4, cols: 1, weights: 256, columns: 1, only: 'neon-dotprod' },
   { kernel: 'gemm', type: 'q4_k_x4', source: 'gemm_repacked', fn: ['Q4KX4', 'run_k_group'], what: 'kx4block', rows: 4, cols: 4, weights: 256, columns: 4, only: 'neon-dotprod' },
+  // Q6_K repacked at load (Q6_K_X4, dotprod table only), the same tiles.
+  { kernel: 'gemv', type: 'q6_k_x4', source: 'gemm_repacked', fn: ['Q6KX4', 'run_k_group'], what: 'q6x4block', rows: 4, cols: 1, weights: 256, columns: 1, only: 'neon-dotprod' },
+  { kernel: 'gemm', type: 'q6_k_x4', source: 'gemm_repacked', fn: ['Q6KX4', 'run_k_group'], what: 'q6x4block', rows: 4, cols: 4, weights: 256, columns: 4, only: 'neon-dotprod' },
   { kernel: 'gemv', type: 'q4_k', source: 'gemm_k', fn: ['gemm_q4_k', 'Q4KFormat'], what: 'superblock', rows: 4, cols: 1, weights: 256, columns: 1, bytes: 144 },
   { kernel: 'gemv', type: 'q6_k', source: 'gemm_k', fn: ['gemm_q6_k', 'Q6KFormat'], what: 'superblock', rows: 4, cols: 1, weights: 256, columns: 1, bytes: 210 },
 ];

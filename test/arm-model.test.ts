@@ -55,13 +55,15 @@ if (missing.length > 0) {
       ['gemm', 'q4_0', 16],
       ['gemv', 'q4_k', 1],
     ] as const;
-    // Q4_0 and Q4_K repacked at load (Q4_0_X4, Q4_K_X4) run only on the dotprod table.
+    // Q4_0, Q4_K and Q6_K repacked at load (Q4_0_X4, Q4_K_X4, Q6_K_X4) run only on the dotprod table.
     const repacked = [
       ['gemv', 'q4_0_x4', 1],
       ['gemm', 'q4_0_x4', 4],
       ['gemm', 'q4_0_x4', 16],
       ['gemv', 'q4_k_x4', 1],
       ['gemm', 'q4_k_x4', 4],
+      ['gemv', 'q6_k_x4', 1],
+      ['gemm', 'q6_k_x4', 4],
     ] as const;
     for (const cpu of ['neoverse-n1', 'cortex-a72']) {
       for (const [kernel, type, columns] of cpu === 'neoverse-n1' ? [...want, ...repacked] : want) {

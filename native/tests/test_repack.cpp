@@ -45,8 +45,8 @@ struct Problem {
   size_t x_col_bytes() const { return dtype_row_bytes(dtype_activation(type), k); }
 };
 
-// High / Low: every code at its largest / smallest (and Q4_K's scales and mins at 63), against
-// activations of +1 / -1 (codes of +-127).
+// High / Low: every code at its largest / smallest (Q4_K's scales and mins at 63, Q6_K's scales
+// at -128), against activations of +1 / -1 (codes of +-127).
 Problem make_problem(int64_t rows, int64_t k, int64_t ncols, Codes codes = Codes::Random, DType type = DType::Q4_0) {
   Problem p{type, rows, k, ncols, {}, {}, {}, {}};
   const size_t row_bytes = p.w_row_bytes(), block = dtype_block_bytes(type);
@@ -56,11 +56,17 @@ Problem make_problem(int64_t rows, int64_t k, int64_t ncols, Codes codes = Codes
     uint8_t* row = p.w.data() + r * row_bytes;
     test::random_row(type, row, k);
     if (codes == Codes::Random) continue;
+    const uint8_t code_byte = codes == Codes::High ? 0xFF : 0x00;
     for (size_t b = 0; b < row_bytes / block; ++b) {
       uint8_t* blk = row + b * block;
+      if (type == DType::Q6_K) {
+        std::memset(blk, code_byte, offsetof(block_q6_K, scales));  // ql, qh
+        std::memset(blk + offsetof(block_q6_K, scales), 0x80, sizeof(block_q6_K::scales));
+        continue;
+      }
       if (q4_k) std::memset(blk + offsetof(block_q4_K, scales), 0xFF, kKScaleSize);
       const size_t qs = q4_k ? offsetof(block_q4_K, qs) : offsetof(block_q4_0, qs);
-      std::memset(blk + qs, codes == Codes::High ? 0xFF : 0x00, block - qs);
+      std::memset(blk + qs, code_byte, block - qs);
     }
   }
   p.packed.resize(p.w.size());
@@ -194,25 +200,38 @@ TEST(repack, matmul_runs_q4_0_x4_with_tail_rows_like_q4_0) {
   }
 }
 
-TEST(repack, q4_k_x4_round_trips_in_place_and_keeps_the_tail_rows) {
-  for (int64_t rows : {1, 3, 4, 5, 8, 11}) {
-    for (int64_t k : {256, 768}) {
-      const Problem p = make_problem(rows, k, 1, Codes::Random, DType::Q4_K);
-      const int64_t nb = k / kQKK;
-      const size_t row_bytes = p.w_row_bytes();
-      std::vector<uint8_t> in_place = p.w;
-      repack_q4_k_x4(in_place.data(), rows, k, in_place.data());
-      CHECK_MSG(in_place == p.packed, "in-place repack differs, rows=" + std::to_string(rows) + " k=" + std::to_string(k));
-      std::vector<block_q4_K> back((size_t)(4 * nb));
-      for (int64_t g = 0; g < rows / 4; ++g) {
-        unpack_q4_k_x4_group(reinterpret_cast<const block_q4_Kx4*>(p.packed.data() + g * 4 * row_bytes), nb, back.data());
-        CHECK_MSG(std::memcmp(back.data(), p.w.data() + g * 4 * row_bytes, 4 * row_bytes) == 0,
-                  "group " + std::to_string(g) + " does not unpack to its rows");
+// Q4_K and Q6_K: the super-block layouts.
+constexpr DType kSuperBlockTypes[] = {DType::Q4_K, DType::Q6_K};
+
+// Group g of p.packed back to its 4 rows' bytes.
+std::vector<uint8_t> unpacked_group(const Problem& p, int64_t g) {
+  const int64_t nb = p.k / kQKK;
+  const uint8_t* group = p.packed.data() + g * 4 * p.w_row_bytes();
+  std::vector<uint8_t> out(4 * p.w_row_bytes());
+  if (p.type == DType::Q4_K)
+    unpack_q4_k_x4_group(reinterpret_cast<const block_q4_Kx4*>(group), nb, reinterpret_cast<block_q4_K*>(out.data()));
+  else
+    unpack_q6_k_x4_group(reinterpret_cast<const block_q6_Kx4*>(group), nb, reinterpret_cast<block_q6_K*>(out.data()));
+  return out;
+}
+
+TEST(repack, k_quant_x4_layouts_round_trip_in_place_and_keep_the_tail_rows) {
+  for (DType type : kSuperBlockTypes) {
+    for (int64_t rows : {1, 3, 4, 5, 8, 11})
+      for (int64_t k : {256, 768}) {
+        const Problem p = make_problem(rows, k, 1, Codes::Random, type);
+        const size_t row_bytes = p.w_row_bytes();
+        std::vector<uint8_t> in_place = p.w;
+        repack_rows(type, in_place.data(), rows, k, in_place.data());
+        CHECK_MSG(in_place == p.packed, std::string(dtype_name(type)) + " in-place repack differs, rows=" +
+                                            std::to_string(rows) + " k=" + std::to_string(k));
+        for (int64_t g = 0; g < rows / 4; ++g)
+          CHECK_MSG(std::memcmp(unpacked_group(p, g).data(), p.w.data() + g * 4 * row_bytes, 4 * row_bytes) == 0,
+                    std::string(dtype_name(type)) + " group " + std::to_string(g) + " does not unpack to its rows");
+        const size_t tail = (size_t)x4_group_rows(rows) * row_bytes;
+        CHECK_MSG(std::memcmp(p.packed.data() + tail, p.w.data() + tail, p.w.size() - tail) == 0, "tail rows changed");
+        if (rows >= 4) CHECK_MSG(std::memcmp(p.packed.data(), p.w.data(), 4 * row_bytes) != 0, "the first group was not repacked");
       }
-      const size_t tail = (size_t)x4_group_rows(rows) * row_bytes;
-      CHECK_MSG(std::memcmp(p.packed.data() + tail, p.w.data() + tail, p.w.size() - tail) == 0, "tail rows changed");
-      if (rows >= 4) CHECK_MSG(std::memcmp(p.packed.data(), p.w.data(), 4 * row_bytes) != 0, "the first group was not repacked");
-    }
   }
 }
 
@@ -258,29 +277,32 @@ TEST(repack, q4_k_x4_puts_scales_mins_and_codes_where_the_kernels_read_them) {
   }
 }
 
-TEST(repack, q4_k_x4_gemms_match_the_q4_k_reference) {
-  for (const KernelTable* kt : repacking_tables()) {
-    // k = 256 n with n odd and even; sub-ranges that start and end inside groups (the tail rows
-    // past the last group are matmul()'s, below).
-    for (int64_t k : {256, 512, 768, 1280})
-      for (int64_t ncols : {1, 2, 3, 4, 5, 7, 8, 9, 17, 64}) {
-        if (k > 512 && ncols > 9 && ncols != 64) continue;
-        const Problem p = make_problem(12, k, ncols, Codes::Random, DType::Q4_K);
-        for (const auto& range : std::vector<std::pair<int64_t, int64_t>>{{0, 12}, {1, 12}, {0, 11}, {2, 3}, {5, 11}, {3, 9}, {4, 8}, {6, 7}})
-          check_range(*kt, p, range.first, range.second);
-      }
-    // Codes, scales and mins at both ends against activations of +-127 (the int32 sums stay exact).
-    for (Codes codes : {Codes::High, Codes::Low})
-      for (int64_t ncols : {1, 4, 5}) check_range(*kt, make_problem(8, 4096, ncols, codes, DType::Q4_K), 0, 8);
+TEST(repack, k_quant_x4_gemms_match_the_reference_over_the_rows) {
+  for (DType type : kSuperBlockTypes) {
+    for (const KernelTable* kt : repacking_tables()) {
+      // k = 256 n with n odd and even; sub-ranges that start and end inside groups (the tail rows
+      // past the last group are matmul()'s, below).
+      for (int64_t k : {256, 512, 768, 1280})
+        for (int64_t ncols : {1, 2, 3, 4, 5, 7, 8, 9, 17, 64}) {
+          if (k > 512 && ncols > 9 && ncols != 64) continue;
+          const Problem p = make_problem(12, k, ncols, Codes::Random, type);
+          for (const auto& range : std::vector<std::pair<int64_t, int64_t>>{{0, 12}, {1, 12}, {0, 11}, {2, 3}, {5, 11}, {3, 9}, {4, 8}, {6, 7}})
+            check_range(*kt, p, range.first, range.second);
+        }
+      // Codes, scales and mins at both ends against activations of +-127 (the int32 sums stay exact).
+      for (Codes codes : {Codes::High, Codes::Low})
+        for (int64_t ncols : {1, 4, 5}) check_range(*kt, make_problem(8, 4096, ncols, codes, type), 0, 8);
+    }
   }
 }
 
-TEST(repack, matmul_runs_q4_k_x4_with_tail_rows_like_q4_k) {
+TEST(repack, matmul_runs_k_quant_x4_with_tail_rows_like_the_rows) {
   for (int threads : {1, 2}) {
     ThreadPool pool(threads);
-    for (const KernelTable* kt : repacking_tables())
-      for (int64_t rows : {1, 3, 4, 5, 7, 13, 30, 66})
-        for (int64_t ncols : {1, 3, 6}) check_matmul(pool, *kt, make_problem(rows, 768, ncols, Codes::Random, DType::Q4_K), threads);
+    for (DType type : kSuperBlockTypes)
+      for (const KernelTable* kt : repacking_tables())
+        for (int64_t rows : {1, 3, 4, 5, 7, 13, 30, 66})
+          for (int64_t ncols : {1, 3, 6}) check_matmul(pool, *kt, make_problem(rows, 768, ncols, Codes::Random, type), threads);
   }
 }
 
@@ -385,16 +407,19 @@ TEST(repack, a_model_repacks_its_q4_0_matrices_and_keeps_its_logits) {
   }
 }
 
-// The same for a Q4_K model (k = n_embd = 256 per super-block; the classifier's 98 rows end with
-// 2 plain Q4_K rows): every matrix matmul() reads is repacked, the logits stay.
-TEST(repack, a_model_repacks_its_q4_k_matrices_and_keeps_its_logits) {
+// The same for a Q4_K_M-like model (Q6_K for ffn_down and the classifier, Q4_K elsewhere; k =
+// n_embd = 256 per super-block; the classifier's 98 rows end with 2 plain Q6_K rows): every
+// matrix matmul() reads is repacked, the logits stay.
+TEST(repack, a_model_repacks_its_q4_k_and_q6_k_matrices_and_keeps_its_logits) {
   TinyLlamaSpec s;
   s.n_vocab = 98;
   s.n_embd = 256;
   s.n_ff = 512;
   s.n_head = 4;
   s.n_head_kv = 2;
-  s.random_blocks_of = [](const std::string&) { return DType::Q4_K; };
+  s.random_blocks_of = [](const std::string& name) {
+    return name.find("ffn_down") != std::string::npos || name == "output.weight" ? DType::Q6_K : DType::Q4_K;
+  };
   const std::vector<uint8_t> bytes = tiny_llama(s).bytes();
   const std::vector<int32_t> prompt = {5, 17, 42, 3, 77};
   std::unique_ptr<Model> plain, packed;
@@ -409,7 +434,8 @@ TEST(repack, a_model_repacks_its_q4_k_matrices_and_keeps_its_logits) {
   CHECK(plain->weights().layers[0].wq.type == DType::Q4_K);
   CHECK(packed->weights().layers[0].wq.type == DType::Q4_K_X4);
   CHECK(packed->weights().layers[1].ffn_gate.type == DType::Q4_K_X4);
-  CHECK(packed->weights().output.type == DType::Q4_K_X4);
+  CHECK(packed->weights().layers[1].ffn_down.type == DType::Q6_K_X4);
+  CHECK(packed->weights().output.type == DType::Q6_K_X4);
   CHECK(packed->weights().token_embd.type == DType::Q4_K);  // read by row: never repacked
   const std::vector<float> want = logits_of(*plain, kReferenceKernels, prompt);
   for (const KernelTable* kt : repacking_tables()) {

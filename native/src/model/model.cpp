@@ -200,10 +200,10 @@ void bind_encoder(const Binder& b, const GgufFile& f, const ModelConfig& c, Mode
   }
 }
 
-// EDGELLM_REPACK: "0" keeps every matrix as the file stores it; "force" repacks Q4_0 and Q4_K
+// EDGELLM_REPACK: "0" keeps every matrix as the file stores it; "force" repacks Q4_0, Q4_K and Q6_K
 // whatever the table (tests and memory measurements on hosts without the dotprod table);
 // otherwise they are repacked when this process runs the neon-dotprod table, whose sdot kernels
-// want Q4_0_X4 and Q4_K_X4.
+// want Q4_0_X4, Q4_K_X4 and Q6_K_X4.
 bool repack_enabled() {
   const char* e = std::getenv("EDGELLM_REPACK");
   if (e && std::strcmp(e, "0") == 0) return false;
@@ -211,7 +211,7 @@ bool repack_enabled() {
   return kernels().isa == Isa::NeonDotprod;
 }
 
-// Repacks `count` consecutive Q4_0 or Q4_K matrices of m's shape in place (Q4_0_X4, Q4_K_X4;
+// Repacks `count` consecutive Q4_0, Q4_K or Q6_K matrices of m's shape in place (*_X4;
 // quant/repack.h). The file mapping
 // is private: the writes go to private copies of its pages, which replace the file's pages in
 // this process (RSS stays one copy of the weights; the file is never written), and the range

@@ -33,6 +33,7 @@ const char* dtype_name(DType t) {
     case DType::IQ4_XS: return "IQ4_XS";
     case DType::Q4_0_X4: return "Q4_0_X4";
     case DType::Q4_K_X4: return "Q4_K_X4";
+    case DType::Q6_K_X4: return "Q6_K_X4";
   }
   return "unknown";
 }

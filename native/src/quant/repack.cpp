@@ -84,6 +84,58 @@ void unpack_block(const block_q4_Kx4& in, int i, block_q4_K& o) {
   set_scales_mins_k4(sc, m, o.scales);
 }
 
+// Weight w (0..255) of a Q6_K super-block's 6-bit code (0..63): per 128 weights (half h), weight
+// 32 g + l has its low 4 bits in ql[64 h + l + 32 (g % 2)] (low nibble for g < 2) and its high 2
+// in qh[32 h + l] >> 2 g.
+uint8_t q6_k_code(const block_q6_K& b, int w) {
+  const int h = w / 128, g = (w % 128) / 32, l = w % 32;
+  const uint8_t ql = b.ql[64 * h + l + 32 * (g % 2)];
+  return (uint8_t)((g < 2 ? ql & 0x0F : ql >> 4) | ((b.qh[32 * h + l] >> (2 * g)) & 3) << 4);
+}
+void set_q6_k_code(block_q6_K& b, int w, uint8_t q) {
+  const int h = w / 128, g = (w % 128) / 32, l = w % 32;
+  uint8_t& ql = b.ql[64 * h + l + 32 * (g % 2)];
+  ql = g < 2 ? (uint8_t)((ql & 0xF0) | (q & 0x0F)) : (uint8_t)((ql & 0x0F) | (q & 0x0F) << 4);
+  uint8_t& qh = b.qh[32 * h + l];
+  qh = (uint8_t)((qh & ~(3 << (2 * g))) | (q >> 4) << (2 * g));
+}
+
+// Where Q6_K_X4 keeps the high 2 bits of lane v's weights of a sub-block in its qh byte.
+constexpr int kQ6QhShift[4] = {0, 4, 2, 6};
+
+void pack_block(const block_q6_K* const (&rows)[4], int64_t b, block_q6_Kx4& out) {
+  for (int i = 0; i < 4; ++i) {
+    const block_q6_K& in = rows[i][b];
+    out.d[i] = in.d;
+    for (int s = 0; s < 16; ++s) {
+      out.sc[16 * (s / 4) + 4 * i + s % 4] = in.scales[s];
+      for (int t = 0; t < 4; ++t) {
+        uint8_t qh = 0;
+        for (int v = 0; v < 4; ++v) qh = (uint8_t)(qh | (q6_k_code(in, 16 * s + 4 * v + t) >> 4) << kQ6QhShift[v]);
+        out.qh[16 * s + 4 * i + t] = qh;
+        for (int u = 0; u < 2; ++u)
+          out.ql[32 * s + 16 * u + 4 * i + t] =
+              (uint8_t)((q6_k_code(in, 16 * s + 8 * u + t) & 0x0F) | (q6_k_code(in, 16 * s + 8 * u + 4 + t) & 0x0F) << 4);
+      }
+    }
+  }
+}
+
+void unpack_block(const block_q6_Kx4& in, int i, block_q6_K& o) {
+  o.d = in.d[i];
+  for (int s = 0; s < 16; ++s) {
+    o.scales[s] = in.sc[16 * (s / 4) + 4 * i + s % 4];
+    for (int t = 0; t < 4; ++t) {
+      const uint8_t qh = in.qh[16 * s + 4 * i + t];
+      for (int v = 0; v < 4; ++v) {
+        const uint8_t ql = in.ql[32 * s + 16 * (v / 2) + 4 * i + t];
+        const uint8_t low = v % 2 == 0 ? ql & 0x0F : ql >> 4;
+        set_q6_k_code(o, 16 * s + 4 * v + t, (uint8_t)(low | ((qh >> kQ6QhShift[v]) & 3) << 4));
+      }
+    }
+  }
+}
+
 // rows x k of Row blocks (BlockElems weights each) -> groups of Group blocks, in place or not.
 template <class Row, class Group, int64_t BlockElems>
 void repack_groups(const void* src, int64_t rows, int64_t k, void* dst) {
@@ -130,6 +182,7 @@ DType repacked_type(DType t) {
   switch (t) {
     case DType::Q4_0: return DType::Q4_0_X4;
     case DType::Q4_K: return DType::Q4_K_X4;
+    case DType::Q6_K: return DType::Q6_K_X4;
     default: return t;
   }
 }
@@ -138,6 +191,7 @@ DType plain_type(DType t) {
   switch (t) {
     case DType::Q4_0_X4: return DType::Q4_0;
     case DType::Q4_K_X4: return DType::Q4_K;
+    case DType::Q6_K_X4: return DType::Q6_K;
     default: return t;
   }
 }
@@ -158,9 +212,18 @@ void gemm_q4_k_x4_via_rows(GemmFn gemm_q4_k, const GemmArgs& a, int64_t r0, int6
   gemm_via_rows<block_q4_K, block_q4_Kx4, kQKK>(gemm_q4_k, a, r0, r1);
 }
 
+void repack_q6_k_x4(const void* src, int64_t rows, int64_t k, void* dst) {
+  repack_groups<block_q6_K, block_q6_Kx4, kQKK>(src, rows, k, dst);
+}
+void unpack_q6_k_x4_group(const block_q6_Kx4* group, int64_t nb, block_q6_K* out) { unpack_group(group, nb, out); }
+void gemm_q6_k_x4_via_rows(GemmFn gemm_q6_k, const GemmArgs& a, int64_t r0, int64_t r1) {
+  gemm_via_rows<block_q6_K, block_q6_Kx4, kQKK>(gemm_q6_k, a, r0, r1);
+}
+
 void repack_rows(DType t, const void* src, int64_t rows, int64_t k, void* dst) {
   if (t == DType::Q4_0) repack_q4_0_x4(src, rows, k, dst);
   if (t == DType::Q4_K) repack_q4_k_x4(src, rows, k, dst);
+  if (t == DType::Q6_K) repack_q6_k_x4(src, rows, k, dst);
 }
 
 }  // namespace edgellm

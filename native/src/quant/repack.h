@@ -32,6 +32,17 @@
 //     second 16 activations.
 // The 16 six-bit values of a row take the 12 bytes they take in Q4_K, so a group keeps the size
 // of its 4 rows too (4 x 144 bytes); rows % 4 tail rows stay plain Q4_K.
+//
+// Q6_K_X4: Q6_K rows interleaved the same way (16 sub-blocks of 16 weights, int8 scales, codes
+// 0..63 meaning q - 32). Block b of a group (4 x 210 bytes):
+//   d[i]: row i's f16 scale;
+//   sc[16 h + 4 i + j] (h, j < 4): the scale of row i's sub-block 4 h + j (int8 vectors of 4 rows
+//     x 4 sub-blocks, as the min term's sdots and the scale widening read them);
+//   ql[32 s + 16 u + 4 i + t] (s < 16, u < 2, t < 4): the low 4 bits of row i's weights
+//     16 s + 8 u + t (low nibble) and 16 s + 8 u + 4 + t (high nibble);
+//   qh[16 s + 4 i + t]: their high 2 bits: bits 0, 1 for weight 16 s + t, 4, 5 for 16 s + 4 + t,
+//     2, 3 for 16 s + 8 + t, 6, 7 for 16 s + 12 + t: placed so that an and plus one insert (sli
+//     / sri) per code vector joins the two parts.
 #pragma once
 #include <cstdint>
 
@@ -54,11 +65,19 @@ struct block_q4_Kx4 {
 };
 static_assert(sizeof(block_q4_Kx4) == 4 * sizeof(block_q4_K), "a repacked group keeps the size of its 4 rows");
 
-// Rows of a matrix that form whole 4-row groups (Q4_0_X4, Q4_K_X4).
+struct block_q6_Kx4 {
+  uint16_t d[4];    // f16 super-block scales of rows 0..3
+  int8_t sc[64];    // sub-block scales, see above
+  uint8_t ql[512];  // see above
+  uint8_t qh[256];  // see above
+};
+static_assert(sizeof(block_q6_Kx4) == 4 * sizeof(block_q6_K), "a repacked group keeps the size of its 4 rows");
+
+// Rows of a matrix that form whole 4-row groups (every repacked type).
 inline int64_t x4_group_rows(int64_t rows) { return rows / 4 * 4; }
 
 // The type a matrix of type t becomes when a table's GEMMs want it repacked (Q4_0 -> Q4_0_X4,
-// Q4_K -> Q4_K_X4), or t itself; and back (the plain type of the rows % 4 tail rows).
+// Q4_K -> Q4_K_X4, Q6_K -> Q6_K_X4), or t itself; and back (the plain type of the rows % 4 tail rows).
 DType repacked_type(DType t);
 DType plain_type(DType t);
 
@@ -80,7 +99,12 @@ void repack_q4_k_x4(const void* src, int64_t rows, int64_t k, void* dst);
 void unpack_q4_k_x4_group(const block_q4_Kx4* group, int64_t nb, block_q4_K* out);
 void gemm_q4_k_x4_via_rows(GemmFn gemm_q4_k, const GemmArgs& a, int64_t r0, int64_t r1);
 
-// rows x k of type t (Q4_0 or Q4_K) -> repacked_type(t), as above.
+// And for Q6_K -> Q6_K_X4.
+void repack_q6_k_x4(const void* src, int64_t rows, int64_t k, void* dst);
+void unpack_q6_k_x4_group(const block_q6_Kx4* group, int64_t nb, block_q6_K* out);
+void gemm_q6_k_x4_via_rows(GemmFn gemm_q6_k, const GemmArgs& a, int64_t r0, int64_t r1);
+
+// rows x k of type t (Q4_0, Q4_K or Q6_K) -> repacked_type(t), as above.
 void repack_rows(DType t, const void* src, int64_t rows, int64_t k, void* dst);
 
 }  // namespace edgellm

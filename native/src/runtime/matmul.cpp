@@ -95,7 +95,7 @@ void quantize_blocks(const QuantizeTask& t, int64_t b, int64_t e) {
 struct GemmTask {
   GemmFn gemm;
   GemmArgs base;  // all columns; ncols may exceed kMaxGemmCols
-  // Repacked weights (Q4_0_X4, Q4_K_X4): rows from tail_row on are plain rows of tail_gemm's type.
+  // Repacked weights (Q4_0_X4, Q4_K_X4, Q6_K_X4): rows from tail_row on are plain rows of tail_gemm's type.
   int64_t tail_row = INT64_MAX;
   GemmFn tail_gemm = nullptr;
 };

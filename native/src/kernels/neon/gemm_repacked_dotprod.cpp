@@ -1,4 +1,4 @@
-// The Q4_0 and Q4_K GEMV / GEMM over weights repacked at load to Q4_0_X4 / Q4_K_X4
+// The Q4_0, Q4_K and Q6_K GEMV / GEMM over weights repacked at load to Q4_0_X4 / Q4_K_X4 / Q6_K_X4
 // (quant/repack.h), with sdot by activation lane (ARMv8.2 dotprod: Cortex-A76, Pi 5). Compiled
 // with -march=armv8.2-a+dotprod.
 //
@@ -228,33 +228,133 @@ struct Q4KX4 {
 };
 
 
-// Group g x columns c..c+C-1 of Q4_K_X4 weights, stored to y rows 4g.. (y_col_stride >= 4). Not
-// inlined: one copy of each tile serves whole and partial groups.
-template <int C>
+// Selects byte j of each row's 4 bytes by sdot with lane j: 1 there, 0 elsewhere; an sdot of
+// int8 values with it sign-extends them into int32 lanes.
+alignas(16) constexpr int8_t kPickByte[16] = {1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1};
+
+// Q6_K_X4 (quant/repack.h), per super-block of a 4-row group and column, lanes = rows:
+//  - per sub-block s of 16 weights, the 4 code vectors from 2 ql vectors and 1 qh vector (an and
+//    or a shift and one insert each, shared by the columns), 4 sdots by lane with the column's 16
+//    activations, then one multiply by the 4 rows' scales of s (sign-extended by an sdot with
+//    kPickByte);
+//  - the codes stay 0..63: the -32 is the term -32 * sum_s sc_s * bsum_s, 8 sdots per column of
+//    the scale vectors with Q8_K's bsums split into low bytes and high parts (|bsum| <= 2032), as
+//    Q4_K_X4's mins;
+//  - d * isum in f32, times the column's d.
+// |isum| <= 16 * 128 * 32 * 127 * 16 (< 2^28) and the partial sums stay below 2^29: int32 is exact.
+struct Q6KX4 {
+  using Group = block_q6_Kx4;
+
+  template <int C>
+  __attribute__((flatten)) static void tile(const GemmArgs& a, const Group* w, int64_t c, float32x4_t (&acc)[C]) {
+    const int64_t nb = a.k / kQKK;
+    const uint8_t* x0 = static_cast<const uint8_t*>(a.x) + c * a.x_col_bytes;
+    const size_t x_col_bytes = a.x_col_bytes;
+    const int8x16_t pick = vld1q_s8(kPickByte);
+    const uint8x16_t m03 = vdupq_n_u8(0x03), m30 = vdupq_n_u8(0x30);
+    float32x4_t half_sum[C];
+    for (int j = 0; j < C; ++j) half_sum[j] = vdupq_n_f32(0.0f);
+    for (int64_t b = 0; b < nb; ++b) {
+      EDGELLM_MCA_TILE("q6x4block-begin", 4, C);
+      const Group& g = w[b];
+      const int8x16_t sc[4] = {vld1q_s8(g.sc), vld1q_s8(g.sc + 16), vld1q_s8(g.sc + 32), vld1q_s8(g.sc + 48)};
+      const uint8_t* xb = x0 + b * sizeof(block_q8_K);
+      int32x4_t isum[C];
+#pragma GCC unroll 4
+      for (int j = 0; j < C; ++j) {
+        const block_q8_K& x = *reinterpret_cast<const block_q8_K*>(xb + j * x_col_bytes);
+        const int16x8_t b0 = vld1q_s16(x.bsums), b1 = vld1q_s16(x.bsums + 8);
+        const int8x16_t lo = vmovn_high_s16(vmovn_s16(b0), b1);  // the sums' low bytes
+        const int8x16_t hi = vrshrn_high_n_s16(vrshrn_n_s16(b0, 8), b1, 8);  // (sum + 128) >> 8
+        int32x4_t m = vdotq_laneq_s32(zero_from_memory(), sc[0], hi, 0);
+        m = vdotq_laneq_s32(m, sc[1], hi, 1);
+        m = vdotq_laneq_s32(m, sc[2], hi, 2);
+        m = vdotq_laneq_s32(m, sc[3], hi, 3);
+        m = vdotq_laneq_s32(vshlq_n_s32(m, 8), sc[0], lo, 0);
+        m = vdotq_laneq_s32(m, sc[1], lo, 1);
+        m = vdotq_laneq_s32(m, sc[2], lo, 2);
+        m = vdotq_laneq_s32(m, sc[3], lo, 3);
+        isum[j] = vmulq_n_s32(m, -32);
+      }
+#pragma GCC unroll 16
+      for (int s = 0; s < 16; ++s) {
+        const uint8x16_t ql0 = vld1q_u8(g.ql + 32 * s), ql1 = vld1q_u8(g.ql + 32 * s + 16), qh = vld1q_u8(g.qh + 16 * s);
+        const uint8x16_t t = vshrq_n_u8(qh, 2);
+        const int8x16_t c0 = vreinterpretq_s8_u8(vsliq_n_u8(ql0, vandq_u8(qh, m03), 4));
+        const int8x16_t c1 = vreinterpretq_s8_u8(vsriq_n_u8(vandq_u8(qh, m30), ql0, 4));
+        const int8x16_t c2 = vreinterpretq_s8_u8(vsliq_n_u8(ql1, vandq_u8(t, m03), 4));
+        const int8x16_t c3 = vreinterpretq_s8_u8(vsriq_n_u8(t, ql1, 4));
+        int32x4_t scale;
+        switch (s % 4) {
+          case 0: scale = vdotq_laneq_s32(zero_from_memory(), sc[s / 4], pick, 0); break;
+          case 1: scale = vdotq_laneq_s32(zero_from_memory(), sc[s / 4], pick, 1); break;
+          case 2: scale = vdotq_laneq_s32(zero_from_memory(), sc[s / 4], pick, 2); break;
+          default: scale = vdotq_laneq_s32(zero_from_memory(), sc[s / 4], pick, 3); break;
+        }
+#pragma GCC unroll 4
+        for (int j = 0; j < C; ++j) {
+          const int8x16_t xv = vld1q_s8(reinterpret_cast<const block_q8_K*>(xb + j * x_col_bytes)->qs + 16 * s);
+          int32x4_t d = vdotq_laneq_s32(zero_from_memory(), c0, xv, 0);
+          d = vdotq_laneq_s32(d, c1, xv, 1);
+          d = vdotq_laneq_s32(d, c2, xv, 2);
+          d = vdotq_laneq_s32(d, c3, xv, 3);
+          isum[j] = vmlaq_s32(isum[j], d, scale);
+        }
+      }
+      const float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(g.d)));
+#pragma GCC unroll 4
+      for (int j = 0; j < C; ++j)
+        half_sum[j] = vfmaq_n_f32(half_sum[j], vmulq_f32(dw, vcvtq_n_f32_s32(isum[j], 1)),
+                                  reinterpret_cast<const block_q8_K*>(xb + j * x_col_bytes)->d);
+      EDGELLM_MCA_TILE("q6x4block-end", 4, C);
+    }
+    for (int j = 0; j < C; ++j) acc[j] = vaddq_f32(half_sum[j], half_sum[j]);
+  }
+};
+
+// Group g x columns c..c+C-1 of K's weights (Q4KX4, Q6KX4), stored to y rows 4g..
+// (y_col_stride >= 4). Not inlined: one copy of each tile serves whole and partial groups.
+template <class K, int C>
 __attribute__((noinline)) void run_k_group(const GemmArgs& a, int64_t g, int64_t c, float* y, int64_t y_stride) {
   float32x4_t acc[C];
-  Q4KX4::tile<C>(a, reinterpret_cast<const block_q4_Kx4*>(a.w + g * 4 * a.w_row_bytes), c, acc);
+  K::template tile<C>(a, reinterpret_cast<const typename K::Group*>(a.w + g * 4 * a.w_row_bytes), c, acc);
   for (int j = 0; j < C; ++j) vst1q_f32(y + (c + j) * y_stride, acc[j]);
 }
 
-// Every column of Q4_K_X4 group g: 4-column tiles (registers hold no wider one), then 1..3.
+// Every column of group g: 4-column tiles (registers hold no wider one), then 1..3.
+template <class K>
 void run_k_columns(const GemmArgs& a, int64_t g, float* y, int64_t y_stride) {
   int64_t c = 0;
-  for (; c + 4 <= a.ncols; c += 4) run_k_group<4>(a, g, c, y, y_stride);
+  for (; c + 4 <= a.ncols; c += 4) run_k_group<K, 4>(a, g, c, y, y_stride);
   switch (a.ncols - c) {
-    case 1: run_k_group<1>(a, g, c, y, y_stride); break;
-    case 2: run_k_group<2>(a, g, c, y, y_stride); break;
-    case 3: run_k_group<3>(a, g, c, y, y_stride); break;
+    case 1: run_k_group<K, 1>(a, g, c, y, y_stride); break;
+    case 2: run_k_group<K, 2>(a, g, c, y, y_stride); break;
+    case 3: run_k_group<K, 3>(a, g, c, y, y_stride); break;
     default: break;
   }
 }
 
-// Rows [r0, r1) of Q4_K_X4 group g only, as run_partial_group does for Q4_0_X4.
+// Rows [r0, r1) of group g only, as run_partial_group does for Q4_0_X4.
+template <class K>
 void run_k_partial_group(const GemmArgs& a, int64_t g, int64_t r0, int64_t r1) {
   float tile[kMaxGemmCols * 4];
-  run_k_columns(a, g, tile, 4);
+  run_k_columns<K>(a, g, tile, 4);
   for (int64_t c = 0; c < a.ncols; ++c)
     for (int64_t r = r0; r < r1; ++r) *common::y_at(a, c, r) = tile[c * 4 + (r - g * 4)];
+}
+
+// Rows [r0, r1) of a super-block layout (KernelTable::gemm_q4_0_x4's contract).
+template <class K>
+void gemm_k_groups(const GemmArgs& a, int64_t r0, int64_t r1) {
+  if (r0 >= r1 || a.ncols <= 0) return;
+  const int64_t g0 = (r0 + 3) / 4, g1 = r1 / 4;  // the whole groups in [r0, r1): [g0, g1)
+  if (g0 > g1) {
+    run_k_partial_group<K>(a, r0 / 4, r0, r1);
+    return;
+  }
+  if (r0 < g0 * 4) run_k_partial_group<K>(a, r0 / 4, r0, g0 * 4);
+  for (int64_t g = g0; g < g1; ++g) run_k_columns<K>(a, g, common::y_at(a, 0, g * 4), a.y_col_stride);
+  if (g1 * 4 < r1) run_k_partial_group<K>(a, g1, g1 * 4, r1);
 }
 
 }  // namespace
@@ -273,16 +373,7 @@ void gemm_q4_0_x4(const GemmArgs& a, int64_t r0, int64_t r1) {
 }
 
 
-void gemm_q4_k_x4(const GemmArgs& a, int64_t r0, int64_t r1) {
-  if (r0 >= r1 || a.ncols <= 0) return;
-  const int64_t g0 = (r0 + 3) / 4, g1 = r1 / 4;  // the whole groups in [r0, r1): [g0, g1)
-  if (g0 > g1) {
-    run_k_partial_group(a, r0 / 4, r0, r1);
-    return;
-  }
-  if (r0 < g0 * 4) run_k_partial_group(a, r0 / 4, r0, g0 * 4);
-  for (int64_t g = g0; g < g1; ++g) run_k_columns(a, g, common::y_at(a, 0, g * 4), a.y_col_stride);
-  if (g1 * 4 < r1) run_k_partial_group(a, g1, g1 * 4, r1);
-}
+void gemm_q4_k_x4(const GemmArgs& a, int64_t r0, int64_t r1) { gemm_k_groups<Q4KX4>(a, r0, r1); }
+void gemm_q6_k_x4(const GemmArgs& a, int64_t r0, int64_t r1) { gemm_k_groups<Q6KX4>(a, r0, r1); }
 
 }  // namespace edgellm::neon_dotprod

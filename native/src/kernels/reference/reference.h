@@ -8,4 +8,5 @@ namespace edgellm::ref {
 void gemm_q4_0_x4(const GemmArgs& a, int64_t r0, int64_t r1);
 // Over Q4_K_X4 weights, the same way.
 void gemm_q4_k_x4(const GemmArgs& a, int64_t r0, int64_t r1);
+void gemm_q6_k_x4(const GemmArgs& a, int64_t r0, int64_t r1);
 }  // namespace edgellm::ref
