@@ -13,6 +13,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gguf_builder.h"
@@ -378,10 +379,10 @@ uint64_t touch(const ModelWeights& w) {
 
 }  // namespace
 
-TEST(repack, a_model_repacks_its_q4_0_matrices_and_keeps_its_logits) {
-  TinyLlamaSpec s;
-  s.n_vocab = 98;  // the classifier ends with 2 plain rows
-  s.random_blocks_of = [](const std::string&) { return DType::Q4_0; };
+// The model of s loaded as stored and repacked ("force"), and the logits of a short prompt: the
+// repacked model's on every table that runs repacked weights must be the stored one's on the
+// reference. Returns the two models for the callers' checks of what was repacked.
+static std::pair<std::unique_ptr<Model>, std::unique_ptr<Model>> check_repacked_logits(const TinyLlamaSpec& s) {
   const std::vector<uint8_t> bytes = tiny_llama(s).bytes();
   const std::vector<int32_t> prompt = {5, 17, 42, 3, 77};
   std::unique_ptr<Model> plain, packed;
@@ -393,11 +394,6 @@ TEST(repack, a_model_repacks_its_q4_0_matrices_and_keeps_its_logits) {
     RepackEnv on("force");
     packed = Model::from_file(GgufFile::from_bytes(bytes, "tiny.gguf"));
   }
-  CHECK(plain->weights().layers[0].wq.type == DType::Q4_0);
-  CHECK(packed->weights().layers[0].wq.type == DType::Q4_0_X4);
-  CHECK(packed->weights().layers[1].ffn_down.type == DType::Q4_0_X4);
-  CHECK(packed->weights().output.type == DType::Q4_0_X4);
-  CHECK(packed->weights().token_embd.type == DType::Q4_0);  // read by row: never repacked
   const std::vector<float> want = logits_of(*plain, kReferenceKernels, prompt);
   for (const KernelTable* kt : repacking_tables()) {
     const std::vector<float> got = logits_of(*packed, *kt, prompt);
@@ -405,45 +401,38 @@ TEST(repack, a_model_repacks_its_q4_0_matrices_and_keeps_its_logits) {
     if (!test::near_all(got.data(), want.data(), (int64_t)want.size(), 1e-3, 1e-4, &why))
       test::fail(__FILE__, __LINE__, std::string(kt->name) + ": " + why);
   }
+  return {std::move(plain), std::move(packed)};
+}
+
+TEST(repack, a_model_repacks_its_q4_0_matrices_and_keeps_its_logits) {
+  TinyLlamaSpec s;
+  s.n_vocab = 98;  // the classifier ends with 2 plain rows
+  s.random_blocks_of = [](const std::string&) { return DType::Q4_0; };
+  const auto [plain, packed] = check_repacked_logits(s);
+  CHECK(plain->weights().layers[0].wq.type == DType::Q4_0);
+  CHECK(packed->weights().layers[0].wq.type == DType::Q4_0_X4);
+  CHECK(packed->weights().layers[1].ffn_down.type == DType::Q4_0_X4);
+  CHECK(packed->weights().output.type == DType::Q4_0_X4);
+  CHECK(packed->weights().token_embd.type == DType::Q4_0);  // read by row: never repacked
 }
 
 // The same for a Q4_K_M-like model (Q6_K for ffn_down and the classifier, Q4_K elsewhere; k =
-// n_embd = 256 per super-block; the classifier's 98 rows end with 2 plain Q6_K rows): every
-// matrix matmul() reads is repacked, the logits stay.
+// n_embd = 256 per super-block; the classifier's 98 rows end with 2 plain Q6_K rows).
 TEST(repack, a_model_repacks_its_q4_k_and_q6_k_matrices_and_keeps_its_logits) {
   TinyLlamaSpec s;
   s.n_vocab = 98;
   s.n_embd = 256;
   s.n_ff = 512;
-  s.n_head = 4;
-  s.n_head_kv = 2;
   s.random_blocks_of = [](const std::string& name) {
     return name.find("ffn_down") != std::string::npos || name == "output.weight" ? DType::Q6_K : DType::Q4_K;
   };
-  const std::vector<uint8_t> bytes = tiny_llama(s).bytes();
-  const std::vector<int32_t> prompt = {5, 17, 42, 3, 77};
-  std::unique_ptr<Model> plain, packed;
-  {
-    RepackEnv off("0");
-    plain = Model::from_file(GgufFile::from_bytes(bytes, "tiny.gguf"));
-  }
-  {
-    RepackEnv on("force");
-    packed = Model::from_file(GgufFile::from_bytes(bytes, "tiny.gguf"));
-  }
+  const auto [plain, packed] = check_repacked_logits(s);
   CHECK(plain->weights().layers[0].wq.type == DType::Q4_K);
   CHECK(packed->weights().layers[0].wq.type == DType::Q4_K_X4);
   CHECK(packed->weights().layers[1].ffn_gate.type == DType::Q4_K_X4);
   CHECK(packed->weights().layers[1].ffn_down.type == DType::Q6_K_X4);
   CHECK(packed->weights().output.type == DType::Q6_K_X4);
   CHECK(packed->weights().token_embd.type == DType::Q4_K);  // read by row: never repacked
-  const std::vector<float> want = logits_of(*plain, kReferenceKernels, prompt);
-  for (const KernelTable* kt : repacking_tables()) {
-    const std::vector<float> got = logits_of(*packed, *kt, prompt);
-    std::string why;
-    if (!test::near_all(got.data(), want.data(), (int64_t)want.size(), 1e-3, 1e-4, &why))
-      test::fail(__FILE__, __LINE__, std::string(kt->name) + ": " + why);
-  }
 }
 
 // Sets EDGELLM_EXPERT_PAGING for one scope.
