@@ -35,8 +35,10 @@ void set_q4_k_code(block_q4_K& b, int w, uint8_t q) {
 }
 
 void pack_block(const block_q4_K* const (&rows)[4], int64_t b, block_q4_Kx4& out) {
+  uint8_t code[kQKK];  // one row's codes in weight order, decoded once (load time)
   for (int i = 0; i < 4; ++i) {
     const block_q4_K& in = rows[i][b];
+    for (int w = 0; w < kQKK; ++w) code[w] = q4_k_code(in, w);
     out.d[i] = in.d;
     out.dmin[i] = in.dmin;
     for (int s = 0; s < 8; ++s) {
@@ -48,8 +50,7 @@ void pack_block(const block_q4_K* const (&rows)[4], int64_t b, block_q4_Kx4& out
       low = h == 0 ? (uint8_t)(m & 0x0F) : (uint8_t)(low | (m & 0x0F) << 4);
       for (int v = 0; v < 4; ++v)
         for (int t = 0; t < 4; ++t)
-          out.qs[64 * s + 16 * v + 4 * i + t] =
-              (uint8_t)(q4_k_code(in, 32 * s + 4 * v + t) | q4_k_code(in, 32 * s + 16 + 4 * v + t) << 4);
+          out.qs[64 * s + 16 * v + 4 * i + t] = (uint8_t)(code[32 * s + 4 * v + t] | code[32 * s + 16 + 4 * v + t] << 4);
     }
   }
 }
@@ -104,18 +105,20 @@ void set_q6_k_code(block_q6_K& b, int w, uint8_t q) {
 constexpr int kQ6QhShift[4] = {0, 4, 2, 6};
 
 void pack_block(const block_q6_K* const (&rows)[4], int64_t b, block_q6_Kx4& out) {
+  uint8_t code[kQKK];  // as for Q4_K
   for (int i = 0; i < 4; ++i) {
     const block_q6_K& in = rows[i][b];
+    for (int w = 0; w < kQKK; ++w) code[w] = q6_k_code(in, w);
     out.d[i] = in.d;
     for (int s = 0; s < 16; ++s) {
       out.sc[16 * (s / 4) + 4 * i + s % 4] = in.scales[s];
       for (int t = 0; t < 4; ++t) {
         uint8_t qh = 0;
-        for (int v = 0; v < 4; ++v) qh = (uint8_t)(qh | (q6_k_code(in, 16 * s + 4 * v + t) >> 4) << kQ6QhShift[v]);
+        for (int v = 0; v < 4; ++v) qh = (uint8_t)(qh | (code[16 * s + 4 * v + t] >> 4) << kQ6QhShift[v]);
         out.qh[16 * s + 4 * i + t] = qh;
         for (int u = 0; u < 2; ++u)
           out.ql[32 * s + 16 * u + 4 * i + t] =
-              (uint8_t)((q6_k_code(in, 16 * s + 8 * u + t) & 0x0F) | (q6_k_code(in, 16 * s + 8 * u + 4 + t) & 0x0F) << 4);
+              (uint8_t)((code[16 * s + 8 * u + t] & 0x0F) | (code[16 * s + 8 * u + 4 + t] & 0x0F) << 4);
       }
     }
   }
