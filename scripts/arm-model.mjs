@@ -19,7 +19,7 @@
 // second next to the DRAM bandwidth). --ghz 2.4 (Pi 5; Pi 4: 1.5 or 1.8), --dram 17,10 (GB/s).
 //
 // Needs aarch64-linux-gnu-g++ (Debian g++-aarch64-linux-gnu) and llvm-mca-19 (Debian llvm-19);
-// installs nothing. Usage: node scripts/arm-model.mjs [--bandwidth [--ghz G] [--dram A,B] [--json]]
+// installs nothing. Usage: node scripts/arm-model.mjs [--only TYPE[,TYPE]] [--bandwidth [--ghz G] [--dram A,B] [--json]]
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -37,6 +37,8 @@ const DRAM = opt('--dram', '17,10').split(',').map(Number);
 const JSON_OUT = args.includes('--json');
 const BANDWIDTH = args.includes('--bandwidth');
 const ITERATIONS = 200;
+// --only TYPE[,TYPE]: price only those types (a quicker look while working on one kernel).
+const ONLY = opt('--only', '').split(',').filter(Boolean);
 
 // The two ARM tables per source pair: the dotprod files for a Cortex-A76 (Pi 5), the plain files
 // for a Cortex-A72 (Pi 4).
@@ -58,6 +60,12 @@ const KERNELS = [
   { kernel: 'gemm', type: 'q4_0_x4', source: 'gemm_repacked', fn: ['gemm_q4_0_x4', 'group_tile', 'run_group'], what: 'x4block', rows: 4, cols: 4, weights: 32, columns: 4, only: 'neon-dotprod' },
   { kernel: 'gemm', type: 'q4_0_x4', source: 'gemm_repacked', fn: ['gemm_q4_0_x4', 'group_tile', 'run_group'], what: 'x4block', rows: 4, cols: 8, weights: 32, columns: 8, only: 'neon-dotprod' },
   { kernel: 'gemm', type: 'q4_0_x4', source: 'gemm_repacked', fn: ['gemm_q4_0_x4', 'group_tile', 'run_group'], what: 'x4block', rows: 4, cols: 16, weights: 32, columns: 16, only: 'neon-dotprod' },
+  // Q4_K repacked at load (Q4_K_X4, dotprod table only): 4-row groups, up to 4-column tiles.
+  { kernel: 'gemv', type: 'q4_k_x4', source: 'gemm_repacked', fn: ['Q4KX4', 'run_k_group'], what: 'kx4block', rows: 4, cols: 1, weights: 256, columns: 1, only: 'neon-dotprod' },
+  { kernel: 'gemm', type: 'q4_k_x4', source: 'gemm_repacked', fn: ['Q4KX4', 'run_k_group'], what: 'kx4block', rows: 4, cols: 4, weights: 256, columns: 4, only: 'neon-dotprod' },
+  // Q6_K repacked at load (Q6_K_X4, dotprod table only), the same tiles.
+  { kernel: 'gemv', type: 'q6_k_x4', source: 'gemm_repacked', fn: ['Q6KX4', 'run_k_group'], what: 'q6x4block', rows: 4, cols: 1, weights: 256, columns: 1, only: 'neon-dotprod' },
+  { kernel: 'gemm', type: 'q6_k_x4', source: 'gemm_repacked', fn: ['Q6KX4', 'run_k_group'], what: 'q6x4block', rows: 4, cols: 4, weights: 256, columns: 4, only: 'neon-dotprod' },
   { kernel: 'gemv', type: 'q4_k', source: 'gemm_k', fn: ['gemm_q4_k', 'Q4KFormat'], what: 'superblock', rows: 4, cols: 1, weights: 256, columns: 1, bytes: 144 },
   { kernel: 'gemv', type: 'q6_k', source: 'gemm_k', fn: ['gemm_q6_k', 'Q6KFormat'], what: 'superblock', rows: 4, cols: 1, weights: 256, columns: 1, bytes: 210 },
 ];
@@ -198,6 +206,7 @@ try {
     for (const k of KERNELS) {
       if (BANDWIDTH && k.bytes === undefined) continue;
       if (k.only && k.only !== target.table) continue;
+      if (ONLY.length && !ONLY.includes(k.type)) continue;
       if (!listings.has(k.source)) listings.set(k.source, functions(compile(k.source, target, dir)));
       const { copies, m, loop } = price(k, target, listings.get(k.source), dir);
       const cyclesPerIter = m.totalCycles / ITERATIONS;

@@ -55,11 +55,15 @@ if (missing.length > 0) {
       ['gemm', 'q4_0', 16],
       ['gemv', 'q4_k', 1],
     ] as const;
-    // Q4_0 repacked at load (Q4_0_X4) runs only on the dotprod table.
+    // Q4_0, Q4_K and Q6_K repacked at load (Q4_0_X4, Q4_K_X4, Q6_K_X4) run only on the dotprod table.
     const repacked = [
       ['gemv', 'q4_0_x4', 1],
       ['gemm', 'q4_0_x4', 4],
       ['gemm', 'q4_0_x4', 16],
+      ['gemv', 'q4_k_x4', 1],
+      ['gemm', 'q4_k_x4', 4],
+      ['gemv', 'q6_k_x4', 1],
+      ['gemm', 'q6_k_x4', 4],
     ] as const;
     for (const cpu of ['neoverse-n1', 'cortex-a72']) {
       for (const [kernel, type, columns] of cpu === 'neoverse-n1' ? [...want, ...repacked] : want) {
@@ -71,5 +75,13 @@ if (missing.length > 0) {
         t.match(row.bottleneck, /^(resource \S+|dependency)$/);
       }
     }
+    // Only the dotprod table repacks: no repacked loop is priced for the Pi 4.
+    t.notOk(rows.some((x) => x.cpu_model === 'cortex-a72' && x.type.endsWith('_x4')), 'no repacked loop on cortex-a72');
+  });
+  t.test('--only prices just the types it names', async (t) => {
+    const r = spawnSync(process.execPath, [join(root, 'scripts/arm-model.mjs'), '--only', 'q4_k_x4'], { encoding: 'utf8' });
+    t.equal(r.status, 0, r.stderr);
+    const rows = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Row);
+    t.same([...new Set(rows.map((x) => `${x.type} ${x.cpu_model} ${x.columns}`))].sort(), ['q4_k_x4 neoverse-n1 1', 'q4_k_x4 neoverse-n1 4']);
   });
 }

@@ -76,7 +76,23 @@ TEST(dispatch, fast_tables_have_their_own_kernels) {
     CHECK_MSG(kNeonDotprodKernels.gemm_for(t) != kReferenceKernels.gemm_for(t),
               std::string("neon-dotprod's ") + dtype_name(t) + " GEMM is the reference one");
   }
+  // The layouts repacked at load (quant/repack.h): the dotprod table's sdot kernels over them,
+  // the plain table's through its own row GEMMs; neither is the reference.
+  for (DType t : {DType::Q4_0_X4, DType::Q4_K_X4, DType::Q6_K_X4}) {
+    CHECK_MSG(kNeonDotprodKernels.gemm_for(t) != nullptr, std::string("neon-dotprod has no ") + dtype_name(t) + " GEMM");
+    CHECK_MSG(kNeonDotprodKernels.gemm_for(t) != kNeonKernels.gemm_for(t),
+              std::string("neon-dotprod's ") + dtype_name(t) + " GEMM is the plain NEON one");
+    CHECK_MSG(kNeonDotprodKernels.gemm_for(t) != kReferenceKernels.gemm_for(t),
+              std::string("neon-dotprod's ") + dtype_name(t) + " GEMM is the reference one");
+    CHECK_MSG(kNeonKernels.gemm_for(t) != nullptr && kNeonKernels.gemm_for(t) != kReferenceKernels.gemm_for(t),
+              std::string("neon's ") + dtype_name(t) + " GEMM is missing or the reference one");
+  }
 #endif
+  // Only the tables that repack carry the repacked GEMMs, and then all of them.
+  for (const KernelTable* t : runnable_kernel_tables())
+    CHECK_MSG((t->gemm_q4_0_x4 == nullptr) == (t->gemm_q4_k_x4 == nullptr) &&
+                  (t->gemm_q4_0_x4 == nullptr) == (t->gemm_q6_k_x4 == nullptr),
+              std::string(t->name) + " has some repacked GEMMs without the others");
 }
 
 TEST(dispatch, picks_the_most_capable_runnable_table) {

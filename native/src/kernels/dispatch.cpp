@@ -27,6 +27,8 @@ GemmFn KernelTable::gemm_for(DType t) const {
     case DType::Q6_K: return gemm_q6_k;
     case DType::IQ4_XS: return gemm_iq4_xs;
     case DType::Q4_0_X4: return gemm_q4_0_x4;
+    case DType::Q4_K_X4: return gemm_q4_k_x4;
+    case DType::Q6_K_X4: return gemm_q6_k_x4;
     case DType::Q8_1: case DType::Q8_K: return nullptr;  // activation formats
   }
   return nullptr;

@@ -147,6 +147,11 @@ struct KernelTable {
   // the rows % 4 tail rows. Null in tables that run Q4_0 as the file stores it; a table that sets
   // it gets its Q4_0 weights repacked at load (model.cpp) unless EDGELLM_REPACK=0.
   GemmFn gemm_q4_0_x4;
+  // Q4_K repacked at load to Q4_K_X4 (quant/repack.h), the same way: whole 4-row groups, the
+  // rows % 4 tail rows through gemm_q4_k, set exactly in the tables that set gemm_q4_0_x4
+  // (test_dispatch checks).
+  GemmFn gemm_q4_k_x4;
+  GemmFn gemm_q6_k_x4;  // Q6_K -> Q6_K_X4, the same way
 
   GemmFn gemm_for(DType t) const;
 };

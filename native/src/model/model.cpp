@@ -200,23 +200,25 @@ void bind_encoder(const Binder& b, const GgufFile& f, const ModelConfig& c, Mode
   }
 }
 
-// EDGELLM_REPACK: "0" keeps every matrix as the file stores it; "force" repacks Q4_0 whatever the
-// table (tests and memory measurements on hosts without the dotprod table); otherwise Q4_0 is
-// repacked when this process runs the neon-dotprod table, whose sdot kernels want Q4_0_X4.
-bool repack_q4_0() {
+// EDGELLM_REPACK: "0" keeps every matrix as the file stores it; "force" repacks Q4_0, Q4_K and Q6_K
+// whatever the table (tests and memory measurements on hosts without the dotprod table);
+// otherwise they are repacked when this process runs the neon-dotprod table, whose sdot kernels
+// want Q4_0_X4, Q4_K_X4 and Q6_K_X4.
+bool repack_enabled() {
   const char* e = std::getenv("EDGELLM_REPACK");
   if (e && std::strcmp(e, "0") == 0) return false;
   if (e && std::strcmp(e, "force") == 0) return true;
   return kernels().isa == Isa::NeonDotprod;
 }
 
-// Repacks `count` consecutive Q4_0 matrices of m's shape to Q4_0_X4 in place. The file mapping
+// Repacks `count` consecutive Q4_0, Q4_K or Q6_K matrices of m's shape in place (*_X4;
+// quant/repack.h). The file mapping
 // is private: the writes go to private copies of its pages, which replace the file's pages in
 // this process (RSS stays one copy of the weights; the file is never written), and the range
 // is made read-only again afterwards. When the pages cannot be made writable (no memory for
-// the copies), the matrix stays Q4_0, which every table runs.
+// the copies), the matrix stays as stored, which every table runs.
 void repack_matrix(const GgufFile& file, WeightMatrix& m, int64_t count) {
-  if (!m.present() || m.type != DType::Q4_0) return;
+  if (!m.present() || repacked_type(m.type) == m.type) return;
   auto* p = const_cast<uint8_t*>(static_cast<const uint8_t*>(m.data));
   const size_t bytes = (size_t)count * (size_t)m.rows * m.row_bytes();
   uintptr_t lo = 0, hi = 0;
@@ -227,9 +229,9 @@ void repack_matrix(const GgufFile& file, WeightMatrix& m, int64_t count) {
     if (mprotect(reinterpret_cast<void*>(lo), hi - lo, PROT_READ | PROT_WRITE) != 0) return;
   }
   for (int64_t e = 0; e < count; ++e)
-    repack_q4_0_x4(p + (size_t)e * (size_t)m.rows * m.row_bytes(), m.rows, m.cols, p + (size_t)e * (size_t)m.rows * m.row_bytes());
+    repack_rows(m.type, p + (size_t)e * (size_t)m.rows * m.row_bytes(), m.rows, m.cols, p + (size_t)e * (size_t)m.rows * m.row_bytes());
   if (file.mapped()) mprotect(reinterpret_cast<void*>(lo), hi - lo, PROT_READ);
-  m.type = DType::Q4_0_X4;
+  m.type = repacked_type(m.type);
 }
 
 // Every matrix only matmul() reads: not the embeddings (read by row), nor a tied classifier.
@@ -286,7 +288,7 @@ std::unique_ptr<Model> Model::from_file(GgufFile file) {
   w.layers.resize((size_t)c.n_layer);
   if (c.encoder) {
     bind_encoder(b, m->file_, c, w);
-    if (repack_q4_0()) repack_weights(m->file_, w);
+    if (repack_enabled()) repack_weights(m->file_, w);
     return m;
   }
 
@@ -355,7 +357,7 @@ std::unique_ptr<Model> Model::from_file(GgufFile file) {
     }
   }
   if (page_experts(m->file_, c)) page_expert_weights(m->file_, w);
-  if (repack_q4_0()) repack_weights(m->file_, w);
+  if (repack_enabled()) repack_weights(m->file_, w);
   return m;
 }
 

@@ -3,7 +3,8 @@
 //
 // Matrices stay in the mapping in their file type; only the small vectors (norm weights, biases,
 // RoPE frequency factors) are converted to f32 copies. Exception: with the neon-dotprod table
-// the Q4_0 matrices that only matmul() reads are repacked in place to Q4_0_X4 (quant/repack.h;
+// the Q4_0, Q4_K and Q6_K matrices that only matmul() reads are repacked in place to Q4_0_X4,
+// Q4_K_X4 and Q6_K_X4 (quant/repack.h;
 // EDGELLM_REPACK=0 turns it off), in private copies of the mapping's pages, except the routed
 // experts of an MoE too large to keep resident (ModelWeights::experts_paged).
 #pragma once
@@ -114,7 +115,7 @@ struct ModelWeights {
   std::vector<float> embd_norm, embd_norm_b;
   // An MoE whose weights are larger than this process can keep resident (see page_experts in
   // model.cpp): the routed experts are read from the page cache on demand, as the router picks
-  // them, and stay Q4_0 (never repacked, which would pin private copies of every expert in RAM).
+  // them, and stay as stored (never repacked, which would pin private copies of every expert in RAM).
   bool experts_paged = false;
 };
 

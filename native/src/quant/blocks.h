@@ -172,8 +172,10 @@ enum class DType : uint32_t {
   IQ4_XS = 23,
   BF16 = 30,
   // Internal weight layouts, never in a file (outside GGUF's numbering; dtype_is_known refuses
-  // them): Q4_0 repacked at load for a kernel table (quant/repack.h).
+  // them): Q4_0, Q4_K and Q6_K repacked at load for a kernel table (quant/repack.h).
   Q4_0_X4 = 0x10002,
+  Q4_K_X4 = 0x1000C,
+  Q6_K_X4 = 0x1000E,
 };
 
 // The weight types a model may hold (every one has a GEMM in every kernel table), in a fixed
@@ -189,7 +191,7 @@ inline int64_t dtype_block_elems(DType t) {
     case DType::Q4_0: case DType::Q4_1: case DType::Q5_0: case DType::Q5_1: case DType::Q8_0:
     case DType::Q8_1: case DType::IQ4_NL: case DType::Q4_0_X4: return kQK;
     case DType::Q2_K: case DType::Q3_K: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K:
-    case DType::Q8_K: case DType::IQ4_XS: return kQKK;
+    case DType::Q8_K: case DType::IQ4_XS: case DType::Q4_K_X4: case DType::Q6_K_X4: return kQKK;
   }
   return 1;
 }
@@ -206,9 +208,9 @@ inline size_t dtype_block_bytes(DType t) {
     case DType::Q8_1: return sizeof(block_q8_1);
     case DType::Q2_K: return sizeof(block_q2_K);
     case DType::Q3_K: return sizeof(block_q3_K);
-    case DType::Q4_K: return sizeof(block_q4_K);
+    case DType::Q4_K: case DType::Q4_K_X4: return sizeof(block_q4_K);
     case DType::Q5_K: return sizeof(block_q5_K);
-    case DType::Q6_K: return sizeof(block_q6_K);
+    case DType::Q6_K: case DType::Q6_K_X4: return sizeof(block_q6_K);
     case DType::Q8_K: return sizeof(block_q8_K);
     case DType::IQ4_NL: return sizeof(block_iq4_nl);
     case DType::IQ4_XS: return sizeof(block_iq4_xs);

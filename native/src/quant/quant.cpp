@@ -32,6 +32,8 @@ const char* dtype_name(DType t) {
     case DType::IQ4_NL: return "IQ4_NL";
     case DType::IQ4_XS: return "IQ4_XS";
     case DType::Q4_0_X4: return "Q4_0_X4";
+    case DType::Q4_K_X4: return "Q4_K_X4";
+    case DType::Q6_K_X4: return "Q6_K_X4";
   }
   return "unknown";
 }

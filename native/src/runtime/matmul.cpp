@@ -45,7 +45,8 @@ ActQuantizer activation_quantizer(const KernelTable& kt, DType act) {
 
 void validate(const KernelTable& kt, DType wtype, const void* w, int64_t rows, int64_t k, const float* x,
               int64_t ncols, const float* y) {
-  if ((!dtype_is_known((uint32_t)wtype) && wtype != DType::Q4_0_X4) || dtype_block_bytes(wtype) == 0)
+  const DType plain = plain_type(wtype);  // wtype itself unless repacked at load
+  if (!dtype_is_known((uint32_t)plain) || dtype_block_bytes(wtype) == 0)
     invalid("unsupported weight type " + std::to_string((uint32_t)wtype));
   if (rows < 0) invalid("rows must be >= 0, got " + std::to_string(rows));
   if (ncols < 0) invalid("ncols must be >= 0, got " + std::to_string(ncols));
@@ -56,9 +57,10 @@ void validate(const KernelTable& kt, DType wtype, const void* w, int64_t rows, i
             dtype_name(wtype) + " weights require");
   if (!kt.gemm_for(wtype))
     invalid(std::string("kernel table '") + (kt.name ? kt.name : "?") + "' has no GEMM for " + dtype_name(wtype) +
-            (wtype == DType::Q4_0_X4 ? " (weights repacked at load for another table; load with EDGELLM_REPACK=0)" : ""));
-  if (wtype == DType::Q4_0_X4 && rows % 4 != 0 && !kt.gemm_q4_0)
-    invalid(std::string("kernel table '") + (kt.name ? kt.name : "?") + "' has no Q4_0 GEMM for the rows past the last 4-row group");
+            (plain != wtype ? " (weights repacked at load for another table; load with EDGELLM_REPACK=0)" : ""));
+  if (plain != wtype && rows % 4 != 0 && !kt.gemm_for(plain))
+    invalid(std::string("kernel table '") + (kt.name ? kt.name : "?") + "' has no " + dtype_name(plain) +
+            " GEMM for the rows past the last 4-row group");
   if (block > 1 && !activation_quantizer(kt, dtype_activation(wtype)))
     invalid(std::string("kernel table '") + (kt.name ? kt.name : "?") + "' has no quantizer for " +
             dtype_name(dtype_activation(wtype)) + " activations");
@@ -93,7 +95,7 @@ void quantize_blocks(const QuantizeTask& t, int64_t b, int64_t e) {
 struct GemmTask {
   GemmFn gemm;
   GemmArgs base;  // all columns; ncols may exceed kMaxGemmCols
-  // Repacked weights (Q4_0_X4): rows from tail_row on are plain rows of tail_gemm's type.
+  // Repacked weights (Q4_0_X4, Q4_K_X4, Q6_K_X4): rows from tail_row on are plain rows of tail_gemm's type.
   int64_t tail_row = INT64_MAX;
   GemmFn tail_gemm = nullptr;
 };
@@ -162,9 +164,9 @@ void matmul(ThreadPool& pool, const KernelTable& kt, DType wtype, const void* w,
   task.base.ncols = ncols;
   task.base.y = y;
   task.base.y_col_stride = rows;
-  if (wtype == DType::Q4_0_X4) {
-    task.tail_row = q4_0_x4_group_rows(rows);
-    task.tail_gemm = kt.gemm_q4_0;
+  if (plain_type(wtype) != wtype) {
+    task.tail_row = x4_group_rows(rows);
+    task.tail_gemm = kt.gemm_for(plain_type(wtype));
   }
 
   const DType act = dtype_activation(wtype);

@@ -34,8 +34,9 @@ size_t matmul_activation_bytes(DType wtype, int64_t k, int64_t ncols);
 // pool in chunks; inside a chunk, columns go through the kernel kMaxGemmCols at a time, so a
 // chunk's weights are reused from cache by every column group. Float weights read X directly.
 //
-// wtype may be Q4_0_X4 (Q4_0 repacked at load, quant/repack.h): the whole 4-row groups go through
-// kt.gemm_q4_0_x4 and the rows % 4 rows after them, plain Q4_0, through kt.gemm_q4_0.
+// wtype may be a repacked type (Q4_0_X4, Q4_K_X4, Q6_K_X4: repacked at load, quant/repack.h):
+// the whole 4-row groups go through its GEMM (kt.gemm_for) and the rows % 4 rows after them,
+// plain rows, through the GEMM of the type the file stores (plain_type).
 //
 // Throws std::invalid_argument with the reason when rows < 0, k < 1, ncols < 0, k is not a
 // multiple of the weight type's block (32, or 256 for the K-quants and IQ4_XS), wtype is not a known type, the table lacks the kernel, or a

@@ -37,6 +37,8 @@ const KernelTable kAvx2Kernels = {
     avx2::gemm_q6_k,
     avx2::gemm_iq4_xs,
     nullptr,  // gemm_q4_0_x4: Q4_0 runs as the file stores it (no repack on x86)
+    nullptr,  // gemm_q4_k_x4: the same for Q4_K
+    nullptr,  // gemm_q6_k_x4: and Q6_K
 };
 
 }  // namespace edgellm

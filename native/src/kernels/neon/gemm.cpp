@@ -183,5 +183,7 @@ void f16_to_f32(const uint16_t* x, float* y, int64_t n) {
 }
 
 void gemm_q4_0_x4(const GemmArgs& a, int64_t r0, int64_t r1) { gemm_q4_0_x4_via_rows(gemm_q4_0, a, r0, r1); }
+void gemm_q4_k_x4(const GemmArgs& a, int64_t r0, int64_t r1) { gemm_q4_k_x4_via_rows(gemm_q4_k, a, r0, r1); }
+void gemm_q6_k_x4(const GemmArgs& a, int64_t r0, int64_t r1) { gemm_q6_k_x4_via_rows(gemm_q6_k, a, r0, r1); }
 
 }  // namespace edgellm::neon

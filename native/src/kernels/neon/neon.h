@@ -6,8 +6,11 @@
 
 namespace edgellm::neon {
 #include "kernels/kernel_decls.inc"
-// Q4_0_X4 through the plain Q4_0 GEMM (quant/repack.h; only the dotprod table repacks).
+// Q4_0_X4 / Q4_K_X4 / Q6_K_X4 through the plain Q4_0 / Q4_K / Q6_K GEMMs (quant/repack.h;
+// only the dotprod table repacks).
 void gemm_q4_0_x4(const GemmArgs& a, int64_t r0, int64_t r1);
+void gemm_q4_k_x4(const GemmArgs& a, int64_t r0, int64_t r1);
+void gemm_q6_k_x4(const GemmArgs& a, int64_t r0, int64_t r1);
 }  // namespace edgellm::neon
 
 namespace edgellm::neon_dotprod {
@@ -25,6 +28,9 @@ void gemm_q4_k(const GemmArgs& a, int64_t r0, int64_t r1);
 void gemm_q5_k(const GemmArgs& a, int64_t r0, int64_t r1);
 void gemm_q6_k(const GemmArgs& a, int64_t r0, int64_t r1);
 void gemm_iq4_xs(const GemmArgs& a, int64_t r0, int64_t r1);
-// Q4_0 repacked to Q4_0_X4 at load (gemm_repacked_dotprod.cpp).
+// Q4_0, Q4_K and Q6_K repacked at load to Q4_0_X4, Q4_K_X4 and Q6_K_X4
+// (gemm_repacked_dotprod.cpp).
 void gemm_q4_0_x4(const GemmArgs& a, int64_t r0, int64_t r1);
+void gemm_q4_k_x4(const GemmArgs& a, int64_t r0, int64_t r1);
+void gemm_q6_k_x4(const GemmArgs& a, int64_t r0, int64_t r1);
 }  // namespace edgellm::neon_dotprod

@@ -36,7 +36,9 @@ const KernelTable kNeonKernels = {
     neon::gemm_q5_k,
     neon::gemm_q6_k,
     neon::gemm_iq4_xs,
-    neon::gemm_q4_0_x4,  // only the dotprod table repacks Q4_0; see quant/repack.h
+    neon::gemm_q4_0_x4,  // only the dotprod table repacks Q4_0, Q4_K and Q6_K; see quant/repack.h
+    neon::gemm_q4_k_x4,
+    neon::gemm_q6_k_x4,
 };
 
 // NEON everywhere, with the sdot GEMMs for the quantized types.
@@ -57,6 +59,8 @@ static KernelTable make_dotprod_table() {
   t.gemm_q6_k = neon_dotprod::gemm_q6_k;
   t.gemm_iq4_xs = neon_dotprod::gemm_iq4_xs;
   t.gemm_q4_0_x4 = neon_dotprod::gemm_q4_0_x4;
+  t.gemm_q4_k_x4 = neon_dotprod::gemm_q4_k_x4;
+  t.gemm_q6_k_x4 = neon_dotprod::gemm_q6_k_x4;
   return t;
 }
 const KernelTable kNeonDotprodKernels = make_dotprod_table();

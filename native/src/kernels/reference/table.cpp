@@ -35,6 +35,8 @@ const KernelTable kReferenceKernels = {
     ref::gemm_q6_k,
     ref::gemm_iq4_xs,
     ref::gemm_q4_0_x4,
+    ref::gemm_q4_k_x4,
+    ref::gemm_q6_k_x4,
 };
 
 }  // namespace edgellm
