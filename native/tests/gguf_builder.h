@@ -119,6 +119,14 @@ struct TinyLlamaSpec {
   uint32_t seed = 1;
 };
 
+// n token ids in [0, vocab), the same for the same seed: prompts for the forward-pass tests.
+inline std::vector<int32_t> some_tokens(int64_t n, int64_t vocab, uint32_t seed) {
+  std::mt19937 r(seed);
+  std::vector<int32_t> t((size_t)n);
+  for (int32_t& x : t) x = (int32_t)(r() % (uint32_t)vocab);
+  return t;
+}
+
 inline GgufBuilder tiny_llama(const TinyLlamaSpec& s) {
   std::mt19937 rng(s.seed);
   std::normal_distribution<float> nd(0.0f, 1.0f);

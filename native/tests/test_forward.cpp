@@ -75,13 +75,6 @@ std::vector<float> one_by_one(ForwardPass& f, const std::vector<int32_t>& tokens
   return out;
 }
 
-std::vector<int32_t> some_tokens(int64_t n, int64_t vocab, uint32_t seed) {
-  std::mt19937 r(seed);
-  std::vector<int32_t> t((size_t)n);
-  for (int32_t& x : t) x = (int32_t)(r() % (uint32_t)vocab);
-  return t;
-}
-
 // Whether `f` throws std::invalid_argument whose message contains `part`.
 template <class F>
 bool refuses(F f, const std::string& part) {

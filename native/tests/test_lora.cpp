@@ -81,13 +81,6 @@ std::vector<float> logits_of(ForwardPass& f, const std::vector<int32_t>& tokens,
   return out;
 }
 
-std::vector<int32_t> some_tokens(int64_t n, int64_t vocab, uint32_t seed) {
-  std::mt19937 r(seed);
-  std::vector<int32_t> t((size_t)n);
-  for (int32_t& x : t) x = (int32_t)(r() % (uint32_t)vocab);
-  return t;
-}
-
 // The code and message of the ModelError that loading `adapter` on `base` throws.
 std::pair<std::string, std::string> refusal(std::vector<uint8_t> adapter, const Model& base) {
   try {
