@@ -13,7 +13,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { DaemonConfig } from '../config.js';
-import { generateParams, promptTooLarge, type Generation, type LocalModel } from './engine-port.js';
+import { generateParams, promptTooLarge, unknownAdapter, type Generation, type LocalModel } from './engine-port.js';
 import type { Logger } from '../log.js';
 import { drawDriftSample } from './drift.js';
 import { ignoreRequests, type RequestObserver } from './request-observer.js';
@@ -24,7 +24,6 @@ import type { EmbeddingsRequest, EmbeddingsResult } from '../transport/http/open
 import type { AuditSink, RequestAudit } from '../policy/audit.js';
 import type { ChatBackend, Started } from '../transport/http/openai-server.js';
 import { variantFor } from '../policy/variants.js';
-import { unknownAdapter } from './engine-port.js';
 import type { TraceContext } from '../protocol/trace-context.js';
 import type { RequestQueue } from '../scheduler/request-queue.js';
 
@@ -286,18 +285,28 @@ export class LocalChat implements ChatBackend {
       refuse(stopping());
     }
     this.waiting.clear();
-    const all = () => Promise.allSettled([...this.running].map((r) => r.ended));
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([all(), new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))]);
-    clearTimeout(timer);
-    if (this.running.size > 0) this.deps.log.info(`stopping ${this.running.size} OpenAI API request(s) still generating`);
-    for (const r of this.running) r.stop.abort('shutdown');
-    await all();
+    await finishOrStop(() => Promise.allSettled([...this.running].map((r) => r.ended)), timeoutMs, () => {
+      if (this.running.size > 0) this.deps.log.info(`stopping ${this.running.size} OpenAI API request(s) still generating`);
+      for (const r of this.running) r.stop.abort('shutdown');
+    });
   }
 }
 
+/**
+ * How a drain ends what is running: waits for `all()` at most `timeoutMs`, then `stopAll()` and
+ * waits for `all()` again (the stopped requests settle with their refusals).
+ */
+export async function finishOrStop(all: () => Promise<unknown>, timeoutMs: number, stopAll: () => void): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([all(), new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))]);
+  clearTimeout(timer);
+  stopAll();
+  await all();
+}
+
 const noop = () => undefined;
-const stopping = () => new EdgeError('E_UNAVAILABLE', 'this node is stopping and takes no new requests: retry on another node, or once it is back');
+/** The refusal of a request that arrives, or still waits, while the node stops. */
+export const stopping = () => new EdgeError('E_UNAVAILABLE', 'this node is stopping and takes no new requests: retry on another node, or once it is back');
 
 /**
  * The engine's generation, telling `iterated` when the caller's iteration is over, and with a result

@@ -17,7 +17,7 @@ import type { ChatRequest } from '../transport/http/openai-request.js';
 import type { GenerateResult, Generation, Started } from '../transport/http/openai-server.js';
 import type { LocalModel } from './engine-port.js';
 import type { DaemonPolicy } from './hybrid-policy.js';
-import { API_DEVICE } from './local-chat.js';
+import { API_DEVICE, finishOrStop, stopping } from './local-chat.js';
 import { upstreamRequest } from './request/run-cloud.js';
 import { ignoreRequests, type RequestObserver } from './request-observer.js';
 
@@ -47,7 +47,7 @@ export class UpstreamChat {
       observer.onFinished({ outcome: 'error', code: err instanceof EdgeError ? err.code : 'E_ENGINE', route: 'none', total_ms: Date.now() - receivedAt, completion_tokens: 0, trace_id: trace?.traceId });
       return Promise.reject(err);
     };
-    if (!this.accepting) return refused(new EdgeError('E_UNAVAILABLE', 'this node is stopping and takes no new requests: retry on another node, or once it is back'));
+    if (!this.accepting) return refused(stopping());
     if (signal.aborted) return Promise.reject(signal.reason);
     let admitted: Admitted;
     try {
@@ -116,12 +116,9 @@ export class UpstreamChat {
   /** Takes no more requests; relays in progress get `timeoutMs` to finish, then are stopped (E_UNAVAILABLE). */
   async drain(timeoutMs: number): Promise<void> {
     this.accepting = false;
-    let timer: NodeJS.Timeout | undefined;
-    const all = () => Promise.allSettled([...this.running.values()]);
-    await Promise.race([all(), new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))]);
-    clearTimeout(timer);
-    for (const stop of this.running.keys()) stop.abort('shutdown');
-    await all();
+    await finishOrStop(() => Promise.allSettled([...this.running.values()]), timeoutMs, () => {
+      for (const stop of this.running.keys()) stop.abort('shutdown');
+    });
   }
 }
 
