@@ -874,4 +874,10 @@ std::vector<int32_t> GgufMetadata::get_i32_array(std::string_view key) const {
   return *opt_i32_array(key);
 }
 
+std::string shape_string(const int64_t* ne, int n) {
+  std::string s = "[";
+  for (int i = 0; i < n; ++i) s += (i ? ", " : "") + std::to_string((long long)ne[i]);
+  return s + "]";
+}
+
 }  // namespace edgellm

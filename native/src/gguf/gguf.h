@@ -159,6 +159,9 @@ struct GgufTensor {
   const uint8_t* row(int64_t r) const { return static_cast<const uint8_t*>(data) + (size_t)r * row_bytes(); }
 };
 
+// "[d0, d1, ...]": the first n dimensions of a ggml shape, as error messages show it.
+std::string shape_string(const int64_t* ne, int n);
+
 class GgufFile {
  public:
   // Maps and parses the file. Throws ModelError: E_MODEL_NOT_FOUND if it cannot be opened,

@@ -11,11 +11,7 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-std::string shape(const GgufTensor& t) {
-  std::string s = "[";
-  for (int i = 0; i < std::max(t.n_dims, 1); ++i) s += (i ? ", " : "") + std::to_string((long long)t.ne[i]);
-  return s + "]";
-}
+std::string shape(const GgufTensor& t) { return shape_string(t.ne, std::max(t.n_dims, 1)); }
 
 // The base matrices an adapter may target, by tensor name: the ones ForwardPass multiplies
 // whole with one column per token of the step (the attention and dense FFN projections, the

@@ -17,12 +17,6 @@ namespace edgellm {
 
 namespace {
 
-std::string shape_str(const int64_t* ne, int n) {
-  std::string s = "[";
-  for (int i = 0; i < n; ++i) s += (i ? ", " : "") + std::to_string((long long)ne[i]);
-  return s + "]";
-}
-
 // Binds tensors by name, checking each one's shape (ggml ne order) against what the
 // hyperparameters say it must be.
 class Binder {
@@ -44,7 +38,7 @@ class Binder {
     if (!ok) {
       const int shown = t->n_dims > n ? t->n_dims : n;
       throw ModelError("E_MODEL_CORRUPT", f_.path() + ": tensor '" + name + "' has shape " +
-                                              shape_str(t->ne, shown) + ", expected " + shape_str(want, n));
+                                              shape_string(t->ne, shown) + ", expected " + shape_string(want, n));
     }
     return t;
   }
@@ -158,7 +152,7 @@ void bind_encoder(const Binder& b, const GgufFile& f, const ModelConfig& c, Mode
   w.token_embd = b.matrix("token_embd.weight", D, c.n_vocab);
   if (const GgufTensor* t = f.find_tensor("token_types.weight")) {
     if (t->ne[0] != D || t->ne[1] < 1 || t->ne[2] != 1 || t->ne[3] != 1)
-      throw ModelError("E_MODEL_CORRUPT", f.path() + ": tensor 'token_types.weight' has shape " + shape_str(t->ne, t->n_dims) +
+      throw ModelError("E_MODEL_CORRUPT", f.path() + ": tensor 'token_types.weight' has shape " + shape_string(t->ne, t->n_dims) +
                                               ", expected [" + std::to_string((long long)D) + ", token types]");
     w.token_type0.resize((size_t)D);
     dequantize_row(t->type, t->data, w.token_type0.data(), D);
