@@ -177,6 +177,15 @@ TEST(matmul, same_input_reuses_the_quantized_x_only_for_the_same_input) {
   Problem k4 = make_problem(DType::Q4_K, 64, 512, 3);
   k4.x = p.x;
   CHECK(run(k4, p.x.data(), 3, true) == reference_y(k4));
+  // A matmul that reads X as floats (F32/F16 weights) in between: X may have changed before it
+  // (a new layer's normed input in the same buffer), and it quantizes nothing, so a same_input
+  // call after it must not take the older quantization (attn_q F16 before a Q4_0 attn_k).
+  Problem f = make_problem(DType::F16, 64, 512, 3);
+  run(p, p.x.data(), 3, false);                        // caches the quantization of this X
+  for (float& v : p.x) v = 0.5f * v + 1.0f;            // the buffer's next contents
+  f.x = p.x;
+  CHECK(run(f, p.x.data(), 3, false) == reference_y(f));
+  CHECK(run(p, p.x.data(), 3, true) == reference_y(p));  // quantized again, not the older X's
 }
 
 TEST(matmul, empty_rows_or_columns_do_nothing) {

@@ -195,6 +195,9 @@ void matmul(ThreadPool& pool, const KernelTable& kt, DType wtype, const void* w,
     task.base.x = scratch.xq.data();
     task.base.x_col_bytes = dtype_row_bytes(act, k);
   } else {
+    // X is read as floats and may differ from what scratch quantized (the same buffer holds each
+    // layer's input): nothing is reusable after this call.
+    scratch.x = nullptr;
     task.base.x = x;
     task.base.x_col_bytes = (size_t)k * sizeof(float);
   }
