@@ -114,18 +114,22 @@ void softmax(float* x, int64_t n) {
   float max = vmaxvq_f32(vmax);
   for (; i < n; ++i) max = std::fmax(max, x[i]);
   const float32x4_t vm = vdupq_n_f32(max);
-  float32x4_t sum = vdupq_n_f32(0.0f);
+  // The sum in double: over a 32k-152k vocabulary a float sum drops the small terms (log-probs
+  // ~1e-5 off); the two widening adds are cheap beside the exp.
+  float64x2_t sum_lo = vdupq_n_f64(0.0), sum_hi = vdupq_n_f64(0.0);
   for (i = 0; i + 4 <= n; i += 4) {
     const float32x4_t e = exp_f32(vsubq_f32(vld1q_f32(x + i), vm));
     vst1q_f32(x + i, e);
-    sum = vaddq_f32(sum, e);
+    sum_lo = vaddq_f64(sum_lo, vcvt_f64_f32(vget_low_f32(e)));
+    sum_hi = vaddq_f64(sum_hi, vcvt_high_f64_f32(e));
   }
   if (i < n) {
     const float32x4_t e = exp_f32(vsubq_f32(load_tail(x + i, n - i, -INFINITY), vm));  // pad -> 0
     store_tail(x + i, e, n - i);
-    sum = vaddq_f32(sum, e);
+    sum_lo = vaddq_f64(sum_lo, vcvt_f64_f32(vget_low_f32(e)));
+    sum_hi = vaddq_f64(sum_hi, vcvt_high_f64_f32(e));
   }
-  const float inv = (float)(1.0 / (double)vaddvq_f32(sum));
+  const float inv = (float)(1.0 / vaddvq_f64(vaddq_f64(sum_lo, sum_hi)));
   const float32x4_t vinv = vdupq_n_f32(inv);
   for (i = 0; i + 4 <= n; i += 4) vst1q_f32(x + i, vmulq_f32(vld1q_f32(x + i), vinv));
   for (; i < n; ++i) x[i] *= inv;
