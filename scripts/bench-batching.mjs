@@ -68,10 +68,11 @@ async function run(model, n, rep, extra = {}) {
     throw new Error(`${short.length} of ${n} generations stopped early (${short[0].finish_reason}); the rate would not compare`);
   }
   const perGen = results.reduce((s, r) => s + r.timings.decode_tokens_per_s, 0) / n;
+  const promptTokens = results.reduce((s, r) => s + r.usage.prompt_tokens, 0) / n;
   // CPU time per token (every thread of the process): steadier than wall time on a shared machine,
   // where the wall clock also counts the time other processes held the cores.
   const cpuMsPerToken = (cpu.user + cpu.system) / 1000 / tokens;
-  return { tokens, wall, tps: tokens / wall, per_gen_decode_tps: perGen, cpu_ms_per_token: cpuMsPerToken };
+  return { tokens, wall, tps: tokens / wall, per_gen_decode_tps: perGen, prompt_tokens: promptTokens, cpu_ms_per_token: cpuMsPerToken };
 }
 
 async function main() {
@@ -142,6 +143,11 @@ async function main() {
       }
       const base = rows.find((r) => r.concurrency === 1)?.tps ?? rows[0].tps;
       for (const r of rows) r.ratio = r.tps / base;
+      // The same ratio for the decode alone: n x the per-generation decode rate (native timings,
+      // prompts excluded) over the single generation's. The aggregate also pays for n prompts,
+      // prefilled inside the timed run, which this column leaves out.
+      const decodeBase = rows.find((r) => r.concurrency === 1)?.per_gen_decode_tps ?? rows[0].per_gen_decode_tps;
+      for (const r of rows) r.decode_ratio = (r.concurrency * r.per_gen_decode_tps) / decodeBase;
       const out = {
         cpu: `${info.model || info.arch}, ${info.physicalCores} cores, kernels ${info.kernels}`,
         model: MODEL || DENSE.name + (FTYPE ? `, llama.cpp ${FTYPE}` : ', random Q4_0'),
@@ -156,13 +162,14 @@ async function main() {
       }
       const f = (x, d = 1) => x.toFixed(d);
       const lines = [
-        `cpu: ${out.cpu}; model: ${out.model}; ${out.threads} thread(s); ${TOKENS} tokens per generation, best of ${REPS} runs`,
+        `cpu: ${out.cpu}; model: ${out.model}; ${out.threads} thread(s); ${TOKENS} tokens per generation after a ${f(rows[0].prompt_tokens, 0)}-token prompt, best of ${REPS} runs`,
         '',
-        'concurrent   aggregate t/s   vs 1   per-generation decode t/s   CPU ms/token',
+        'concurrent   aggregate t/s   vs 1   per-generation decode t/s   decode only vs 1   CPU ms/token',
         ...rows.map(
           (r) =>
-            `${String(r.concurrency).padStart(10)}   ${f(r.tps).padStart(13)}   ${f(r.ratio, 2).padStart(4)}x   ${f(r.per_gen_decode_tps).padStart(25)}   ${f(r.cpu_ms_per_token, 2).padStart(12)}`,
+            `${String(r.concurrency).padStart(10)}   ${f(r.tps).padStart(13)}   ${f(r.ratio, 2).padStart(4)}x   ${f(r.per_gen_decode_tps).padStart(25)}   ${f(r.decode_ratio, 2).padStart(15)}x   ${f(r.cpu_ms_per_token, 2).padStart(12)}`,
         ),
+        '(aggregate: every generated token over the wall time, the prompts\' prefill included; decode only: n x the per-generation rate)',
       ];
       for (const [i, rank] of LORA_RANKS.entries()) {
         lines.push('', `every generation with a LoRA adapter of rank ${rank} on all 7 projections of every layer (the same runs, in turns):`, 'concurrent   aggregate t/s   wall-clock cost   CPU ms/token   CPU cost');
