@@ -12,7 +12,7 @@ import { EdgeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { failureOf, promptText, type Admitted } from '../policy/admission.js';
 import type { UpstreamReply, UpstreamResult } from '../policy/upstream.js';
-import type { TraceContext } from '../protocol/trace-context.js';
+import { traceparentOf, type TraceContext } from '../protocol/trace-context.js';
 import type { ChatRequest } from '../transport/http/openai-request.js';
 import type { GenerateResult, Generation, Started } from '../transport/http/openai-server.js';
 import type { LocalModel } from './engine-port.js';
@@ -74,7 +74,10 @@ export class UpstreamChat {
     const stop = new AbortController();
     const onAbort = () => stop.abort('client');
     signal.addEventListener('abort', onAbort, { once: true });
-    const reply = policy.upstream.chat(upstreamRequest(request, decision.model, admitted.max_tokens), { signal: stop.signal });
+    const reply = policy.upstream.chat(upstreamRequest(request, decision.model, admitted.max_tokens), {
+      signal: stop.signal,
+      ...(trace ? { traceparent: traceparentOf(trace) } : {}),
+    });
     let firstAt: number | undefined;
     const report = (f: () => void) => {
       f();

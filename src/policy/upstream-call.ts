@@ -119,6 +119,7 @@ export class UpstreamCall {
     defaultModel: string,
     request: UpstreamRequest,
     private readonly signal: AbortSignal | undefined,
+    private readonly traceparent?: string | undefined,
   ) {
     this.stream = new PushStream<string, UpstreamResult>(() => this.cancel());
     this.answeredModel = request.model ?? defaultModel;
@@ -141,6 +142,8 @@ export class UpstreamCall {
       [FORWARDED_HEADER]: '1',
     };
     if (this.apiKey) headers.authorization = `Bearer ${this.apiKey.reveal()}`;
+    // W3C Trace Context: the upstream's work joins the request's trace, this node's span its parent.
+    if (this.traceparent) headers.traceparent = this.traceparent;
     const lib = this.endpoint.protocol === 'https:' ? https : http;
     let req: http.ClientRequest;
     try {

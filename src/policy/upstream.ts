@@ -75,8 +75,9 @@ export class UpstreamClient {
   }
 
   /** Starts the request at once; see the file comment. Throws nothing: failures reject the reply. */
-  chat(request: UpstreamRequest, opts: { signal?: AbortSignal | undefined } = {}): UpstreamReply {
-    const call = new UpstreamCall(this.endpoint, this.label, this.apiKey, this.timeouts, this.model, request, opts.signal);
+  /** `traceparent`: the request's (W3C, this node's span as the parent), sent as the header of that name. */
+  chat(request: UpstreamRequest, opts: { signal?: AbortSignal | undefined; traceparent?: string | undefined } = {}): UpstreamReply {
+    const call = new UpstreamCall(this.endpoint, this.label, this.apiKey, this.timeouts, this.model, request, opts.signal, opts.traceparent);
     return call.stream;
   }
 }

@@ -75,7 +75,7 @@ if (bin) {
     const audited = (dev: string) => log.query({ type: 'request' }).map((e) => e.record as RequestAudit).filter((r) => r.device === dev);
     const rawAudit = () => JSON.stringify(log.query({ type: 'request' }).map((e) => e.record));
     const api = `http://127.0.0.1:${openaiPort}/v1`;
-    return { config, daemon, fake, ask, final, audited, rawAudit, api, localCalls: () => daemon.models.reduce((s, m) => s + m.calls, 0) };
+    return { config, daemon, device, prefix, fake, ask, final, audited, rawAudit, api, localCalls: () => daemon.models.reduce((s, m) => s + m.calls, 0) };
   }
 
   t.test('MQTT: image and audio parts go to the upstream unchanged, byte for byte, and never to the local model', async (t) => {
@@ -92,6 +92,30 @@ if (bin) {
     t.match(record, { id: 'mm', allowed: true, route: 'cloud', route_reason: /^multimodal input/, outcome: 'ok', media: MEDIA });
     t.notOk(rawAudit().includes(PNG_1X1.slice(0, 40)), 'the audit keeps kinds and sizes, never the image data');
     t.notOk(rawAudit().includes(wavBase64().slice(0, 60)), 'nor the audio data');
+  });
+
+  t.test("the upstream call joins the request's trace: traceparent with this node's span as the parent (MQTT and OpenAI)", async (t) => {
+    const { device, prefix, fake, api } = await setup(t);
+    const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const CALLER = '00f067aa0ba902b7';
+    const W3C = new RegExp(`^00-${TRACE}-([0-9a-f]{16})-01$`);
+    await device.publish(`${prefix}/request/cam-1`, { id: 'tp', messages: [{ role: 'user', content: PARTS }] }, { userProperties: { traceparent: `00-${TRACE}-${CALLER}-01` } });
+    const done = await device.waitFor((r) => r.topic === `${prefix}/response/cam-1` && r.body.id === 'tp' && r.body.type === 'done', 5000, 'the done reply to cam-1/tp');
+    const sent = String(fake.headers[0]!.traceparent);
+    t.match(sent, W3C, 'the upstream got the trace id, flags kept');
+    t.not(sent.split('-')[2], CALLER, "its parent is this node's span, not the device's");
+    t.equal(sent, done.userProperties?.traceparent, 'the same span the reply names');
+
+    const res = await fetch(`${api}/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', traceparent: `00-${TRACE}-${CALLER}-01` },
+      body: JSON.stringify({ messages: [{ role: 'user', content: PARTS }] }),
+    });
+    t.equal(res.status, 200);
+    await res.json();
+    const relayed = String(fake.headers[1]!.traceparent);
+    t.match(relayed, W3C, 'the OpenAI relay sends it too');
+    t.equal(relayed, res.headers.get('traceparent'), "the span of the endpoint's reply header");
   });
 
   t.test('MQTT: the answer cache never answers a multimodal request with a text-only answer', async (t) => {

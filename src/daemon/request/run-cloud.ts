@@ -9,6 +9,7 @@ import { EdgeError } from '../../errors.js';
 import type { WireRequest } from '../../protocol/codec.js';
 import { failureOf } from '../../policy/admission.js';
 import type { UpstreamRequest } from '../../policy/upstream.js';
+import { traceparentOf } from '../../protocol/trace-context.js';
 import { finishDone, finishError, settle } from './finish.js';
 import { startRunning, type Job, type RequestContext } from './job.js';
 import { runLocal } from './run-local.js';
@@ -56,7 +57,7 @@ async function relay(ctx: RequestContext, job: Job): Promise<void> {
   let firstAt: number | undefined;
   let failure: unknown;
   try {
-    const reply = ctx.policy.upstream!.chat(upstreamRequest(r, decision.model, admitted.max_tokens), { signal: run.signal });
+    const reply = ctx.policy.upstream!.chat(upstreamRequest(r, decision.model, admitted.max_tokens), { signal: run.signal, traceparent: traceparentOf(job.trace) });
     // The upstream is never taken to repeat itself: a resumed request's device is told to start over.
     job.stream.begin(false);
     for await (const piece of reply) {
