@@ -23,7 +23,7 @@ import type { ChatRequest } from '../transport/http/openai-request.js';
 import type { EmbeddingsRequest, EmbeddingsResult } from '../transport/http/openai-embeddings.js';
 import type { AuditSink, RequestAudit } from '../policy/audit.js';
 import type { ChatBackend, Started } from '../transport/http/openai-server.js';
-import { variantFor } from '../policy/variants.js';
+import { variantFor, type ChosenVariant } from '../policy/variants.js';
 import type { TraceContext } from '../protocol/trace-context.js';
 import type { RequestQueue } from '../scheduler/request-queue.js';
 
@@ -54,8 +54,8 @@ export class LocalChat implements ChatBackend {
       observer?: RequestObserver;
       /** Where each request's record goes (the daemon's audit log). */
       audit?: AuditSink;
-      /** Where requests with image or audio parts go (absent: refused with E_NO_ROUTE). */
-      multimodal?: Pick<ChatBackend, 'complete'> | undefined;
+      /** Where requests with image or audio parts go (absent: refused with E_NO_ROUTE), an A/B name already resolved to `ab`'s variant. */
+      multimodal?: { complete(request: ChatRequest, signal: AbortSignal, trace?: TraceContext, ab?: ChosenVariant): Promise<Started> } | undefined;
     },
   ) {}
 
@@ -68,18 +68,18 @@ export class LocalChat implements ChatBackend {
     const receivedAt = Date.now();
     const id = randomUUID();
     const traceId = trace?.traceId;
-    if (hasMedia(request.messages)) {
-      if (this.deps.multimodal) return this.deps.multimodal.complete(request, signal, trace);
-      const kinds = mediaKinds(mediaOf(request.messages));
-      const err = new EdgeError('E_NO_ROUTE', `the request has ${kinds} parts, which only an upstream reads (the local models read text), but this node has no upstream configured: set upstream.url and upstream.model, or send the text without the ${kinds}`);
-      this.report(receivedAt, id, request.model, { outcome: 'error', err, traceId });
-      return Promise.reject(err);
-    }
     // An A/B name runs as the variant of its user (the body's user or the x-edgellm-device header), or the one it names.
-    let ab: { name: string; variant: string } | undefined;
+    let ab: ChosenVariant | undefined;
     try {
       ab = variantFor(this.deps.config.variants ?? {}, request.model, request.user ?? API_DEVICE, request.variant);
     } catch (err) {
+      this.report(receivedAt, id, request.model, { outcome: 'error', err, traceId });
+      return Promise.reject(err);
+    }
+    if (hasMedia(request.messages)) {
+      if (this.deps.multimodal) return this.deps.multimodal.complete(ab ? { ...request, model: ab.variant } : request, signal, trace, ab);
+      const kinds = mediaKinds(mediaOf(request.messages));
+      const err = new EdgeError('E_NO_ROUTE', `the request has ${kinds} parts, which only an upstream reads (the local models read text), but this node has no upstream configured: set upstream.url and upstream.model, or send the text without the ${kinds}`);
       this.report(receivedAt, id, request.model, { outcome: 'error', err, traceId });
       return Promise.reject(err);
     }

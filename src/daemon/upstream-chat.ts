@@ -12,6 +12,7 @@ import { EdgeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { failureOf, promptText, type Admitted } from '../policy/admission.js';
 import type { UpstreamReply, UpstreamResult } from '../policy/upstream.js';
+import type { ChosenVariant } from '../policy/variants.js';
 import { traceparentOf, type TraceContext } from '../protocol/trace-context.js';
 import type { ChatRequest } from '../transport/http/openai-request.js';
 import type { GenerateResult, Generation, Started } from '../transport/http/openai-server.js';
@@ -39,7 +40,8 @@ export class UpstreamChat {
   ) {}
 
   /** Admits the request (E_NO_ROUTE, E_FORBIDDEN, ... when it may not go upstream) and starts the upstream call. */
-  complete(request: ChatRequest, signal: AbortSignal, trace?: TraceContext): Promise<Started> {
+  /** `ab`: the A/B name the request asked for and its variant, which `request.model` already names. */
+  complete(request: ChatRequest, signal: AbortSignal, trace?: TraceContext, ab?: ChosenVariant): Promise<Started> {
     const receivedAt = Date.now();
     const { policy, models } = this.deps;
     const observer = this.deps.observer ?? ignoreRequests;
@@ -58,6 +60,7 @@ export class UpstreamChat {
         ...(trace ? { trace_id: trace.traceId } : {}),
         messages: request.messages,
         ...(request.model !== undefined ? { model: request.model } : {}),
+        ...(ab !== undefined ? { ab } : {}),
         ...(request.max_tokens !== undefined ? { max_tokens: request.max_tokens } : {}),
         payload_bytes: Buffer.byteLength(JSON.stringify(request.messages)),
         prompt_tokens: counter ? counter.countTokens(promptText(request)) : 0,
@@ -113,7 +116,7 @@ export class UpstreamChat {
       this.running.delete(stop);
     });
     this.running.set(stop, settled);
-    return Promise.resolve({ model: decision.model, generation: relayed(reply, record.prompt_tokens ?? 0, stop.signal, () => (firstAt ??= Date.now())) });
+    return Promise.resolve({ model: decision.model, ...(ab ? { variant: ab.variant } : {}), generation: relayed(reply, record.prompt_tokens ?? 0, stop.signal, () => (firstAt ??= Date.now())) });
   }
 
   /** Takes no more requests; relays in progress get `timeoutMs` to finish, then are stopped (E_UNAVAILABLE). */

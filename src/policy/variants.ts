@@ -48,11 +48,17 @@ export function chooseVariant(variants: readonly Variant[], device: string, name
   return variants[variants.length - 1]!; // rounding at the top end of the sum
 }
 
+/** The A/B name a request asked for and the variant (a model name) it runs as. */
+export interface ChosenVariant {
+  name: string;
+  variant: string;
+}
+
 /**
  * The variant a request for `model` runs as when `model` has A/B variants (`key`: what it sticks to, the
  * device id), else undefined; a `variant` for any other model is E_UNKNOWN_VARIANT.
  */
-export function variantFor(variants: Record<string, Variant[]>, model: string | undefined, key: string, variant: string | undefined): { name: string; variant: string } | undefined {
+export function variantFor(variants: Record<string, Variant[]>, model: string | undefined, key: string, variant: string | undefined): ChosenVariant | undefined {
   const list = model !== undefined ? variants[model] : undefined;
   if (list === undefined) {
     if (variant === undefined) return undefined;

@@ -118,6 +118,26 @@ if (bin) {
     t.equal(relayed, res.headers.get('traceparent'), "the span of the endpoint's reply header");
   });
 
+  t.test('an A/B name: the request runs as its variant and goes upstream, the variant in the reply and the audit (MQTT and OpenAI)', async (t) => {
+    const variants = { assistant: [{ model: 'fake', weight: 1 }, { model: 'vision-model', weight: 1 }] };
+    const { ask, final, fake, api, audited } = await setup(t, { over: { variants } });
+    const messages = [{ role: 'user', content: PARTS }];
+    await ask('cam-1', { id: 'ab', model: 'assistant', variant: 'fake', messages });
+    t.match(await final('cam-1', 'ab'), { type: 'done', route: 'cloud', variant: 'fake', text: CLOUD_TEXT });
+    t.match(audited('cam-1').find((r) => r.id === 'ab'), { route: 'cloud', variant: 'fake', variant_of: 'assistant', outcome: 'ok' });
+
+    const res = await postJson(`${api}/chat/completions`, { model: 'assistant', variant: 'fake', messages });
+    t.equal(res.status, 200, 'not E_UNKNOWN_MODEL: the A/B name is resolved before the parts go upstream');
+    t.match(res.body, { model: 'vision-model', variant: 'fake', choices: [{ message: { content: CLOUD_TEXT } }] });
+    await new Promise((r) => setTimeout(r, 100)); // the audit record is written once the relay settles
+    t.match(audited('openai-api').at(-1), { route: 'cloud', variant: 'fake', variant_of: 'assistant', outcome: 'ok' });
+    t.equal(fake.requests, 2);
+
+    const bad = await postJson(`${api}/chat/completions`, { model: 'assistant', variant: 'nope', messages });
+    t.match(bad.body, { error: { code: 'variant_not_found' } }, 'an unknown variant is refused as for text');
+    t.equal(fake.requests, 2, 'and nothing went upstream');
+  });
+
   t.test('MQTT: the answer cache never answers a multimodal request with a text-only answer', async (t) => {
     const { ask, final, fake, localCalls } = await setup(t);
     const text = QUESTION;
