@@ -31,6 +31,8 @@ void fail(const char* file, int line, const std::string& msg);
 bool near_all(const float* a, const float* b, int64_t n, double atol, double rtol, std::string* why);
 
 std::mt19937& rng();
+// Seeds rng() from the test's suite and name; the runner calls it before each test.
+void seed_for(const char* suite, const char* name);
 void fill_uniform(float* x, int64_t n, float lo, float hi);
 void fill_normal(float* x, int64_t n, float stddev);
 

@@ -50,6 +50,16 @@ std::mt19937& rng() {
   static std::mt19937 g(12345);
   return g;
 }
+
+// Before each test: rng() seeded from the test's own name (FNV-1a), so a test draws the same data
+// whether it runs in the whole suite or alone (`edgellm_tests SUITE`): a failure in CI reproduces
+// with a filter, and adding a test does not change the data of the ones after it.
+void seed_for(const char* suite, const char* name) {
+  uint32_t h = 2166136261u;
+  for (const char* s : {suite, ".", name})
+    for (; *s; ++s) h = (h ^ (uint8_t)*s) * 16777619u;
+  rng().seed(h);
+}
 void fill_uniform(float* x, int64_t n, float lo, float hi) {
   std::uniform_real_distribution<float> d(lo, hi);
   for (int64_t i = 0; i < n; ++i) x[i] = d(rng());
@@ -91,6 +101,7 @@ int main(int argc, char** argv) {
   for (auto& c : test::registry()) {
     if (only && std::strcmp(only, c.suite) != 0) continue;
     test::failures() = 0;
+    test::seed_for(c.suite, c.name);
     try {
       c.fn();
     } catch (const std::exception& e) {
