@@ -157,7 +157,7 @@ export class LocalChat implements ChatBackend {
       tokensPerS?: number;
       err?: unknown;
       traceId?: string | undefined;
-      ab?: { name: string; variant: string } | undefined;
+      ab?: ChosenVariant | undefined;
       adapter?: string | undefined;
     },
   ): void {

@@ -3,6 +3,7 @@
  * responder itself never deals with metric types. Times are milliseconds since the request arrived.
  */
 import type { ErrorCode } from '../errors.js';
+import type { ChosenVariant } from '../policy/variants.js';
 import type { RawLogprobSums } from './drift.js';
 
 /**
@@ -30,7 +31,7 @@ export interface FinishedRequest {
   /** The request's trace (the metrics' exemplars name it). */
   trace_id?: string | undefined;
   /** For a model name with A/B variants: that name and the variant that served it. */
-  ab?: { name: string; variant: string } | undefined;
+  ab?: ChosenVariant | undefined;
 }
 
 export interface RequestObserver {

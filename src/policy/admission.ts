@@ -12,6 +12,7 @@ import type { AuditSink, RequestAudit } from './audit.js';
 import type { CircuitBreaker, BreakerTicket } from './breaker.js';
 import type { LocalRates, RequestedRoute, Route, RouteDecision, RoutePolicy } from './router.js';
 import { UpstreamError, type ChatMessage } from './upstream.js';
+import type { ChosenVariant } from './variants.js';
 
 /** A request the daemon has validated and counted. */
 export interface AdmissionRequest {
@@ -22,7 +23,7 @@ export interface AdmissionRequest {
   /** A model name or class (for an A/B name: the chosen variant's model). */
   model?: string;
   /** A/B variants: the name asked for (access control checks it) and the variant chosen for it. */
-  ab?: { name: string; variant: string };
+  ab?: ChosenVariant;
   /** A LoRA adapter of the local model (checked by the daemon before admission). */
   adapter?: string;
   max_tokens?: number;

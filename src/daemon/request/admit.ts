@@ -7,7 +7,7 @@
 import { EdgeError } from '../../errors.js';
 import { embedInputs } from '../../protocol/codec.js';
 import { promptText, type Admitted } from '../../policy/admission.js';
-import { variantFor } from '../../policy/variants.js';
+import { variantFor, type ChosenVariant } from '../../policy/variants.js';
 import { promptTooLarge, unknownAdapter } from '../engine-port.js';
 import { finishError, refuse } from './finish.js';
 import { defaultModel, type Job, type RequestContext } from './job.js';
@@ -28,7 +28,7 @@ export function admit(ctx: RequestContext, job: Job): void {
     return refuse(ctx, job, 'E_DEADLINE', 'the deadline passed before the request could start');
   }
   // An A/B name runs as the device's variant (or the one the request names): from here on, its model.
-  let ab: { name: string; variant: string } | undefined;
+  let ab: ChosenVariant | undefined;
   try {
     ab = variantFor(ctx.config.variants, r.model, row.device, r.variant);
   } catch (err) {

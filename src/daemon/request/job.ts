@@ -9,6 +9,7 @@ import { withFields, type Logger } from '../../log.js';
 import type { WireRequest } from '../../protocol/codec.js';
 import { resumeTrace, traceparentOf, type TraceContext } from '../../protocol/trace-context.js';
 import type { Admitted } from '../../policy/admission.js';
+import type { ChosenVariant } from '../../policy/variants.js';
 import type { RequestQueue } from '../../scheduler/request-queue.js';
 import type { Store, StoredRequest } from '../../store/index.js';
 import type { ReplyChannel } from '../../transport/mqtt/session.js';
@@ -50,7 +51,7 @@ export interface Job {
   readonly trace: TraceContext;
   readonly log: Logger;
   /** For a model name with A/B variants: that name, and the variant admit chose (the model it runs as). */
-  ab?: { name: string; variant: string } | undefined;
+  ab?: ChosenVariant | undefined;
   /** What a `trace: true` reply reports: the cache lookup, and the engine's timings once it ran. */
   cache?: 'hit' | 'miss' | 'bypass';
   engine?: Pick<GenerateResult, 'timings' | 'steps'>;
