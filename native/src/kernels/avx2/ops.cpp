@@ -122,19 +122,21 @@ void softmax(float* x, int64_t n) {
   // The sum in double: over a 32k-152k vocabulary a float sum drops the small terms (log-probs
   // ~1e-5 off); the two widening adds are cheap beside the exp.
   __m256d sum_lo = _mm256_setzero_pd(), sum_hi = _mm256_setzero_pd();
+  const auto add = [&](__m256 e) {
+    sum_lo = _mm256_add_pd(sum_lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+    sum_hi = _mm256_add_pd(sum_hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+  };
   for (i = 0; i + 8 <= n; i += 8) {
     const __m256 e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
     _mm256_storeu_ps(x + i, e);
-    sum_lo = _mm256_add_pd(sum_lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
-    sum_hi = _mm256_add_pd(sum_hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+    add(e);
   }
   if (i < n) {
     const __m256i m = tail_mask(n - i);
     const __m256 e = _mm256_and_ps(exp_ps(_mm256_sub_ps(_mm256_maskload_ps(x + i, m), vm)),
                                    _mm256_castsi256_ps(m));
     _mm256_maskstore_ps(x + i, m, e);
-    sum_lo = _mm256_add_pd(sum_lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
-    sum_hi = _mm256_add_pd(sum_hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+    add(e);
   }
   const __m256d s4 = _mm256_add_pd(sum_lo, sum_hi);
   const __m128d s2 = _mm_add_pd(_mm256_castpd256_pd128(s4), _mm256_extractf128_pd(s4, 1));

@@ -117,17 +117,19 @@ void softmax(float* x, int64_t n) {
   // The sum in double: over a 32k-152k vocabulary a float sum drops the small terms (log-probs
   // ~1e-5 off); the two widening adds are cheap beside the exp.
   float64x2_t sum_lo = vdupq_n_f64(0.0), sum_hi = vdupq_n_f64(0.0);
+  const auto add = [&](float32x4_t e) {
+    sum_lo = vaddq_f64(sum_lo, vcvt_f64_f32(vget_low_f32(e)));
+    sum_hi = vaddq_f64(sum_hi, vcvt_high_f64_f32(e));
+  };
   for (i = 0; i + 4 <= n; i += 4) {
     const float32x4_t e = exp_f32(vsubq_f32(vld1q_f32(x + i), vm));
     vst1q_f32(x + i, e);
-    sum_lo = vaddq_f64(sum_lo, vcvt_f64_f32(vget_low_f32(e)));
-    sum_hi = vaddq_f64(sum_hi, vcvt_high_f64_f32(e));
+    add(e);
   }
   if (i < n) {
     const float32x4_t e = exp_f32(vsubq_f32(load_tail(x + i, n - i, -INFINITY), vm));  // pad -> 0
     store_tail(x + i, e, n - i);
-    sum_lo = vaddq_f64(sum_lo, vcvt_f64_f32(vget_low_f32(e)));
-    sum_hi = vaddq_f64(sum_hi, vcvt_high_f64_f32(e));
+    add(e);
   }
   const float inv = (float)(1.0 / vaddvq_f64(vaddq_f64(sum_lo, sum_hi)));
   const float32x4_t vinv = vdupq_n_f32(inv);
