@@ -141,13 +141,14 @@ async function main() {
           };
         }
       }
-      const base = rows.find((r) => r.concurrency === 1)?.tps ?? rows[0].tps;
-      for (const r of rows) r.ratio = r.tps / base;
-      // The same ratio for the decode alone: n x the per-generation decode rate (native timings,
-      // prompts excluded) over the single generation's. The aggregate also pays for n prompts,
-      // prefilled inside the timed run, which this column leaves out.
-      const decodeBase = rows.find((r) => r.concurrency === 1)?.per_gen_decode_tps ?? rows[0].per_gen_decode_tps;
-      for (const r of rows) r.decode_ratio = (r.concurrency * r.per_gen_decode_tps) / decodeBase;
+      const one = rows.find((r) => r.concurrency === 1) ?? rows[0];
+      // decode_ratio: the same for the decode alone, n x the per-generation decode rate (native
+      // timings, prompts excluded) over the single generation's. The aggregate also pays for n
+      // prompts, prefilled inside the timed run, which that column leaves out.
+      for (const r of rows) {
+        r.ratio = r.tps / one.tps;
+        r.decode_ratio = (r.concurrency * r.per_gen_decode_tps) / one.per_gen_decode_tps;
+      }
       const out = {
         cpu: `${info.model || info.arch}, ${info.physicalCores} cores, kernels ${info.kernels}`,
         model: MODEL || DENSE.name + (FTYPE ? `, llama.cpp ${FTYPE}` : ', random Q4_0'),

@@ -76,15 +76,16 @@ export class LocalChat implements ChatBackend {
       this.report(receivedAt, id, request.model, { outcome: 'error', err, traceId });
       return Promise.reject(err);
     }
+    const asRun = ab ? { ...request, model: ab.variant } : request;
     if (hasMedia(request.messages)) {
-      if (this.deps.multimodal) return this.deps.multimodal.complete(ab ? { ...request, model: ab.variant } : request, signal, trace, ab);
+      if (this.deps.multimodal) return this.deps.multimodal.complete(asRun, signal, trace, ab);
       const kinds = mediaKinds(mediaOf(request.messages));
       const err = new EdgeError('E_NO_ROUTE', `the request has ${kinds} parts, which only an upstream reads (the local models read text), but this node has no upstream configured: set upstream.url and upstream.model, or send the text without the ${kinds}`);
       this.report(receivedAt, id, request.model, { outcome: 'error', err, traceId });
       return Promise.reject(err);
     }
     const adapter = request.adapter;
-    const admitted = this.admit(ab ? { ...request, model: ab.variant } : request, signal, id);
+    const admitted = this.admit(asRun, signal, id);
     admitted.then(
       ({ model, generation }) => {
         const queueMs = Date.now() - receivedAt;

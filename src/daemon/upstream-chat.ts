@@ -39,8 +39,10 @@ export class UpstreamChat {
     },
   ) {}
 
-  /** Admits the request (E_NO_ROUTE, E_FORBIDDEN, ... when it may not go upstream) and starts the upstream call. */
-  /** `ab`: the A/B name the request asked for and its variant, which `request.model` already names. */
+  /**
+   * Admits the request (E_NO_ROUTE, E_FORBIDDEN, ... when it may not go upstream) and starts the upstream
+   * call. `ab`: the A/B name the request asked for and its variant, which `request.model` already names.
+   */
   complete(request: ChatRequest, signal: AbortSignal, trace?: TraceContext, ab?: ChosenVariant): Promise<Started> {
     const receivedAt = Date.now();
     const { policy, models } = this.deps;

@@ -74,8 +74,10 @@ export class UpstreamClient {
     return { url: redactUrl(this.label), model: this.model, api_key: this.apiKey ? 'set' : 'none', timeouts: { ...this.timeouts } };
   }
 
-  /** Starts the request at once; see the file comment. Throws nothing: failures reject the reply. */
-  /** `traceparent`: the request's (W3C, this node's span as the parent), sent as the header of that name. */
+  /**
+   * Starts the request at once; see the file comment. Throws nothing: failures reject the reply.
+   * `traceparent`: the request's (W3C, this node's span as the parent), sent as the header of that name.
+   */
   chat(request: UpstreamRequest, opts: { signal?: AbortSignal | undefined; traceparent?: string | undefined } = {}): UpstreamReply {
     const call = new UpstreamCall(this.endpoint, this.label, this.apiKey, this.timeouts, this.model, request, opts.signal, opts.traceparent);
     return call.stream;
